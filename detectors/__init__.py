@@ -1,0 +1,1 @@
+"""Windowed rule detectors (rule model, YAML loading, window aggregation, evaluators)."""

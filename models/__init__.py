@@ -1,0 +1,1 @@
+"""Online anomaly models (river-based scorers, per-series state, model registry)."""

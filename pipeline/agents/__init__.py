@@ -1,0 +1,1 @@
+"""Faust agents: the only place where Kafka streams meet Tocsin's logic."""

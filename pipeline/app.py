@@ -1,0 +1,109 @@
+"""The Faust app: built from settings, with the store, the ingest agents and the query page.
+
+Everything a worker holds at run time (the store, counters) hangs off the app built here;
+nothing is kept in module globals.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import faust
+import orjson
+from faust.web import Request, Response, View
+
+from pipeline.agents.ingest import register_ingest_agents
+from pipeline.errors import StoreError
+from pipeline.ingest import Ingestor
+from pipeline.settings import Settings
+from pipeline.store import Store, is_read_only, open_store
+from pipeline.store.writer import StoreWriter
+from pipeline.transport import faust_credentials
+
+log = logging.getLogger("tocsin.app")
+
+QUERY_PATH = "/tocsin/query"
+STATUS_PATH = "/tocsin/status"
+
+
+@dataclass
+class Pipeline:
+    """A worker's Faust app with the objects its agents and pages share."""
+
+    app: faust.App
+    settings: Settings
+    store: Store
+    writer: StoreWriter
+    ingestor: Ingestor
+
+
+def _json(view: View, payload: object, status: int = 200) -> Response:
+    return view.bytes(orjson.dumps(payload, default=str, option=orjson.OPT_NON_STR_KEYS),
+                      content_type="application/json", status=status)
+
+
+def _register_pages(pipeline: Pipeline) -> None:
+    app = pipeline.app
+
+    @app.page(QUERY_PATH)
+    class QueryView(View):
+        """POST {"sql": "..."}: run a read-only query on the store this worker owns."""
+
+        async def post(self, request: Request) -> Response:
+            body = await request.json()
+            sql = body.get("sql", "") if isinstance(body, dict) else ""
+            if not is_read_only(sql):
+                return _json(self, {"error": "only read statements (SELECT, WITH, SHOW, "
+                                    "DESCRIBE, EXPLAIN, EXISTS) are served"}, 400)
+            try:
+                result = await pipeline.writer.query(sql)
+            except StoreError as exc:
+                return _json(self, {"error": str(exc)}, 400)
+            return _json(self, {"columns": result.columns, "rows": result.rows})
+
+    @app.page(STATUS_PATH)
+    class StatusView(View):
+        """GET: ingest counters and the store this worker writes to."""
+
+        async def get(self, request: Request) -> Response:
+            counters = pipeline.ingestor.counters
+            return _json(self, {
+                "app_id": pipeline.settings.worker.app_id,
+                "store": "embedded" if pipeline.settings.store.embedded else "server",
+                "messages": counters.messages,
+                "stored": counters.stored,
+                "rejected": counters.rejected,
+                "store_failed_attempts": pipeline.writer.failed_attempts,
+            })
+
+
+def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
+    """Build the Faust app, open the store and register agents and web pages."""
+    worker = settings.worker
+    app = faust.App(
+        worker.app_id,
+        broker=[f"kafka://{s.strip()}" for s in settings.kafka.bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(settings.kafka),
+        broker_client_id=settings.kafka.client_id,
+        store="memory://",
+        datadir=worker.data_dir,
+        web_enabled=True,
+        web_host=worker.web_host,
+        web_bind=worker.web_host,
+        web_port=worker.web_port,
+        topic_partitions=settings.topics.partitions,
+        topic_replication_factor=settings.topics.replication_factor,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(4096, settings.ingest.batch_size * 2),
+        producer_max_request_size=8 * 1024 * 1024,
+        autodiscover=False,
+    )
+    store = store or open_store(settings.store)
+    writer = StoreWriter(store, settings.ingest.store_retry_max_s)
+    pipeline = Pipeline(app, settings, store, writer, Ingestor(writer, settings.ingest))
+    register_ingest_agents(app, settings, pipeline.ingestor)
+    _register_pages(pipeline)
+    return pipeline

@@ -1,0 +1,183 @@
+"""The ``tocsin`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pipeline.errors import TocsinError
+from pipeline.settings import Settings, load_settings
+from pipeline.store import QueryResult
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def _print_result(result: QueryResult, fmt: str) -> None:
+    def plain(value: object) -> object:
+        if isinstance(value, list) and value and isinstance(value[0], tuple | list) \
+                and all(len(v) == 2 for v in value):
+            return dict(value)
+        return value
+
+    if fmt == "json":
+        for row in result.rows:
+            print(json.dumps({c: plain(v) for c, v in zip(result.columns, row, strict=True)},
+                             default=str))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(result.columns)
+        writer.writerows([[plain(v) for v in row] for row in result.rows])
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*result.columns, show_lines=False)
+        for row in result.rows:
+            table.add_row(*[str(plain(v)) for v in row])
+        Console().print(table)
+        print(f"{len(result.rows)} row{'s' if len(result.rows) != 1 else ''}")
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Run a worker until it is stopped."""
+    from pipeline.worker import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
+    """Start, stop or show the local single-node Kafka broker."""
+    import os
+
+    from pipeline.kafka import broker_status, start_broker, stop_broker
+
+    configured = os.environ.get("TOCSIN_KAFKA_BOOTSTRAP_SERVERS")
+    state_dir = Path(args.state_dir) if args.state_dir else None
+    if args.action == "start":
+        if configured and not args.force:
+            print(f"using the configured Kafka cluster at {configured}; not starting a broker")
+            return 0
+        handle = start_broker(port=args.port, state_dir=state_dir, keep_data=args.keep_data)
+        print(f"Kafka {handle.version} running at {handle.bootstrap} (pid {handle.pid}, "
+              f"log {handle.log_file})")
+    elif args.action == "stop":
+        stopped = stop_broker(state_dir=state_dir)
+        print("local Kafka broker stopped" if stopped else "no local Kafka broker was running")
+    else:
+        handle = broker_status(state_dir=state_dir)
+        if handle is None:
+            print("no local Kafka broker is running")
+            return 3
+        print(f"Kafka {handle.version} running at {handle.bootstrap} (pid {handle.pid}, "
+              f"data {handle.data_dir})")
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    """Send an NDJSON file of records to their topics."""
+    from pipeline.produce import produce_file
+    from pipeline.transport import ensure_topics
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise TocsinError(f"no such file: {path}")
+
+    async def run():
+        await ensure_topics(settings)
+        return await produce_file(settings, path, args.records_per_message,
+                                  progress=not args.quiet)
+
+    report = asyncio.run(run())
+    sent = ", ".join(f"{n} {kind}s" for kind, n in sorted(report.records.items())) or "nothing"
+    print(f"sent {sent} in {report.messages} messages")
+    for number, reason in report.unroutable[:10]:
+        print(f"  line {number}: {reason} (sent to {settings.topics.deadletter})",
+              file=sys.stderr)
+    if len(report.unroutable) > 10:
+        print(f"  ... and {len(report.unroutable) - 10} more unroutable lines", file=sys.stderr)
+    return 1 if report.unroutable else 0
+
+
+def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
+    """Run a read-only SQL statement and print its result."""
+    from pipeline.query import run_query
+
+    _print_result(run_query(settings, args.sql), args.format)
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the effective settings, secrets masked."""
+    print(json.dumps(settings.redacted(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every ``tocsin`` subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="tocsin",
+        description="Operations telemetry from Kafka into ClickHouse, detections and alerts.",
+    )
+    parser.add_argument("--config", help="TOML settings file (also TOCSIN_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("worker", help="run a stream worker (ingest agents, query page)",
+                       description="Create missing topics and tables, then consume the "
+                       "telemetry topics into the store until stopped (Ctrl-C / SIGTERM).")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("kafka", help="start, stop or show the local Kafka broker",
+                       description="A real single-node Apache Kafka broker (KRaft) on "
+                       "127.0.0.1, from jars Maven resolves into ~/.cache/tocsin. Does nothing "
+                       "when TOCSIN_KAFKA_BOOTSTRAP_SERVERS points at a cluster.")
+    p.add_argument("action", choices=("start", "stop", "status"))
+    p.add_argument("--port", type=int, default=9092, help="broker port (0: a free one)")
+    p.add_argument("--keep-data", action="store_true",
+                   help="keep the previous data directory instead of starting fresh")
+    p.add_argument("--state-dir", help="where pid, config, log and data live")
+    p.add_argument("--force", action="store_true",
+                   help="start a local broker even when a cluster is configured")
+    p.set_defaults(func=cmd_kafka)
+
+    p = sub.add_parser("produce", help="send an NDJSON file of records to Kafka",
+                       description="Each line is one record with \"type\": metric, log or "
+                       "span. Records are batched into JSON-array messages per topic.")
+    p.add_argument("file")
+    p.add_argument("--records-per-message", type=int, default=100)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("query", help="run a read-only SQL query on the store",
+                       description="Reads see deduplicated rows (final = 1). With the "
+                       "embedded store, a running worker answers; otherwise the data "
+                       "directory is opened directly.")
+    p.add_argument("sql")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("settings", help="print the effective settings (secrets masked)")
+    p.set_defaults(func=cmd_settings)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tocsin`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        return args.func(args, settings)
+    except TocsinError as exc:
+        print(f"tocsin {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

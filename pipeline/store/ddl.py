@@ -1,0 +1,153 @@
+"""The one DDL of Tocsin's ClickHouse tables, shared by the embedded and server backends.
+
+Raw tables are ``ReplacingMergeTree`` keyed by the analysts' access path (service, name,
+time) with a deterministic ``event_id`` last, so a replayed batch collapses into the rows
+already stored. Reads that must count exactly use ``FINAL`` (``tocsin query`` sets
+``final = 1`` for you). Partitions are daily; rows expire ``ttl_days`` after their event
+time (0 keeps them forever).
+"""
+
+from __future__ import annotations
+
+TABLES = ("metrics", "logs", "spans", "detections", "problems", "problem_detections",
+          "dead_letters")
+
+_TEMPLATES: dict[str, str] = {
+    "metrics": """
+CREATE TABLE IF NOT EXISTS {db}.metrics (
+    event_id    UInt64,
+    time        DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
+    service     LowCardinality(String),
+    host        LowCardinality(String),
+    name        LowCardinality(String),
+    value       Float64 CODEC(Gorilla, ZSTD),
+    unit        LowCardinality(String),
+    attributes  Map(LowCardinality(String), String),
+    ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMMDD(time)
+ORDER BY (service, name, host, time, event_id)
+{ttl}""",
+    "logs": """
+CREATE TABLE IF NOT EXISTS {db}.logs (
+    event_id        UInt64,
+    time            DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
+    service         LowCardinality(String),
+    host            LowCardinality(String),
+    severity_text   LowCardinality(String),
+    severity_number UInt8,
+    body            String CODEC(ZSTD),
+    trace_id        String,
+    span_id         String,
+    attributes      Map(LowCardinality(String), String),
+    ingested_at     DateTime64(3, 'UTC') DEFAULT now64(3),
+    INDEX body_tokens body TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 4,
+    INDEX trace_ids trace_id TYPE bloom_filter GRANULARITY 4
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMMDD(time)
+ORDER BY (service, severity_number, time, event_id)
+{ttl}""",
+    "spans": """
+CREATE TABLE IF NOT EXISTS {db}.spans (
+    event_id       UInt64,
+    trace_id       String,
+    span_id        String,
+    parent_span_id String,
+    service        LowCardinality(String),
+    host           LowCardinality(String),
+    name           LowCardinality(String),
+    start          DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
+    duration_ms    Float64,
+    status         LowCardinality(String),
+    kind           LowCardinality(String),
+    attributes     Map(LowCardinality(String), String),
+    ingested_at    DateTime64(3, 'UTC') DEFAULT now64(3),
+    INDEX trace_ids trace_id TYPE bloom_filter GRANULARITY 4
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMMDD(start)
+ORDER BY (service, name, start, event_id)
+{ttl_start}""",
+    "detections": """
+CREATE TABLE IF NOT EXISTS {db}.detections (
+    id               String,
+    time             DateTime64(3, 'UTC'),
+    detector         LowCardinality(String),
+    detector_version LowCardinality(String),
+    signal           LowCardinality(String),
+    service          LowCardinality(String),
+    host             LowCardinality(String),
+    entity           String,
+    category         LowCardinality(String),
+    severity         LowCardinality(String),
+    state            LowCardinality(String),
+    title            String,
+    observed         Float64,
+    threshold        Float64,
+    score            Float64,
+    window_start     DateTime64(3, 'UTC'),
+    window_end       DateTime64(3, 'UTC'),
+    labels           Map(LowCardinality(String), String),
+    evidence         String,
+    ingested_at      DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMMDD(time)
+ORDER BY (service, time, id)
+{ttl}""",
+    "problems": """
+CREATE TABLE IF NOT EXISTS {db}.problems (
+    id               String,
+    version          UInt32,
+    scope            LowCardinality(String),
+    status           LowCardinality(String),
+    opened_at        DateTime64(3, 'UTC'),
+    updated_at       DateTime64(3, 'UTC'),
+    resolved_at      Nullable(DateTime64(3, 'UTC')),
+    title            String,
+    category         LowCardinality(String),
+    severity         LowCardinality(String),
+    confidence       Float32,
+    affected         Array(String),
+    root_causes      String,
+    detection_ids    Array(String),
+    symptoms         Array(String),
+    potential_causes Array(String),
+    diagnostic_plan  String,
+    runbook          String
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(opened_at)
+ORDER BY (scope, id)""",
+    "problem_detections": """
+CREATE TABLE IF NOT EXISTS {db}.problem_detections (
+    problem_id   String,
+    detection_id String,
+    time         DateTime64(3, 'UTC'),
+    service      LowCardinality(String),
+    role         LowCardinality(String)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(time)
+ORDER BY (problem_id, detection_id)""",
+    "dead_letters": """
+CREATE TABLE IF NOT EXISTS {db}.dead_letters (
+    received_at  DateTime64(3, 'UTC'),
+    topic        LowCardinality(String),
+    partition    Int32,
+    offset       Int64,
+    record_index Int32,
+    reason       String,
+    payload      String CODEC(ZSTD)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(received_at)
+ORDER BY (topic, partition, offset, record_index)""",
+}
+
+
+def schema_statements(database: str, ttl_days: int) -> list[str]:
+    """The statements that create the database and every table, idempotently."""
+    ttl = f"TTL toDateTime(time) + INTERVAL {ttl_days} DAY" if ttl_days else ""
+    ttl_start = f"TTL toDateTime(start) + INTERVAL {ttl_days} DAY" if ttl_days else ""
+    statements = [f"CREATE DATABASE IF NOT EXISTS {database}"]
+    for name in TABLES:
+        statements.append(
+            _TEMPLATES[name].format(db=database, ttl=ttl, ttl_start=ttl_start).strip()
+        )
+    return statements

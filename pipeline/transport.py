@@ -1,0 +1,109 @@
+"""Kafka connection settings for aiokafka and Faust, and topic creation."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+from pipeline.errors import TocsinError
+from pipeline.settings import KafkaSettings, Settings
+
+log = logging.getLogger("tocsin.kafka")
+
+DEADLETTER_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+class KafkaUnavailable(TocsinError):
+    """The Kafka cluster could not be reached or refused a request."""
+
+
+def _ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    if "SSL" not in kafka.security_protocol:
+        return None
+    context = ssl.create_default_context(cafile=kafka.ssl_cafile or None)
+    if kafka.ssl_certfile:
+        context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile or None)
+    return context
+
+
+def client_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
+    """Keyword arguments for aiokafka producers, consumers and admin clients."""
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "client_id": kafka.client_id,
+        "security_protocol": kafka.security_protocol,
+    }
+    context = _ssl_context(kafka)
+    if context is not None:
+        kwargs["ssl_context"] = context
+    if kafka.security_protocol.startswith("SASL"):
+        kwargs["sasl_mechanism"] = kafka.sasl_mechanism
+        kwargs["sasl_plain_username"] = kafka.sasl_username
+        kwargs["sasl_plain_password"] = kafka.sasl_password.reveal()
+    return kwargs
+
+
+def faust_credentials(kafka: KafkaSettings) -> Any:
+    """Faust ``broker_credentials`` for the configured security protocol (or None)."""
+    import faust
+
+    context = _ssl_context(kafka)
+    if kafka.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.reveal(),
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Topics Tocsin uses, with per-topic broker configs."""
+    t = settings.topics
+    configs: dict[str, dict[str, str]] = {
+        name: {} for name in (t.metrics, t.logs, t.traces, t.detections, t.alerts)
+    }
+    configs[t.deadletter] = {"max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}
+    return configs
+
+
+async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create missing topics with the configured partitions; returns the ones created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(
+        **client_kwargs(settings.kafka), request_timeout_ms=int(timeout_s * 1000)
+    )
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        raise KafkaUnavailable(
+            f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc} "
+            "(start the local broker with `tocsin kafka start`, or set "
+            "TOCSIN_KAFKA_BOOTSTRAP_SERVERS)"
+        ) from exc
+    try:
+        existing = set(await admin.list_topics())
+        wanted = topic_configs(settings)
+        missing = [
+            NewTopic(name, settings.topics.partitions, settings.topics.replication_factor,
+                     topic_configs=config)
+            for name, config in wanted.items() if name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another process created them first
+            log.info("created topics %s", ", ".join(t.name for t in missing))
+        return [t.name for t in missing]
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"creating topics on {settings.kafka.bootstrap_servers}: {exc}") \
+            from exc
+    finally:
+        await admin.close()

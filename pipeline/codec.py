@@ -177,13 +177,17 @@ def _mark(bad: dict[int, str], row: int, reason: str) -> None:
 
 def _slow_column(
     f: FieldSpec, col: list[Any], limits: DecodeLimits, bad: dict[int, str]
-) -> list[Any]:
+) -> Any:
     out = []
     for i, value in enumerate(col):
         converted, reason = _check_one(f, value, limits)
         if reason is not None:
             _mark(bad, i, reason)
         out.append(converted)
+    if f.type is FieldType.TIME:
+        return np.asarray([v or 0 for v in out], dtype=np.int64)
+    if f.type in (FieldType.NUMBER, FieldType.NON_NEGATIVE):
+        return np.asarray([v or 0.0 for v in out], dtype=np.float64)
     return out
 
 

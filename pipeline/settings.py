@@ -111,6 +111,7 @@ class WorkerSettings:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     log_level: str = "info"
+    session_timeout_ms: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ _POSITIVE = {
     ("ingest", "batch_within_ms"),
     ("ingest", "max_message_bytes"),
     ("ingest", "store_retry_max_s"),
+    ("worker", "session_timeout_ms"),
 }
 _NON_NEGATIVE = {("store", "ttl_days"), ("ingest", "max_future_ms"), ("worker", "web_port")}
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")

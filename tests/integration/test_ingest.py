@@ -1,0 +1,171 @@
+"""Telemetry through a real Kafka broker and a worker process into embedded ClickHouse."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from pipeline.kafka import find_free_port
+from pipeline.produce import TelemetryProducer
+from pipeline.schema import RecordKind
+from pipeline.transport import ensure_topics
+from tests.conftest import pipeline_env, settings_from
+from tests.worker_process import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+HOUR_MS = 3_600_000
+
+
+def good_records(now_ms: int) -> dict[RecordKind, list[dict]]:
+    """6,000 metric points, 2,500 log records and 1,499 spans, all valid."""
+    start = now_ms - HOUR_MS
+    metrics = [{"time": start + i * 500, "service.name": f"svc-{i % 7}", "host.name": f"h{i % 3}",
+                "name": "http.server.duration.p95", "value": float(i), "unit": "ms",
+                "attributes": {"region": "eu-west-1", "shard": i % 4}} for i in range(6000)]
+    logs = [{"time": start + i * 1000,
+             "service.name": "orders", "severity": ("info", "WARNING", "ERROR")[i % 3],
+             "body": f"request {i} handled", "trace_id": f"{i:032x}", "span_id": f"{i:016x}"}
+            for i in range(2500)]
+    spans = [{"trace_id": f"{i:032x}", "span_id": f"{i + 1:016x}", "service.name": "api",
+              "name": "GET /orders", "start": (start + i) * 1_000_000, "duration_ms": 3.5,
+              "status": "ok" if i % 10 else "error", "kind": "server",
+              "attributes": {"http.status_code": 200 if i % 10 else 500}} for i in range(1499)]
+    return {RecordKind.METRIC: metrics, RecordKind.LOG: logs, RecordKind.SPAN: spans}
+
+
+def bad_messages(now_ms: int, max_bytes: int) -> list[tuple[str, bytes, int]]:
+    """(topic kind, message value, number of bad records in it)."""
+    ok = {"time": now_ms - 1000, "service.name": "x", "name": "m", "value": 1.0}
+    return [
+        ("metrics", b"{not json", 1),
+        ("metrics", orjson.dumps([ok, {**ok, "value": "12a"}, {**ok, "colour": "red"}]), 2),
+        ("metrics", orjson.dumps([{**ok, "time": now_ms + 10 * HOUR_MS}, 42]), 2),
+        ("metrics", orjson.dumps([{**ok, "value": i} for i in range(max_bytes // 40)]), 1),
+        ("logs", orjson.dumps({"time": now_ms, "service.name": "x", "severity": "LOUD",
+                               "body": "?"}), 1),
+        ("traces", orjson.dumps({"trace_id": "xyz", "span_id": "1", "service.name": "a",
+                                 "name": "op", "start": now_ms, "duration_ms": -1}), 1),
+    ]
+
+
+async def send_all(settings, now_ms: int, max_bytes: int) -> tuple[int, int]:
+    """Send the good records and the bad messages; returns (good extra rows, bad records)."""
+    await ensure_topics(settings)
+    topics = {"metrics": settings.topics.metrics, "logs": settings.topics.logs,
+              "traces": settings.topics.traces}
+    extra_good = bad = 0
+    async with TelemetryProducer(settings, records_per_message=50) as producer:
+        for kind, records in good_records(now_ms).items():
+            await producer.send(kind, records)
+        for topic, value, n_bad in bad_messages(now_ms, max_bytes):
+            await producer.send_value(topics[topic], value)
+            bad += n_bad
+        extra_good += 1  # the one good record beside two bad ones
+    return extra_good, bad
+
+
+async def read_deadletters(settings, expect: int, timeout_s: float = 60.0) -> list:
+    consumer = AIOKafkaConsumer(settings.topics.deadletter,
+                                bootstrap_servers=settings.kafka.bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    found = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(found) < expect and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for records in batch.values():
+                found.extend(records)
+    finally:
+        await consumer.stop()
+    return found
+
+
+def test_good_records_stored_once_and_bad_ones_dead_lettered(kafka_broker, names, tmp_path):
+    max_bytes = 100_000
+    env = pipeline_env(kafka_broker.bootstrap, names, tmp_path, find_free_port(),
+                       TOCSIN_INGEST_MAX_MESSAGE_BYTES=str(max_bytes))
+    settings = settings_from(env)
+    now_ms = int(time.time() * 1000)
+    extra_good, n_bad = asyncio.run(send_all(settings, now_ms, max_bytes))
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        expected = {"metrics": 6000 + extra_good, "logs": 2500, "spans": 1499}
+        worker.wait_until(
+            lambda w: sum(w.status()["stored"].values()) >= sum(expected.values())
+            and sum(w.status()["rejected"].values()) >= n_bad,
+            what="all records stored or rejected")
+        for table, n in expected.items():
+            rows = worker.query(f"SELECT count(), uniqExact(event_id) FROM tocsin.{table}")
+            assert rows == [[n, n]], table
+        # values survive intact: the sum of 0..5999 plus the one good 1.0 beside the bad ones
+        assert worker.query("SELECT sum(value) FROM tocsin.metrics")[0][0] == 5999 * 6000 / 2 + 1
+        assert worker.query("SELECT countIf(status = 'error') FROM tocsin.spans") == [[150]]
+        assert worker.query("SELECT attributes['shard'] FROM tocsin.metrics "
+                            "WHERE value = 5") == [["1"]]
+        assert worker.query("SELECT severity_text, count() FROM tocsin.logs "
+                            "GROUP BY 1 ORDER BY 1") == [["ERROR", 833], ["INFO", 834],
+                                                         ["WARN", 833]]
+        assert worker.query("SELECT count() FROM tocsin.dead_letters") == [[n_bad]]
+    finally:
+        worker.stop()
+
+    dead = asyncio.run(read_deadletters(settings, n_bad))
+    assert len(dead) == n_bad
+    reasons = sorted(dict(r.headers)["tocsin.reason"].decode() for r in dead)
+    assert any(r.startswith("malformed JSON") for r in reasons)
+    assert any("field 'value': expected a finite number, got string \"12a\"" in r
+               for r in reasons)
+    assert any("unknown field 'colour'" in r for r in reasons)
+    assert any("ahead of ingest time" in r for r in reasons)
+    assert any("expected an object, got number 42" in r for r in reasons)
+    assert any("over the limit of 100000" in r for r in reasons)
+    assert any("'LOUD' is not one of" in r for r in reasons)
+    assert any("field 'trace_id': expected 32 hex digits" in r for r in reasons)
+    for record in dead:
+        headers = dict(record.headers)
+        assert headers["tocsin.topic"].decode().startswith(f"t{names}.")
+        assert int(headers["tocsin.offset"]) >= 0
+    # the bad value travels as it arrived
+    assert b'"value":"12a"' in b"".join(r.value for r in dead)
+
+
+def test_worker_killed_mid_stream_leaves_every_record_exactly_once(kafka_broker, names,
+                                                                    tmp_path: Path):
+    env = pipeline_env(kafka_broker.bootstrap, names, tmp_path, find_free_port(),
+                       TOCSIN_INGEST_BATCH_SIZE="10", TOCSIN_INGEST_BATCH_WITHIN_MS="50")
+    settings = settings_from(env)
+    now_ms = int(time.time() * 1000)
+    total = 60_000
+    records = [{"time": now_ms - HOUR_MS + i, "service.name": f"svc-{i % 11}",
+                "name": "queue.depth", "value": float(i % 1000)} for i in range(total)]
+
+    async def produce() -> None:
+        await ensure_topics(settings)
+        async with TelemetryProducer(settings, records_per_message=100) as producer:
+            await producer.send(RecordKind.METRIC, records)
+
+    asyncio.run(produce())
+    count = "SELECT count() FROM tocsin.metrics"
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        worker.wait_until(lambda w: w.status()["stored"].get("metric", 0) >= 5_000,
+                          what="a first part stored")
+        stored_before_kill = worker.status()["stored"]["metric"]
+        assert stored_before_kill < total, "the worker finished before it could be killed"
+    finally:
+        worker.kill()  # SIGKILL: no graceful commit
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        worker.wait_until(lambda w: w.query(count)[0][0] >= total, what="all records stored")
+        assert worker.query("SELECT count(), uniqExact(event_id), sum(value) "
+                            "FROM tocsin.metrics") == [[total, total, float(
+                                sum(i % 1000 for i in range(total)))]]
+    finally:
+        worker.stop()

@@ -1,0 +1,91 @@
+"""Settings: defaults, TOML, environment overrides, and errors that name the setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.errors import SettingsError
+from pipeline.settings import Secret, load_settings
+
+
+def test_defaults_are_the_embedded_quick_start():
+    settings = load_settings(environ={})
+    assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.topics.metrics == "tocsin.metrics"
+    assert settings.topics.deadletter == "tocsin.deadletter"
+    assert settings.store.embedded
+    assert settings.worker.web_host == "127.0.0.1"
+
+
+def test_toml_file_then_environment_wins(tmp_path):
+    config = tmp_path / "tocsin.toml"
+    config.write_text('[topics]\npartitions = 12\nmetrics = "prod.metrics"\n'
+                      '[store]\nclickhouse_url = "https://ch.example:8443"\n'
+                      'clickhouse_password = "s3cret"\n')
+    settings = load_settings(config, environ={"TOCSIN_TOPICS_PARTITIONS": "6"})
+    assert settings.topics.partitions == 6
+    assert settings.topics.metrics == "prod.metrics"
+    assert not settings.store.embedded
+    assert settings.store.clickhouse_password.reveal() == "s3cret"
+
+
+def test_config_file_from_environment(tmp_path):
+    config = tmp_path / "t.toml"
+    config.write_text('[ingest]\nbatch_size = 42\n')
+    assert load_settings(environ={"TOCSIN_CONFIG": str(config)}).ingest.batch_size == 42
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"TOCSIN_TOPICS_PARTITIONS": "many"},
+     "setting topics.partitions (from TOCSIN_TOPICS_PARTITIONS): expected an integer, got 'many'"),
+    ({"TOCSIN_TOPICS_PARTITIONS": "0"}, "setting topics.partitions (TOCSIN_TOPICS_PARTITIONS): "
+     "must be > 0, got 0"),
+    ({"TOCSIN_KAFKA_BOOTSTRAP_SERVERS": "localhost"}, "'localhost' is not host:port"),
+    ({"TOCSIN_KAFKA_SECURITY_PROTOCOL": "TLS"}, "'TLS' is not one of 'PLAINTEXT'"),
+    ({"TOCSIN_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "setting kafka.sasl_mechanism"),
+    ({"TOCSIN_TOPICS_LOGS": "bad topic!"}, "setting topics.logs"),
+    ({"TOCSIN_STORE_CLICKHOUSE_URL": "ch:8123"}, "is not an http(s):// URL"),
+    ({"TOCSIN_STORE_DATABASE": "drop table"}, "setting store.database"),
+    ({"TOCSIN_WORKER_WEB_PORT": "70000"}, "setting worker.web_port"),
+    ({"TOCSIN_INGEST_BATCHSIZE": "5"}, "unknown environment variable TOCSIN_INGEST_BATCHSIZE"),
+])
+def test_bad_values_fail_naming_the_setting(env, message):
+    with pytest.raises(SettingsError) as error:
+        load_settings(environ=env)
+    assert message in str(error.value)
+
+
+def test_bad_toml(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[topics\n")
+    with pytest.raises(SettingsError, match="is not valid TOML"):
+        load_settings(bad, environ={})
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("[kafka]\nbootstrap = 'x:1'\n")
+    with pytest.raises(SettingsError, match="unknown setting kafka.bootstrap"):
+        load_settings(unknown, environ={})
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(tmp_path / "missing.toml", environ={})
+
+
+def test_secrets_never_show(tmp_path):
+    env = {"TOCSIN_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "TOCSIN_KAFKA_SASL_MECHANISM": "PLAIN",
+           "TOCSIN_KAFKA_SASL_PASSWORD": "hunter2", "TOCSIN_STORE_CLICKHOUSE_PASSWORD": "pw1"}
+    settings = load_settings(environ=env)
+    shown = f"{settings!r} {settings} {settings.redacted()}"
+    assert "hunter2" not in shown and "pw1" not in shown
+    assert settings.redacted()["kafka"]["sasl_password"] == "***"
+    assert settings.kafka.sasl_password.reveal() == "hunter2"
+    assert str(Secret("x")) == "***" and repr(Secret("x")) == "Secret('***')"
+    config = tmp_path / "bad-secret.toml"
+    config.write_text("[kafka]\nsasl_password = 8675309\n")
+    with pytest.raises(SettingsError) as error:
+        load_settings(config, environ={})
+    assert "setting kafka.sasl_password" in str(error.value)
+    assert "8675309" not in str(error.value)
+
+
+def test_settings_are_frozen():
+    settings = load_settings(environ={})
+    with pytest.raises(AttributeError):
+        settings.kafka.bootstrap_servers = "elsewhere:9092"  # type: ignore[misc]

@@ -112,6 +112,95 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    """Generate labelled telemetry to Kafka or to an NDJSON file."""
+    import time
+
+    from pipeline.simulate import (
+        load_system,
+        parse_duration_ms,
+        parse_schedule,
+        save_labels,
+        simulate,
+        write_ndjson,
+    )
+    from pipeline.timestamps import format_ms, parse_rfc3339_ms
+
+    interval_ms = parse_duration_ms(args.interval)
+    duration_ms = parse_duration_ms(args.duration)
+    if args.start:
+        start_ms = parse_rfc3339_ms(args.start)
+    else:  # end now, so event times are neither in the future nor expired
+        start_ms = (int(time.time() * 1000) - duration_ms) // interval_ms * interval_ms
+    incidents = parse_schedule(args.incidents, start_ms) if args.incidents else None
+    simulation = simulate(load_system(args.system), start_ms, duration_ms, args.seed,
+                          incidents, mixed=incidents is None and not args.quiet_run,
+                          interval_ms=interval_ms)
+    labels_path = Path(args.labels)
+    save_labels(simulation.labels, labels_path)
+    print(f"simulating {format_ms(start_ms)} .. {format_ms(simulation.end_ms)}, seed {args.seed}, "
+          f"{len(simulation.labels.incidents)} incidents; labels in {labels_path}")
+    if args.out:
+        counts = write_ndjson(simulation, args.out)
+    else:
+        counts = _publish(settings, simulation, args)
+    print("wrote " + ", ".join(f"{n:,} {kind}s" for kind, n in sorted(counts.items()))
+          + f" to {args.out or settings.kafka.bootstrap_servers}")
+    return 0
+
+
+def _publish(settings: Settings, simulation, args: argparse.Namespace) -> dict[str, int]:
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeElapsedColumn
+
+    from pipeline.simulate.publish import publish_simulation
+    from pipeline.transport import ensure_topics
+
+    speed = 1.0 if args.realtime else args.speed
+    with Progress("simulated time", BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                  disable=args.no_progress) as bar:
+        task = bar.add_task("simulate", total=1)
+
+        async def run():
+            await ensure_topics(settings)
+            return await publish_simulation(
+                settings, simulation, speed=speed, records_per_message=args.records_per_message,
+                on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+        return asyncio.run(run()).records
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    """Compare stored problems and detections with a simulation's labels."""
+    from pipeline.evaluate import evaluate, format_table, result_to_dict
+    from pipeline.evaluate.load import load_detections, load_problems
+    from pipeline.query import run_query
+    from pipeline.simulate import load_labels, parse_duration_ms
+
+    labels = load_labels(args.labels)
+    slack_ms = parse_duration_ms(args.slack)
+
+    def query(sql: str) -> QueryResult:
+        return run_query(settings, sql)
+
+    database = settings.store.database
+    result = evaluate(labels, load_problems(query, database, labels, slack_ms),
+                      load_detections(query, database, labels, slack_ms),
+                      match_slack_ms=slack_ms)
+    print(format_table(result))
+    out = Path(args.json or Path(args.labels).with_suffix(".evaluation.json"))
+    out.write_text(json.dumps(result_to_dict(result), indent=2))
+    print(f"\nwrote {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the whole pipeline on a simulated system and show the results."""
+    from pipeline.demo import run_demo
+
+    return run_demo(hours=args.hours, seed=args.seed, minutes=args.minutes,
+                    keep_running=args.keep_running)
+
+
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     """Print the effective settings, secrets masked."""
     print(json.dumps(settings.redacted(), indent=2))
@@ -160,6 +249,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sql")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("simulate", help="generate labelled telemetry of a simulated system",
+                       description="Metrics, logs and traces of a microservice system with "
+                       "injected incidents, in event time from a seeded generator (same seed, "
+                       "same output), to Kafka (default) or an NDJSON file, with a labels "
+                       "file of the incidents.")
+    p.add_argument("--system", help="system YAML (default: the packaged 10-service system)")
+    p.add_argument("--duration", default="6h", help="simulated time span (e.g. 90m, 6h)")
+    p.add_argument("--start", help="RFC 3339 start (default: so that the run ends now)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--interval", default="10s", help="metric interval")
+    p.add_argument("--incidents", help="schedule, e.g. 'db_outage@30m+10m,error_spike:orders@2h"
+                   "+15m' (default: a random mix)")
+    p.add_argument("--quiet-run", action="store_true", help="no incidents at all")
+    p.add_argument("--out", help="write NDJSON here instead of sending to Kafka")
+    p.add_argument("--labels", default="labels.json", help="where to write the labels")
+    p.add_argument("--speed", type=float, default=None,
+                   help="simulated seconds per second (360: 6 h in a minute; default: as fast "
+                   "as possible)")
+    p.add_argument("--realtime", action="store_true", help="pace at real time (speed 1)")
+    p.add_argument("--records-per-message", type=int, default=100)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("evaluate", help="score stored problems against simulation labels",
+                       description="Per incident: detected, time to detect, split into how "
+                       "many problems; false alarms per simulated day; root-cause AC@1/AC@3; "
+                       "pairwise grouping precision/recall/F1. Prints a table, writes JSON.")
+    p.add_argument("--labels", required=True)
+    p.add_argument("--json", help="JSON output path (default: LABELS.evaluation.json)")
+    p.add_argument("--slack", default="5m", help="matching slack after an incident ends")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="the whole pipeline on a simulated system, live",
+                       description="Starts the local Kafka broker and a worker, streams a "
+                       "few simulated hours with incidents through them, shows problems live, "
+                       "then the evaluation and example analyst queries.")
+    p.add_argument("--hours", type=float, default=3.0, help="simulated hours")
+    p.add_argument("--minutes", type=float, default=1.0, help="wall-clock minutes to take")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--keep-running", action="store_true",
+                   help="leave the broker and worker running afterwards")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("settings", help="print the effective settings (secrets masked)")
     p.set_defaults(func=cmd_settings)

@@ -312,12 +312,12 @@ def _split_messages(
 def _check_keys(spec: RecordSpec, records: list[dict], bad: dict[int, str]) -> None:
     """Flag unknown fields and a ``type`` that names another kind of record."""
     allowed = spec.json_names
-    fits = spec.field_names.issuperset
+    fits, fits_with_type = spec.field_names.issuperset, allowed.issuperset
     kind = spec.kind.value
     for i in [i for i, record in enumerate(records) if not fits(record)]:
         record = records[i]
-        unknown = sorted(set(record) - allowed)
-        if unknown:
+        if not fits_with_type(record):
+            unknown = sorted(set(record) - allowed)
             bad[i] = (f"unknown field{'s' if len(unknown) > 1 else ''} "
                       f"{', '.join(repr(k) for k in unknown)} "
                       "(extra data belongs in 'attributes')")

@@ -103,35 +103,27 @@ class Simulation:
         table = m.SeriesTable(lay, versions)
         sink = LogSink(log_py, lay)
         sampler = TraceSampler(span_py, lay, self.traces_per_tick)
-        ns, ni, svc = lay.n_services, lay.n_instances, lay.instance_service
-        load_ar, mem_ar = np.ones(ns), np.zeros(ni)
-        spike_left, spike_mag = np.zeros(ns, dtype=np.int64), np.ones(ns)
+        ni, svc = lay.n_instances, lay.instance_service
+        noise, mem_ar = _Noise(state_rng, lay.n_services), np.zeros(ni)
+        want_logs = "log" in self.kinds
+        neutral = Effects.neutral(lay, versions, self.interval_ms)  # shared, never written
         for k in range(self.n_ticks):
             t = self.start_ms + k * self.interval_ms
-            fx = Effects.neutral(lay, versions, self.interval_ms)
             active = [inc for inc in self.labels.incidents if inc.start_ms <= t < inc.end_ms]
-            want_logs = "log" in self.kinds
+            fx = Effects.neutral(lay, versions, self.interval_ms, True) if active else neutral
+            any_down = False
             if want_logs:
                 sink.start_tick(t, self.interval_ms, fx.versions)
             for inc in active:
                 SCENARIO_CLASSES[inc.scenario].apply(inc, t, fx, lay)
                 if want_logs:
                     SCENARIO_CLASSES[inc.scenario].logs(inc, t, sink)
-            # system state: seasonality, drift, harmless spikes and blips (fixed draws)
-            hour = (t / 3_600_000.0) % 24.0
-            season = 1.0 + sysm.season_amplitude * math.cos(
-                2 * math.pi * (hour - sysm.peak_hour_utc) / 24.0)
-            u = state_rng.random((4, ns))
-            load_ar = 0.95 * load_ar + 0.05 + state_rng.normal(0.0, 0.02, ns)
-            start = (u[0] < SPIKE_PROBABILITY) & (spike_left == 0)
-            spike_left = np.where(start, 1 + (u[1] * 3).astype(np.int64), spike_left)
-            spike_mag = np.where(start, 1.4 + 1.1 * u[1], spike_mag)
-            spike = np.where(spike_left > 0, spike_mag, 1.0)
-            spike_left = np.maximum(spike_left - 1, 0)
-            blip = np.where(u[2] < BLIP_PROBABILITY, 0.02 + 0.04 * u[3], 0.0)
-            load = season * load_ar * spike * fx.rate_mult
-            own_err = np.clip(base.err * spike + blip + fx.err_add, 0.0, 1.0)
-            own_err[fx.service_down(lay)] = 1.0  # callers of a dead service get errors
+            drift, spike, blip = noise.step()
+            load = _season(sysm, t) * drift * spike * fx.rate_mult
+            own_err = np.minimum(base.err * spike + blip + fx.err_add, 1.0)
+            if active and fx.down.any():
+                any_down = True
+                own_err[fx.service_down(lay)] = 1.0  # callers of a dead service get errors
             own_lat = (base.lat * np.maximum(0.5, 1.0 + 0.25 * (load - 1.0)) * fx.lat_mult
                        + fx.lat_add_ms)
             eff_err, eff_lat = base.propagate(own_err, own_lat)
@@ -142,7 +134,7 @@ class Simulation:
             block = _metric_values(base, svc, load, eff_err, eff_lat, fx, z, mem_ar,
                                    self.interval_ms)
             present = None
-            if fx.down.any():
+            if any_down:
                 present = np.ones(block.shape, dtype=bool)
                 present[np.ix_(np.flatnonzero(fx.down), m.DOWN_MISSING)] = False
             metrics = m.MetricBlock(t, block, present, table.templates)
@@ -159,6 +151,36 @@ class Simulation:
             yield Tick(t, self.interval_ms, metrics, logs, spans, tuple(i.id for i in active))
 
 
+def _season(system: System, t_ms: int) -> float:
+    """Daily load cycle: 1 +- amplitude, peaking at ``peak_hour_utc``."""
+    hour = (t_ms / 3_600_000.0) % 24.0
+    return 1.0 + system.season_amplitude * math.cos(
+        2 * math.pi * (hour - system.peak_hour_utc) / 24.0)
+
+
+class _Noise:
+    """Per-service slow load drift, harmless load spikes and one-tick error blips."""
+
+    def __init__(self, rng: np.random.Generator, n_services: int) -> None:
+        self.rng = rng
+        self.drift = np.ones(n_services)
+        self.spike_left = np.zeros(n_services, dtype=np.int64)
+        self.spike_mag = np.ones(n_services)
+
+    def step(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Advance one tick (a fixed number of draws); return drift, spike factor, blip."""
+        n = self.drift.size
+        u = self.rng.random((4, n))
+        self.drift = 0.95 * self.drift + 0.05 + self.rng.normal(0.0, 0.02, n)
+        start = (u[0] < SPIKE_PROBABILITY) & (self.spike_left == 0)
+        self.spike_left = np.where(start, 1 + (u[1] * 3).astype(np.int64), self.spike_left)
+        self.spike_mag = np.where(start, 1.4 + 1.1 * u[1], self.spike_mag)
+        spike = np.where(self.spike_left > 0, self.spike_mag, 1.0)
+        self.spike_left = np.maximum(self.spike_left - 1, 0)
+        blip = np.where(u[2] < BLIP_PROBABILITY, 0.02 + 0.04 * u[3], 0.0)
+        return self.drift, spike, blip
+
+
 class _Baselines:
     """Per-service baseline arrays and the call-graph propagation of errors and latency."""
 
@@ -167,13 +189,16 @@ class _Baselines:
         self.rate = np.array([x.request_rate for x in b])
         self.err = np.array([x.error_ratio for x in b])
         self.lat = np.array([x.latency_ms for x in b])
-        self.cpu = np.array([x.cpu_pct for x in b])
-        self.mem = np.array([x.memory_pct for x in b])
-        self.queue = np.array([x.queue_depth for x in b])
         layout = Layout(system)
         self.order = layout.order
         self.calls = [[layout.index[c] for c in s.calls] for s in system.services]
-        self.eff_lat0 = self.propagate(self.err, self.lat)[1]
+        svc = layout.instance_service  # per-instance copies, for the per-tick arithmetic
+        self.rate_i = self.rate[svc]
+        self.cpu_i = np.array([x.cpu_pct for x in b])[svc]
+        self.mem_i = np.array([x.memory_pct for x in b])[svc]
+        self.queue_i = np.array([x.queue_depth for x in b])[svc]
+        self.queue_sd_i = 0.5 * np.sqrt(self.queue_i)
+        self.eff_lat0_i = self.propagate(self.err, self.lat)[1][svc]
 
     def propagate(self, own_err: np.ndarray, own_lat: np.ndarray) -> tuple[np.ndarray,
                                                                          np.ndarray]:
@@ -193,38 +218,44 @@ def _metric_values(base: _Baselines, svc: np.ndarray, load: np.ndarray, eff_err:
                    interval_ms: int) -> np.ndarray:
     """One tick's values, shape ``(instances, len(METRICS))``."""
     out = np.empty((svc.size, len(m.METRICS)))
-    load_i = load[svc]
-    rate = np.maximum(0.0, base.rate[svc] * load_i * (1.0 + 0.04 * z[0]))
-    p = eff_err[svc]
+    load_i, p, lat = load[svc], eff_err[svc], eff_lat[svc]
+    rate = np.maximum(base.rate_i * load_i * (1.0 + 0.04 * z[0]), 0.0)
     n = np.maximum(rate * (interval_ms / 1000.0), 1.0)
     out[:, m.REQUEST_RATE] = rate
-    out[:, m.ERROR_RATIO] = np.clip(p + z[1] * np.sqrt(p * (1.0 - p) / n), 0.0, 1.0)
-    p50 = eff_lat[svc] * np.exp(0.05 * z[2])
-    out[:, m.P50] = p50
-    out[:, m.P95] = p50 * 2.2 * np.exp(0.06 * z[3]) * (1.0 + p)
+    out[:, m.ERROR_RATIO] = np.minimum(np.maximum(p + z[1] * np.sqrt(p * (1.0 - p) / n), 0.0),
+                                       1.0)
+    out[:, m.P50] = lat * np.exp(0.05 * z[2])
+    out[:, m.P95] = out[:, m.P50] * 2.2 * np.exp(0.06 * z[3]) * (1.0 + p)
     out[:, m.P99] = out[:, m.P95] * 1.9 * np.exp(0.1 * z[4]) * (1.0 + p)
-    cpu = base.cpu[svc] * load_i ** 0.9 + fx.cpu_add + 1.5 * z[5]
-    cpu = np.where(fx.cpu_floor > 0, np.maximum(cpu, fx.cpu_floor + np.abs(z[5])), cpu)
-    mem = base.mem[svc] + mem_ar + fx.mem_add
-    out[:, m.CPU] = np.where(fx.down, 1.0 + np.abs(z[5]), cpu)
-    out[:, m.MEMORY] = np.where(fx.down, base.mem[svc] * 0.3, mem)
-    slow = eff_lat[svc] / base.eff_lat0[svc]
-    queue = base.queue[svc] * load_i * slow + fx.queue_add + 0.5 * np.sqrt(base.queue[svc]) * z[7]
-    out[:, m.QUEUE] = np.round(np.maximum(queue, 0.0))
+    out[:, m.CPU] = base.cpu_i * load_i ** 0.9 + 1.5 * z[5]
+    out[:, m.MEMORY] = base.mem_i + mem_ar
+    out[:, m.QUEUE] = base.queue_i * load_i * (lat / base.eff_lat0_i) + base.queue_sd_i * z[7]
+    if fx.active:
+        out[:, m.CPU] += fx.cpu_add
+        out[:, m.CPU] = np.where(fx.cpu_floor > 0,
+                                 np.maximum(out[:, m.CPU], fx.cpu_floor + np.abs(z[5])),
+                                 out[:, m.CPU])
+        out[:, m.MEMORY] += fx.mem_add
+        out[:, m.QUEUE] += fx.queue_add
+        out[:, m.CPU] = np.where(fx.down, 1.0 + np.abs(z[5]), out[:, m.CPU])
+        out[:, m.MEMORY] = np.where(fx.down, base.mem_i * 0.3, out[:, m.MEMORY])
+    out[:, m.QUEUE] = np.maximum(out[:, m.QUEUE], 0.0).round()
     out[:, m.HEARTBEAT] = 1.0
-    np.clip(out[:, m.CPU:m.QUEUE], 0.0, 100.0, out=out[:, m.CPU:m.QUEUE])
-    return np.round(out, 4)
+    out[:, m.CPU:m.QUEUE] = np.minimum(np.maximum(out[:, m.CPU:m.QUEUE], 0.0), 100.0)
+    return out.round(4)
 
 
 def simulate(system: System, start_ms: int, duration_ms: int, seed: int,
              incidents: Sequence[ScheduledIncident] | None = None, *, mixed: bool = False,
-             interval_ms: int = 10_000, **options: object) -> Simulation:
+             interval_ms: int = 10_000, traces_per_tick: int = 2,
+             kinds: Sequence[str] = KINDS, allow_overlap: bool = False) -> Simulation:
     """A :class:`Simulation` of ``system``: iterate it for :class:`Tick` s in event time.
 
-    Give ``incidents`` (explicit schedule) or ``mixed=True`` (seeded random mix), or
-    neither for a run with no incident. ``options``: ``traces_per_tick``, ``kinds``,
-    ``allow_overlap``.
+    Give ``incidents`` (an explicit schedule) or ``mixed=True`` (a seeded random mix), or
+    neither for a run without incidents. The run covers ``duration_ms`` rounded up to whole
+    intervals; ``kinds`` limits what is generated (a metrics-only producer skips the cost
+    of logs and spans; the metric stream is the same either way).
     """
     return Simulation(system, start_ms=start_ms, duration_ms=duration_ms, seed=seed,
                       incidents=incidents, mixed=mixed, interval_ms=interval_ms,
-                      **options)  # type: ignore[arg-type]
+                      traces_per_tick=traces_per_tick, kinds=kinds, allow_overlap=allow_overlap)

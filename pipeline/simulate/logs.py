@@ -65,6 +65,7 @@ class LogSink:
             host = self.rng.choice(self.layout.hosts_of[service])
         if time_ms is None:
             time_ms = self.t_ms + self.rng.randrange(self.interval_ms)
+        time_ms = min(time_ms, self.t_ms + self.interval_ms - 1)  # never past the tick
         attrs = {"service.version": self.versions.get(service, "")}
         self.records.append(LogRecord(time=time_ms, service=service, severity_text=severity,
                                       body=body, host=host, trace_id=trace_id,

@@ -7,7 +7,7 @@
   last tick ``OutOfMemoryError`` + ``OOMKilled``, heartbeat missing, ``restarted`` |
 | ``db_outage`` | database | db down (no heartbeat); its callers log ``connection refused`` /
   ``database unavailable`` / ``connection timeout``; errors + latency cascade upstream |
-| ``cpu_saturation`` | http/worker/database | CPU > 90 %, latency x3-6, queue backlog |
+| ``cpu_saturation`` | http/worker/database | CPU > 90 %, own latency x4-8, queue backlog |
 | ``latency_degradation`` | any service with callers | its latency up (ramps), callers log
   ``slow response from``; latency cascades upstream |
 | ``coordination_failure`` | coordinator | ``coordination_failed`` log bursts, queue depth of
@@ -20,6 +20,8 @@ randomness (the log sink's generator).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -51,8 +53,8 @@ class Scenario:
         """Services whose telemetry shows the incident: the root and its callers."""
         return (root, *system.upstream(root))
 
-    def draw_params(self, rng: np.random.Generator, system: System,
-                    root: str) -> dict[str, float]:
+    def draw_params(self, rng: np.random.Generator, system: System, root: str,
+                    duration_ms: int) -> dict[str, Any]:
         """Magnitudes of one incident (recorded in the labels)."""
         return {}
 
@@ -74,7 +76,7 @@ def _last_tick(inc: Incident, t_ms: int, interval_ms: int) -> bool:
 class ErrorSpike(Scenario):
     name, category = "error_spike", "availability"
 
-    def draw_params(self, rng, system, root):
+    def draw_params(self, rng, system, root, duration_ms):
         return {"error_ratio": round(float(rng.uniform(0.12, 0.35)), 3),
                 "variant": int(rng.integers(len(_EXCEPTIONS)))}
 
@@ -96,16 +98,13 @@ class MemoryLeak(Scenario):
     def affected(self, system, root):
         return (root,)
 
-    def draw_params(self, rng, system, root):
-        return {"oom_at_pct": 99.0}
+    def draw_params(self, rng, system, root, duration_ms):
+        base = system.service(root).baseline.memory_pct
+        growth = (99.0 - base) / (duration_ms / HOUR_MS)  # reaches 99 % at the last tick
+        return {"growth_pct_per_hour": round(growth, 3)}
 
-    def _mem_add(self, inc: Incident, t_ms: int, base: float) -> float:
-        hours = (inc.end_ms - inc.start_ms) / HOUR_MS
-        return (inc.params["oom_at_pct"] - base) / hours * (t_ms - inc.start_ms) / HOUR_MS
-
-    def growth_pct_per_hour(self, inc: Incident, base: float) -> float:
-        """Memory growth of each host (percentage points per hour)."""
-        return (inc.params["oom_at_pct"] - base) / ((inc.end_ms - inc.start_ms) / HOUR_MS)
+    def _mem_add(self, inc: Incident, t_ms: int) -> float:
+        return inc.params["growth_pct_per_hour"] * (t_ms - inc.start_ms) / HOUR_MS
 
     def apply(self, inc, t_ms, fx, layout):
         svc = layout.system.service(inc.root_cause_service)
@@ -113,7 +112,7 @@ class MemoryLeak(Scenario):
         if _last_tick(inc, t_ms, fx.interval_ms):
             fx.down[insts] = True  # OOM-killed, restarting
             return
-        added = self._mem_add(inc, t_ms, svc.baseline.memory_pct)
+        added = self._mem_add(inc, t_ms)
         fx.mem_add[insts] += added
         pressure = max(0.0, svc.baseline.memory_pct + added - 85.0) / 15.0
         fx.lat_mult[layout.index[svc.name]] *= 1.0 + 1.5 * pressure
@@ -129,7 +128,7 @@ class MemoryLeak(Scenario):
                 sink.emit(svc.name, "INFO", f"{svc.name} restarted on {host} "
                           "(restart count 1)", host, time_ms=t_ms + sink.interval_ms - 1)
             return
-        used = svc.baseline.memory_pct + self._mem_add(inc, t_ms, svc.baseline.memory_pct)
+        used = svc.baseline.memory_pct + self._mem_add(inc, t_ms)
         if used > 80.0:
             for host in svc.hosts:
                 sink.emit(svc.name, "WARN", f"GC overhead high: {int(used - 60)}% of time in "
@@ -141,7 +140,7 @@ class DbOutage(Scenario):
     root_kinds = ("database",)
     duration_ms = (5 * MINUTE_MS, 15 * MINUTE_MS)
 
-    def draw_params(self, rng, system, root):
+    def draw_params(self, rng, system, root, duration_ms):
         return {"connect_ms": int(rng.integers(200, 800))}
 
     def apply(self, inc, t_ms, fx, layout):
@@ -179,8 +178,8 @@ class CpuSaturation(Scenario):
     name, category = "cpu_saturation", "resource"
     root_kinds = ("http", "worker", "database")
 
-    def draw_params(self, rng, system, root):
-        return {"latency_factor": round(float(rng.uniform(3.0, 6.0)), 2)}
+    def draw_params(self, rng, system, root, duration_ms):
+        return {"latency_factor": round(float(rng.uniform(4.0, 8.0)), 2)}
 
     def apply(self, inc, t_ms, fx, layout):
         ramp = min(1.0, _progress(inc, t_ms) / 0.1 + 0.2)
@@ -206,7 +205,7 @@ class LatencyDegradation(Scenario):
     def eligible(self, system):
         return tuple(n for n in system.names if system.callers(n))
 
-    def draw_params(self, rng, system, root):
+    def draw_params(self, rng, system, root, duration_ms):
         return {"added_ms": int(rng.integers(150, 600))}
 
     def apply(self, inc, t_ms, fx, layout):
@@ -234,7 +233,7 @@ class CoordinationFailure(Scenario):
     def affected(self, system, root):
         return (root, *system.service(root).calls)
 
-    def draw_params(self, rng, system, root):
+    def draw_params(self, rng, system, root, duration_ms):
         return {"stuck_per_min": int(rng.integers(20, 60))}
 
     def _lost(self, layout: Layout, root: str) -> list[tuple[int, str, str]]:
@@ -272,7 +271,7 @@ class CoordinationFailure(Scenario):
 class BadDeploy(Scenario):
     name, category = "bad_deploy", "configuration"
 
-    def draw_params(self, rng, system, root):
+    def draw_params(self, rng, system, root, duration_ms):
         old = system.service(root).version
         parts = old.split(".")
         new = ".".join([*parts[:-1], str(int(parts[-1]) + 1)]) if parts[-1].isdigit() \

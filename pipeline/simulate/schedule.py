@@ -92,7 +92,7 @@ def resolve_schedule(system: System, schedule: Sequence[ScheduledIncident], *,
             raise ScenarioError(f"duplicate incident id {ident!r}")
         incidents.append(Incident(ident, item.scenario, s, e, root, scenario.category,
                                   scenario.affected(system, root),
-                                  scenario.draw_params(rng, system, root)))
+                                  scenario.draw_params(rng, system, root, e - s)))
     return incidents, quiet
 
 

@@ -66,16 +66,18 @@ class Effects:
     down: np.ndarray
     versions: dict[str, str] = field(default_factory=dict)
     interval_ms: int = 10_000
+    active: bool = False  # False: the shared neutral effects of a tick with no incident
 
     @classmethod
-    def neutral(cls, layout: Layout, versions: dict[str, str], interval_ms: int) -> Effects:
-        """Effects of a tick with no incident."""
+    def neutral(cls, layout: Layout, versions: dict[str, str], interval_ms: int,
+                active: bool = False) -> Effects:
+        """Neutral effects; ``active=True`` for a tick whose incidents will write into them."""
         ns, ni = layout.n_services, layout.n_instances
         return cls(
             rate_mult=np.ones(ns), err_add=np.zeros(ns), lat_mult=np.ones(ns),
             lat_add_ms=np.zeros(ns), cpu_add=np.zeros(ni), cpu_floor=np.zeros(ni),
             mem_add=np.zeros(ni), queue_add=np.zeros(ni), down=np.zeros(ni, dtype=bool),
-            versions=dict(versions), interval_ms=interval_ms,
+            versions=dict(versions), interval_ms=interval_ms, active=active,
         )
 
     def service_down(self, layout: Layout) -> np.ndarray:

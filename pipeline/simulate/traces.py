@@ -7,6 +7,9 @@ processing time plus its calls; it fails on its own (its own error ratio) or, wi
 probability :data:`ERROR_PROPAGATION`, when a call failed. A call to a service that is
 down fails after the connect time with ``error.type=connection_refused`` and no server
 span. Failed server spans also write an ERROR log carrying the trace context.
+
+A trace is emitted with the tick it starts in; its root span starts inside the tick, but
+in a slow trace a child span may start after the tick ends.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class TraceSampler:
         self._down = [not hosts for hosts in up]
         self._versions = versions
         self._sink = sink
+        self._last_ms = t_ms + interval_ms - 1  # logs stay inside the tick
         out: list[Span] = []
         for root in self.roots:
             if self._down[root]:
@@ -92,7 +96,8 @@ class TraceSampler:
                         kind="server", attributes=attrs))
         if failed and self._sink is not None:
             self._sink.emit(svc.name, "ERROR", f"request failed: {op} status=500", host,
-                            trace_id=trace_id, span_id=span_id, time_ms=int(start + duration))
+                            trace_id=trace_id, span_id=span_id,
+                            time_ms=min(int(start + duration), self._last_ms))
         return duration, failed
 
     def _client(self, caller: int, host: str, callee: int, start: float, trace_id: str,

@@ -1,0 +1,52 @@
+"""Read the problems and detections of a labelled run's time range from the store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from pipeline.simulate.labels import Labels
+from pipeline.store import QueryResult
+
+Query = Callable[[str], QueryResult]
+
+
+def _root_cause_services(text: str) -> list[str]:
+    """Service names of a problem's ranked root-cause candidates (stored as JSON)."""
+    if not text:
+        return []
+    candidates = orjson.loads(text)
+    return [c["service"] if isinstance(c, dict) else str(c) for c in candidates]
+
+
+def load_problems(query: Query, database: str, labels: Labels,
+                  slack_ms: int) -> list[dict[str, Any]]:
+    """Latest version of every problem whose lifetime overlaps the labelled range."""
+    lo, hi = labels.start_ms - slack_ms, labels.end_ms + slack_ms
+    result = query(
+        "SELECT id, toUnixTimestamp64Milli(opened_at), "
+        "if(resolved_at IS NULL, NULL, toUnixTimestamp64Milli(assumeNotNull(resolved_at))), "
+        f"affected, root_causes, detection_ids FROM {database}.problems "
+        f"WHERE toUnixTimestamp64Milli(opened_at) <= {hi} AND (resolved_at IS NULL OR "
+        f"toUnixTimestamp64Milli(assumeNotNull(resolved_at)) >= {lo}) ORDER BY opened_at, id"
+    )
+    return [
+        {"id": pid, "opened_at": int(opened), "resolved_at": None if resolved is None
+         else int(resolved), "affected": list(affected),
+         "root_causes": _root_cause_services(causes), "detections": list(detections)}
+        for pid, opened, resolved, affected, causes, detections in result.rows
+    ]
+
+
+def load_detections(query: Query, database: str, labels: Labels,
+                    slack_ms: int) -> list[dict[str, Any]]:
+    """Detections (firing) in the labelled range."""
+    lo, hi = labels.start_ms - slack_ms, labels.end_ms + slack_ms
+    result = query(
+        f"SELECT id, toUnixTimestamp64Milli(time), service FROM {database}.detections "
+        f"WHERE toUnixTimestamp64Milli(time) BETWEEN {lo} AND {hi} AND state = 'firing' "
+        "ORDER BY time, id"
+    )
+    return [{"id": did, "time": int(t), "service": service} for did, t, service in result.rows]

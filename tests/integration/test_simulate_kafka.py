@@ -1,0 +1,53 @@
+"""`tocsin simulate` through a real broker and worker: the incident lands where labelled."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.kafka import find_free_port
+from tests.conftest import pipeline_env
+from tests.worker_process import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+
+def test_simulated_db_outage_is_stored_inside_its_labelled_window(kafka_broker, names,
+                                                                  tmp_path, monkeypatch):
+    env = pipeline_env(kafka_broker.bootstrap, names, tmp_path, find_free_port())
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    labels_path = tmp_path / "labels.json"
+    assert main(["simulate", "--duration", "40m", "--seed", "3", "--incidents",
+                 "db_outage@15m+10m", "--labels", str(labels_path), "--no-progress"]) == 0
+    labels = json.loads(labels_path.read_text())
+    (incident,) = labels["incidents"]
+    assert incident["scenario"] == "db_outage"
+
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        worker.wait_until(lambda w: w.status()["stored"].get("metric", 0) > 0
+                          and w.query("SELECT max(toUnixTimestamp64Milli(time)) FROM "
+                                      "tocsin.metrics")[0][0] >= labels["end_ms"] - 10_000,
+                          what="the whole simulation stored")
+        assert sum(worker.status()["rejected"].values()) == 0
+        start, end = incident["start_ms"], incident["end_ms"]
+        rows = worker.query(
+            "SELECT min(toUnixTimestamp64Milli(time)), max(toUnixTimestamp64Milli(time)), "
+            "groupUniqArray(service) FROM tocsin.logs WHERE body LIKE '%database unavailable%' "
+            "OR body LIKE '%connection refused%'")
+        first, last, services = rows[0]
+        assert start <= first and last < end + 60_000
+        root = incident["root_cause_service"]
+        assert root not in services and set(services) <= set(incident["affected_services"])
+        # the database's heartbeat is missing during the outage and present around it
+        beats = worker.query(
+            "SELECT countIf(toUnixTimestamp64Milli(time) BETWEEN {s} AND {e}), count() "
+            "FROM tocsin.metrics WHERE service = '{r}' AND name = 'heartbeat'"
+            .format(s=start + 10_000, e=end - 20_000, r=root))
+        inside, total = beats[0]
+        assert inside == 0 and total > 0
+    finally:
+        worker.stop()

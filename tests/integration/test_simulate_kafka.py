@@ -43,10 +43,9 @@ def test_simulated_db_outage_is_stored_inside_its_labelled_window(kafka_broker, 
         root = incident["root_cause_service"]
         assert root not in services and set(services) <= set(incident["affected_services"])
         # the database's heartbeat is missing during the outage and present around it
-        beats = worker.query(
-            "SELECT countIf(toUnixTimestamp64Milli(time) BETWEEN {s} AND {e}), count() "
-            "FROM tocsin.metrics WHERE service = '{r}' AND name = 'heartbeat'"
-            .format(s=start + 10_000, e=end - 20_000, r=root))
+        during = f"toUnixTimestamp64Milli(time) BETWEEN {start + 10_000} AND {end - 20_000}"
+        beats = worker.query(f"SELECT countIf({during}), count() FROM tocsin.metrics "
+                             f"WHERE service = '{root}' AND name = 'heartbeat'")
         inside, total = beats[0]
         assert inside == 0 and total > 0
     finally:

@@ -7,13 +7,16 @@ nothing is kept in module globals.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import faust
 import orjson
 from faust.web import Request, Response, View
 
+from pipeline.agents.detect import DetectCounters, register_detect_agent
 from pipeline.agents.ingest import register_ingest_agents
+from pipeline.engines import build_engines
 from pipeline.errors import StoreError
 from pipeline.ingest import Ingestor
 from pipeline.settings import Settings
@@ -25,6 +28,7 @@ log = logging.getLogger("tocsin.app")
 
 QUERY_PATH = "/tocsin/query"
 STATUS_PATH = "/tocsin/status"
+RULES_RELOAD_PATH = "/tocsin/rules/reload"
 
 
 @dataclass
@@ -36,6 +40,8 @@ class Pipeline:
     store: Store
     writer: StoreWriter
     ingestor: Ingestor
+    engines: dict[str, Any] = field(default_factory=dict)
+    detect_counters: DetectCounters = field(default_factory=DetectCounters)
 
 
 def _json(view: View, payload: object, status: int = 200) -> Response:
@@ -68,6 +74,7 @@ def _register_pages(pipeline: Pipeline) -> None:
 
         async def get(self, request: Request) -> Response:
             counters = pipeline.ingestor.counters
+            detect = pipeline.detect_counters
             return _json(self, {
                 "app_id": pipeline.settings.worker.app_id,
                 "store": "embedded" if pipeline.settings.store.embedded else "server",
@@ -75,7 +82,27 @@ def _register_pages(pipeline: Pipeline) -> None:
                 "stored": counters.stored,
                 "rejected": counters.rejected,
                 "store_failed_attempts": pipeline.writer.failed_attempts,
+                "detect": {
+                    "engines": {name: getattr(engine, "version", "")
+                                for name, engine in pipeline.engines.items()},
+                    "batches": detect.batches,
+                    "detections": detect.detections,
+                    "late_records": detect.late_records,
+                },
             })
+
+    @app.page(RULES_RELOAD_PATH)
+    class RulesReloadView(View):
+        """POST: load the rule files again now; a bad file keeps the old rules running."""
+
+        async def post(self, request: Request) -> Response:
+            engine = pipeline.engines.get("rules")
+            if engine is None:
+                return _json(self, {"error": "this worker runs no rule detectors"}, 400)
+            result = engine.reload(force=True)
+            return _json(self, {"changed": result.changed, "version": result.version,
+                                "problems": result.problems},
+                         400 if result.problems else 200)
 
 
 def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
@@ -105,7 +132,21 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
     )
     store = store or open_store(settings.store)
     writer = StoreWriter(store, settings.ingest.store_retry_max_s)
-    pipeline = Pipeline(app, settings, store, writer, Ingestor(writer, settings.ingest))
+    pipeline = Pipeline(app, settings, store, writer, Ingestor(writer, settings.ingest),
+                        build_engines(settings))
     register_ingest_agents(app, settings, pipeline.ingestor)
+    if pipeline.engines:
+        register_detect_agent(app, settings, pipeline.engines, writer, pipeline.detect_counters)
+        rules = pipeline.engines.get("rules")
+        if rules is not None:
+            app.timer(settings.detect.reload_interval_s, name="tocsin.rules.reload")(
+                _reloader(rules))
     _register_pages(pipeline)
     return pipeline
+
+
+def _reloader(engine: Any):
+    async def reload_rules_if_changed() -> None:
+        engine.reload()
+
+    return reload_rules_if_changed

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain, compress
 from operator import itemgetter
 from typing import Any
@@ -60,12 +60,18 @@ class DecodedBatch:
     kind: RecordKind
     columns: dict[str, Any]
     rejections: list[Rejection]
+    _arrow: pa.Table | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.columns["event_id"])
 
     def to_arrow(self) -> pa.Table:
         """The valid records as an Arrow table shaped like the kind's ClickHouse table."""
+        if self._arrow is None:
+            self._arrow = self._build_arrow()
+        return self._arrow
+
+    def _build_arrow(self) -> pa.Table:
         arrays: dict[str, pa.Array] = {}
         for name, values in self.columns.items():
             if isinstance(values, pa.Array):

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -30,7 +29,12 @@ class ProduceReport:
 
 
 class TelemetryProducer:
-    """An aiokafka producer that batches records of each kind into JSON-array messages."""
+    """An aiokafka producer that batches records into JSON-array messages keyed by service.
+
+    Kafka keeps order only within a partition, and detectors need each series in event
+    order, so records are grouped per service and every message is keyed by
+    ``service.name``: all of a service's records then travel through one partition.
+    """
 
     def __init__(self, settings: Settings, records_per_message: int = 100) -> None:
         if records_per_message < 1:
@@ -43,7 +47,7 @@ class TelemetryProducer:
             RecordKind.SPAN: settings.topics.traces,
         }
         self.report = ProduceReport()
-        self._buffers: dict[RecordKind, list[Any]] = {k: [] for k in RecordKind}
+        self._buffers: dict[tuple[RecordKind, str], list[dict]] = {}
         self._producer = None
 
     async def __aenter__(self) -> TelemetryProducer:
@@ -75,30 +79,35 @@ class TelemetryProducer:
         await self._producer.send(topic, value, key=key, headers=headers)
         self.report.messages += 1
 
-    async def send(self, kind: RecordKind, records: Iterable[Any]) -> None:
-        """Queue records of one kind (wire dicts or pre-encoded JSON objects)."""
-        buffer = self._buffers[kind]
+    async def send(self, kind: RecordKind, records: Iterable[dict]) -> None:
+        """Queue wire-format records of one kind; full messages go out right away."""
+        buffers = self._buffers
+        limit = self.records_per_message
         for record in records:
+            key = (kind, record.get("service.name", ""))
+            buffer = buffers.get(key)
+            if buffer is None:
+                buffer = buffers[key] = []
             buffer.append(record)
-            if len(buffer) >= self.records_per_message:
-                await self._send_buffer(kind)
+            if len(buffer) >= limit:
+                await self._send_buffer(key)
 
-    async def _send_buffer(self, kind: RecordKind) -> None:
-        buffer = self._buffers[kind]
+    async def _send_buffer(self, key: tuple[RecordKind, str]) -> None:
+        buffer = self._buffers.pop(key, None)
         if not buffer:
             return
-        if isinstance(buffer[0], bytes | bytearray):
-            value = b"[" + b",".join(buffer) + b"]"
-        else:
-            value = orjson.dumps(buffer)
+        kind, service = key
         self.report.records[kind.value] = self.report.records.get(kind.value, 0) + len(buffer)
-        buffer.clear()
-        await self.send_value(self.topics[kind], value)
+        await self.send_value(self.topics[kind], orjson.dumps(buffer), key=service.encode())
+
+    async def send_partial(self) -> None:
+        """Send every partly filled message now (e.g. at the end of a paced tick)."""
+        for key in list(self._buffers):
+            await self._send_buffer(key)
 
     async def flush(self) -> None:
         """Send what is buffered and wait until the broker acknowledged every message."""
-        for kind in RecordKind:
-            await self._send_buffer(kind)
+        await self.send_partial()
         await self._producer.flush()
 
 

@@ -70,6 +70,7 @@ class TopicSettings:
     detections: str = "tocsin.detections"
     alerts: str = "tocsin.alerts"
     deadletter: str = "tocsin.deadletter"
+    by_service: str = "tocsin.by-service"
     partitions: int = 4
     replication_factor: int = 1
 
@@ -103,6 +104,22 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class DetectSettings:
+    """Rule detectors in the stream: which rule files, lateness, keep-alives, reloads."""
+
+    enabled: bool = True
+    rules: str = ""  # comma-separated rule files or directories; empty: the built-in rules
+    allowed_lateness_ms: int = 60_000
+    keepalive_ms: int = 0
+    reload_interval_s: float = 5.0
+
+    @property
+    def rule_paths(self) -> list[str]:
+        """The configured rule files and directories (empty: built-in rules)."""
+        return [p.strip() for p in self.rules.split(",") if p.strip()]
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     """The Faust worker: consumer group id, state directory and its web server."""
 
@@ -122,6 +139,7 @@ class Settings:
     topics: TopicSettings = field(default_factory=TopicSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    detect: DetectSettings = field(default_factory=DetectSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
 
     def redacted(self) -> dict[str, dict[str, Any]]:
@@ -149,8 +167,10 @@ _POSITIVE = {
     ("ingest", "max_message_bytes"),
     ("ingest", "store_retry_max_s"),
     ("worker", "session_timeout_ms"),
+    ("detect", "reload_interval_s"),
 }
-_NON_NEGATIVE = {("store", "ttl_days"), ("ingest", "max_future_ms"), ("worker", "web_port")}
+_NON_NEGATIVE = {("store", "ttl_days"), ("ingest", "max_future_ms"), ("worker", "web_port"),
+                 ("detect", "allowed_lateness_ms"), ("detect", "keepalive_ms")}
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -171,6 +191,15 @@ def _coerce(section: str, name: str, kind: Any, raw: Any, source: str) -> Any:
             if isinstance(raw, bool):
                 raise ValueError
             return float(raw)
+        if kind in (bool, "bool"):
+            if isinstance(raw, bool):
+                return raw
+            flag = str(raw).strip().lower()
+            if flag in ("1", "true", "yes", "on"):
+                return True
+            if flag in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
         if kind in (Secret, "Secret"):
             if not isinstance(raw, str):
                 raise ValueError
@@ -179,7 +208,8 @@ def _coerce(section: str, name: str, kind: Any, raw: Any, source: str) -> Any:
             raise ValueError
         return raw
     except (TypeError, ValueError):
-        expected = {"int": "an integer", "float": "a number"}.get(str(kind), "a string")
+        expected = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(
+            getattr(kind, "__name__", str(kind)), "a string")
         raise SettingsError(f"{where}: expected {expected}, got {shown}") from None
 
 

@@ -13,9 +13,17 @@ from typing import Any
 
 import faust
 
+from pipeline.codec import DecodedBatch
 from pipeline.deadletter import deadletter_headers, deadletter_key
+from pipeline.forward import (
+    SIGNAL_OF_TABLE,
+    TICK_KEY,
+    TIME_COLUMN,
+    split_by_service,
+    tick_value,
+)
 from pipeline.ingest import Ingestor
-from pipeline.schema import RawMessage, RecordKind, Rejection
+from pipeline.schema import SPECS, RawMessage, RecordKind, Rejection
 from pipeline.settings import Settings
 
 
@@ -32,6 +40,23 @@ async def publish_deadletters(app: faust.App, topic: str, rejections: list[Rejec
                                 deadletter_headers(r))
         for r in rejections
     ]
+    await asyncio.gather(*pending)
+
+
+async def forward_by_service(app: faust.App, settings: Settings, batch: DecodedBatch,
+                             now_ms: int) -> None:
+    """Send the batch's records to the by-service topic, then a tick to every partition."""
+    if len(batch) == 0:
+        return
+    signal = SIGNAL_OF_TABLE[SPECS[batch.kind].table]
+    topic = settings.topics.by_service
+    pending = [await app.producer.send(topic, key, value, None, None, None)
+               for key, value in split_by_service(signal, batch.to_arrow())]
+    # a record from a skewed clock must not drag event time past the ingest time
+    latest = min(int(batch.columns[TIME_COLUMN[signal]].max()), now_ms)
+    tick = tick_value(signal, latest)
+    pending += [await app.producer.send(topic, TICK_KEY, tick, partition, None, None)
+                for partition in range(settings.topics.partitions)]
     await asyncio.gather(*pending)
 
 
@@ -54,6 +79,8 @@ def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingesto
                 if batch.rejections:
                     await publish_deadletters(app, settings.topics.deadletter,
                                               batch.rejections)
+                if settings.detect.enabled:
+                    await forward_by_service(app, settings, batch, now_ms)
 
         ingest_agent.__name__ = f"ingest_{kind.value}"
         ingest_agent.__qualname__ = ingest_agent.__name__

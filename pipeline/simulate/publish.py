@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pipeline.produce import ProduceReport, TelemetryProducer
 from pipeline.settings import Settings
 from pipeline.simulate.generator import Simulation
-from pipeline.simulate.output import wire_batches
+from pipeline.simulate.output import tick_wire
 
 
 async def publish_simulation(
@@ -29,18 +29,15 @@ async def publish_simulation(
     start_ms, total_ms = simulation.start_ms, simulation.end_ms - simulation.start_ms
     began = time.monotonic()
     async with TelemetryProducer(settings, records_per_message) as producer:
-        for batch in wire_batches(simulation, records_per_message,
-                                  flush_each_tick=speed is not None):
+        for tick in simulation:
             if speed is not None:
-                due = began + (batch.time_ms - start_ms) / 1000 / speed
-                delay = due - time.monotonic()
+                delay = began + (tick.time_ms - start_ms) / 1000 / speed - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await producer.send_value(producer.topics[batch.kind], batch.encode())
-            records = producer.report.records
-            records[batch.kind.value] = records.get(batch.kind.value, 0) + len(batch.records)
+            for kind, records in tick_wire(tick).items():
+                await producer.send(kind, records)
+            if speed is not None:
+                await producer.send_partial()  # paced: no record waits for the next tick
             if on_progress is not None:
-                on_progress(batch.time_ms - start_ms, total_ms)
-        if on_progress is not None:
-            on_progress(total_ms, total_ms)
+                on_progress(tick.time_ms + tick.interval_ms - start_ms, total_ms)
         return producer.report

@@ -81,12 +81,16 @@ CREATE TABLE IF NOT EXISTS {db}.detections (
     severity         LowCardinality(String),
     state            LowCardinality(String),
     title            String,
+    description      String,
     observed         Float64,
     threshold        Float64,
     score            Float64,
+    confidence       Float32,
     window_start     DateTime64(3, 'UTC'),
     window_end       DateTime64(3, 'UTC'),
     labels           Map(LowCardinality(String), String),
+    symptoms         Array(String),
+    potential_causes Array(String),
     evidence         String,
     ingested_at      DateTime64(3, 'UTC') DEFAULT now64(3)
 ) ENGINE = ReplacingMergeTree

@@ -1,0 +1,44 @@
+"""Regrouping stored records by service for the detectors, and ticks."""
+
+from __future__ import annotations
+
+import orjson
+
+from pipeline.codec import decode_values
+from pipeline.forward import read_slice, read_tick, split_by_service, tick_value
+from pipeline.schema import RecordKind
+
+NOW = 1_764_000_000_000
+
+
+def test_each_service_gets_its_own_slice_with_all_its_records():
+    records = [{"time": NOW - 1000 * i, "service.name": ("b", "a", "c")[i % 3], "name": "cpu",
+                "value": float(i), "attributes": {"i": str(i)}} for i in range(30)]
+    batch = decode_values(RecordKind.METRIC, [orjson.dumps(records)], NOW)
+    messages = split_by_service("metrics", batch.to_arrow())
+    assert [key for key, _ in messages] == [b"a", b"b", b"c"]
+    pieces = {key: read_slice(key, value) for key, value in messages}
+    a = pieces[b"a"]
+    assert a.signal == "metrics" and a.service == "a"
+    assert sorted(a.columns["value"].tolist()) == [float(i) for i in range(1, 30, 3)]
+    assert a.columns["time"].dtype.kind == "i" and a.max_time_ms == NOW - 1000
+    assert set(a.columns["service"]) == {"a"}
+    assert "event_id" not in a.columns
+    attributes = [dict(pairs) for pairs in a.columns["attributes"].to_pylist()]
+    assert [d["i"] for d in attributes] == [str(int(v)) for v in a.columns["value"]]
+
+
+def test_spans_keep_their_start_as_event_time():
+    span = {"trace_id": "1" * 32, "span_id": "2" * 16, "service.name": "api", "name": "GET /",
+            "start": NOW - 5, "duration_ms": 3.0, "status": "error", "kind": "server"}
+    batch = decode_values(RecordKind.SPAN, [orjson.dumps(span)], NOW)
+    ((key, value),) = split_by_service("traces", batch.to_arrow())
+    piece = read_slice(key, value)
+    assert piece.signal == "traces" and piece.max_time_ms == NOW - 5
+    assert piece.columns["status"] == ["error"] and piece.columns["duration_ms"].tolist() == [3.0]
+
+
+def test_empty_batch_sends_nothing_and_ticks_round_trip():
+    batch = decode_values(RecordKind.LOG, [], NOW)
+    assert split_by_service("logs", batch.to_arrow()) == []
+    assert read_tick(tick_value("logs", NOW)) == ("logs", NOW)

@@ -86,6 +86,7 @@ def _register_pages(pipeline: Pipeline) -> None:
                     "engines": {name: getattr(engine, "version", "")
                                 for name, engine in pipeline.engines.items()},
                     "batches": detect.batches,
+                    "slices": detect.slices,
                     "detections": detect.detections,
                     "late_records": detect.late_records,
                 },

@@ -201,6 +201,31 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                     keep_running=args.keep_running)
 
 
+def cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate rule files, try them on recorded telemetry, or reload a worker's rules."""
+    from detectors.cli import test_command, validate_command
+
+    if args.action == "validate":
+        return validate_command(args.files)
+    if args.action == "test":
+        if not args.input:
+            raise TocsinError("tocsin rules test needs --input NDJSON")
+        return test_command(args.files, args.input, json_lines=args.json,
+                            allowed_lateness_ms=settings.detect.allowed_lateness_ms,
+                            keepalive_ms=settings.detect.keepalive_ms)
+    from pipeline.query import call_worker
+
+    answer = call_worker(settings, "/tocsin/rules/reload", {})
+    if answer.get("problems"):
+        print("rejected, the previous rules keep running:")
+        for problem in answer["problems"]:
+            print(f"  {problem}")
+        return 1
+    print(f"rules version {answer['version']} "
+          f"({'reloaded' if answer['changed'] else 'unchanged'})")
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     """Print the effective settings, secrets masked."""
     print(json.dumps(settings.redacted(), indent=2))
@@ -292,6 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-running", action="store_true",
                    help="leave the broker and worker running afterwards")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("rules", help="validate, test or reload rule files",
+                       description="validate FILE...: every problem with file, rule and field "
+                       "(exit 1 if any). test FILE... --input NDJSON: replay recorded records "
+                       "through the rules and print the detections they would raise. reload: "
+                       "make the running worker load its rule files now (a bad file is "
+                       "rejected and the old rules keep running).")
+    p.add_argument("action", choices=("validate", "test", "reload"))
+    p.add_argument("files", nargs="*", help="rule files (validate, test)")
+    p.add_argument("--input", help="NDJSON records with \"type\" (test)")
+    p.add_argument("--json", action="store_true", help="detections as JSON lines (test)")
+    p.set_defaults(func=cmd_rules)
 
     p = sub.add_parser("settings", help="print the effective settings (secrets masked)")
     p.set_defaults(func=cmd_settings)

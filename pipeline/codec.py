@@ -60,6 +60,7 @@ class DecodedBatch:
     kind: RecordKind
     columns: dict[str, Any]
     rejections: list[Rejection]
+    source_partitions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     _arrow: pa.Table | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -374,7 +375,9 @@ def decode_messages(
         columns["severity_number"] = np.fromiter(
             (SEVERITY_NUMBER[s] for s in columns["severity_text"]), dtype=np.uint8,
             count=len(columns["severity_text"]))
-    return DecodedBatch(kind, columns, rejections)
+    partitions = np.asarray([m.partition for m in messages], dtype=np.int32)
+    return DecodedBatch(kind, columns, rejections,
+                        partitions[np.asarray(msg_index, dtype=np.int64)[keep]])
 
 
 def decode_values(

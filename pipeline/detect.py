@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pipeline.detection import Detection
-from pipeline.forward import TICK_KEY, read_slice, read_tick
+from pipeline.forward import TICK_KEY, Tick, read_slice
 
 log = logging.getLogger("tocsin.detect")
 
@@ -55,61 +55,49 @@ class StepResult:
     states: dict[tuple[str, str], bytes] = field(default_factory=dict)
     detections: list[Detection] = field(default_factory=list)
     late_records: int = 0
+    slices: int = 0
 
 
 StateReader = Callable[[str, str], bytes | None]
 
 
-@dataclass
-class _SourceClock:
-    event_ms: int
-    seen_wall_ms: int
-
-
 class Watermarks:
-    """Event-time progress per partition: the slowest active source decides.
+    """Event-time progress per partition: the slowest source with a backlog decides.
 
-    Each ingest agent (a *source*: metrics, logs, traces) ticks every partition with how
-    far it has forwarded. A partition's watermark is the minimum over its sources, so a
-    source that lags behind (say logs while metrics race ahead in a replay) holds event
-    time back instead of having its records arrive late. A source that has not ticked for
-    ``idle_ms`` of wall-clock time (it stopped sending) no longer holds anything back.
+    A *source* is one partition of an ingest topic (``metrics/0`` ...); its ingest agent
+    ticks every by-service partition with how far it has forwarded and whether records
+    are still waiting. While a source has a backlog, event time cannot pass it (a
+    partition fetched later, or logs behind metrics in a replay, would otherwise arrive
+    late). A source with nothing waiting holds nothing back: its next record is new.
     """
 
-    def __init__(self, idle_ms: int = 30_000) -> None:
-        self.idle_ms = idle_ms
-        self._clocks: dict[int, dict[str, _SourceClock]] = {}
+    def __init__(self) -> None:
+        self._ticks: dict[int, dict[str, Tick]] = {}
 
-    def observe(self, partition: int, source: str, event_ms: int, wall_ms: int) -> int:
+    def observe(self, partition: int, tick: Tick) -> int:
         """Record a tick; returns the partition's watermark (before lateness)."""
-        clocks = self._clocks.setdefault(partition, {})
-        clock = clocks.get(source)
-        if clock is None or event_ms >= clock.event_ms:
-            clocks[source] = _SourceClock(event_ms, wall_ms)
-        else:
-            clock.seen_wall_ms = wall_ms
-        active = [c.event_ms for c in clocks.values() if wall_ms - c.seen_wall_ms <= self.idle_ms]
-        return min(active) if active else event_ms
+        ticks = self._ticks.setdefault(partition, {})
+        previous = ticks.get(tick.source)
+        if previous is not None and previous.time_ms > tick.time_ms:
+            tick = Tick(tick.source, previous.time_ms, tick.backlog)
+        ticks[tick.source] = tick
+        behind = [t.time_ms for t in ticks.values() if t.backlog]
+        return min(behind) if behind else max(t.time_ms for t in ticks.values())
 
 
 class DetectionStep:
     """Applies engines to messages in order, touching each service's state once."""
 
-    def __init__(self, engines: Mapping[str, Engine], allowed_lateness_ms: int,
-                 idle_source_ms: int = 30_000) -> None:
+    def __init__(self, engines: Mapping[str, Engine], allowed_lateness_ms: int) -> None:
         self.engines = dict(engines)
         self.allowed_lateness_ms = allowed_lateness_ms
-        self.watermarks = Watermarks(idle_source_ms)
+        self.watermarks = Watermarks()
         self._advanced: dict[int, int] = {}
 
     def run(self, messages: Iterable[Message], read_state: StateReader,
-            services_on: Callable[[int], Iterable[str]], wall_ms: int) -> StepResult:
-        """Process ``messages`` in order.
-
-        ``services_on(p)`` lists the services with stored state on partition ``p``;
-        ``wall_ms`` (the wall clock, taken once per batch by the caller) only serves to
-        notice sources that went idle.
-        """
+            services_on: Callable[[int], Iterable[str]]) -> StepResult:
+        """Process ``messages`` in order; ``services_on(p)`` lists the services with
+        stored state on partition ``p``."""
         result = StepResult()
         live: dict[tuple[str, str], Any] = {}
 
@@ -124,8 +112,7 @@ class DetectionStep:
 
         for message in messages:
             if message.key == TICK_KEY:
-                source, event_ms = read_tick(message.value)
-                progress = self.watermarks.observe(message.partition, source, event_ms, wall_ms)
+                progress = self.watermarks.observe(message.partition, Tick.decode(message.value))
                 watermark = progress - self.allowed_lateness_ms
                 if watermark <= self._advanced.get(message.partition, watermark - 1):
                     continue
@@ -137,6 +124,7 @@ class DetectionStep:
                         result.detections.extend(found)
                 continue
             piece = read_slice(message.key, message.value)
+            result.slices += 1
             for name, engine in self.engines.items():
                 state, found, stats = engine.process(piece.signal, piece.columns,
                                                      state_of(name, piece.service))

@@ -65,15 +65,24 @@ def split_by_service(signal: str, table: pa.Table) -> list[tuple[bytes, bytes]]:
     return messages
 
 
-def tick_value(source: str, max_time_ms: int) -> bytes:
-    """A tick message: the ``source`` ingest agent has forwarded up to ``max_time_ms``."""
-    return orjson.dumps({"tick": max_time_ms, "source": source})
+@dataclass(frozen=True)
+class Tick:
+    """How far one source (an ingest topic partition) got, and whether it has more."""
 
+    source: str
+    time_ms: int  # -1: nothing forwarded yet
+    backlog: bool  # records are waiting in the source partition
 
-def read_tick(value: bytes) -> tuple[str, int]:
-    """The source and event time a tick message carries."""
-    tick = orjson.loads(value)
-    return tick.get("source", ""), int(tick["tick"])
+    def encode(self) -> bytes:
+        """The tick as a by-service message value."""
+        return orjson.dumps({"tick": self.time_ms, "source": self.source,
+                             "backlog": self.backlog})
+
+    @classmethod
+    def decode(cls, value: bytes) -> Tick:
+        """A tick from a by-service message value."""
+        data = orjson.loads(value)
+        return cls(data.get("source", ""), int(data["tick"]), bool(data.get("backlog", True)))
 
 
 def read_slice(key: bytes, value: bytes) -> ServiceSlice:

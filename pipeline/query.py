@@ -17,23 +17,42 @@ from pipeline.settings import Settings
 from pipeline.store import QueryResult, is_read_only, open_store
 
 
-def _ask_worker(settings: Settings, sql: str, timeout_s: float) -> QueryResult | None:
-    """The worker's answer, or None when no worker listens on the configured port."""
-    url = f"http://{settings.worker.web_host}:{settings.worker.web_port}{QUERY_PATH}"
+class WorkerUnreachable(TocsinError):
+    """No worker answers on the configured web address."""
+
+
+def call_worker(settings: Settings, path: str, payload: dict, timeout_s: float = 120.0) -> dict:
+    """POST ``payload`` to a page of the running worker and return its JSON answer.
+
+    An error answer with problems (HTTP 400 with a ``problems`` list) is returned as is;
+    other errors raise :class:`StoreError`, no worker :class:`WorkerUnreachable`.
+    """
+    url = f"http://{settings.worker.web_host}:{settings.worker.web_port}{path}"
     request = urllib.request.Request(
-        url, data=json.dumps({"sql": sql}).encode(),
+        url, data=json.dumps(payload).encode(),
         headers={"Content-Type": "application/json"}, method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            payload = json.loads(response.read())
+            return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         try:
-            detail = json.loads(exc.read()).get("error", exc.reason)
-        except (ValueError, AttributeError):
-            detail = exc.reason
-        raise StoreError(f"worker at {url}: {detail}") from None
+            answer = json.loads(exc.read())
+        except ValueError:
+            answer = {}
+        if answer.get("problems"):
+            return answer
+        raise StoreError(f"worker at {url}: {answer.get('error', exc.reason)}") from None
     except (urllib.error.URLError, ConnectionError, TimeoutError):
+        raise WorkerUnreachable(f"no worker answers at {url} (is `tocsin worker` running, "
+                                "with the same TOCSIN_WORKER_WEB_PORT?)") from None
+
+
+def _ask_worker(settings: Settings, sql: str, timeout_s: float) -> QueryResult | None:
+    """The worker's answer, or None when no worker listens on the configured port."""
+    try:
+        payload = call_worker(settings, QUERY_PATH, {"sql": sql}, timeout_s)
+    except WorkerUnreachable:
         return None
     return QueryResult(payload["columns"], [tuple(r) for r in payload["rows"]])
 

@@ -9,7 +9,6 @@ offsets are acknowledged.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ class DetectCounters:
     """Running totals of the detect agent, for the status page."""
 
     batches: int = 0
+    slices: int = 0
     detections: dict[str, int] = field(default_factory=dict)
     late_records: int = 0
 
@@ -64,7 +64,7 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
         async for events in stream.take_events(settings.ingest.batch_size, within_s):
             messages = [Message(e.message.partition, e.message.key or b"", e.message.value)
                         for e in events]
-            result = step.run(messages, read_state, services_on, int(time.time() * 1000))
+            result = step.run(messages, read_state, services_on)
             last_of = {e.message.partition: e for e in events}
             for (engine, service), data in result.states.items():
                 key = service.encode()
@@ -81,6 +81,7 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
                 await asyncio.gather(*pending)
                 await writer.insert("detections", detections_table(result.detections))
             counters.batches += 1
+            counters.slices += result.slices
             counters.late_records += result.late_records
             for d in result.detections:
                 counters.detections[d.state] = counters.detections.get(d.state, 0) + 1

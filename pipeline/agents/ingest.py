@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import faust
+import numpy as np
 
 from pipeline.codec import DecodedBatch
 from pipeline.deadletter import deadletter_headers, deadletter_key
@@ -19,8 +21,8 @@ from pipeline.forward import (
     SIGNAL_OF_TABLE,
     TICK_KEY,
     TIME_COLUMN,
+    Tick,
     split_by_service,
-    tick_value,
 )
 from pipeline.ingest import Ingestor
 from pipeline.schema import SPECS, RawMessage, RecordKind, Rejection
@@ -43,20 +45,75 @@ async def publish_deadletters(app: faust.App, topic: str, rejections: list[Rejec
     await asyncio.gather(*pending)
 
 
+class SourceProgress:
+    """How far, in event time, each source partition of one ingest topic was forwarded.
+
+    Producers key by service, so a source partition is in event order and its latest
+    forwarded time is its progress; whether it still has a backlog comes from the
+    consumer's high-water mark.
+    """
+
+    def __init__(self, signal: str, topic: str) -> None:
+        self.signal = signal
+        self.topic = topic
+        self.latest: dict[int, int] = {}
+        self.next_offset: dict[int, int] = {}
+
+    def update(self, batch: DecodedBatch, messages: list[RawMessage], now_ms: int) -> None:
+        """Fold in a batch; a record from a skewed clock cannot move past ``now_ms``."""
+        for message in messages:
+            self.next_offset[message.partition] = max(
+                self.next_offset.get(message.partition, 0), message.offset + 1)
+        times = batch.columns[TIME_COLUMN[self.signal]]
+        parts = batch.source_partitions
+        for p in np.unique(parts).tolist():
+            latest = min(int(times[parts == p].max()), now_ms)
+            self.latest[p] = max(self.latest.get(p, -1), latest)
+
+    def ticks(self, consumer: Any) -> list[Tick]:
+        """One tick per assigned source partition: progress and whether records wait."""
+        ticks = []
+        committed = getattr(consumer, "_committed_offset", {})
+        for tp in sorted(t for t in consumer.assignment() if t.topic == self.topic):
+            done = self.next_offset.get(tp.partition)
+            if done is None:
+                # nothing processed here yet: records from the committed offset on wait
+                # (the fetch position would count fetched, unprocessed records as done)
+                done = committed.get(tp) or 0
+            highwater = consumer.highwater(tp)
+            backlog = highwater is None or done < highwater
+            ticks.append(Tick(f"{self.signal}/{tp.partition}",
+                              self.latest.get(tp.partition, -1), backlog))
+        return ticks
+
+
+async def send_ticks(app: faust.App, settings: Settings,
+                     sources: Iterable[SourceProgress]) -> list[Any]:
+    """Queue a tick for every assigned source partition of every ingest topic to every
+    by-service partition; returns the delivery futures."""
+    pending = []
+    for progress in sources:
+        for tick in progress.ticks(app.consumer):
+            value = tick.encode()
+            pending += [await app.producer.send(settings.topics.by_service, TICK_KEY, value,
+                                                partition, None, None)
+                        for partition in range(settings.topics.partitions)]
+    return pending
+
+
 async def forward_by_service(app: faust.App, settings: Settings, batch: DecodedBatch,
-                             now_ms: int) -> None:
-    """Send the batch's records to the by-service topic, then a tick to every partition."""
-    if len(batch) == 0:
-        return
-    signal = SIGNAL_OF_TABLE[SPECS[batch.kind].table]
+                             messages: list[RawMessage], progress: SourceProgress,
+                             every_source: Iterable[SourceProgress], now_ms: int) -> None:
+    """Send the batch's records to the by-service topic, then ticks of every source.
+
+    Ticks cover all sources, not only this batch's: the detectors must know every
+    source that may still hold older records before event time can pass it.
+    """
     topic = settings.topics.by_service
     pending = [await app.producer.send(topic, key, value, None, None, None)
-               for key, value in split_by_service(signal, batch.to_arrow())]
-    # a record from a skewed clock must not drag event time past the ingest time
-    latest = min(int(batch.columns[TIME_COLUMN[signal]].max()), now_ms)
-    tick = tick_value(signal, latest)
-    pending += [await app.producer.send(topic, TICK_KEY, tick, partition, None, None)
-                for partition in range(settings.topics.partitions)]
+               for key, value in split_by_service(progress.signal, batch.to_arrow())]
+    progress.update(batch, messages, now_ms)
+    pending += await send_ticks(app, settings, every_source)
     await asyncio.gather(*pending)
 
 
@@ -68,6 +125,8 @@ def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingesto
         RecordKind.LOG: settings.topics.logs,
         RecordKind.SPAN: settings.topics.traces,
     }
+    progress = {kind: SourceProgress(SIGNAL_OF_TABLE[SPECS[kind].table], topic_name)
+                for kind, topic_name in sources.items()}
     for kind, topic_name in sources.items():
         topic = app.topic(topic_name, key_type=bytes, value_type=bytes,
                           key_serializer="raw", value_serializer="raw")
@@ -75,13 +134,22 @@ def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingesto
         async def ingest_agent(stream: Any, kind: RecordKind = kind) -> None:
             async for events in stream.take_events(settings.ingest.batch_size, within_s):
                 now_ms = int(time.time() * 1000)
-                batch = await ingestor.ingest(kind, [_raw(e) for e in events], now_ms)
+                messages = [_raw(e) for e in events]
+                batch = await ingestor.ingest(kind, messages, now_ms)
                 if batch.rejections:
                     await publish_deadletters(app, settings.topics.deadletter,
                                               batch.rejections)
                 if settings.detect.enabled:
-                    await forward_by_service(app, settings, batch, now_ms)
+                    await forward_by_service(app, settings, batch, messages, progress[kind],
+                                             progress.values(), now_ms)
 
         ingest_agent.__name__ = f"ingest_{kind.value}"
         ingest_agent.__qualname__ = ingest_agent.__name__
         app.agent(topic, name=f"tocsin.ingest.{kind.value}")(ingest_agent)
+
+    if settings.detect.enabled:
+        async def tick_sources() -> None:
+            """Let event time pass for detectors even when no batch arrives."""
+            await asyncio.gather(*await send_ticks(app, settings, progress.values()))
+
+        app.timer(2.0, name="tocsin.ingest.ticks")(tick_sources)

@@ -345,7 +345,8 @@ def _format(java: str, classpath: str, layout: _Layout) -> None:
     layout.data.mkdir(parents=True, exist_ok=True)
     command = [
         java, f"-Dlog4j2.configurationFile={layout.log4j}", "-cp", classpath,
-        "kafka.tools.StorageTool", "format", "-t", new_cluster_id(),
+        # "=" keeps an id that starts with "-" (1 in 64) from being read as an option
+        "kafka.tools.StorageTool", "format", f"--cluster-id={new_cluster_id()}",
         "-c", str(layout.properties),
     ]  # fmt: skip
     output, code = _run(command, layout.root, _TOOL_TIMEOUT_S, "formatting the Kafka storage")

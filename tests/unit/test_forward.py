@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 
 from pipeline.codec import decode_values
-from pipeline.forward import read_slice, read_tick, split_by_service, tick_value
+from pipeline.detect import Watermarks
+from pipeline.forward import Tick, read_slice, split_by_service
 from pipeline.schema import RecordKind
 
 NOW = 1_764_000_000_000
@@ -41,4 +42,18 @@ def test_spans_keep_their_start_as_event_time():
 def test_empty_batch_sends_nothing_and_ticks_round_trip():
     batch = decode_values(RecordKind.LOG, [], NOW)
     assert split_by_service("logs", batch.to_arrow()) == []
-    assert read_tick(tick_value("logs", NOW)) == ("logs", NOW)
+    tick = Tick("logs/2", NOW, backlog=True)
+    assert Tick.decode(tick.encode()) == tick
+
+
+def test_watermark_waits_for_sources_with_a_backlog():
+    marks = Watermarks()
+    assert marks.observe(0, Tick("metrics/0", NOW, backlog=True)) == NOW
+    # logs/1 is assigned but nothing came yet while records wait: time cannot pass it
+    assert marks.observe(0, Tick("logs/1", -1, backlog=True)) == -1
+    assert marks.observe(0, Tick("logs/1", NOW - 60_000, backlog=True)) == NOW - 60_000
+    # caught up: logs/1 holds nothing back any more
+    assert marks.observe(0, Tick("logs/1", NOW - 30_000, backlog=False)) == NOW
+    # a source never goes back in time, and other partitions are separate
+    assert marks.observe(0, Tick("metrics/0", NOW - 5, backlog=True)) == NOW
+    assert marks.observe(1, Tick("metrics/0", NOW - 5, backlog=False)) == NOW - 5

@@ -1,0 +1,74 @@
+"""Detections from state changes: labels, rendered texts, evidence and a stable id."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from detectors.columns import ATTRIBUTE_PREFIX
+from detectors.durations import format_duration
+from detectors.machine import FIRING, KEEPALIVE, RESOLVED
+from detectors.rules import Rule
+from detectors.templates import render
+from pipeline.detection import Detection, detection_id
+
+
+def label_names(rule: Rule) -> tuple[str, ...]:
+    """Names of a rule's series labels (attribute keys without their prefix)."""
+    return tuple(g[len(ATTRIBUTE_PREFIX):] if g.startswith(ATTRIBUTE_PREFIX) else g
+                 for g in rule.group_by)
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def build(rule: Rule, version: str, service: str, key: tuple[str, ...], kind: int,
+          time: int, window_start: int, window_end: int, value: float, samples: int,
+          fired_at: int, usual: float = math.nan) -> Detection:
+    """One :class:`Detection` for a state change of ``rule`` on the series ``key``."""
+    labels = dict(zip(label_names(rule), key, strict=True))
+    service = labels.get("service") or service
+    host = labels.get("host", "")
+    entity = labels.get("name") or rule.entity
+    state = "resolved" if kind == RESOLVED else "firing"
+    if rule.kind == "absence":
+        threshold = rule.for_ms / 1000.0
+        evidence: dict[str, Any] = {"kind": "absence", "for_ms": rule.for_ms,
+                                    "last_seen": window_start,
+                                    "silent_ms": window_end - window_start}
+    else:
+        assert rule.condition is not None and rule.window is not None
+        threshold = rule.condition.threshold
+        evidence = {"kind": rule.kind, "aggregation": rule.aggregation,
+                    "window": format_duration(rule.window.size_ms),
+                    "window_type": rule.window.type, "step_ms": rule.window.step_ms,
+                    "condition": rule.condition.text, "clear": rule.clear_condition.text,
+                    "for_ms": rule.for_ms, "samples": int(samples)}
+        if rule.baseline is not None:
+            evidence["baseline"] = _num(usual)
+    evidence["selector"] = rule.select.describe()
+    if kind != FIRING or fired_at != time:
+        evidence["firing_since"] = int(fired_at)
+    if kind == KEEPALIVE:
+        evidence["keepalive"] = True
+    context = {"rule": rule.name, "service": service, "host": host, "entity": entity,
+               "value": value, "threshold": threshold,
+               "clear": rule.clear_condition.threshold if rule.condition else threshold,
+               "samples": samples, "baseline": usual, "confidence": rule.confidence,
+               "window": format_duration(rule.window.size_ms) if rule.window else "",
+               "for": format_duration(rule.for_ms), "severity": rule.severity,
+               "category": rule.category, "aggregation": rule.aggregation,
+               "signal": rule.signal,
+               "condition": rule.condition.text if rule.condition else "", **labels}
+    id_labels = labels if "service" in labels else {**labels, "service": service}
+    ident = detection_id(rule.name, id_labels, time if kind == KEEPALIVE else window_start,
+                         state)
+    return Detection(
+        id=ident, time=int(time), detector=rule.name, detector_version=version,
+        signal=rule.signal, service=service, category=rule.category,
+        severity=rule.severity, state=state, title=render(rule.title, context),
+        observed=float(value), threshold=float(threshold), window_start=int(window_start),
+        window_end=int(window_end), host=host, entity=entity, labels=labels,
+        description=render(rule.description, context), confidence=rule.confidence,
+        symptoms=rule.symptoms, potential_causes=rule.potential_causes, evidence=evidence)

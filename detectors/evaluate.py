@@ -1,0 +1,192 @@
+"""Which windows close, and their values: from a rule's items to evaluations.
+
+Windows close when the watermark passes their end. For tumbling and hopping windows the
+evaluated ends are every window holding data plus the first empty window after a run of
+data (an empty count window is 0 and resolves; an empty mean window is "no data").
+Evaluations come back sorted by series, then time, ready for :mod:`detectors.machine`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from detectors.rules import PERCENTILES, Rule
+from detectors.windows import HOUR_MS, KEY_BITS, Items, stat_columns, step_of
+
+
+@dataclass
+class Evaluations:
+    """One row per (series, closed window), sorted by series then time."""
+
+    series: np.ndarray  # int64
+    time: np.ndarray  # int64: window end (when the window decided)
+    start: np.ndarray  # int64: window start
+    value: np.ndarray  # float64, NaN = no data
+    samples: np.ndarray  # int64: records in the window (denominator records for ratios)
+
+    def __len__(self) -> int:
+        return int(self.series.size)
+
+
+def _ragged_range(a: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(a[i], a[i] + lengths[i])``."""
+    total = int(lengths.sum())
+    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(a, lengths) + (np.arange(total) - offsets)
+
+
+def closing(rule: Rule, items: Items, until: int, watermark: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(series, window end ms) of windows to evaluate now, sorted."""
+    assert rule.window is not None
+    if not len(items) or watermark <= until:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    s, k = items.series, items.key
+    if rule.window.type == "sliding":
+        size = rule.window.size_ms
+        cand_s = np.concatenate([s, s])
+        cand_t = np.concatenate([k, k + size])
+        ok = (cand_t >= until) & (cand_t < watermark)
+        c = np.unique((cand_s[ok] << KEY_BITS) | cand_t[ok])
+        return c >> KEY_BITS, c & ((1 << KEY_BITS) - 1)
+    step, m = rule.window.step_ms, rule.window.panes
+    lo_u, hi_u = until // step, watermark // step
+    new_run = np.ones(s.size, dtype=bool)
+    new_run[1:] = (s[1:] != s[:-1]) | (k[1:] - k[:-1] > m + 1)
+    starts = np.flatnonzero(new_run)
+    ends = np.append(starts[1:], s.size) - 1
+    a = np.maximum(k[starts] + 1, lo_u + 1)
+    b = np.minimum(k[ends] + m + 1, hi_u)
+    lengths = np.maximum(b - a + 1, 0)
+    return np.repeat(s[starts], lengths), _ragged_range(a, lengths) * step
+
+
+def evaluate(rule: Rule, items: Items, until: int, watermark: int) -> Evaluations:
+    """Values of every window that closes between ``until`` and ``watermark``."""
+    assert rule.window is not None
+    series, end = closing(rule, items, until, watermark)
+    size = rule.window.size_ms
+    if rule.window.type == "sliding":
+        lo_key, hi_key, start = end - size + 1, end + 1, end - size
+    else:
+        step = rule.window.step_ms
+        lo_key, hi_key, start = end // step - rule.window.panes, end // step, end - size
+    c = items.composite()
+    lo = np.searchsorted(c, (series << KEY_BITS) | lo_key, side="left")
+    hi = np.searchsorted(c, (series << KEY_BITS) | hi_key, side="left")
+    value, samples = window_values(rule, items, lo, hi)
+    return Evaluations(series, end, start, value, samples)
+
+
+def window_values(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Aggregated value and record count of the item ranges ``[lo, hi)``."""
+    assert rule.window is not None
+    cols = stat_columns(rule)
+    col = {name: j for j, name in enumerate(cols)}
+    stats = items.stats
+    agg = rule.aggregation
+
+    def total(values: np.ndarray) -> np.ndarray:
+        prefix = np.concatenate([[0.0], np.cumsum(values)])
+        return prefix[hi] - prefix[lo]
+
+    n = np.rint(total(stats[:, 0])) if len(items) else np.zeros(lo.size)
+    empty = hi <= lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if not len(items):
+            value = np.zeros(lo.size) if rule.zero_filled else np.full(lo.size, np.nan)
+        elif rule.kind == "ratio":
+            num = total(stats[:, col["ns"] if agg == "sum" else col["nn"]])
+            den = total(stats[:, col["sum"]]) if agg == "sum" else n
+            value = np.where((n >= rule.min_samples) & (den != 0), num / den, np.nan)
+        elif rule.kind == "trend":
+            value = _trend(rule, items, lo, hi, n)
+        elif agg == "count":
+            value = n
+        elif agg in ("sum", "rate"):
+            value = total(stats[:, col["sum"]])
+            if agg == "rate":
+                value = value / (rule.window.size_ms / 1000.0)
+        elif agg == "mean":
+            value = total(stats[:, col["sum"]]) / n
+        elif agg in ("min", "max"):
+            ufunc = np.minimum if agg == "min" else np.maximum
+            padded = np.append(stats[:, col[agg]], 0.0)
+            pairs = np.column_stack([lo, hi]).ravel()
+            value = ufunc.reduceat(padded, pairs)[::2] if pairs.size else np.zeros(0)
+        elif agg == "last":
+            value = stats[np.maximum(hi - 1, 0), col["lv"]]
+        else:
+            value = _percentiles(items, lo, hi, PERCENTILES[agg])
+    if not rule.zero_filled and rule.kind != "ratio":
+        value = np.where(empty | (n < rule.min_samples), np.nan, value)
+    return value, n.astype(np.int64)
+
+
+def _trend(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray,
+           n: np.ndarray) -> np.ndarray:
+    """Least-squares slope per hour relative to the window mean; 0 (no trend) when the
+    line explains less than ``min_fit`` of the variance (a step is not a trend)."""
+    st = items.stats
+    cnt, sv, sx, sxx, sxv, svv = (st[:, j] for j in range(6))
+    anchor = items.key * step_of(rule)
+    d = (anchor - anchor.min()) / HOUR_MS  # shift every item to one common origin
+    gx = sx + d * cnt
+    gxx = sxx + 2 * d * sx + d * d * cnt
+    gxv = sxv + d * sv
+
+    def total(values: np.ndarray) -> np.ndarray:
+        prefix = np.concatenate([[0.0], np.cumsum(values)])
+        return prefix[hi] - prefix[lo]
+
+    tx, txx, txv, tv = total(gx), total(gxx), total(gxv), total(sv)
+    var = n * txx - tx * tx
+    cov = n * txv - tx * tv
+    slope = cov / var
+    mean = tv / n
+    ok = (n >= max(3, rule.min_samples)) & (var > 1e-9 * n * n) & (mean != 0)
+    value = np.where(ok, slope / np.abs(mean), np.nan)
+    if rule.min_fit > 0:
+        var_v = n * total(svv) - tv * tv
+        value = np.where(cov * cov >= rule.min_fit * var * np.maximum(var_v, 0), value, 0.0)
+    return np.where(ok, value, np.nan)
+
+
+def _percentiles(items: Items, lo: np.ndarray, hi: np.ndarray, q: float) -> np.ndarray:
+    """Weighted quantile of the summary points of each item range (a loop: the exception)."""
+    assert items.qn is not None and items.qv is not None and items.qw is not None
+    offsets = np.concatenate([[0], np.cumsum(items.qn)])
+    out = np.full(lo.size, np.nan)
+    for i, (a, b) in enumerate(zip(offsets[lo].tolist(), offsets[hi].tolist(), strict=True)):
+        if b <= a:
+            continue
+        v, w = items.qv[a:b], items.qw[a:b]
+        o = np.argsort(v, kind="stable")
+        cw = np.cumsum(w[o])
+        pos = int(np.searchsorted(cw, q * cw[-1], side="left"))
+        out[i] = v[o][min(pos, v.size - 1)]
+    return out
+
+
+def next_until(rule: Rule, until: int, watermark: int) -> int:
+    """What has been evaluated after closing windows up to ``watermark``."""
+    assert rule.window is not None
+    if rule.window.type == "sliding":
+        return max(until, watermark)
+    step = rule.window.step_ms
+    return max(until, watermark // step * step)
+
+
+def prune(rule: Rule, items: Items, until: int) -> Items:
+    """Drop items no window still to be evaluated needs."""
+    assert rule.window is not None
+    if not len(items):
+        return items
+    if rule.window.type == "sliding":
+        keep = items.key + rule.window.size_ms >= until
+    else:
+        keep = items.key + rule.window.panes + 1 > until // rule.window.step_ms
+    return items if keep.all() else items.take(keep)

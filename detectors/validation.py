@@ -1,0 +1,174 @@
+"""Parse and validate one rule mapping from YAML, collecting every problem.
+
+Each problem is reported as ``field``, ``message``; :mod:`detectors.loading` prefixes the
+file and the rule name, giving ``file: rule 'name': field 'x': what is wrong``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Callable, Mapping
+
+import orjson
+
+from detectors.columns import ATTRIBUTE_PREFIX
+from detectors.fields import (
+    condition_field,
+    duration_field,
+    parse_aggregation,
+    parse_baseline,
+    parse_clear,
+    parse_group_by,
+    parse_window,
+    string_list,
+    unknown_key,
+)
+from detectors.rules import KINDS, ZERO_FILLED, Rule
+from detectors.selectors import parse_selector
+from detectors.templates import check_template, template_fields
+from pipeline.detection import CATEGORIES, SEVERITIES, SIGNALS
+
+RULE_KEYS = ("name", "kind", "signal", "select", "numerator", "denominator", "group_by",
+             "window", "aggregation", "condition", "clear", "hysteresis", "for", "baseline",
+             "min_samples", "min_fit", "severity", "category", "title", "description",
+             "symptoms", "potential_causes", "confidence")
+EVALUATION_KEYS = ("kind", "signal", "select", "numerator", "denominator", "group_by",
+                   "window", "aggregation", "condition", "clear", "hysteresis", "for",
+                   "baseline", "min_samples", "min_fit")
+"""Keys whose change resets a rule's state on reload (the rest is presentation)."""
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*\Z")
+Report = Callable[[str, str], None]
+
+
+def digest(data: Mapping) -> str:
+    """Hash of the evaluation-relevant part of a rule mapping."""
+    relevant = {k: data.get(k) for k in EVALUATION_KEYS}
+    raw = orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.blake2b(raw, digest_size=8).hexdigest()
+
+
+def parse_rule(data: Mapping, source: str, report: Report) -> Rule | None:
+    """Build a :class:`Rule` from its mapping, or report every problem and return None."""
+    count = [0]
+
+    def note(where: str, message: str) -> None:
+        count[0] += 1
+        report(where, message)
+
+    for key in data:
+        if key not in RULE_KEYS:
+            note(str(key), unknown_key(key, RULE_KEYS))
+    name = data.get("name")
+    if not isinstance(name, str) or not NAME.match(name):
+        note("name", f"expected a name of letters, digits, '_', '.', ':' or '-', "
+                     f"got {name!r}")
+    kind = data.get("kind", "threshold")
+    if kind not in KINDS:
+        note("kind", f"expected one of {', '.join(KINDS)}, got {kind!r}")
+        return None
+    signal = data.get("signal", "logs" if kind == "log_count" else None)
+    if signal not in SIGNALS:
+        note("signal", f"expected one of {', '.join(SIGNALS)}, got {signal!r}")
+        return None
+    if kind == "log_count" and signal != "logs":
+        note("signal", "log_count rules read logs")
+    if kind == "trend" and signal == "logs":
+        note("signal", "trend needs numeric values: metrics or traces (span durations)")
+
+    select = parse_selector(signal, data.get("select"), "select", note)
+    numerator = denominator = None
+    if kind == "ratio":
+        for side in ("numerator", "denominator"):
+            if side not in data:
+                note(side, "missing: a ratio rule divides a numerator selection by a "
+                           "denominator selection (use {} for everything 'select' selects)")
+        numerator = parse_selector(signal, data.get("numerator"), "numerator", note)
+        denominator = parse_selector(signal, data.get("denominator"), "denominator", note)
+    else:
+        for side in ("numerator", "denominator"):
+            if side in data:
+                note(side, "only ratio rules have a numerator and a denominator")
+
+    group_by = parse_group_by(data.get("group_by", ["service"]), signal, note)
+    window = aggregation = condition = clear = baseline = None
+    if kind == "absence":
+        for key in ("window", "aggregation", "condition", "clear", "hysteresis", "baseline",
+                    "min_samples"):
+            if key in data:
+                note(key, "absence rules fire when a series seen before has no data for "
+                          f"'for'; they take no {key}")
+    else:
+        if "window" in data:
+            window = parse_window(data["window"], note)
+        else:
+            note("window", "missing (e.g. window: {type: hopping, size: 5m, step: 1m})")
+        aggregation = parse_aggregation(data, kind, signal, note)
+        if "condition" in data:
+            condition = condition_field(data, "condition", note)
+        else:
+            note("condition", "missing (e.g. condition: \"> 0.05\")")
+        clear = parse_clear(data, condition, note)
+        if "baseline" in data:
+            if kind in ("threshold", "ratio"):
+                baseline = parse_baseline(data["baseline"], note)
+            else:
+                note("baseline", "only threshold and ratio rules take a baseline")
+    for_ms = duration_field(data, "for", note) if "for" in data else 0
+    if kind == "absence" and "for" not in data:
+        note("for", "missing: how long a series must be silent (e.g. for: 2m)")
+    elif kind == "absence" and for_ms is not None and for_ms <= 0:
+        note("for", "an absence rule needs a duration > 0")
+    min_samples = data.get("min_samples", 1)
+    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
+        note("min_samples", f"expected an integer >= 1, got {min_samples!r}")
+    elif "min_samples" in data and aggregation in ZERO_FILLED and kind != "ratio":
+        note("min_samples", f"not used with {aggregation}: an empty window counts as 0")
+    min_fit = data.get("min_fit", 0.0)
+    if "min_fit" in data and kind != "trend":
+        note("min_fit", "only trend rules take min_fit (the R² a trend line must reach)")
+    elif isinstance(min_fit, bool) or not isinstance(min_fit, (int, float)) \
+            or not 0.0 <= min_fit < 1.0:
+        note("min_fit", f"expected the R² of the trend line, from 0 to below 1, "
+                        f"got {min_fit!r}")
+    if (condition is not None and kind in ("threshold", "log_count")
+            and aggregation in ZERO_FILLED and bool(condition.holds(0.0))):
+        note("condition", f"{condition.text} holds for an empty window ({aggregation} = 0); "
+                          "use kind: absence to detect missing data")
+
+    severity = data.get("severity")
+    if severity not in SEVERITIES:
+        note("severity", f"expected one of {', '.join(SEVERITIES)}, got {severity!r}")
+    category = data.get("category")
+    if category not in CATEGORIES:
+        note("category", f"expected one of {', '.join(CATEGORIES)}, got {category!r}")
+    confidence = data.get("confidence", 1.0)
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) \
+            or not math.isfinite(confidence) or not 0.0 <= confidence <= 1.0:
+        note("confidence", f"expected a number from 0 to 1, got {confidence!r}")
+    fields = template_fields(g[len(ATTRIBUTE_PREFIX):] if g.startswith(ATTRIBUTE_PREFIX)
+                             else g for g in group_by)
+    for key in ("title", "description"):
+        text = data.get(key, "")
+        if key == "title" and not text:
+            note("title", "missing: a short text such as \"{service}: error rate {value:.1%}\"")
+        elif not isinstance(text, str):
+            note(key, f"expected a string, got {text!r}")
+        else:
+            for problem in check_template(text, fields):
+                note(key, problem)
+    symptoms = string_list(data, "symptoms", note)
+    causes = string_list(data, "potential_causes", note)
+    if count[0] or not isinstance(name, str):
+        return None
+    return Rule(
+        name=name, signal=signal, kind=kind, select=select, numerator=numerator,
+        denominator=denominator, group_by=group_by, window=window,
+        aggregation=aggregation or "", condition=condition, clear=clear,
+        for_ms=int(for_ms or 0), baseline=baseline, min_samples=int(min_samples),
+        min_fit=float(min_fit),
+        severity=str(severity), category=str(category), title=str(data["title"]),
+        description=str(data.get("description", "")), symptoms=symptoms,
+        potential_causes=causes, confidence=float(confidence), source=source,
+        digest=digest(data))

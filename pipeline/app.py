@@ -14,6 +14,7 @@ import faust
 import orjson
 from faust.web import Request, Response, View
 
+from pipeline.agents.correlate import CorrelateCounters, register_correlate_agent
 from pipeline.agents.detect import DetectCounters, register_detect_agent
 from pipeline.agents.ingest import register_ingest_agents
 from pipeline.engines import build_engines
@@ -29,6 +30,7 @@ log = logging.getLogger("tocsin.app")
 QUERY_PATH = "/tocsin/query"
 STATUS_PATH = "/tocsin/status"
 RULES_RELOAD_PATH = "/tocsin/rules/reload"
+SILENCES_PATH = "/tocsin/silences"
 
 
 @dataclass
@@ -42,6 +44,8 @@ class Pipeline:
     ingestor: Ingestor
     engines: dict[str, Any] = field(default_factory=dict)
     detect_counters: DetectCounters = field(default_factory=DetectCounters)
+    correlate_counters: CorrelateCounters = field(default_factory=CorrelateCounters)
+    correlation_table: Any = None
 
 
 def _json(view: View, payload: object, status: int = 200) -> Response:
@@ -90,7 +94,28 @@ def _register_pages(pipeline: Pipeline) -> None:
                     "detections": detect.detections,
                     "late_records": detect.late_records,
                 },
+                "correlate": {
+                    "decisions": pipeline.correlate_counters.decisions,
+                    "alerts": pipeline.correlate_counters.alerts,
+                    "rejected": pipeline.correlate_counters.rejected,
+                },
             })
+
+    @app.page(SILENCES_PATH)
+    class SilencesView(View):
+        """GET: the silences of every scope this worker holds."""
+
+        async def get(self, request: Request) -> Response:
+            from pipeline.correlate import CorrelationState
+
+            table = pipeline.correlation_table
+            silences = []
+            if table is not None:
+                for key in list(table.keys()):
+                    state = CorrelationState.from_bytes(table[key])
+                    silences += [{"scope": key.decode(), **s.to_wire()}
+                                 for s in state.silences.values()]
+            return _json(self, {"silences": silences})
 
     @app.page(RULES_RELOAD_PATH)
     class RulesReloadView(View):
@@ -142,6 +167,12 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
         if rules is not None:
             app.timer(settings.detect.reload_interval_s, name="tocsin.rules.reload")(
                 _reloader(rules))
+    if settings.correlate.enabled:
+        from pipeline.correlation import CorrelationStep
+
+        pipeline.correlation_table = register_correlate_agent(
+            app, settings, CorrelationStep(settings.correlate), writer,
+            pipeline.correlate_counters)
     _register_pages(pipeline)
     return pipeline
 

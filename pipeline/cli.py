@@ -122,6 +122,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         parse_schedule,
         save_labels,
         simulate,
+        write_call_graph,
         write_ndjson,
     )
     from pipeline.timestamps import format_ms, parse_rfc3339_ms
@@ -138,6 +139,8 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
                           interval_ms=interval_ms)
     labels_path = Path(args.labels)
     save_labels(simulation.labels, labels_path)
+    if args.graph:
+        write_call_graph(load_system(args.system), args.graph)
     print(f"simulating {format_ms(start_ms)} .. {format_ms(simulation.end_ms)}, seed {args.seed}, "
           f"{len(simulation.labels.incidents)} incidents; labels in {labels_path}")
     if args.out:
@@ -290,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet-run", action="store_true", help="no incidents at all")
     p.add_argument("--out", help="write NDJSON here instead of sending to Kafka")
     p.add_argument("--labels", default="labels.json", help="where to write the labels")
+    p.add_argument("--graph", help="also write the system's call graph (YAML, caller: "
+                   "[callees]) for correlate.dependencies")
     p.add_argument("--speed", type=float, default=None,
                    help="simulated seconds per second (360: 6 h in a minute; default: as fast "
                    "as possible)")

@@ -33,7 +33,7 @@ from pipeline.evaluate import evaluate, format_table, result_to_dict
 from pipeline.evaluate.load import load_detections, load_problems
 from pipeline.kafka import default_cache_dir, find_free_port, start_broker, stop_broker
 from pipeline.settings import load_settings
-from pipeline.simulate import load_system, save_labels, simulate
+from pipeline.simulate import load_system, save_labels, simulate, write_call_graph
 from pipeline.simulate.publish import publish_simulation
 from pipeline.store import QueryResult
 
@@ -51,6 +51,8 @@ ANALYST_QUERIES = (
      "countIf(status = 'error') AS errors FROM tocsin.spans GROUP BY service, name "
      "ORDER BY p99_ms DESC LIMIT 5"),
 )
+DETECTIONS_SQL = ("SELECT formatDateTime(time, '%H:%i') AS at, state, severity, title "
+                  "FROM tocsin.detections ORDER BY time DESC, title LIMIT 6")
 PROBLEMS_SQL = ("SELECT id, status, severity, category, title, "
                 "arrayStringConcat(affected, ',') AS affected "
                 "FROM tocsin.problems ORDER BY opened_at DESC LIMIT 8")
@@ -121,11 +123,15 @@ def _live_view(progress: Progress, worker: DemoWorker) -> Group:
     counts = Table.grid(padding=(0, 2))
     counts.add_row("stored", *[f"{k}s {v:,}" for k, v in sorted(status["stored"].items())])
     counts.add_row("dead-lettered", f"{sum(status['rejected'].values()):,}")
+    detect = status.get("detect", {})
+    counts.add_row("detections", *[f"{k} {v:,}" for k, v in
+                                   sorted(detect.get("detections", {}).items())])
+    views = [progress, counts]
     problems = worker.query(PROBLEMS_SQL)
-    table = _result_table(problems, "Problems (open and recent)")
-    if not problems.rows:
-        table.caption = "none yet: problems appear once detectors and the correlator run"
-    return Group(progress, counts, table)
+    if problems.rows:
+        views.append(_result_table(problems, "Problems (open and recent)"))
+    views.append(_result_table(worker.query(DETECTIONS_SQL), "Latest detections"))
+    return Group(*views)
 
 
 async def _stream(settings, simulation, speed, progress, task, live, worker) -> dict:
@@ -174,6 +180,8 @@ def run_demo(hours: float = 3.0, seed: int = 7, minutes: float = 1.0,
             bootstrap = start_broker(port=0, state_dir=broker_dir).bootstrap
         console.print(f"Kafka: local broker at {bootstrap}")
     port = find_free_port()
+    system = load_system()
+    write_call_graph(system, home / "dependencies.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
     env.update({
         "TOCSIN_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -182,6 +190,7 @@ def run_demo(hours: float = 3.0, seed: int = 7, minutes: float = 1.0,
         "TOCSIN_WORKER_WEB_PORT": str(port),
         "TOCSIN_WORKER_APP_ID": f"tocsin-demo-{int(time.time())}",
         "TOCSIN_WORKER_LOG_LEVEL": "warn",
+        "TOCSIN_CORRELATE_DEPENDENCIES": str(home / "dependencies.yaml"),
     })
     settings = load_settings(environ=env)
     worker = None
@@ -195,7 +204,7 @@ def run_demo(hours: float = 3.0, seed: int = 7, minutes: float = 1.0,
         now_ms = int(time.time() * 1000)
         duration_ms = int(hours * 3_600_000)
         start_ms = (now_ms - duration_ms) // interval_ms * interval_ms
-        simulation = simulate(load_system(), start_ms, duration_ms, seed, mixed=True,
+        simulation = simulate(system, start_ms, duration_ms, seed, mixed=True,
                               interval_ms=interval_ms)
         save_labels(simulation.labels, home / "labels.json")
         incidents = ", ".join(f"{i.scenario}@{i.root_cause_service}"

@@ -71,6 +71,7 @@ class TopicSettings:
     alerts: str = "tocsin.alerts"
     deadletter: str = "tocsin.deadletter"
     by_service: str = "tocsin.by-service"
+    control: str = "tocsin.control"
     partitions: int = 4
     replication_factor: int = 1
 
@@ -120,6 +121,26 @@ class DetectSettings:
 
 
 @dataclass(frozen=True)
+class CorrelateSettings:
+    """The correlator: its scope, the call graph it starts from, grouping and alert timing.
+
+    The ``*_ms`` values are Alertmanager's settings of the same names; the rest of the
+    correlator's tuning keeps its defaults (``pipeline/correlate/settings.py``).
+    """
+
+    enabled: bool = True
+    scope: str = "default"  # environment / cluster: one state and one problem set per scope
+    dependencies: str = ""  # YAML file: caller -> [callees]; until traces teach the graph
+    knowledge: str = ""  # extra knowledge-base YAML files, comma-separated
+    group_wait_ms: int = 30_000
+    group_interval_ms: int = 300_000
+    repeat_interval_ms: int = 14_400_000
+    resolve_timeout_ms: int = 1_800_000
+    reopen_window_ms: int = 1_800_000
+    max_duration_ms: int = 86_400_000
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     """The Faust worker: consumer group id, state directory and its web server."""
 
@@ -140,6 +161,7 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     detect: DetectSettings = field(default_factory=DetectSettings)
+    correlate: CorrelateSettings = field(default_factory=CorrelateSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
 
     def redacted(self) -> dict[str, dict[str, Any]]:

@@ -65,7 +65,8 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Topics Tocsin uses, with per-topic broker configs."""
     t = settings.topics
     configs: dict[str, dict[str, str]] = {
-        name: {} for name in (t.metrics, t.logs, t.traces, t.detections, t.alerts, t.by_service)
+        name: {} for name in (t.metrics, t.logs, t.traces, t.detections, t.alerts, t.by_service,
+                            t.control)
     }
     configs[t.deadletter] = {"max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}
     return configs

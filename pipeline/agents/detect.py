@@ -73,9 +73,10 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
                 tables[engine][key] = data
             stream._set_current_event(None)
             if result.detections:
+                scope = settings.correlate.scope.encode()  # one scope, one partition, in order
                 pending = [
-                    await app.producer.send(settings.topics.detections, d.service.encode(),
-                                            d.to_json(), None, None, None)
+                    await app.producer.send(settings.topics.detections, scope, d.to_json(),
+                                            None, None, None)
                     for d in result.detections
                 ]
                 await asyncio.gather(*pending)

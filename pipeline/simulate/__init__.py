@@ -35,6 +35,7 @@ from pipeline.simulate.topology import (
     TopologyError,
     load_system,
     parse_system,
+    write_call_graph,
 )
 
 __all__ = [
@@ -67,5 +68,6 @@ __all__ = [
     "tick_wire",
     "validate_labels",
     "wire_batches",
+    "write_call_graph",
     "write_ndjson",
 ]

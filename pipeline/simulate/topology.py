@@ -260,3 +260,10 @@ def _find_cycle(graph: dict[str, tuple[str, ...]]) -> list[str]:
         if node not in state and (found := visit(node)):
             return found
     return []
+
+
+def write_call_graph(system: System, path: str | Path) -> None:
+    """Write the system's call graph as YAML (``caller: [callees]``), the format of the
+    correlator's ``correlate.dependencies`` file."""
+    graph = {svc.name: list(svc.calls) for svc in system.services if svc.calls}
+    Path(path).write_text(yaml.safe_dump(graph, sort_keys=False))

@@ -1,0 +1,80 @@
+"""The correlate agent: detections and control events in, problems and alerts out.
+
+Detections and control events (acks, silences) are keyed by correlation scope, so a
+scope's events arrive in order on one partition; its state (open problems, alert tracks,
+silences) lives in a Faust table with a changelog, written once per batch. Problem
+versions and their links go to ClickHouse and alerts to the alerts topic before the
+batch's offsets are acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from pipeline.correlate import (
+    alert_envelope,
+    alert_key,
+    problem_detections_table,
+    problems_table,
+)
+from pipeline.correlation import CorrelationStep, Message
+from pipeline.settings import Settings
+from pipeline.store.writer import StoreWriter
+
+
+@dataclass
+class CorrelateCounters:
+    """Running totals of the correlate agent, for the status page."""
+
+    decisions: dict[str, int] = field(default_factory=dict)
+    alerts: int = 0
+    rejected: int = 0
+
+
+def register_correlate_agent(app: faust.App, settings: Settings, step: CorrelationStep,
+                             writer: StoreWriter, counters: CorrelateCounters) -> Any:
+    """Declare the detections + control channel, the state table and the agent."""
+    topics = settings.topics
+    channel = app.topic(topics.detections, topics.control, key_type=bytes, value_type=bytes,
+                        key_serializer="raw", value_serializer="raw",
+                        partitions=topics.partitions)
+    table = app.Table("correlation-state", partitions=topics.partitions, key_type=bytes,
+                      value_type=bytes, help="open problems, alert tracks, silences per scope")
+    within_s = settings.ingest.batch_within_ms / 1000
+
+    async def correlate(stream: Any) -> None:
+        async for events in stream.take_events(settings.ingest.batch_size, within_s):
+            messages = [Message((e.message.key or b"").decode(),
+                                e.message.topic == topics.control, e.message.value)
+                        for e in events]
+            last_of = {(e.message.key or b"").decode(): e for e in events}
+            result = step.run(messages, lambda scope: table.get(scope.encode()))
+            for scope, data in result.states.items():
+                stream._set_current_event(last_of[scope])  # the changelog partition
+                table[scope.encode()] = data
+            stream._set_current_event(None)
+            decisions = result.decisions
+            if decisions:
+                latest = {}
+                for d in decisions:  # one row per problem version
+                    latest[(d.problem.id, d.problem.version)] = d.problem
+                await writer.insert("problems", problems_table(list(latest.values())))
+                links = [link for d in decisions for link in d.links]
+                if links:
+                    await writer.insert("problem_detections", problem_detections_table(links))
+                alerts = [d for d in decisions if d.notify]
+                pending = [await app.producer.send(topics.alerts, alert_key(d),
+                                                   alert_envelope(d), None, None, None)
+                           for d in alerts]
+                await asyncio.gather(*pending)
+                counters.alerts += len(alerts)
+            counters.rejected += result.rejected
+            for d in decisions:
+                counters.decisions[d.kind] = counters.decisions.get(d.kind, 0) + 1
+
+    app.agent(channel, name="tocsin.correlate")(correlate)
+    return table

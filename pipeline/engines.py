@@ -108,10 +108,53 @@ class RuleEngineRunner:
         return ReloadResult(changed, self.version)
 
 
+class ModelEngineRunner:
+    """The online models as the detect step runs them; new registry versions hot-reload."""
+
+    def __init__(self, registry_dir: str) -> None:
+        from models import ModelEngine, ModelRegistry
+
+        registry = ModelRegistry(registry_dir) if registry_dir else None
+        self.engine = ModelEngine(registry=registry)
+
+    @property
+    def version(self) -> str:
+        """The running model versions, e.g. ``robust-seasonal=3,service-hst=builtin-1``."""
+        return ",".join(f"{k}={v}" for k, v in sorted(self.engine.versions.items()))
+
+    def new_state(self) -> Any:
+        """Empty model state for a new service."""
+        return self.engine.new_state()
+
+    def state_from_bytes(self, data: bytes) -> Any:
+        """A stored service state."""
+        from models import ServiceModelState
+
+        return ServiceModelState.from_bytes(data, self.engine)
+
+    def process(self, signal: str, columns: Mapping[str, Any], state: Any) -> tuple:
+        """Score one service's records."""
+        return self.engine.process(signal, columns, state)
+
+    def advance(self, state: Any, watermark_ms: int) -> tuple:
+        """Let event time pass for a service."""
+        return self.engine.advance(state, watermark_ms)
+
+    def reload(self, force: bool = False) -> ReloadResult:
+        """Pick up newly published current versions from the registry."""
+        changed = self.engine.reload()
+        if changed:
+            log.warning("models reloaded: %s", self.version)
+        return ReloadResult(changed, self.version)
+
+
 def build_engines(settings: Settings) -> dict[str, Any]:
     """The engines the settings enable, by name (the name keys their state table)."""
     if not settings.detect.enabled:
         return {}
-    return {"rules": RuleEngineRunner(settings.detect.rule_paths,
-                                      settings.detect.allowed_lateness_ms,
-                                      settings.detect.keepalive_ms)}
+    engines: dict[str, Any] = {"rules": RuleEngineRunner(settings.detect.rule_paths,
+                                                         settings.detect.allowed_lateness_ms,
+                                                         settings.detect.keepalive_ms)}
+    if settings.detect.models:
+        engines["models"] = ModelEngineRunner(settings.detect.model_registry)
+    return engines

@@ -113,6 +113,8 @@ class DetectSettings:
     allowed_lateness_ms: int = 60_000
     keepalive_ms: int = 0
     reload_interval_s: float = 5.0
+    models: bool = True  # run the online anomaly models beside the rules
+    model_registry: str = ""  # directory of published model versions (empty: built-ins)
 
     @property
     def rule_paths(self) -> list[str]:

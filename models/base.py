@@ -1,0 +1,81 @@
+"""The detector contract, in the style of river's anomaly detectors.
+
+Every detector is a :class:`river.base.AnomalyDetector`:
+
+- ``learn_one(x)`` updates the model; ``score_one(x)`` returns a calibrated score in
+  [0, 1] (higher is more anomalous) and never changes the model, so a stream scores each
+  point *before* learning it;
+- constructor arguments are the configuration, stored under the same names (``clone()``
+  and the registry rebuild a detector from them); no I/O in ``__init__``;
+- randomness comes from a per-instance generator seeded by ``seed``;
+- instances pickle, so a trained detector can be published to the registry.
+
+Metric detectors take ``x = {"value": float, "time": epoch_ms}``; ``time`` drives
+seasonality and may be left out (no seasonality then). Multivariate detectors take a
+dict of named features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from river.base import AnomalyDetector
+
+from pipeline.errors import TocsinError
+
+
+class ModelError(TocsinError):
+    """A model, its configuration or a registry entry is invalid; the message says which."""
+
+
+class Detector(AnomalyDetector):
+    """Base of Tocsin's detectors: a river anomaly detector with a name and an explanation."""
+
+    name: ClassVar[str] = ""
+    """Model name used in detections (``model:<name>``) and in the registry."""
+
+    warmup: int = 0
+
+    def explain_one(self, x: Mapping[str, Any]) -> dict[str, Any]:
+        """What the model expected for ``x`` (``expected``, ``band_low``, ``band_high``)."""
+        return {}
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The configuration: constructor arguments by name (JSON-friendly values)."""
+        return dict(self._get_params())
+
+
+def metric_input(x: Mapping[str, Any] | float) -> tuple[float, int]:
+    """``(value, time_ms)`` of a metric detector's input (a dict or a bare number)."""
+    if isinstance(x, Mapping):
+        try:
+            value = float(x["value"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"expected x = {{'value': number, 'time': epoch_ms}}, got {x!r}"
+                             ) from exc
+        return value, int(x.get("time", 0) or 0)
+    return float(x), 0
+
+
+@dataclass
+class Finding:
+    """A state change found by a model, before the engine turns it into a Detection."""
+
+    model: str  # model name, e.g. "robust-seasonal" (the detector is "model:<name>")
+    signal: str  # metrics | logs | traces
+    state: str  # firing | resolved
+    time: int  # epoch ms of the point or window end that decided it
+    entity: str
+    score: float
+    observed: float
+    window_start: int
+    window_end: int
+    host: str = ""
+    category: str = ""
+    title: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    severity: str = ""  # empty: from the score

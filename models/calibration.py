@@ -1,0 +1,156 @@
+"""Calibrated scores: an anomaly statistic becomes a tail probability, then a 0–1 score.
+
+Every detector reduces a point to a non-negative statistic (a robust z, the size of a
+burst ...). Raw statistics are not comparable across series: a heavy-tailed series sees
+``|z| > 8`` every day, a quiet one never. So each series keeps the exceedance frequency
+of a few fixed levels (exponentially weighted, starting from a prior), and a statistic
+maps to the log10 probability of seeing one at least as large, interpolated between the
+levels and extrapolated past the last one. The score is that probability on a log
+scale: ``score = min(1, -log10(p) / DECADES)``; 0.5 means one point in 10,000 of *this*
+series' recent history, on every series.
+
+All functions work on numpy arrays of many series at once (one row per series).
+
+>>> f = prior_freq(1)
+>>> bool(tail_log10(np.array([6.0]), f)[0] > tail_log10(np.array([9.0]), f)[0])
+True
+>>> round(float(score_from_log10p(np.array([-4.0]))[0]), 2)
+0.5
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DECADES = 8.0
+"""A score of 1.0 is a tail probability of 1e-8 or less."""
+
+LEVELS = np.array([1.5, 2.5, 4.0, 6.0, 9.0, 13.5, 20.0])
+"""Statistic levels whose exceedance frequency each series tracks."""
+
+_KNOTS = np.concatenate([[0.0], LEVELS])
+_PRIOR = np.exp(-LEVELS)  # Laplace-like prior: P(stat > L) = exp(-L)
+MIN_SLOPE = 0.3  # past the last level, log10 p falls at least this much per unit
+
+
+def prior_freq(n: int) -> np.ndarray:
+    """Prior exceedance frequencies for ``n`` series, shape ``(n, len(LEVELS))``."""
+    return np.tile(_PRIOR, (n, 1))
+
+
+def tail_log10(stat: np.ndarray, freq: np.ndarray) -> np.ndarray:
+    """log10 P(statistic >= stat) per series (row of ``freq``), interpolated in log10."""
+    stat = np.maximum(stat, 0.0)
+    rows = np.arange(stat.size)
+    j = np.minimum(np.searchsorted(_KNOTS, stat) - 1, _KNOTS.size - 2)
+    j = np.maximum(j, 0)
+    y1 = np.log10(freq[rows, j])
+    y0 = np.where(j > 0, np.log10(freq[rows, np.maximum(j - 1, 0)]), 0.0)
+    x0 = _KNOTS[j]
+    slope = (y1 - y0) / (_KNOTS[j + 1] - x0)
+    past = stat > _KNOTS[-1]
+    if past.any():
+        steep = np.minimum(slope, -MIN_SLOPE)
+        return np.minimum(np.where(past, y1 + steep * (stat - _KNOTS[-1]),
+                                   y0 + slope * (stat - x0)), 0.0)
+    return np.minimum(y0 + slope * (stat - x0), 0.0)
+
+
+def update_freq(freq: np.ndarray, stat: np.ndarray, rate: np.ndarray,
+                floor: float) -> np.ndarray:
+    """Exceedance frequencies after one more statistic per series (EW, ``rate`` per row)."""
+    freq = freq + rate[:, None] * ((stat[:, None] > LEVELS) - freq)
+    return np.maximum(freq, floor)
+
+
+def score_from_log10p(log10p: np.ndarray) -> np.ndarray:
+    """The calibrated 0–1 score of a log10 tail probability."""
+    return np.clip(-np.asarray(log10p) / DECADES, 0.0, 1.0)
+
+
+def log10p_from_score(score: float) -> float:
+    """The log10 tail probability a score stands for (inverse of the above)."""
+    return -float(score) * DECADES
+
+
+def severity_of(score: float, threshold: float) -> str:
+    """Severity from how far past the threshold a score is: medium, high, critical."""
+    span = max(1.0 - threshold, 1e-9)
+    excess = (score - threshold) / span
+    if excess >= 0.75:
+        return "critical"
+    if excess >= 0.4:
+        return "high"
+    if excess >= 0.0:
+        return "medium"
+    return "low"
+
+
+class Calibrator:
+    """One series' calibration as a small picklable object (for river-based detectors).
+
+    >>> cal = Calibrator(rate=0.01)
+    >>> for v in [0.5, 1.0, 0.7, 1.2] * 50:
+    ...     cal.learn(v)
+    >>> cal.score(1.0) < cal.score(30.0)
+    True
+    """
+
+    def __init__(self, rate: float = 1 / 5000, prior_count: float = 100.0,
+                 floor_fraction: float = 0.05) -> None:
+        self.rate = rate
+        self.prior_count = prior_count
+        self.floor_fraction = floor_fraction
+        self.n = 0
+        self.freq = prior_freq(1)
+
+    def log10p(self, stat: float) -> float:
+        """log10 of the tail probability of ``stat``."""
+        return float(tail_log10(np.array([stat]), self.freq)[0])
+
+    def score(self, stat: float) -> float:
+        """The calibrated 0–1 score of ``stat``."""
+        return float(score_from_log10p(np.array([self.log10p(stat)]))[0])
+
+    def learn(self, stat: float) -> None:
+        """Count one more statistic."""
+        rate = np.array([max(self.rate, 1.0 / (self.n + self.prior_count))])
+        self.freq = update_freq(self.freq, np.array([stat]), rate,
+                                self.rate * self.floor_fraction)
+        self.n += 1
+
+
+class AlertGate:
+    """Warm-up, calibration and rest period of one series (for per-object detectors).
+
+    ``score(stat)`` is the reported score: 0 during the first ``warmup`` points and for
+    ``rest_points`` points after a score reached ``threshold``. A low frequency floor
+    lets a bounded statistic (e.g. a HalfSpaceTrees score) still reach high scores.
+    """
+
+    def __init__(self, warmup: int, threshold: float, rest_points: int,
+                 calibration_rate: float, floor_fraction: float = 1e-3) -> None:
+        self.warmup = warmup
+        self.threshold = threshold
+        self.rest_points = rest_points
+        self.calibrator = Calibrator(rate=calibration_rate, floor_fraction=floor_fraction)
+        self.n = 0
+        self.rest = 0
+
+    def raw(self, stat: float) -> float:
+        """The calibrated score before warm-up and rest are applied."""
+        return self.calibrator.score(stat)
+
+    def score(self, stat: float) -> float:
+        """The reported score of ``stat`` (no state change)."""
+        if self.n < self.warmup or self.rest > 0:
+            return 0.0
+        return self.raw(stat)
+
+    def learn(self, stat: float) -> None:
+        """Count ``stat``: calibration, warm-up and rest advance."""
+        fired = self.score(stat) >= self.threshold
+        self.rest = self.rest_points if fired else max(self.rest - 1, 0)
+        if self.n >= 10:
+            self.calibrator.learn(stat)
+        self.n += 1

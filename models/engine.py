@@ -1,0 +1,315 @@
+"""The model engine: every online model of one service, behind one small interface.
+
+The stream calls it per service key with that service's records, as the codec decodes
+them; the engine holds no per-service state itself (that is the
+:class:`ServiceModelState` the caller keeps, e.g. in a Faust table)::
+
+    engine = ModelEngine(registry)
+    state = engine.new_state()
+    state, detections, stats = engine.process("metrics", columns, state)
+    state, detections = engine.advance(state, watermark_ms)   # time passes without data
+    engine.reload()                                           # new published version?
+
+- metrics: every series (host, metric) scored by the registry's current
+  ``robust-seasonal`` detector, vectorised across the batch; plus the service vector
+  (p95 latency, error ratio, CPU, memory) scored by ``service-hst``;
+- logs: :class:`~models.logs.LogAnalytics`; traces: :class:`~models.traces.TraceAnalytics`.
+
+Detections are emitted on state changes only and carry the model name and version.
+Event time only: nothing here reads the clock.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import orjson
+
+from models.base import Finding, ModelError
+from models.calibration import severity_of
+from models.columns import metric_category, times_of, values_of
+from models.logs import LogAnalytics
+from models.multivariate import FEATURES, ServiceVectorHST
+from models.registry import ModelRegistry
+from models.series import SeriesBank
+from models.traces import TraceAnalytics
+from models.univariate import RobustSeasonal
+from pipeline.detection import Detection, detection_id
+
+BUILTIN = "builtin-1"
+METRIC_MODEL = RobustSeasonal.name
+VECTOR_MODEL = ServiceVectorHST.name
+SKIP_METRICS = frozenset({"heartbeat"})  # constant while up; absence is a rule's job
+_FEATURE_OF = {metric: feature for feature, metric in FEATURES.items()}
+_STATE_VERSION = 1
+class ServiceModelState:
+    """All model state of one service key; :meth:`to_bytes` is compact plain data."""
+
+    def __init__(self, metric_detector: RobustSeasonal, vector: ServiceVectorHST,
+                 logs: LogAnalytics, traces: TraceAnalytics) -> None:
+        self.service = ""
+        self.metrics = SeriesBank(metric_detector)
+        self.vector = vector
+        self.vector_pending: dict[str, dict[str, list[float]]] = {}  # time -> feature sums
+        self.vector_done_until = 0
+        self.vector_firing: int | None = None
+        self.vector_streak = 0
+        self.vector_peak = 0.0
+        self.logs = logs
+        self.traces = traces
+
+    def to_bytes(self) -> bytes:
+        """zlib-compressed JSON; the service vector's river trees are the one pickle."""
+        data = {"v": _STATE_VERSION, "service": self.service,
+                "metrics": self.metrics.to_bytes().hex(),
+                "vector": pickle.dumps(self.vector).hex(),
+                "vector_pending": self.vector_pending,
+                "vector_done_until": self.vector_done_until,
+                "vector_firing": self.vector_firing,
+                "vector_streak": self.vector_streak, "vector_peak": self.vector_peak,
+                "logs": self.logs.to_dict(), "traces": self.traces.to_dict()}
+        return zlib.compress(orjson.dumps(data), 6)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, engine: ModelEngine | None = None) -> ServiceModelState:
+        """Restore :meth:`to_bytes` output (configured like ``engine``'s new states)."""
+        try:
+            obj = orjson.loads(zlib.decompress(data))
+        except (zlib.error, orjson.JSONDecodeError) as exc:
+            raise ModelError(f"service model state: not readable ({exc})") from exc
+        if obj.get("v") != _STATE_VERSION:
+            raise ModelError(f"service model state version {obj.get('v')!r}, expected "
+                             f"{_STATE_VERSION}")
+        state = (engine or ModelEngine()).new_state()
+        state.service = obj["service"]
+        state.metrics = SeriesBank.from_bytes(bytes.fromhex(obj["metrics"]),
+                                              state.metrics.detector)
+        state.vector = pickle.loads(bytes.fromhex(obj["vector"]))
+        state.vector_pending = obj["vector_pending"]
+        state.vector_done_until = obj["vector_done_until"]
+        state.vector_firing = obj["vector_firing"]
+        state.vector_streak, state.vector_peak = obj["vector_streak"], obj["vector_peak"]
+        state.logs.load(obj["logs"])
+        state.traces.load(obj["traces"])
+        return state
+
+
+class ModelEngine:
+    """Online models for metrics, logs and traces, one :class:`ServiceModelState` per key.
+
+    ``threshold`` is the calibrated score at which every model fires (one meaning
+    everywhere). A metric series fires after ``confirm_points`` points in a row outside
+    the band fixed when its score crossed the threshold, and resolves after as many
+    points back inside (or once the model accepted the new level: score below ``clear``,
+    default 0.7 x threshold, for ``accept_points`` points); see
+    :class:`~models.series.SeriesBank`. ``registry`` supplies the current ``robust-seasonal``
+    and ``service-hst`` versions; without one (or before a publish) the built-in
+    defaults run as version ``builtin-1``.
+    """
+
+    def __init__(self, registry: ModelRegistry | None = None, threshold: float = 0.6,
+                 clear: float | None = None, warmup_points: int = 100,
+                 rest_points: int = 180, log_window_ms: int = 60_000,
+                 trace_window_ms: int = 60_000, warmup_windows: int = 10,
+                 confirm_points: int = 4, accept_points: int = 360,
+                 vector: bool = True) -> None:
+        self.registry = registry
+        self.threshold = threshold
+        self.clear = 0.7 * threshold if clear is None else clear
+        self.warmup_points = warmup_points
+        self.rest_points = rest_points
+        self.log_window_ms = log_window_ms
+        self.trace_window_ms = trace_window_ms
+        self.warmup_windows = warmup_windows
+        self.confirm_points = confirm_points
+        self.accept_points = accept_points
+        self.vector = vector
+        self.versions: dict[str, str] = {METRIC_MODEL: BUILTIN, VECTOR_MODEL: BUILTIN}
+        self.metric_detector = self._configure(RobustSeasonal())
+        self.vector_template = ServiceVectorHST(threshold=threshold)
+        self.reload()
+
+    def _configure(self, detector: RobustSeasonal) -> RobustSeasonal:
+        return detector.clone({"warmup": self.warmup_points, "threshold": self.threshold,
+                               "rest_points": self.rest_points})
+
+    def reload(self) -> bool:
+        """Pick up newly current registry versions; True when something changed."""
+        if self.registry is None:
+            return False
+        changed = False
+        for name in (METRIC_MODEL, VECTOR_MODEL):
+            current = self.registry.current(name)
+            label = BUILTIN if current is None else current.label
+            if label == self.versions[name]:
+                continue
+            if current is None:
+                detector = RobustSeasonal() if name == METRIC_MODEL else ServiceVectorHST()
+            else:
+                detector = self.registry.load(name, current.version)
+            if name == METRIC_MODEL:
+                if not isinstance(detector, RobustSeasonal):
+                    raise ModelError(f"registry {name!r} v{label}: expected a RobustSeasonal, "
+                                     f"got {type(detector).__name__}")
+                self.metric_detector = self._configure(detector)
+            else:
+                self.vector_template = detector.clone({"threshold": self.threshold})
+            self.versions[name] = label
+            changed = True
+        return changed
+
+    def new_state(self) -> ServiceModelState:
+        """Fresh model state for one service."""
+        return ServiceModelState(
+            self.metric_detector, self.vector_template.clone(),
+            LogAnalytics(window_ms=self.log_window_ms, warmup_windows=self.warmup_windows,
+                         threshold=self.threshold, clear=self.clear),
+            TraceAnalytics(window_ms=self.trace_window_ms,
+                           warmup_windows=self.warmup_windows, threshold=self.threshold,
+                           clear=self.clear))
+
+    # -- processing ---------------------------------------------------------------------
+
+    def process(self, signal: str, columns: Mapping[str, Any], state: ServiceModelState
+                ) -> tuple[ServiceModelState, list[Detection], dict[str, int]]:
+        """Score one service's records of one signal; returns detections and counters."""
+        n = len(values_of(columns, "service")) if "service" in columns else 0
+        if n == 0:
+            return state, [], {"records": 0}
+        services = values_of(columns, "service")
+        state.service = state.service or services[0]
+        if signal == "metrics":
+            findings, stats = self._metrics(columns, state)
+        elif signal == "logs":
+            late = state.logs.add(times_of(columns, "time").tolist(), values_of(columns, "host"),
+                                  values_of(columns, "severity_number"),
+                                  values_of(columns, "body"))
+            findings, stats = state.logs.advance(), {"late": late}
+        elif signal == "traces":
+            spans = {k: values_of(columns, k) for k in ("service", "span_id", "parent_span_id",
+                                                      "kind", "name", "status",
+                                                      "duration_ms")}
+            spans["start"] = times_of(columns, "start").tolist()
+            spans["attributes"] = (values_of(columns, "attributes")
+                                   if "attributes" in columns else None)
+            late = state.traces.add(spans)
+            findings = state.traces.advance(state.service)
+            stats = {"late": late, "edges": len(state.traces.edges)}
+        else:
+            raise ModelError(f"signal {signal!r}: expected metrics, logs or traces")
+        stats["records"] = n
+        return state, [self._detection(f, state.service) for f in findings], stats
+
+    def advance(self, state: ServiceModelState, watermark_ms: int
+                ) -> tuple[ServiceModelState, list[Detection]]:
+        """Event time reached ``watermark_ms`` without data: close log and trace windows."""
+        findings = state.logs.advance(watermark_ms)
+        findings += state.traces.advance(state.service, watermark_ms)
+        return state, [self._detection(f, state.service) for f in findings]
+
+    def call_graph(self, state: ServiceModelState) -> list[tuple[str, str, int, int]]:
+        """Caller → callee edges seen in this service's spans: (caller, callee, count, last)."""
+        return state.traces.call_graph()
+
+    def _metrics(self, columns: Mapping[str, Any], state: ServiceModelState
+                 ) -> tuple[list[Finding], dict[str, int]]:
+        times = times_of(columns, "time")
+        names, hosts = values_of(columns, "name"), values_of(columns, "host")
+        values = np.asarray(values_of(columns, "value"), dtype=np.float64)
+        keep = np.fromiter((name not in SKIP_METRICS for name in names), bool, len(names))
+        idx = np.flatnonzero(keep & np.isfinite(values))
+        keys = [f"{hosts[i]}|{names[i]}" for i in idx.tolist()]
+        bank = state.metrics
+        bank.detector = self.metric_detector
+        slots = bank.slots(keys)
+        res = bank.process(slots, times[idx], values[idx], self.threshold, self.clear,
+                           self.confirm_points, self.accept_points)
+        findings = []
+        for i, kind in res.events:
+            j = int(idx[i])
+            low, high = res.bands[i]
+            firing = kind == "firing"
+            t = int(times[j])
+            findings.append(Finding(
+                METRIC_MODEL, "metrics", kind, t, names[j],
+                res.peaks[i], float(values[j]),
+                t if firing else int(bank.since[slots[i]]), t, host=hosts[j],
+                category=metric_category(names[j]),
+                title=f"{names[j]} on {hosts[j]} is {values[j]:.4g}, expected about "
+                      f"{res.expected[i]:.4g}",
+                labels={"host": hosts[j], "metric": names[j]},
+                evidence={"expected": float(res.expected[i]), "band_low": low,
+                          "band_high": high, "model": METRIC_MODEL}))
+        if self.vector:
+            findings += self._vector(times, names, values, state)
+        return findings, {"points": int(idx.size), "series": len(bank)}
+
+    def _vector(self, times: np.ndarray, names: list[str], values: np.ndarray,
+                state: ServiceModelState) -> list[Finding]:
+        pending = state.vector_pending
+        for t, name, value in zip(times.tolist(), names, values.tolist(), strict=True):
+            feature = _FEATURE_OF.get(name)
+            if feature is None or t < state.vector_done_until:
+                continue
+            sums = pending.setdefault(str(t), {}).setdefault(feature, [0.0, 0.0])
+            sums[0] += value
+            sums[1] += 1.0
+        if not pending:
+            return []
+        latest = max(int(t) for t in pending)
+        out = []
+        det = state.vector
+        for t in sorted(int(t) for t in pending if int(t) < latest):
+            vec = {f: s / c for f, (s, c) in pending.pop(str(t)).items()}
+            if len(vec) < len(FEATURES):
+                continue
+            explain = det.explain_one(vec)
+            score, raw = det.score_learn(vec)
+            if state.vector_firing is None:  # armed by a score over the threshold, then
+                armed = state.vector_streak > 0 or score >= self.threshold  # confirmed
+                state.vector_streak = state.vector_streak + 1 if armed and raw >= self.clear \
+                    else 0
+                state.vector_peak = max(state.vector_peak, raw) if state.vector_streak else 0.0
+            fire = state.vector_firing is None and state.vector_streak >= self.confirm_points
+            calm = state.vector_firing is not None and raw < self.clear
+            if fire:
+                score, state.vector_streak = state.vector_peak, 0
+            if fire or calm:
+                feature = explain.get("feature", "")
+                out.append(Finding(
+                    VECTOR_MODEL, "metrics", "firing" if fire else "resolved", t,
+                    "service-vector", score if fire else raw,
+                    float(vec.get(feature, float("nan"))) if feature else float("nan"),
+                    t if fire else state.vector_firing, t,
+                    category=metric_category(FEATURES.get(feature, "")),
+                    title=f"unusual combination of latency, errors, CPU and memory"
+                          f"{f' (most unusual: {feature})' if feature else ''}",
+                    labels={"vector": "latency_p95,error_ratio,cpu,memory"},
+                    evidence={**explain, "model": VECTOR_MODEL,
+                              "vector": {k: round(v, 6) for k, v in vec.items()}}))
+                state.vector_firing = t if fire else None
+            state.vector_done_until = t + 1
+        return out
+
+    def _detection(self, f: Finding, service: str) -> Detection:
+        detector = f"model:{f.model}"
+        version = self.versions.get(f.model, BUILTIN)
+        labels = {"service": service, **f.labels}
+        severity = f.severity or severity_of(f.score, self.threshold)
+        if f.state == "resolved":
+            severity = f.severity or "low"
+        return Detection(
+            id=detection_id(detector, labels, f.window_start, f.state), time=f.time,
+            detector=detector, detector_version=version, signal=f.signal, service=service,
+            category=f.category or "performance", severity=severity, state=f.state,
+            title=f.title, observed=f.observed, threshold=self.threshold, score=f.score,
+            window_start=f.window_start, window_end=f.window_end, host=f.host,
+            entity=f.entity, labels=labels,
+            description=f"{detector} v{version}: score {f.score:.2f} "
+                        f"(threshold {self.threshold:.2f})",
+            confidence=float(min(1.0, max(f.score, 0.0))),
+            evidence={**f.evidence, "model_version": version})

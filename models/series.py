@@ -1,0 +1,220 @@
+"""Per-series state for many series at once: numpy columns indexed by series slot.
+
+A :class:`SeriesBank` maps series keys (any string) to slots of one state matrix and
+scores a batch of points of many series with the detector's vectorised math. Points of a
+batch may be out of order and a series may appear several times: the batch is sorted by
+time and cut into *rounds* holding at most one point per series, processed in order, so
+the result equals feeding every series its points one by one.
+
+The bank also keeps each series' alarm state and reports state changes. A point whose
+score reaches the threshold *arms* the series and fixes the band of values the model
+accepts (expected value +- the width at which the score would reach the threshold);
+the series fires when ``confirm_points`` points in a row fall outside that band, and
+resolves when ``confirm_points`` points in a row are back inside it, or when the model
+has accepted the new level (raw score below ``clear`` for ``accept_points`` points).
+An operator sees one alert per episode with the band that explains it, however the
+model's calibration adapts meanwhile.
+
+>>> from models.univariate import RobustSeasonal
+>>> bank = SeriesBank(RobustSeasonal(warmup=5))
+>>> slots = bank.slots(["a", "b", "a"])
+>>> out = bank.process(slots, np.array([2, 1, 1]), np.array([1.0, 5.0, 1.0]), 0.5, 0.4)
+>>> len(bank), out.score.shape
+(2, (3,))
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+
+from models.base import ModelError
+from models.univariate import N_FIELDS, Evaluation, RobustSeasonal
+
+_MAGIC = b"TSB1"
+
+
+@dataclass
+class BankResult:
+    """Per input point (input order): scores, expectation, and the alarm state changes."""
+
+    score: np.ndarray
+    raw: np.ndarray
+    expected: np.ndarray
+    scale: np.ndarray
+    events: list[tuple[int, str]] = field(default_factory=list)  # (input index, state)
+    bands: dict[int, tuple[float, float]] = field(default_factory=dict)  # per event index
+    peaks: dict[int, float] = field(default_factory=dict)  # highest score of the episode
+
+
+class SeriesBank:
+    """State columns of many series of one detector, plus their alarm state."""
+
+    def __init__(self, detector: RobustSeasonal, capacity: int = 16) -> None:
+        self.detector = detector
+        self.keys: list[str] = []
+        self.index: dict[str, int] = {}
+        self.state = detector.new_state(capacity)
+        self.firing = np.zeros(capacity, dtype=bool)
+        self.since = np.zeros(capacity, dtype=np.int64)
+        self.streak = np.zeros(capacity, dtype=np.int32)  # points in a row out of/in band
+        self.accept = np.zeros(capacity, dtype=np.int32)  # firing points with a low score
+        self.armed = np.zeros(capacity, dtype=bool)
+        self.band = np.zeros((2, capacity))  # (low, high) fixed when the series armed
+        self.peak = np.zeros(capacity)  # highest raw score since the series armed
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _grow(self, needed: int) -> None:
+        capacity = self.state.shape[1]
+        if needed <= capacity:
+            return
+        new = max(needed, 2 * capacity)
+        extra = new - capacity
+        self.state = np.concatenate([self.state, self.detector.new_state(extra)], axis=1)
+        self.firing = np.concatenate([self.firing, np.zeros(extra, dtype=bool)])
+        self.since = np.concatenate([self.since, np.zeros(extra, dtype=np.int64)])
+        self.streak = np.concatenate([self.streak, np.zeros(extra, dtype=np.int32)])
+        self.accept = np.concatenate([self.accept, np.zeros(extra, dtype=np.int32)])
+        self.armed = np.concatenate([self.armed, np.zeros(extra, dtype=bool)])
+        self.band = np.concatenate([self.band, np.zeros((2, extra))], axis=1)
+        self.peak = np.concatenate([self.peak, np.zeros(extra)])
+
+    def slots(self, keys: Sequence[str]) -> np.ndarray:
+        """Slot of each key, allocating slots for new series."""
+        index = self.index
+        out = np.empty(len(keys), dtype=np.intp)
+        for i, key in enumerate(keys):
+            slot = index.get(key)
+            if slot is None:
+                slot = len(self.keys)
+                index[key] = slot
+                self.keys.append(key)
+            out[i] = slot
+        self._grow(len(self.keys))
+        return out
+
+    def process(self, slots: np.ndarray, times: np.ndarray, values: np.ndarray,
+                threshold: float, clear: float, confirm_points: int = 1,
+                accept_points: int = 360) -> BankResult:
+        """Score then learn every point; report alarm changes in event-time order."""
+        n = len(slots)
+        result = BankResult(np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n))
+        if n == 0:
+            return result
+        times = np.asarray(times, dtype=np.int64)
+        order = np.argsort(times, kind="stable")
+        by_slot = order[np.argsort(slots[order], kind="stable")]
+        grouped = slots[by_slot]
+        starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+        lengths = np.diff(np.r_[starts, n])
+        rank = np.arange(n) - np.repeat(starts, lengths)
+        rank_of = np.empty(n, dtype=np.intp)
+        rank_of[by_slot] = rank
+        rounds = order[np.argsort(rank_of[order], kind="stable")]  # by round, then time
+        bounds = np.r_[0, np.cumsum(np.bincount(rank_of))]
+        det = self.detector
+        changes: list[tuple[int, int, str]] = []
+        for r in range(len(bounds) - 1):
+            pos = rounds[bounds[r]:bounds[r + 1]]  # one point per series, in time order
+            cols = slots[pos]
+            x = np.asarray(values[pos], dtype=np.float64)
+            t = times[pos].astype(np.float64)
+            sub = self.state[:, cols]
+            ev = det.evaluate(sub, x, t)
+            arm = ~self.firing[cols] & ~self.armed[cols] & (ev.score >= threshold)
+            if arm.any():  # the band the model accepted *before* learning this point
+                idx = np.flatnonzero(arm)
+                low, high = det.band(sub[:, idx], ev.select(idx), threshold)
+                self.band[0, cols[idx]], self.band[1, cols[idx]] = low, high
+            det.update(sub, x, t, ev)
+            self.state[:, cols] = sub
+            result.score[pos], result.raw[pos] = ev.score, ev.raw
+            result.expected[pos], result.scale[pos] = ev.expected, ev.scale
+            if arm.any() or self.armed[cols].any() or self.firing[cols].any():
+                self._alarms(cols, pos, x, ev, arm, clear, confirm_points, accept_points,
+                             times, result, changes)
+        changes.sort()
+        result.events = [(p, state) for _, p, state in changes]
+        return result
+
+    def _alarms(self, cols: np.ndarray, pos: np.ndarray, x: np.ndarray, ev: Evaluation,
+                arm: np.ndarray, clear: float, confirm_points: int, accept_points: int,
+                times: np.ndarray, result: BankResult,
+                changes: list[tuple[int, int, str]]) -> None:
+        """Advance the alarm state of one round's series (see the module docstring)."""
+        firing, armed = self.firing[cols], self.armed[cols]
+        low, high = self.band[0, cols], self.band[1, cols]
+        out = (x < low) | (x > high)
+        counting = armed | arm
+        streak = np.where(counting, np.where(out, self.streak[cols] + 1, 0),
+                          np.where(firing & ~out, self.streak[cols] + 1, 0))
+        fire = counting & (streak >= confirm_points)
+        armed = counting & out & ~fire
+        accept = np.where(firing & (ev.raw < clear), self.accept[cols] + 1, 0)
+        calm = firing & (((streak >= confirm_points) & ~out) | (accept >= accept_points))
+        self.firing[cols] = (firing | fire) & ~calm
+        self.armed[cols] = armed
+        self.streak[cols] = np.where(fire | calm, 0, streak)
+        self.accept[cols] = np.where(calm, 0, accept)
+        self.since[cols] = np.where(fire, times[pos], self.since[cols])
+        peak = np.where(arm, ev.raw, np.maximum(self.peak[cols], ev.raw))
+        self.peak[cols] = peak
+        for i in np.flatnonzero(fire | calm).tolist():
+            p = int(pos[i])
+            changes.append((int(times[p]), p, "firing" if fire[i] else "resolved"))
+            result.bands[p] = (float(low[i]), float(high[i]))
+            result.peaks[p] = float(peak[i]) if fire[i] else float(ev.raw[i])
+
+    def column(self, key: str) -> np.ndarray:
+        """The state column of one series (a copy)."""
+        return self.state[:, self.index[key]].copy()
+
+    @property
+    def bytes_per_series(self) -> int:
+        """Numeric state per series: the detector's columns plus the alarm state."""
+        return N_FIELDS * 8 + 2 + 4 + 4 + 8 + 16 + 8
+
+    def to_bytes(self) -> bytes:
+        """Compact bytes: keys and alarm state as JSON, then the state matrix (float64)."""
+        k = len(self.keys)
+        head = orjson.dumps({"keys": self.keys,
+                             "firing": np.flatnonzero(self.firing[:k]).tolist(),
+                             "armed": np.flatnonzero(self.armed[:k]).tolist(),
+                             "since": self.since[:k].tolist(),
+                             "streak": self.streak[:k].tolist(),
+                             "accept": self.accept[:k].tolist(),
+                             "peak": self.peak[:k].tolist(),
+                             "band": self.band[:, :k].tolist()})
+        body = np.ascontiguousarray(self.state[:, :k]).tobytes()
+        return _MAGIC + struct.pack("<II", len(head), N_FIELDS) + head + body
+
+    @classmethod
+    def from_bytes(cls, data: bytes, detector: RobustSeasonal) -> SeriesBank:
+        """A bank from :meth:`to_bytes` output, scoring with ``detector``."""
+        if data[:4] != _MAGIC:
+            raise ModelError("series state: not a Tocsin series bank (bad magic bytes)")
+        head_len, fields = struct.unpack("<II", data[4:12])
+        if fields != N_FIELDS:
+            raise ModelError(f"series state has {fields} fields per series, this version "
+                             f"expects {N_FIELDS}")
+        head = orjson.loads(data[12:12 + head_len])
+        k = len(head["keys"])
+        bank = cls(detector, capacity=max(k, 1))
+        matrix = np.frombuffer(data[12 + head_len:], dtype=np.float64)
+        bank.state[:, :k] = matrix.reshape(N_FIELDS, k)
+        bank.keys = list(head["keys"])
+        bank.index = {key: i for i, key in enumerate(bank.keys)}
+        bank.firing[head["firing"]] = True
+        bank.armed[head["armed"]] = True
+        bank.since[:k] = head["since"]
+        bank.streak[:k] = head["streak"]
+        bank.accept[:k] = head["accept"]
+        bank.peak[:k] = head["peak"]
+        bank.band[:, :k] = np.asarray(head["band"]).reshape(2, k)
+        return bank

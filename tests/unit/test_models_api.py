@@ -1,0 +1,23 @@
+"""The public API of ``models`` is pinned: changing it is a deliberate act."""
+
+import models
+
+
+def test_public_api():
+    assert sorted(models.__all__) == sorted([
+        "DETECTORS", "FEATURES", "BankResult", "Calibrator", "Detector", "Finding",
+        "ForecastResidual", "HalfSpaceTreesScorer", "LogAnalytics", "ModelEngine",
+        "ModelError", "ModelRegistry", "ModelVersion", "ReplayRun", "RobustSeasonal",
+        "SeriesBank", "ServiceModelState", "ServiceVectorHST", "TemplateMiner",
+        "TraceAnalytics", "metric_category", "models_command", "replay",
+        "resolve_detector", "score_command", "score_csv", "score_from_log10p",
+        "score_many", "score_series", "split_by_service", "tail_log10",
+    ])
+    for name in models.__all__:
+        assert getattr(models, name) is not None
+
+
+def test_model_errors_are_tocsin_errors():
+    from pipeline.errors import TocsinError
+
+    assert issubclass(models.ModelError, TocsinError)

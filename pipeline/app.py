@@ -163,10 +163,9 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
     register_ingest_agents(app, settings, pipeline.ingestor)
     if pipeline.engines:
         register_detect_agent(app, settings, pipeline.engines, writer, pipeline.detect_counters)
-        rules = pipeline.engines.get("rules")
-        if rules is not None:
-            app.timer(settings.detect.reload_interval_s, name="tocsin.rules.reload")(
-                _reloader(rules))
+        for name, engine in pipeline.engines.items():
+            app.timer(settings.detect.reload_interval_s, name=f"tocsin.{name}.reload")(
+                _reloader(engine))
     if settings.correlate.enabled:
         from pipeline.correlation import CorrelationStep
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import csv
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -229,6 +230,99 @@ def cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_problems(args: argparse.Namespace, settings: Settings) -> int:
+    """Open and recent problems, a table."""
+    from pipeline.operate import list_problems
+
+    _print_result(list_problems(settings, not args.open, args.limit), args.format)
+    return 0
+
+
+def cmd_problem(args: argparse.Namespace, settings: Settings) -> int:
+    """One problem in full: evidence, root causes, diagnostic plan, runbook, members."""
+    from pipeline.operate import problem_detail
+
+    print(json.dumps(problem_detail(settings, args.id), indent=2, default=str))
+    return 0
+
+
+def cmd_ack(args: argparse.Namespace, settings: Settings) -> int:
+    """Acknowledge a problem (an event on the control topic)."""
+    from pipeline.operate import acknowledge
+
+    acknowledge(settings, args.id, args.by, args.comment)
+    print(f"acknowledged {args.id} (the correlator applies it in order with detections)")
+    return 0
+
+
+def cmd_silence(args: argparse.Namespace, settings: Settings) -> int:
+    """Create, list or expire silences and maintenance windows."""
+    from pipeline.operate import create_silence, expire_silence, list_silences
+
+    if args.action == "create":
+        if not args.match:
+            raise TocsinError("a silence needs at least one --match (e.g. service=orders)")
+        silence = create_silence(settings, args.match, args.duration, args.by, args.comment,
+                                 args.starts or "", args.every or "")
+        print(f"created silence {silence.id}")
+    elif args.action == "expire":
+        if not args.id:
+            raise TocsinError("tocsin silence expire needs the silence id")
+        expire_silence(settings, args.id, args.by)
+        print(f"expired silence {args.id}")
+    else:
+        silences = list_silences(settings)
+        for s in silences:
+            print(json.dumps(s, default=str))
+        if not silences:
+            print("no silences")
+    return 0
+
+
+def _params(items: list[str] | None) -> dict[str, object] | None:
+    if not items:
+        return None
+    bad = [i for i in items if "=" not in i]
+    if bad:
+        raise TocsinError(f"--param expects NAME=VALUE, got {bad[0]!r}")
+    def value(text: str) -> object:
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return float(text)
+            except ValueError:
+                return text
+
+    return {k: value(v) for k, v in (i.split("=", 1) for i in items)}
+
+
+def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
+    """Score a timestamp,value CSV exactly as the stream would."""
+    from models.cli import score_command
+
+    return score_command(args.input, args.output, model=args.model,
+                         registry_dir=args.registry or settings.detect.model_registry or None,
+                         version=int(args.version) if args.version else None,
+                         params=_params(args.param))
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    """List, publish, set current or roll back model versions in the registry."""
+    import time
+
+    from models.cli import models_command
+
+    registry = args.registry or settings.detect.model_registry
+    if not registry:
+        raise TocsinError("no model registry: pass --registry DIR or set "
+                          "TOCSIN_DETECT_MODEL_REGISTRY")
+    version = int(args.version) if args.version else None
+    return models_command(args.action, registry, name=args.name, version=version,
+                          params=_params(args.param), author=args.author,
+                          description=args.description, now_ms=int(time.time() * 1000))
+
+
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     """Print the effective settings, secrets masked."""
     print(json.dumps(settings.redacted(), indent=2))
@@ -334,6 +428,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="NDJSON records with \"type\" (test)")
     p.add_argument("--json", action="store_true", help="detections as JSON lines (test)")
     p.set_defaults(func=cmd_rules)
+
+    p = sub.add_parser("problems", help="open and recent problems",
+                       description="Open problems first, then the most recently updated.")
+    p.add_argument("--open", action="store_true", help="open and acknowledged only")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.set_defaults(func=cmd_problems)
+
+    p = sub.add_parser("problem", help="one problem in full (evidence, plan, runbook)")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_problem)
+
+    operator = os.environ.get("USER", "operator")
+    p = sub.add_parser("ack", help="acknowledge a problem")
+    p.add_argument("id")
+    p.add_argument("--by", default=operator)
+    p.add_argument("--comment", default="")
+    p.set_defaults(func=cmd_ack)
+
+    p = sub.add_parser("silence", help="create, list or expire silences",
+                       description="Silences mute matching problems' alerts (never a resolve "
+                       "of something already alerted). Matchers: name=value, name!=value, "
+                       "name=~regex on service, category, severity, host or labels.")
+    p.add_argument("action", choices=("create", "list", "expire"))
+    p.add_argument("id", nargs="?", help="silence id (expire)")
+    p.add_argument("--match", action="append", help="matcher, repeatable (create)")
+    p.add_argument("--duration", default="2h", help="length, or each window's (create)")
+    p.add_argument("--starts", help="RFC 3339 start (default: now)")
+    p.add_argument("--every", help="recurring maintenance window: cron ('0 2 * * 6') or "
+                   "FREQ=WEEKLY;BYDAY=SA;BYHOUR=2")
+    p.add_argument("--by", default=operator)
+    p.add_argument("--comment", default="")
+    p.set_defaults(func=cmd_silence)
+
+    p = sub.add_parser("score", help="score a timestamp,value CSV with an anomaly model",
+                       description="Streams the series through a detector exactly as the "
+                       "worker scores it and writes timestamp,value,anomaly_score.")
+    p.add_argument("--input", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--model", default="robust-seasonal")
+    p.add_argument("--registry", help="model registry directory")
+    p.add_argument("--version", help="registry version (default: current)")
+    p.add_argument("--param", action="append", help="NAME=VALUE, repeatable")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("models", help="the model registry: list, publish, set-current, "
+                       "rollback")
+    p.add_argument("action", choices=("list", "publish", "set-current", "rollback"))
+    p.add_argument("name", nargs="?")
+    p.add_argument("version", nargs="?")
+    p.add_argument("--registry", help="directory (default: detect.model_registry)")
+    p.add_argument("--param", action="append", help="NAME=VALUE, repeatable (publish)")
+    p.add_argument("--author", default=os.environ.get("USER", ""))
+    p.add_argument("--description", default="")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("settings", help="print the effective settings (secrets masked)")
     p.set_defaults(func=cmd_settings)

@@ -123,14 +123,17 @@ class CorrelationStep:
                     event = ControlEvent.from_json(message.value)
                 else:
                     detection = Detection.from_wire(orjson.loads(message.value))
-            except (ControlError, orjson.JSONDecodeError, TypeError, ValueError) as exc:
+            except (ControlError, orjson.JSONDecodeError, TypeError, ValueError, KeyError,
+                    AttributeError) as exc:
                 result.rejected += 1
                 log.error("skipped an unreadable %s message of scope %s: %s",
                           "control" if message.is_control else "detection", message.scope, exc)
                 continue
             if message.is_control:
                 flush(message.scope)
-                now = max(clock.get(message.scope, 0), event.time_ms)
+                # an operator's wall-clock time must not move the scope's event time on
+                # (in a replay that would time every problem out); the ack keeps its time
+                now = max(clock.get(message.scope, 0), state_of(message.scope).now_ms)
                 states[message.scope], decisions = self.correlator(message.scope).on_control(
                     state_of(message.scope), event, now)
                 result.decisions.extend(decisions)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pipeline.detection import Detection
-from pipeline.forward import TICK_KEY, Tick, read_slice
+from pipeline.forward import TICK_KEY, Tick, decode_ticks, read_slice
 
 log = logging.getLogger("tocsin.detect")
 
@@ -112,7 +112,11 @@ class DetectionStep:
 
         for message in messages:
             if message.key == TICK_KEY:
-                progress = self.watermarks.observe(message.partition, Tick.decode(message.value))
+                ticks = decode_ticks(message.value)
+                if not ticks:
+                    continue
+                for tick in ticks:
+                    progress = self.watermarks.observe(message.partition, tick)
                 watermark = progress - self.allowed_lateness_ms
                 if watermark <= self._advanced.get(message.partition, watermark - 1):
                     continue

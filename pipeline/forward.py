@@ -73,16 +73,25 @@ class Tick:
     time_ms: int  # -1: nothing forwarded yet
     backlog: bool  # records are waiting in the source partition
 
-    def encode(self) -> bytes:
-        """The tick as a by-service message value."""
-        return orjson.dumps({"tick": self.time_ms, "source": self.source,
-                             "backlog": self.backlog})
+    def to_wire(self) -> dict:
+        """The tick as a JSON-ready dict."""
+        return {"tick": self.time_ms, "source": self.source, "backlog": self.backlog}
 
     @classmethod
-    def decode(cls, value: bytes) -> Tick:
-        """A tick from a by-service message value."""
-        data = orjson.loads(value)
+    def from_wire(cls, data: dict) -> Tick:
+        """A tick from :meth:`to_wire` output."""
         return cls(data.get("source", ""), int(data["tick"]), bool(data.get("backlog", True)))
+
+
+def encode_ticks(ticks: list[Tick]) -> bytes:
+    """One by-service message carrying the ticks of every source."""
+    return orjson.dumps([t.to_wire() for t in ticks])
+
+
+def decode_ticks(value: bytes) -> list[Tick]:
+    """The ticks of a tick message."""
+    data = orjson.loads(value)
+    return [Tick.from_wire(d) for d in (data if isinstance(data, list) else [data])]
 
 
 def read_slice(key: bytes, value: bytes) -> ServiceSlice:

@@ -6,6 +6,7 @@ feeds it batches and publishes the rejections to the dead-letter topic.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,13 @@ class IngestCounters:
             totals[kind.value] = totals.get(kind.value, 0) + n
 
 
+def _decode_to_arrow(kind: RecordKind, messages: Sequence[RawMessage],
+                     limits: DecodeLimits) -> DecodedBatch:
+    batch = decode_messages(kind, messages, limits)
+    batch.to_arrow()  # built here, off the event loop, and kept on the batch
+    return batch
+
+
 class Ingestor:
     """Turns batches of raw messages into stored rows and dead-letter rows."""
 
@@ -49,7 +57,9 @@ class Ingestor:
     ) -> DecodedBatch:
         """Decode, validate and store one batch; ``now_ms`` is the ingest time."""
         limits = DecodeLimits(now_ms, self.settings.max_message_bytes, self.settings.max_future_ms)
-        batch = decode_messages(kind, messages, limits)
+        # decoding in a thread keeps the event loop free to send the next fetch request
+        batch = await asyncio.get_running_loop().run_in_executor(
+            None, _decode_to_arrow, kind, messages, limits)
         await self.writer.insert(SPECS[kind].table, batch.to_arrow())
         if batch.rejections:
             for rejection in batch.rejections[:_LOGGED_REJECTIONS_PER_BATCH]:

@@ -31,4 +31,9 @@ def run_worker(settings: Settings) -> None:
     tune_gc()
     worker = faust.Worker(pipeline.app, loglevel=settings.worker.log_level,
                           redirect_stdouts=False)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        # the engine's threads must stop before the interpreter exits, or chdb's
+        # destructors race them (a segfault on a graceful stop)
+        pipeline.store.close()

@@ -53,10 +53,11 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
                         for e in events]
             last_of = {(e.message.key or b"").decode(): e for e in events}
             result = step.run(messages, lambda scope: table.get(scope.encode()))
+            previous = stream.current_event
             for scope, data in result.states.items():
                 stream._set_current_event(last_of[scope])  # the changelog partition
                 table[scope.encode()] = data
-            stream._set_current_event(None)
+            stream._set_current_event(previous)
             decisions = result.decisions
             if decisions:
                 latest = {}

@@ -18,6 +18,7 @@ from aiokafka.partitioner import murmur2
 
 from pipeline.detect import DetectionStep, Engine, Message
 from pipeline.detection import detections_table
+from pipeline.forward import TICK_KEY
 from pipeline.settings import Settings
 from pipeline.store.writer import StoreWriter
 
@@ -64,14 +65,25 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
         async for events in stream.take_events(settings.ingest.batch_size, within_s):
             messages = [Message(e.message.partition, e.message.key or b"", e.message.value)
                         for e in events]
-            result = step.run(messages, read_state, services_on)
+            # the engines run in a thread on a snapshot of what they need, so the event
+            # loop stays free for fetching; the table writes happen back on the loop
+            services = {p: services_on(p) for p in {m.partition for m in messages
+                                                     if m.key == TICK_KEY}}
+            touched = {m.key.decode() for m in messages if m.key != TICK_KEY}
+            touched.update(s for names in services.values() for s in names)
+            states = {(name, service): tables[name].get(service.encode())
+                      for name in tables for service in touched}
+            result = await asyncio.get_running_loop().run_in_executor(
+                None, step.run, messages, lambda e, s, known=states: known.get((e, s)),
+                lambda p, known=services: known.get(p, []))
             last_of = {e.message.partition: e for e in events}
+            previous = stream.current_event
             for (engine, service), data in result.states.items():
                 key = service.encode()
                 # a table write goes to the changelog partition of the current event
                 stream._set_current_event(last_of[partition_of(key, partitions)])
                 tables[engine][key] = data
-            stream._set_current_event(None)
+            stream._set_current_event(previous)
             if result.detections:
                 scope = settings.correlate.scope.encode()  # one scope, one partition, in order
                 pending = [

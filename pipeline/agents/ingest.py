@@ -22,6 +22,7 @@ from pipeline.forward import (
     TICK_KEY,
     TIME_COLUMN,
     Tick,
+    encode_ticks,
     split_by_service,
 )
 from pipeline.ingest import Ingestor
@@ -87,24 +88,35 @@ class SourceProgress:
         return ticks
 
 
-async def send_ticks(app: faust.App, settings: Settings,
-                     sources: Iterable[SourceProgress]) -> list[Any]:
-    """Queue a tick for every assigned source partition of every ingest topic to every
-    by-service partition; returns the delivery futures."""
-    pending = []
-    for progress in sources:
-        for tick in progress.ticks(app.consumer):
-            value = tick.encode()
-            pending += [await app.producer.send(settings.topics.by_service, TICK_KEY, value,
-                                                partition, None, None)
-                        for partition in range(settings.topics.partitions)]
-    return pending
+class TickSender:
+    """Sends every source's progress to every by-service partition, at most every
+    ``min_interval_s`` (a timer covers the quiet times); ticks are not awaited: a lost
+    one is superseded by the next."""
+
+    def __init__(self, app: faust.App, settings: Settings,
+                 sources: Iterable[SourceProgress], min_interval_s: float = 0.2) -> None:
+        self.app = app
+        self.settings = settings
+        self.sources = list(sources)
+        self.min_interval_s = min_interval_s
+        self._last = 0.0
+
+    async def send(self, force: bool = False) -> None:
+        """Send the ticks now if the last ones are old enough (or ``force``)."""
+        now = time.monotonic()
+        if not force and now - self._last < self.min_interval_s:
+            return
+        self._last = now
+        value = encode_ticks([t for p in self.sources for t in p.ticks(self.app.consumer)])
+        for partition in range(self.settings.topics.partitions):
+            await self.app.producer.send(self.settings.topics.by_service, TICK_KEY, value,
+                                         partition, None, None)
 
 
 async def forward_by_service(app: faust.App, settings: Settings, batch: DecodedBatch,
                              messages: list[RawMessage], progress: SourceProgress,
-                             every_source: Iterable[SourceProgress], now_ms: int) -> None:
-    """Send the batch's records to the by-service topic, then ticks of every source.
+                             ticks: TickSender, now_ms: int) -> None:
+    """Send the batch's records to the by-service topic, then the ticks of every source.
 
     Ticks cover all sources, not only this batch's: the detectors must know every
     source that may still hold older records before event time can pass it.
@@ -113,8 +125,8 @@ async def forward_by_service(app: faust.App, settings: Settings, batch: DecodedB
     pending = [await app.producer.send(topic, key, value, None, None, None)
                for key, value in split_by_service(progress.signal, batch.to_arrow())]
     progress.update(batch, messages, now_ms)
-    pending += await send_ticks(app, settings, every_source)
     await asyncio.gather(*pending)
+    await ticks.send()
 
 
 def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingestor) -> None:
@@ -127,6 +139,7 @@ def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingesto
     }
     progress = {kind: SourceProgress(SIGNAL_OF_TABLE[SPECS[kind].table], topic_name)
                 for kind, topic_name in sources.items()}
+    ticks = TickSender(app, settings, progress.values())
     for kind, topic_name in sources.items():
         topic = app.topic(topic_name, key_type=bytes, value_type=bytes,
                           key_serializer="raw", value_serializer="raw")
@@ -141,7 +154,7 @@ def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingesto
                                               batch.rejections)
                 if settings.detect.enabled:
                     await forward_by_service(app, settings, batch, messages, progress[kind],
-                                             progress.values(), now_ms)
+                                             ticks, now_ms)
 
         ingest_agent.__name__ = f"ingest_{kind.value}"
         ingest_agent.__qualname__ = ingest_agent.__name__
@@ -150,6 +163,6 @@ def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingesto
     if settings.detect.enabled:
         async def tick_sources() -> None:
             """Let event time pass for detectors even when no batch arrives."""
-            await asyncio.gather(*await send_ticks(app, settings, progress.values()))
+            await ticks.send(force=True)
 
         app.timer(2.0, name="tocsin.ingest.ticks")(tick_sources)

@@ -139,10 +139,10 @@ def test_good_records_stored_once_and_bad_ones_dead_lettered(kafka_broker, names
 def test_worker_killed_mid_stream_leaves_every_record_exactly_once(kafka_broker, names,
                                                                     tmp_path: Path):
     env = pipeline_env(kafka_broker.bootstrap, names, tmp_path, find_free_port(),
-                       TOCSIN_INGEST_BATCH_SIZE="10", TOCSIN_INGEST_BATCH_WITHIN_MS="50")
+                       TOCSIN_INGEST_BATCH_SIZE="20", TOCSIN_INGEST_BATCH_WITHIN_MS="50")
     settings = settings_from(env)
     now_ms = int(time.time() * 1000)
-    total = 60_000
+    total = 150_000
     records = [{"time": now_ms - HOUR_MS + i, "service.name": f"svc-{i % 11}",
                 "name": "queue.depth", "value": float(i % 1000)} for i in range(total)]
 
@@ -155,7 +155,7 @@ def test_worker_killed_mid_stream_leaves_every_record_exactly_once(kafka_broker,
     count = "SELECT count() FROM tocsin.metrics"
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     try:
-        worker.wait_until(lambda w: w.status()["stored"].get("metric", 0) >= 5_000,
+        worker.wait_until(lambda w: w.status()["stored"].get("metric", 0) >= 10_000,
                           what="a first part stored")
         stored_before_kill = worker.status()["stored"]["metric"]
         assert stored_before_kill < total, "the worker finished before it could be killed"

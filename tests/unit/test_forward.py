@@ -6,7 +6,7 @@ import orjson
 
 from pipeline.codec import decode_values
 from pipeline.detect import Watermarks
-from pipeline.forward import Tick, read_slice, split_by_service
+from pipeline.forward import Tick, decode_ticks, encode_ticks, read_slice, split_by_service
 from pipeline.schema import RecordKind
 
 NOW = 1_764_000_000_000
@@ -42,8 +42,8 @@ def test_spans_keep_their_start_as_event_time():
 def test_empty_batch_sends_nothing_and_ticks_round_trip():
     batch = decode_values(RecordKind.LOG, [], NOW)
     assert split_by_service("logs", batch.to_arrow()) == []
-    tick = Tick("logs/2", NOW, backlog=True)
-    assert Tick.decode(tick.encode()) == tick
+    ticks = [Tick("logs/2", NOW, backlog=True), Tick("metrics/0", -1, backlog=False)]
+    assert decode_ticks(encode_ticks(ticks)) == ticks
 
 
 def test_watermark_waits_for_sources_with_a_backlog():

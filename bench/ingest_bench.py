@@ -1,0 +1,539 @@
+"""Ingest throughput of a real tocsin worker into embedded ClickHouse, against a ceiling.
+
+The ceiling is a plain aiokafka consumer that only reads and JSON-decodes the same topic.
+
+One topic is filled with ``--points`` metric points (default 1,000,000) in JSON-array
+messages of ``--per-message`` points (default 100) by :class:`TelemetryProducer`. Then:
+
+1. ceiling: a plain ``AIOKafkaConsumer`` reads the whole topic from the earliest offset
+   with ``getmany`` and ``orjson.loads`` each message value, counting points (timed from
+   the first record received to the last one decoded);
+2. tocsin: a ``tocsin worker`` subprocess (own app id, group, store dir and web port)
+   consumes the topic into embedded ClickHouse; ``GET /tocsin/status`` is polled every
+   0.2 s and the rate is taken from the first poll that shows stored rows to the poll that
+   shows all of them; ``SELECT count() FROM tocsin.metrics`` through ``/tocsin/query``
+   must then answer exactly ``--points``;
+3. the ratio tocsin / ceiling, and
+4. the worker's peak resident memory (``VmHWM``), read just before it is stopped.
+
+    .venv/bin/python bench/ingest_bench.py [--points 1000000] [--per-message 100]
+        [--bootstrap HOST:PORT] [--partitions 4] [--batch-size N] [--json]
+        [--verbose] [--worker-env NAME=VALUE ...] [--profile FILE]
+
+Without ``--bootstrap`` a local broker is started on free ports and stopped at the end.
+See bench/README.md for what each figure means and the figures measured so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import random
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipeline.app import QUERY_PATH, STATUS_PATH
+from pipeline.kafka import find_free_port, start_broker, stop_broker
+from pipeline.produce import TelemetryProducer
+from pipeline.schema import RecordKind
+from pipeline.settings import IngestSettings, Settings, TopicSettings, load_settings
+from pipeline.transport import client_kwargs, ensure_topics
+
+REPO = Path(__file__).resolve().parent.parent
+POLL_S = 0.2
+STOP_GRACE_S = 20.0
+READY_TIMEOUT_S = 120.0
+
+SERVICES = 200
+HOSTS_PER_SERVICE = 5
+METRICS = (  # name, unit, typical value, spread
+    ("cpu.utilization", "1", 0.35, 0.15),
+    ("memory.usage", "By", 1.5e9, 3e8),
+    ("http.server.request.rate", "{request}/s", 120.0, 40.0),
+    ("http.server.duration.p99", "ms", 180.0, 60.0),
+    ("disk.io", "By/s", 2.0e6, 8e5),
+)
+REGIONS = ("eu-west-1", "eu-central-1", "us-east-1", "us-west-2", "ap-southeast-1")
+HOUR_MS = 3_600_000
+
+
+@dataclass
+class Figures:
+    """What one run measured."""
+
+    points: int
+    per_message: int
+    messages: int
+    partitions: int
+    batch_size: int
+    produce_s: float = 0.0
+    produce_points_per_s: float = 0.0
+    ceiling_s: float = 0.0
+    ceiling_points: int = 0
+    ceiling_points_per_s: float = 0.0
+    worker_first_row_s: float = 0.0  # from worker start to the first poll showing rows
+    ingest_first_seen: int = 0  # rows stored at that first poll (excluded from the rate)
+    ingest_s: float = 0.0  # from that first poll to the poll showing all rows
+    ingest_points_per_s: float = 0.0
+    stored_rows: int = 0  # SELECT count() FROM tocsin.metrics
+    ratio: float = 0.0
+    worker_peak_mib: float = 0.0
+    cpus: int = 0
+    load_before: float = 0.0  # 1-minute load average when the run started
+    status: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- points
+
+
+def make_points(n: int, now_ms: int, seed: int = 7) -> list[dict[str, Any]]:
+    """``n`` metric points in wire format: 200 services x 5 hosts x 5 metrics, last hour.
+
+    Series are sampled in rounds (one point per series per round, like a scrape), the
+    rounds spread evenly over the hour before ``now_ms``; values are drawn around a typical
+    level per metric. Hosts of one service share a region; attributes dicts are shared
+    per host (they are only read).
+    """
+    rng = random.Random(seed)
+    series = []
+    for s in range(SERVICES):
+        service = f"svc-{s:03d}"
+        region = REGIONS[s % len(REGIONS)]
+        for h in range(HOSTS_PER_SERVICE):
+            host = f"{service}-{h}"
+            attrs = {"region": region, "az": f"{region}{'abc'[h % 3]}"}
+            for name, unit, level, spread in METRICS:
+                series.append((service, host, name, unit, attrs, level, spread))
+    rounds = -(-n // len(series))
+    step_ms = max(1, HOUR_MS // rounds)
+    start_ms = now_ms - HOUR_MS + 1
+    gauss = rng.gauss
+    points: list[dict[str, Any]] = []
+    append = points.append
+    for r in range(rounds):
+        t = start_ms + r * step_ms
+        for service, host, name, unit, attrs, level, spread in series:
+            if len(points) == n:
+                return points
+            append({"time": t + rng.randrange(step_ms), "service.name": service,
+                    "host.name": host, "name": name,
+                    "value": abs(level + gauss(0.0, spread)), "unit": unit,
+                    "attributes": attrs})
+    return points
+
+
+# --------------------------------------------------------------------------- kafka side
+
+
+async def produce(settings: Settings, points: list[dict[str, Any]], per_message: int) \
+        -> tuple[float, int]:
+    """Send ``points`` with TelemetryProducer; seconds from the first send to flushed."""
+    async with TelemetryProducer(settings, records_per_message=per_message) as producer:
+        began = time.perf_counter()
+        await producer.send(RecordKind.METRIC, points)
+        await producer.flush()
+        elapsed = time.perf_counter() - began
+        return elapsed, producer.report.messages
+
+
+async def ceiling(settings: Settings, topic: str, expected: int, timeout_s: float) \
+        -> tuple[int, float]:
+    """Read the whole topic with a plain consumer, orjson-decode each value, count points.
+
+    Returns (points, seconds from the first record received to the last decoded).
+    """
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, **client_kwargs(settings.kafka), group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()  # without a group: every partition of the topic is assigned
+    try:
+        tps = sorted(consumer.assignment())
+        if not tps:
+            raise RuntimeError(f"topic {topic} has no partitions")
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        pending = {tp for tp in tps if end[tp] > 0}
+        points = 0
+        first = last = None
+        loads = orjson.loads
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ceiling consumer: {points} of {expected} points after "
+                                   f"{timeout_s:.0f}s")
+            batches = await consumer.getmany(timeout_ms=1000)
+            if not batches:
+                continue
+            if first is None:
+                first = time.perf_counter()
+            for tp, records in batches.items():
+                for record in records:
+                    points += len(loads(record.value))
+                if records and records[-1].offset + 1 >= end[tp]:
+                    pending.discard(tp)
+            last = time.perf_counter()
+        return points, (last - first) if first is not None else 0.0
+    finally:
+        await consumer.stop()
+
+
+async def delete_topics(settings: Settings, suffix: str) -> list[str]:
+    """Remove this run's topics (ours and the worker's internal ones) from a broker we
+    did not start; returns their names."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**client_kwargs(settings.kafka))
+    await admin.start()
+    try:
+        ours = sorted(t for t in await admin.list_topics()
+                      if t.startswith((topic_prefix(suffix), f"{app_id(suffix)}-")))
+        if ours:
+            await admin.delete_topics(ours)
+        return ours
+    finally:
+        await admin.close()
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+def topic_prefix(suffix: str) -> str:
+    return f"b{suffix}."
+
+
+def app_id(suffix: str) -> str:
+    return f"tocsin-bench-{suffix}"
+
+
+def worker_env(bootstrap: str, suffix: str, root: Path, web_port: int, partitions: int,
+               batch_size: int | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """TOCSIN_* variables as tests/conftest.py ``pipeline_env`` builds them.
+
+    Every topic setting (whatever TopicSettings holds today) gets a name of its own, so
+    nothing is shared with another worker on the same broker.
+    """
+    env = {"TOCSIN_KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    for f in dataclasses.fields(TopicSettings):
+        if isinstance(f.default, str):
+            name = f.default.split(".", 1)[-1]
+            env[f"TOCSIN_TOPICS_{f.name.upper()}"] = f"{topic_prefix(suffix)}{name}"
+    env.update({
+        "TOCSIN_TOPICS_PARTITIONS": str(partitions),
+        "TOCSIN_WORKER_APP_ID": app_id(suffix),
+        "TOCSIN_WORKER_DATA_DIR": str(root / "worker"),
+        "TOCSIN_WORKER_WEB_PORT": str(web_port),
+        "TOCSIN_WORKER_LOG_LEVEL": "warn",
+        "TOCSIN_WORKER_SESSION_TIMEOUT_MS": "6000",
+        "TOCSIN_STORE_PATH": str(root / "store"),
+        "TOCSIN_STORE_TTL_DAYS": "0",
+    })
+    if batch_size is not None:
+        env["TOCSIN_INGEST_BATCH_SIZE"] = str(batch_size)
+    env.update(extra or {})
+    return env
+
+
+class Worker:
+    """``python -m pipeline.cli worker`` in a child process, stopped by its own PID."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, profile: str | None) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
+        self.env.update(env)
+        self.port = int(env["TOCSIN_WORKER_WEB_PORT"])
+        self.log_path = log_path
+        self.profile = profile
+        self.proc: subprocess.Popen | None = None
+        self.started = 0.0
+
+    def start(self) -> None:
+        prefix = ["-m", "cProfile", "-o", self.profile] if self.profile else []
+        with self.log_path.open("ab") as log:
+            self.started = time.monotonic()
+            self.proc = subprocess.Popen(
+                [sys.executable, *prefix, "-m", "pipeline.cli", "worker"], env=self.env,
+                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def _call(self, path: str, payload: dict | None = None, timeout_s: float = 10.0) -> Any:
+        data = json.dumps(payload).encode() if payload is not None else None
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=data,
+            method="POST" if data else "GET", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return json.loads(response.read())
+
+    def status(self) -> dict[str, Any] | None:
+        """The status page, or None while the web server does not answer yet."""
+        try:
+            return self._call(STATUS_PATH)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None
+
+    def query(self, sql: str) -> list[list[Any]]:
+        return self._call(QUERY_PATH, {"sql": sql}, timeout_s=120.0)["rows"]
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def peak_mib(self) -> float:
+        """VmHWM of the worker process (peak resident set), MiB."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> str:
+        """SIGTERM (SIGINT under cProfile, so it writes its file), SIGKILL after 20 s.
+
+        Returns how it went, for the log.
+        """
+        if not self.alive():
+            return "worker had already exited"
+        assert self.proc is not None
+        sig = signal.SIGINT if self.profile else signal.SIGTERM
+        began = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=STOP_GRACE_S)
+            code = self.proc.returncode
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
+            return f"worker stopped by {sig.name} in {time.monotonic() - began:.1f}s ({how})"
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            return f"worker did not stop within {STOP_GRACE_S:.0f}s of {sig.name}: killed"
+
+
+def run_worker(worker: Worker, figures: Figures, timeout_s: float,
+               verbose: bool = False) -> None:
+    """Start the worker, time the ingest from the status page, verify the row count."""
+    total = figures.points
+    last_stored = 0
+    worker.start()
+    ready_by = time.monotonic() + READY_TIMEOUT_S
+    deadline = None
+    first_t = None
+    while True:
+        if not worker.alive():
+            raise RuntimeError(f"worker exited with {worker.proc.returncode}:\n"
+                               f"{worker.log_tail()}")
+        status = worker.status()
+        seen = time.monotonic()
+        if status is None:
+            if seen > ready_by:
+                raise RuntimeError(f"worker not answering after {READY_TIMEOUT_S:.0f}s:\n"
+                                   f"{worker.log_tail()}")
+        else:
+            deadline = deadline or seen + timeout_s
+            stored = status["stored"].get("metric", 0)
+            if verbose and stored != last_stored:
+                print(f"  t={seen - worker.started:6.2f}s stored {stored:>9,} "
+                      f"(+{stored - last_stored:,})", flush=True)
+                last_stored = stored
+            if stored > 0 and first_t is None:
+                first_t = seen
+                figures.ingest_first_seen = stored
+                figures.worker_first_row_s = seen - worker.started
+            if stored >= total:
+                figures.status = status
+                if stored > total:
+                    raise RuntimeError(f"worker stored {stored} points, more than {total}")
+                break
+            if seen > deadline:
+                raise RuntimeError(f"timed out after {timeout_s:.0f}s: status {status}\n"
+                                   f"{worker.log_tail()}")
+        time.sleep(POLL_S)
+    figures.ingest_s = seen - first_t
+    counted = total - figures.ingest_first_seen
+    if counted > 0 and figures.ingest_s > 0:
+        figures.ingest_points_per_s = counted / figures.ingest_s
+    else:  # everything landed before the first poll that saw rows: no rate to measure
+        figures.ingest_points_per_s = float("nan")
+    rows = worker.query(f"SELECT count() FROM {settings_db(worker)}.metrics")
+    figures.stored_rows = int(rows[0][0])
+    if figures.stored_rows != total:
+        raise RuntimeError(f"SELECT count() answered {figures.stored_rows}, expected {total}")
+    figures.worker_peak_mib = worker.peak_mib()
+
+
+def settings_db(worker: Worker) -> str:
+    return worker.env.get("TOCSIN_STORE_DATABASE", "tocsin")
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _rate(value: float) -> str:
+    return "n/a" if value != value else f"{value:,.0f}"  # NaN check
+
+
+def print_table(f: Figures) -> None:
+    rows = [
+        ("points (messages x per message)",
+         f"{f.points:,} ({f.messages:,} x {f.per_message})"),
+        ("partitions / worker batch (messages)", f"{f.partitions} / {f.batch_size}"),
+        ("producer (TelemetryProducer)",
+         f"{_rate(f.produce_points_per_s)} points/s ({f.produce_s:.2f} s)"),
+        ("ceiling (aiokafka getmany + orjson)",
+         f"{_rate(f.ceiling_points_per_s)} points/s ({f.ceiling_s:.2f} s)"),
+        ("tocsin ingest into embedded ClickHouse",
+         f"{_rate(f.ingest_points_per_s)} points/s ({f.points - f.ingest_first_seen:,} "
+         f"points in {f.ingest_s:.2f} s)"),
+        ("ratio ingest / ceiling", "n/a" if f.ratio != f.ratio else f"{f.ratio:.1%}"),
+        ("worker start -> first stored row", f"{f.worker_first_row_s:.1f} s "
+         f"({f.ingest_first_seen:,} rows at that poll)"),
+        ("rows in tocsin.metrics", f"{f.stored_rows:,}"),
+        ("worker peak memory (VmHWM)", f"{f.worker_peak_mib:,.0f} MiB"),
+        ("machine", f"{f.cpus} CPUs, 1-min load average {f.load_before:.2f} at start"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print()
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--points", type=int, default=1_000_000, help="metric points to send")
+    parser.add_argument("--per-message", type=int, default=100, help="points per message")
+    parser.add_argument("--bootstrap", help="use this broker (HOST:PORT) instead of a local one")
+    parser.add_argument("--partitions", type=int, default=4, help="partitions of the topic")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="worker's TOCSIN_INGEST_BATCH_SIZE, messages per batch "
+                        f"(None: the settings default, {IngestSettings.batch_size})")
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="run the worker under cProfile, writing FILE (slows it down)")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment variable for the worker (repeatable), "
+                        "e.g. TOCSIN_INGEST_BATCH_WITHIN_MS=2000")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print the stored counter whenever a poll sees it change")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="give up on the ingest after this many seconds")
+    args = parser.parse_args(argv)
+    if args.points < 1 or args.per_message < 1 or args.partitions < 1:
+        parser.error("--points, --per-message and --partitions must be >= 1")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
+    if any("=" not in item for item in args.worker_env):
+        parser.error("--worker-env takes NAME=VALUE")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join([sys.executable, *(sys.argv if argv is None else [__file__, *argv])])
+    root = Path(tempfile.mkdtemp(prefix="tocsin-ingest-bench-"))
+    broker_dir = root / "broker"
+    started_broker = False
+    suffix = uuid.uuid4().hex[:8]
+    settings: Settings | None = None
+    worker: Worker | None = None
+    figures = Figures(args.points, args.per_message, -(-args.points // args.per_message),
+                      args.partitions, args.batch_size or IngestSettings.batch_size,
+                      cpus=os.cpu_count() or 0, load_before=os.getloadavg()[0])
+    try:
+        if args.bootstrap:
+            bootstrap = args.bootstrap
+        else:
+            t = time.perf_counter()
+            started_broker = True  # stop_broker is a no-op if nothing was launched
+            handle = start_broker(port=0, state_dir=broker_dir)
+            bootstrap = handle.bootstrap
+            print(f"local Kafka broker at {bootstrap} (pid {handle.pid}) "
+                  f"in {time.perf_counter() - t:.1f}s", flush=True)
+        env = worker_env(bootstrap, suffix, root, find_free_port(), args.partitions,
+                         args.batch_size, dict(item.split("=", 1) for item in args.worker_env))
+        base = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
+        settings = load_settings(environ={**base, **env})
+        topic = settings.topics.metrics
+        asyncio.run(ensure_topics(settings))
+
+        t = time.perf_counter()
+        points = make_points(args.points, int(time.time() * 1000))
+        print(f"generated {len(points):,} points in {time.perf_counter() - t:.1f}s",
+              flush=True)
+        figures.produce_s, sent = asyncio.run(produce(settings, points, args.per_message))
+        del points
+        if sent != figures.messages:
+            raise RuntimeError(f"producer sent {sent} messages, expected {figures.messages}")
+        figures.produce_points_per_s = args.points / figures.produce_s
+        print(f"produced {args.points:,} points in {sent:,} messages to {topic} in "
+              f"{figures.produce_s:.1f}s", flush=True)
+
+        figures.ceiling_points, figures.ceiling_s = asyncio.run(
+            ceiling(settings, topic, args.points, args.timeout))
+        if figures.ceiling_points != args.points:
+            raise RuntimeError(f"ceiling consumer counted {figures.ceiling_points} points, "
+                               f"expected {args.points}")
+        figures.ceiling_points_per_s = (figures.ceiling_points / figures.ceiling_s
+                                        if figures.ceiling_s else float("nan"))
+        print(f"ceiling: read + decoded {figures.ceiling_points:,} points in "
+              f"{figures.ceiling_s:.1f}s", flush=True)
+
+        worker = Worker(env, root / "worker.log", args.profile)
+        run_worker(worker, figures, args.timeout, args.verbose)
+        figures.ratio = figures.ingest_points_per_s / figures.ceiling_points_per_s
+        print(f"tocsin: stored {figures.stored_rows:,} rows; status {figures.status}",
+              flush=True)
+    except BaseException:
+        if worker is not None and worker.proc is not None:
+            print(f"worker log tail:\n{worker.log_tail()}", file=sys.stderr)
+        raise
+    finally:
+        if worker is not None:
+            print(worker.stop(), flush=True)
+            if worker.proc is not None and worker.proc.returncode not in (0, None):
+                print(f"WARNING: the worker exited with {worker.proc.returncode}; its log "
+                      f"ends:\n{worker.log_tail()}", file=sys.stderr, flush=True)
+        if started_broker:
+            stop_broker(state_dir=broker_dir)
+        elif settings is not None:
+            try:
+                asyncio.run(delete_topics(settings, suffix))
+            except Exception as exc:  # noqa: BLE001 - cleanup only, report and go on
+                print(f"could not delete the benchmark topics: {exc}", file=sys.stderr)
+        shutil.rmtree(root, ignore_errors=True)
+
+    print_table(figures)
+    print(f"\ncommand: {command}")
+    if args.json:
+        payload = asdict(figures)
+        payload.pop("status")
+        print(json.dumps({k: (None if isinstance(v, float) and v != v else
+                              round(v, 3) if isinstance(v, float) else v)
+                          for k, v in payload.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""The correlator: detections, time and control events in; new state and decisions out.
+
+Every entry point is a pure function of (state, input, now) - the clock is never read:
+
+- :meth:`Correlator.on_detections` takes a batch in event-time order. Before each
+  detection, problems whose resolve fell due by its time are resolved (so results do not
+  depend on how often ticks come); then it refreshes, joins, merges, reopens or opens.
+- :meth:`Correlator.on_tick` lets time pass: resolves, duration escalation, alerts due.
+- :meth:`Correlator.on_control` applies an acknowledgement or a silence change.
+
+Each call ends with one decision per problem that changed (its version goes up by one),
+then the alerts that time alone made due (``opened`` after group_wait, ``updated`` after
+group_interval, ``repeated`` after repeat_interval, ``suppressed`` when muted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from pipeline.correlate.control import ControlEvent
+from pipeline.correlate.graph import Graph
+from pipeline.correlate.grouping import (
+    add_link,
+    is_live,
+    member_from,
+    merge,
+    problem_id,
+    recurs_in,
+    relation,
+    series_key,
+    update_member,
+    with_member,
+)
+from pipeline.correlate.inhibit import fold_candidates, rule_mute
+from pipeline.correlate.lifecycle import (
+    Context,
+    acknowledge,
+    change_kind,
+    derive,
+    escalate,
+    reopen,
+    resolve,
+    resolve_due,
+    same_content,
+)
+from pipeline.correlate.notify import Track, flush, plan
+from pipeline.correlate.problem import Link, Problem
+from pipeline.correlate.settings import CorrelatorSettings
+from pipeline.correlate.silences import Silence, silencing
+from pipeline.correlate.state import CorrelationState, Decision, StateError
+from pipeline.detection import Detection
+from pipeline.knowledge import KnowledgeBase
+
+MAX_NOTES = 6  # reasons listed per decision before "and N more"
+
+
+@dataclass
+class _Work:
+    """Mutable working copy of a state during one call."""
+
+    scope: str
+    now: int
+    problems: dict[str, Problem]
+    tracks: dict[str, Track]
+    silences: dict[str, Silence]
+    before: Mapping[str, Problem]
+    seen: set[str]
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    reopened: set[str] = field(default_factory=set)
+    stale: set[str] = field(default_factory=set)  # members changed, derivation deferred
+    links: dict[str, list[Link]] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, state: CorrelationState, now_ms: int) -> _Work:
+        problems = dict(state.problems)
+        seen = {link.detection_id for p in problems.values() for link in p.links}
+        return cls(state.scope, max(now_ms, state.now_ms), problems, dict(state.tracks),
+                   dict(state.silences), state.problems, seen)
+
+    def put(self, p: Problem, note: str = "") -> None:
+        self.problems[p.id] = p
+        if note:
+            self.notes.setdefault(p.id, []).append(note)
+
+    def active(self) -> list[Problem]:
+        return sorted((p for p in self.problems.values() if p.active),
+                      key=lambda p: (p.opened_at, p.id))
+
+
+class Correlator:
+    """Groups detections into problems for one scope (see the module docstring)."""
+
+    def __init__(self, settings: CorrelatorSettings, knowledge: KnowledgeBase,
+                 scope: str = "default") -> None:
+        self.settings = settings
+        self.knowledge = knowledge
+        self.scope = scope
+        self._static = Graph(settings.static_dependencies, settings.max_symptom_hops)
+
+    def on_detections(self, state: CorrelationState, detections: Sequence[Detection],
+                      now_ms: int, topology: Mapping[str, Sequence[str]] | None = None,
+                      ) -> tuple[CorrelationState, list[Decision]]:
+        """Take in a batch; ``now_ms`` is its event time (at least its latest detection's).
+        ``topology`` (caller → callees) overrides the static dependencies for this batch."""
+        w = self._start(state, max([now_ms, *(d.time for d in detections)]))
+        graph = self._static if topology is None else Graph(topology,
+                                                            self.settings.max_symptom_hops)
+        ctx = Context(self.settings, self.knowledge, graph)
+        for det in sorted(detections, key=lambda d: (d.time, d.id)):
+            if det.id in w.seen:
+                continue  # a replayed detection: already taken in
+            self._settle(w, det.time, ctx)
+            self._apply(w, det, ctx)
+        self._settle(w, w.now, ctx)
+        for pid in sorted(w.stale):
+            if w.problems[pid].active:
+                self._derive(w, w.problems[pid], ctx, w.now, "")
+        for _ in range(len(w.problems)):
+            hit = fold_candidates(w.active(), graph, self.settings)
+            if hit is None:
+                break
+            a, b = sorted(hit[:2], key=lambda p: (p.opened_at, p.id))
+            self._merge(w, a, [b], w.now, hit[2], ctx)
+        return self._finish(w)
+
+    def on_tick(self, state: CorrelationState, now_ms: int,
+                ) -> tuple[CorrelationState, list[Decision]]:
+        """Let time pass to ``now_ms``: resolves, escalation by duration, alerts due."""
+        w = self._start(state, now_ms)
+        self._settle(w, w.now)
+        return self._finish(w)
+
+    def on_control(self, state: CorrelationState, event: ControlEvent, now_ms: int,
+                   ) -> tuple[CorrelationState, list[Decision]]:
+        """Apply an ack or a silence change (events for another scope are ignored)."""
+        if event.scope and event.scope != self.scope:
+            return state, []
+        w = self._start(state, now_ms)
+        self._settle(w, w.now)
+        if event.kind == "ack":
+            p = w.problems.get(event.problem_id)
+            if p is not None and p.status == "open":
+                note = f"acknowledged by {event.by or 'someone'}" + (
+                    f": {event.comment}" if event.comment else "")
+                w.put(acknowledge(p, event.time_ms, event.by, event.comment), note)
+        elif event.kind == "silence" and event.silence is not None:
+            w.silences.setdefault(event.silence.id, event.silence)
+        elif event.kind == "expire_silence" and event.silence_id in w.silences:
+            w.silences[event.silence_id] = w.silences[event.silence_id].expire(event.time_ms)
+        return self._finish(w)
+
+    # -- steps -------------------------------------------------------------------------
+
+    def _start(self, state: CorrelationState, now_ms: int) -> _Work:
+        if state.scope != self.scope:
+            raise StateError(f"correlator of scope {self.scope!r} handed the state of scope "
+                             f"{state.scope!r}")
+        return _Work.start(state, now_ms)
+
+    def _settle(self, w: _Work, t: int, ctx: Context | None = None) -> None:
+        for p in w.active():
+            due = resolve_due(p, self.settings)
+            if due is not None and due[0] <= t:
+                if ctx is not None and p.id in w.stale:
+                    p = self._derive(w, p, ctx, due[0], "")
+                w.put(resolve(p, due), f"resolved: {due[2]}")
+
+    def _apply(self, w: _Work, det: Detection, ctx: Context) -> None:
+        s = self.settings
+        w.seen.add(det.id)
+        key = series_key(det)
+        where = f"{det.detector} on {det.service}"
+        if det.state == "resolved":
+            owner = next((p for p in sorted(w.problems.values(), key=lambda p: not p.active)
+                          if any(m.key == key for m in p.members)), None)
+            if owner is not None:
+                m = next(m for m in owner.members if m.key == key)
+                p = self._link(w, with_member(owner, update_member(m, det, s)), det, "resolve")
+                every = "; every member resolved" if p.active and p.clear_since else ""
+                w.put(p, f"{where} resolved{every}")
+            return
+        owner = next((p for p in w.active() if any(m.key == key for m in p.members)), None)
+        if owner is not None:
+            m = next(m for m in owner.members if m.key == key)
+            p = self._link(w, with_member(owner, update_member(m, det, s)), det, "keepalive")
+            self._derive(w, p, ctx, det.time,
+                         f"{where} {'fired again' if m.state == 'resolved' else 'still firing'}",
+                         lazy=True)
+            return
+        related = [(r, p) for p in w.active() if is_live(p, det.time, s)
+                   and (r := relation(det, p, ctx.graph, s)) is not None]
+        best = max((r[0] for r, _ in related), default=0)
+        recurring = [(p, why) for p in w.problems.values()
+                     if (why := recurs_in(det, p, s)) is not None]
+        if recurring and best < 2:  # a root cause coming back beats a weak relation
+            p, why = max(recurring, key=lambda x: (x[0].resolved_at or 0, x[0].id))
+            p = reopen(p, det.time, s)
+            old = next((m for m in p.members if m.key == key), None)
+            member = update_member(old, det, s) if old else member_from(det, s)
+            p = self._link(w, with_member(p, member), det, "member")
+            w.reopened.add(p.id)
+            flap = (f"; flapping ({len(p.reopens)} reopens within flap_window)"
+                    if p.flapping else "")
+            self._derive(w, p, ctx, det.time, f"reopened: {why}{flap}")
+            return
+        if related:
+            chosen = [(r[1], p) for r, p in related if r[0] == best]
+            why, survivor = chosen[0]
+            if len(chosen) > 1:
+                survivor = self._merge(w, survivor, [p for _, p in chosen[1:]], det.time,
+                                       f"bridged by {where}", ctx)
+            role = "symptom" if why.startswith("inhibited") else "member"
+            p = self._link(w, with_member(survivor, member_from(det, s)), det, role)
+            self._derive(w, p, ctx, det.time, f"{where} joined: {why}", lazy=True)
+            return
+        pid = problem_id(self.scope, det)
+        while pid in w.problems:
+            pid = problem_id(self.scope, replace(det, id=pid))
+        p = Problem(pid, 0, self.scope, "open", det.time, det.time, last_firing_ms=det.time)
+        p = self._link(w, with_member(p, member_from(det, s)), det, "trigger")
+        self._derive(w, p, ctx, det.time, f"opened by {where}: {det.title}")
+
+    def _link(self, w: _Work, p: Problem, det: Detection, role: str) -> Problem:
+        link = Link(p.id, det.id, det.time, det.service, role)
+        w.links.setdefault(p.id, []).append(link)
+        return add_link(p, link, self.settings)
+
+    def _derive(self, w: _Work, p: Problem, ctx: Context, t: int, note: str,
+                lazy: bool = False) -> Problem:
+        """Recompute ``p``'s derived fields; ``lazy`` defers it to the end of the batch
+        while its services, hosts and named peers stay the same (floods stay linear)."""
+        last = p.members[-1]
+        if lazy and last.service in p.affected and (not last.host or last.host in p.hosts) \
+                and (not last.peer or any(c.service == last.peer for c in p.root_causes)):
+            w.stale.add(p.id)
+            w.put(p, note)
+            return p
+        w.stale.discard(p.id)
+        p, why = escalate(derive(p, ctx), t, self.settings)
+        w.put(p, note)
+        if why:
+            w.put(p, why)
+        return p
+
+    def _merge(self, w: _Work, survivor: Problem, victims: list[Problem], t: int, why: str,
+               ctx: Context) -> Problem:
+        survivor, closed, moved = merge(survivor, victims, t)
+        w.links.setdefault(survivor.id, []).extend(moved)
+        for v in closed:
+            w.put(v, f"merged into {survivor.id}: {why}")
+        names = ", ".join(v.id for v in closed)
+        return self._derive(w, survivor, ctx, t, f"took in {names}: {why}")
+
+    def _mute(self, w: _Work, p: Problem) -> str:
+        silence = silencing(p, w.silences.values(), w.now)
+        if silence is not None:
+            return f"silenced by {silence.id}" + (f" ({silence.comment})"
+                                                  if silence.comment else "")
+        return rule_mute(p, w.active(), self.settings.inhibit_rules)
+
+    def _finish(self, w: _Work) -> tuple[CorrelationState, list[Decision]]:
+        s = self.settings
+        for p in w.active():
+            grown, why = escalate(p, w.now, s)
+            if why:
+                w.put(grown, why)
+        decisions, decided = [], set()
+        for p in sorted(w.problems.values(), key=lambda p: (p.opened_at, p.id)):
+            before = w.before.get(p.id)
+            if before is not None and (before is p or same_content(before, p)):
+                continue
+            kind = change_kind(before, p, p.id in w.reopened)
+            p = replace(p, version=(before.version if before else 0) + 1, updated_at=w.now)
+            w.problems[p.id] = p
+            track = w.tracks.get(p.id) or Track(first_due_ms=p.opened_at + s.group_wait_ms)
+            if kind == "reopened" and not track.notified:
+                track = replace(track, first_due_ms=p.reopens[-1] + s.group_wait_ms)
+            mute = self._mute(w, p)
+            (kind, notify, why), w.tracks[p.id] = plan(kind, p, track, w.now, s, mute)
+            decisions.append(Decision(kind, p, _reason(w.notes.get(p.id, []), why), notify,
+                                      w.now, tuple(w.links.get(p.id, ()))))
+            decided.add(p.id)
+        for p in w.active():
+            if p.id not in decided:
+                out, w.tracks[p.id] = flush(p, w.tracks[p.id], w.now, s, self._mute(w, p))
+                if out is not None:
+                    decisions.append(Decision(out[0], p, out[2], out[1], w.now))
+        keep = {k: p for k, p in w.problems.items()
+                if p.active or (p.resolved_at or 0) + s.reopen_window_ms >= w.now}
+        silences = {k: x for k, x in w.silences.items()
+                    if x.end_ms is None or x.end_ms + s.silence_retention_ms >= w.now}
+        tracks = {k: t for k, t in w.tracks.items() if k in keep}
+        return CorrelationState(w.scope, w.now, keep, tracks, silences), decisions
+
+
+def _reason(notes: list[str], why: str) -> str:
+    shown = notes[:MAX_NOTES]
+    if len(notes) > MAX_NOTES:
+        shown.append(f"and {len(notes) - MAX_NOTES} more")
+    return "; ".join([*shown, why] if why else shown)

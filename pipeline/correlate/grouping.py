@@ -1,0 +1,214 @@
+"""Grouping: which open problem a detection joins, when problems merge, when one opens.
+
+A firing detection of a series already in an open problem refreshes it (a keep-alive).
+Otherwise it joins the *live* problems it relates to (open, and firing or active within
+``relatedness_window_ms``), strongest relation first:
+
+3. same service or host (unless it is a local fault - a category outside
+   ``symptom_categories`` - on a service that is only a symptom of the root cause),
+   or a ``peer.service``-style label naming an affected service (or vice versa);
+2. a symptom (error, latency, connectivity) of a service that depends on the problem's
+   failing root cause, up to ``max_symptom_hops`` calls away (inhibition: folded in);
+1. adjacent in the call graph (a caller's symptom; or a dependency of an affected service
+   whose trouble is not already put down to a root cause below it), or sharing a
+   ``relate_labels`` value.
+
+Several problems at the best strength are merged (the detection bridges them). The
+detector that fired on the root-cause service of a problem resolved within
+``reopen_window_ms`` firing there again reopens it, unless a relation of strength 2 or 3
+holds; with no relation at all, a new problem opens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import replace
+
+import orjson
+
+from pipeline.correlate.graph import Graph
+from pipeline.correlate.inhibit import symptom_of_root
+from pipeline.correlate.problem import Link, Member, Problem
+from pipeline.correlate.settings import CorrelatorSettings
+from pipeline.detection import SEVERITIES, Detection
+from pipeline.timestamps import format_ms
+
+_DEPLOY = re.compile(r"deploy|rollout|release", re.IGNORECASE)
+_SEVERITY_STRENGTH = {"low": 0.2, "medium": 0.4, "high": 0.6, "critical": 0.8}
+
+
+def series_key(det: Detection) -> str:
+    """What identifies one detected series across its firing and resolved detections."""
+    raw = orjson.dumps([det.detector, det.service, det.host, det.entity,
+                        sorted(det.labels.items())])
+    return hashlib.blake2b(raw, digest_size=8).hexdigest()
+
+
+def problem_id(scope: str, det: Detection) -> str:
+    """A stable id from the scope and the detection that opened the problem."""
+    return "p-" + hashlib.blake2b(f"{scope}\x00{det.id}".encode(), digest_size=6).hexdigest()
+
+
+def member_from(det: Detection, settings: CorrelatorSettings) -> Member:
+    """A new member from its first firing detection."""
+    observed, threshold = _finite(det.observed), _finite(det.threshold)
+    version = det.labels.get("service.version") or str(det.evidence.get("service.version", ""))
+    return Member(
+        key=series_key(det), detector=det.detector, service=det.service, host=det.host,
+        category=det.category, severity=det.severity, title=det.title, signal=det.signal,
+        state="firing", first_ms=det.time, last_ms=det.time, strength=strength(det),
+        observed=observed, threshold=threshold, confidence=float(det.confidence),
+        peer=peer_of(det, settings), version=version, deploy=_deploy(det),
+        labels=dict(det.labels), symptoms=tuple(det.symptoms),
+        potential_causes=tuple(det.potential_causes))
+
+
+def update_member(m: Member, det: Detection, settings: CorrelatorSettings) -> Member:
+    """The member after another detection of its series (firing again or resolved)."""
+    if det.state == "resolved":
+        return replace(m, state="resolved", resolved_ms=det.time)
+    new = member_from(det, settings)
+    stronger = new.strength > m.strength
+    return replace(
+        m, state="firing", resolved_ms=None, last_ms=max(m.last_ms, det.time),
+        first_ms=min(m.first_ms, det.time) if m.state == "firing" else m.first_ms,
+        severity=max(m.severity, new.severity, key=SEVERITIES.index),
+        strength=max(m.strength, new.strength),
+        observed=new.observed if stronger else m.observed,
+        threshold=new.threshold if stronger else m.threshold,
+        version=new.version or m.version, deploy=m.deploy or new.deploy,
+        confidence=max(m.confidence, new.confidence))
+
+
+def strength(det: Detection) -> float:
+    """How far the detection deviates, 0..1: model score, or observed/threshold ratio."""
+    if _finite(det.score) is not None and det.score > 0:
+        return min(1.0, float(det.score))
+    o, t = _finite(det.observed), _finite(det.threshold)
+    if o and t:
+        ratio = abs(o / t)
+        ratio = max(ratio, 1 / ratio)
+        return round(1 - 1 / ratio, 4) if ratio > 1 else 0.1
+    return _SEVERITY_STRENGTH.get(det.severity, 0.2)
+
+
+def peer_of(det: Detection, settings: CorrelatorSettings) -> str:
+    """The service a detection names as its failing peer (labels, then evidence)."""
+    for key in settings.peer_labels:
+        value = det.labels.get(key) or det.evidence.get(key)
+        if isinstance(value, str) and value and value != det.service:
+            return value
+    return ""
+
+
+def is_live(p: Problem, t: int, settings: CorrelatorSettings) -> bool:
+    """Whether ``p`` still takes in detections at ``t``."""
+    if not p.active or t < p.opened_at - settings.relatedness_window_ms:
+        return False
+    horizon = settings.resolve_timeout_ms if p.firing else settings.relatedness_window_ms
+    return t - p.last_firing_ms <= horizon
+
+
+def relation(det: Detection, p: Problem, graph: Graph,
+             settings: CorrelatorSettings) -> tuple[int, str] | None:
+    """How strongly ``det`` relates to ``p`` (3, 2 or 1) and why; None when unrelated."""
+    s, services = det.service, set(p.affected)
+    symptom = det.category in settings.symptom_categories
+    top = p.root_causes[0].service if p.root_causes else ""
+
+    def explained(x: str) -> bool:  # x's trouble is already put down to a root below it
+        return bool(top) and top != x and top in graph.dependencies(x)
+
+    places = [m for m in p.members if m.service == s or (det.host and m.host == det.host)]
+    if places:
+        local_on_symptom = (not symptom and explained(s) and all(
+            m.category in settings.symptom_categories for m in places))
+        if not local_on_symptom:
+            same = "same service" if any(m.service == s for m in places) else "same host"
+            return 3, f"{same} ({s if same == 'same service' else det.host})"
+    peer = peer_of(det, settings)
+    if peer and peer in services:
+        return 3, f"{s} reports failures of {peer}"
+    if any(m.peer == s for m in p.members):
+        return 3, f"{s} is named as failing by detections of this problem"
+    if symptom and (why := symptom_of_root(s, p, graph, settings.symptom_categories)):
+        return 2, why
+    for x in sorted(services):
+        if s in graph.callees(x) and not explained(x):
+            return 1, f"adjacent: {x} calls {s}"
+        if x in graph.callees(s) and symptom:
+            return 1, f"adjacent: {s} calls {x}"
+    for key in settings.relate_labels:
+        value = det.labels.get(key)
+        if value and any(m.labels.get(key) == value for m in p.members):
+            return 1, f"shared {key}={value}"
+    return None
+
+
+def recurs_in(det: Detection, p: Problem, settings: CorrelatorSettings) -> str | None:
+    """Why ``det`` is a recurrence of resolved ``p`` (reopen), or None: the same detector
+    must fire again on ``p``'s top root-cause service - a symptom service acting up, or a
+    different failure of the same service, is a new problem."""
+    if p.active or p.resolution not in ("detections_resolved", "timeout") or not p.root_causes:
+        return None
+    if p.resolved_at is None or det.time - p.resolved_at > settings.reopen_window_ms:
+        return None
+    root = p.root_causes[0].service
+    if det.service == root and any(m.service == root and m.detector == det.detector
+                                   for m in p.members):
+        return f"{det.detector} on {det.service}, its root cause, fired again"
+    return None
+
+
+def add_link(p: Problem, link: Link, settings: CorrelatorSettings) -> Problem:
+    """``p`` with one more detection listed (beyond the cap, only the table gets it)."""
+    if len(p.links) >= settings.max_links_per_problem:
+        return p
+    return replace(p, links=(*p.links, link))
+
+
+def with_member(p: Problem, member: Member) -> Problem:
+    """``p`` with ``member`` added or replaced (by key), firing bookkeeping updated."""
+    members = tuple(m for m in p.members if m.key != member.key) + (member,)
+    firing = any(m.state == "firing" for m in members)
+    clear = None if firing else max((m.resolved_ms or 0) for m in members)
+    last = max(p.last_firing_ms, member.last_ms)
+    return replace(p, members=members, clear_since=clear, last_firing_ms=last)
+
+
+def merge(survivor: Problem, victims: list[Problem], t: int) -> tuple[Problem, list[Problem],
+                                                                     list[Link]]:
+    """Fold ``victims`` into ``survivor``; they resolve as merged (their links move)."""
+    moved: list[Link] = []
+    closed = []
+    for v in victims:
+        for m in v.members:
+            mine = next((x for x in survivor.members if x.key == m.key), None)
+            if mine is not None:
+                m = replace(mine, first_ms=min(mine.first_ms, m.first_ms),
+                            last_ms=max(mine.last_ms, m.last_ms),
+                            state="firing" if "firing" in (mine.state, m.state) else m.state)
+            survivor = with_member(survivor, m)
+        links = [Link(survivor.id, x.detection_id, x.time, x.service, "merged")
+                 for x in v.links]
+        moved.extend(links)
+        survivor = replace(survivor, links=(*survivor.links, *links),
+                           last_firing_ms=max(survivor.last_firing_ms, v.last_firing_ms))
+        closed.append(replace(v, status="resolved", resolved_at=t, resolution="merged",
+                              merged_into=survivor.id, members=(), links=(),
+                              clear_since=None))
+    return survivor, closed, moved
+
+
+def _deploy(det: Detection) -> str:
+    if _DEPLOY.search(det.detector) or _DEPLOY.search(det.title):
+        return f"{det.title} at {format_ms(det.time)}"
+    old = det.evidence.get("previous_version") or det.evidence.get("old_version")
+    new = det.evidence.get("service.version") or det.evidence.get("new_version")
+    return f"service.version {old} -> {new}" if old and new and old != new else ""
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None

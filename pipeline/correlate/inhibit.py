@@ -1,0 +1,87 @@
+"""Inhibition: symptoms of a detected root cause do not alert on their own.
+
+Two forms, both pure:
+
+- *Topological* (always on): a symptom (a detection whose category is in
+  ``symptom_categories``) on a service that depends, within ``max_symptom_hops`` calls,
+  on a problem's failing root cause is folded into that problem
+  (:func:`symptom_of_root`, used by grouping); a whole problem made only of such symptoms
+  is folded into the root cause's problem (:func:`fold_candidates`).
+- *Rules* (Alertmanager's ``inhibit_rules``): while a problem matching ``source`` is open,
+  a problem matching ``target`` with equal values for the ``equal`` names is not alerted
+  (:func:`rule_mute`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pipeline.correlate.graph import Graph
+from pipeline.correlate.matchers import all_match
+from pipeline.correlate.problem import Problem
+from pipeline.correlate.settings import CorrelatorSettings, InhibitRule
+from pipeline.correlate.silences import subject_of
+
+
+def failing_root(p: Problem, symptom_categories: Sequence[str]) -> str:
+    """The top root-cause service of ``p`` when it fails its callers now, else empty.
+
+    Failing means a firing member on it shows errors, latency or unreachability (a
+    category in ``symptom_categories``), or a firing member elsewhere names it as its
+    failing peer. A service with only, say, a memory trend is not failing yet.
+    """
+    if not p.active or not p.root_causes:
+        return ""
+    root = p.root_causes[0].service
+    return root if any((m.service == root and m.category in symptom_categories)
+                       or m.peer == root for m in p.firing) else ""
+
+
+def symptom_of_root(service: str, p: Problem, graph: Graph,
+                    symptom_categories: Sequence[str]) -> str | None:
+    """Why a symptom on ``service`` belongs to ``p`` (it depends on p's failing root)."""
+    root = failing_root(p, symptom_categories)
+    if root and root != service and root in graph.dependencies(service):
+        return f"inhibited: {service} depends on {root}, the failing root cause of {p.id}"
+    return None
+
+
+def fold_candidates(problems: Sequence[Problem], graph: Graph,
+                    settings: CorrelatorSettings) -> tuple[Problem, Problem, str] | None:
+    """The first (target, source, reason): ``target`` is only symptoms of ``source``'s root."""
+    window = settings.relatedness_window_ms
+    ordered = sorted((p for p in problems if p.active), key=lambda p: (p.opened_at, p.id))
+    for source in ordered:
+        root = failing_root(source, settings.symptom_categories)
+        if not root:
+            continue
+        for target in ordered:
+            if target is source or not target.members:
+                continue
+            if not (source.opened_at - window <= target.opened_at
+                    <= source.last_firing_ms + window):
+                continue
+            if all(m.category in settings.symptom_categories and m.service != root
+                   and root in graph.dependencies(m.service) for m in target.members):
+                return target, source, (f"inhibited: {', '.join(target.affected)} depend on "
+                                        f"{root}, the failing root cause of {source.id}")
+    return None
+
+
+def rule_mute(p: Problem, others: Sequence[Problem], rules: Sequence[InhibitRule]) -> str:
+    """Why ``p`` is muted by an inhibit rule (empty when it is not)."""
+    if not rules:
+        return ""
+    target = subject_of(p)
+    for i, rule in enumerate(rules):
+        if not all_match(rule.target, target):
+            continue
+        for q in others:
+            if q.id == p.id or not q.active:
+                continue
+            source = subject_of(q)
+            if all_match(rule.source, source) and all(
+                    source.get(n, (None, ()))[0] == target.get(n, (None, ()))[0]
+                    for n in rule.equal):
+                return f"inhibited by {q.id} (inhibit_rules[{i}])"
+    return ""

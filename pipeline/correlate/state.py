@@ -1,0 +1,94 @@
+"""The correlator's state for one scope, and the decisions it returns.
+
+:class:`CorrelationState` is immutable and serialises to JSON (:meth:`to_bytes`) so it
+can live in a Faust table with a changelog and survive restarts and rebalances. It holds
+open problems, resolved ones for ``reopen_window_ms`` (to reopen rather than duplicate),
+what was alerted per problem, and silences until ``silence_retention_ms`` after they end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import orjson
+
+from pipeline.correlate.notify import Track
+from pipeline.correlate.problem import Link, Problem
+from pipeline.correlate.silences import Silence
+from pipeline.errors import TocsinError
+
+STATE_FORMAT = 1
+KINDS = ("opened", "joined", "updated", "escalated", "acknowledged", "reopened", "resolved",
+         "merged", "repeated", "suppressed")
+
+
+class StateError(TocsinError):
+    """Stored correlation state could not be read."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One lifecycle change (or alert due) of one problem, with why and whether to alert.
+
+    ``kind`` is one of :data:`KINDS`; ``problem`` is the problem after the change (write it
+    to ``problems``); ``links`` are the detections it took in by this decision (write them
+    to ``problem_detections``); ``notify`` says whether an alert goes to ``tocsin.alerts``
+    (:func:`pipeline.correlate.alerts.alert_envelope`); ``time_ms`` is the event time.
+    """
+
+    kind: str
+    problem: Problem
+    reason: str
+    notify: bool
+    time_ms: int
+    links: tuple[Link, ...] = ()
+
+
+@dataclass(frozen=True)
+class CorrelationState:
+    """Problems, alert tracks and silences of one correlation scope."""
+
+    scope: str
+    now_ms: int = 0  # latest event time processed
+    problems: Mapping[str, Problem] = field(default_factory=dict)
+    tracks: Mapping[str, Track] = field(default_factory=dict)
+    silences: Mapping[str, Silence] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, scope: str) -> CorrelationState:
+        """No problems, no silences."""
+        return cls(scope)
+
+    def open_problems(self) -> list[Problem]:
+        """Open and acknowledged problems, oldest first."""
+        return sorted((p for p in self.problems.values() if p.active),
+                      key=lambda p: (p.opened_at, p.id))
+
+    def to_bytes(self) -> bytes:
+        """The state as JSON bytes."""
+        return orjson.dumps({
+            "format": STATE_FORMAT, "scope": self.scope, "now_ms": self.now_ms,
+            "problems": [p.to_wire() for p in self.problems.values()],
+            "tracks": {k: t.to_wire() for k, t in self.tracks.items()},
+            "silences": [s.to_wire() for s in self.silences.values()],
+        })
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CorrelationState:
+        """The inverse of :meth:`to_bytes`; raises StateError on unreadable input."""
+        try:
+            obj = orjson.loads(data)
+            if obj.get("format") != STATE_FORMAT:
+                raise StateError(f"correlation state: format {obj.get('format')!r}, expected "
+                                 f"{STATE_FORMAT}")
+            problems = [Problem.from_wire(p) for p in obj["problems"]]
+            silences = [Silence.from_wire(s) for s in obj["silences"]]
+            return cls(obj["scope"], obj["now_ms"], {p.id: p for p in problems},
+                       {k: Track.from_wire(t) for k, t in obj["tracks"].items()},
+                       {s.id: s for s in silences})
+        except StateError:
+            raise
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError,
+                TocsinError) as exc:
+            raise StateError(f"correlation state unreadable: {exc}") from exc

@@ -1,0 +1,146 @@
+"""Grouping: join, open, merge by bridge, fold symptoms (inhibition), time windows."""
+
+from __future__ import annotations
+
+from tests.unit.correlate_support import MIN, SEC, T0, Run, cleared, det, kinds
+
+
+def test_same_service_joins_one_problem():
+    run = Run()
+    first = run.feed([det("error_rate_above_5pct", "orders", T0)])
+    second = run.feed([det("response_time_above_1000ms", "orders", T0 + MIN,
+                           category="performance", observed=1500, threshold=1000)])
+    assert kinds(first) == [("opened", False)]
+    assert len(run.open()) == 1
+    p = run.open()[0]
+    assert second[0].problem.id == p.id and p.version == 2
+    assert "same service (orders)" in second[0].reason
+    assert len(p.detection_ids) == 2 and p.affected == ("orders",)
+
+
+def test_same_host_joins_across_services():
+    run = Run()
+    run.feed([det("cpu_above_80pct", "payments", T0, category="resource", host="node-7")])
+    out = run.feed([det("heartbeat_missing", "agent-coordinator", T0 + 20 * SEC, host="node-7")])
+    assert len(run.open()) == 1 and "same host (node-7)" in out[0].reason
+    assert run.open()[0].hosts == ("node-7",)
+
+
+def test_call_graph_neighbours_join():
+    run = Run()
+    run.feed([det("error_rate_above_5pct", "api", T0)])
+    out = run.feed([det("error_rate_above_5pct", "orders", T0 + 30 * SEC)])
+    assert len(run.open()) == 1 and "adjacent: api calls orders" in out[0].reason
+
+
+def test_unrelated_services_open_separate_problems():
+    run = Run()
+    run.feed([det("error_rate_above_5pct", "payments", T0),
+              det("coordination_failed_burst", "agent-coordinator", T0 + SEC,
+                  category="coordination", signal="logs")])
+    assert len(run.open()) == 2
+    assert {p.affected for p in run.open()} == {("payments",), ("agent-coordinator",)}
+
+
+def test_shared_label_relates_unrelated_services():
+    run = Run()
+    run.feed([det("error_rate_above_5pct", "payments", T0, labels={"deployment.id": "d-42"}),
+              det("error_rate_above_5pct", "agent-worker", T0 + SEC,
+                  labels={"deployment.id": "d-42"})])
+    assert len(run.open()) == 1
+    assert "shared deployment.id=d-42" in run.decisions[0].reason
+
+
+def test_too_far_apart_in_time_is_not_related():
+    run = Run(resolve_hold_ms=30 * MIN)  # keeps the first problem open, all cleared
+    a = det("error_rate_above_5pct", "api", T0)
+    run.feed([a, cleared(a, T0 + MIN)])
+    run.feed([det("error_rate_above_5pct", "orders", T0 + 12 * MIN)])  # window is 10 min
+    assert len(run.open()) == 2
+
+
+def test_detection_bridging_two_problems_merges_them():
+    run = Run()
+    run.feed([det("error_rate_above_5pct", "payments", T0)])
+    run.feed([det("db_connection_errors", "inventory", T0 + 10 * SEC,
+                  category="connectivity", signal="logs")])
+    assert len(run.open()) == 2
+    first, second = run.open()
+    out = run.feed([det("error_rate_above_5pct", "orders", T0 + 20 * SEC)])
+    assert len(run.open()) == 1
+    survivor = run.open()[0]
+    assert survivor.id == first.id  # the older problem survives
+    by_kind = {d.kind: d for d in out}
+    merged = by_kind["merged"].problem
+    assert merged.id == second.id and merged.status == "resolved"
+    assert merged.resolution == "merged" and merged.merged_into == first.id
+    assert merged.detection_ids == ()  # its detections moved to the survivor
+    assert "bridged by error_rate_above_5pct on orders" in by_kind["merged"].reason
+    assert set(survivor.affected) == {"payments", "inventory", "orders"}
+    assert len(survivor.detection_ids) == 3
+    roles = [link.role for d in out for link in d.links if d.problem.id == first.id]
+    assert roles == ["merged", "symptom"]  # orders depends on both failing roots
+
+
+def test_symptoms_of_a_failing_root_are_folded_in():
+    run = Run()
+    run.feed([det("heartbeat_missing", "postgres", T0, severity="critical",
+                  host="pg-primary-1")])
+    out = run.feed([det("response_time_above_1000ms", "gateway", T0 + 40 * SEC,
+                        category="performance", observed=2500, threshold=1000)])
+    assert len(run.open()) == 1
+    assert "inhibited: gateway depends on postgres" in out[0].reason
+    assert out[0].links[0].role == "symptom"
+    assert run.open()[0].root_causes[0].service == "postgres"
+
+
+def test_symptom_problem_opened_first_is_folded_into_the_root_cause():
+    run = Run()
+    run.feed([det("error_rate_above_5pct", "api", T0)])  # api is far from postgres
+    out = run.feed([det("heartbeat_missing", "postgres", T0 + 20 * SEC,
+                        severity="critical", host="pg-primary-1")])
+    assert len(run.open()) == 1
+    p = run.open()[0]
+    assert p.root_causes[0].service == "postgres" and set(p.affected) == {"api", "postgres"}
+    merged = [d for d in out if d.kind == "merged"]
+    assert len(merged) == 1 and "inhibited" in merged[0].reason
+    assert not merged[0].notify  # never alerted on its own
+
+
+def test_local_fault_on_a_symptom_service_opens_its_own_problem():
+    run = Run()
+    run.feed([det("heartbeat_missing", "postgres", T0, host="pg-primary-1"),
+              det("db_connection_errors", "orders", T0 + 10 * SEC, category="connectivity",
+                  signal="logs", labels={"peer.service": "postgres"})])
+    assert len(run.open()) == 1
+    run.feed([det("memory_growth", "orders", T0 + 60 * SEC, category="resource",
+                  severity="medium"),
+              det("memory_growth", "auth", T0 + 70 * SEC, category="resource",
+                  severity="medium")])
+    problems = run.open()
+    assert len(problems) == 3
+    assert [p.root_causes[0].service for p in problems] == ["postgres", "orders", "auth"]
+
+
+def test_replayed_detection_is_taken_in_once():
+    run = Run()
+    d = det("error_rate_above_5pct", "orders", T0)
+    run.feed([d])
+    out = run.feed([d], now=T0 + SEC)
+    assert out == [] and run.open()[0].detection_ids == (d.id,)
+
+
+def test_problem_ids_are_stable_for_the_same_input():
+    ids = []
+    for _ in range(2):
+        run = Run()
+        run.feed([det("error_rate_above_5pct", "orders", T0)])
+        ids.append(run.open()[0].id)
+    assert ids[0] == ids[1] and ids[0].startswith("p-")
+
+
+def test_topology_argument_overrides_static_dependencies():
+    run = Run()
+    run.feed([det("error_rate_above_5pct", "x", T0)], topology={"x": ["y"]})
+    out = run.feed([det("error_rate_above_5pct", "y", T0 + SEC)], topology={"x": ["y"]})
+    assert len(run.open()) == 1 and "adjacent: x calls y" in out[0].reason

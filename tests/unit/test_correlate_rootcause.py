@@ -1,0 +1,106 @@
+"""Root-cause ranking on small call graphs."""
+
+from __future__ import annotations
+
+from pipeline.correlate import Graph
+from pipeline.correlate.grouping import member_from
+from pipeline.correlate.rootcause import rank
+from tests.unit.correlate_support import SEC, SHOP, T0, det, settings
+
+
+def ranked(dets, graph=SHOP, **overrides):
+    s = settings(**overrides)
+    members = [member_from(d, s) for d in dets]
+    return rank(members, Graph(graph), s)
+
+
+def test_db_outage_ranks_the_database_first_even_when_callers_fire_first():
+    causes = ranked([
+        det("error_rate_above_5pct", "orders", T0, observed=0.45),
+        det("db_connection_errors", "orders", T0 + 2 * SEC, category="connectivity",
+            signal="logs", labels={"peer.service": "postgres"}),
+        det("db_connection_errors", "inventory", T0 + 5 * SEC, category="connectivity",
+            signal="logs", labels={"peer.service": "postgres"}),
+        det("error_rate_above_5pct", "api", T0 + 8 * SEC, observed=0.3),
+        det("response_time_above_1000ms", "gateway", T0 + 9 * SEC, category="performance",
+            observed=1800, threshold=1000),
+        det("heartbeat_missing", "postgres", T0 + 40 * SEC, severity="critical",
+            host="pg-primary-1", observed=0, threshold=1),
+    ])
+    assert causes[0].service == "postgres" and causes[0].host == "pg-primary-1"
+    assert any("upstream in the call graph of 4/4" in e for e in causes[0].evidence)
+    assert any("named as the failing peer by 2" in e for e in causes[0].evidence)
+    assert [c.score for c in causes] == sorted((c.score for c in causes), reverse=True)
+    assert causes[-1].service == "gateway"
+
+
+def test_database_named_by_callers_is_a_candidate_before_its_own_detection():
+    causes = ranked([
+        det("db_connection_errors", "orders", T0, category="connectivity", signal="logs",
+            labels={"peer.service": "postgres"}),
+        det("db_connection_errors", "inventory", T0 + SEC, category="connectivity",
+            signal="logs", labels={"peer.service": "postgres"}),
+    ])
+    assert causes[0].service == "postgres"
+    assert "no detection of its own yet" in causes[0].evidence
+
+
+def test_chain_failing_at_the_bottom_first_ranks_the_bottom_first():
+    chain = {"a": ["b"], "b": ["c"]}
+    causes = ranked([det("latency_high", "a", T0 + 30 * SEC, category="performance"),
+                     det("latency_high", "b", T0 + 15 * SEC, category="performance"),
+                     det("latency_high", "c", T0, category="performance")], graph=chain)
+    assert [c.service for c in causes] == ["c", "b", "a"]
+    assert any("first to go anomalous" in e for e in causes[0].evidence)
+
+
+def test_recent_deploy_boosts_a_candidate():
+    siblings = {"front": ["left", "right"]}
+    plain = [det("error_rate_above_5pct", "left", T0), det("error_rate_above_5pct", "right", T0)]
+    assert [c.service for c in ranked(plain, graph=siblings)] == ["left", "right"]  # by name
+    deployed = [det("error_rate_above_5pct", "left", T0), det("error_rate_above_5pct", "right", T0),
+                det("deploy_detected", "right", T0 - 60 * SEC, category="configuration",
+                    severity="low", signal="logs", title="deploy started: right 1.2 -> 1.3")]
+    causes = ranked(deployed, graph=siblings)
+    assert causes[0].service == "right"
+    assert any(e.startswith("recent deploy: deploy started") for e in causes[0].evidence)
+
+
+def test_service_version_change_counts_as_a_deploy():
+    siblings = {"front": ["left", "right"]}
+    causes = ranked([
+        det("error_rate_above_5pct", "left", T0, labels={"service.version": "2.0"}),
+        det("error_rate_above_5pct", "right", T0, labels={"service.version": "4.1"}),
+        det("error_rate_above_1pct", "right", T0 + SEC, labels={"service.version": "4.2"}),
+    ], graph=siblings)
+    assert causes[0].service == "right"
+    assert "recent deploy: service.version changed 4.1 -> 4.2" in causes[0].evidence
+
+
+def test_memory_leak_on_one_service_ranks_it_first():
+    causes = ranked([
+        det("memory_growth", "auth", T0, category="resource", severity="medium", score=0.9),
+        det("memory_above_85pct", "auth", T0 + 600 * SEC, category="resource", observed=91,
+            threshold=85),
+        det("response_time_above_1000ms", "auth", T0 + 900 * SEC, category="performance"),
+    ])
+    assert len(causes) == 1 and causes[0].service == "auth" and causes[0].score > 0.5
+    assert any("cause-type signal" in e for e in causes[0].evidence)
+
+
+def test_ranking_is_capped():
+    dets = [det("error_rate_above_5pct", f"s{i}", T0 + i) for i in range(8)]
+    assert len(ranked(dets, graph={}, max_root_causes=3)) == 3
+
+
+def test_coordination_failure_ranks_the_coordinator_over_its_lost_workers():
+    causes = ranked([
+        det("heartbeat-missing", "agent-worker", T0, host="agent-worker-1", observed=60,
+            threshold=60),  # as the absence rule emits it: seconds silent vs its for
+        det("heartbeat-missing", "agent-worker", T0, host="agent-worker-2", observed=60,
+            threshold=60),
+        det("coordination-failures", "agent-coordinator", T0 + 12 * SEC,
+            category="coordination", signal="logs", observed=49, threshold=10),
+    ])
+    assert [c.service for c in causes] == ["agent-coordinator", "agent-worker"]
+    assert any("cause-type signal" in e for e in causes[0].evidence)

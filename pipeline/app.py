@@ -91,6 +91,7 @@ def _register_pages(pipeline: Pipeline) -> None:
                                 for name, engine in pipeline.engines.items()},
                     "batches": detect.batches,
                     "slices": detect.slices,
+                    "watermark_ms": detect.watermark_ms,
                     "detections": detect.detections,
                     "late_records": detect.late_records,
                 },

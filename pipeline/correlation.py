@@ -1,5 +1,9 @@
 """One correlation step over a batch of detections and control events (no Faust).
 
+Besides detections, the detections topic carries ``{"tick": ms}`` messages: how far
+detection's event time got, so group waits and resolve timeouts fall due without a new
+detection.
+
 The correlate agent hands over a batch of messages, keyed by correlation scope, and a
 way to read each scope's stored state; the step runs the :class:`Correlator` in message
 order and returns the new state per scope and the decisions to store and alert.
@@ -122,7 +126,13 @@ class CorrelationStep:
                 if message.is_control:
                     event = ControlEvent.from_json(message.value)
                 else:
-                    detection = Detection.from_wire(orjson.loads(message.value))
+                    data = orjson.loads(message.value)
+                    if "tick" in data:  # detection's event time moved on: timers may be due
+                        clock[message.scope] = max(clock.get(message.scope, 0),
+                                                   int(data["tick"]))
+                        state_of(message.scope)
+                        continue
+                    detection = Detection.from_wire(data)
             except (ControlError, orjson.JSONDecodeError, TypeError, ValueError, KeyError,
                     AttributeError) as exc:
                 result.rejected += 1

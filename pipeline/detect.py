@@ -56,6 +56,7 @@ class StepResult:
     detections: list[Detection] = field(default_factory=list)
     late_records: int = 0
     slices: int = 0
+    watermark_ms: int = -1  # the furthest event-time watermark this step advanced to
 
 
 StateReader = Callable[[str, str], bytes | None]
@@ -121,6 +122,7 @@ class DetectionStep:
                 if watermark <= self._advanced.get(message.partition, watermark - 1):
                     continue
                 self._advanced[message.partition] = watermark
+                result.watermark_ms = max(result.watermark_ms, watermark)
                 for service in sorted(set(services_on(message.partition))):
                     for name, engine in self.engines.items():
                         state, found = engine.advance(state_of(name, service), watermark)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import orjson
 from aiokafka.partitioner import murmur2
 
 from pipeline.detect import DetectionStep, Engine, Message
@@ -29,6 +30,7 @@ class DetectCounters:
 
     batches: int = 0
     slices: int = 0
+    watermark_ms: int = -1
     detections: dict[str, int] = field(default_factory=dict)
     late_records: int = 0
 
@@ -93,8 +95,14 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
                 ]
                 await asyncio.gather(*pending)
                 await writer.insert("detections", detections_table(result.detections))
+            if result.watermark_ms > counters.watermark_ms:
+                await app.producer.send(settings.topics.detections,
+                                        settings.correlate.scope.encode(),
+                                        orjson.dumps({"tick": result.watermark_ms}),
+                                        None, None, None)
             counters.batches += 1
             counters.slices += result.slices
+            counters.watermark_ms = max(counters.watermark_ms, result.watermark_ms)
             counters.late_records += result.late_records
             for d in result.detections:
                 counters.detections[d.state] = counters.detections.get(d.state, 0) + 1

@@ -193,6 +193,9 @@ def problems_table(problems: Sequence[Problem]) -> pa.Table:
         "potential_causes": pa.array([list(x.potential_causes) for x in p], strings),
         "diagnostic_plan": pa.array([_json(x.diagnostic_plan) for x in p], pa.string()),
         "runbook": pa.array([_json(x.runbook) for x in p], pa.string()),
+        "resolution": pa.array([x.resolution for x in p], pa.string()),
+        "merged_into": pa.array([x.merged_into for x in p], pa.string()),
+        "acknowledged_by": pa.array([x.acknowledged_by for x in p], pa.string()),
     })
 
 

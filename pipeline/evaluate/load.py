@@ -23,13 +23,15 @@ def _root_cause_services(text: str) -> list[str]:
 
 def load_problems(query: Query, database: str, labels: Labels,
                   slack_ms: int) -> list[dict[str, Any]]:
-    """Latest version of every problem whose lifetime overlaps the labelled range."""
+    """Latest version of every problem whose lifetime overlaps the labelled range (a
+    problem merged into another counts as that one, whose detections it handed over)."""
     lo, hi = labels.start_ms - slack_ms, labels.end_ms + slack_ms
     result = query(
         "SELECT id, toUnixTimestamp64Milli(opened_at), "
         "if(resolved_at IS NULL, NULL, toUnixTimestamp64Milli(assumeNotNull(resolved_at))), "
         f"affected, root_causes, detection_ids FROM {database}.problems "
-        f"WHERE toUnixTimestamp64Milli(opened_at) <= {hi} AND (resolved_at IS NULL OR "
+        f"WHERE merged_into = '' AND toUnixTimestamp64Milli(opened_at) <= {hi} "
+        "AND (resolved_at IS NULL OR "
         f"toUnixTimestamp64Milli(assumeNotNull(resolved_at)) >= {lo}) ORDER BY opened_at, id"
     )
     return [

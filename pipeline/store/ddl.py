@@ -116,7 +116,10 @@ CREATE TABLE IF NOT EXISTS {db}.problems (
     symptoms         Array(String),
     potential_causes Array(String),
     diagnostic_plan  String,
-    runbook          String
+    runbook          String,
+    resolution       LowCardinality(String),  -- detections_resolved, timeout, merged ...
+    merged_into      String,
+    acknowledged_by  String
 ) ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(opened_at)
 ORDER BY (scope, id)""",

@@ -34,20 +34,21 @@ def simulate(env: dict[str, str], monkeypatch, labels_path, duration: str,
 
 
 def wait_for_all(worker: WorkerProcess, labels: dict) -> None:
-    """Until the whole run is stored and the detect agent has gone quiet."""
-    def stored(w: WorkerProcess) -> bool:
-        latest = w.query("SELECT max(toUnixTimestamp64Milli(time)) FROM tocsin.metrics")[0][0]
-        return latest is not None and latest >= labels["end_ms"] - 10_000
-    worker.wait_until(stored, timeout_s=180, what="the simulation ingested")
-    seen = {"slices": -1}
+    """Until detection has seen event time reach the end of the run and the correlator
+    has gone quiet."""
+    lateness_ms = 60_000
+    last = labels["end_ms"] - labels.get("interval_ms", 10_000) - lateness_ms
+    worker.wait_until(lambda w: w.status()["detect"]["watermark_ms"] >= last,
+                      timeout_s=240, what="detection to reach the end of the run")
+    seen = {"decisions": -1}
 
     def settled(w: WorkerProcess) -> bool:
-        slices = w.status()["detect"]["slices"]
-        quiet, seen["slices"] = slices == seen["slices"] and slices > 0, slices
+        decisions = sum(w.status()["correlate"]["decisions"].values())
+        quiet, seen["decisions"] = decisions == seen["decisions"], decisions
         if not quiet:
-            time.sleep(3.0)  # the detect agent flushes a partial batch within 0.5 s
+            time.sleep(3.0)  # the correlate agent flushes a partial batch within 0.5 s
         return quiet
-    worker.wait_until(settled, timeout_s=120, what="the detect agent to catch up")
+    worker.wait_until(settled, timeout_s=120, what="the correlator to catch up")
 
 
 EXPECTED = {  # scenario -> rule that must fire on the root-cause service

@@ -12,7 +12,7 @@ order and returns the new state per scope and the decisions to store and alert.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,9 +97,19 @@ class CorrelationStep:
                                                   scope)
         return self._correlators[scope]
 
-    def run(self, messages: Iterable[Message],
-            read_state: Callable[[str], bytes | None]) -> CorrelationResult:
-        """Apply detections (in batches between control events) and control events."""
+    def run(self, messages: Iterable[Message], read_state: Callable[[str], bytes | None],
+            learned: Mapping[str, Sequence[str]] | None = None) -> CorrelationResult:
+        """Apply detections (in batches between control events) and control events.
+
+        ``learned`` is the call graph learned from traces (caller → callees); it is
+        merged with the static dependencies from settings.
+        """
+        topology = None
+        if learned:
+            merged = {k: set(v) for k, v in self.correlator_settings.static_dependencies.items()}
+            for caller, callees in learned.items():
+                merged.setdefault(caller, set()).update(callees)
+            topology = {k: tuple(sorted(v)) for k, v in merged.items()}
         result = CorrelationResult()
         states: dict[str, CorrelationState] = {}
         pending: dict[str, list[Detection]] = {}
@@ -118,7 +128,7 @@ class CorrelationStep:
                 now = max(clock.get(scope, 0), *(d.time for d in detections))
                 clock[scope] = now
                 states[scope], decisions = self.correlator(scope).on_detections(
-                    state_of(scope), detections, now)
+                    state_of(scope), detections, now, topology)
                 result.decisions.extend(decisions)
 
         for message in messages:

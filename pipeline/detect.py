@@ -57,6 +57,7 @@ class StepResult:
     late_records: int = 0
     slices: int = 0
     watermark_ms: int = -1  # the furthest event-time watermark this step advanced to
+    edges: list[tuple[str, str, int, int]] = field(default_factory=list)  # learned calls
 
 
 StateReader = Callable[[str, str], bytes | None]
@@ -144,6 +145,10 @@ class DetectionStep:
                                 name, late, piece.signal, piece.service,
                                 self.allowed_lateness_ms)
         result.states = {key: state.to_bytes() for key, state in live.items()}
+        for (name, _service), state in live.items():
+            call_graph = getattr(self.engines[name], "call_graph", None)
+            if call_graph is not None:
+                result.edges.extend(call_graph(state))
         return result
 
 

@@ -140,6 +140,10 @@ class ModelEngineRunner:
         """Let event time pass for a service."""
         return self.engine.advance(state, watermark_ms)
 
+    def call_graph(self, state: Any) -> list[tuple[str, str, int, int]]:
+        """Caller → callee edges learned from a service's spans."""
+        return self.engine.call_graph(state)
+
     def reload(self, force: bool = False) -> ReloadResult:
         """Pick up newly published current versions from the registry."""
         changed = self.engine.reload()

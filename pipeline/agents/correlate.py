@@ -10,6 +10,8 @@ batch's offsets are acknowledged.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +24,11 @@ from pipeline.correlate import (
     problems_table,
 )
 from pipeline.correlation import CorrelationStep, Message
+from pipeline.errors import StoreError
 from pipeline.settings import Settings
 from pipeline.store.writer import StoreWriter
+
+log = logging.getLogger("tocsin.correlate")
 
 
 @dataclass
@@ -45,14 +50,29 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
     table = app.Table("correlation-state", partitions=topics.partitions, key_type=bytes,
                       value_type=bytes, help="open problems, alert tracks, silences per scope")
     within_s = settings.ingest.batch_within_ms / 1000
+    graph: dict[str, Any] = {"edges": {}, "read_at": 0.0}
+
+    async def learned_call_graph() -> dict[str, list[str]]:
+        """Edges learned from traces, read from the store at most every 30 s."""
+        if time.monotonic() - graph["read_at"] >= 30.0:
+            graph["read_at"] = time.monotonic()
+            try:
+                rows = (await writer.query(
+                    f"SELECT caller, groupArray(callee) FROM {writer.store.database}"
+                    ".service_edges GROUP BY caller")).rows
+                graph["edges"] = {caller: list(callees) for caller, callees in rows}
+            except StoreError as exc:  # the static graph still serves
+                log.warning("reading the learned call graph failed: %s", exc)
+        return graph["edges"]
 
     async def correlate(stream: Any) -> None:
         async for events in stream.take_events(settings.ingest.batch_size, within_s):
+            learned = await learned_call_graph()
             messages = [Message((e.message.key or b"").decode(),
                                 e.message.topic == topics.control, e.message.value)
                         for e in events]
             last_of = {(e.message.key or b"").decode(): e for e in events}
-            result = step.run(messages, lambda scope: table.get(scope.encode()))
+            result = step.run(messages, lambda scope: table.get(scope.encode()), learned)
             previous = stream.current_event
             for scope, data in result.states.items():
                 stream._set_current_event(last_of[scope])  # the changelog partition

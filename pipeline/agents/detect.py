@@ -15,6 +15,7 @@ from typing import Any
 
 import faust
 import orjson
+import pyarrow as pa
 from aiokafka.partitioner import murmur2
 
 from pipeline.detect import DetectionStep, Engine, Message
@@ -33,6 +34,16 @@ class DetectCounters:
     watermark_ms: int = -1
     detections: dict[str, int] = field(default_factory=dict)
     late_records: int = 0
+
+
+def edges_table(edges: list[tuple[str, str, int, int]]) -> pa.Table:
+    """Learned caller → callee edges as rows of the ``service_edges`` table."""
+    return pa.table({
+        "caller": pa.array([e[0] for e in edges], pa.string()),
+        "callee": pa.array([e[1] for e in edges], pa.string()),
+        "calls": pa.array([e[2] for e in edges], pa.uint64()),
+        "last_seen": pa.array([e[3] for e in edges], pa.timestamp("ms", tz="UTC")),
+    })
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -95,6 +106,8 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
                 ]
                 await asyncio.gather(*pending)
                 await writer.insert("detections", detections_table(result.detections))
+            if result.edges:
+                await writer.insert("service_edges", edges_table(result.edges))
             if result.watermark_ms > counters.watermark_ms:
                 await app.producer.send(settings.topics.detections,
                                         settings.correlate.scope.encode(),

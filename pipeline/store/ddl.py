@@ -10,7 +10,7 @@ time (0 keeps them forever).
 from __future__ import annotations
 
 TABLES = ("metrics", "logs", "spans", "detections", "problems", "problem_detections",
-          "dead_letters")
+          "service_edges", "dead_letters")
 
 _TEMPLATES: dict[str, str] = {
     "metrics": """
@@ -133,6 +133,14 @@ CREATE TABLE IF NOT EXISTS {db}.problem_detections (
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(time)
 ORDER BY (problem_id, detection_id)""",
+    "service_edges": """
+CREATE TABLE IF NOT EXISTS {db}.service_edges (
+    caller    LowCardinality(String),
+    callee    LowCardinality(String),
+    calls     UInt64,
+    last_seen DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(last_seen)
+ORDER BY (caller, callee)""",
     "dead_letters": """
 CREATE TABLE IF NOT EXISTS {db}.dead_letters (
     received_at  DateTime64(3, 'UTC'),

@@ -49,6 +49,7 @@ def test_incidents_become_problems_and_alerts(kafka_broker, names, tmp_path, mon
         problems = worker.query(
             "SELECT id, status, toUnixTimestamp64Milli(opened_at), affected, root_causes "
             "FROM tocsin.problems WHERE merged_into = '' ORDER BY opened_at")
+
     finally:
         worker.stop()
     outage, leak = labels["incidents"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from pipeline.cli import main
 from pipeline.kafka import find_free_port
@@ -20,8 +21,10 @@ def test_simulated_db_outage_is_stored_inside_its_labelled_window(kafka_broker, 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     labels_path = tmp_path / "labels.json"
+    graph_path = tmp_path / "graph.yaml"
     assert main(["simulate", "--duration", "40m", "--seed", "3", "--incidents",
-                 "db_outage@15m+10m", "--labels", str(labels_path), "--no-progress"]) == 0
+                 "db_outage@15m+10m", "--labels", str(labels_path), "--no-progress",
+                 "--graph", str(graph_path)]) == 0
     labels = json.loads(labels_path.read_text())
     (incident,) = labels["incidents"]
     assert incident["scenario"] == "db_outage"
@@ -48,5 +51,15 @@ def test_simulated_db_outage_is_stored_inside_its_labelled_window(kafka_broker, 
                              f"WHERE service = '{root}' AND name = 'heartbeat'")
         inside, total = beats[0]
         assert inside == 0 and total > 0
+        # the call graph the models learn from traces lands in ClickHouse, matching the
+        # simulated system's (edges are caller -> callee)
+        graph = yaml.safe_load(graph_path.read_text())
+        expected = {(caller, callee) for caller, callees in graph.items() for callee in callees}
+
+        def learned(w: WorkerProcess) -> set:
+            return {tuple(r) for r in w.query("SELECT caller, callee FROM tocsin.service_edges")}
+        worker.wait_until(lambda w: {("orders", "postgres"), ("gateway", "api")} <= learned(w),
+                          timeout_s=60, what="the learned call graph")
+        assert learned(worker) <= expected
     finally:
         worker.stop()

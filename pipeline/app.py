@@ -92,6 +92,7 @@ def _register_pages(pipeline: Pipeline) -> None:
                     "batches": detect.batches,
                     "slices": detect.slices,
                     "watermark_ms": detect.watermark_ms,
+                    "errors": detect.errors,
                     "detections": detect.detections,
                     "late_records": detect.late_records,
                 },

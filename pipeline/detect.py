@@ -58,6 +58,7 @@ class StepResult:
     slices: int = 0
     watermark_ms: int = -1  # the furthest event-time watermark this step advanced to
     edges: list[tuple[str, str, int, int]] = field(default_factory=list)  # learned calls
+    errors: int = 0  # engine failures, logged with the service they concern
 
 
 StateReader = Callable[[str, str], bytes | None]
@@ -126,15 +127,28 @@ class DetectionStep:
                 result.watermark_ms = max(result.watermark_ms, watermark)
                 for service in sorted(set(services_on(message.partition))):
                     for name, engine in self.engines.items():
-                        state, found = engine.advance(state_of(name, service), watermark)
+                        try:
+                            state, found = engine.advance(state_of(name, service), watermark)
+                        except Exception:  # one engine's bug must not stop the stream
+                            result.errors += 1
+                            log.exception("%s failed advancing %s to %d; its state is kept",
+                                          name, service, watermark)
+                            continue
                         live[(name, service)] = state
                         result.detections.extend(found)
                 continue
             piece = read_slice(message.key, message.value)
             result.slices += 1
             for name, engine in self.engines.items():
-                state, found, stats = engine.process(piece.signal, piece.columns,
-                                                     state_of(name, piece.service))
+                try:
+                    state, found, stats = engine.process(piece.signal, piece.columns,
+                                                         state_of(name, piece.service))
+                except Exception:  # one engine's bug must not stop the stream
+                    result.errors += 1
+                    log.exception("%s failed on %d %s records of %s; its state is kept",
+                                  name, len(piece.columns.get("service", ())), piece.signal,
+                                  piece.service)
+                    continue
                 live[(name, piece.service)] = state
                 result.detections.extend(found)
                 late = _late_count(stats)

@@ -23,6 +23,16 @@ STATES = ("firing", "resolved")
 SIGNALS = ("metrics", "logs", "traces")
 
 
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and other number-likes that orjson does not take as they are."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def detection_id(detector: str, labels: Mapping[str, str], window_start_ms: int,
                  state: str) -> str:
     """A stable id: the same detector, series, window and state always give the same id."""
@@ -61,16 +71,15 @@ class Detection:
     def to_wire(self) -> dict[str, Any]:
         """The detection as a JSON-ready dict (NaN numbers become null)."""
         out = asdict(self)
-        for key in ("threshold", "score", "observed"):
-            if out[key] != out[key]:
-                out[key] = None
+        for key in ("threshold", "score", "observed", "confidence"):
+            out[key] = None if out[key] != out[key] else float(out[key])
         out["symptoms"], out["potential_causes"] = list(self.symptoms), list(
             self.potential_causes)
         return out
 
     def to_json(self) -> bytes:
         """One message of the ``tocsin.detections`` topic."""
-        return orjson.dumps(self.to_wire())
+        return orjson.dumps(self.to_wire(), option=_JSON_OPTIONS, default=_plain)
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> Detection:
@@ -113,5 +122,6 @@ def detections_table(detections: Sequence[Detection]) -> pa.Table:
         "symptoms": pa.array([list(x.symptoms) for x in d], pa.list_(pa.string())),
         "potential_causes": pa.array([list(x.potential_causes) for x in d],
                                      pa.list_(pa.string())),
-        "evidence": pa.array([orjson.dumps(x.evidence).decode() for x in d], pa.string()),
+        "evidence": pa.array([orjson.dumps(x.evidence, option=_JSON_OPTIONS,
+                                           default=_plain).decode() for x in d], pa.string()),
     })

@@ -32,6 +32,7 @@ class DetectCounters:
     batches: int = 0
     slices: int = 0
     watermark_ms: int = -1
+    errors: int = 0
     detections: dict[str, int] = field(default_factory=dict)
     late_records: int = 0
 
@@ -111,10 +112,11 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
             if result.watermark_ms > counters.watermark_ms:
                 await app.producer.send(settings.topics.detections,
                                         settings.correlate.scope.encode(),
-                                        orjson.dumps({"tick": result.watermark_ms}),
+                                        orjson.dumps({"tick": int(result.watermark_ms)}),
                                         None, None, None)
             counters.batches += 1
             counters.slices += result.slices
+            counters.errors += result.errors
             counters.watermark_ms = max(counters.watermark_ms, result.watermark_ms)
             counters.late_records += result.late_records
             for d in result.detections:

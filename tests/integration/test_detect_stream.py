@@ -49,6 +49,7 @@ def wait_for_all(worker: WorkerProcess, labels: dict) -> None:
             time.sleep(3.0)  # the correlate agent flushes a partial batch within 0.5 s
         return quiet
     worker.wait_until(settled, timeout_s=120, what="the correlator to catch up")
+    assert worker.status()["detect"]["errors"] == 0, worker.log()
 
 
 EXPECTED = {  # scenario -> rule that must fire on the root-cause service

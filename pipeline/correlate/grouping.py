@@ -140,6 +140,12 @@ def relation(det: Detection, p: Problem, graph: Graph,
             return 1, f"adjacent: {x} calls {s}"
         if x in graph.callees(s) and symptom:
             return 1, f"adjacent: {s} calls {x}"
+    if symptom:  # callers failing the same way at once point at what they both call
+        for x in sorted(services):
+            common = set(graph.callees(s)) & set(graph.callees(x))
+            if common and any(m.service == x and m.category == det.category
+                              for m in p.members):
+                return 1, f"{s} and {x} both call {', '.join(sorted(common))}"
     for key in settings.relate_labels:
         value = det.labels.get(key)
         if value and any(m.labels.get(key) == value for m in p.members):

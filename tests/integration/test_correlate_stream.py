@@ -59,10 +59,14 @@ def test_incidents_become_problems_and_alerts(kafka_broker, names, tmp_path, mon
                 if incident["start_ms"] - SLACK_MS <= p[2] <= incident["end_ms"] + SLACK_MS
                 and set(p[3]) & set(incident["affected_services"])]
 
-    # every incident became at least one problem (how well a DB outage's callers fold
-    # into one problem still depends on which detections arrive first: see issue 6)
+    # the outage is detected and its biggest problem blames postgres; whether late
+    # symptoms (the agent coordinator, minutes later) fold into it too still depends on
+    # timing (issue 6)
     db_problems = matching(outage)
     assert db_problems, problems
+    biggest = max(db_problems, key=lambda p: len(p[3]))
+    assert json.loads(biggest[4])[0]["service"] == "postgres", biggest
+    assert {"orders", "inventory"} <= set(biggest[3])
     leak_problems = matching(leak)
     assert len(leak_problems) == 1, leak_problems
     assert json.loads(leak_problems[0][4])[0]["service"] == "auth"

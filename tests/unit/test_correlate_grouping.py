@@ -144,3 +144,18 @@ def test_topology_argument_overrides_static_dependencies():
     run.feed([det("error_rate_above_5pct", "x", T0)], topology={"x": ["y"]})
     out = run.feed([det("error_rate_above_5pct", "y", T0 + SEC)], topology={"x": ["y"]})
     assert len(run.open()) == 1 and "adjacent: x calls y" in out[0].reason
+
+
+def test_callers_failing_alike_on_a_shared_dependency_join_before_it_is_detected():
+    # a database outage seen first from its callers: inventory and agent-worker are not
+    # adjacent, but both call postgres and both report connection errors
+    run = Run()
+    run.feed([det("database-connection-errors", "inventory", T0, category="connectivity",
+                  signal="logs")])
+    out = run.feed([det("database-connection-errors", "agent-worker", T0 + 20 * SEC,
+                        category="connectivity", signal="logs")])
+    assert len(run.open()) == 1
+    assert "agent-worker and inventory both call postgres" in out[0].reason
+    # a different kind of trouble on a service sharing a dependency stays apart
+    run.feed([det("cpu_above_80pct", "auth", T0 + 30 * SEC, category="resource")])
+    assert len(run.open()) == 2

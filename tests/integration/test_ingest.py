@@ -139,7 +139,9 @@ def test_good_records_stored_once_and_bad_ones_dead_lettered(kafka_broker, names
 def test_worker_killed_mid_stream_leaves_every_record_exactly_once(kafka_broker, names,
                                                                     tmp_path: Path):
     env = pipeline_env(kafka_broker.bootstrap, names, tmp_path, find_free_port(),
-                       TOCSIN_INGEST_BATCH_SIZE="20", TOCSIN_INGEST_BATCH_WITHIN_MS="50")
+                       TOCSIN_INGEST_BATCH_SIZE="20", TOCSIN_INGEST_BATCH_WITHIN_MS="50",
+                       # the ingest path alone: detection has its own restart-safe state
+                       TOCSIN_DETECT_ENABLED="false", TOCSIN_CORRELATE_ENABLED="false")
     settings = settings_from(env)
     now_ms = int(time.time() * 1000)
     total = 150_000
@@ -163,7 +165,8 @@ def test_worker_killed_mid_stream_leaves_every_record_exactly_once(kafka_broker,
         worker.kill()  # SIGKILL: no graceful commit
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     try:
-        worker.wait_until(lambda w: w.query(count)[0][0] >= total, what="all records stored")
+        worker.wait_until(lambda w: w.query(count)[0][0] >= total, timeout_s=240,
+                          what="all records stored")
         assert worker.query("SELECT count(), uniqExact(event_id), sum(value) "
                             "FROM tocsin.metrics") == [[total, total, float(
                                 sum(i % 1000 for i in range(total)))]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import orjson
 import pytest
@@ -21,20 +22,23 @@ pytestmark = pytest.mark.integration
 SLACK_MS = 10 * 60_000
 
 
-async def read_alerts(bootstrap: str, topic: str) -> list[dict]:
+async def read_alerts(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[dict]:
+    """The alerts topic from the beginning: until messages came and then 3 s of quiet."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     alerts: list[dict] = []
     try:
-        while True:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=3000)
-            if not batch:
-                return alerts
+            if not batch and alerts:
+                break
             for records in batch.values():
                 alerts += [orjson.loads(r.value) for r in records]
     finally:
         await consumer.stop()
+    return alerts
 
 
 def test_incidents_become_problems_and_alerts(kafka_broker, names, tmp_path, monkeypatch):

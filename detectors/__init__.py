@@ -11,7 +11,6 @@ Pure, deterministic logic (numpy, no Faust, no clock)::
     blob = state.to_bytes(); state = ServiceState.from_bytes(blob)
 """
 
-from detectors.durations import format_duration, parse_duration
 from detectors.engine import ProcessStats, RuleEngine
 from detectors.loading import (
     RuleFileError,
@@ -32,6 +31,8 @@ from detectors.rules import (
 )
 from detectors.selectors import Matcher, Selector
 from detectors.state import ServiceState, StateError
+from pipeline.durations import format_duration
+from pipeline.durations import parse_duration_ms as parse_duration
 
 __all__ = [
     "AGGREGATIONS",

@@ -1,7 +1,7 @@
 """``tocsin rules validate`` and ``tocsin rules test``: the command functions.
 
-``pipeline/cli.py`` parses the arguments and calls these; they print and return the exit
-status, so they are tested without a subprocess.
+``pipeline/cli.py`` parses the arguments and ``pipeline/commands/detection.py`` calls these;
+they print and return the exit status, so they are tested without a subprocess.
 """
 
 from __future__ import annotations

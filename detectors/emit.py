@@ -6,11 +6,11 @@ import math
 from typing import Any
 
 from detectors.columns import ATTRIBUTE_PREFIX
-from detectors.durations import format_duration
 from detectors.machine import FIRING, KEEPALIVE, RESOLVED
 from detectors.rules import Rule
 from detectors.templates import render
 from pipeline.detection import Detection, detection_id
+from pipeline.durations import format_duration
 
 
 def label_names(rule: Rule) -> tuple[str, ...]:

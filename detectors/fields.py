@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from detectors.columns import ATTRIBUTE_PREFIX, LABEL_COLUMNS, canonical_label, is_label
-from detectors.durations import parse_duration
 from detectors.rules import AGGREGATIONS, WINDOW_TYPES, ZERO_FILLED, Baseline, Condition, Window
+from pipeline.durations import parse_duration_ms
 
 Report = Callable[[str, str], None]
 
@@ -26,7 +26,7 @@ def unknown_key(key: object, allowed: tuple[str, ...]) -> str:
 
 def duration_field(data: Mapping, key: str, report: Report, where: str = "") -> int | None:
     try:
-        return parse_duration(data[key])
+        return parse_duration_ms(data[key])
     except ValueError as exc:
         report(where or key, str(exc))
         return None

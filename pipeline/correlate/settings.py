@@ -1,26 +1,24 @@
 """Frozen, validated settings of the correlator, named after Alertmanager's.
 
 Every ``*_ms`` field is a duration in milliseconds; :meth:`CorrelatorSettings.from_mapping`
-also takes ``"30s"``, ``"5m"``, ``"4h"``, ``"1d"`` strings (e.g. from a TOML section).
-Errors name the field and the bad value.
+also takes duration strings such as ``"30s"``, ``"5m"``, ``"4h"``, ``"1d"`` or ``"1h30m"``
+(e.g. from a TOML section). Errors name the field and the bad value.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline import durations
 from pipeline.correlate.matchers import Matcher, MatcherError, parse_matchers
 from pipeline.detection import CATEGORIES
 from pipeline.errors import SettingsError
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
-_UNITS = {"ms": 1, "s": 1000, "m": MINUTE_MS, "h": HOUR_MS, "d": 24 * HOUR_MS}
-_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ class CorrelatorSettings:
     group_interval_ms: int = 5 * MINUTE_MS  # min gap between alerts about changes
     repeat_interval_ms: int = 4 * HOUR_MS  # re-alert an unacknowledged open problem
     resolve_timeout_ms: int = 30 * MINUTE_MS  # resolve when nothing fired for this long
-    resolve_hold_ms: int = 2 * MINUTE_MS  # all members resolved this long → resolved
+    resolve_hold_ms: int = 5 * MINUTE_MS  # all members resolved this long → resolved
     reopen_window_ms: int = 30 * MINUTE_MS  # a recurrence this soon reopens, same id
     flap_window_ms: int = HOUR_MS  # reopens counted over this window …
     flap_threshold: int = 3  # … this many make a problem flapping
@@ -124,14 +122,11 @@ class CorrelatorSettings:
 
 
 def parse_duration_ms(value: Any, name: str = "duration") -> int:
-    """``1500`` (ms) or ``"500ms"``, ``"30s"``, ``"5m"``, ``"4h"``, ``"1d"`` as ms."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return int(match.group(1)) * _UNITS[match.group(2)]
-    _fail(name, value, "milliseconds or a duration like '30s', '5m', '4h', '1d'")
+    """``1500`` (ms) or ``"500ms"``, ``"30s"``, ``"5m"``, ``"4h"``, ``"1d"``, ``"1h30m"`` as ms."""
+    try:
+        return durations.parse_duration_ms(value, ints_as_ms=True)
+    except durations.DurationError as exc:
+        _fail(name, value, exc.expected)
 
 
 def _dependencies(value: Any) -> dict[str, tuple[str, ...]]:

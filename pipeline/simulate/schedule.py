@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline import durations
 from pipeline.simulate.labels import Incident
 from pipeline.simulate.scenarios import MINUTE_MS, SCENARIO_CLASSES
 from pipeline.simulate.topology import SimulationError, System
@@ -23,7 +24,6 @@ from pipeline.simulate.topology import SimulationError, System
 QUIET = "quiet"
 SCENARIO_NAMES = (*SCENARIO_CLASSES, QUIET)
 _QUIET_MS = (15 * MINUTE_MS, 30 * MINUTE_MS)
-_UNITS_MS = {"ms": 1, "s": 1_000, "m": MINUTE_MS, "h": 3_600_000, "d": 86_400_000}
 
 
 class ScenarioError(SimulationError):
@@ -65,7 +65,8 @@ def resolve_schedule(system: System, schedule: Sequence[ScheduledIncident], *,
         for (s1, e1, a), (s2, _, b) in zip(spans, spans[1:], strict=False):
             if s2 < e1:
                 raise ScenarioError(f"{a.scenario} [{s1}, {e1}) overlaps {b.scenario} starting "
-                                    f"at {s2}; pass allow_overlap=True to permit it")
+                                    f"at {s2}; pass --allow-overlap (allow_overlap=True) to "
+                                    "permit it")
     incidents: list[Incident] = []
     quiet: list[tuple[int, int]] = []
     for s, e, item in spans:
@@ -133,7 +134,7 @@ def mix_incidents(system: System, start_ms: int, duration_ms: int,
 def parse_schedule(text: str, start_ms: int) -> list[ScheduledIncident]:
     """Parse ``"db_outage@30m+10m,error_spike:orders@1h+15m"`` (offsets from ``start_ms``).
 
-    Each item is ``scenario[:service]@offset+duration``; units ms, s, m, h, d.
+    Each item is ``scenario[:service]@offset+duration``; units ms, s, m, h, d (``1h30m``).
     """
     out = []
     for raw in filter(None, (p.strip() for p in text.split(","))):
@@ -151,12 +152,11 @@ def parse_schedule(text: str, start_ms: int) -> list[ScheduledIncident]:
 
 
 def parse_duration_ms(text: str) -> int:
-    """``"90s"`` -> 90000; units ms, s, m, h, d."""
-    m = re.fullmatch(r"(\d+)(ms|s|m|h|d)", text.strip())
-    if not m:
-        raise ScenarioError(f"cannot parse duration {text!r}; expected e.g. 500ms, 30s, 10m, "
-                            "2h or 1d")
-    return int(m.group(1)) * _UNITS_MS[m.group(2)]
+    """``"90s"`` -> 90000; units ms, s, m, h, d, summed like ``1h30m``."""
+    try:
+        return durations.parse_duration_ms(text)
+    except durations.DurationError as exc:
+        raise ScenarioError(f"cannot parse duration {text!r}; expected {exc.expected}") from None
 
 
 def _align(ms: int, interval_ms: int) -> int:

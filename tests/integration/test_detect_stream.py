@@ -22,13 +22,14 @@ FIRING = ("SELECT detector, service, toUnixTimestamp64Milli(time) FROM tocsin.de
 
 
 def simulate(env: dict[str, str], monkeypatch, labels_path, duration: str,
-             incidents: str | None, graph=None) -> dict:
+             incidents: str | None, graph=None, allow_overlap: bool = False) -> dict:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     args = ["simulate", "--duration", duration, "--seed", "11", "--labels", str(labels_path),
             "--no-progress"]
     args += ["--incidents", incidents] if incidents else ["--quiet-run"]
     args += ["--graph", str(graph)] if graph else []
+    args += ["--allow-overlap"] if allow_overlap else []
     assert main(args) == 0
     return json.loads(labels_path.read_text())
 

@@ -25,7 +25,8 @@ from pipeline.kafka import (
     start_broker,
     stop_broker,
 )
-from pipeline.kafka.launcher import java_major_version, new_cluster_id
+from pipeline.kafka.config import new_cluster_id
+from pipeline.kafka.java import java_major_version
 
 
 def parse_properties(text: str) -> dict[str, str]:

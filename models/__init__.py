@@ -1,10 +1,12 @@
 """Online anomaly models: per-series scorers, log and trace analytics, the model registry.
 
 The stream uses :class:`ModelEngine` (one :class:`ServiceModelState` per service key);
-data scientists use the detectors, :class:`ModelRegistry`, :func:`score_series` and the
-NAB scorer in :mod:`models.nab` from notebooks.
+data scientists use the detectors, the log and trace configurations
+(:class:`LogPatterns`, :class:`TraceRED`), :class:`ModelRegistry`, :func:`score_series`
+and the NAB scorer in :mod:`models.nab` from notebooks.
 """
 
+from models.analytics import LogPatterns, TraceRED
 from models.base import Detector, Finding, ModelError
 from models.calibration import Calibrator, score_from_log10p, tail_log10
 from models.cli import models_command, resolve_detector, score_command
@@ -33,6 +35,7 @@ __all__ = [
     "ForecastResidual",
     "HalfSpaceTreesScorer",
     "LogAnalytics",
+    "LogPatterns",
     "ModelEngine",
     "ModelError",
     "ModelRegistry",
@@ -44,6 +47,7 @@ __all__ = [
     "ServiceVectorHST",
     "TemplateMiner",
     "TraceAnalytics",
+    "TraceRED",
     "metric_category",
     "models_command",
     "replay",

@@ -79,3 +79,17 @@ class Finding:
     labels: dict[str, str] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)
     severity: str = ""  # empty: from the score
+    threshold: float | None = None  # the model's alarm level; None: the engine's
+    keepalive: bool = False  # a firing alarm re-sent; ``time`` is the keep-alive tick
+
+
+def keepalive_due(sent_ms: int, now_ms: int, keepalive_ms: int) -> int | None:
+    """The latest keep-alive tick ``sent_ms + k * keepalive_ms`` (k >= 1) at or before
+    ``now_ms``, or ``None`` (none due, or keep-alives off).
+
+    >>> keepalive_due(1_000, 8_500, 3_000), keepalive_due(1_000, 3_999, 3_000)
+    (7000, None)
+    """
+    if keepalive_ms <= 0 or now_ms - sent_ms < keepalive_ms:
+        return None
+    return sent_ms + (now_ms - sent_ms) // keepalive_ms * keepalive_ms

@@ -13,18 +13,19 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from models.base import Detector, ModelError
-from models.registry import ModelRegistry, detector_classes
+from models.registry import Model, ModelRegistry, model_classes
 from models.score import score_csv
 
 BUILTIN_MODELS = {"robust-seasonal": "RobustSeasonal", "holt-winters": "ForecastResidual",
-                  "half-space-trees": "HalfSpaceTreesScorer", "service-hst": "ServiceVectorHST"}
+                  "half-space-trees": "HalfSpaceTreesScorer", "service-hst": "ServiceVectorHST",
+                  "log-patterns": "LogPatterns", "trace-red": "TraceRED"}
 """Model names usable without a registry, and their classes."""
 
 
 def resolve_detector(model: str, registry_dir: str | Path | None = None,
                      version: int | None = None,
-                     params: Mapping[str, Any] | None = None) -> tuple[Detector, str]:
-    """The detector ``model`` names (registry first, then built-ins) and its version."""
+                     params: Mapping[str, Any] | None = None) -> tuple[Model, str]:
+    """The model ``model`` names (registry first, then built-ins) and its version."""
     if registry_dir is not None:
         registry = ModelRegistry(registry_dir)
         if model in registry.names() and (version is not None or registry.current(model)):
@@ -39,7 +40,7 @@ def resolve_detector(model: str, registry_dir: str | Path | None = None,
         raise ModelError(f"unknown model {model!r}; built-in models: "
                          f"{', '.join(BUILTIN_MODELS)}")
     try:
-        return detector_classes()[cls_name](**dict(params or {})), "builtin-1"
+        return model_classes()[cls_name](**dict(params or {})), "builtin-1"
     except TypeError as exc:
         raise ModelError(f"model {model!r}: bad parameters: {exc}") from exc
 
@@ -50,6 +51,9 @@ def score_command(input: str | Path, output: str | Path, model: str = "robust-se
     """``tocsin score``: stream a ``timestamp,value`` CSV through a detector into a CSV."""
     try:
         detector, label = resolve_detector(model, registry_dir, version, params)
+        if not isinstance(detector, Detector):
+            raise ModelError(f"model {model!r} scores windows of log or trace records, "
+                             "not a timestamp,value series")
         rows = score_csv(input, output, detector)
     except (ModelError, OSError) as exc:
         print(f"tocsin score: {exc}", file=sys.stderr)

@@ -72,6 +72,22 @@ class Windows:
             self.closed_until = max(self.closed_until, out[-1][0] + self.window_ms)
         return out
 
+    def resized(self, window_ms: int, grace_ms: int) -> Windows:
+        """These windows with a new size and grace, as a new configuration runs them.
+
+        A new grace keeps the open windows. A new size cannot split or merge their
+        counts: the open windows are dropped (their records are not scored) and the
+        first new window starts at the first boundary of the new size at or after the
+        end of the last closed window; records before it count as late.
+        """
+        if window_ms == self.window_ms:
+            self.grace_ms = grace_ms
+            return self
+        out = Windows(window_ms, grace_ms)
+        out.closed_until = -(-self.closed_until // window_ms) * window_ms
+        out.max_time, out.late = self.max_time, self.late
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {"open": [[s, acc] for s, acc in self.open.items()],
                 "closed_until": self.closed_until, "max_time": self.max_time,

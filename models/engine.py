@@ -13,10 +13,15 @@ them; the engine holds no per-service state itself (that is the
 - metrics: every series (host, metric) scored by the registry's current
   ``robust-seasonal`` detector, vectorised across the batch; plus the service vector
   (p95 latency, error ratio, CPU, memory) scored by ``service-hst``;
-- logs: :class:`~models.logs.LogAnalytics`; traces: :class:`~models.traces.TraceAnalytics`.
+- logs: :class:`~models.logs.LogAnalytics` run by the current ``log-patterns``
+  (:class:`~models.analytics.LogPatterns`); traces:
+  :class:`~models.traces.TraceAnalytics` run by the current ``trace-red``
+  (:class:`~models.analytics.TraceRED`).
 
-Detections are emitted on state changes only and carry the model name and version.
-Event time only: nothing here reads the clock.
+Detections are emitted on state changes and carry the model name and version; with
+``keepalive_ms`` a firing alarm is also re-sent (``evidence["keepalive"]``) whenever its
+model re-evaluates it still firing and a ``keepalive_ms`` tick of event time has passed
+since it was last sent. Event time only: nothing here reads the clock.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from models.base import Finding, ModelError
+from models.analytics import AnalyticsModel, LogPatterns, TraceRED
+from models.base import Detector, Finding, ModelError, keepalive_due
 from models.calibration import severity_of
 from models.columns import metric_category, times_of, values_of
 from models.logs import LogAnalytics
@@ -43,9 +49,16 @@ from pipeline.detection import Detection, detection_id
 BUILTIN = "builtin-1"
 METRIC_MODEL = RobustSeasonal.name
 VECTOR_MODEL = ServiceVectorHST.name
+LOG_MODEL = LogPatterns.name
+TRACE_MODEL = TraceRED.name
+_CLASSES: dict[str, type[Detector | AnalyticsModel]] = {
+    METRIC_MODEL: RobustSeasonal, VECTOR_MODEL: ServiceVectorHST, LOG_MODEL: LogPatterns,
+    TRACE_MODEL: TraceRED}
 SKIP_METRICS = frozenset({"heartbeat"})  # constant while up; absence is a rule's job
 _FEATURE_OF = {metric: feature for feature, metric in FEATURES.items()}
 _STATE_VERSION = 1
+
+
 class ServiceModelState:
     """All model state of one service key; :meth:`to_bytes` is compact plain data."""
 
@@ -57,6 +70,7 @@ class ServiceModelState:
         self.vector_pending: dict[str, dict[str, list[float]]] = {}  # time -> feature sums
         self.vector_done_until = 0
         self.vector_firing: int | None = None
+        self.vector_sent: int | None = None  # last firing or keep-alive time
         self.vector_streak = 0
         self.vector_peak = 0.0
         self.logs = logs
@@ -69,7 +83,7 @@ class ServiceModelState:
                 "vector": pickle.dumps(self.vector).hex(),
                 "vector_pending": self.vector_pending,
                 "vector_done_until": self.vector_done_until,
-                "vector_firing": self.vector_firing,
+                "vector_firing": self.vector_firing, "vector_sent": self.vector_sent,
                 "vector_streak": self.vector_streak, "vector_peak": self.vector_peak,
                 "logs": self.logs.to_dict(), "traces": self.traces.to_dict()}
         return zlib.compress(orjson.dumps(data), 6)
@@ -92,6 +106,7 @@ class ServiceModelState:
         state.vector_pending = obj["vector_pending"]
         state.vector_done_until = obj["vector_done_until"]
         state.vector_firing = obj["vector_firing"]
+        state.vector_sent = obj.get("vector_sent", state.vector_firing)  # older: fired time
         state.vector_streak, state.vector_peak = obj["vector_streak"], obj["vector_peak"]
         state.logs.load(obj["logs"])
         state.traces.load(obj["traces"])
@@ -106,9 +121,22 @@ class ModelEngine:
     the band fixed when its score crossed the threshold, and resolves after as many
     points back inside (or once the model accepted the new level: score below ``clear``,
     default 0.7 x threshold, for ``accept_points`` points); see
-    :class:`~models.series.SeriesBank`. ``registry`` supplies the current ``robust-seasonal``
-    and ``service-hst`` versions; without one (or before a publish) the built-in
-    defaults run as version ``builtin-1``.
+    :class:`~models.series.SeriesBank`.
+
+    ``registry`` supplies the current ``robust-seasonal``, ``service-hst``,
+    ``log-patterns`` and ``trace-red`` versions; without one (or before a publish) the
+    built-in defaults run as version ``builtin-1`` (``log_window_ms``,
+    ``trace_window_ms`` and ``warmup_windows`` configure the built-in log and trace
+    versions; a published one brings its own, and its unset ``threshold``/``clear`` are
+    the engine's). After :meth:`reload` each service switches when it is next
+    processed or advanced: its metric series keep their state under the new detector,
+    and its log and trace analytics are reconfigured, keeping templates, baselines and
+    alarms (see :meth:`LogAnalytics.reconfigure` and :meth:`TraceAnalytics.reconfigure`).
+
+    ``keepalive_ms`` (0: off) re-sends a firing alarm at the ticks ``fired + k x
+    keepalive_ms`` of event time, when a point or closed window of its series shows it
+    still firing (the latest tick reached, at most one per point or window); a silent
+    series sends none, as a rule's series without evaluations does.
     """
 
     def __init__(self, registry: ModelRegistry | None = None, threshold: float = 0.6,
@@ -116,7 +144,10 @@ class ModelEngine:
                  rest_points: int = 180, log_window_ms: int = 60_000,
                  trace_window_ms: int = 60_000, warmup_windows: int = 10,
                  confirm_points: int = 4, accept_points: int = 360,
-                 vector: bool = True) -> None:
+                 vector: bool = True, keepalive_ms: int = 0) -> None:
+        if not isinstance(keepalive_ms, int) or keepalive_ms < 0:
+            raise ModelError(f"keepalive_ms={keepalive_ms!r}: expected a whole number of "
+                             f"milliseconds >= 0 (0: no keep-alives)")
         self.registry = registry
         self.threshold = threshold
         self.clear = 0.7 * threshold if clear is None else clear
@@ -128,49 +159,63 @@ class ModelEngine:
         self.confirm_points = confirm_points
         self.accept_points = accept_points
         self.vector = vector
-        self.versions: dict[str, str] = {METRIC_MODEL: BUILTIN, VECTOR_MODEL: BUILTIN}
-        self.metric_detector = self._configure(RobustSeasonal())
-        self.vector_template = ServiceVectorHST(threshold=threshold)
+        self.keepalive_ms = keepalive_ms
+        self.versions = dict.fromkeys(_CLASSES, BUILTIN)
+        for name in _CLASSES:
+            self._install(name, self._builtin(name), BUILTIN)
         self.reload()
 
     def _configure(self, detector: RobustSeasonal) -> RobustSeasonal:
         return detector.clone({"warmup": self.warmup_points, "threshold": self.threshold,
                                "rest_points": self.rest_points})
 
+    def _builtin(self, name: str) -> Detector | AnalyticsModel:
+        if name == LOG_MODEL:
+            return LogPatterns(window_ms=self.log_window_ms, warmup_windows=self.warmup_windows)
+        if name == TRACE_MODEL:
+            return TraceRED(window_ms=self.trace_window_ms, warmup_windows=self.warmup_windows)
+        return _CLASSES[name]()
+
+    def _install(self, name: str, model: Detector | AnalyticsModel, label: str) -> None:
+        """Run ``model`` as version ``label`` of ``name`` (services switch when next run)."""
+        if not isinstance(model, _CLASSES[name]):
+            raise ModelError(f"registry {name!r} v{label}: expected a "
+                             f"{_CLASSES[name].__name__}, got {type(model).__name__}")
+        if isinstance(model, RobustSeasonal):
+            self.metric_detector = self._configure(model)
+        elif isinstance(model, ServiceVectorHST):
+            self.vector_template = model.clone({"threshold": self.threshold})
+        elif isinstance(model, LogPatterns):
+            self.log_model = model.resolve(self.threshold, self.clear)
+        elif isinstance(model, TraceRED):
+            self.trace_model = model.resolve(self.threshold, self.clear)
+        self.versions[name] = label
+
     def reload(self) -> bool:
         """Pick up newly current registry versions; True when something changed."""
         if self.registry is None:
             return False
         changed = False
-        for name in (METRIC_MODEL, VECTOR_MODEL):
+        for name in _CLASSES:
             current = self.registry.current(name)
             label = BUILTIN if current is None else current.label
-            if label == self.versions[name]:
-                continue
-            if current is None:
-                detector = RobustSeasonal() if name == METRIC_MODEL else ServiceVectorHST()
-            else:
-                detector = self.registry.load(name, current.version)
-            if name == METRIC_MODEL:
-                if not isinstance(detector, RobustSeasonal):
-                    raise ModelError(f"registry {name!r} v{label}: expected a RobustSeasonal, "
-                                     f"got {type(detector).__name__}")
-                self.metric_detector = self._configure(detector)
-            else:
-                self.vector_template = detector.clone({"threshold": self.threshold})
-            self.versions[name] = label
-            changed = True
+            if label != self.versions[name]:
+                self._install(name, self._builtin(name) if current is None
+                              else self.registry.load(name, current.version), label)
+                changed = True
         return changed
 
     def new_state(self) -> ServiceModelState:
         """Fresh model state for one service."""
-        return ServiceModelState(
-            self.metric_detector, self.vector_template.clone(),
-            LogAnalytics(window_ms=self.log_window_ms, warmup_windows=self.warmup_windows,
-                         threshold=self.threshold, clear=self.clear),
-            TraceAnalytics(window_ms=self.trace_window_ms,
-                           warmup_windows=self.warmup_windows, threshold=self.threshold,
-                           clear=self.clear))
+        return ServiceModelState(self.metric_detector, self.vector_template.clone(),
+                                 LogAnalytics(self.log_model), TraceAnalytics(self.trace_model))
+
+    def _sync(self, state: ServiceModelState) -> None:
+        """Hand newly installed log and trace versions to one service's analytics."""
+        if state.logs.config is not self.log_model:
+            state.logs.reconfigure(self.log_model)
+        if state.traces.config is not self.trace_model:
+            state.traces.reconfigure(self.trace_model)
 
     # -- processing ---------------------------------------------------------------------
 
@@ -182,13 +227,14 @@ class ModelEngine:
             return state, [], {"records": 0}
         services = values_of(columns, "service")
         state.service = state.service or services[0]
+        self._sync(state)
         if signal == "metrics":
             findings, stats = self._metrics(columns, state)
         elif signal == "logs":
             late = state.logs.add(times_of(columns, "time").tolist(), values_of(columns, "host"),
                                   values_of(columns, "severity_number"),
                                   values_of(columns, "body"))
-            findings, stats = state.logs.advance(), {"late": late}
+            findings, stats = state.logs.advance(None, self.keepalive_ms), {"late": late}
         elif signal == "traces":
             spans = {k: values_of(columns, k) for k in ("service", "span_id", "parent_span_id",
                                                       "kind", "name", "status",
@@ -197,7 +243,7 @@ class ModelEngine:
             spans["attributes"] = (values_of(columns, "attributes")
                                    if "attributes" in columns else None)
             late = state.traces.add(spans)
-            findings = state.traces.advance(state.service)
+            findings = state.traces.advance(state.service, None, self.keepalive_ms)
             stats = {"late": late, "edges": len(state.traces.edges)}
         else:
             raise ModelError(f"signal {signal!r}: expected metrics, logs or traces")
@@ -207,8 +253,9 @@ class ModelEngine:
     def advance(self, state: ServiceModelState, watermark_ms: int
                 ) -> tuple[ServiceModelState, list[Detection]]:
         """Event time reached ``watermark_ms`` without data: close log and trace windows."""
-        findings = state.logs.advance(watermark_ms)
-        findings += state.traces.advance(state.service, watermark_ms)
+        self._sync(state)
+        findings = state.logs.advance(watermark_ms, self.keepalive_ms)
+        findings += state.traces.advance(state.service, watermark_ms, self.keepalive_ms)
         return state, [self._detection(f, state.service) for f in findings]
 
     def call_graph(self, state: ServiceModelState) -> list[tuple[str, str, int, int]]:
@@ -227,17 +274,17 @@ class ModelEngine:
         bank.detector = self.metric_detector
         slots = bank.slots(keys)
         res = bank.process(slots, times[idx], values[idx], self.threshold, self.clear,
-                           self.confirm_points, self.accept_points)
+                           self.confirm_points, self.accept_points, self.keepalive_ms)
         findings = []
         for i, kind in res.events:
             j = int(idx[i])
             low, high = res.bands[i]
-            firing = kind == "firing"
+            keep = kind == "keepalive"
             t = int(times[j])
             findings.append(Finding(
-                METRIC_MODEL, "metrics", kind, t, names[j],
-                res.peaks[i], float(values[j]),
-                t if firing else int(bank.since[slots[i]]), t, host=hosts[j],
+                METRIC_MODEL, "metrics", "firing" if keep else kind, res.ticks.get(i, t),
+                names[j], res.peaks[i], float(values[j]), res.since.get(i, t), t,
+                host=hosts[j], keepalive=keep,
                 category=metric_category(names[j]),
                 title=f"{names[j]} on {hosts[j]} is {values[j]:.4g}, expected about "
                       f"{res.expected[i]:.4g}",
@@ -276,13 +323,18 @@ class ModelEngine:
                 state.vector_peak = max(state.vector_peak, raw) if state.vector_streak else 0.0
             fire = state.vector_firing is None and state.vector_streak >= self.confirm_points
             calm = state.vector_firing is not None and raw < self.clear
+            tick = None
+            if state.vector_firing is not None and not calm:
+                sent = state.vector_firing if state.vector_sent is None else state.vector_sent
+                tick = keepalive_due(sent, t, self.keepalive_ms)
             if fire:
                 score, state.vector_streak = state.vector_peak, 0
-            if fire or calm:
+            if fire or calm or tick is not None:
                 feature = explain.get("feature", "")
                 out.append(Finding(
-                    VECTOR_MODEL, "metrics", "firing" if fire else "resolved", t,
-                    "service-vector", score if fire else raw,
+                    VECTOR_MODEL, "metrics", "resolved" if calm else "firing",
+                    t if tick is None else tick, "service-vector",
+                    raw if calm else score if fire else state.vector_peak,
                     float(vec.get(feature, float("nan"))) if feature else float("nan"),
                     t if fire else state.vector_firing, t,
                     category=metric_category(FEATURES.get(feature, "")),
@@ -290,8 +342,10 @@ class ModelEngine:
                           f"{f' (most unusual: {feature})' if feature else ''}",
                     labels={"vector": "latency_p95,error_ratio,cpu,memory"},
                     evidence={**explain, "model": VECTOR_MODEL,
-                              "vector": {k: round(v, 6) for k, v in vec.items()}}))
-                state.vector_firing = t if fire else None
+                              "vector": {k: round(v, 6) for k, v in vec.items()}},
+                    keepalive=tick is not None))
+                state.vector_firing = None if calm else t if fire else state.vector_firing
+                state.vector_sent = None if calm else t if fire else tick
             state.vector_done_until = t + 1
         return out
 
@@ -299,17 +353,22 @@ class ModelEngine:
         detector = f"model:{f.model}"
         version = self.versions.get(f.model, BUILTIN)
         labels = {"service": service, **f.labels}
-        severity = f.severity or severity_of(f.score, self.threshold)
+        threshold = self.threshold if f.threshold is None else f.threshold
+        severity = f.severity or severity_of(f.score, threshold)
         if f.state == "resolved":
             severity = f.severity or "low"
+        evidence = {**f.evidence, "model_version": version}
+        if f.keepalive:  # the rules' convention: id from the keep-alive's own time
+            evidence.update(keepalive=True, firing_since=f.window_start)
         return Detection(
-            id=detection_id(detector, labels, f.window_start, f.state), time=f.time,
+            id=detection_id(detector, labels, f.time if f.keepalive else f.window_start,
+                            f.state), time=f.time,
             detector=detector, detector_version=version, signal=f.signal, service=service,
             category=f.category or "performance", severity=severity, state=f.state,
-            title=f.title, observed=f.observed, threshold=self.threshold, score=f.score,
+            title=f.title, observed=f.observed, threshold=threshold, score=f.score,
             window_start=f.window_start, window_end=f.window_end, host=f.host,
             entity=f.entity, labels=labels,
             description=f"{detector} v{version}: score {f.score:.2f} "
-                        f"(threshold {self.threshold:.2f})",
+                        f"(threshold {threshold:.2f})",
             confidence=float(min(1.0, max(f.score, 0.0))),
-            evidence={**f.evidence, "model_version": version})
+            evidence=evidence)

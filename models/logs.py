@@ -14,24 +14,32 @@ Bursts and error rates must hold for two windows in a row (a one-window blip doe
 alarm); a new template fires in the window it appears.
 
 A key fires when its score reaches the threshold and resolves when a later window scores
-below the clear level. State is plain data: the mined templates, the baselines and the
-open windows (see :meth:`LogAnalytics.to_dict`).
+below the clear level; with ``keepalive_ms`` a window that keeps it firing re-sends it
+once a tick ``fired + k * keepalive_ms`` has passed (a keep-alive, at that tick). A
+firing key's keep-alives and resolution name the host it fired on. State is plain data:
+the mined templates, the baselines and the open windows (see
+:meth:`LogAnalytics.to_dict`). The parameters are a
+:class:`~models.analytics.LogPatterns` (the registry's ``log-patterns``);
+:meth:`LogAnalytics.reconfigure` moves a running service to a newly published one.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from drain3.drain import Drain, LogCluster
 
-from models.base import Finding
+from models.analytics import LogPatterns
+from models.base import Finding, keepalive_due
 from models.counts import CountBaselines, Windows
 
-MODEL = "log-patterns"
+MODEL = LogPatterns.name
 ERRORS_KEY = "severity:error"
 _ERROR_SEVERITY = 17  # OpenTelemetry ERROR range start
+_DRAIN_PARAMS = ("sim_th", "depth", "max_children", "max_clusters")
 _MASKS = (
     (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "UUID"),
     (r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b", "IP"),
@@ -77,8 +85,12 @@ class TemplateMiner:
                  max_clusters: int = 1000) -> None:
         self.drain = Drain(sim_th=sim_th, depth=depth, max_children=max_children,
                            max_clusters=max_clusters)
-
         self.severity: dict[int, int] = {}  # worst severity seen per template
+
+    @classmethod
+    def configured(cls, config: LogPatterns) -> TemplateMiner:
+        """A miner with the drain3 parameters of ``config``."""
+        return cls(**{k: getattr(config, k) for k in _DRAIN_PARAMS})
 
     def add(self, body: str, severity_number: int) -> int:
         """The template id of ``body`` (mining it in)."""
@@ -110,20 +122,44 @@ class TemplateMiner:
 
 
 class LogAnalytics:
-    """One service's log model: templates, windows, baselines and alarm state."""
+    """One service's log model: templates, windows, baselines and alarm state.
 
-    def __init__(self, window_ms: int = 60_000, grace_ms: int = 5_000,
-                 warmup_windows: int = 10, min_count: int = 5, rate: float = 0.05,
-                 threshold: float = 0.5, clear: float = 0.3, sim_th: float = 0.4) -> None:
-        self.window_ms, self.warmup_windows = window_ms, warmup_windows
-        self.threshold, self.clear = threshold, clear
-        self.miner = TemplateMiner(sim_th=sim_th)
-        self.windows = Windows(window_ms, grace_ms)
-        self.baselines = CountBaselines(rate=rate, min_count=min_count, threshold=threshold)
+    ``config`` is the :class:`~models.analytics.LogPatterns` it runs (alarm levels left
+    unset are resolved with the defaults; the engine passes its own).
+    """
+
+    def __init__(self, config: LogPatterns | None = None) -> None:
+        self.config = config = (config or LogPatterns()).resolve()
+        self.miner = TemplateMiner.configured(config)
+        self.windows = Windows(config.window_ms, config.grace_ms)
+        self.baselines = CountBaselines(rate=config.rate, min_count=config.min_count,
+                                        threshold=config.threshold)
         self.closed = 0
         self.firing: dict[str, int] = {}  # key -> firing since (ms)
+        self.sent: dict[str, int] = {}  # firing key -> last firing or keep-alive time
+        self.fired_on: dict[str, str] = {}  # firing key -> the host it fired on
         self.pending: dict[str, int] = {}  # key -> start of a first window over threshold
         self.hosts: dict[str, str] = {}  # key -> a host that logged it (last window)
+
+    def reconfigure(self, config: LogPatterns) -> None:
+        """Run ``config`` from now on, keeping the service's templates, baselines,
+        warm-up and alarms.
+
+        New drain3 parameters re-index the known templates (same ids) in a new tree. A
+        new window size restarts the windows (see :meth:`Windows.resized`) and rescales
+        the count baselines to the new window length; alarms then resolve as usual.
+        """
+        old, config = self.config, config.resolve()
+        self.config = config
+        if config.window_ms != old.window_ms:
+            self.baselines.mean = self.baselines.mean * (config.window_ms / old.window_ms)
+        self.windows = self.windows.resized(config.window_ms, config.grace_ms)
+        if any(getattr(old, k) != getattr(config, k) for k in _DRAIN_PARAMS):
+            miner = TemplateMiner.configured(config)
+            miner.load(self.miner.to_dict())
+            self.miner = miner
+        self.baselines.rate, self.baselines.min_count = config.rate, config.min_count
+        self.baselines.threshold = config.threshold
 
     def add(self, times: Sequence[int], hosts: Sequence[str], severities: Sequence[int],
             bodies: Sequence[str]) -> int:
@@ -143,29 +179,41 @@ class LogAnalytics:
                 acc["h"][ERRORS_KEY] = hosts[i]
         return self.windows.late - late
 
-    def advance(self, watermark_ms: int | None = None) -> list[Finding]:
-        """Close the windows the watermark passed; score them; return the state changes."""
+    def advance(self, watermark_ms: int | None = None, keepalive_ms: int = 0
+                ) -> list[Finding]:
+        """Close the windows the watermark passed; score them; return the state changes
+        (and keep-alives of keys still firing, every ``keepalive_ms``; 0: none)."""
         out: list[Finding] = []
         for start, acc in self.windows.close(watermark_ms):
             scores = self.baselines.observe(acc.get("c", {}))
             self.hosts.update(acc.get("h", {}))
-            warm = self.closed >= self.warmup_windows
+            warm = self.closed >= self.config.warmup_windows
             self.closed += 1
-            end = start + self.window_ms
+            end = start + self.config.window_ms
             for key, cs in scores.items():
                 since = self.firing.get(key)
-                if since is None and warm and cs.score >= self.threshold:
+                if since is None and warm and cs.score >= self.config.threshold:
                     first = self.pending.pop(key, None)
                     if cs.age > 0 and first is None:  # a burst must last two windows
                         self.pending[key] = start
                         continue
                     self.firing[key] = start if first is None else first
+                    self.sent[key], self.fired_on[key] = end, self.hosts.get(key, "")
                     out.append(self._finding(key, "firing", self.firing[key], end, cs))
                     continue
                 self.pending.pop(key, None)
-                if since is not None and cs.score < self.clear:
+                if since is None:
+                    continue
+                if cs.score < self.config.clear:
                     del self.firing[key]
                     out.append(self._finding(key, "resolved", since, end, cs))
+                    self.sent.pop(key, None)
+                    self.fired_on.pop(key, None)
+                elif (tick := keepalive_due(self.sent.get(key, since), end,
+                                            keepalive_ms)) is not None:
+                    self.sent[key] = tick
+                    out.append(replace(self._finding(key, "firing", since, end, cs),
+                                       time=tick, keepalive=True))
         return out
 
     def _finding(self, key: str, state: str, start: int, end: int, cs: Any) -> Finding:
@@ -180,25 +228,36 @@ class LogAnalytics:
             title = f"{what}: {template[:120]} ({cs.count:.0f} in the window)"
         category = log_category(template, worst) if key != ERRORS_KEY else "availability"
         severity = "high" if worst >= 21 and state == "firing" else ""
+        host = self.fired_on.get(key, self.hosts.get(key, ""))
         return Finding(MODEL, "logs", state, end, key, cs.score, cs.count, start, end,
-                       host=self.hosts.get(key, ""), category=category, title=title,
+                       host=host, category=category, title=title,
                        labels={"template_id": key}, severity=severity,
+                       threshold=self.config.threshold,
                        evidence={"expected": cs.expected, "band_low": 0.0,
                                  "band_high": cs.band_high, "model": MODEL, "kind": kind,
-                                 "template": template, "window_ms": self.window_ms})
+                                 "template": template, "window_ms": self.config.window_ms})
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data state (JSON-ready)."""
-        return {"miner": self.miner.to_dict(), "windows": self.windows.to_dict(),
-                "baselines": self.baselines.to_dict(), "closed": self.closed,
-                "firing": self.firing, "pending": self.pending, "hosts": self.hosts}
+        """Plain-data state (JSON-ready), with the configuration it ran."""
+        return {"config": self.config.params, "miner": self.miner.to_dict(),
+                "windows": self.windows.to_dict(), "baselines": self.baselines.to_dict(),
+                "closed": self.closed, "firing": self.firing, "sent": self.sent,
+                "fired_on": self.fired_on, "pending": self.pending, "hosts": self.hosts}
 
     def load(self, data: Mapping[str, Any]) -> None:
-        """Restore :meth:`to_dict` output."""
+        """Restore :meth:`to_dict` output; state saved under another configuration is
+        restored as saved, then reconfigured to this one."""
+        current = self.config
+        self.config = current.saved_as(data.get("config"))
+        self.windows = Windows(self.config.window_ms, self.config.grace_ms)
         self.miner.load(data["miner"])
         self.windows.load(data["windows"])
         self.baselines.load(data["baselines"])
         self.closed = data["closed"]
         self.firing = {k: int(v) for k, v in data["firing"].items()}
+        # state saved before keep-alives: last sent = firing since, host = last host seen
+        self.sent = {k: int(v) for k, v in data.get("sent", self.firing).items()}
+        self.fired_on = dict(data.get("fired_on", {}))
         self.pending = {k: int(v) for k, v in data["pending"].items()}
         self.hosts = dict(data["hosts"])
+        self.reconfigure(current)

@@ -1,4 +1,8 @@
-"""The model registry: published detector versions as files in a directory.
+"""The model registry: published model versions as files in a directory.
+
+A model is a metric detector (:mod:`models.univariate`, :mod:`models.forecast`,
+:mod:`models.multivariate`) or the configuration of the log or trace analytics
+(:class:`~models.analytics.LogPatterns`, :class:`~models.analytics.TraceRED`).
 
 Layout (``root`` is configurable; nothing else is written)::
 
@@ -21,6 +25,11 @@ was current before. Files are written to a temporary name and renamed, so a read
 1
 >>> reg.load("robust-seasonal").alpha
 0.01
+>>> from models.analytics import LogPatterns
+>>> reg.publish("log-patterns", LogPatterns(min_count=20), created_ms=1_700_000_000_000).cls
+'LogPatterns'
+>>> reg.load("log-patterns").min_count
+20
 """
 
 from __future__ import annotations
@@ -33,7 +42,11 @@ from typing import Any
 
 import orjson
 
+from models.analytics import AnalyticsModel
 from models.base import Detector, ModelError
+
+Model = Detector | AnalyticsModel
+"""What the registry versions: a detector, or a log or trace model's configuration."""
 
 
 def detector_classes() -> dict[str, type[Detector]]:
@@ -44,6 +57,18 @@ def detector_classes() -> dict[str, type[Detector]]:
 
     return {c.__name__: c for c in (RobustSeasonal, ForecastResidual, HalfSpaceTreesScorer,
                                     ServiceVectorHST)}
+
+
+def analytics_classes() -> dict[str, type[AnalyticsModel]]:
+    """Log and trace model configurations the registry can rebuild, by class name."""
+    from models.analytics import LogPatterns, TraceRED
+
+    return {c.__name__: c for c in (LogPatterns, TraceRED)}
+
+
+def model_classes() -> dict[str, type[Model]]:
+    """Every class the registry rebuilds from parameters alone, by class name."""
+    return {**detector_classes(), **analytics_classes()}
 
 
 @dataclass(frozen=True)
@@ -72,7 +97,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _json_params(detector: Detector) -> dict[str, Any] | None:
+def _json_params(detector: Model) -> dict[str, Any] | None:
     params = detector.params
     try:
         return orjson.loads(orjson.dumps(params))
@@ -81,7 +106,7 @@ def _json_params(detector: Detector) -> dict[str, Any] | None:
 
 
 class ModelRegistry:
-    """Publish, list, load, set current and roll back detector versions under ``root``."""
+    """Publish, list, load, set current and roll back model versions under ``root``."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -129,7 +154,7 @@ class ModelRegistry:
             raise ModelError(f"model {name!r} has no version {version} (versions: {known})")
         return ModelVersion(**orjson.loads(path.read_bytes()))
 
-    def publish(self, name: str, detector: Detector, *, author: str = "",
+    def publish(self, name: str, detector: Model, *, author: str = "",
                 description: str = "", training: dict[str, Any] | None = None,
                 evaluation: dict[str, Any] | None = None, created_ms: int,
                 make_current: bool = True, with_state: bool = False) -> ModelVersion:
@@ -149,7 +174,7 @@ class ModelRegistry:
         meta = ModelVersion(name, version, type(detector).__name__,
                             params if params is not None else {}, created_ms, author,
                             description, dict(training or {}), dict(evaluation or {}))
-        if with_state or params is None or type(detector).__name__ not in detector_classes():
+        if with_state or params is None or type(detector).__name__ not in model_classes():
             _write_atomic(folder / "model.pkl", pickle.dumps(detector))
         _write_atomic(folder / "model.json", orjson.dumps(
             {"class": meta.cls, "params": meta.params}, option=orjson.OPT_INDENT_2))
@@ -159,8 +184,9 @@ class ModelRegistry:
             self.set_current(name, version)
         return meta
 
-    def load(self, name: str, version: int | None = None) -> Detector:
-        """A fresh detector of ``name`` at ``version`` (default: the current one)."""
+    def load(self, name: str, version: int | None = None) -> Model:
+        """A fresh detector (or log/trace configuration) of ``name`` at ``version``
+        (default: the current one)."""
         if version is None:
             current = self.current(name)
             if current is None:
@@ -171,7 +197,7 @@ class ModelRegistry:
         if (folder / "model.pkl").exists():
             with open(folder / "model.pkl", "rb") as fh:
                 return pickle.load(fh)
-        classes = detector_classes()
+        classes = model_classes()
         if meta.cls not in classes:
             raise ModelError(f"model {name!r} v{version}: unknown class {meta.cls!r}")
         return classes[meta.cls](**meta.params)

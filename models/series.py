@@ -15,6 +15,12 @@ has accepted the new level (raw score below ``clear`` for ``accept_points`` poin
 An operator sees one alert per episode with the band that explains it, however the
 model's calibration adapts meanwhile.
 
+With ``keepalive_ms`` a firing series also reports a *keep-alive* at a point that keeps
+it firing once its time reaches the next tick ``fired + k * keepalive_ms`` (the latest
+tick reached when a gap skipped several, at most one per point, as the rule engine does
+per evaluation), so downstream consumers see the alarm is still on. The ticks depend on
+the points only, not on how they are batched.
+
 >>> from models.univariate import RobustSeasonal
 >>> bank = SeriesBank(RobustSeasonal(warmup=5))
 >>> slots = bank.slots(["a", "b", "a"])
@@ -40,7 +46,8 @@ _MAGIC = b"TSB1"
 
 @dataclass
 class BankResult:
-    """Per input point (input order): scores, expectation, and the alarm state changes."""
+    """Per input point (input order): scores, expectation, and the alarm state changes
+    (``firing``, ``resolved`` or ``keepalive``: still firing, sent at ``ticks[index]``)."""
 
     score: np.ndarray
     raw: np.ndarray
@@ -49,6 +56,8 @@ class BankResult:
     events: list[tuple[int, str]] = field(default_factory=list)  # (input index, state)
     bands: dict[int, tuple[float, float]] = field(default_factory=dict)  # per event index
     peaks: dict[int, float] = field(default_factory=dict)  # highest score of the episode
+    ticks: dict[int, int] = field(default_factory=dict)  # keep-alive time per event index
+    since: dict[int, int] = field(default_factory=dict)  # firing start, resolved/keep-alive
 
 
 class SeriesBank:
@@ -61,6 +70,7 @@ class SeriesBank:
         self.state = detector.new_state(capacity)
         self.firing = np.zeros(capacity, dtype=bool)
         self.since = np.zeros(capacity, dtype=np.int64)
+        self.sent = np.zeros(capacity, dtype=np.int64)  # last firing or keep-alive time
         self.streak = np.zeros(capacity, dtype=np.int32)  # points in a row out of/in band
         self.accept = np.zeros(capacity, dtype=np.int32)  # firing points with a low score
         self.armed = np.zeros(capacity, dtype=bool)
@@ -79,6 +89,7 @@ class SeriesBank:
         self.state = np.concatenate([self.state, self.detector.new_state(extra)], axis=1)
         self.firing = np.concatenate([self.firing, np.zeros(extra, dtype=bool)])
         self.since = np.concatenate([self.since, np.zeros(extra, dtype=np.int64)])
+        self.sent = np.concatenate([self.sent, np.zeros(extra, dtype=np.int64)])
         self.streak = np.concatenate([self.streak, np.zeros(extra, dtype=np.int32)])
         self.accept = np.concatenate([self.accept, np.zeros(extra, dtype=np.int32)])
         self.armed = np.concatenate([self.armed, np.zeros(extra, dtype=bool)])
@@ -101,8 +112,9 @@ class SeriesBank:
 
     def process(self, slots: np.ndarray, times: np.ndarray, values: np.ndarray,
                 threshold: float, clear: float, confirm_points: int = 1,
-                accept_points: int = 360) -> BankResult:
-        """Score then learn every point; report alarm changes in event-time order."""
+                accept_points: int = 360, keepalive_ms: int = 0) -> BankResult:
+        """Score then learn every point; report alarm changes in event-time order (plus
+        keep-alives of firing series every ``keepalive_ms``; 0: none)."""
         n = len(slots)
         result = BankResult(np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n))
         if n == 0:
@@ -138,14 +150,14 @@ class SeriesBank:
             result.expected[pos], result.scale[pos] = ev.expected, ev.scale
             if arm.any() or self.armed[cols].any() or self.firing[cols].any():
                 self._alarms(cols, pos, x, ev, arm, clear, confirm_points, accept_points,
-                             times, result, changes)
+                             keepalive_ms, times, result, changes)
         changes.sort()
         result.events = [(p, state) for _, p, state in changes]
         return result
 
     def _alarms(self, cols: np.ndarray, pos: np.ndarray, x: np.ndarray, ev: Evaluation,
                 arm: np.ndarray, clear: float, confirm_points: int, accept_points: int,
-                times: np.ndarray, result: BankResult,
+                keepalive_ms: int, times: np.ndarray, result: BankResult,
                 changes: list[tuple[int, int, str]]) -> None:
         """Advance the alarm state of one round's series (see the module docstring)."""
         firing, armed = self.firing[cols], self.armed[cols]
@@ -162,14 +174,27 @@ class SeriesBank:
         self.armed[cols] = armed
         self.streak[cols] = np.where(fire | calm, 0, streak)
         self.accept[cols] = np.where(calm, 0, accept)
-        self.since[cols] = np.where(fire, times[pos], self.since[cols])
+        now = times[pos]
+        self.since[cols] = np.where(fire, now, self.since[cols])
+        sent = np.where(fire, now, self.sent[cols])
+        keep = np.zeros(len(cols), dtype=bool)
+        if keepalive_ms > 0:  # still firing: the latest tick this point reached, if new
+            ticks = (now - sent) // keepalive_ms
+            keep = firing & ~calm & (ticks > 0)
+            sent = np.where(keep, sent + ticks * keepalive_ms, sent)
+        self.sent[cols] = sent
         peak = np.where(arm, ev.raw, np.maximum(self.peak[cols], ev.raw))
         self.peak[cols] = peak
-        for i in np.flatnonzero(fire | calm).tolist():
+        for i in np.flatnonzero(fire | calm | keep).tolist():
             p = int(pos[i])
-            changes.append((int(times[p]), p, "firing" if fire[i] else "resolved"))
+            kind = "firing" if fire[i] else "resolved" if calm[i] else "keepalive"
+            changes.append((int(sent[i]) if keep[i] else int(times[p]), p, kind))
             result.bands[p] = (float(low[i]), float(high[i]))
-            result.peaks[p] = float(peak[i]) if fire[i] else float(ev.raw[i])
+            result.peaks[p] = float(ev.raw[i]) if calm[i] else float(peak[i])
+            if keep[i]:
+                result.ticks[p] = int(sent[i])
+            if not fire[i]:
+                result.since[p] = int(self.since[cols[i]])
 
     def column(self, key: str) -> np.ndarray:
         """The state column of one series (a copy)."""
@@ -178,13 +203,18 @@ class SeriesBank:
     @property
     def bytes_per_series(self) -> int:
         """Numeric state per series: the detector's columns plus the alarm state."""
-        return N_FIELDS * 8 + 2 + 4 + 4 + 8 + 16 + 8
+        return N_FIELDS * 8 + 2 + 4 + 4 + 8 + 8 + 16 + 8
 
     def to_bytes(self) -> bytes:
-        """Compact bytes: keys and alarm state as JSON, then the state matrix (float64)."""
+        """Compact bytes: keys and alarm state as JSON, then the state matrix (float64).
+
+        ``sent`` (last firing or keep-alive time) is kept for the firing series only, in
+        the order of ``firing``.
+        """
         k = len(self.keys)
+        firing = np.flatnonzero(self.firing[:k])
         head = orjson.dumps({"keys": self.keys,
-                             "firing": np.flatnonzero(self.firing[:k]).tolist(),
+                             "firing": firing.tolist(), "sent": self.sent[firing].tolist(),
                              "armed": np.flatnonzero(self.armed[:k]).tolist(),
                              "since": self.since[:k].tolist(),
                              "streak": self.streak[:k].tolist(),
@@ -210,9 +240,11 @@ class SeriesBank:
         bank.state[:, :k] = matrix.reshape(N_FIELDS, k)
         bank.keys = list(head["keys"])
         bank.index = {key: i for i, key in enumerate(bank.keys)}
-        bank.firing[head["firing"]] = True
         bank.armed[head["armed"]] = True
         bank.since[:k] = head["since"]
+        firing = np.asarray(head["firing"], dtype=np.intp)
+        bank.firing[firing] = True
+        bank.sent[firing] = head.get("sent", bank.since[firing])  # older state: fired time
         bank.streak[:k] = head["streak"]
         bank.accept[:k] = head["accept"]
         bank.peak[:k] = head["peak"]

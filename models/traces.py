@@ -5,16 +5,25 @@ server/consumer spans by span name, and its outgoing calls (client/producer span
 callee, as ``-> callee``. When a window closes, each operation yields rate (spans/s),
 errors and duration percentiles (p50, p95, p99):
 
-- rate and durations (log-scaled, so a 2 ms and a 2 s operation are alike) are scored
-  like metrics by a :class:`~models.series.SeriesBank` of
+- durations (log-scaled, so a 2 ms and a 2 s operation are alike) are scored like
+  metrics by a :class:`~models.series.SeriesBank` of
   :class:`~models.univariate.RobustSeasonal` series (one point per window);
+- rates by a bank of their own, on counts per window on Anscombe's scale with a smallest
+  scale of half its Poisson noise: 10 spans in a minute that always had 12 is chance,
+  none at all is not;
 - errors are scored as the binomial tail probability of that many failed spans given
   the operation's usual error ratio, so one failure in a quiet minute does not alarm but
   a run of failures does.
 
+With ``keepalive_ms`` a window that keeps a series or error alarm firing re-sends it once
+a tick ``fired + k * keepalive_ms`` has passed (a keep-alive, at that tick).
+
 The call graph: every client/producer span with ``peer.service`` is an edge
 caller → callee; a span whose parent span (seen in the same batch) belongs to another
 service is one too. Edges keep a count and the last time seen.
+
+The parameters are a :class:`~models.analytics.TraceRED` (the registry's ``trace-red``);
+:meth:`TraceAnalytics.reconfigure` moves a running service to a newly published one.
 """
 
 from __future__ import annotations
@@ -26,13 +35,14 @@ from typing import Any
 import numpy as np
 from scipy.stats import binom
 
-from models.base import Finding
+from models.analytics import TraceRED
+from models.base import Finding, keepalive_due
 from models.calibration import score_from_log10p
 from models.counts import Windows
 from models.series import SeriesBank
 from models.univariate import RobustSeasonal
 
-MODEL = "trace-red"
+MODEL = TraceRED.name
 _LN10 = math.log(10.0)
 _OUTGOING = ("client", "producer")
 _SERIES = ("rate", "duration.p50", "duration.p95", "duration.p99")
@@ -49,23 +59,53 @@ def _attr(attrs: Any, key: str) -> str:
     return ""
 
 
-class TraceAnalytics:
-    """One service's trace model: RED windows, series bank, error baselines, call graph."""
+def _series_detector(config: TraceRED, abs_floor: float | None = None) -> RobustSeasonal:
+    extra = {} if abs_floor is None else {"abs_floor": abs_floor}
+    return RobustSeasonal(warmup=config.warmup_windows, rest_points=config.rest_points,
+                          threshold=config.threshold, shift_after=config.shift_after, **extra)
 
-    def __init__(self, window_ms: int = 60_000, grace_ms: int = 10_000,
-                 warmup_windows: int = 10, threshold: float = 0.6, clear: float = 0.4,
-                 error_rate: float = 0.05, error_prior: float = 0.01,
-                 min_errors: int = 3) -> None:
-        self.window_ms, self.warmup_windows = window_ms, warmup_windows
-        self.threshold, self.clear = threshold, clear
-        self.error_rate, self.error_prior, self.min_errors = error_rate, error_prior, min_errors
-        self.windows = Windows(window_ms, grace_ms)
-        self.detector = RobustSeasonal(warmup=warmup_windows, rest_points=10,
-                                       threshold=threshold, shift_after=5)
-        self.bank = SeriesBank(self.detector)
+
+def _rate_detector(config: TraceRED) -> RobustSeasonal:
+    # rates are scored as counts per window on Anscombe's scale, 2 sqrt(count + 3/8), where
+    # Poisson noise has a standard deviation of about 1: a scale under half of it is noise
+    return _series_detector(config, abs_floor=0.5)
+
+
+def _anscombe(count: float) -> float:
+    return 2.0 * math.sqrt(count + 0.375)
+
+
+def _count_of(anscombe: float) -> float:
+    return max(0.0, (anscombe / 2.0) ** 2 - 0.375)
+
+
+class TraceAnalytics:
+    """One service's trace model: RED windows, series bank, error baselines, call graph.
+
+    ``config`` is the :class:`~models.analytics.TraceRED` it runs (alarm levels left
+    unset are resolved with the defaults; the engine passes its own).
+    """
+
+    def __init__(self, config: TraceRED | None = None) -> None:
+        self.config = config = (config or TraceRED()).resolve()
+        self.windows = Windows(config.window_ms, config.grace_ms)
+        self.detector = _series_detector(config)
+        self.bank = SeriesBank(self.detector)  # durations (log scale)
+        self.rate_bank = SeriesBank(_rate_detector(config))  # span counts per window
         self.errors: dict[str, list[float]] = {}  # op -> [EW error ratio, windows seen]
         self.firing: dict[str, int] = {}  # error keys firing since
+        self.sent: dict[str, int] = {}  # firing error key -> last firing or keep-alive time
         self.edges: dict[str, list[int]] = {}  # "caller\tcallee" -> [count, last seen ms]
+
+    def reconfigure(self, config: TraceRED) -> None:
+        """Run ``config`` from now on, keeping the series, error baselines, alarms and
+        call graph (rates are per second and error ratios per span, so they outlive a
+        new window size); a new window size restarts the windows
+        (see :meth:`Windows.resized`)."""
+        self.config = config = config.resolve()
+        self.windows = self.windows.resized(config.window_ms, config.grace_ms)
+        self.detector = self.bank.detector = _series_detector(config)
+        self.rate_bank.detector = _rate_detector(config)
 
     def add(self, spans: Mapping[str, Sequence[Any]]) -> int:
         """Count spans (columns as the codec gives them) into windows and the call graph."""
@@ -101,88 +141,126 @@ class TraceAnalytics:
         """Edges (caller, callee, count, last seen ms), sorted."""
         return sorted((*key.split("\t"), c, t) for key, (c, t) in self.edges.items())
 
-    def advance(self, service: str, watermark_ms: int | None = None) -> list[Finding]:
-        """Close the windows the watermark passed; score RED; return the state changes."""
+    def advance(self, service: str, watermark_ms: int | None = None,
+                keepalive_ms: int = 0) -> list[Finding]:
+        """Close the windows the watermark passed; score RED; return the state changes
+        (and keep-alives of alarms still firing, every ``keepalive_ms``; 0: none)."""
         out: list[Finding] = []
+        window_s = self.config.window_ms / 1000.0
         for start, acc in self.windows.close(watermark_ms):
-            end = start + self.window_ms
-            keys, values, meta = [], [], []
+            end = start + self.config.window_ms
+            series: dict[str, tuple[list, list, list]] = {"rate": ([], [], []),
+                                                          "duration": ([], [], [])}
             for op, (n, errors, durations) in sorted(acc.items()):
-                d = np.asarray(durations)
-                p50, p95, p99 = np.percentile(d, [50, 95, 99])
-                red = {"rate": n * 1000.0 / self.window_ms, "duration.p50": p50,
-                       "duration.p95": p95, "duration.p99": p99}
+                p50, p95, p99 = np.percentile(np.asarray(durations), [50, 95, 99])
+                red = {"rate": n / window_s, "duration.p50": p50, "duration.p95": p95,
+                       "duration.p99": p99}
                 for name in _SERIES:
+                    keys, values, meta = series[name.split(".")[0]]
                     keys.append(f"{op}|{name}")
-                    values.append(red[name] if name == "rate" else math.log1p(red[name]))
+                    values.append(_anscombe(n) if name == "rate" else math.log1p(red[name]))
                     meta.append((op, name, red[name]))
-                out.extend(self._errors(op, n, errors, start, end))
-            if not keys:
-                continue
-            slots = self.bank.slots(keys)
-            res = self.bank.process(slots, np.full(len(keys), end, dtype=np.int64),
-                                    np.asarray(values), self.threshold, self.clear,
-                                    accept_points=30)
-            for i, state in res.events:
-                op, name, observed = meta[i]
-                expected = res.expected[i]
-                low, high = res.bands[i]
-                if name != "rate":
-                    expected, low, high = math.expm1(expected), math.expm1(low), math.expm1(high)
-                since = int(self.bank.since[slots[i]]) if state == "resolved" else start
-                score = res.peaks[i]
-                what = "request rate" if name == "rate" else f"{name.split('.')[1]} duration"
-                out.append(Finding(
-                    MODEL, "traces", state, end, op, float(score), float(observed),
-                    since, end, category="performance" if name != "rate" else "availability",
-                    title=f"{service} {op}: {what} {observed:.4g}"
-                          f"{'' if name == 'rate' else ' ms'} (expected {expected:.4g})",
-                    labels={"operation": op, "series": f"trace.{name}"},
-                    evidence={"expected": expected, "band_low": max(low, 0.0),
-                              "band_high": high, "model": f"{MODEL}/{self.detector.name}",
-                              "series": f"trace.{name}", "window_ms": self.window_ms}))
+                out.extend(self._errors(op, n, errors, start, end, keepalive_ms))
+            for kind, bank in (("rate", self.rate_bank), ("duration", self.bank)):
+                keys, values, meta = series[kind]
+                if keys:
+                    out.extend(self._score(bank, keys, values, meta, service, start, end,
+                                           keepalive_ms))
         return out
 
-    def _errors(self, op: str, n: int, errors: int, start: int, end: int) -> list[Finding]:
-        base = self.errors.setdefault(op, [self.error_prior, 0.0])
+    def _score(self, bank: SeriesBank, keys: list[str], values: list[float],
+               meta: list[tuple[str, str, float]], service: str, start: int, end: int,
+               keepalive_ms: int) -> list[Finding]:
+        """Score one window's rate or duration series; findings in the series' units."""
+        window_s = self.config.window_ms / 1000.0
+        res = bank.process(bank.slots(keys), np.full(len(keys), end, dtype=np.int64),
+                           np.asarray(values), self.config.threshold, self.config.clear,
+                           accept_points=self.config.accept_points, keepalive_ms=keepalive_ms)
+        out = []
+        for i, kind in res.events:
+            op, name, observed = meta[i]
+            low, high = res.bands[i]
+            if name == "rate":
+                expected, low, high = (_count_of(v) / window_s
+                                       for v in (res.expected[i], low, high))
+            else:
+                expected, low, high = (math.expm1(v) for v in (res.expected[i], low, high))
+            what = "request rate" if name == "rate" else f"{name.split('.')[1]} duration"
+            out.append(Finding(
+                MODEL, "traces", "resolved" if kind == "resolved" else "firing",
+                res.ticks.get(i, end), op, float(res.peaks[i]), float(observed),
+                res.since.get(i, start), end, keepalive=kind == "keepalive",
+                category="performance" if name != "rate" else "availability",
+                title=f"{service} {op}: {what} {observed:.4g}"
+                      f"{'' if name == 'rate' else ' ms'} (expected {expected:.4g})",
+                labels={"operation": op, "series": f"trace.{name}"},
+                threshold=self.config.threshold,
+                evidence={"expected": expected, "band_low": max(low, 0.0),
+                          "band_high": high, "model": f"{MODEL}/{self.detector.name}",
+                          "series": f"trace.{name}", "window_ms": self.config.window_ms}))
+        return out
+
+    def _errors(self, op: str, n: int, errors: int, start: int, end: int,
+                keepalive_ms: int = 0) -> list[Finding]:
+        cfg = self.config
+        base = self.errors.setdefault(op, [cfg.error_prior, 0.0])
         p0 = max(base[0], 1e-3)
         log10p = float(binom.logsf(errors - 1, n, p0)) / _LN10 if errors else 0.0
         score = float(score_from_log10p(np.array([log10p]))[0])
-        if errors < self.min_errors:
-            score = min(score, self.clear - 1e-9)
-        warm = base[1] >= self.warmup_windows
-        base[0] += self.error_rate * (errors / n - base[0])
+        if errors < cfg.min_errors:
+            score = min(score, cfg.clear - 1e-9)
+        warm = base[1] >= cfg.warmup_windows
+        base[0] += cfg.error_rate * (errors / n - base[0])
         base[1] += 1
         key = f"{op}|errors"
         since = self.firing.get(key)
         ratio = errors / n
-        if since is None and warm and score >= self.threshold:
-            self.firing[key] = start
+        tick = None
+        if since is None and warm and score >= cfg.threshold:
+            self.firing[key], self.sent[key] = start, end
             state, first = "firing", start
-        elif since is not None and score < self.clear:
+        elif since is not None and score < cfg.clear:
             del self.firing[key]
+            self.sent.pop(key, None)
             state, first = "resolved", since
+        elif since is not None and (tick := keepalive_due(self.sent.get(key, since), end,
+                                                          keepalive_ms)) is not None:
+            self.sent[key] = tick
+            state, first = "firing", since
         else:
             return []
         return [Finding(
-            MODEL, "traces", state, end, op, score, ratio, first, end,
-            category="availability",
+            MODEL, "traces", state, end if tick is None else tick, op, score, ratio, first,
+            end, keepalive=tick is not None, category="availability",
             title=f"{op}: {errors} of {n} spans failed (usual error ratio {p0:.3g})",
-            labels={"operation": op, "series": "trace.errors"},
+            labels={"operation": op, "series": "trace.errors"}, threshold=cfg.threshold,
             evidence={"expected": p0, "band_low": 0.0,
-                      "band_high": float(binom.isf(10 ** -(self.threshold * 8), n, p0) / n),
+                      "band_high": float(binom.isf(10 ** -(cfg.threshold * 8), n, p0) / n),
                       "model": MODEL, "series": "trace.errors", "errors": errors,
-                      "spans": n, "window_ms": self.window_ms})]
+                      "spans": n, "window_ms": cfg.window_ms})]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data state (the series bank as bytes, hex-encoded)."""
-        return {"windows": self.windows.to_dict(), "bank": self.bank.to_bytes().hex(),
-                "errors": self.errors, "firing": self.firing, "edges": self.edges}
+        """Plain-data state (the series bank as bytes, hex-encoded), with the
+        configuration it ran."""
+        return {"config": self.config.params, "windows": self.windows.to_dict(),
+                "bank": self.bank.to_bytes().hex(),
+                "rate_bank": self.rate_bank.to_bytes().hex(), "errors": self.errors,
+                "firing": self.firing, "sent": self.sent, "edges": self.edges}
 
     def load(self, data: Mapping[str, Any]) -> None:
-        """Restore :meth:`to_dict` output."""
+        """Restore :meth:`to_dict` output; state saved under another configuration is
+        restored as saved, then reconfigured to this one."""
+        current = self.config
+        self.config = current.saved_as(data.get("config"))
+        self.windows = Windows(self.config.window_ms, self.config.grace_ms)
         self.windows.load(data["windows"])
         self.bank = SeriesBank.from_bytes(bytes.fromhex(data["bank"]), self.detector)
+        if "rate_bank" in data:  # state saved before rates had their own bank starts anew
+            self.rate_bank = SeriesBank.from_bytes(bytes.fromhex(data["rate_bank"]),
+                                                   self.rate_bank.detector)
         self.errors = {k: list(v) for k, v in data["errors"].items()}
         self.firing = {k: int(v) for k, v in data["firing"].items()}
+        # state saved before keep-alives: last sent = firing since
+        self.sent = {k: int(v) for k, v in data.get("sent", self.firing).items()}
         self.edges = {k: list(v) for k, v in data["edges"].items()}
+        self.reconfigure(current)

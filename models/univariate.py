@@ -11,6 +11,8 @@ How a point is scored:
 
 - expected = level + season[hour of day] (season used once a day of history exists,
   learnt at a rate per *day*, so a 10 s and a 5 min series learn their cycle alike);
+- the scale is at least ``rel_floor`` x |level| + ``abs_floor`` (a series that never
+  varied still has a smallest change worth a scale: e.g. counting noise);
 - the local statistic ``|x - expected| / scale`` and the global one (against the slow
   level) become tail probabilities under the series' own recent tail; their geometric
   mean, on the log scale of :func:`~models.calibration.score_from_log10p`, is the score;
@@ -89,6 +91,7 @@ class RobustSeasonal(Detector):
     """
 
     name = "robust-seasonal"
+    abs_floor = _ABS_FLOOR  # for detectors pickled before it was a parameter
 
     def __init__(self, alpha: float = 0.003, scale_rate: float = 0.02,
                  global_rate: float = 1 / 3000, season_rate: float = 0.6,
@@ -97,7 +100,7 @@ class RobustSeasonal(Detector):
                  warmup: int = 100, threshold: float = 0.35, rest_points: int = 200,
                  rel_floor: float = 1e-3, prior_count: float = 30.0,
                  alert_learning: float = 1.0, calibration_floor: float = 0.001,
-                 seasonality: bool = True,
+                 seasonality: bool = True, abs_floor: float = _ABS_FLOOR,
                  seed: int = 0) -> None:
         self.alpha = alpha
         self.scale_rate = scale_rate
@@ -116,6 +119,7 @@ class RobustSeasonal(Detector):
         self.alert_learning = alert_learning
         self.calibration_floor = calibration_floor
         self.seasonality = seasonality
+        self.abs_floor = abs_floor  # the smallest scale, in the series' units
         self.seed = seed  # deterministic model: kept for the common contract
         self._state = self.new_state(1)
 
@@ -138,7 +142,7 @@ class RobustSeasonal(Detector):
         season = s[SEASON.start + bins, np.arange(k)]
         ready = (t - s[T_FIRST] >= DAY_MS) & ~first if self.seasonality else np.zeros(k, bool)
         seasonal = np.where(ready, season, 0.0)
-        floor = self.rel_floor * np.abs(s[LEVEL]) + _ABS_FLOOR
+        floor = self.rel_floor * np.abs(s[LEVEL]) + self.abs_floor
         scale = np.maximum(s[SCALE], floor)
         expected = np.where(first, x, s[LEVEL] + seasonal)
         z = np.where(first, 0.0, (x - expected) / scale)
@@ -179,7 +183,7 @@ class RobustSeasonal(Detector):
         s[RUN] = np.where(shift, 0.0, run)
         g = np.maximum(self.global_rate, 1.0 / (n + 1.0))
         gr = x - s[GLEVEL] - ev.seasonal
-        gfloor = self.rel_floor * np.abs(s[GLEVEL]) + _ABS_FLOOR
+        gfloor = self.rel_floor * np.abs(s[GLEVEL]) + self.abs_floor
         gscale = np.maximum(s[GSCALE], gfloor)
         glim = self.clip * gscale
         grc = np.where(early, gr, np.minimum(np.maximum(gr, -glim), glim))
@@ -203,7 +207,7 @@ class RobustSeasonal(Detector):
     def _log10p_at(self, s: np.ndarray, ev: Evaluation, x: np.ndarray) -> np.ndarray:
         """The combined log10 tail probability the columns of ``s`` give value ``x``."""
         k = x.size
-        gscale = np.maximum(s[GSCALE], self.rel_floor * np.abs(s[LEVEL]) + _ABS_FLOOR)
+        gscale = np.maximum(s[GSCALE], self.rel_floor * np.abs(s[LEVEL]) + self.abs_floor)
         z = (x - ev.expected) / ev.scale
         gz = (x - s[GLEVEL] - ev.seasonal) / gscale
         both = tail_log10(np.abs(np.concatenate([z, gz])),

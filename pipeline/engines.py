@@ -109,13 +109,16 @@ class RuleEngineRunner:
 
 
 class ModelEngineRunner:
-    """The online models as the detect step runs them; new registry versions hot-reload."""
+    """The online models as the detect step runs them; new registry versions hot-reload.
 
-    def __init__(self, registry_dir: str) -> None:
+    ``keepalive_ms`` re-sends firing model alarms like the rules' (0: off).
+    """
+
+    def __init__(self, registry_dir: str, keepalive_ms: int = 0) -> None:
         from models import ModelEngine, ModelRegistry
 
         registry = ModelRegistry(registry_dir) if registry_dir else None
-        self.engine = ModelEngine(registry=registry)
+        self.engine = ModelEngine(registry=registry, keepalive_ms=keepalive_ms)
 
     @property
     def version(self) -> str:
@@ -160,5 +163,6 @@ def build_engines(settings: Settings) -> dict[str, Any]:
                                                          settings.detect.allowed_lateness_ms,
                                                          settings.detect.keepalive_ms)}
     if settings.detect.models:
-        engines["models"] = ModelEngineRunner(settings.detect.model_registry)
+        engines["models"] = ModelEngineRunner(settings.detect.model_registry,
+                                              settings.detect.keepalive_ms)
     return engines

@@ -6,10 +6,10 @@ import models
 def test_public_api():
     assert sorted(models.__all__) == sorted([
         "DETECTORS", "FEATURES", "BankResult", "Calibrator", "Detector", "Finding",
-        "ForecastResidual", "HalfSpaceTreesScorer", "LogAnalytics", "ModelEngine",
+        "ForecastResidual", "HalfSpaceTreesScorer", "LogAnalytics", "LogPatterns", "ModelEngine",
         "ModelError", "ModelRegistry", "ModelVersion", "ReplayRun", "RobustSeasonal",
         "SeriesBank", "ServiceModelState", "ServiceVectorHST", "TemplateMiner",
-        "TraceAnalytics", "metric_category", "models_command", "replay",
+        "TraceAnalytics", "TraceRED", "metric_category", "models_command", "replay",
         "resolve_detector", "score_command", "score_csv", "score_from_log10p",
         "score_many", "score_series", "split_by_service", "tail_log10",
     ])

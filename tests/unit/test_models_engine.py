@@ -6,15 +6,15 @@ from collections import Counter
 
 import pytest
 
-from models import ModelEngine, ServiceModelState, replay
+from models import LogPatterns, ModelEngine, ModelRegistry, ServiceModelState, TraceRED, replay
 from pipeline.simulate import load_system, parse_schedule, simulate
 
 START = 1_718_000_000_000
 MIN = 60_000
 
 
-def engine() -> ModelEngine:
-    return ModelEngine(warmup_points=60, warmup_windows=5)
+def engine(registry: ModelRegistry | None = None) -> ModelEngine:
+    return ModelEngine(registry, warmup_points=60, warmup_windows=5)
 
 
 def run(schedule: str | None, minutes: int, seed: int = 3):
@@ -30,9 +30,16 @@ def quiet():
 
 
 @pytest.fixture(scope="module")
-def db_outage():
-    sim, result = run("db_outage@20m+6m", 28)
-    return sim.labels.incidents[0], result
+def outage_ticks():
+    sim = simulate(load_system(), START, 28 * MIN, seed=3,
+                   incidents=parse_schedule("db_outage@20m+6m", START))
+    return sim.labels.incidents[0], list(sim)
+
+
+@pytest.fixture(scope="module")
+def db_outage(outage_ticks):
+    inc, ticks = outage_ticks
+    return inc, replay(engine(), ticks)
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +156,71 @@ def test_columns_as_lists_of_dicts_or_arrow_and_out_of_order():
     state, found, stats = eng.process("metrics", metrics, state)
     assert stats["points"] == 3 and found == []
     assert np.isclose(state.metrics.state[4, 0], 2.0, atol=1.0)  # level learnt in time order
+
+
+def published_mid_run(ticks, registry: ModelRegistry, model, at_ms: int):
+    """Replay ``ticks``, publishing ``model`` as current at ``at_ms`` (the engine reloads)."""
+    eng = engine(registry)
+    first = replay(eng, [t for t in ticks if t.time_ms < at_ms])
+    before = {name: state.logs for name, state in first.states.items()}
+    registry.publish(model.name, model, created_ms=at_ms)
+    assert eng.reload() is True
+    assert eng.reload() is False
+    result = replay(eng, [t for t in ticks if t.time_ms >= at_ms], first)
+    assert all(result.states[name].logs is logs for name, logs in before.items())
+    return eng, result
+
+
+def test_published_log_model_is_hot_reloaded_and_detections_name_its_version(
+        outage_ticks, tmp_path):
+    inc, ticks = outage_ticks
+    at = START + 15 * MIN
+    eng, result = published_mid_run(ticks, ModelRegistry(tmp_path),
+                                    LogPatterns(warmup_windows=5, threshold=0.7), at)
+    assert eng.versions == {"robust-seasonal": "builtin-1", "service-hst": "builtin-1",
+                            "log-patterns": "1", "trace-red": "builtin-1"}
+    logs = [d for d in result.detections if d.detector == "model:log-patterns"]
+    assert logs and all(d.time >= at for d in logs)
+    assert {(d.detector_version, d.threshold) for d in logs} == {("1", 0.7)}
+    assert all(d.evidence["model_version"] == "1" for d in logs)
+    callers = set(load_system().callers("postgres"))
+    new = [d for d in firing(logs) if d.evidence["kind"] == "new_template"
+           and d.service in callers and inc.start_ms <= d.time <= inc.end_ms + 2 * MIN]
+    assert any("postgres" in d.evidence["template"] for d in new)
+    traces = firing(result.detections, "model:trace-red")
+    assert traces and {(d.detector_version, d.threshold) for d in traces} == {
+        ("builtin-1", 0.6)}
+    assert result.states["orders"].logs.closed >= 25  # warm-up not restarted by the reload
+
+
+def test_published_min_count_silences_new_templates_in_a_db_outage(
+        db_outage, outage_ticks, tmp_path):
+    inc, ticks = outage_ticks
+    _, builtin = db_outage
+    during = range(inc.start_ms, inc.end_ms + 2 * MIN)
+    assert [d for d in firing(builtin.detections, "model:log-patterns") if d.time in during]
+    _, result = published_mid_run(ticks, ModelRegistry(tmp_path),
+                                  LogPatterns(warmup_windows=5, min_count=1_000_000),
+                                  START + 15 * MIN)
+    assert firing(result.detections, "model:log-patterns") == []
+    errors = [d for d in firing(result.detections, "model:trace-red")
+              if d.labels["series"] == "trace.errors" and d.time in during]
+    assert set(load_system().callers("postgres")) <= {d.service for d in errors}
+
+
+def test_state_saved_under_one_version_restores_under_another(db_outage, tmp_path):
+    _, result = db_outage
+    saved = result.states["orders"]
+    registry = ModelRegistry(tmp_path)
+    registry.publish("log-patterns", LogPatterns(window_ms=120_000, sim_th=0.5),
+                     created_ms=START)
+    registry.publish("trace-red", TraceRED(window_ms=30_000, min_errors=5), created_ms=START)
+    eng = engine(registry)
+    restored = ServiceModelState.from_bytes(saved.to_bytes(), eng)
+    assert restored.logs.config is eng.log_model and restored.traces.config is eng.trace_model
+    assert restored.logs.windows.window_ms == 120_000
+    assert restored.traces.windows.window_ms == 30_000
+    assert restored.logs.miner.to_dict() == saved.logs.miner.to_dict()
+    assert restored.traces.bank.keys == saved.traces.bank.keys
+    again = ServiceModelState.from_bytes(restored.to_bytes(), eng)
+    assert again.to_bytes() == restored.to_bytes()

@@ -7,7 +7,17 @@ import io
 import numpy as np
 import pytest
 
-from models import ModelEngine, ModelError, ModelRegistry, RobustSeasonal, models_command
+from models import (
+    LogPatterns,
+    ModelEngine,
+    ModelError,
+    ModelRegistry,
+    RobustSeasonal,
+    TraceRED,
+    models_command,
+    resolve_detector,
+    score_command,
+)
 from models.forecast import ForecastResidual
 
 T0 = 1_718_000_000_000
@@ -59,6 +69,50 @@ def test_models_command(tmp_path):
     assert models_command("set-current", tmp_path, name="robust-seasonal", version=2,
                           out=out) == 0
     assert models_command("frobnicate", tmp_path, name="x", out=out) == 2
+
+
+@pytest.mark.parametrize("model", [
+    LogPatterns(window_ms=120_000, min_count=40, threshold=0.75, clear=0.5, sim_th=0.55,
+                depth=5),
+    TraceRED(window_ms=30_000, grace_ms=0, min_errors=6, error_prior=0.02, accept_points=9),
+], ids=["log-patterns", "trace-red"])
+def test_log_and_trace_models_round_trip_as_json(tmp_path, model):
+    reg = ModelRegistry(tmp_path)
+    meta = reg.publish(model.name, model, author="ana", created_ms=T0)
+    assert (meta.cls, meta.params) == (type(model).__name__, model.params)
+    assert not (tmp_path / model.name / "1" / "model.pkl").exists()
+    loaded = reg.load(model.name)
+    assert type(loaded) is type(model) and loaded.params == model.params
+    assert reg.metadata(model.name, 1).params == model.params
+
+
+def test_models_command_publishes_log_and_trace_models(tmp_path, capsys):
+    out = io.StringIO()
+    assert models_command("publish", tmp_path, name="log-patterns",
+                          params={"min_count": 50, "threshold": 0.8}, now_ms=T0, out=out) == 0
+    assert models_command("publish", tmp_path, name="trace-red", params={"min_errors": 4},
+                          now_ms=T0, out=out) == 0
+    reg = ModelRegistry(tmp_path)
+    assert (reg.load("log-patterns").min_count, reg.load("log-patterns").threshold) == (50, 0.8)
+    assert reg.load("trace-red").min_errors == 4
+    assert models_command("publish", tmp_path, name="trace-red",
+                          params={"window_ms": "1m"}, now_ms=T0, out=out) == 2
+    assert "TraceRED: window_ms='1m': expected a whole number" in capsys.readouterr().err
+    assert models_command("publish", tmp_path, name="log-patterns", params={"windw_ms": 1},
+                          now_ms=T0, out=out) == 2
+    assert "bad parameters" in capsys.readouterr().err
+    model, label = resolve_detector("log-patterns", tmp_path, params={"min_count": 7})
+    assert (model.min_count, model.threshold, label) == (7, 0.8, "1")
+    assert score_command(tmp_path / "in.csv", tmp_path / "out.csv", model="trace-red") == 2
+    assert "not a timestamp,value series" in capsys.readouterr().err
+
+
+def test_engine_rejects_a_version_of_the_wrong_class(tmp_path):
+    reg = ModelRegistry(tmp_path)
+    reg.publish("log-patterns", TraceRED(), created_ms=T0)
+    with pytest.raises(ModelError, match="'log-patterns' v1: expected a LogPatterns, got "
+                                         "TraceRED"):
+        ModelEngine(reg)
 
 
 def metric_columns(t: int, value: float) -> dict:

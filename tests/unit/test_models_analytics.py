@@ -1,0 +1,143 @@
+"""Log and trace model configurations, and what a new configuration keeps of a service."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from models import LogAnalytics, LogPatterns, ModelError, TraceAnalytics, TraceRED
+from models.counts import Windows
+
+MIN = 60_000
+T0 = 28_633_331 * MIN + 40_000  # 40 s into a minute, 1 minute into 5
+BODIES = ("user 17 logged in from 10.0.0.1", "cache miss for key=abc", "GET /health 200")
+
+
+@pytest.mark.parametrize(("cls", "params", "field"), [
+    (LogPatterns, {"window_ms": 0}, "window_ms=0"),
+    (LogPatterns, {"window_ms": "1m"}, "window_ms='1m'"),
+    (LogPatterns, {"depth": 2}, "depth=2"),
+    (LogPatterns, {"threshold": 0.5, "clear": 0.6}, "clear=0.6"),
+    (TraceRED, {"min_errors": True}, "min_errors=True"),
+    (TraceRED, {"error_rate": 2.0}, "error_rate=2.0"),
+])
+def test_bad_parameters_are_named(cls, params, field):
+    with pytest.raises(ModelError, match=f"{cls.__name__}: {field}: expected"):
+        cls(**params)
+
+
+@pytest.mark.parametrize("cls", [LogPatterns, TraceRED])
+def test_configurations_pickle_clone_and_resolve_levels(cls):
+    model = cls(window_ms=30_000, threshold=0.8)
+    assert pickle.loads(pickle.dumps(model)).params == model.params
+    assert model.clone({"grace_ms": 0}).params == {**model.params, "grace_ms": 0}
+    assert model.resolve(0.6, 0.42).params["threshold"] == 0.8
+    assert model.resolve(0.6, 0.42).params["clear"] == pytest.approx(0.56)
+    unset = cls().resolve(0.6, 0.42)
+    assert (unset.threshold, unset.clear) == (0.6, 0.42)
+    assert unset.resolve(0.9) is unset  # resolved: nothing left to fill in
+
+
+def test_windows_resized_keep_or_restart_the_windows():
+    windows = Windows(MIN, 5_000)
+    windows.bucket(T0)
+    assert [s for s, _ in windows.close(T0 + 2 * MIN)] == [T0 - 40_000]
+    windows.bucket(T0 + MIN)
+    same = windows.resized(MIN, 0)
+    assert same is windows and same.grace_ms == 0 and len(same.open) == 1
+    longer = windows.resized(5 * MIN, 0)
+    assert longer.open == {} and longer.closed_until == 28_633_335 * MIN
+    assert longer.bucket(T0 + MIN) is None and longer.late == 1
+    assert longer.bucket(28_633_335 * MIN) == {}
+
+
+def log_batch(analytics: LogAnalytics, start: int, minutes: int) -> None:
+    for m in range(minutes):
+        times = [start + m * MIN + i * 1_000 for i in range(len(BODIES) * 4)]
+        analytics.add(times, ["h-1"] * len(times), [9] * len(times),
+                      [BODIES[i % len(BODIES)] for i in range(len(times))])
+        analytics.advance(start + (m + 2) * MIN)
+
+
+def test_log_reconfigure_keeps_templates_and_rescales_baselines():
+    logs = LogAnalytics(LogPatterns(warmup_windows=2))
+    log_batch(logs, T0, 12)
+    templates = logs.miner.to_dict()
+    means = logs.baselines.mean.copy()
+    closed, firing = logs.closed, dict(logs.firing)
+    logs.reconfigure(LogPatterns(window_ms=2 * MIN, sim_th=0.6, depth=5, min_count=9,
+                                 threshold=0.7).resolve())
+    assert logs.miner.to_dict() == templates
+    assert (logs.miner.drain.sim_th, logs.miner.drain.log_cluster_depth) == (0.6, 5)
+    assert logs.baselines.mean == pytest.approx(2 * means)
+    assert (logs.baselines.min_count, logs.baselines.threshold) == (9, 0.7)
+    assert (logs.closed, logs.firing) == (closed, firing)
+    assert logs.windows.window_ms == 2 * MIN and logs.windows.open == {}
+    ids = {logs.miner.add(body, 9) for body in BODIES}
+    assert ids == {cid for cid, _, _ in templates["clusters"]}
+
+
+def test_log_state_saved_under_another_configuration_is_reconfigured():
+    saved = LogAnalytics(LogPatterns(warmup_windows=2))
+    log_batch(saved, T0, 6)
+    data = saved.to_dict()
+    assert data["config"] == saved.config.params
+    target = LogPatterns(window_ms=2 * MIN, depth=5).resolve()
+    restored = LogAnalytics(target)
+    restored.load(data)
+    assert restored.config is target and restored.windows.window_ms == 2 * MIN
+    assert restored.miner.to_dict() == saved.miner.to_dict()
+    assert restored.baselines.mean == pytest.approx(2 * saved.baselines.mean)
+    legacy = LogAnalytics(LogPatterns(warmup_windows=2))
+    legacy.load({k: v for k, v in data.items() if k != "config"})
+    assert legacy.to_dict() == data
+
+
+def spans(start: int, n: int, errors: int) -> dict:
+    return {"start": [start + i * 100 for i in range(n)], "service": ["orders"] * n,
+            "span_id": [f"{i:016x}" for i in range(n)], "parent_span_id": [""] * n,
+            "kind": ["client"] * n, "name": ["SELECT"] * n,
+            "status": ["error"] * errors + ["ok"] * (n - errors),
+            "duration_ms": [5.0] * n, "attributes": [{"peer.service": "postgres"}] * n}
+
+
+def test_trace_reconfigure_keeps_series_errors_and_call_graph():
+    traces = TraceAnalytics(TraceRED(warmup_windows=2))
+    for m in range(5):
+        traces.add(spans(T0 + m * MIN, 20, 1))
+        traces.advance("orders", T0 + (m + 2) * MIN)
+    bank_keys, errors = list(traces.bank.keys), {k: list(v) for k, v in traces.errors.items()}
+    graph = traces.call_graph()
+    traces.reconfigure(TraceRED(window_ms=30_000, threshold=0.9, rest_points=3,
+                                min_errors=7).resolve())
+    assert (traces.bank.keys, traces.errors, traces.call_graph()) == (bank_keys, errors, graph)
+    assert traces.bank.detector is traces.detector
+    assert (traces.detector.threshold, traces.detector.rest_points) == (0.9, 3)
+    assert traces.windows.window_ms == 30_000
+    data = traces.to_dict()
+    restored = TraceAnalytics(TraceRED().resolve())
+    restored.load(data)
+    assert restored.config.params == TraceRED().resolve().params
+    assert restored.bank.keys == bank_keys and restored.windows.window_ms == MIN
+
+
+def _rate_findings(counts: list[int]) -> list:
+    traces = TraceAnalytics(TraceRED(warmup_windows=20))
+    found = []
+    for m, n in enumerate(counts):
+        traces.add(spans(T0 + m * MIN, n, 0))
+        found += [f for f in traces.advance("orders", T0 + (m + 1) * MIN + 20_000)
+                  if f.labels["series"] == "trace.rate"]
+    return found
+
+
+def test_trace_rate_counting_noise_does_not_alarm_but_a_collapse_does():
+    """A steady rate (no variance learnt at all): a few spans fewer in a minute is
+    counting noise; a call path going nearly quiet is not."""
+    assert _rate_findings([12] * 60 + [10, 12, 8, 12, 10, 10, 10, 10]) == []
+    assert _rate_findings([120] * 60 + [105, 120, 100, 110, 104, 104, 104, 104]) == []
+    drop = _rate_findings([120] * 60 + [20] * 8)
+    assert drop and drop[0].state == "firing" and drop[0].category == "availability"
+    assert drop[0].observed == pytest.approx(20 / 60)
+    assert drop[0].evidence["expected"] == pytest.approx(120 / 60, rel=0.05)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import orjson
@@ -99,7 +99,8 @@ class CorrelationStep:
 
     def run(self, messages: Iterable[Message], read_state: Callable[[str], bytes | None],
             learned: Mapping[str, Sequence[str]] | None = None) -> CorrelationResult:
-        """Apply detections (in batches between control events) and control events.
+        """Apply detections (in batches between control events, in event-time order once
+        the detect workers' watermark passes them) and control events.
 
         ``learned`` is the call graph learned from traces (caller → callees); it is
         merged with the static dependencies from settings.
@@ -113,7 +114,6 @@ class CorrelationStep:
         result = CorrelationResult()
         states: dict[str, CorrelationState] = {}
         pending: dict[str, list[Detection]] = {}
-        clock: dict[str, int] = {}
 
         def state_of(scope: str) -> CorrelationState:
             if scope not in states:
@@ -123,13 +123,19 @@ class CorrelationStep:
             return states[scope]
 
         def flush(scope: str) -> None:
-            detections = pending.pop(scope, [])
-            if detections:
-                now = max(clock.get(scope, 0), *(d.time for d in detections))
-                clock[scope] = now
-                states[scope], decisions = self.correlator(scope).on_detections(
-                    state_of(scope), detections, now, topology)
+            """Take in what event time has passed; let time pass to the watermark."""
+            state = state_of(scope)
+            reorder, ready, watermark = state.reorder.hold(pending.pop(scope, [])).release()
+            state = replace(state, reorder=reorder)
+            correlator = self.correlator(scope)
+            if ready:
+                now = max(watermark or 0, ready[-1].time)
+                state, decisions = correlator.on_detections(state, ready, now, topology)
                 result.decisions.extend(decisions)
+            elif watermark is not None and watermark > state.now_ms:
+                state, decisions = correlator.on_tick(state, watermark)
+                result.decisions.extend(decisions)
+            states[scope] = state
 
         for message in messages:
             try:
@@ -137,10 +143,10 @@ class CorrelationStep:
                     event = ControlEvent.from_json(message.value)
                 else:
                     data = orjson.loads(message.value)
-                    if "tick" in data:  # detection's event time moved on: timers may be due
-                        clock[message.scope] = max(clock.get(message.scope, 0),
-                                                   int(data["tick"]))
-                        state_of(message.scope)
+                    if "tick" in data:  # a detect worker's event time moved on
+                        state = state_of(message.scope)
+                        states[message.scope] = replace(state, reorder=state.reorder.tick(
+                            str(data.get("source", "")), int(data["tick"])))
                         continue
                     detection = Detection.from_wire(data)
             except (ControlError, orjson.JSONDecodeError, TypeError, ValueError, KeyError,
@@ -153,16 +159,13 @@ class CorrelationStep:
                 flush(message.scope)
                 # an operator's wall-clock time must not move the scope's event time on
                 # (in a replay that would time every problem out); the ack keeps its time
-                now = max(clock.get(message.scope, 0), state_of(message.scope).now_ms)
+                state = state_of(message.scope)
                 states[message.scope], decisions = self.correlator(message.scope).on_control(
-                    state_of(message.scope), event, now)
+                    state, event, state.now_ms)
                 result.decisions.extend(decisions)
             else:
                 pending.setdefault(message.scope, []).append(detection)
-        for scope in list(pending):
+        for scope in sorted(set(states) | set(pending)):
             flush(scope)
-        for scope, now in clock.items():
-            states[scope], decisions = self.correlator(scope).on_tick(state_of(scope), now)
-            result.decisions.extend(decisions)
         result.states = {scope: state.to_bytes() for scope, state in states.items()}
         return result

@@ -56,7 +56,7 @@ class StepResult:
     detections: list[Detection] = field(default_factory=list)
     late_records: int = 0
     slices: int = 0
-    watermark_ms: int = -1  # the furthest event-time watermark this step advanced to
+    watermark_ms: int = -1  # event time every partition seen has passed (the slowest one)
     edges: list[tuple[str, str, int, int]] = field(default_factory=list)  # learned calls
     errors: int = 0  # engine failures, logged with the service they concern
 
@@ -87,6 +87,10 @@ class Watermarks:
         behind = [t.time_ms for t in ticks.values() if t.backlog]
         return min(behind) if behind else max(t.time_ms for t in ticks.values())
 
+    def forget(self, partition: int) -> None:
+        """Drop what is known of ``partition``."""
+        self._ticks.pop(partition, None)
+
 
 class DetectionStep:
     """Applies engines to messages in order, touching each service's state once."""
@@ -96,6 +100,12 @@ class DetectionStep:
         self.allowed_lateness_ms = allowed_lateness_ms
         self.watermarks = Watermarks()
         self._advanced: dict[int, int] = {}
+        self._revoked: list[int] = []
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Stop counting ``partitions`` (revoked from this worker) in the watermark, from
+        the next :meth:`run` on (safe to call while a run is going on in a thread)."""
+        self._revoked.extend(partitions)
 
     def run(self, messages: Iterable[Message], read_state: StateReader,
             services_on: Callable[[int], Iterable[str]]) -> StepResult:
@@ -103,6 +113,10 @@ class DetectionStep:
         stored state on partition ``p``."""
         result = StepResult()
         live: dict[tuple[str, str], Any] = {}
+        while self._revoked:
+            partition = self._revoked.pop()
+            self._advanced.pop(partition, None)
+            self.watermarks.forget(partition)
 
         def state_of(engine_name: str, service: str) -> Any:
             key = (engine_name, service)
@@ -124,7 +138,6 @@ class DetectionStep:
                 if watermark <= self._advanced.get(message.partition, watermark - 1):
                     continue
                 self._advanced[message.partition] = watermark
-                result.watermark_ms = max(result.watermark_ms, watermark)
                 for service in sorted(set(services_on(message.partition))):
                     for name, engine in self.engines.items():
                         try:
@@ -158,6 +171,11 @@ class DetectionStep:
                                 "lateness (%d ms) and were counted, not windowed",
                                 name, late, piece.signal, piece.service,
                                 self.allowed_lateness_ms)
+        # detections leave in event-time order: a step closes each service's windows in
+        # turn, and whoever reads them (the correlator) should not see time go backwards
+        result.detections.sort(key=lambda d: (d.time, d.id))
+        if self._advanced:
+            result.watermark_ms = min(self._advanced.values())
         result.states = {key: state.to_bytes() for key, state in live.items()}
         for (name, _service), state in live.items():
             call_graph = getattr(self.engines[name], "call_graph", None)

@@ -111,7 +111,7 @@ class DetectSettings:
     enabled: bool = True
     rules: str = ""  # comma-separated rule files or directories; empty: the built-in rules
     allowed_lateness_ms: int = 60_000
-    keepalive_ms: int = 0
+    keepalive_ms: int = 300_000  # re-send a firing detection: the correlator's liveness
     reload_interval_s: float = 5.0
     models: bool = True  # run the online anomaly models beside the rules
     model_registry: str = ""  # directory of published model versions (empty: built-ins)

@@ -9,6 +9,7 @@ offsets are acknowledged.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,13 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
         for name in engines
     }
     step = DetectionStep(engines, settings.detect.allowed_lateness_ms)
+    # the correlator waits for every detect worker's watermark: name this one stably
+    source = f"{socket.gethostname()}:{settings.worker.web_port}"
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        step.forget(tp.partition for tp in revoked if tp.topic == settings.topics.by_service)
+
     within_s = settings.ingest.batch_within_ms / 1000
 
     def read_state(engine: str, service: str) -> bytes | None:
@@ -112,7 +120,8 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
             if result.watermark_ms > counters.watermark_ms:
                 await app.producer.send(settings.topics.detections,
                                         settings.correlate.scope.encode(),
-                                        orjson.dumps({"tick": int(result.watermark_ms)}),
+                                        orjson.dumps({"tick": int(result.watermark_ms),
+                                                      "source": source}),
                                         None, None, None)
             counters.batches += 1
             counters.slices += result.slices

@@ -44,8 +44,9 @@ from pipeline.correlate.lifecycle import (
     resolve_due,
     same_content,
 )
-from pipeline.correlate.notify import Track, flush, plan
+from pipeline.correlate.notify import Track, flush, next_due, plan
 from pipeline.correlate.problem import Link, Problem
+from pipeline.correlate.reorder import Reorder
 from pipeline.correlate.settings import CorrelatorSettings
 from pipeline.correlate.silences import Silence, silencing
 from pipeline.correlate.state import CorrelationState, Decision, StateError
@@ -70,13 +71,14 @@ class _Work:
     reopened: set[str] = field(default_factory=set)
     stale: set[str] = field(default_factory=set)  # members changed, derivation deferred
     links: dict[str, list[Link]] = field(default_factory=dict)
+    reorder: Reorder = field(default_factory=Reorder)  # carried through untouched
 
     @classmethod
     def start(cls, state: CorrelationState, now_ms: int) -> _Work:
         problems = dict(state.problems)
         seen = {link.detection_id for p in problems.values() for link in p.links}
         return cls(state.scope, max(now_ms, state.now_ms), problems, dict(state.tracks),
-                   dict(state.silences), state.problems, seen)
+                   dict(state.silences), state.problems, seen, reorder=state.reorder)
 
     def put(self, p: Problem, note: str = "") -> None:
         self.problems[p.id] = p
@@ -103,41 +105,38 @@ class Correlator:
                       ) -> tuple[CorrelationState, list[Decision]]:
         """Take in a batch; ``now_ms`` is its event time (at least its latest detection's).
         ``topology`` (caller → callees) overrides the static dependencies for this batch."""
-        w = self._start(state, max([now_ms, *(d.time for d in detections)]))
+        end = max([now_ms, *(d.time for d in detections)])
         graph = self._static if topology is None else Graph(topology,
                                                             self.settings.max_symptom_hops)
         ctx = Context(self.settings, self.knowledge, graph)
+        w, decisions = self._start(state, state.now_ms), []
         for det in sorted(detections, key=lambda d: (d.time, d.id)):
             if det.id in w.seen:
                 continue  # a replayed detection: already taken in
+            w = self._run_timers(w, det.time, ctx, decisions)
             self._settle(w, det.time, ctx)
             self._apply(w, det, ctx)
-        self._settle(w, w.now, ctx)
-        for pid in sorted(w.stale):
-            if w.problems[pid].active:
-                self._derive(w, w.problems[pid], ctx, w.now, "")
-        for _ in range(len(w.problems)):
-            hit = fold_candidates(w.active(), graph, self.settings)
-            if hit is None:
-                break
-            a, b = sorted(hit[:2], key=lambda p: (p.opened_at, p.id))
-            self._merge(w, a, [b], w.now, hit[2], ctx)
-        return self._finish(w)
+        w = self._run_timers(w, end, ctx, decisions)
+        state, out = self._close(w, end, ctx)
+        return state, decisions + out
 
     def on_tick(self, state: CorrelationState, now_ms: int,
                 ) -> tuple[CorrelationState, list[Decision]]:
         """Let time pass to ``now_ms``: resolves, escalation by duration, alerts due."""
-        w = self._start(state, now_ms)
-        self._settle(w, w.now)
-        return self._finish(w)
+        w, decisions = self._start(state, state.now_ms), []
+        w = self._run_timers(w, now_ms, None, decisions)
+        state, out = self._close(w, now_ms, None)
+        return state, decisions + out
 
     def on_control(self, state: CorrelationState, event: ControlEvent, now_ms: int,
                    ) -> tuple[CorrelationState, list[Decision]]:
         """Apply an ack or a silence change (events for another scope are ignored)."""
         if event.scope and event.scope != self.scope:
             return state, []
-        w = self._start(state, now_ms)
-        self._settle(w, w.now)
+        w, decisions = self._start(state, state.now_ms), []
+        w = self._run_timers(w, now_ms, None, decisions)
+        self._settle(w, now_ms)
+        w.now = max(w.now, now_ms)
         if event.kind == "ack":
             p = w.problems.get(event.problem_id)
             if p is not None and p.status == "open":
@@ -148,7 +147,8 @@ class Correlator:
             w.silences.setdefault(event.silence.id, event.silence)
         elif event.kind == "expire_silence" and event.silence_id in w.silences:
             w.silences[event.silence_id] = w.silences[event.silence_id].expire(event.time_ms)
-        return self._finish(w)
+        state, out = self._finish(w)
+        return state, decisions + out
 
     # -- steps -------------------------------------------------------------------------
 
@@ -157,6 +157,48 @@ class Correlator:
             raise StateError(f"correlator of scope {self.scope!r} handed the state of scope "
                              f"{state.scope!r}")
         return _Work.start(state, now_ms)
+
+    def _run_timers(self, w: _Work, t: int, ctx: Context | None,
+                    decisions: list[Decision]) -> _Work:
+        """Close the work at every timer falling due by ``t`` - an alert, a resolve, an
+        escalation by duration - so one batch decides what ticks at those times would
+        have: a problem that outlived group_wait is alerted even if it resolved later in
+        the batch, and every decision carries the event time it fell due at."""
+        while True:
+            due = [d for p in w.active() for d in self._timers(w, p) if w.now < d <= t]
+            if not due:
+                return w
+            state, out = self._close(w, min(due), ctx)
+            decisions.extend(out)
+            seen = w.seen
+            w = self._start(state, state.now_ms)
+            w.seen |= seen
+
+    def _timers(self, w: _Work, p: Problem) -> list[int]:
+        s = self.settings
+        out = [t for t in (next_due(p, w.tracks.get(p.id), s),
+                           (resolve_due(p, s) or (None,))[0]) if t is not None]
+        if p.status == "open":
+            out += [p.opened_at + after for after in s.escalate_after_ms]
+        return out
+
+    def _close(self, w: _Work, t: int, ctx: Context | None,
+               ) -> tuple[CorrelationState, list[Decision]]:
+        """Let the work's time pass to ``t``, finish pending derivations and folds, and
+        return the new state with a decision per changed problem."""
+        self._settle(w, t, ctx)
+        w.now = max(w.now, t)
+        if ctx is not None:
+            for pid in sorted(w.stale):
+                if w.problems[pid].active:
+                    self._derive(w, w.problems[pid], ctx, w.now, "")
+            for _ in range(len(w.problems)):
+                hit = fold_candidates(w.active(), ctx.graph, self.settings)
+                if hit is None:
+                    break
+                a, b = sorted(hit[:2], key=lambda p: (p.opened_at, p.id))
+                self._merge(w, a, [b], w.now, hit[2], ctx)
+        return self._finish(w)
 
     def _settle(self, w: _Work, t: int, ctx: Context | None = None) -> None:
         for p in w.active():
@@ -173,16 +215,16 @@ class Correlator:
         where = f"{det.detector} on {det.service}"
         if det.state == "resolved":
             owner = next((p for p in sorted(w.problems.values(), key=lambda p: not p.active)
-                          if any(m.key == key for m in p.members)), None)
+                          if p.member(key) is not None), None)
             if owner is not None:
-                m = next(m for m in owner.members if m.key == key)
+                m = owner.member(key)
                 p = self._link(w, with_member(owner, update_member(m, det, s)), det, "resolve")
                 every = "; every member resolved" if p.active and p.clear_since else ""
                 w.put(p, f"{where} resolved{every}")
             return
-        owner = next((p for p in w.active() if any(m.key == key for m in p.members)), None)
+        owner = next((p for p in w.active() if p.member(key) is not None), None)
         if owner is not None:
-            m = next(m for m in owner.members if m.key == key)
+            m = owner.member(key)
             p = self._link(w, with_member(owner, update_member(m, det, s)), det, "keepalive")
             self._derive(w, p, ctx, det.time,
                          f"{where} {'fired again' if m.state == 'resolved' else 'still firing'}",
@@ -196,7 +238,7 @@ class Correlator:
         if recurring and best < 2:  # a root cause coming back beats a weak relation
             p, why = max(recurring, key=lambda x: (x[0].resolved_at or 0, x[0].id))
             p = reopen(p, det.time, s)
-            old = next((m for m in p.members if m.key == key), None)
+            old = p.member(key)
             member = update_member(old, det, s) if old else member_from(det, s)
             p = self._link(w, with_member(p, member), det, "member")
             w.reopened.add(p.id)
@@ -291,7 +333,7 @@ class Correlator:
         silences = {k: x for k, x in w.silences.items()
                     if x.end_ms is None or x.end_ms + s.silence_retention_ms >= w.now}
         tracks = {k: t for k, t in w.tracks.items() if k in keep}
-        return CorrelationState(w.scope, w.now, keep, tracks, silences), decisions
+        return CorrelationState(w.scope, w.now, keep, tracks, silences, w.reorder), decisions
 
 
 def _reason(notes: list[str], why: str) -> str:

@@ -62,7 +62,7 @@ def member_from(det: Detection, settings: CorrelatorSettings) -> Member:
         observed=observed, threshold=threshold, confidence=float(det.confidence),
         peer=peer_of(det, settings), version=version, deploy=_deploy(det),
         labels=dict(det.labels), symptoms=tuple(det.symptoms),
-        potential_causes=tuple(det.potential_causes))
+        potential_causes=tuple(det.potential_causes), drop=_is_drop(det, observed))
 
 
 def update_member(m: Member, det: Detection, settings: CorrelatorSettings) -> Member:
@@ -78,6 +78,7 @@ def update_member(m: Member, det: Detection, settings: CorrelatorSettings) -> Me
         strength=max(m.strength, new.strength),
         observed=new.observed if stronger else m.observed,
         threshold=new.threshold if stronger else m.threshold,
+        drop=new.drop if stronger else m.drop,
         version=new.version or m.version, deploy=m.deploy or new.deploy,
         confidence=max(m.confidence, new.confidence))
 
@@ -107,7 +108,8 @@ def is_live(p: Problem, t: int, settings: CorrelatorSettings) -> bool:
     """Whether ``p`` still takes in detections at ``t``."""
     if not p.active or t < p.opened_at - settings.relatedness_window_ms:
         return False
-    horizon = settings.resolve_timeout_ms if p.firing else settings.relatedness_window_ms
+    firing = p.clear_since is None  # some member still fires
+    horizon = settings.resolve_timeout_ms if firing else settings.relatedness_window_ms
     return t - p.last_firing_ms <= horizon
 
 
@@ -214,6 +216,13 @@ def _deploy(det: Detection) -> str:
     old = det.evidence.get("previous_version") or det.evidence.get("old_version")
     new = det.evidence.get("service.version") or det.evidence.get("new_version")
     return f"service.version {old} -> {new}" if old and new and old != new else ""
+
+
+def _is_drop(det: Detection, observed: float | None) -> bool:
+    """Whether a model saw the value below what it expected (evidence ``expected``)."""
+    expected = det.evidence.get("expected")
+    return (isinstance(expected, (int, float)) and observed is not None
+            and math.isfinite(expected) and observed < expected)
 
 
 def _finite(x: float) -> float | None:

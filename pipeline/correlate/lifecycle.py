@@ -47,8 +47,11 @@ def derive(p: Problem, ctx: Context) -> Problem:
     for m in p.members:
         firsts[m.service] = min(firsts.get(m.service, m.first_ms), m.first_ms)
     affected = tuple(sorted(firsts, key=lambda s: (order.get(s, len(order)), firsts[s], s)))
-    hosts = tuple(dict.fromkeys(m.host for s in affected for m in p.members
-                                if m.service == s and m.host))
+    hosts_of: dict[str, dict[str, None]] = {}
+    for m in p.members:
+        if m.host:
+            hosts_of.setdefault(m.service, {})[m.host] = None
+    hosts = tuple(dict.fromkeys(h for s in affected for h in hosts_of.get(s, ())))
     top = causes[0]
     lead = _lead(p.members, top.service)
     ranked = sorted(p.members, key=lambda m: (order.get(m.service, len(order)), m.first_ms))

@@ -84,6 +84,23 @@ def plan(kind: str, p: Problem, t: Track, now_ms: int, settings: CorrelatorSetti
     return (kind, False, ""), t
 
 
+def next_due(p: Problem, t: Track | None, settings: CorrelatorSettings) -> int | None:
+    """When time alone would next make an alert about open ``p`` due (see :func:`flush`);
+    ``t`` is None for a problem that has no track yet. Mutes are not considered."""
+    if not p.active:
+        return None
+    if t is None or not t.notified:
+        first = t.first_due_ms if t is not None else p.opened_at + settings.group_wait_ms
+        if p.reopens:  # a reopened problem never alerted waits group_wait again
+            first = max(first, p.reopens[-1] + settings.group_wait_ms)
+        return first
+    last = t.last_notified_ms or 0
+    due = [last + settings.repeat_interval_ms] if p.status == "open" else []
+    if digest(p) != t.notified_digest:
+        due.append(last + settings.group_interval_ms)
+    return min(due, default=None)
+
+
 def flush(p: Problem, t: Track, now_ms: int, settings: CorrelatorSettings,
           mute: str) -> tuple[Outcome | None, Track]:
     """An alert that time alone makes due for an unchanged open problem, if any."""

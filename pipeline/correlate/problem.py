@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -47,6 +48,7 @@ class Member:
     labels: Mapping[str, str] = field(default_factory=dict)
     symptoms: tuple[str, ...] = ()
     potential_causes: tuple[str, ...] = ()
+    drop: bool = False  # its strongest deviation is below the usual value (e.g. idle CPU)
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,14 @@ class Problem:
     def active(self) -> bool:
         """Open or acknowledged."""
         return self.status != "resolved"
+
+    @cached_property
+    def _by_key(self) -> dict[str, Member]:
+        return {m.key: m for m in self.members}
+
+    def member(self, key: str) -> Member | None:
+        """The member of series ``key``, if it is one (a dict lookup, cached)."""
+        return self._by_key.get(key)
 
     @property
     def firing(self) -> tuple[Member, ...]:

@@ -7,7 +7,7 @@ scored in 0..1 as a weighted sum of six signals, each with readable evidence:
 |---|---|---|
 | graph | 0.30 | every other failing service depends on it (halved if it depends on one) |
 | first | 0.20 | it went anomalous (or was named) first (decays with the delay, 2 min scale) |
-| cause | 0.30 | it has a cause-type detection (a category in ``cause_categories``) |
+| cause | 0.30 | a cause-type detection (``cause_categories``), not a drop (idle CPU is an effect) |
 | deploy | 0.10 | a deploy or a ``service.version`` change shows on it |
 | strength | 0.05 | it has the strongest deviation of the problem |
 | named | 0.05 | every detection on other services names it as ``peer.service`` |
@@ -51,7 +51,7 @@ def rank(members: Sequence[Member], graph: Graph,
         ev: list[str] = []
         f = {"graph": _graph(c, failing, graph, ev), "named": 0.0, "first": 0.0,
              "strength": 0.0, "cause": 0.0, "deploy": 0.0}
-        others = sum(1 for m in members if m.service != c)
+        others = len(members) - len(ms)
         if named[c]:
             f["named"] = named[c] / max(1, others)
             ev.append(f"named as the failing peer by {named[c]} detection(s) of other services")
@@ -71,7 +71,7 @@ def rank(members: Sequence[Member], graph: Graph,
                 f["strength"] = best.strength / top_strength
                 if best.strength == top_strength and len(affected) > 1:
                     ev.append(f"strongest deviation: {_deviation(best)}")
-            causes = [m for m in ms if m.category in settings.cause_categories]
+            causes = [m for m in ms if m.category in settings.cause_categories and not m.drop]
             if causes:
                 f["cause"] = 1.0
                 ev.append(f"cause-type signal: {causes[0].title} ({causes[0].category})")
@@ -88,17 +88,17 @@ def rank(members: Sequence[Member], graph: Graph,
 
 
 def _graph(c: str, failing: set[str], graph: Graph, ev: list[str]) -> float:
-    others = sorted(failing - {c})
+    others = len(failing) - (c in failing)
     if not others:
         return 1.0
-    dependents = [x for x in others if c in graph.dependencies(x)]
-    failing_deps = [x for x in others if x in graph.dependencies(c)]
+    dependents = sorted((graph.dependents(c) & failing) - {c})
+    failing_deps = sorted((graph.dependencies(c) & failing) - {c})
     if dependents:
-        ev.append(f"upstream in the call graph of {len(dependents)}/{len(others)} other "
+        ev.append(f"upstream in the call graph of {len(dependents)}/{others} other "
                   f"failing services ({_names(dependents)})")
     if failing_deps:
         ev.append(f"itself depends on failing {_names(failing_deps)}")
-    return len(dependents) / len(others) * (0.5 if failing_deps else 1.0)
+    return len(dependents) / others * (0.5 if failing_deps else 1.0)
 
 
 def _deploy(ms: Sequence[Member], first: int, lookback_ms: int) -> str:

@@ -3,7 +3,8 @@
 :class:`CorrelationState` is immutable and serialises to JSON (:meth:`to_bytes`) so it
 can live in a Faust table with a changelog and survive restarts and rebalances. It holds
 open problems, resolved ones for ``reopen_window_ms`` (to reopen rather than duplicate),
-what was alerted per problem, and silences until ``silence_retention_ms`` after they end.
+what was alerted per problem, silences until ``silence_retention_ms`` after they end, and
+the detections held until event time passes them (:mod:`pipeline.correlate.reorder`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import orjson
 
 from pipeline.correlate.notify import Track
 from pipeline.correlate.problem import Link, Problem
+from pipeline.correlate.reorder import Reorder
 from pipeline.correlate.silences import Silence
 from pipeline.errors import TocsinError
 
@@ -54,6 +56,7 @@ class CorrelationState:
     problems: Mapping[str, Problem] = field(default_factory=dict)
     tracks: Mapping[str, Track] = field(default_factory=dict)
     silences: Mapping[str, Silence] = field(default_factory=dict)
+    reorder: Reorder = field(default_factory=Reorder)  # detections not yet in order
 
     @classmethod
     def empty(cls, scope: str) -> CorrelationState:
@@ -72,6 +75,7 @@ class CorrelationState:
             "problems": [p.to_wire() for p in self.problems.values()],
             "tracks": {k: t.to_wire() for k, t in self.tracks.items()},
             "silences": [s.to_wire() for s in self.silences.values()],
+            "reorder": self.reorder.to_wire(),
         })
 
     @classmethod
@@ -86,7 +90,7 @@ class CorrelationState:
             silences = [Silence.from_wire(s) for s in obj["silences"]]
             return cls(obj["scope"], obj["now_ms"], {p.id: p for p in problems},
                        {k: Track.from_wire(t) for k, t in obj["tracks"].items()},
-                       {s.id: s for s in silences})
+                       {s.id: s for s in silences}, Reorder.from_wire(obj.get("reorder")))
         except StateError:
             raise
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError,

@@ -45,35 +45,35 @@ def test_incidents_become_problems_and_alerts(kafka_broker, names, tmp_path, mon
     graph = tmp_path / "graph.yaml"
     env = pipeline_env(kafka_broker.bootstrap, names, tmp_path, find_free_port(),
                        TOCSIN_CORRELATE_DEPENDENCIES=str(graph), TOCSIN_DETECT_MODELS="false")
-    labels = simulate(env, monkeypatch, tmp_path / "labels.json", "150m",
-                      "db_outage@30m+10m,memory_leak:auth@70m+60m", graph=graph)
+    # the leak starts first and is still growing through the outage: two unrelated
+    # incidents at once; the callers' failures must fold into the database's problem
+    labels = simulate(env, monkeypatch, tmp_path / "labels.json", "120m",
+                      "memory_leak:auth@10m+70m,db_outage@30m+10m", graph=graph,
+                      allow_overlap=True)
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     try:
         wait_for_all(worker, labels)
         problems = worker.query(
             "SELECT id, status, toUnixTimestamp64Milli(opened_at), affected, root_causes "
             "FROM tocsin.problems WHERE merged_into = '' ORDER BY opened_at")
-
     finally:
         worker.stop()
-    outage, leak = labels["incidents"]
+    leak, outage = sorted(labels["incidents"], key=lambda i: i["start_ms"])
+    assert (leak["scenario"], outage["scenario"]) == ("memory_leak", "db_outage")
 
-    def matching(incident: dict) -> list:
-        return [p for p in problems
-                if incident["start_ms"] - SLACK_MS <= p[2] <= incident["end_ms"] + SLACK_MS
-                and set(p[3]) & set(incident["affected_services"])]
+    def within(problem: list, incident: dict) -> bool:
+        return incident["start_ms"] - SLACK_MS <= problem[2] <= incident["end_ms"] + SLACK_MS
 
-    # the outage is detected and a problem of it blames postgres first; that all of its
-    # callers fold into that one problem still depends on which detections arrive
-    # together (issue 6 stays open for it)
-    db_problems = matching(outage)
-    assert db_problems, problems
-    assert any(json.loads(p[4])[0]["service"] == "postgres" and "orders" in p[3]
-               for p in db_problems), db_problems
-    leak_problems = matching(leak)
-    assert leak_problems, problems
-    # the leak's first problem blames the leaking service (a later OOM may open another)
-    assert json.loads(leak_problems[0][4])[0]["service"] == "auth", leak_problems
+    # one problem per incident and nothing else, each blaming its root cause first
+    assert len(problems) == 2, problems
+    top = {p[0]: json.loads(p[4])[0]["service"] for p in problems}
+    assert sorted(top.values()) == ["auth", "postgres"], problems
+    db_problem, leak_problem = sorted(problems, key=lambda p: top[p[0]] == "auth")
+    assert within(db_problem, outage) and within(leak_problem, leak), problems
+    # the callers' errors are folded into the database's problem, the leak kept apart
+    assert {"orders", "inventory", "agent-worker"} <= set(db_problem[3]), db_problem
+    assert "auth" not in db_problem[3] and "auth" in leak_problem[3], problems
+    assert all(p[1] == "resolved" for p in problems), problems
 
     alerts = asyncio.run(read_alerts(kafka_broker.bootstrap, env["TOCSIN_TOPICS_ALERTS"]))
     assert alerts
@@ -86,6 +86,8 @@ def test_incidents_become_problems_and_alerts(kafka_broker, names, tmp_path, mon
         versions = [a["problemversion"] for a in stream]
         assert versions == sorted(versions), (problem_id, versions)  # in order, per key
         assert kinds[0] in ("opened", "reopened"), (problem_id, kinds)
-    # a consumer sees a whole lifecycle, opened ... resolved, in order
-    assert any(k[0] == "opened" and k[-1] == "resolved" for k in (
-        [a["type"].rsplit(".", 1)[-1] for a in stream] for stream in by_problem.values()))
+    # a consumer sees each problem's whole lifecycle, opened ... resolved, in order
+    assert set(by_problem) == {db_problem[0], leak_problem[0]}, sorted(by_problem)
+    for stream in by_problem.values():
+        kinds = [a["type"].rsplit(".", 1)[-1] for a in stream]
+        assert kinds[0] == "opened" and kinds[-1] == "resolved", kinds

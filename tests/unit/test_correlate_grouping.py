@@ -13,8 +13,11 @@ def test_same_service_joins_one_problem():
     assert kinds(first) == [("opened", False)]
     assert len(run.open()) == 1
     p = run.open()[0]
-    assert second[0].problem.id == p.id and p.version == 2
-    assert "same service (orders)" in second[0].reason
+    # group_wait (30 s) elapsed before the second detection: the first alert went then
+    assert kinds(second) == [("opened", True), ("joined", False)]
+    assert second[0].time_ms == T0 + 30 * SEC
+    assert second[-1].problem.id == p.id and p.version == 2
+    assert "same service (orders)" in second[-1].reason
     assert len(p.detection_ids) == 2 and p.affected == ("orders",)
 
 
@@ -30,7 +33,7 @@ def test_call_graph_neighbours_join():
     run = Run()
     run.feed([det("error_rate_above_5pct", "api", T0)])
     out = run.feed([det("error_rate_above_5pct", "orders", T0 + 30 * SEC)])
-    assert len(run.open()) == 1 and "adjacent: api calls orders" in out[0].reason
+    assert len(run.open()) == 1 and "adjacent: api calls orders" in out[-1].reason
 
 
 def test_unrelated_services_open_separate_problems():
@@ -89,8 +92,8 @@ def test_symptoms_of_a_failing_root_are_folded_in():
     out = run.feed([det("response_time_above_1000ms", "gateway", T0 + 40 * SEC,
                         category="performance", observed=2500, threshold=1000)])
     assert len(run.open()) == 1
-    assert "inhibited: gateway depends on postgres" in out[0].reason
-    assert out[0].links[0].role == "symptom"
+    assert "inhibited: gateway depends on postgres" in out[-1].reason
+    assert out[-1].links[0].role == "symptom"
     assert run.open()[0].root_causes[0].service == "postgres"
 
 

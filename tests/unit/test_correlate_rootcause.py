@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pipeline.correlate import Graph
 from pipeline.correlate.grouping import member_from
 from pipeline.correlate.rootcause import rank
@@ -104,3 +106,21 @@ def test_coordination_failure_ranks_the_coordinator_over_its_lost_workers():
     ])
     assert [c.service for c in causes] == ["agent-coordinator", "agent-worker"]
     assert any("cause-type signal" in e for e in causes[0].evidence)
+
+
+def test_a_resource_drop_is_not_a_cause_type_signal():
+    """Workers a coordinator stopped feeding: their CPU drops (a resource detection below
+    the usual value) - an effect of the coordinator, not a cause of anything."""
+    coordination = det("coordination_failures", "agent-coordinator", T0, signal="logs",
+                       category="coordination", observed=24, threshold=10)
+
+    def worker(observed):
+        found = [det(f"model:{m}", "agent-worker", T0 + 10 * SEC, category="resource",
+                     observed=observed, threshold=0.6, score=0.9,
+                     evidence={"expected": 57.0}) for m in ("cpu", "memory")]
+        return next(c for c in ranked([coordination, *found]) if c.service == "agent-worker")
+
+    idle, busy = worker(2.0), worker(99.0)
+    assert not any(e.startswith("cause-type") for e in idle.evidence)
+    assert any(e.startswith("cause-type") for e in busy.evidence)
+    assert idle.score == pytest.approx(busy.score - 0.3)

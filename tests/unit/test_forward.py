@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 
 from pipeline.codec import decode_values
-from pipeline.detect import Watermarks
-from pipeline.forward import Tick, decode_ticks, encode_ticks, read_slice, split_by_service
+from pipeline.detect import DetectionStep, Message, Watermarks
+from pipeline.forward import (
+    TICK_KEY,
+    Tick,
+    decode_ticks,
+    encode_ticks,
+    read_slice,
+    split_by_service,
+)
 from pipeline.schema import RecordKind
+from tests.unit.correlate_support import det
 
 NOW = 1_764_000_000_000
 
@@ -57,3 +67,49 @@ def test_watermark_waits_for_sources_with_a_backlog():
     # a source never goes back in time, and other partitions are separate
     assert marks.observe(0, Tick("metrics/0", NOW - 5, backlog=True)) == NOW
     assert marks.observe(1, Tick("metrics/0", NOW - 5, backlog=False)) == NOW - 5
+
+
+
+class _WindowCloser:
+    """An engine whose advance closes one window per service it is asked about, ending
+    ``lag`` before the watermark: services finish out of time order."""
+
+    def __init__(self, lag: dict[str, int]) -> None:
+        self.lag = lag
+
+    class State:
+        def to_bytes(self) -> bytes:
+            return b""
+
+    def new_state(self):
+        return self.State()
+
+    def state_from_bytes(self, data):
+        return self.State()
+
+    def process(self, signal, columns, state):
+        return state, [], None
+
+    def advance(self, state, watermark_ms):
+        return state, [det("window", s, watermark_ms - lag) for s, lag in self.lag.items()]
+
+
+def _tick(t: int) -> Message:
+    return Message(0, TICK_KEY, encode_ticks([Tick("metrics/0", t, backlog=True)]))
+
+
+def test_step_sends_detections_in_event_time_order():
+    step = DetectionStep({"e": _WindowCloser({"orders": 0, "postgres": 50_000})}, 0)
+    out = step.run([_tick(NOW)], lambda e, s: None, lambda p: ["any"])
+    assert [(d.service, d.time) for d in out.detections] == [
+        ("postgres", NOW - 50_000), ("orders", NOW)]
+
+
+def test_step_watermark_is_the_slowest_partition_until_it_is_revoked():
+    step = DetectionStep({"e": _WindowCloser({})}, 0)
+    step.run([_tick(NOW)], lambda e, s: None, lambda p: [])
+    slow = replace(_tick(NOW - 10_000), partition=1)
+    assert step.run([slow], lambda e, s: None, lambda p: []).watermark_ms == NOW - 10_000
+    step.forget([1])
+    out = step.run([_tick(NOW + 1)], lambda e, s: None, lambda p: [])
+    assert out.watermark_ms == NOW + 1

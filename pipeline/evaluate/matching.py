@@ -5,7 +5,11 @@ Definitions (all times epoch ms; ``slack`` is ``match_slack_ms``):
 - An incident's *window* is ``[start_ms, end_ms + slack]``.
 - A problem *matches* an incident when its lifetime ``[opened_at, resolved_at]``
   (``resolved_at`` None: still open) overlaps the window and it shares at least one
-  service with the incident's ``affected_services``.
+  service with the incident's ``affected_services``. A problem that matches several
+  incidents counts for one: the incident whose root cause is the problem's first
+  candidate, else the one whose window (widened by ``slack`` before the start) holds its
+  opening, else the earliest. (A long problem that merely overlaps a later incident on a
+  shared service does not detect it.)
 - An incident is *detected* when some problem matches it. Its *time to detect* is the
   first matching problem's ``opened_at - start_ms``, floored at 0 (a problem already open
   when the incident starts detects it at once); it is *split* into as many problems as
@@ -133,11 +137,15 @@ def evaluate(labels: Labels | Mapping[str, Any], problems: Sequence[Mapping[str,
     probs = sorted((_problem(p, i) for i, p in enumerate(problems)),
                    key=lambda p: (p["opened_at"], p["id"]))
     dets = [_detection(d, i) for i, d in enumerate(detections)]
-    matched: set[str] = set()
+    owner: dict[str, str] = {}
+    for p in probs:
+        candidates = [i for i in labels.incidents if _matches(p, i, match_slack_ms)]
+        if candidates:
+            owner[p["id"]] = min(candidates, key=lambda i: _fit(p, i, match_slack_ms)).id
+    matched = set(owner)
     outcomes = []
     for inc in labels.incidents:
-        hits = [p for p in probs if _matches(p, inc, match_slack_ms)]
-        matched.update(p["id"] for p in hits)
+        hits = [p for p in probs if owner.get(p["id"]) == inc.id]
         ttd = rank = None
         if hits:
             ttd = max(0, int(hits[0]["opened_at"]) - inc.start_ms)
@@ -158,6 +166,14 @@ def _matches(problem: Mapping[str, Any], inc: Incident, slack_ms: int) -> bool:
     return (problem["opened_at"] <= inc.end_ms + slack_ms
             and (resolved is None or resolved >= inc.start_ms)
             and not problem["affected"].isdisjoint(inc.affected_services))
+
+
+def _fit(problem: Mapping[str, Any], inc: Incident, slack_ms: int) -> tuple:
+    """Sort key: the incident a problem matching several counts for comes first."""
+    causes = problem["root_causes"]
+    blames = bool(causes) and causes[0] == inc.root_cause_service
+    opened_in = inc.start_ms - slack_ms <= problem["opened_at"] <= inc.end_ms + slack_ms
+    return (not blames, not opened_in, inc.start_ms, inc.id)
 
 
 def _grouping(incidents: Sequence[Incident], probs: Sequence[Mapping[str, Any]],

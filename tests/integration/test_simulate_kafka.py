@@ -31,10 +31,11 @@ def test_simulated_db_outage_is_stored_inside_its_labelled_window(kafka_broker, 
 
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     try:
-        worker.wait_until(lambda w: w.status()["stored"].get("metric", 0) > 0
-                          and w.query("SELECT max(toUnixTimestamp64Milli(time)) FROM "
-                                      "tocsin.metrics")[0][0] >= labels["end_ms"] - 10_000,
-                          what="the whole simulation stored")
+        def stored_to_the_end(w: WorkerProcess) -> bool:  # logs may lag the metrics
+            return all(w.query(f"SELECT max(toUnixTimestamp64Milli(time)) FROM tocsin.{t}")
+                       [0][0] >= labels["end_ms"] - 60_000 for t in ("metrics", "logs"))
+
+        worker.wait_until(stored_to_the_end, what="the whole simulation stored")
         assert sum(worker.status()["rejected"].values()) == 0
         start, end = incident["start_ms"], incident["end_ms"]
         rows = worker.query(

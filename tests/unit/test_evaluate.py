@@ -173,3 +173,21 @@ def test_bad_input_names_the_record_and_field():
         evaluate(LABELS, [{"id": "P1", "opened_at": 1, "root_causes": [], "detections": []}])
     with pytest.raises(EvaluationError, match=r"detections\[1\]\.time: expected int/float"):
         evaluate(LABELS, [], [det("x", 1, "a"), det("y", "soon", "a")])
+
+
+def test_a_long_problem_counts_for_one_incident_only():
+    """The deploy's problem is still open when the leak starts on a service it shares;
+    it counts for the deploy, and the leak is detected by its own, later problem."""
+    labels = Labels(seed=1, start_ms=0, end_ms=DAY, incidents=(
+        inc("A", "bad_deploy", 100_000, 400_000, "payments", ["payments", "gateway"]),
+        inc("B", "memory_leak", 350_000, 2_000_000, "gateway", ["gateway"]),
+    ))
+    long = problem("P1", 110_000, 600_000, ["payments", "gateway"],
+                   ["payments", "gateway"], [])
+    leak = problem("P2", 1_500_000, 2_100_000, ["gateway"], ["gateway"], [])
+    a, b = evaluate(labels, [long, leak], match_slack_ms=SLACK).incidents
+    assert a.problem_ids == ("P1",) and b.problem_ids == ("P2",)
+    assert b.time_to_detect_ms == 1_150_000 and b.root_cause_rank == 1
+    # without its own problem the leak is missed, not detected "at once" by the deploy's
+    alone = evaluate(labels, [long], match_slack_ms=SLACK)
+    assert not alone.incidents[1].detected and alone.false_alarm_ids == ()

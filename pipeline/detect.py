@@ -10,7 +10,7 @@ shape, :class:`Engine`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -100,23 +100,19 @@ class DetectionStep:
         self.allowed_lateness_ms = allowed_lateness_ms
         self.watermarks = Watermarks()
         self._advanced: dict[int, int] = {}
-        self._revoked: list[int] = []
-
-    def forget(self, partitions: Iterable[int]) -> None:
-        """Stop counting ``partitions`` (revoked from this worker) in the watermark, from
-        the next :meth:`run` on (safe to call while a run is going on in a thread)."""
-        self._revoked.extend(partitions)
 
     def run(self, messages: Iterable[Message], read_state: StateReader,
-            services_on: Callable[[int], Iterable[str]]) -> StepResult:
+            services_on: Callable[[int], Iterable[str]],
+            assigned: Collection[int] | None = None) -> StepResult:
         """Process ``messages`` in order; ``services_on(p)`` lists the services with
-        stored state on partition ``p``."""
+        stored state on partition ``p``; ``assigned`` are the partitions this worker
+        reads (the result's watermark waits for each of them; None: those seen)."""
         result = StepResult()
         live: dict[tuple[str, str], Any] = {}
-        while self._revoked:
-            partition = self._revoked.pop()
-            self._advanced.pop(partition, None)
-            self.watermarks.forget(partition)
+        if assigned is not None:
+            for partition in set(self._advanced) - set(assigned):  # revoked
+                del self._advanced[partition]
+                self.watermarks.forget(partition)
 
         def state_of(engine_name: str, service: str) -> Any:
             key = (engine_name, service)
@@ -174,7 +170,10 @@ class DetectionStep:
         # detections leave in event-time order: a step closes each service's windows in
         # turn, and whoever reads them (the correlator) should not see time go backwards
         result.detections.sort(key=lambda d: (d.time, d.id))
-        if self._advanced:
+        if assigned is not None:  # a partition not ticked yet holds everything back
+            result.watermark_ms = min((self._advanced.get(p, -1) for p in assigned),
+                                      default=-1)
+        elif self._advanced:
             result.watermark_ms = min(self._advanced.values())
         result.states = {key: state.to_bytes() for key, state in live.items()}
         for (name, _service), state in live.items():

@@ -68,10 +68,6 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
     # the correlator waits for every detect worker's watermark: name this one stably
     source = f"{socket.gethostname()}:{settings.worker.web_port}"
 
-    @app.on_partitions_revoked.connect
-    async def forget_revoked(sender: Any, revoked: Any, **_: Any) -> None:
-        step.forget(tp.partition for tp in revoked if tp.topic == settings.topics.by_service)
-
     within_s = settings.ingest.batch_within_ms / 1000
 
     def read_state(engine: str, service: str) -> bytes | None:
@@ -95,9 +91,11 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
             touched.update(s for names in services.values() for s in names)
             states = {(name, service): tables[name].get(service.encode())
                       for name in tables for service in touched}
+            assigned = {tp.partition for tp in app.consumer.assignment()
+                        if tp.topic == settings.topics.by_service}
             result = await asyncio.get_running_loop().run_in_executor(
                 None, step.run, messages, lambda e, s, known=states: known.get((e, s)),
-                lambda p, known=services: known.get(p, []))
+                lambda p, known=services: known.get(p, []), assigned)
             last_of = {e.message.partition: e for e in events}
             previous = stream.current_event
             for (engine, service), data in result.states.items():

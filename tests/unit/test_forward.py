@@ -105,11 +105,15 @@ def test_step_sends_detections_in_event_time_order():
         ("postgres", NOW - 50_000), ("orders", NOW)]
 
 
-def test_step_watermark_is_the_slowest_partition_until_it_is_revoked():
+def test_step_watermark_waits_for_every_assigned_partition():
     step = DetectionStep({"e": _WindowCloser({})}, 0)
-    step.run([_tick(NOW)], lambda e, s: None, lambda p: [])
+
+    def run(message, assigned=(0, 1)):
+        return step.run([message], lambda e, s: None, lambda p: [], assigned).watermark_ms
+
+    # partition 1 is assigned but has not ticked yet: nothing has passed
+    assert run(_tick(NOW)) == -1
     slow = replace(_tick(NOW - 10_000), partition=1)
-    assert step.run([slow], lambda e, s: None, lambda p: []).watermark_ms == NOW - 10_000
-    step.forget([1])
-    out = step.run([_tick(NOW + 1)], lambda e, s: None, lambda p: [])
-    assert out.watermark_ms == NOW + 1
+    assert run(slow) == NOW - 10_000  # the slower partition decides
+    assert run(_tick(NOW + 1), assigned=(0,)) == NOW + 1  # 1 revoked: holds nothing back
+    assert step.run([_tick(NOW + 2)], lambda e, s: None, lambda p: []).watermark_ms == NOW + 2

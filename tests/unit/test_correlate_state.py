@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from datetime import datetime
 
 import orjson
@@ -61,6 +62,14 @@ def test_state_survives_a_restart_between_every_batch():
     kinds = [(d.kind, d.problem.affected[0]) for d in straight.decisions if d.notify]
     assert kinds == [("opened", "postgres"), ("updated", "postgres"), ("opened", "auth"),
                      ("resolved", "postgres"), ("resolved", "auth")]
+
+
+def test_state_is_compressed_and_plain_json_state_still_loads():
+    state = play(restart=False).state
+    data = state.to_bytes()
+    plain = zlib.decompress(data)
+    assert plain.startswith(b"{") and len(data) * 3 < len(plain)
+    assert CorrelationState.from_bytes(plain) == state  # as written before compression
 
 
 def test_unreadable_state_raises_state_error():

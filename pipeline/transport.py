@@ -69,7 +69,37 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
                             t.control)
     }
     configs[t.deadletter] = {"max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}
+    for table in state_tables(settings):
+        configs[f"{settings.worker.app_id}-{table}-changelog"] = {"cleanup.policy": "compact"}
     return configs
+
+
+def state_tables(settings: Settings) -> list[str]:
+    """The worker's Faust tables. Their changelog topics are created up front with the
+    configured partitions: a worker that creates one itself can read its metadata before
+    the broker has it and crash on a partition mismatch."""
+    tables = []
+    if settings.detect.enabled:
+        tables += ["rules-state"] + (["models-state"] if settings.detect.models else [])
+    if settings.correlate.enabled:
+        tables.append("correlation-state")
+    return tables
+
+
+async def _wait_for_metadata(admin: Any, names: list[str], timeout_s: float) -> None:
+    """Until the broker's metadata lists every partition of ``names``."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        described = await admin.describe_topics(names)
+        if all(d.get("error_code") == 0 and d.get("partitions") for d in described):
+            return
+        if loop.time() > deadline:
+            raise KafkaUnavailable(f"topics {', '.join(names)} created but not in the "
+                                   f"broker's metadata after {timeout_s:.0f}s")
+        await asyncio.sleep(0.1)
 
 
 async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
@@ -102,6 +132,7 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str
             except TopicAlreadyExistsError:
                 pass  # another process created them first
             log.info("created topics %s", ", ".join(t.name for t in missing))
+            await _wait_for_metadata(admin, [t.name for t in missing], timeout_s)
         return [t.name for t in missing]
     except KafkaError as exc:
         raise KafkaUnavailable(f"creating topics on {settings.kafka.bootstrap_servers}: {exc}") \

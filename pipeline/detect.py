@@ -10,6 +10,7 @@ shape, :class:`Engine`.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -109,6 +110,7 @@ class DetectionStep:
         reads (the result's watermark waits for each of them; None: those seen)."""
         result = StepResult()
         live: dict[tuple[str, str], Any] = {}
+        new_on: dict[int, set[str]] = defaultdict(set)
         if assigned is not None:
             for partition in set(self._advanced) - set(assigned):  # revoked
                 del self._advanced[partition]
@@ -134,7 +136,9 @@ class DetectionStep:
                 if watermark <= self._advanced.get(message.partition, watermark - 1):
                     continue
                 self._advanced[message.partition] = watermark
-                for service in sorted(set(services_on(message.partition))):
+                # the services stored on the partition, and those met first in this step
+                services = set(services_on(message.partition)) | new_on[message.partition]
+                for service in sorted(services):
                     for name, engine in self.engines.items():
                         try:
                             state, found = engine.advance(state_of(name, service), watermark)
@@ -147,6 +151,7 @@ class DetectionStep:
                         result.detections.extend(found)
                 continue
             piece = read_slice(message.key, message.value)
+            new_on[message.partition].add(piece.service)
             result.slices += 1
             for name, engine in self.engines.items():
                 try:

@@ -80,6 +80,10 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
         return [k.decode() for k in keys]
 
     async def detect(stream: Any) -> None:
+        # announce this worker before its first detections, so the correlator waits for
+        # its watermark instead of taking them in as they come (-1: nothing passed yet)
+        await app.producer.send(settings.topics.detections, settings.correlate.scope.encode(),
+                                orjson.dumps({"tick": -1, "source": source}), None, None, None)
         async for events in stream.take_events(settings.ingest.batch_size, within_s):
             messages = [Message(e.message.partition, e.message.key or b"", e.message.value)
                         for e in events]

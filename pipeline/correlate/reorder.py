@@ -5,8 +5,9 @@ reach the detections topic out of event-time order (in a fast replay, by up to t
 run). Grouping depends on order - a database outage seen callers-first looks like several
 problems - so the correlator holds each detection until event time has passed it.
 
-Event time is what the detect workers say: after each batch a worker sends a tick with
-its watermark (every partition it reads has passed it, lateness included) and its name.
+Event time is what the detect workers say: a worker announces itself when it starts (a
+tick at -1), and after each batch sends a tick with its watermark (every partition it
+is assigned has passed it, lateness included) and its name.
 A held detection is released once the slowest worker's watermark reaches its time; a
 worker whose watermark lags the fastest one by more than ``max_lag_ms`` (stopped, or
 replaced after a rebalance) no longer holds the others back. With no ticks at all (a

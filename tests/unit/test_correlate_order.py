@@ -107,7 +107,7 @@ def test_step_puts_callers_first_detections_back_in_order(tmp_path):
     graph = tmp_path / "graph.yaml"
     graph.write_text(yaml.safe_dump({k: list(v) for k, v in TOPOLOGY.items()}))
     step = CorrelationStep(CorrelateSettings(dependencies=str(graph)))
-    tick = orjson.dumps({"tick": T0, "source": "w"})
+    tick = orjson.dumps({"tick": -1, "source": "w"})  # the worker announces itself
     batches = [[Message("default", False, tick)],
                [Message("default", False, d.to_json()) for d in callers[:4]],
                [Message("default", False, d.to_json()) for d in callers[4:]],

@@ -117,3 +117,35 @@ def test_step_watermark_waits_for_every_assigned_partition():
     assert run(slow) == NOW - 10_000  # the slower partition decides
     assert run(_tick(NOW + 1), assigned=(0,)) == NOW + 1  # 1 revoked: holds nothing back
     assert step.run([_tick(NOW + 2)], lambda e, s: None, lambda p: []).watermark_ms == NOW + 2
+
+
+def test_a_service_first_met_in_a_step_is_advanced_by_its_ticks():
+    """postgres has no stored state before this step: its slice and then a tick arrive
+    together; the tick must close its windows now, before the step's watermark goes out
+    (else its detections would follow a later watermark: out of order)."""
+
+    class Recorder(_WindowCloser):
+        def __init__(self) -> None:
+            super().__init__({})
+            self.advanced: list[str] = []
+
+        def process(self, signal, columns, state):
+            state.service = columns["service"][0]
+            return state, [], None
+
+        def advance(self, state, watermark_ms):
+            self.advanced.append(state.service)
+            return state, []
+
+    class State(_WindowCloser.State):
+        service = ""
+
+    engine = Recorder()
+    engine.new_state = State
+    records = [{"time": NOW - 120_000, "service.name": "postgres", "name": "heartbeat",
+                "value": 1.0}]
+    batch = decode_values(RecordKind.METRIC, [orjson.dumps(records)], NOW)
+    (key, value), = split_by_service("metrics", batch.to_arrow())
+    step = DetectionStep({"e": engine}, 0)
+    step.run([Message(0, key, value), _tick(NOW)], lambda e, s: None, lambda p: [], [0])
+    assert engine.advanced == ["postgres"]

@@ -10,8 +10,9 @@ Otherwise it joins the *live* problems it relates to (open, and firing or active
 2. a symptom (error, latency, connectivity) of a service that depends on the problem's
    failing root cause, up to ``max_symptom_hops`` calls away (inhibition: folded in);
 1. adjacent in the call graph (a caller's symptom; or a dependency of an affected service
-   whose trouble is not already put down to a root cause below it), or sharing a
-   ``relate_labels`` value.
+   whose trouble is not already put down to a root cause below it), a caller failing the
+   same way as another caller of the same dependency within half the relatedness window,
+   or sharing a ``relate_labels`` value.
 
 Several problems at the best strength are merged (the detection bridges them). The
 detector that fired on the root-cause service of a problem resolved within
@@ -115,15 +116,23 @@ def is_live(p: Problem, t: int, settings: CorrelatorSettings) -> bool:
 
 def relation(det: Detection, p: Problem, graph: Graph,
              settings: CorrelatorSettings) -> tuple[int, str] | None:
-    """How strongly ``det`` relates to ``p`` (3, 2 or 1) and why; None when unrelated."""
-    s, services = det.service, set(p.affected)
+    """How strongly ``det`` relates to ``p`` (3, 2 or 1) and why; None when unrelated.
+
+    Only the problem's *live* members count: firing, or resolved within
+    ``relatedness_window_ms`` of the detection (a problem kept open by one member must
+    not take in a new incident through services that recovered long ago)."""
+    s = det.service
+    horizon = det.time - settings.relatedness_window_ms
+    members = [m for m in p.members
+               if m.state == "firing" or (m.resolved_ms or m.last_ms) >= horizon]
+    services = {m.service for m in members} | {m.peer for m in members if m.peer}
     symptom = det.category in settings.symptom_categories
     top = p.root_causes[0].service if p.root_causes else ""
 
     def explained(x: str) -> bool:  # x's trouble is already put down to a root below it
         return bool(top) and top != x and top in graph.dependencies(x)
 
-    places = [m for m in p.members if m.service == s or (det.host and m.host == det.host)]
+    places = [m for m in members if m.service == s or (det.host and m.host == det.host)]
     if places:
         local_on_symptom = (not symptom and explained(s) and all(
             m.category in settings.symptom_categories for m in places))
@@ -133,7 +142,7 @@ def relation(det: Detection, p: Problem, graph: Graph,
     peer = peer_of(det, settings)
     if peer and peer in services:
         return 3, f"{s} reports failures of {peer}"
-    if any(m.peer == s for m in p.members):
+    if any(m.peer == s for m in members):
         return 3, f"{s} is named as failing by detections of this problem"
     if symptom and (why := symptom_of_root(s, p, graph, settings.symptom_categories)):
         return 2, why
@@ -143,14 +152,15 @@ def relation(det: Detection, p: Problem, graph: Graph,
         if x in graph.callees(s) and symptom:
             return 1, f"adjacent: {s} calls {x}"
     if symptom:  # callers failing the same way at once point at what they both call
+        at_once = settings.relatedness_window_ms // 2  # their failures began this close
         for x in sorted(services):
             common = set(graph.callees(s)) & set(graph.callees(x))
             if common and any(m.service == x and m.category == det.category
-                              for m in p.members):
+                              and abs(det.time - m.first_ms) <= at_once for m in members):
                 return 1, f"{s} and {x} both call {', '.join(sorted(common))}"
     for key in settings.relate_labels:
         value = det.labels.get(key)
-        if value and any(m.labels.get(key) == value for m in p.members):
+        if value and any(m.labels.get(key) == value for m in members):
             return 1, f"shared {key}={value}"
     return None
 

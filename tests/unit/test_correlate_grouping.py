@@ -162,3 +162,21 @@ def test_callers_failing_alike_on_a_shared_dependency_join_before_it_is_detected
     # a different kind of trouble on a service sharing a dependency stays apart
     run.feed([det("cpu_above_80pct", "auth", T0 + 30 * SEC, category="resource")])
     assert len(run.open()) == 2
+
+
+def test_members_that_recovered_long_ago_relate_nothing():
+    """A problem kept open by one member: a detection next to a service of it that
+    recovered 20 minutes ago is a new incident, not part of the old one."""
+    run = Run(resolve_hold_ms=30 * MIN)
+    api = det("error_rate_above_5pct", "api", T0, labels={"deployment.id": "d-1"})
+    run.feed([api, det("queue_stuck", "agent-coordinator", T0 + SEC, category="coordination",
+                       labels={"deployment.id": "d-1"})])  # one problem: shared label
+    assert len(run.open()) == 1
+    run.feed([cleared(api, T0 + 5 * MIN)])
+    later = run.feed([det("error_rate_above_5pct", "auth", T0 + 25 * MIN)])  # api calls it
+    assert [d.problem.affected for d in later if d.kind == "opened"] == [("auth",)]
+    # while api still fired, the same detection joined through the call graph
+    run = Run()
+    run.feed([api])
+    out = run.feed([det("error_rate_above_5pct", "auth", T0 + 2 * MIN)])
+    assert "adjacent: api calls auth" in out[-1].reason

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import random
@@ -49,10 +48,11 @@ from typing import Any
 import orjson
 
 from pipeline.app import QUERY_PATH, STATUS_PATH
+from pipeline.isolated import isolated_env
 from pipeline.kafka import find_free_port, start_broker, stop_broker
 from pipeline.produce import TelemetryProducer
 from pipeline.schema import RecordKind
-from pipeline.settings import IngestSettings, Settings, TopicSettings, load_settings
+from pipeline.settings import IngestSettings, Settings, load_settings
 from pipeline.transport import client_kwargs, ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -224,26 +224,9 @@ def app_id(suffix: str) -> str:
 
 def worker_env(bootstrap: str, suffix: str, root: Path, web_port: int, partitions: int,
                batch_size: int | None, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """TOCSIN_* variables as tests/conftest.py ``pipeline_env`` builds them.
-
-    Every topic setting (whatever TopicSettings holds today) gets a name of its own, so
-    nothing is shared with another worker on the same broker.
-    """
-    env = {"TOCSIN_KAFKA_BOOTSTRAP_SERVERS": bootstrap}
-    for f in dataclasses.fields(TopicSettings):
-        if isinstance(f.default, str):
-            name = f.default.split(".", 1)[-1]
-            env[f"TOCSIN_TOPICS_{f.name.upper()}"] = f"{topic_prefix(suffix)}{name}"
-    env.update({
-        "TOCSIN_TOPICS_PARTITIONS": str(partitions),
-        "TOCSIN_WORKER_APP_ID": app_id(suffix),
-        "TOCSIN_WORKER_DATA_DIR": str(root / "worker"),
-        "TOCSIN_WORKER_WEB_PORT": str(web_port),
-        "TOCSIN_WORKER_LOG_LEVEL": "warn",
-        "TOCSIN_WORKER_SESSION_TIMEOUT_MS": "6000",
-        "TOCSIN_STORE_PATH": str(root / "store"),
-        "TOCSIN_STORE_TTL_DAYS": "0",
-    })
+    """TOCSIN_* variables of an isolated worker (as the tests start theirs)."""
+    env = isolated_env(bootstrap, topic_prefix(suffix), app_id(suffix), root, web_port,
+                       partitions)
     if batch_size is not None:
         env["TOCSIN_INGEST_BATCH_SIZE"] = str(batch_size)
     env.update(extra or {})

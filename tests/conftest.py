@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.isolated import isolated_env
 from pipeline.kafka import BrokerHandle, start_broker, stop_broker
 from pipeline.settings import Settings, load_settings
 
@@ -33,26 +34,7 @@ def names() -> str:
 def pipeline_env(bootstrap: str, suffix: str, root: Path, web_port: int,
                  **extra: str) -> dict[str, str]:
     """TOCSIN_* variables for a worker with its own topics, group, store and web port."""
-    env = {
-        "TOCSIN_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "TOCSIN_TOPICS_METRICS": f"t{suffix}.metrics",
-        "TOCSIN_TOPICS_LOGS": f"t{suffix}.logs",
-        "TOCSIN_TOPICS_TRACES": f"t{suffix}.traces",
-        "TOCSIN_TOPICS_DETECTIONS": f"t{suffix}.detections",
-        "TOCSIN_TOPICS_ALERTS": f"t{suffix}.alerts",
-        "TOCSIN_TOPICS_DEADLETTER": f"t{suffix}.deadletter",
-        "TOCSIN_TOPICS_BY_SERVICE": f"t{suffix}.by-service",
-        "TOCSIN_TOPICS_PARTITIONS": "3",
-        "TOCSIN_WORKER_APP_ID": f"tocsin-{suffix}",
-        "TOCSIN_WORKER_DATA_DIR": str(root / "worker"),
-        "TOCSIN_WORKER_WEB_PORT": str(web_port),
-        "TOCSIN_WORKER_LOG_LEVEL": "warn",
-        "TOCSIN_WORKER_SESSION_TIMEOUT_MS": "6000",
-        "TOCSIN_STORE_PATH": str(root / "store"),
-        "TOCSIN_STORE_TTL_DAYS": "0",
-    }
-    env.update(extra)
-    return env
+    return isolated_env(bootstrap, f"t{suffix}.", f"tocsin-{suffix}", root, web_port, **extra)
 
 
 def settings_from(env: dict[str, str]) -> Settings:

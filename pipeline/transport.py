@@ -12,6 +12,12 @@ from pipeline.settings import KafkaSettings, Settings
 log = logging.getLogger("tocsin.kafka")
 
 DEADLETTER_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+CORRELATION_TABLE = "correlation-state"
+
+
+def engine_table(engine: str) -> str:
+    """The Faust table holding a detector engine's per-service state."""
+    return f"{engine}-state"
 
 
 class KafkaUnavailable(TocsinError):
@@ -80,9 +86,10 @@ def state_tables(settings: Settings) -> list[str]:
     the broker has it and crash on a partition mismatch."""
     tables = []
     if settings.detect.enabled:
-        tables += ["rules-state"] + (["models-state"] if settings.detect.models else [])
+        engines = ["rules"] + (["models"] if settings.detect.models else [])  # build_engines
+        tables += [engine_table(name) for name in engines]
     if settings.correlate.enabled:
-        tables.append("correlation-state")
+        tables.append(CORRELATION_TABLE)
     return tables
 
 

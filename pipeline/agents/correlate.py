@@ -27,6 +27,7 @@ from pipeline.correlation import CorrelationStep, Message
 from pipeline.errors import StoreError
 from pipeline.settings import Settings
 from pipeline.store.writer import StoreWriter
+from pipeline.transport import CORRELATION_TABLE
 
 log = logging.getLogger("tocsin.correlate")
 
@@ -47,7 +48,7 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
     channel = app.topic(topics.detections, topics.control, key_type=bytes, value_type=bytes,
                         key_serializer="raw", value_serializer="raw",
                         partitions=topics.partitions)
-    table = app.Table("correlation-state", partitions=topics.partitions, key_type=bytes,
+    table = app.Table(CORRELATION_TABLE, partitions=topics.partitions, key_type=bytes,
                       value_type=bytes, help="open problems, alert tracks, silences per scope")
     within_s = settings.ingest.batch_within_ms / 1000
     graph: dict[str, Any] = {"edges": {}, "read_at": 0.0}

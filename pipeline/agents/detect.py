@@ -24,6 +24,7 @@ from pipeline.detection import detections_table
 from pipeline.forward import TICK_KEY
 from pipeline.settings import Settings
 from pipeline.store.writer import StoreWriter
+from pipeline.transport import engine_table
 
 
 @dataclass
@@ -60,7 +61,7 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
     topic = app.topic(settings.topics.by_service, key_type=bytes, value_type=bytes,
                       key_serializer="raw", value_serializer="raw", partitions=partitions)
     tables = {
-        name: app.Table(f"{name}-state", partitions=partitions, key_type=bytes,
+        name: app.Table(engine_table(name), partitions=partitions, key_type=bytes,
                         value_type=bytes, help=f"per-service state of the {name} engine")
         for name in engines
     }

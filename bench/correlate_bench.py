@@ -22,7 +22,7 @@ import random
 import time
 
 from pipeline.correlate import CorrelationState, Correlator, CorrelatorSettings
-from pipeline.detection import Detection, detection_id
+from pipeline.events.detection import Detection, detection_id
 from pipeline.knowledge import load_knowledge
 
 T0 = 1_764_000_000_000

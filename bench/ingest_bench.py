@@ -47,13 +47,13 @@ from typing import Any
 
 import orjson
 
-from pipeline.app import QUERY_PATH, STATUS_PATH
-from pipeline.isolated import isolated_env
+from pipeline.api.paths import QUERY_PATH, STATUS_PATH
+from pipeline.events.schema import RecordKind
 from pipeline.kafka import find_free_port, start_broker, stop_broker
-from pipeline.produce import TelemetryProducer
-from pipeline.schema import RecordKind
+from pipeline.kafka.isolated import isolated_env
+from pipeline.kafka.producer import TelemetryProducer
+from pipeline.kafka.transport import client_kwargs, ensure_topics
 from pipeline.settings import IngestSettings, Settings, load_settings
-from pipeline.transport import client_kwargs, ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 POLL_S = 0.2

@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import ModelEngine  # noqa: E402
 from models.forecast import ForecastResidual, HalfSpaceTreesScorer  # noqa: E402
-from models.replay import split_by_service  # noqa: E402
 from models.series import SeriesBank  # noqa: E402
 from models.univariate import RobustSeasonal  # noqa: E402
-from pipeline.codec import decode_values  # noqa: E402
-from pipeline.schema import RecordKind  # noqa: E402
+from pipeline.detect.replay import split_by_service  # noqa: E402
+from pipeline.events.codec import decode_values  # noqa: E402
+from pipeline.events.schema import RecordKind  # noqa: E402
 from pipeline.simulate import load_system, simulate, wire_batches  # noqa: E402
 
 T0 = 1_718_000_000_000

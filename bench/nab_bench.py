@@ -4,7 +4,7 @@ Streams every series of the NAB development subset through each detector, point 
 point in event time (the robust seasonal detector through the same vectorised series
 bank as the stream, all series at once), and scores the result as NAB does: one
 threshold per detector and profile chosen to maximise the corpus score, normalised so
-the null detector scores 0 and the perfect one 100 (see ``models/nab.py``).
+the null detector scores 0 and the perfect one 100 (see ``pipeline/evaluate/nab.py``).
 
     .venv/bin/python bench/nab_bench.py [--detectors robust-seasonal,river-hst]
                                         [--param threshold=0.35 ...] [--json out.json]
@@ -29,9 +29,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.forecast import ForecastResidual, HalfSpaceTreesScorer  # noqa: E402
-from models.nab import PROFILES, LabelledSeries, load_corpus, optimise  # noqa: E402
-from models.score import score_many  # noqa: E402
 from models.univariate import RobustSeasonal  # noqa: E402
+from pipeline.evaluate.nab import PROFILES, LabelledSeries, load_corpus, optimise  # noqa: E402
+from pipeline.evaluate.score import score_many  # noqa: E402
 
 PUBLISHED = {"Windowed Gaussian": 39.6, "Skyline": 58.2, "CAD OSE": 69.9,
              "Numenta HTM": 70.1, "ARTime": 74.9}

@@ -27,8 +27,8 @@ import time
 import numpy as np
 
 from detectors import RuleEngine, ServiceState, builtin_rule_paths, load_rules
-from detectors.replay import decode_wire, split_by_service, take
-from pipeline.schema import RecordKind
+from pipeline.detect.replay import decode_wire, split_by_service, take
+from pipeline.events.schema import RecordKind
 from pipeline.simulate import load_system, simulate, tick_wire
 
 START_MS = 1_718_000_000_000

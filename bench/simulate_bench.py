@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from pipeline.schema import RecordKind
+from pipeline.events.schema import RecordKind
 from pipeline.simulate import load_system, simulate, wire_batches
 
 START_MS = 1_718_000_000_000

@@ -31,8 +31,8 @@ from detectors.rules import (
 )
 from detectors.selectors import Matcher, Selector
 from detectors.state import ServiceState, StateError
-from pipeline.durations import format_duration
-from pipeline.durations import parse_duration_ms as parse_duration
+from pipeline.events.durations import format_duration
+from pipeline.events.durations import parse_duration_ms as parse_duration
 
 __all__ = [
     "AGGREGATIONS",

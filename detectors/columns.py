@@ -16,10 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.schema import SEVERITY_NUMBER
+from pipeline.events.columns import SIGNALS, TIME_COLUMN
+from pipeline.events.schema import SEVERITY_NUMBER
 
-SIGNALS = ("metrics", "logs", "traces")
-TIME_COLUMN = {"metrics": "time", "logs": "time", "traces": "start"}
 ATTRIBUTE_PREFIX = "attributes."
 LABEL_COLUMNS: dict[str, dict[str, str]] = {
     "metrics": {"service": "service", "host": "host", "name": "name", "metric": "name"},

@@ -9,8 +9,8 @@ from detectors.columns import ATTRIBUTE_PREFIX
 from detectors.machine import FIRING, KEEPALIVE, RESOLVED
 from detectors.rules import Rule
 from detectors.templates import render
-from pipeline.detection import Detection, detection_id
-from pipeline.durations import format_duration
+from pipeline.events.detection import Detection, detection_id
+from pipeline.events.durations import format_duration
 
 
 def label_names(rule: Rule) -> tuple[str, ...]:

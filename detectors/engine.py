@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 
 from detectors import absence, machine
+from detectors.closing import evaluate, next_until, prune
 from detectors.columns import Batch
 from detectors.emit import build
-from detectors.evaluate import evaluate, next_until, prune
 from detectors.rules import Rule, RuleSet
 from detectors.selectors import Selector
 from detectors.state import NO_TIME, RuleState, ServiceState
 from detectors.windows import record_items
-from pipeline.detection import Detection
+from pipeline.events.detection import Detection
 
 
 @dataclass(frozen=True)

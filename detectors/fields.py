@@ -12,7 +12,7 @@ from typing import Any
 
 from detectors.columns import ATTRIBUTE_PREFIX, LABEL_COLUMNS, canonical_label, is_label
 from detectors.rules import AGGREGATIONS, WINDOW_TYPES, ZERO_FILLED, Baseline, Condition, Window
-from pipeline.durations import parse_duration_ms
+from pipeline.events.durations import parse_duration_ms
 
 Report = Callable[[str, str], None]
 

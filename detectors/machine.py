@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detectors.evaluate import Evaluations
+from detectors.closing import Evaluations
 from detectors.rules import Rule
 
 FIRING, RESOLVED, KEEPALIVE = 1, 2, 3

@@ -16,7 +16,7 @@ from functools import cached_property
 import numpy as np
 
 from detectors.selectors import Selector
-from pipeline.durations import format_duration
+from pipeline.events.durations import format_duration
 
 KINDS = ("threshold", "ratio", "trend", "absence", "log_count")
 AGGREGATIONS = ("count", "sum", "mean", "min", "max", "last", "rate", "p50", "p95", "p99")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from detectors.columns import ATTRIBUTE_PREFIX, Batch, canonical_label
-from pipeline.schema import SEVERITIES, SEVERITY_ALIASES, SEVERITY_NUMBER
+from pipeline.events.schema import SEVERITIES, SEVERITY_ALIASES, SEVERITY_NUMBER
 
 _OP = re.compile(r"^\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.S)
 SELECTOR_KEYS: dict[str, tuple[str, ...]] = {

@@ -28,7 +28,8 @@ from detectors.fields import (
 from detectors.rules import KINDS, ZERO_FILLED, Rule
 from detectors.selectors import parse_selector
 from detectors.templates import check_template, template_fields
-from pipeline.detection import CATEGORIES, SEVERITIES, SIGNALS
+from pipeline.events.columns import SIGNALS
+from pipeline.events.detection import CATEGORIES, SEVERITIES
 
 RULE_KEYS = ("name", "kind", "signal", "select", "numerator", "denominator", "group_by",
              "window", "aggregation", "condition", "clear", "hysteresis", "for", "baseline",

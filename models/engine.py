@@ -41,7 +41,7 @@ from models.registry import ModelRegistry
 from models.service_state import ServiceModelState
 from models.traces import TraceAnalytics
 from models.univariate import RobustSeasonal
-from pipeline.detection import Detection, detection_id
+from pipeline.events.detection import Detection, detection_id
 
 BUILTIN = "builtin-1"
 METRIC_MODEL = RobustSeasonal.name

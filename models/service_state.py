@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pickle
 import zlib
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import orjson
 
@@ -16,8 +16,11 @@ from models.series import SeriesBank
 from models.traces import TraceAnalytics
 from models.univariate import RobustSeasonal
 
-if TYPE_CHECKING:
-    from models.engine import ModelEngine
+
+class StateFactory(Protocol):
+    """What restores a state: an engine that makes new, configured states."""
+
+    def new_state(self) -> ServiceModelState: ...
 
 _STATE_VERSION = 1
 
@@ -52,9 +55,8 @@ class ServiceModelState:
         return zlib.compress(orjson.dumps(data), 6)
 
     @classmethod
-    def from_bytes(cls, data: bytes, engine: ModelEngine | None = None) -> ServiceModelState:
-        """Restore :meth:`to_bytes` output (configured like ``engine``'s new states;
-        default: a :class:`~models.engine.ModelEngine` with built-in models)."""
+    def from_bytes(cls, data: bytes, engine: StateFactory) -> ServiceModelState:
+        """Restore :meth:`to_bytes` output, configured like ``engine``'s new states."""
         try:
             obj = orjson.loads(zlib.decompress(data))
         except (zlib.error, orjson.JSONDecodeError) as exc:
@@ -62,9 +64,6 @@ class ServiceModelState:
         if obj.get("v") != _STATE_VERSION:
             raise ModelError(f"service model state version {obj.get('v')!r}, expected "
                              f"{_STATE_VERSION}")
-        if engine is None:
-            from models.engine import ModelEngine  # the engine module imports this one
-            engine = ModelEngine()
         state = engine.new_state()
         state.service = obj["service"]
         state.metrics = SeriesBank.from_bytes(bytes.fromhex(obj["metrics"]),

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.isolated import isolated_env
 from pipeline.kafka import BrokerHandle, start_broker, stop_broker
+from pipeline.kafka.isolated import isolated_env
 from pipeline.settings import Settings, load_settings
 
 

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from pipeline.app import QUERY_PATH, STATUS_PATH
+from pipeline.api.paths import QUERY_PATH, STATUS_PATH
 
 
 class WorkerProcess:

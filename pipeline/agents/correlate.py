@@ -23,11 +23,11 @@ from pipeline.correlate import (
     problem_detections_table,
     problems_table,
 )
-from pipeline.correlation import CorrelationStep, Message
+from pipeline.correlate.step import CorrelationStep, Message
 from pipeline.errors import StoreError
+from pipeline.kafka.transport import CORRELATION_TABLE
 from pipeline.settings import Settings
 from pipeline.store.writer import StoreWriter
-from pipeline.transport import CORRELATION_TABLE
 
 log = logging.getLogger("tocsin.correlate")
 

@@ -19,12 +19,12 @@ import orjson
 import pyarrow as pa
 from aiokafka.partitioner import murmur2
 
-from pipeline.detect import DetectionStep, Engine, Message
-from pipeline.detection import detections_table
-from pipeline.forward import TICK_KEY
+from pipeline.detect.step import DetectionStep, Engine, Message
+from pipeline.events.detection import detections_table
+from pipeline.events.slices import TICK_KEY
+from pipeline.kafka.transport import engine_table
 from pipeline.settings import Settings
 from pipeline.store.writer import StoreWriter
-from pipeline.transport import engine_table
 
 
 @dataclass

@@ -15,9 +15,10 @@ from typing import Any
 import faust
 import numpy as np
 
-from pipeline.codec import DecodedBatch
-from pipeline.deadletter import deadletter_headers, deadletter_key
-from pipeline.forward import (
+from pipeline.events.codec import DecodedBatch
+from pipeline.events.deadletter import deadletter_headers, deadletter_key
+from pipeline.events.schema import SPECS, RawMessage, RecordKind, Rejection
+from pipeline.events.slices import (
     SIGNAL_OF_TABLE,
     TICK_KEY,
     TIME_COLUMN,
@@ -25,8 +26,7 @@ from pipeline.forward import (
     encode_ticks,
     split_by_service,
 )
-from pipeline.ingest import Ingestor
-from pipeline.schema import SPECS, RawMessage, RecordKind, Rejection
+from pipeline.ingest.step import Ingestor
 from pipeline.settings import Settings
 
 

@@ -6,12 +6,18 @@ Pure logic (no Faust, no Kafka, no database): the agents call :class:`Correlator
 to ClickHouse, and publish :func:`alert_envelope` for every decision with ``notify``.
 """
 
-from pipeline.correlate.alerts import ALERT_TYPES, alert_envelope, alert_event, alert_key
-from pipeline.correlate.control import CONTROL_KINDS, ControlError, ControlEvent
+from pipeline.alerts.cloudevents import ALERT_TYPES, alert_envelope, alert_event, alert_key
+from pipeline.alerts.control import CONTROL_KINDS, ControlError, ControlEvent
+from pipeline.alerts.matchers import Matcher, MatcherError
+from pipeline.alerts.recurrence import Recurrence, ScheduleError
+from pipeline.alerts.silences import Silence, SilenceError
 from pipeline.correlate.engine import Correlator
 from pipeline.correlate.graph import Graph
-from pipeline.correlate.matchers import Matcher, MatcherError
-from pipeline.correlate.problem import (
+from pipeline.correlate.settings import CorrelatorSettings, InhibitRule, parse_duration_ms
+from pipeline.correlate.state import CorrelationState, StateError
+from pipeline.events.problem import (
+    KINDS,
+    Decision,
     Link,
     Member,
     Problem,
@@ -19,10 +25,6 @@ from pipeline.correlate.problem import (
     problem_detections_table,
     problems_table,
 )
-from pipeline.correlate.schedule import Recurrence, ScheduleError
-from pipeline.correlate.settings import CorrelatorSettings, InhibitRule, parse_duration_ms
-from pipeline.correlate.silences import Silence, SilenceError
-from pipeline.correlate.state import KINDS, CorrelationState, Decision, StateError
 
 __all__ = [
     "ALERT_TYPES",

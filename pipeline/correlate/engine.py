@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from pipeline.correlate.control import ControlEvent
+from pipeline.alerts.control import ControlEvent
+from pipeline.alerts.silences import Silence, silencing
 from pipeline.correlate.graph import Graph
 from pipeline.correlate.grouping import (
     add_link,
@@ -45,12 +46,11 @@ from pipeline.correlate.lifecycle import (
     same_content,
 )
 from pipeline.correlate.notify import Track, flush, next_due, plan
-from pipeline.correlate.problem import Link, Problem
 from pipeline.correlate.reorder import Reorder
 from pipeline.correlate.settings import CorrelatorSettings
-from pipeline.correlate.silences import Silence, silencing
-from pipeline.correlate.state import CorrelationState, Decision, StateError
-from pipeline.detection import Detection
+from pipeline.correlate.state import CorrelationState, StateError
+from pipeline.events.detection import Detection
+from pipeline.events.problem import Decision, Link, Problem
 from pipeline.knowledge import KnowledgeBase
 
 MAX_NOTES = 6  # reasons listed per decision before "and N more"

@@ -31,10 +31,10 @@ import orjson
 
 from pipeline.correlate.graph import Graph
 from pipeline.correlate.inhibit import symptom_of_root
-from pipeline.correlate.problem import Link, Member, Problem
 from pipeline.correlate.settings import CorrelatorSettings
-from pipeline.detection import SEVERITIES, Detection
-from pipeline.timestamps import format_ms
+from pipeline.events.detection import SEVERITIES, Detection
+from pipeline.events.problem import Link, Member, Problem
+from pipeline.events.times import format_ms
 
 _DEPLOY = re.compile(r"deploy|rollout|release", re.IGNORECASE)
 _SEVERITY_STRENGTH = {"low": 0.2, "medium": 0.4, "high": 0.6, "critical": 0.8}

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pipeline.alerts.matchers import all_match
+from pipeline.alerts.silences import subject_of
 from pipeline.correlate.graph import Graph
-from pipeline.correlate.matchers import all_match
-from pipeline.correlate.problem import Problem
 from pipeline.correlate.settings import CorrelatorSettings, InhibitRule
-from pipeline.correlate.silences import subject_of
+from pipeline.events.problem import Problem
 
 
 def failing_root(p: Problem, symptom_categories: Sequence[str]) -> str:

@@ -19,10 +19,10 @@ from dataclasses import dataclass, replace
 
 from pipeline.correlate.graph import Graph
 from pipeline.correlate.notify import digest
-from pipeline.correlate.problem import Member, Problem
 from pipeline.correlate.rootcause import rank
 from pipeline.correlate.settings import CorrelatorSettings
-from pipeline.detection import SEVERITIES
+from pipeline.events.detection import SEVERITIES
+from pipeline.events.problem import Member, Problem
 from pipeline.knowledge import KnowledgeBase
 
 MAX_LISTED = 12  # symptoms / potential causes kept per problem

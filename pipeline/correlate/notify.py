@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from pipeline.correlate.problem import Problem
 from pipeline.correlate.settings import CorrelatorSettings
-from pipeline.timestamps import format_ms
+from pipeline.events.problem import Problem
+from pipeline.events.times import format_ms
 
 Outcome = tuple[str, bool, str]  # (kind, notify, why)
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.detection import Detection
+from pipeline.events.detection import Detection
 
 MAX_LAG_MS = 30 * 60_000  # a detect worker this far behind the fastest one is ignored
 MAX_HELD = 2_000  # beyond this many held detections the oldest are released early

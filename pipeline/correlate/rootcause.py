@@ -22,9 +22,9 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from pipeline.correlate.graph import Graph
-from pipeline.correlate.problem import Member, RootCause
 from pipeline.correlate.settings import CorrelatorSettings
-from pipeline.timestamps import format_ms
+from pipeline.events.problem import Member, RootCause
+from pipeline.events.times import format_ms
 
 WEIGHTS = {"graph": 0.30, "first": 0.20, "cause": 0.30, "deploy": 0.10, "strength": 0.05,
            "named": 0.05}

@@ -15,37 +15,19 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from pipeline.alerts.silences import Silence
 from pipeline.correlate.notify import Track
-from pipeline.correlate.problem import Link, Problem
 from pipeline.correlate.reorder import Reorder
-from pipeline.correlate.silences import Silence
 from pipeline.errors import TocsinError
+from pipeline.events.problem import Problem
 
 STATE_FORMAT = 1
-KINDS = ("opened", "joined", "updated", "escalated", "acknowledged", "reopened", "resolved",
-         "merged", "repeated", "suppressed")
 
 
 class StateError(TocsinError):
     """Stored correlation state could not be read."""
 
 
-@dataclass(frozen=True)
-class Decision:
-    """One lifecycle change (or alert due) of one problem, with why and whether to alert.
-
-    ``kind`` is one of :data:`KINDS`; ``problem`` is the problem after the change (write it
-    to ``problems``); ``links`` are the detections it took in by this decision (write them
-    to ``problem_detections``); ``notify`` says whether an alert goes to ``tocsin.alerts``
-    (:func:`pipeline.correlate.alerts.alert_envelope`); ``time_ms`` is the event time.
-    """
-
-    kind: str
-    problem: Problem
-    reason: str
-    notify: bool
-    time_ms: int
-    links: tuple[Link, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.detection import CATEGORIES
+from pipeline.events.detection import CATEGORIES
 from pipeline.knowledge.base import (
     CategoryEntry,
     Check,

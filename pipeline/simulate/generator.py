@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.schema import LogRecord, MetricPoint, Span
+from pipeline.events.schema import LogRecord, MetricPoint, Span
 from pipeline.simulate import metrics as m
 from pipeline.simulate.labels import Labels
 from pipeline.simulate.logs import LogSink, background_logs

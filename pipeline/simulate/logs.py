@@ -14,7 +14,7 @@ import random
 
 import numpy as np
 
-from pipeline.schema import LogRecord
+from pipeline.events.schema import LogRecord
 from pipeline.simulate.state import Layout
 
 _INFO = {

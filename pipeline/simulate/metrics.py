@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.schema import MetricPoint
+from pipeline.events.schema import MetricPoint
 from pipeline.simulate.state import Layout
 
 METRICS: tuple[tuple[str, str], ...] = (

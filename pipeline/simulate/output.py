@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import orjson
 
-from pipeline.schema import RecordKind
+from pipeline.events.schema import RecordKind
 from pipeline.simulate.generator import Tick
 
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from pipeline.produce import ProduceReport, TelemetryProducer
+from pipeline.kafka.producer import ProduceReport, TelemetryProducer
 from pipeline.settings import Settings
 from pipeline.simulate.generator import Simulation
 from pipeline.simulate.output import tick_wire

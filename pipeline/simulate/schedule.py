@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline import durations
+from pipeline.events import durations
 from pipeline.simulate.labels import Incident
 from pipeline.simulate.scenarios import MINUTE_MS, SCENARIO_CLASSES
 from pipeline.simulate.topology import SimulationError, System

@@ -18,7 +18,7 @@ import random
 
 import numpy as np
 
-from pipeline.schema import Span
+from pipeline.events.schema import Span
 from pipeline.simulate.logs import LogSink
 from pipeline.simulate.state import Layout
 

@@ -1,7 +1,7 @@
 """The embedded store: ClickHouse in-process (chdb) on a local data directory.
 
 A chdb data directory can be opened by one process at a time; the worker that owns it
-answers other processes' queries over its web server (see ``pipeline.query``).
+answers other processes' queries over its web server (see ``pipeline.api.query``).
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from pipeline.events.schema import RecordKind
 from pipeline.kafka import find_free_port
-from pipeline.produce import TelemetryProducer
-from pipeline.schema import RecordKind
-from pipeline.transport import ensure_topics
+from pipeline.kafka.producer import TelemetryProducer
+from pipeline.kafka.transport import ensure_topics
 from tests.conftest import pipeline_env, settings_from
 from tests.worker_process import WorkerProcess
 

@@ -14,12 +14,12 @@ import uuid
 import orjson
 import pytest
 
-from pipeline.codec import decode_values
-from pipeline.deadletter import deadletter_table
+from pipeline.api.query import run_query
 from pipeline.errors import StoreError, StoreUnavailable, TocsinError
+from pipeline.events.codec import decode_values
+from pipeline.events.deadletter import deadletter_table
+from pipeline.events.schema import RecordKind
 from pipeline.kafka import find_free_port
-from pipeline.query import run_query
-from pipeline.schema import RecordKind
 from pipeline.settings import load_settings
 from pipeline.store import TABLES, EmbeddedStore, ServerStore, is_read_only
 from pipeline.store.writer import StoreWriter

@@ -13,7 +13,7 @@ from pipeline.correlate import (
     Decision,
     Problem,
 )
-from pipeline.detection import Detection, detection_id
+from pipeline.events.detection import Detection, detection_id
 from pipeline.knowledge import KnowledgeBase, load_knowledge
 
 T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pipeline.codec import DecodeLimits, decode_messages, decode_values
-from pipeline.schema import LogRecord, MetricPoint, RawMessage, RecordKind, Span
+from pipeline.events.codec import DecodeLimits, decode_messages, decode_values
+from pipeline.events.schema import LogRecord, MetricPoint, RawMessage, RecordKind, Span
 
 NOW = 1_764_000_000_000  # 2025-11-24T16:00:00Z
 POINT = {"time": NOW - 1000, "service.name": "orders", "host.name": "h1",

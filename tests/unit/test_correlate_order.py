@@ -10,7 +10,7 @@ import yaml
 
 from pipeline.correlate import CorrelationState
 from pipeline.correlate.reorder import Reorder
-from pipeline.correlation import CorrelationStep, Message
+from pipeline.correlate.step import CorrelationStep, Message
 from pipeline.settings import CorrelateSettings
 from tests.unit.correlate_support import MIN, SEC, T0, Run, cleared, det, kinds
 from tests.unit.test_correlate_scenarios import DB_END, TOPOLOGY, db_outage, memory_leak

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from pipeline.alerts.silences import subject_of
 from pipeline.correlate import (
     ControlEvent,
     Matcher,
@@ -15,7 +16,6 @@ from pipeline.correlate import (
     Silence,
     SilenceError,
 )
-from pipeline.correlate.silences import subject_of
 from tests.unit.correlate_support import HOUR, MIN, SEC, T0, Run, cleared, det, kinds
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from detectors import RuleEngine, builtin_rule_paths, load_rules
-from detectors.replay import Replayer
-from pipeline.detection import Detection
-from pipeline.schema import SEVERITY_NUMBER
+from pipeline.detect.replay import Replayer
+from pipeline.events.detection import Detection
+from pipeline.events.schema import SEVERITY_NUMBER
 from pipeline.simulate import Tick, load_system, parse_schedule, simulate
 
 START = 1_718_000_000_000  # 2024-06-10T06:13:20Z

@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from detectors import builtin_rule_paths
-from detectors.cli import test_command as rules_test_command
-from detectors.cli import validate_command
-from pipeline.detection import Detection
+from pipeline.cli.rules import test_command as rules_test_command
+from pipeline.cli.rules import validate_command
+from pipeline.events.detection import Detection
 from pipeline.simulate import load_system, parse_schedule, simulate, write_ndjson
 
 START = 1_718_000_000_000

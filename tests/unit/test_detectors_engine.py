@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from detectors import RuleEngine, ServiceState, StateError, parse_rules
-from pipeline.detection import Detection
+from pipeline.events.detection import Detection
 
 T0 = 1_699_999_200_000
 S, M = 1_000, 60_000

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from detectors import RuleEngine, parse_rules
-from detectors.evaluate import evaluate
+from detectors.closing import evaluate
 from detectors.windows import Q_POINTS, record_items
-from pipeline.detection import Detection, detection_id
+from pipeline.events.detection import Detection, detection_id
 
 T0 = 1_699_999_200_000  # a whole hour, epoch ms
 S, M, H = 1_000, 60_000, 3_600_000

@@ -7,8 +7,8 @@ import pytest
 import detectors
 from pipeline.correlate import CorrelatorSettings
 from pipeline.correlate import parse_duration_ms as correlator_duration_ms
-from pipeline.durations import DurationError, format_duration, parse_duration_ms
 from pipeline.errors import SettingsError
+from pipeline.events.durations import DurationError, format_duration, parse_duration_ms
 from pipeline.simulate import ScenarioError, parse_schedule
 from pipeline.simulate import parse_duration_ms as simulate_duration_ms
 

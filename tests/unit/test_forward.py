@@ -6,9 +6,10 @@ from dataclasses import replace
 
 import orjson
 
-from pipeline.codec import decode_values
-from pipeline.detect import DetectionStep, Message, Watermarks
-from pipeline.forward import (
+from pipeline.detect.step import DetectionStep, Message, Watermarks
+from pipeline.events.codec import decode_values
+from pipeline.events.schema import RecordKind
+from pipeline.events.slices import (
     TICK_KEY,
     Tick,
     decode_ticks,
@@ -16,7 +17,6 @@ from pipeline.forward import (
     read_slice,
     split_by_service,
 )
-from pipeline.schema import RecordKind
 from tests.unit.correlate_support import det
 
 NOW = 1_764_000_000_000

@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from pipeline.detection import CATEGORIES
+from pipeline.events.detection import CATEGORIES
 from pipeline.knowledge import (
     KnowledgeError,
     builtin_paths,

@@ -7,11 +7,9 @@ def test_public_api():
     assert sorted(models.__all__) == sorted([
         "DETECTORS", "FEATURES", "BankResult", "Calibrator", "Detector", "Finding",
         "ForecastResidual", "HalfSpaceTreesScorer", "LogAnalytics", "LogPatterns", "ModelEngine",
-        "ModelError", "ModelRegistry", "ModelVersion", "ReplayRun", "RobustSeasonal",
+        "ModelError", "ModelRegistry", "ModelVersion", "RobustSeasonal",
         "SeriesBank", "ServiceModelState", "ServiceVectorHST", "TemplateMiner",
-        "TraceAnalytics", "TraceRED", "metric_category", "models_command", "replay",
-        "resolve_detector", "score_command", "score_csv", "score_from_log10p",
-        "score_many", "score_series", "split_by_service", "tail_log10",
+        "TraceAnalytics", "TraceRED", "metric_category", "score_from_log10p", "tail_log10",
     ])
     for name in models.__all__:
         assert getattr(models, name) is not None

@@ -6,7 +6,8 @@ from collections import Counter
 
 import pytest
 
-from models import LogPatterns, ModelEngine, ModelRegistry, ServiceModelState, TraceRED, replay
+from models import LogPatterns, ModelEngine, ModelRegistry, ServiceModelState, TraceRED
+from pipeline.detect.replay import replay
 from pipeline.simulate import load_system, parse_schedule, simulate
 
 START = 1_718_000_000_000

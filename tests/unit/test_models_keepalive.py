@@ -22,10 +22,10 @@ from models import (
     SeriesBank,
     ServiceModelState,
     ServiceVectorHST,
-    replay,
 )
-from pipeline.detection import Detection, detection_id
-from pipeline.engines import build_engines
+from pipeline.detect.engines import build_engines
+from pipeline.detect.replay import replay
+from pipeline.events.detection import Detection, detection_id
 from pipeline.settings import load_settings
 from pipeline.simulate import load_system, parse_schedule, simulate
 

@@ -14,11 +14,9 @@ from models import (
     ModelRegistry,
     RobustSeasonal,
     TraceRED,
-    models_command,
-    resolve_detector,
-    score_command,
 )
 from models.forecast import ForecastResidual
+from pipeline.cli.models import models_command, resolve_detector, score_command
 
 T0 = 1_718_000_000_000
 

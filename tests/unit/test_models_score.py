@@ -8,8 +8,10 @@ import math
 
 import numpy as np
 
-from models import RobustSeasonal, score_command, score_series
-from models.nab import load_corpus, optimise, scaled_sigmoid
+from models import RobustSeasonal
+from pipeline.cli.models import score_command
+from pipeline.evaluate.nab import load_corpus, optimise, scaled_sigmoid
+from pipeline.evaluate.score import score_series
 
 
 def write_series(path, n=600, spike_at=450):

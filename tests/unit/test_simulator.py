@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from pipeline.schema import (
+from pipeline.events.schema import (
     SEVERITIES,
     SPAN_KINDS,
     SPAN_STATUSES,

@@ -1,0 +1,73 @@
+"""Alert messages for ``tocsin.alerts``: CloudEvents 1.0, structured JSON mode.
+
+One message per alerted decision (``Decision.notify``), keyed by problem id
+(:func:`alert_key`) so one problem's messages stay ordered in one partition:
+
+- ``specversion``: ``"1.0"``
+- ``id``: ``<problem id>.<version>`` (a repeat adds ``.repeat.<time ms>``); one id per
+  change, so consumers dedupe on it
+- ``source``: ``/tocsin/correlator/<scope>``
+- ``type``: ``io.tocsin.problem.`` + ``opened``, ``updated``, ``escalated``,
+  ``acknowledged``, ``reopened``, ``resolved`` or ``repeated`` (a merge is a ``resolved``
+  with ``data.resolution == "merged"`` and ``data.merged_into``)
+- ``subject``: the problem id
+- ``time``: event time of the change, RFC 3339 UTC
+- ``datacontenttype``: ``application/json``
+- ``problemversion`` (extension): the problem's version; order one problem's messages by it
+- ``severity``, ``scope`` (extensions): for routing without parsing ``data``
+- ``data``: the whole problem (``detection_ids``, ``members``, ``root_causes``,
+  ``diagnostic_plan``, ``runbook`` ...) plus ``change: {kind, reason}``
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from pipeline.events.problem import Decision
+from pipeline.events.times import format_ms
+
+SPECVERSION = "1.0"
+TYPE_PREFIX = "io.tocsin.problem."
+ALERT_TYPES = tuple(TYPE_PREFIX + k for k in ("opened", "updated", "escalated", "acknowledged",
+                                              "reopened", "resolved", "repeated"))
+
+
+def alert_type(kind: str) -> str:
+    """The CloudEvents ``type`` of a decision kind (``merged`` is a ``resolved``)."""
+    return TYPE_PREFIX + ("resolved" if kind == "merged" else kind)
+
+
+def alert_event(decision: Decision) -> dict[str, Any]:
+    """The CloudEvent of a decision as a dict (see the module docstring)."""
+    p = decision.problem
+    ident = f"{p.id}.{p.version}"
+    if decision.kind == "repeated":
+        ident += f".repeat.{decision.time_ms}"
+    data = p.to_wire()
+    data.pop("links", None)  # detection_ids says the same, shorter
+    data["change"] = {"kind": decision.kind, "reason": decision.reason}
+    return {
+        "specversion": SPECVERSION,
+        "id": ident,
+        "source": f"/tocsin/correlator/{p.scope}",
+        "type": alert_type(decision.kind),
+        "subject": p.id,
+        "time": format_ms(decision.time_ms),
+        "datacontenttype": "application/json",
+        "problemversion": p.version,
+        "severity": p.severity,
+        "scope": p.scope,
+        "data": data,
+    }
+
+
+def alert_envelope(decision: Decision) -> bytes:
+    """The message value for ``tocsin.alerts`` (publish only ``notify`` decisions)."""
+    return orjson.dumps(alert_event(decision))
+
+
+def alert_key(decision: Decision) -> bytes:
+    """The message key: the problem id."""
+    return decision.problem.id.encode()

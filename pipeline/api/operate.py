@@ -1,0 +1,127 @@
+"""What an operator does with problems: list, inspect, acknowledge, silence.
+
+Reads come from the store (``problems`` keeps every version; ``final = 1`` shows the
+latest). Acknowledgements and silences are events on the control topic, keyed by scope,
+so every worker sees them in order and they survive restarts in the correlator's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pipeline.api.query import run_query
+from pipeline.correlate import ControlEvent, Recurrence, Silence
+from pipeline.correlate.settings import parse_duration_ms
+from pipeline.errors import TocsinError
+from pipeline.kafka.transport import KafkaUnavailable, client_kwargs, ensure_topics
+from pipeline.settings import Settings
+from pipeline.store import QueryResult
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def list_problems(settings: Settings, include_resolved: bool = True,
+                  limit: int = 20) -> QueryResult:
+    """Open problems first, then the most recently updated ones."""
+    db = settings.store.database
+    where = "" if include_resolved else "WHERE status != 'resolved' "
+    return run_query(settings, (
+        "SELECT id, status, severity, category, title, arrayStringConcat(affected, ', ') AS "
+        "affected, JSONExtractString(root_causes, 1, 'service') AS root_cause, "
+        "formatDateTime(opened_at, '%Y-%m-%d %H:%i:%S') AS opened, "
+        "formatDateTime(updated_at, '%H:%i:%S') AS updated, version "
+        f"FROM {db}.problems {where}"
+        f"ORDER BY status = 'resolved', updated_at DESC LIMIT {int(limit)}"))
+
+
+def problem_detail(settings: Settings, problem_id: str) -> dict[str, Any]:
+    """The latest version of one problem, JSON fields decoded."""
+    db = settings.store.database
+    result = run_query(settings, f"SELECT * FROM {db}.problems WHERE id = {_quote(problem_id)}")
+    if not result.rows:
+        raise TocsinError(f"no problem with id {problem_id!r}")
+    row = dict(zip(result.columns, result.rows[0], strict=True))
+    for key in ("root_causes", "diagnostic_plan", "runbook"):
+        if isinstance(row.get(key), str) and row[key]:
+            row[key] = json.loads(row[key])
+    links = run_query(settings, (
+        f"SELECT detection_id, service, role, time FROM {db}.problem_detections "
+        f"WHERE problem_id = {_quote(problem_id)} ORDER BY time"))
+    row["members"] = [dict(zip(links.columns, r, strict=True)) for r in links.rows]
+    return row
+
+
+async def _send_control(settings: Settings, event: ControlEvent) -> None:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(**client_kwargs(settings.kafka), acks="all",
+                                enable_idempotence=True)
+    try:
+        await producer.start()
+        await producer.send_and_wait(settings.topics.control, event.to_json(),
+                                     key=settings.correlate.scope.encode())
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"sending to {settings.topics.control} on "
+                               f"{settings.kafka.bootstrap_servers}: {exc}") from exc
+    finally:
+        await producer.stop()
+
+
+def acknowledge(settings: Settings, problem_id: str, by: str, comment: str) -> ControlEvent:
+    """Publish an acknowledgement of a problem."""
+    event = ControlEvent.ack(problem_id, by, comment, int(time.time() * 1000),
+                             scope=settings.correlate.scope)
+    asyncio.run(_send_control(settings, event))
+    return event
+
+
+def create_silence(settings: Settings, matchers: Sequence[str], duration: str, by: str,
+                   comment: str, starts: str = "", every: str = "") -> Silence:
+    """Publish a silence: one-off (from now or ``starts`` for ``duration``) or recurring
+    (``every``: a cron expression or ``FREQ=...`` rule, each window ``duration`` long)."""
+    from pipeline.events.times import parse_rfc3339_ms
+
+    now = int(time.time() * 1000)
+    start = parse_rfc3339_ms(starts) if starts else now
+    length = parse_duration_ms(duration)
+    if every:
+        silence = Silence.create(matchers, start, None,
+                                 recurrence=Recurrence.parse(every, length),
+                                 comment=comment, created_by=by, created_at=now)
+    else:
+        silence = Silence.create(matchers, start, start + length, comment=comment,
+                                 created_by=by, created_at=now)
+    event = ControlEvent.create_silence(silence, now, scope=settings.correlate.scope)
+    asyncio.run(_send_control(settings, event))
+    return silence
+
+
+def expire_silence(settings: Settings, silence_id: str, by: str) -> None:
+    """Publish the end of a silence, now."""
+    event = ControlEvent.expire_silence(silence_id, by, int(time.time() * 1000),
+                                        scope=settings.correlate.scope)
+    asyncio.run(_send_control(settings, event))
+
+
+def list_silences(settings: Settings) -> list[dict[str, Any]]:
+    """The silences the running worker holds (active, future and recently ended)."""
+    import urllib.request
+
+    from pipeline.api.paths import SILENCES_PATH
+
+    url = f"http://{settings.worker.web_host}:{settings.worker.web_port}{SILENCES_PATH}"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return json.loads(response.read())["silences"]
+    except OSError:
+        raise TocsinError(f"no worker answers at {url}: silences live in the running "
+                          "worker's correlator state") from None
+

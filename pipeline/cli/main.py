@@ -1,0 +1,200 @@
+"""The ``tocsin`` command line: the argument parser and ``main``.
+
+The commands themselves live in :mod:`pipeline.commands`, one module per group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from pipeline.cli.detection import cmd_models, cmd_rules, cmd_score
+from pipeline.cli.operate import cmd_ack, cmd_problem, cmd_problems, cmd_query, cmd_silence
+from pipeline.cli.runtime import cmd_demo, cmd_kafka, cmd_produce, cmd_settings, cmd_worker
+from pipeline.cli.simulation import cmd_evaluate, cmd_simulate
+from pipeline.errors import TocsinError
+from pipeline.settings import Settings, load_settings
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every ``tocsin`` subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="tocsin",
+        description="Operations telemetry from Kafka into ClickHouse, detections and alerts.",
+    )
+    parser.add_argument("--config", help="TOML settings file (also TOCSIN_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("worker", help="run a stream worker (ingest agents, query page)",
+                       description="Create missing topics and tables, then consume the "
+                       "telemetry topics into the store until stopped (Ctrl-C / SIGTERM).")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("kafka", help="start, stop or show the local Kafka broker",
+                       description="A real single-node Apache Kafka broker (KRaft) on "
+                       "127.0.0.1, from jars Maven resolves into ~/.cache/tocsin. Does nothing "
+                       "when TOCSIN_KAFKA_BOOTSTRAP_SERVERS points at a cluster.")
+    p.add_argument("action", choices=("start", "stop", "status"))
+    p.add_argument("--port", type=int, default=9092, help="broker port (0: a free one)")
+    p.add_argument("--keep-data", action="store_true",
+                   help="keep the previous data directory instead of starting fresh")
+    p.add_argument("--state-dir", help="where pid, config, log and data live")
+    p.add_argument("--force", action="store_true",
+                   help="start a local broker even when a cluster is configured")
+    p.set_defaults(func=cmd_kafka)
+
+    p = sub.add_parser("produce", help="send an NDJSON file of records to Kafka",
+                       description="Each line is one record with \"type\": metric, log or "
+                       "span. Records are batched into JSON-array messages per topic.")
+    p.add_argument("file")
+    p.add_argument("--records-per-message", type=int, default=100)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("query", help="run a read-only SQL query on the store",
+                       description="Reads see deduplicated rows (final = 1). With the "
+                       "embedded store, a running worker answers; otherwise the data "
+                       "directory is opened directly.")
+    p.add_argument("sql")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("simulate", help="generate labelled telemetry of a simulated system",
+                       description="Metrics, logs and traces of a microservice system with "
+                       "injected incidents, in event time from a seeded generator (same seed, "
+                       "same output), to Kafka (default) or an NDJSON file, with a labels "
+                       "file of the incidents.")
+    p.add_argument("--system", help="system YAML (default: the packaged 10-service system)")
+    p.add_argument("--duration", default="6h", help="simulated time span (e.g. 90m, 6h)")
+    p.add_argument("--start", help="RFC 3339 start (default: so that the run ends now)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--interval", default="10s", help="metric interval")
+    p.add_argument("--incidents", help="schedule, e.g. 'db_outage@30m+10m,error_spike:orders@2h"
+                   "+15m' (default: a random mix)")
+    p.add_argument("--quiet-run", action="store_true", help="no incidents at all")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="let scheduled incidents overlap in time (two unrelated incidents "
+                   "at once)")
+    p.add_argument("--out", help="write NDJSON here instead of sending to Kafka")
+    p.add_argument("--labels", default="labels.json", help="where to write the labels")
+    p.add_argument("--graph", help="also write the system's call graph (YAML, caller: "
+                   "[callees]) for correlate.dependencies")
+    p.add_argument("--speed", type=float, default=None,
+                   help="simulated seconds per second (360: 6 h in a minute; default: as fast "
+                   "as possible)")
+    p.add_argument("--realtime", action="store_true", help="pace at real time (speed 1)")
+    p.add_argument("--records-per-message", type=int, default=100)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("evaluate", help="score stored problems against simulation labels",
+                       description="Per incident: detected, time to detect, split into how "
+                       "many problems; false alarms per simulated day; root-cause AC@1/AC@3; "
+                       "pairwise grouping precision/recall/F1. Prints a table, writes JSON.")
+    p.add_argument("--labels", required=True)
+    p.add_argument("--json", help="JSON output path (default: LABELS.evaluation.json)")
+    p.add_argument("--slack", default="5m", help="matching slack after an incident ends")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="the whole pipeline on a simulated system, live",
+                       description="Starts the local Kafka broker and a worker, streams a "
+                       "few simulated hours with incidents through them, shows problems live, "
+                       "then the evaluation and example analyst queries.")
+    p.add_argument("--hours", type=float, default=3.0, help="simulated hours")
+    p.add_argument("--minutes", type=float, default=1.0, help="wall-clock minutes to take")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--keep-running", action="store_true",
+                   help="leave the broker and worker running afterwards")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("rules", help="validate, test or reload rule files",
+                       description="validate FILE...: every problem with file, rule and field "
+                       "(exit 1 if any). test FILE... --input NDJSON: replay recorded records "
+                       "through the rules and print the detections they would raise. reload: "
+                       "make the running worker load its rule files now (a bad file is "
+                       "rejected and the old rules keep running).")
+    p.add_argument("action", choices=("validate", "test", "reload"))
+    p.add_argument("files", nargs="*", help="rule files (validate, test)")
+    p.add_argument("--input", help="NDJSON records with \"type\" (test)")
+    p.add_argument("--json", action="store_true", help="detections as JSON lines (test)")
+    p.set_defaults(func=cmd_rules)
+
+    p = sub.add_parser("problems", help="open and recent problems",
+                       description="Open problems first, then the most recently updated.")
+    p.add_argument("--open", action="store_true", help="open and acknowledged only")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.set_defaults(func=cmd_problems)
+
+    p = sub.add_parser("problem", help="one problem in full (evidence, plan, runbook)")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_problem)
+
+    operator = os.environ.get("USER", "operator")
+    p = sub.add_parser("ack", help="acknowledge a problem")
+    p.add_argument("id")
+    p.add_argument("--by", default=operator)
+    p.add_argument("--comment", default="")
+    p.set_defaults(func=cmd_ack)
+
+    p = sub.add_parser("silence", help="create, list or expire silences",
+                       description="Silences mute matching problems' alerts (never a resolve "
+                       "of something already alerted). Matchers: name=value, name!=value, "
+                       "name=~regex on service, category, severity, host or labels.")
+    p.add_argument("action", choices=("create", "list", "expire"))
+    p.add_argument("id", nargs="?", help="silence id (expire)")
+    p.add_argument("--match", action="append", help="matcher, repeatable (create)")
+    p.add_argument("--duration", default="2h", help="length, or each window's (create)")
+    p.add_argument("--starts", help="RFC 3339 start (default: now)")
+    p.add_argument("--every", help="recurring maintenance window: cron ('0 2 * * 6') or "
+                   "FREQ=WEEKLY;BYDAY=SA;BYHOUR=2")
+    p.add_argument("--by", default=operator)
+    p.add_argument("--comment", default="")
+    p.set_defaults(func=cmd_silence)
+
+    p = sub.add_parser("score", help="score a timestamp,value CSV with an anomaly model",
+                       description="Streams the series through a detector exactly as the "
+                       "worker scores it and writes timestamp,value,anomaly_score.")
+    p.add_argument("--input", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--model", default="robust-seasonal")
+    p.add_argument("--registry", help="model registry directory")
+    p.add_argument("--version", help="registry version (default: current)")
+    p.add_argument("--param", action="append", help="NAME=VALUE, repeatable")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("models", help="the model registry: list, publish, set-current, "
+                       "rollback")
+    p.add_argument("action", choices=("list", "publish", "set-current", "rollback"))
+    p.add_argument("name", nargs="?")
+    p.add_argument("version", nargs="?")
+    p.add_argument("--registry", help="directory (default: detect.model_registry)")
+    p.add_argument("--param", action="append", help="NAME=VALUE, repeatable (publish)")
+    p.add_argument("--author", default=os.environ.get("USER", ""))
+    p.add_argument("--description", default="")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("settings", help="print the effective settings (secrets masked)")
+    p.set_defaults(func=cmd_settings)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tocsin`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        return args.func(args, settings)
+    except TocsinError as exc:
+        print(f"tocsin {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

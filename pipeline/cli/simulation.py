@@ -1,0 +1,95 @@
+"""Commands of the simulator: generate labelled telemetry, evaluate stored results against it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+from pipeline.settings import Settings
+from pipeline.store import QueryResult
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    """Generate labelled telemetry to Kafka or to an NDJSON file."""
+    import time
+
+    from pipeline.events.times import format_ms, parse_rfc3339_ms
+    from pipeline.simulate import (
+        load_system,
+        parse_duration_ms,
+        parse_schedule,
+        save_labels,
+        simulate,
+        write_call_graph,
+        write_ndjson,
+    )
+
+    interval_ms = parse_duration_ms(args.interval)
+    duration_ms = parse_duration_ms(args.duration)
+    if args.start:
+        start_ms = parse_rfc3339_ms(args.start)
+    else:  # end now, so event times are neither in the future nor expired
+        start_ms = (int(time.time() * 1000) - duration_ms) // interval_ms * interval_ms
+    incidents = parse_schedule(args.incidents, start_ms) if args.incidents else None
+    simulation = simulate(load_system(args.system), start_ms, duration_ms, args.seed,
+                          incidents, mixed=incidents is None and not args.quiet_run,
+                          interval_ms=interval_ms, allow_overlap=args.allow_overlap)
+    labels_path = Path(args.labels)
+    save_labels(simulation.labels, labels_path)
+    if args.graph:
+        write_call_graph(load_system(args.system), args.graph)
+    print(f"simulating {format_ms(start_ms)} .. {format_ms(simulation.end_ms)}, seed {args.seed}, "
+          f"{len(simulation.labels.incidents)} incidents; labels in {labels_path}")
+    if args.out:
+        counts = write_ndjson(simulation, args.out)
+    else:
+        counts = _publish(settings, simulation, args)
+    print("wrote " + ", ".join(f"{n:,} {kind}s" for kind, n in sorted(counts.items()))
+          + f" to {args.out or settings.kafka.bootstrap_servers}")
+    return 0
+
+
+def _publish(settings: Settings, simulation, args: argparse.Namespace) -> dict[str, int]:
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeElapsedColumn
+
+    from pipeline.kafka.transport import ensure_topics
+    from pipeline.simulate.publish import publish_simulation
+
+    speed = 1.0 if args.realtime else args.speed
+    with Progress("simulated time", BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                  disable=args.no_progress) as bar:
+        task = bar.add_task("simulate", total=1)
+
+        async def run():
+            await ensure_topics(settings)
+            return await publish_simulation(
+                settings, simulation, speed=speed, records_per_message=args.records_per_message,
+                on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+        return asyncio.run(run()).records
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    """Compare stored problems and detections with a simulation's labels."""
+    from pipeline.api.query import run_query
+    from pipeline.evaluate import evaluate, format_table, result_to_dict
+    from pipeline.evaluate.load import load_detections, load_problems
+    from pipeline.simulate import load_labels, parse_duration_ms
+
+    labels = load_labels(args.labels)
+    slack_ms = parse_duration_ms(args.slack)
+
+    def query(sql: str) -> QueryResult:
+        return run_query(settings, sql)
+
+    database = settings.store.database
+    result = evaluate(labels, load_problems(query, database, labels, slack_ms),
+                      load_detections(query, database, labels, slack_ms),
+                      match_slack_ms=slack_ms)
+    print(format_table(result))
+    out = Path(args.json or Path(args.labels).with_suffix(".evaluation.json"))
+    out.write_text(json.dumps(result_to_dict(result), indent=2))
+    print(f"\nwrote {out}")
+    return 0

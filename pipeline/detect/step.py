@@ -1,0 +1,202 @@
+"""One detection step: run the detector engines over forwarded slices and ticks.
+
+Plain Python, no Faust: the detect agent hands over a batch of messages of one or more
+partitions and a way to read each service's stored state; the step returns the new state
+per (engine, service), to be written once per batch, and the detections to publish.
+Engines (the rule engine of ``detectors``, the model engine of ``models``) share one
+shape, :class:`Engine`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pipeline.events.detection import Detection
+from pipeline.events.slices import TICK_KEY, Tick, decode_ticks, read_slice
+
+log = logging.getLogger("tocsin.detect")
+
+
+class EngineState(Protocol):
+    """The state of one engine for one service."""
+
+    def to_bytes(self) -> bytes: ...
+
+
+class Engine(Protocol):
+    """A detector engine: per-service state in, state and detections out."""
+
+    def new_state(self) -> Any: ...
+
+    def state_from_bytes(self, data: bytes) -> Any: ...
+
+    def process(self, signal: str, columns: Mapping[str, Any],
+                state: Any) -> tuple[Any, list[Detection], Any]: ...
+
+    def advance(self, state: Any, watermark_ms: int) -> tuple[Any, list[Detection]]: ...
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message of the by-service topic as the step needs it."""
+
+    partition: int
+    key: bytes
+    value: bytes
+
+
+@dataclass
+class StepResult:
+    """New states to store and detections to publish after one step."""
+
+    states: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    detections: list[Detection] = field(default_factory=list)
+    late_records: int = 0
+    slices: int = 0
+    watermark_ms: int = -1  # event time every partition seen has passed (the slowest one)
+    edges: list[tuple[str, str, int, int]] = field(default_factory=list)  # learned calls
+    errors: int = 0  # engine failures, logged with the service they concern
+
+
+StateReader = Callable[[str, str], bytes | None]
+
+
+class Watermarks:
+    """Event-time progress per partition: the slowest source with a backlog decides.
+
+    A *source* is one partition of an ingest topic (``metrics/0`` ...); its ingest agent
+    ticks every by-service partition with how far it has forwarded and whether records
+    are still waiting. While a source has a backlog, event time cannot pass it (a
+    partition fetched later, or logs behind metrics in a replay, would otherwise arrive
+    late). A source with nothing waiting holds nothing back: its next record is new.
+    """
+
+    def __init__(self) -> None:
+        self._ticks: dict[int, dict[str, Tick]] = {}
+
+    def observe(self, partition: int, tick: Tick) -> int:
+        """Record a tick; returns the partition's watermark (before lateness)."""
+        ticks = self._ticks.setdefault(partition, {})
+        previous = ticks.get(tick.source)
+        if previous is not None and previous.time_ms > tick.time_ms:
+            tick = Tick(tick.source, previous.time_ms, tick.backlog)
+        ticks[tick.source] = tick
+        behind = [t.time_ms for t in ticks.values() if t.backlog]
+        return min(behind) if behind else max(t.time_ms for t in ticks.values())
+
+    def forget(self, partition: int) -> None:
+        """Drop what is known of ``partition``."""
+        self._ticks.pop(partition, None)
+
+
+class DetectionStep:
+    """Applies engines to messages in order, touching each service's state once."""
+
+    def __init__(self, engines: Mapping[str, Engine], allowed_lateness_ms: int) -> None:
+        self.engines = dict(engines)
+        self.allowed_lateness_ms = allowed_lateness_ms
+        self.watermarks = Watermarks()
+        self._advanced: dict[int, int] = {}
+
+    def run(self, messages: Iterable[Message], read_state: StateReader,
+            services_on: Callable[[int], Iterable[str]],
+            assigned: Collection[int] | None = None) -> StepResult:
+        """Process ``messages`` in order; ``services_on(p)`` lists the services with
+        stored state on partition ``p``; ``assigned`` are the partitions this worker
+        reads (the result's watermark waits for each of them; None: those seen)."""
+        result = StepResult()
+        live: dict[tuple[str, str], Any] = {}
+        new_on: dict[int, set[str]] = defaultdict(set)
+        if assigned is not None:
+            for partition in set(self._advanced) - set(assigned):  # revoked
+                del self._advanced[partition]
+                self.watermarks.forget(partition)
+
+        def state_of(engine_name: str, service: str) -> Any:
+            key = (engine_name, service)
+            if key not in live:
+                engine = self.engines[engine_name]
+                stored = read_state(engine_name, service)
+                live[key] = engine.new_state() if stored is None \
+                    else engine.state_from_bytes(stored)
+            return live[key]
+
+        for message in messages:
+            if message.key == TICK_KEY:
+                ticks = decode_ticks(message.value)
+                if not ticks:
+                    continue
+                for tick in ticks:
+                    progress = self.watermarks.observe(message.partition, tick)
+                watermark = progress - self.allowed_lateness_ms
+                if watermark <= self._advanced.get(message.partition, watermark - 1):
+                    continue
+                self._advanced[message.partition] = watermark
+                # the services stored on the partition, and those met first in this step
+                services = set(services_on(message.partition)) | new_on[message.partition]
+                for service in sorted(services):
+                    for name, engine in self.engines.items():
+                        try:
+                            state, found = engine.advance(state_of(name, service), watermark)
+                        except Exception:  # one engine's bug must not stop the stream
+                            result.errors += 1
+                            log.exception("%s failed advancing %s to %d; its state is kept",
+                                          name, service, watermark)
+                            continue
+                        live[(name, service)] = state
+                        result.detections.extend(found)
+                continue
+            piece = read_slice(message.key, message.value)
+            new_on[message.partition].add(piece.service)
+            result.slices += 1
+            for name, engine in self.engines.items():
+                try:
+                    state, found, stats = engine.process(piece.signal, piece.columns,
+                                                         state_of(name, piece.service))
+                except Exception:  # one engine's bug must not stop the stream
+                    result.errors += 1
+                    log.exception("%s failed on %d %s records of %s; its state is kept",
+                                  name, len(piece.columns.get("service", ())), piece.signal,
+                                  piece.service)
+                    continue
+                live[(name, piece.service)] = state
+                result.detections.extend(found)
+                late = _late_count(stats)
+                if late:
+                    result.late_records += late
+                    log.warning("%s: %d %s records of %s arrived later than the allowed "
+                                "lateness (%d ms) and were counted, not windowed",
+                                name, late, piece.signal, piece.service,
+                                self.allowed_lateness_ms)
+        # detections leave in event-time order: a step closes each service's windows in
+        # turn, and whoever reads them (the correlator) should not see time go backwards
+        result.detections.sort(key=lambda d: (d.time, d.id))
+        if assigned is not None:  # a partition not ticked yet holds everything back
+            result.watermark_ms = min((self._advanced.get(p, -1) for p in assigned),
+                                      default=-1)
+        elif self._advanced:
+            result.watermark_ms = min(self._advanced.values())
+        result.states = {key: state.to_bytes() for key, state in live.items()}
+        for (name, _service), state in live.items():
+            call_graph = getattr(self.engines[name], "call_graph", None)
+            if call_graph is not None:
+                result.edges.extend(call_graph(state))
+        return result
+
+
+def _late_count(stats: Any) -> int:
+    if stats is None:
+        return 0
+    if isinstance(stats, int):
+        return stats
+    for attr in ("late", "late_records", "total_late"):
+        value = getattr(stats, attr, None)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, Mapping):
+            return int(sum(value.values()))
+    return 0

@@ -1,0 +1,72 @@
+"""Ingest: decode a batch of raw messages, store the good records, keep the rejected ones.
+
+Plain asyncio and our own modules only; the Faust agent in ``pipeline.agents.ingest``
+feeds it batches and publishes the rejections to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pipeline.events.codec import DecodedBatch, DecodeLimits, decode_messages
+from pipeline.events.deadletter import deadletter_table, describe
+from pipeline.events.schema import SPECS, RawMessage, RecordKind
+from pipeline.settings import IngestSettings
+from pipeline.store.writer import StoreWriter
+
+log = logging.getLogger("tocsin.ingest")
+
+_LOGGED_REJECTIONS_PER_BATCH = 5
+
+
+@dataclass
+class IngestCounters:
+    """Running totals per record kind, for the worker's status page and benchmarks."""
+
+    messages: dict[str, int] = field(default_factory=dict)
+    stored: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def add(self, kind: RecordKind, messages: int, stored: int, rejected: int) -> None:
+        """Count one batch."""
+        for totals, n in ((self.messages, messages), (self.stored, stored),
+                          (self.rejected, rejected)):
+            totals[kind.value] = totals.get(kind.value, 0) + n
+
+
+def _decode_to_arrow(kind: RecordKind, messages: Sequence[RawMessage],
+                     limits: DecodeLimits) -> DecodedBatch:
+    batch = decode_messages(kind, messages, limits)
+    batch.to_arrow()  # built here, off the event loop, and kept on the batch
+    return batch
+
+
+class Ingestor:
+    """Turns batches of raw messages into stored rows and dead-letter rows."""
+
+    def __init__(self, writer: StoreWriter, settings: IngestSettings) -> None:
+        self.writer = writer
+        self.settings = settings
+        self.counters = IngestCounters()
+
+    async def ingest(
+        self, kind: RecordKind, messages: Sequence[RawMessage], now_ms: int
+    ) -> DecodedBatch:
+        """Decode, validate and store one batch; ``now_ms`` is the ingest time."""
+        limits = DecodeLimits(now_ms, self.settings.max_message_bytes, self.settings.max_future_ms)
+        # decoding in a thread keeps the event loop free to send the next fetch request
+        batch = await asyncio.get_running_loop().run_in_executor(
+            None, _decode_to_arrow, kind, messages, limits)
+        await self.writer.insert(SPECS[kind].table, batch.to_arrow())
+        if batch.rejections:
+            for rejection in batch.rejections[:_LOGGED_REJECTIONS_PER_BATCH]:
+                log.warning("rejected %s", describe(rejection))
+            if len(batch.rejections) > _LOGGED_REJECTIONS_PER_BATCH:
+                log.warning("... and %d more rejected %s records in this batch",
+                            len(batch.rejections) - _LOGGED_REJECTIONS_PER_BATCH, kind.value)
+            await self.writer.insert("dead_letters", deadletter_table(batch.rejections, now_ms))
+        self.counters.add(kind, len(messages), len(batch), len(batch.rejections))
+        return batch

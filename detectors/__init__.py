@@ -29,8 +29,8 @@ from detectors.rules import (
     RuleSet,
     Window,
 )
-from detectors.selectors import Matcher, Selector
-from detectors.state import ServiceState, StateError
+from detectors.selectors import LabelMatcher, Selector
+from detectors.state import RuleStateError, ServiceState
 from pipeline.events.durations import format_duration
 from pipeline.events.durations import parse_duration_ms as parse_duration
 
@@ -40,7 +40,7 @@ __all__ = [
     "WINDOW_TYPES",
     "Baseline",
     "Condition",
-    "Matcher",
+    "LabelMatcher",
     "ProcessStats",
     "Rule",
     "RuleEngine",
@@ -48,7 +48,7 @@ __all__ = [
     "RuleSet",
     "Selector",
     "ServiceState",
-    "StateError",
+    "RuleStateError",
     "Window",
     "builtin_rule_paths",
     "format_duration",

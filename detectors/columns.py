@@ -1,6 +1,6 @@
 """One service's records of one signal as columns, with cached per-label factorisation.
 
-The engine receives the codec's columns (``pipeline.codec.decode_messages(...).columns``):
+The engine receives the codec's columns (``pipeline.events.codec.decode_messages(...).columns``):
 numpy arrays for times and numbers, lists of strings for text, and ``attributes`` as a
 pyarrow ``MapArray`` or a list of dicts. :class:`Batch` gives every rule the same view and
 factorises each label column once per batch, so matching a selector costs one test per

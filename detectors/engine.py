@@ -68,7 +68,7 @@ class RuleEngine:
         return ServiceState()
 
     def state_from_bytes(self, data: bytes) -> ServiceState:
-        """A state stored with ``ServiceState.to_bytes`` (raises StateError if corrupt)."""
+        """A state stored with ``ServiceState.to_bytes`` (raises RuleStateError if corrupt)."""
         return ServiceState.from_bytes(data)
 
     def _sync(self, state: ServiceState) -> None:

@@ -29,7 +29,7 @@ Report = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
-class Matcher:
+class LabelMatcher:
     """One label test: ``=``, ``!=``, ``=~``, ``!~`` (anchored regex) or ``in`` (a set)."""
 
     label: str
@@ -65,12 +65,12 @@ class Matcher:
         return f'{self.label}{self.op}"{self.value}"'
 
 
-def parse_matcher(label: str, spec: Any) -> Matcher:
+def parse_matcher(label: str, spec: Any) -> LabelMatcher:
     """A matcher from its YAML value; raises ValueError with what is wrong."""
     if isinstance(spec, list):
         if not spec or not all(isinstance(v, (str, int, float)) for v in spec):
             raise ValueError(f"expected a non-empty list of strings, got {spec!r}")
-        return Matcher(label, "in", tuple(str(v) for v in spec))
+        return LabelMatcher(label, "in", tuple(str(v) for v in spec))
     if isinstance(spec, bool) or not isinstance(spec, (str, int, float)):
         raise ValueError(f"expected a string, an operator and a string, or a list, "
                          f"got {spec!r}")
@@ -79,17 +79,17 @@ def parse_matcher(label: str, spec: Any) -> Matcher:
     op, value = (m.group(1), m.group(2)) if m else ("=", text)
     if op in ("=~", "!~"):
         try:
-            return Matcher(label, op, value, re.compile(value))
+            return LabelMatcher(label, op, value, re.compile(value))
         except re.error as exc:
             raise ValueError(f"bad regex {value!r}: {exc}") from exc
-    return Matcher(label, op, value)
+    return LabelMatcher(label, op, value)
 
 
 @dataclass(frozen=True)
 class Selector:
     """Label matchers plus, for logs, a severity filter and body substrings or regex."""
 
-    matchers: tuple[Matcher, ...] = ()
+    matchers: tuple[LabelMatcher, ...] = ()
     min_severity: int = 0
     severities: tuple[int, ...] = ()
     contains: tuple[str, ...] = ()
@@ -159,7 +159,7 @@ def parse_selector(signal: str, data: Any, where: str, report: Report) -> Select
     if not isinstance(data, Mapping):
         report(where, f"expected a mapping of matchers, got {data!r}")
         return Selector()
-    matchers: list[Matcher] = []
+    matchers: list[LabelMatcher] = []
     kwargs: dict[str, Any] = {}
     for key, spec in data.items():
         here = f"{where}.{key}"

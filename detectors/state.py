@@ -20,6 +20,7 @@ import orjson
 
 from detectors.rules import Rule
 from detectors.windows import Items
+from pipeline.errors import TocsinError
 
 NO_TIME = -(2**62)
 MAGIC = b"TCS1"
@@ -31,7 +32,7 @@ BASELINE_COLUMNS = {"bsum": ("f8", 0.0), "bweight": ("f8", 0.0), "btime": ("i8",
                     "bstart": ("i8", -1)}
 
 
-class StateError(ValueError):
+class RuleStateError(TocsinError, ValueError):
     """Bytes that are not a serialized :class:`ServiceState`."""
 
 
@@ -152,9 +153,9 @@ class ServiceState:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ServiceState:
-        """Read :meth:`to_bytes` output; raises StateError on anything else."""
+        """Read :meth:`to_bytes` output; raises RuleStateError on anything else."""
         if data[:4] != MAGIC or data[4:5] not in (b"z", b"r"):
-            raise StateError("not a tocsin detector state (bad magic)")
+            raise RuleStateError("not a tocsin detector state (bad magic)")
         try:
             body = zlib.decompress(data[5:]) if data[4:5] == b"z" else data[5:]
             (size,) = struct.unpack_from("<I", body)
@@ -185,5 +186,5 @@ class ServiceState:
                 state.rules[name] = rs
         except (ValueError, KeyError, TypeError, IndexError, struct.error, zlib.error,
                 orjson.JSONDecodeError) as exc:
-            raise StateError(f"corrupt detector state: {exc}") from exc
+            raise RuleStateError(f"corrupt detector state: {exc}") from exc
         return state

@@ -16,12 +16,11 @@ import faust
 import numpy as np
 
 from pipeline.events.codec import DecodedBatch
+from pipeline.events.columns import SIGNAL_OF_TABLE, TIME_COLUMN
 from pipeline.events.deadletter import deadletter_headers, deadletter_key
 from pipeline.events.schema import SPECS, RawMessage, RecordKind, Rejection
 from pipeline.events.slices import (
-    SIGNAL_OF_TABLE,
     TICK_KEY,
-    TIME_COLUMN,
     Tick,
     encode_ticks,
     split_by_service,

@@ -3,7 +3,7 @@
 One message holds one JSON object or a JSON array of objects. Validation runs column by
 column over the whole batch: a vectorised fast path for the common case, and a per-value
 check (the one source of every error message) only for the values that fail it. Bad
-records come back as :class:`~pipeline.schema.Rejection` s; good records of the same
+records come back as :class:`~pipeline.events.schema.Rejection` s; good records of the same
 message go on.
 
 Each stored row gets a deterministic ``event_id`` from the message bytes and the record's

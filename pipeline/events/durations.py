@@ -10,7 +10,7 @@ Callers translate :class:`DurationError` into their own error, naming the field:
 >>> parse_duration_ms("5 minutes")
 Traceback (most recent call last):
 ...
-pipeline.durations.DurationError: expected a duration like 30s, 5m, 1h or 1h30m, got '5 minutes'
+pipeline.events.durations.DurationError: expected a duration like 30s, 5m, 1h or 1h30m, got '5...
 >>> format_duration(90_000)
 '1m30s'
 """

@@ -8,7 +8,7 @@ Typical use::
     write_ndjson(sim, "telemetry.ndjson")        # or: for batch in wire_batches(sim): ...
 """
 
-from pipeline.simulate.generator import KINDS, Simulation, Tick, simulate
+from pipeline.simulate.generator import KINDS, SimStep, Simulation, simulate
 from pipeline.simulate.labels import (
     CATEGORIES,
     SCENARIOS,
@@ -54,7 +54,7 @@ __all__ = [
     "Simulation",
     "SimulationError",
     "System",
-    "Tick",
+    "SimStep",
     "TopologyError",
     "WireBatch",
     "load_labels",

@@ -1,4 +1,4 @@
-"""The event-time generator: a seeded simulation yielding one :class:`Tick` per interval.
+"""The event-time generator: a seeded simulation yielding one :class:`SimStep` per interval.
 
 >>> from pipeline.simulate import load_system, simulate
 >>> sim = simulate(load_system(), start_ms=1_718_000_000_000, duration_ms=60_000, seed=7)
@@ -43,7 +43,7 @@ BLIP_PROBABILITY = 0.002
 
 
 @dataclass(frozen=True)
-class Tick:
+class SimStep:
     """Everything emitted for ``[time_ms, time_ms + interval_ms)``; pace on ``time_ms``."""
 
     time_ms: int
@@ -93,7 +93,7 @@ class Simulation:
                              system.name, interval_ms)
         self._seeds = seeds[1:]
 
-    def __iter__(self) -> Iterator[Tick]:
+    def __iter__(self) -> Iterator[SimStep]:
         """Generate the ticks from the start (every iteration replays the same run)."""
         lay, sysm = self.layout, self.system
         state_rng, metric_rng, log_np = (np.random.default_rng(s) for s in self._seeds[:3])
@@ -148,7 +148,7 @@ class Simulation:
             if "metric" not in self.kinds:
                 metrics = m.MetricBlock(t, block[:0], None, [])
             logs = sink.sorted_records() if want_logs else []
-            yield Tick(t, self.interval_ms, metrics, logs, spans, tuple(i.id for i in active))
+            yield SimStep(t, self.interval_ms, metrics, logs, spans, tuple(i.id for i in active))
 
 
 def _season(system: System, t_ms: int) -> float:
@@ -249,7 +249,7 @@ def simulate(system: System, start_ms: int, duration_ms: int, seed: int,
              incidents: Sequence[ScheduledIncident] | None = None, *, mixed: bool = False,
              interval_ms: int = 10_000, traces_per_tick: int = 2,
              kinds: Sequence[str] = KINDS, allow_overlap: bool = False) -> Simulation:
-    """A :class:`Simulation` of ``system``: iterate it for :class:`Tick` s in event time.
+    """A :class:`Simulation` of ``system``: iterate it for :class:`SimStep` s in event time.
 
     Give ``incidents`` (an explicit schedule) or ``mixed=True`` (a seeded random mix), or
     neither for a run without incidents. The run covers ``duration_ms`` rounded up to whole

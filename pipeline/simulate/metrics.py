@@ -111,7 +111,7 @@ class MetricBlock:
         return out
 
     def points(self) -> list[MetricPoint]:
-        """The points as :class:`~pipeline.schema.MetricPoint` records."""
+        """The points as :class:`~pipeline.events.schema.MetricPoint` records."""
         return [MetricPoint(time=d["time"], service=d["service.name"], name=d["name"],
                             value=d["value"], host=d.get("host.name", ""),
                             unit=d.get("unit", ""), attributes=dict(d.get("attributes", {})))

@@ -1,6 +1,6 @@
 """Writers: NDJSON files and wire-dict batches for a Kafka producer.
 
-Both take any iterable of :class:`~pipeline.simulate.generator.Tick` (a ``Simulation``)
+Both take any iterable of :class:`~pipeline.simulate.generator.SimStep` (a ``Simulation``)
 and keep event-time order tick by tick. Pacing (real time or compressed) belongs to the
 caller: every batch carries the event time of the tick it was completed in.
 """
@@ -15,17 +15,17 @@ from typing import IO, Any
 import orjson
 
 from pipeline.events.schema import RecordKind
-from pipeline.simulate.generator import Tick
+from pipeline.simulate.generator import SimStep
 
 
-def tick_wire(tick: Tick) -> dict[RecordKind, list[dict[str, Any]]]:
+def tick_wire(tick: SimStep) -> dict[RecordKind, list[dict[str, Any]]]:
     """The tick's records as wire dicts (with ``"type"``), per kind."""
     return {RecordKind.METRIC: tick.metrics.wire(),
             RecordKind.LOG: [r.to_wire() for r in tick.logs],
             RecordKind.SPAN: [s.to_wire() for s in tick.spans]}
 
 
-def write_ndjson(ticks: Iterable[Tick], out: str | Path | IO[bytes]) -> dict[str, int]:
+def write_ndjson(ticks: Iterable[SimStep], out: str | Path | IO[bytes]) -> dict[str, int]:
     """Write one JSON record per line (metrics, logs, spans per tick); return counts."""
     if isinstance(out, (str, Path)):
         with open(out, "wb") as fh:
@@ -52,7 +52,7 @@ class WireBatch:
         return orjson.dumps(self.records)
 
 
-def wire_batches(ticks: Iterable[Tick], batch_size: int = 100,
+def wire_batches(ticks: Iterable[SimStep], batch_size: int = 100,
                  flush_each_tick: bool = True) -> Iterator[WireBatch]:
     """Batches of wire dicts per kind, in tick order.
 

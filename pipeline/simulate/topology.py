@@ -58,7 +58,7 @@ class TopologyError(SimulationError):
 
 
 @dataclass(frozen=True)
-class Baseline:
+class HostBaseline:
     """Normal behaviour of one host of a service at the daily mean load."""
 
     request_rate: float
@@ -79,7 +79,7 @@ class Service:
     version: str
     calls: tuple[str, ...]
     operations: tuple[str, ...]
-    baseline: Baseline
+    baseline: HostBaseline
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ def _service(name: str, spec: Any, problems: list[str]) -> Service:
     values = {k: _number(base, k, f"{where}.baseline", problems, None, rng)
               for k, rng in _BASELINE_RANGES.items()}
     return Service(name, str(kind), tuple(hosts), str(spec.get("version", "1.0.0")),
-                   tuple(calls), tuple(ops), Baseline(**values))
+                   tuple(calls), tuple(ops), HostBaseline(**values))
 
 
 def _number(obj: Any, key: str, where: str, problems: list[str], default: float | None,

@@ -13,7 +13,7 @@ from pipeline.evaluate import evaluate, result_to_dict
 from pipeline.kafka import find_free_port
 from pipeline.simulate import save_labels
 from pipeline.store import EmbeddedStore
-from tests.unit.test_evaluate import DETECTIONS, LABELS, PROBLEMS, SLACK
+from tests.unit.evaluate.test_evaluate import DETECTIONS, LABELS, PROBLEMS, SLACK
 
 pytestmark = pytest.mark.integration
 

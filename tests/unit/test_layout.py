@@ -27,30 +27,32 @@ def _module_name(path: Path) -> str:
 
 
 def _imports() -> dict[str, set[str]]:
-    """Module -> the project modules (and 'faust') it imports, at any depth in the file."""
+    """Module -> the project modules (and 'faust') it imports, at any depth in the file.
+
+    ``from pkg import mod`` names the module ``pkg.mod``; ``from pkg import Name`` names
+    ``pkg`` (its ``__init__``).
+    """
+    paths = {_module_name(p): p for package in PACKAGES
+             for p in sorted((ROOT / package).rglob("*.py"))}
     graph: dict[str, set[str]] = {}
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            name = _module_name(path)
-            found: set[str] = set()
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                    targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-                elif isinstance(node, ast.Import):
-                    targets = [a.name for a in node.names]
-                else:
-                    continue
-                for target in targets:
-                    top = target.split(".")[0]
-                    if top == "faust":
-                        found.add("faust")
-                    elif top in PACKAGES:
-                        found.add(target)
-            graph[name] = found
-    modules = set(graph)
-    # "from pipeline.events import schema" names a module; "from x import Name" a name in x
-    return {m: {t if t in modules or t == "faust" else t.rsplit(".", 1)[0] for t in targets}
-            for m, targets in graph.items()}
+    for name, path in paths.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in paths
+                           else node.module for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for target in targets:
+                top = target.split(".")[0]
+                if top == "faust":
+                    found.add("faust")
+                elif top in PACKAGES:
+                    found.add(target)
+        graph[name] = found
+    return graph
 
 
 def _concept(module: str) -> str:
@@ -130,9 +132,6 @@ def test_no_cycle_between_concept_packages() -> None:
 
 def test_no_cycle_between_modules() -> None:
     graph = {m: {t for t in targets if t != "faust"} for m, targets in _imports().items()}
-    # a package's __init__ re-exporting its modules is not a cycle of logic
-    for module in graph:
-        graph[module] = {t for t in graph[module] if not module.startswith(t + ".")}
     assert _cycles(graph) == []
 
 

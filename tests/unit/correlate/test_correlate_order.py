@@ -12,8 +12,8 @@ from pipeline.correlate import CorrelationState
 from pipeline.correlate.reorder import Reorder
 from pipeline.correlate.step import CorrelationStep, Message
 from pipeline.settings import CorrelateSettings
-from tests.unit.correlate_support import MIN, SEC, T0, Run, cleared, det, kinds
-from tests.unit.test_correlate_scenarios import DB_END, TOPOLOGY, db_outage, memory_leak
+from tests.unit.correlate.support import MIN, SEC, T0, Run, cleared, det, kinds
+from tests.unit.correlate.test_correlate_scenarios import DB_END, TOPOLOGY, db_outage, memory_leak
 
 
 def _incidents():

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from detectors import RuleEngine, ServiceState, StateError, parse_rules
+from detectors import RuleEngine, RuleStateError, ServiceState, parse_rules
 from pipeline.events.detection import Detection
 
 T0 = 1_699_999_200_000
@@ -142,9 +142,9 @@ def test_state_is_small_and_validated() -> None:
     state, _, _ = engine.process("metrics", cols(rows), engine.new_state())
     assert state.series_count() == 50
     assert len(state.to_bytes()) / 50 < 300
-    with pytest.raises(StateError):
+    with pytest.raises(RuleStateError):
         ServiceState.from_bytes(b"pickle me")
-    with pytest.raises(StateError):
+    with pytest.raises(RuleStateError):
         ServiceState.from_bytes(state.to_bytes()[:40])
 
 

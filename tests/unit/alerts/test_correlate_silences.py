@@ -16,7 +16,7 @@ from pipeline.correlate import (
     Silence,
     SilenceError,
 )
-from tests.unit.correlate_support import HOUR, MIN, SEC, T0, Run, cleared, det, kinds
+from tests.unit.correlate.support import HOUR, MIN, SEC, T0, Run, cleared, det, kinds
 
 
 def utc(*args: int) -> int:

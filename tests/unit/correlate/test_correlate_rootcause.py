@@ -7,7 +7,7 @@ import pytest
 from pipeline.correlate import Graph
 from pipeline.correlate.grouping import member_from
 from pipeline.correlate.rootcause import rank
-from tests.unit.correlate_support import SEC, SHOP, T0, det, settings
+from tests.unit.correlate.support import SEC, SHOP, T0, det, settings
 
 
 def ranked(dets, graph=SHOP, **overrides):

@@ -209,7 +209,7 @@ def test_public_api_is_pinned():
     import pipeline.evaluate
     import pipeline.simulate
 
-    assert {"simulate", "Simulation", "Tick", "ScheduledIncident", "load_system", "Labels",
+    assert {"simulate", "Simulation", "SimStep", "ScheduledIncident", "load_system", "Labels",
             "validate_labels", "load_labels", "save_labels", "write_ndjson", "wire_batches",
             "mix_incidents", "parse_schedule", "METRIC_NAMES"} <= set(pipeline.simulate.__all__)
     assert all(hasattr(pipeline.simulate, name) for name in pipeline.simulate.__all__)

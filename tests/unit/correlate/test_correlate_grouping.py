@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.unit.correlate_support import MIN, SEC, T0, Run, cleared, det, kinds
+from tests.unit.correlate.support import MIN, SEC, T0, Run, cleared, det, kinds
 
 
 def test_same_service_joins_one_problem():

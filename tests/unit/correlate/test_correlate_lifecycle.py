@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.correlate import ControlEvent
-from tests.unit.correlate_support import HOUR, MIN, SEC, T0, Run, again, cleared, det, kinds
+from tests.unit.correlate.support import HOUR, MIN, SEC, T0, Run, again, cleared, det, kinds
 
 
 def test_resolves_when_every_member_resolved_and_held():

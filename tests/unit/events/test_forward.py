@@ -17,7 +17,7 @@ from pipeline.events.slices import (
     read_slice,
     split_by_service,
 )
-from tests.unit.correlate_support import det
+from tests.unit.correlate.support import det
 
 NOW = 1_764_000_000_000
 

@@ -22,7 +22,7 @@ from pipeline.correlate import (
     problems_table,
 )
 from pipeline.store.ddl import schema_statements
-from tests.unit.correlate_support import HOUR, MIN, SEC, T0, Run, again, cleared, det
+from tests.unit.correlate.support import HOUR, MIN, SEC, T0, Run, again, cleared, det
 
 
 def stream():

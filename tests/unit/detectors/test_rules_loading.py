@@ -44,9 +44,9 @@ def problems_of(tmp_path: Path, *rules: dict) -> list[str]:
 
 def test_public_api_is_pinned() -> None:
     assert set(detectors.__all__) == {
-        "AGGREGATIONS", "KINDS", "WINDOW_TYPES", "Baseline", "Condition", "Matcher",
+        "AGGREGATIONS", "KINDS", "WINDOW_TYPES", "Baseline", "Condition", "LabelMatcher",
         "ProcessStats", "Rule", "RuleEngine", "RuleFileError", "RuleSet", "Selector",
-        "ServiceState", "StateError", "Window", "builtin_rule_paths", "format_duration",
+        "ServiceState", "RuleStateError", "Window", "builtin_rule_paths", "format_duration",
         "load_rules", "parse_duration", "parse_rule_text", "parse_rules"}
     for name in detectors.__all__:
         assert getattr(detectors, name) is not None

@@ -11,13 +11,13 @@ from detectors import RuleEngine, builtin_rule_paths, load_rules
 from pipeline.detect.replay import Replayer
 from pipeline.events.detection import Detection
 from pipeline.events.schema import SEVERITY_NUMBER
-from pipeline.simulate import Tick, load_system, parse_schedule, simulate
+from pipeline.simulate import SimStep, load_system, parse_schedule, simulate
 
 START = 1_718_000_000_000  # 2024-06-10T06:13:20Z
 M, H = 60_000, 3_600_000
 
 
-def tick_columns(ticks: Iterable[Tick]) -> dict[str, dict]:
+def tick_columns(ticks: Iterable[SimStep]) -> dict[str, dict]:
     """Metrics and logs of some ticks as codec-shaped columns (all services mixed)."""
     m: dict[str, list] = {k: [] for k in ("time", "value", "service", "host", "name",
                                           "attributes")}
@@ -57,7 +57,7 @@ def run(hours: float, seed: int, incidents: str = "", ticks_per_batch: int = 90
     sim = simulate(load_system(), START, int(hours * H), seed, incidents=schedule,
                    kinds=("metric", "log"))
     replayer = Replayer(RuleEngine(load_rules(builtin_rule_paths())))
-    chunk: list[Tick] = []
+    chunk: list[SimStep] = []
     for tick in sim:
         chunk.append(tick)
         if len(chunk) == ticks_per_batch:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pipeline.evaluate import evaluate
 from pipeline.simulate import Incident, Labels
 from pipeline.simulate.topology import load_system
-from tests.unit.correlate_support import HOUR, MIN, SEC, T0, Run, again, cleared, det
+from tests.unit.correlate.support import HOUR, MIN, SEC, T0, Run, again, cleared, det
 
 SYSTEM = load_system()
 TOPOLOGY = {s.name: s.calls for s in SYSTEM.services}

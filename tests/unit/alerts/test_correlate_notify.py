@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.correlate import InhibitRule, Matcher
-from tests.unit.correlate_support import HOUR, MIN, SEC, T0, Run, again, cleared, det, kinds
+from tests.unit.correlate.support import HOUR, MIN, SEC, T0, Run, again, cleared, det, kinds
 
 
 def test_first_alert_waits_group_wait():

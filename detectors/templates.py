@@ -89,7 +89,8 @@ def check_template(text: str, fields: frozenset[str]) -> list[str]:
                 kind = "a number" if name in NUMBER_FIELDS else "text"
                 problem = f"placeholder {{{name}:{spec}}}: bad format for {kind}: {exc}"
         if problem is not None:
-            problems.append(f"{problem} (in template {text!r})")
+            shown = text if len(text) <= 80 else text[:77] + "…"
+            problems.append(f"{problem} (in template {shown!r})")
     return problems
 
 

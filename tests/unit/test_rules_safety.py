@@ -75,6 +75,10 @@ def test_hostile_templates_are_refused_naming_rule_field_and_template(title: str
 def test_a_hostile_description_is_refused_too() -> None:
     problem = one_problem({"description": "ok {service} then {value:>300000000}"})
     assert "field 'description'" in problem and "width 300000000" in problem
+    long = "x" * 200 + "{value.imag}"
+    problem = one_problem({"description": long})
+    assert "attribute and index access" in problem and f"(in template {long[:77] + '…'!r})" \
+        in problem
 
 
 @pytest.mark.parametrize(("template", "context", "expected"), [

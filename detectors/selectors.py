@@ -3,7 +3,8 @@
 A matcher value in YAML is a string (equality), a string with a Prometheus operator prefix
 (``"!= canary"``, ``"=~ http\\.server\\..*"``, ``"!~ test-.*"``; regexes match the whole
 value), or a list of strings (any of them). Matchers run on the *distinct* values of a
-label in a batch, then broadcast to records through the label's codes.
+label in a batch, then broadcast to records through the label's codes. Regexes are RE2
+(:mod:`pipeline.events.patterns`): linear-time matching, no backreferences or lookaround.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from detectors.columns import ATTRIBUTE_PREFIX, Batch, canonical_label
+from pipeline.events.patterns import Pattern, PatternError, compile_pattern
 from pipeline.events.schema import SEVERITIES, SEVERITY_ALIASES, SEVERITY_NUMBER
 
 _OP = re.compile(r"^\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.S)
@@ -35,11 +37,11 @@ class LabelMatcher:
     label: str
     op: str
     value: str | tuple[str, ...]
-    _regex: re.Pattern | None = field(default=None, compare=False, repr=False)
+    _regex: Pattern | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.op in ("=~", "!~") and self._regex is None:
-            object.__setattr__(self, "_regex", re.compile(str(self.value)))
+            object.__setattr__(self, "_regex", compile_pattern(str(self.value)))
 
     def test(self, value: str) -> bool:
         """Whether one label value passes."""
@@ -49,7 +51,7 @@ class LabelMatcher:
             return value != self.value
         if self.op == "in":
             return value in self.value
-        hit = self._regex.fullmatch(value) is not None  # type: ignore[union-attr]
+        hit = self._regex.fullmatch(value)  # type: ignore[union-attr]
         return hit if self.op == "=~" else not hit
 
     def mask(self, batch: Batch) -> np.ndarray:
@@ -79,9 +81,9 @@ def parse_matcher(label: str, spec: Any) -> LabelMatcher:
     op, value = (m.group(1), m.group(2)) if m else ("=", text)
     if op in ("=~", "!~"):
         try:
-            return LabelMatcher(label, op, value, re.compile(value))
-        except re.error as exc:
-            raise ValueError(f"bad regex {value!r}: {exc}") from exc
+            return LabelMatcher(label, op, value, compile_pattern(value))
+        except PatternError as exc:
+            raise ValueError(str(exc)) from None
     return LabelMatcher(label, op, value)
 
 
@@ -94,11 +96,11 @@ class Selector:
     severities: tuple[int, ...] = ()
     contains: tuple[str, ...] = ()
     regex: str = ""
-    _regex: re.Pattern | None = field(default=None, compare=False, repr=False)
+    _regex: Pattern | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.regex and self._regex is None:
-            object.__setattr__(self, "_regex", re.compile(self.regex))
+            object.__setattr__(self, "_regex", compile_pattern(self.regex))
 
     def mask(self, batch: Batch) -> np.ndarray:
         """Which records of the batch this selector selects (cheap tests first)."""
@@ -115,7 +117,7 @@ class Selector:
             subs, rx = self.contains, self._regex
             hits = np.fromiter(
                 ((not subs or any(s in bodies[i] for s in subs))
-                 and (rx is None or rx.search(bodies[i]) is not None) for i in rows.tolist()),
+                 and (rx is None or rx.search(bodies[i])) for i in rows.tolist()),
                 dtype=bool, count=rows.size)
             keep[rows[~hits]] = False
         return keep
@@ -191,9 +193,9 @@ def parse_selector(signal: str, data: Any, where: str, report: Report) -> Select
                 if not isinstance(spec, str) or not spec:
                     raise ValueError(f"expected a regular expression string, got {spec!r}")
                 try:
-                    kwargs["_regex"] = re.compile(spec)
-                except re.error as exc:
-                    raise ValueError(f"bad regex {spec!r}: {exc}") from exc
+                    kwargs["_regex"] = compile_pattern(spec)
+                except PatternError as exc:
+                    raise ValueError(str(exc)) from None
                 kwargs["regex"] = spec
             else:
                 matchers.append(parse_matcher(canonical_label(signal, key), spec))

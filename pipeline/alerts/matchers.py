@@ -1,9 +1,10 @@
 """Label matchers in Alertmanager's syntax: ``name=value``, ``!=``, ``=~`` and ``!~``.
 
-Regular expressions are fully anchored, as in Alertmanager. A problem is matched through a
-*subject*: per name, a primary value (the top root cause's) and all values it carries.
-A positive matcher holds when the primary value matches or every value does; a negative
-matcher holds when its positive twin does not. A name the problem lacks has the value ``""``.
+Regular expressions are RE2 (like Alertmanager's Go regexps: linear time, no backreferences
+or lookaround) and fully anchored. A problem is matched through a *subject*: per name, a
+primary value (the top root cause's) and all values it carries. A positive matcher holds
+when the primary value matches or every value does; a negative matcher holds when its
+positive twin does not. A name the problem lacks has the value ``""``.
 
 >>> m = Matcher.parse("service=~post.*")
 >>> m.matches({"service": ("postgres", ("postgres", "orders"))})
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import TocsinError
+from pipeline.events.patterns import Pattern, PatternError, compile_pattern
 
 OPS = ("=~", "!~", "!=", "=")
 Subject = Mapping[str, tuple[str | None, tuple[str, ...]]]
@@ -37,7 +39,7 @@ class Matcher:
     name: str
     op: str
     value: str
-    _regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    _regex: Pattern | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -47,10 +49,10 @@ class Matcher:
                                f"{', '.join(OPS)}")
         if self.op in ("=~", "!~"):
             try:
-                object.__setattr__(self, "_regex", re.compile(f"(?:{self.value})\\Z"))
-            except re.error as exc:
-                raise MatcherError(f"matcher {self.name}{self.op}{self.value!r}: bad regular "
-                                   f"expression ({exc})") from None
+                object.__setattr__(self, "_regex", compile_pattern(self.value))
+            except PatternError as exc:
+                raise MatcherError(f"matcher {self.name}{self.op}{self.value!r}: {exc}") \
+                    from None
 
     @classmethod
     def parse(cls, text: str) -> Matcher:
@@ -82,7 +84,7 @@ class Matcher:
     def test(self, value: str) -> bool:
         """Whether one value satisfies the positive form of this matcher."""
         if self._regex is not None:
-            return self._regex.match(value) is not None
+            return self._regex.fullmatch(value)
         return value == self.value
 
     def matches(self, subject: Subject) -> bool:

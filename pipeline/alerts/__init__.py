@@ -1,0 +1,1 @@
+"""Alerts: CloudEvents, silences and their recurrence, matchers, operators' control events."""

@@ -1,0 +1,1 @@
+"""Detect: run the rule and model engines per service, hot reload, replay (no Faust)."""

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline.alerts.matchers import all_match
 from pipeline.alerts.silences import subject_of
 from pipeline.correlate.graph import Graph
 from pipeline.correlate.settings import CorrelatorSettings, InhibitRule
+from pipeline.events.matchers import all_match
 from pipeline.events.problem import Problem
 
 

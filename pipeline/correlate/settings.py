@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.alerts.matchers import Matcher, MatcherError, parse_matchers
 from pipeline.errors import SettingsError
 from pipeline.events import durations
 from pipeline.events.detection import CATEGORIES
+from pipeline.events.matchers import Matcher, MatcherError, parse_matchers
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000

@@ -47,11 +47,11 @@ from pipeline.correlate.lifecycle import (
 )
 from pipeline.correlate.notify import Track, flush, next_due, plan
 from pipeline.correlate.reorder import Reorder
-from pipeline.correlate.settings import CorrelatorSettings
 from pipeline.correlate.state import CorrelationState, StateError
 from pipeline.events.detection import Detection
 from pipeline.events.problem import Decision, Link, Problem
 from pipeline.knowledge import KnowledgeBase
+from pipeline.settings import CorrelateSettings
 
 MAX_NOTES = 6  # reasons listed per decision before "and N more"
 
@@ -93,7 +93,7 @@ class _Work:
 class Correlator:
     """Groups detections into problems for one scope (see the module docstring)."""
 
-    def __init__(self, settings: CorrelatorSettings, knowledge: KnowledgeBase,
+    def __init__(self, settings: CorrelateSettings, knowledge: KnowledgeBase,
                  scope: str = "default") -> None:
         self.settings = settings
         self.knowledge = knowledge

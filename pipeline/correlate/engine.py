@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from pipeline.alerts.control import ControlEvent
+from pipeline.alerts.notify import Track, flush, next_due, plan
 from pipeline.alerts.silences import Silence, silencing
 from pipeline.correlate.graph import Graph
 from pipeline.correlate.grouping import (
@@ -45,7 +46,6 @@ from pipeline.correlate.lifecycle import (
     resolve_due,
     same_content,
 )
-from pipeline.correlate.notify import Track, flush, next_due, plan
 from pipeline.correlate.reorder import Reorder
 from pipeline.correlate.state import CorrelationState, StateError
 from pipeline.events.detection import Detection

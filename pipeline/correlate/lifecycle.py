@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from pipeline.alerts.notify import digest
 from pipeline.correlate.graph import Graph
-from pipeline.correlate.notify import digest
 from pipeline.correlate.rootcause import rank
 from pipeline.events.detection import SEVERITIES
 from pipeline.events.problem import Member, Problem

@@ -21,7 +21,7 @@ import argparse
 import random
 import time
 
-from pipeline.correlate import CorrelationState, Correlator, CorrelatorSettings
+from pipeline.correlate import CorrelateSettings, CorrelationState, Correlator
 from pipeline.events.detection import Detection, detection_id
 from pipeline.knowledge import load_knowledge
 
@@ -66,7 +66,7 @@ def flood(shape: str, n: int, incidents: int, seed: int) -> list[Detection]:
 
 def run(dets: list[Detection], batch: int, graph: dict) -> tuple[float, int, int]:
     """CPU seconds, problems left at the end (not merged away), decisions made."""
-    corr = Correlator(CorrelatorSettings(static_dependencies=graph), load_knowledge())
+    corr = Correlator(CorrelateSettings(static_dependencies=graph), load_knowledge())
     state = CorrelationState.empty("default")
     merged: dict[str, bool] = {}
     decisions = 0

@@ -4,6 +4,11 @@ Sources, later ones winning: built-in defaults, an optional TOML file (``--confi
 ``TOCSIN_CONFIG``), then environment variables named ``TOCSIN_<SECTION>_<FIELD>``
 (``TOCSIN_KAFKA_BOOTSTRAP_SERVERS``, ``TOCSIN_STORE_CLICKHOUSE_URL`` ...). Each TOML
 section matches one dataclass below. A bad value fails at start with the setting's name.
+
+Every ``*_ms`` setting takes milliseconds or a duration (``"30s"``, ``"5m"``, ``"1h30m"``);
+a list setting takes a TOML array or a comma-separated string (``"3,6"``, ``"1h,4h"``);
+tables (``correlate.static_dependencies``, ``[[correlate.inhibit_rules]]``) come from the
+TOML file only.
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ import dataclasses
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pipeline.errors import SettingsError
+from pipeline.events import durations
+from pipeline.events.detection import CATEGORIES
+from pipeline.events.matchers import Matcher, MatcherError, parse_matchers
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -122,24 +130,150 @@ class DetectSettings:
         return [p.strip() for p in self.rules.split(",") if p.strip()]
 
 
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class InhibitRule:
+    """Alertmanager's inhibit rule: while a problem matching ``source`` is open, problems
+    matching ``target`` with the same values for the ``equal`` names are not alerted."""
+
+    source: tuple[Matcher, ...]
+    target: tuple[Matcher, ...]
+    equal: tuple[str, ...] = ()
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, Any], where: str = "inhibit_rule") -> InhibitRule:
+        """A rule from ``{"source": [...], "target": [...], "equal": [...]}``: source and
+        target at least one matcher each (an empty list would match nothing)."""
+        if not isinstance(obj, Mapping) or set(obj) - {"source", "target", "equal"}:
+            _fail(where, obj, "a table of source, target and equal")
+        try:
+            source = parse_matchers(obj.get("source", ()), f"{where}.source")
+            target = parse_matchers(obj.get("target", ()), f"{where}.target")
+        except MatcherError as exc:
+            raise SettingsError(f"setting correlate.{exc}") from None
+        equal = obj.get("equal", [])
+        for name, value in (("source", source), ("target", target)):
+            if not value:
+                _fail(f"{where}.{name}", obj.get(name), "at least one matcher")
+        if (isinstance(equal, str) or not isinstance(equal, Sequence)
+                or not all(isinstance(x, str) for x in equal)):
+            _fail(f"{where}.equal", equal, "a list of label names")
+        return cls(source, target, tuple(equal))
+
+    def to_wire(self) -> dict[str, list[str]]:
+        """The inverse of :meth:`from_wire` (matchers as text)."""
+        return {"source": [m.to_wire() for m in self.source],
+                "target": [m.to_wire() for m in self.target], "equal": list(self.equal)}
+
+
 @dataclass(frozen=True)
 class CorrelateSettings:
     """The correlator: its scope, the call graph it starts from, grouping and alert timing.
 
-    The ``*_ms`` values are Alertmanager's settings of the same names; the rest of the
-    correlator's tuning keeps its defaults (``pipeline/correlate/settings.py``).
+    Names follow Alertmanager's (``group_wait_ms`` ...). Every ``*_ms`` value is in
+    milliseconds; :func:`load_settings` also takes duration strings (``"5m"``). Built
+    directly, the values are checked here, errors naming ``correlate.<field>``.
     """
 
     enabled: bool = True
     scope: str = "default"  # environment / cluster: one state and one problem set per scope
     dependencies: str = ""  # YAML file: caller -> [callees]; until traces teach the graph
     knowledge: str = ""  # extra knowledge-base YAML files, comma-separated
-    group_wait_ms: int = 30_000
-    group_interval_ms: int = 300_000
-    repeat_interval_ms: int = 14_400_000
-    resolve_timeout_ms: int = 1_800_000
-    reopen_window_ms: int = 1_800_000
-    max_duration_ms: int = 86_400_000
+    group_wait_ms: int = 30_000  # collect before a problem's first alert
+    group_interval_ms: int = 5 * MINUTE_MS  # min gap between alerts about changes
+    repeat_interval_ms: int = 4 * HOUR_MS  # re-alert an unacknowledged open problem
+    resolve_timeout_ms: int = 30 * MINUTE_MS  # resolve when nothing fired for this long
+    reopen_window_ms: int = 30 * MINUTE_MS  # a recurrence this soon reopens, same id
+    max_duration_ms: int = 24 * HOUR_MS  # a problem open longer is closed
+    resolve_hold_ms: int = 5 * MINUTE_MS  # all members resolved this long → resolved
+    flap_window_ms: int = HOUR_MS  # reopens counted over this window …
+    flap_threshold: int = 3  # … this many make a problem flapping
+    flap_hold_ms: int = 15 * MINUTE_MS  # resolve hold of a flapping problem
+    relatedness_window_ms: int = 10 * MINUTE_MS  # how close in time detections relate
+    max_symptom_hops: int = 4  # how far up the call graph symptoms are folded
+    escalate_spread: tuple[int, ...] = (3, 6)  # affected services raising severity a level
+    escalate_after_ms: tuple[int, ...] = (HOUR_MS, 4 * HOUR_MS)  # open this long: +1 level
+    deploy_lookback_ms: int = HOUR_MS  # a deploy this long before the first anomaly counts
+    symptom_categories: tuple[str, ...] = ("availability", "performance", "connectivity",
+                                           "coordination")  # propagate to callers
+    cause_categories: tuple[str, ...] = ("resource", "configuration", "coordination",
+                                         "security", "data")  # point at their own service
+    relate_labels: tuple[str, ...] = ("trace_id", "deployment.id", "k8s.node.name")
+    peer_labels: tuple[str, ...] = ("peer.service", "db.instance")
+    max_root_causes: int = 5
+    max_links_per_problem: int = 2000
+    silence_retention_ms: int = 24 * HOUR_MS  # ended silences kept (listed) this long
+    # caller -> callees, merged with the ``dependencies`` file by the correlate step
+    static_dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    inhibit_rules: tuple[InhibitRule, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            _fail("enabled", self.enabled, "true or false")
+        for name in ("scope", "dependencies", "knowledge"):
+            if not isinstance(getattr(self, name), str):
+                _fail(name, getattr(self, name), "a string")
+        for f in dataclasses.fields(self):
+            if f.name.endswith("_ms") and f.name != "escalate_after_ms":
+                _check_int(f.name, getattr(self, f.name), minimum=0)
+        for name in ("flap_threshold", "max_symptom_hops", "max_root_causes",
+                     "max_links_per_problem"):
+            _check_int(name, getattr(self, name), minimum=1)
+        for name in ("escalate_spread", "escalate_after_ms"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, Sequence):
+                _fail(name, value, "a list of strictly increasing numbers")
+            for v in value:
+                _check_int(name, v, minimum=1)
+            if list(value) != sorted(set(value)):
+                _fail(name, value, "strictly increasing numbers")
+            object.__setattr__(self, name, tuple(value))
+        for name in ("symptom_categories", "cause_categories", "relate_labels", "peer_labels"):
+            value = getattr(self, name)
+            if (isinstance(value, str) or not isinstance(value, Sequence)
+                    or not all(isinstance(v, str) for v in value)):
+                _fail(name, value, "a list of strings")
+            object.__setattr__(self, name, tuple(value))
+        for name in ("symptom_categories", "cause_categories"):
+            unknown = [c for c in getattr(self, name) if c not in CATEGORIES]
+            if unknown:
+                _fail(name, unknown, f"categories among {', '.join(CATEGORIES)}")
+        object.__setattr__(self, "static_dependencies",
+                           _dependencies(self.static_dependencies))
+        if isinstance(self.inhibit_rules, str | Mapping) or not all(
+                isinstance(r, InhibitRule) for r in self.inhibit_rules):
+            _fail("inhibit_rules", self.inhibit_rules, "InhibitRule objects")
+        object.__setattr__(self, "inhibit_rules", tuple(self.inhibit_rules))
+
+    @property
+    def knowledge_paths(self) -> list[str]:
+        """The extra knowledge-base files (empty: the built-in knowledge base only)."""
+        return [p.strip() for p in self.knowledge.split(",") if p.strip()]
+
+
+def _dependencies(value: Any) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, Mapping):
+        _fail("static_dependencies", value, "a mapping of caller to a list of callees")
+    out: dict[str, tuple[str, ...]] = {}
+    for caller, callees in value.items():
+        if (not isinstance(caller, str) or isinstance(callees, str)
+                or not isinstance(callees, Sequence)
+                or not all(isinstance(c, str) for c in callees)):
+            _fail(f"static_dependencies.{caller}", callees, "a list of service names")
+        out[caller] = tuple(callees)
+    return out
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(name, value, f"an integer >= {minimum}")
+
+
+def _fail(name: str, value: Any, expected: str) -> NoReturn:
+    raise SettingsError(f"setting correlate.{name}: expected {expected}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -170,12 +304,24 @@ class Settings:
         """Every setting as plain data, secrets masked: safe to log or print."""
         return {
             section.name: {
-                f.name: (str(v) if isinstance(v, Secret) else v)
+                f.name: _plain(getattr(getattr(self, section.name), f.name))
                 for f in dataclasses.fields(getattr(self, section.name))
-                for v in [getattr(getattr(self, section.name), f.name)]
             }
             for section in dataclasses.fields(self)
         }
+
+
+def _plain(value: Any) -> Any:
+    """A setting's value as JSON-ready data, secrets masked."""
+    if isinstance(value, Secret):
+        return str(value)
+    if isinstance(value, InhibitRule):
+        return value.to_wire()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
 
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -203,19 +349,59 @@ def _env_name(section: str, name: str) -> str:
     return f"{ENV_PREFIX}{section.upper()}_{name.upper()}"
 
 
-def _coerce(section: str, name: str, kind: Any, raw: Any, source: str) -> Any:
+_TOML_ONLY = {"Mapping[str, tuple[str, ...]]": "a table of caller = [callees]",
+              "tuple[InhibitRule, ...]": "a list of tables"}
+
+
+def _coerce(section: str, name: str, kind: Any, raw: Any, source: str,
+            from_env: bool = False) -> Any:
+    """``raw`` (a TOML value, or an environment string when ``from_env``) as the field's type.
+
+    Lists come as TOML arrays or comma-separated strings; ``*_ms`` numbers also as
+    durations (``"5m"``); tables (dependencies, inhibit rules) from TOML only.
+    """
+    kind = kind if isinstance(kind, str) else kind.__name__
     where = f"setting {section}.{name} (from {source})"
-    shown = "***" if kind in (Secret, "Secret") else repr(raw)
+    if kind in _TOML_ONLY:
+        if from_env:
+            raise SettingsError(f"{where}: set it in the TOML file ({_TOML_ONLY[kind]} in "
+                                f"[{section}]), not in the environment")
+        if kind == "tuple[InhibitRule, ...]":
+            if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
+                raise SettingsError(f"{where}: expected a list of tables "
+                                    f"([[{section}.{name}]]), got {raw!r}")
+            return tuple(InhibitRule.from_wire(r, f"{name}[{i}]") for i, r in enumerate(raw))
+        return raw  # the section's class checks the table and names the bad entry
+    if kind.startswith("tuple["):
+        if isinstance(raw, str):
+            items = [part.strip() for part in raw.split(",") if part.strip()]
+        elif isinstance(raw, list):
+            items = raw
+        else:
+            raise SettingsError(f"{where}: expected a list or comma-separated values, "
+                                f"got {raw!r}")
+        item_kind = kind[len("tuple["):].split(",")[0]
+        return tuple(_scalar(where, name, item_kind, item) for item in items)
+    return _scalar(where, name, kind, raw)
+
+
+def _scalar(where: str, name: str, kind: str, raw: Any) -> Any:
+    shown = "***" if kind == "Secret" else repr(raw)
     try:
-        if kind in (int, "int"):
+        if kind == "int":
             if isinstance(raw, bool):
                 raise ValueError
-            return int(raw)
-        if kind in (float, "float"):
+            try:
+                return int(raw)
+            except (TypeError, ValueError):
+                if not name.endswith("_ms"):
+                    raise
+                return durations.parse_duration_ms(raw, ints_as_ms=True)
+        if kind == "float":
             if isinstance(raw, bool):
                 raise ValueError
             return float(raw)
-        if kind in (bool, "bool"):
+        if kind == "bool":
             if isinstance(raw, bool):
                 return raw
             flag = str(raw).strip().lower()
@@ -224,16 +410,18 @@ def _coerce(section: str, name: str, kind: Any, raw: Any, source: str) -> Any:
             if flag in ("0", "false", "no", "off"):
                 return False
             raise ValueError
-        if kind in (Secret, "Secret"):
+        if kind == "Secret":
             if not isinstance(raw, str):
                 raise ValueError
             return Secret(raw)
         if not isinstance(raw, str):
             raise ValueError
         return raw
+    except durations.DurationError as exc:
+        raise SettingsError(f"{where}: {exc}") from None
     except (TypeError, ValueError):
         expected = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(
-            getattr(kind, "__name__", str(kind)), "a string")
+            kind, "a string")
         raise SettingsError(f"{where}: expected {expected}, got {shown}") from None
 
 
@@ -343,7 +531,8 @@ def load_settings(
             env_name = _env_name(section_name, name)
             known_env.add(env_name)
             if env_name in env:
-                kwargs[name] = _coerce(section_name, name, kind, env[env_name], env_name)
+                kwargs[name] = _coerce(section_name, name, kind, env[env_name], env_name,
+                                       from_env=True)
             elif name in file_values:
                 kwargs[name] = _coerce(
                     section_name, name, kind, file_values[name], str(config_file)

@@ -8,7 +8,7 @@ silence ends it at once. Silences never hide the resolve of a problem that was a
 A problem is matched through :func:`subject_of`: ``service`` and ``host`` (its top root
 cause's, or all affected ones), ``category``, ``severity``, ``status``, ``id``, ``scope``,
 ``title``, ``detector`` (all member detectors) and every member label (the root cause's
-value, or all values) - see :mod:`pipeline.alerts.matchers` for the matching rule.
+value, or all values) - see :mod:`pipeline.events.matchers` for the matching rule.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 
-from pipeline.alerts.matchers import Matcher, MatcherError, Subject, all_match, parse_matchers
 from pipeline.alerts.recurrence import Recurrence, ScheduleError
 from pipeline.errors import TocsinError
+from pipeline.events.matchers import Matcher, MatcherError, Subject, all_match, parse_matchers
 from pipeline.events.problem import Problem
 
 

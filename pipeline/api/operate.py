@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline.api.query import run_query
-from pipeline.correlate import ControlEvent, Recurrence, Silence
-from pipeline.correlate.settings import parse_duration_ms
+from pipeline.correlate import ControlEvent, Recurrence, Silence, SilenceError
 from pipeline.errors import TocsinError
+from pipeline.events import durations
 from pipeline.kafka.transport import KafkaUnavailable, client_kwargs, ensure_topics
 from pipeline.settings import Settings
 from pipeline.store import QueryResult
@@ -91,7 +91,10 @@ def create_silence(settings: Settings, matchers: Sequence[str], duration: str, b
 
     now = int(time.time() * 1000)
     start = parse_rfc3339_ms(starts) if starts else now
-    length = parse_duration_ms(duration)
+    try:
+        length = durations.parse_duration_ms(duration, ints_as_ms=True)
+    except durations.DurationError as exc:
+        raise SilenceError(f"silence --duration: {exc}") from None
     if every:
         silence = Silence.create(matchers, start, None,
                                  recurrence=Recurrence.parse(every, length),

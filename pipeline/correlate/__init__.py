@@ -8,13 +8,12 @@ to ClickHouse, and publish :func:`alert_envelope` for every decision with ``noti
 
 from pipeline.alerts.cloudevents import ALERT_TYPES, alert_envelope, alert_event, alert_key
 from pipeline.alerts.control import CONTROL_KINDS, ControlError, ControlEvent
-from pipeline.alerts.matchers import Matcher, MatcherError
 from pipeline.alerts.recurrence import Recurrence, ScheduleError
 from pipeline.alerts.silences import Silence, SilenceError
 from pipeline.correlate.engine import Correlator
 from pipeline.correlate.graph import Graph
-from pipeline.correlate.settings import CorrelatorSettings, InhibitRule, parse_duration_ms
 from pipeline.correlate.state import CorrelationState, StateError
+from pipeline.events.matchers import Matcher, MatcherError
 from pipeline.events.problem import (
     KINDS,
     Decision,
@@ -25,6 +24,7 @@ from pipeline.events.problem import (
     problem_detections_table,
     problems_table,
 )
+from pipeline.settings import CorrelateSettings, InhibitRule
 
 __all__ = [
     "ALERT_TYPES",
@@ -34,7 +34,7 @@ __all__ = [
     "ControlEvent",
     "CorrelationState",
     "Correlator",
-    "CorrelatorSettings",
+    "CorrelateSettings",
     "Decision",
     "Graph",
     "InhibitRule",
@@ -52,7 +52,6 @@ __all__ = [
     "alert_envelope",
     "alert_event",
     "alert_key",
-    "parse_duration_ms",
     "problem_detections_table",
     "problems_table",
 ]

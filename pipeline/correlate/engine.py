@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from pipeline.alerts.control import ControlEvent
+from pipeline.alerts.notify import Track, flush, next_due, plan
 from pipeline.alerts.silences import Silence, silencing
 from pipeline.correlate.graph import Graph
 from pipeline.correlate.grouping import (
@@ -45,13 +46,12 @@ from pipeline.correlate.lifecycle import (
     resolve_due,
     same_content,
 )
-from pipeline.correlate.notify import Track, flush, next_due, plan
 from pipeline.correlate.reorder import Reorder
-from pipeline.correlate.settings import CorrelatorSettings
 from pipeline.correlate.state import CorrelationState, StateError
 from pipeline.events.detection import Detection
 from pipeline.events.problem import Decision, Link, Problem
 from pipeline.knowledge import KnowledgeBase
+from pipeline.settings import CorrelateSettings
 
 MAX_NOTES = 6  # reasons listed per decision before "and N more"
 
@@ -93,7 +93,7 @@ class _Work:
 class Correlator:
     """Groups detections into problems for one scope (see the module docstring)."""
 
-    def __init__(self, settings: CorrelatorSettings, knowledge: KnowledgeBase,
+    def __init__(self, settings: CorrelateSettings, knowledge: KnowledgeBase,
                  scope: str = "default") -> None:
         self.settings = settings
         self.knowledge = knowledge

@@ -31,10 +31,10 @@ import orjson
 
 from pipeline.correlate.graph import Graph
 from pipeline.correlate.inhibit import symptom_of_root
-from pipeline.correlate.settings import CorrelatorSettings
 from pipeline.events.detection import SEVERITIES, Detection
 from pipeline.events.problem import Link, Member, Problem
 from pipeline.events.times import format_ms
+from pipeline.settings import CorrelateSettings
 
 _DEPLOY = re.compile(r"deploy|rollout|release", re.IGNORECASE)
 _SEVERITY_STRENGTH = {"low": 0.2, "medium": 0.4, "high": 0.6, "critical": 0.8}
@@ -52,7 +52,7 @@ def problem_id(scope: str, det: Detection) -> str:
     return "p-" + hashlib.blake2b(f"{scope}\x00{det.id}".encode(), digest_size=6).hexdigest()
 
 
-def member_from(det: Detection, settings: CorrelatorSettings) -> Member:
+def member_from(det: Detection, settings: CorrelateSettings) -> Member:
     """A new member from its first firing detection."""
     observed, threshold = _finite(det.observed), _finite(det.threshold)
     version = det.labels.get("service.version") or str(det.evidence.get("service.version", ""))
@@ -66,7 +66,7 @@ def member_from(det: Detection, settings: CorrelatorSettings) -> Member:
         potential_causes=tuple(det.potential_causes), drop=_is_drop(det, observed))
 
 
-def update_member(m: Member, det: Detection, settings: CorrelatorSettings) -> Member:
+def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Member:
     """The member after another detection of its series (firing again or resolved)."""
     if det.state == "resolved":
         return replace(m, state="resolved", resolved_ms=det.time)
@@ -96,7 +96,7 @@ def strength(det: Detection) -> float:
     return _SEVERITY_STRENGTH.get(det.severity, 0.2)
 
 
-def peer_of(det: Detection, settings: CorrelatorSettings) -> str:
+def peer_of(det: Detection, settings: CorrelateSettings) -> str:
     """The service a detection names as its failing peer (labels, then evidence)."""
     for key in settings.peer_labels:
         value = det.labels.get(key) or det.evidence.get(key)
@@ -105,7 +105,7 @@ def peer_of(det: Detection, settings: CorrelatorSettings) -> str:
     return ""
 
 
-def is_live(p: Problem, t: int, settings: CorrelatorSettings) -> bool:
+def is_live(p: Problem, t: int, settings: CorrelateSettings) -> bool:
     """Whether ``p`` still takes in detections at ``t``."""
     if not p.active or t < p.opened_at - settings.relatedness_window_ms:
         return False
@@ -115,7 +115,7 @@ def is_live(p: Problem, t: int, settings: CorrelatorSettings) -> bool:
 
 
 def relation(det: Detection, p: Problem, graph: Graph,
-             settings: CorrelatorSettings) -> tuple[int, str] | None:
+             settings: CorrelateSettings) -> tuple[int, str] | None:
     """How strongly ``det`` relates to ``p`` (3, 2 or 1) and why; None when unrelated.
 
     Only the problem's *live* members count: firing, or resolved within
@@ -165,7 +165,7 @@ def relation(det: Detection, p: Problem, graph: Graph,
     return None
 
 
-def recurs_in(det: Detection, p: Problem, settings: CorrelatorSettings) -> str | None:
+def recurs_in(det: Detection, p: Problem, settings: CorrelateSettings) -> str | None:
     """Why ``det`` is a recurrence of resolved ``p`` (reopen), or None: the same detector
     must fire again on ``p``'s top root-cause service - a symptom service acting up, or a
     different failure of the same service, is a new problem."""
@@ -180,7 +180,7 @@ def recurs_in(det: Detection, p: Problem, settings: CorrelatorSettings) -> str |
     return None
 
 
-def add_link(p: Problem, link: Link, settings: CorrelatorSettings) -> Problem:
+def add_link(p: Problem, link: Link, settings: CorrelateSettings) -> Problem:
     """``p`` with one more detection listed (beyond the cap, only the table gets it)."""
     if len(p.links) >= settings.max_links_per_problem:
         return p

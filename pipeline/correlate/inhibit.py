@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline.alerts.matchers import all_match
 from pipeline.alerts.silences import subject_of
 from pipeline.correlate.graph import Graph
-from pipeline.correlate.settings import CorrelatorSettings, InhibitRule
+from pipeline.events.matchers import all_match
 from pipeline.events.problem import Problem
+from pipeline.settings import CorrelateSettings, InhibitRule
 
 
 def failing_root(p: Problem, symptom_categories: Sequence[str]) -> str:
@@ -47,7 +47,7 @@ def symptom_of_root(service: str, p: Problem, graph: Graph,
 
 
 def fold_candidates(problems: Sequence[Problem], graph: Graph,
-                    settings: CorrelatorSettings) -> tuple[Problem, Problem, str] | None:
+                    settings: CorrelateSettings) -> tuple[Problem, Problem, str] | None:
     """The first (target, source, reason): ``target`` is only symptoms of ``source``'s root."""
     window = settings.relatedness_window_ms
     ordered = sorted((p for p in problems if p.active), key=lambda p: (p.opened_at, p.id))

@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from pipeline.alerts.notify import digest
 from pipeline.correlate.graph import Graph
-from pipeline.correlate.notify import digest
 from pipeline.correlate.rootcause import rank
-from pipeline.correlate.settings import CorrelatorSettings
 from pipeline.events.detection import SEVERITIES
 from pipeline.events.problem import Member, Problem
 from pipeline.knowledge import KnowledgeBase
+from pipeline.settings import CorrelateSettings
 
 MAX_LISTED = 12  # symptoms / potential causes kept per problem
 
@@ -32,7 +32,7 @@ MAX_LISTED = 12  # symptoms / potential causes kept per problem
 class Context:
     """What derivations need besides the problem: settings, knowledge, call graph."""
 
-    settings: CorrelatorSettings
+    settings: CorrelateSettings
     knowledge: KnowledgeBase
     graph: Graph
 
@@ -81,7 +81,7 @@ def confidence(members: Sequence[Member]) -> float:
     return round(min(0.99, 1.0 - miss + 0.1 * (signals - 1)), 3)
 
 
-def escalate(p: Problem, now_ms: int, settings: CorrelatorSettings) -> tuple[Problem, str]:
+def escalate(p: Problem, now_ms: int, settings: CorrelateSettings) -> tuple[Problem, str]:
     """``p`` with its severity for ``now_ms``, and why it rose (empty when it did not)."""
     if not p.members or not p.active:
         return p, ""
@@ -105,7 +105,7 @@ def escalate(p: Problem, now_ms: int, settings: CorrelatorSettings) -> tuple[Pro
     return p, (f"severity {old} -> {computed}: {'; '.join(why)}" if p.version else "")
 
 
-def resolve_due(p: Problem, settings: CorrelatorSettings) -> tuple[int, str, str] | None:
+def resolve_due(p: Problem, settings: CorrelateSettings) -> tuple[int, str, str] | None:
     """``(time, resolution, reason)`` of the earliest way ``p`` resolves, None if resolved."""
     if not p.active:
         return None
@@ -136,7 +136,7 @@ def resolve(p: Problem, due: tuple[int, str, str]) -> Problem:
                    members=members, clear_since=None)
 
 
-def reopen(p: Problem, t: int, settings: CorrelatorSettings) -> Problem:
+def reopen(p: Problem, t: int, settings: CorrelateSettings) -> Problem:
     """``p`` open again at ``t`` (same id), with its flapping state updated."""
     reopens = tuple(r for r in (*p.reopens, t) if r >= t - settings.flap_window_ms)
     return replace(p, status="open", resolved_at=None, resolution="", reopens=reopens,

@@ -22,9 +22,9 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from pipeline.correlate.graph import Graph
-from pipeline.correlate.settings import CorrelatorSettings
 from pipeline.events.problem import Member, RootCause
 from pipeline.events.times import format_ms
+from pipeline.settings import CorrelateSettings
 
 WEIGHTS = {"graph": 0.30, "first": 0.20, "cause": 0.30, "deploy": 0.10, "strength": 0.05,
            "named": 0.05}
@@ -32,7 +32,7 @@ FIRST_DECAY_MS = 120_000
 
 
 def rank(members: Sequence[Member], graph: Graph,
-         settings: CorrelatorSettings) -> tuple[RootCause, ...]:
+         settings: CorrelateSettings) -> tuple[RootCause, ...]:
     """Candidates best first (ties: earliest anomaly, then name), at most max_root_causes."""
     if not members:
         return ()

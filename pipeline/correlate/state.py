@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from pipeline.alerts.notify import Track
 from pipeline.alerts.silences import Silence
-from pipeline.correlate.notify import Track
 from pipeline.correlate.reorder import Reorder
 from pipeline.errors import TocsinError
 from pipeline.events.problem import Problem

@@ -24,7 +24,6 @@ from pipeline.correlate import (
     ControlEvent,
     CorrelationState,
     Correlator,
-    CorrelatorSettings,
     Decision,
 )
 from pipeline.errors import SettingsError
@@ -50,17 +49,17 @@ def load_dependencies(path: str) -> dict[str, tuple[str, ...]]:
     return {str(k): tuple(v) for k, v in data.items()}
 
 
-def build_correlator_settings(settings: CorrelateSettings) -> CorrelatorSettings:
-    """The correlator's settings from Tocsin's ``[correlate]`` section."""
-    return CorrelatorSettings(
-        group_wait_ms=settings.group_wait_ms,
-        group_interval_ms=settings.group_interval_ms,
-        repeat_interval_ms=settings.repeat_interval_ms,
-        resolve_timeout_ms=settings.resolve_timeout_ms,
-        reopen_window_ms=settings.reopen_window_ms,
-        max_duration_ms=settings.max_duration_ms,
-        static_dependencies=load_dependencies(settings.dependencies),
-    )
+def with_dependencies(settings: CorrelateSettings) -> CorrelateSettings:
+    """``settings`` with the ``dependencies`` file's call graph merged into
+    ``static_dependencies`` (a caller listed in both gets the callees of both)."""
+    from_file = load_dependencies(settings.dependencies)
+    if not from_file:
+        return settings
+    merged = {k: list(v) for k, v in settings.static_dependencies.items()}
+    for caller, callees in from_file.items():
+        known = merged.setdefault(caller, [])
+        known.extend(c for c in callees if c not in known)
+    return replace(settings, static_dependencies=merged)
 
 
 @dataclass(frozen=True)
@@ -85,15 +84,14 @@ class CorrelationStep:
     """Runs one :class:`Correlator` per scope over messages in order."""
 
     def __init__(self, settings: CorrelateSettings) -> None:
-        self.correlator_settings = build_correlator_settings(settings)
-        paths = [p.strip() for p in settings.knowledge.split(",") if p.strip()]
-        self.knowledge = load_knowledge(paths)
+        self.settings = with_dependencies(settings)
+        self.knowledge = load_knowledge(settings.knowledge_paths)
         self._correlators: dict[str, Correlator] = {}
 
     def correlator(self, scope: str) -> Correlator:
         """The correlator of ``scope``."""
         if scope not in self._correlators:
-            self._correlators[scope] = Correlator(self.correlator_settings, self.knowledge,
+            self._correlators[scope] = Correlator(self.settings, self.knowledge,
                                                   scope)
         return self._correlators[scope]
 
@@ -107,7 +105,7 @@ class CorrelationStep:
         """
         topology = None
         if learned:
-            merged = {k: set(v) for k, v in self.correlator_settings.static_dependencies.items()}
+            merged = {k: set(v) for k, v in self.settings.static_dependencies.items()}
             for caller, callees in learned.items():
                 merged.setdefault(caller, set()).update(callees)
             topology = {k: tuple(sorted(v)) for k, v in merged.items()}

@@ -89,3 +89,22 @@ def test_settings_are_frozen():
     settings = load_settings(environ={})
     with pytest.raises(AttributeError):
         settings.kafka.bootstrap_servers = "elsewhere:9092"  # type: ignore[misc]
+
+
+def test_every_ms_setting_takes_milliseconds_or_a_duration(tmp_path):
+    config = tmp_path / "t.toml"
+    config.write_text('[detect]\nkeepalive_ms = "10m"\nallowed_lateness_ms = 90000\n'
+                      '[worker]\nsession_timeout_ms = "30000"\n')
+    settings = load_settings(config, environ={"TOCSIN_INGEST_BATCH_WITHIN_MS": "2s",
+                                              "TOCSIN_INGEST_MAX_FUTURE_MS": "7200000"})
+    assert (settings.ingest.batch_within_ms, settings.ingest.max_future_ms) == (
+        2_000, 7_200_000)
+    assert (settings.detect.keepalive_ms, settings.detect.allowed_lateness_ms) == (
+        600_000, 90_000)
+    assert settings.worker.session_timeout_ms == 30_000
+    with pytest.raises(SettingsError, match=r"^setting ingest\.batch_within_ms \(from "
+                                            r"TOCSIN_INGEST_BATCH_WITHIN_MS\): expected "
+                                            r"milliseconds or a duration like 30s"):
+        load_settings(environ={"TOCSIN_INGEST_BATCH_WITHIN_MS": "soon"})
+    with pytest.raises(SettingsError, match="expected an integer, got '5m'"):
+        load_settings(environ={"TOCSIN_TOPICS_PARTITIONS": "5m"})  # not a duration setting

@@ -7,9 +7,9 @@ from dataclasses import replace
 from functools import lru_cache
 
 from pipeline.correlate import (
+    CorrelateSettings,
     CorrelationState,
     Correlator,
-    CorrelatorSettings,
     Decision,
     Problem,
 )
@@ -63,9 +63,9 @@ def again(d: Detection, t: int) -> Detection:
                    window_start=t - MIN, window_end=t)
 
 
-def settings(**overrides) -> CorrelatorSettings:
+def settings(**overrides) -> CorrelateSettings:
     """Default settings on the shop's call graph, with overrides."""
-    return CorrelatorSettings(**{"static_dependencies": SHOP, **overrides})
+    return CorrelateSettings(**{"static_dependencies": SHOP, **overrides})
 
 
 def correlator(**overrides) -> Correlator:

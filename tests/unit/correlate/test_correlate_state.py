@@ -167,10 +167,10 @@ def test_control_events_round_trip_and_reject_bad_input():
 def test_public_api_is_pinned():
     assert sorted(correlate.__all__) == sorted([
         "ALERT_TYPES", "CONTROL_KINDS", "KINDS", "ControlError", "ControlEvent",
-        "CorrelationState", "Correlator", "CorrelatorSettings", "Decision", "Graph",
+        "CorrelateSettings", "CorrelationState", "Correlator", "Decision", "Graph",
         "InhibitRule", "Link", "Matcher", "MatcherError", "Member", "Problem", "Recurrence",
         "RootCause", "ScheduleError", "Silence", "SilenceError", "StateError",
-        "alert_envelope", "alert_event", "alert_key", "parse_duration_ms",
+        "alert_envelope", "alert_event", "alert_key",
         "problem_detections_table", "problems_table"])
     for name in correlate.__all__:
         assert getattr(correlate, name) is not None

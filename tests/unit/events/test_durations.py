@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 import detectors
-from pipeline.correlate import CorrelatorSettings
-from pipeline.correlate import parse_duration_ms as correlator_duration_ms
 from pipeline.errors import SettingsError
 from pipeline.events.durations import DurationError, format_duration, parse_duration_ms
+from pipeline.settings import load_settings
 from pipeline.simulate import ScenarioError, parse_schedule
 from pipeline.simulate import parse_duration_ms as simulate_duration_ms
 
@@ -57,10 +56,14 @@ def test_format_is_the_shortest_form_and_parses_back(ms: int, text: str) -> None
 def test_every_caller_accepts_the_same_forms() -> None:
     for text in ("500ms", "10m", "1h30m", "1h 30m"):
         ms = parse_duration_ms(text)
-        assert simulate_duration_ms(text) == correlator_duration_ms(text) == ms
+        assert simulate_duration_ms(text) == settings_duration_ms(text) == ms
         assert detectors.parse_duration(text) == ms
     assert parse_schedule("db_outage@1h30m+1m30s", 0)[0].start_ms == 5_400_000
-    assert CorrelatorSettings.from_mapping({"group_wait_ms": "1m30s"}).group_wait_ms == 90_000
+
+
+def settings_duration_ms(text: str) -> int:
+    """A duration as a ``*_ms`` setting from the environment reads it."""
+    return load_settings(environ={"TOCSIN_CORRELATE_GROUP_WAIT_MS": text}).correlate.group_wait_ms
 
 
 def test_each_caller_raises_its_own_error_naming_the_value() -> None:
@@ -69,12 +72,13 @@ def test_each_caller_raises_its_own_error_naming_the_value() -> None:
         simulate_duration_ms("10 mins")
     with pytest.raises(ScenarioError, match=r"cannot parse duration '10x'"):
         parse_schedule("db_outage@10x+5m", 0)
-    with pytest.raises(SettingsError, match=r"^setting correlator\.group_wait_ms: expected "
+    with pytest.raises(SettingsError, match=r"^setting correlate\.group_wait_ms \(from "
+                                            r"TOCSIN_CORRELATE_GROUP_WAIT_MS\): expected "
                                             r"milliseconds or a duration like .*, got 'soon'$"):
-        CorrelatorSettings.from_mapping({"group_wait_ms": "soon"})
-    with pytest.raises(SettingsError, match=r"setting correlator\.group_wait_ms: expected an "
+        settings_duration_ms("soon")
+    with pytest.raises(SettingsError, match=r"setting correlate\.group_wait_ms: expected an "
                                             r"integer >= 0, got -5"):
-        CorrelatorSettings.from_mapping({"group_wait_ms": -5})
+        settings_duration_ms("-5")
     _, problems, _ = detectors.parse_rule_text(
         "rules:\n- {name: a, signal: metrics, for: 5 minutes}", "r.yaml")
     assert any("field 'for': expected a duration like 30s, 5m, 1h or 1h30m, got '5 minutes'"

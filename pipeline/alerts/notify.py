@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from pipeline.correlate.settings import CorrelatorSettings
 from pipeline.events.problem import Problem
 from pipeline.events.times import format_ms
+from pipeline.settings import CorrelateSettings
 
 Outcome = tuple[str, bool, str]  # (kind, notify, why)
 
@@ -57,7 +57,7 @@ def _sent(t: Track, p: Problem, now_ms: int) -> Track:
                    muted="")
 
 
-def plan(kind: str, p: Problem, t: Track, now_ms: int, settings: CorrelatorSettings,
+def plan(kind: str, p: Problem, t: Track, now_ms: int, settings: CorrelateSettings,
          mute: str) -> tuple[Outcome, Track]:
     """Whether the lifecycle change ``kind`` of ``p`` is alerted now, and the new track."""
     if kind in ("resolved", "merged"):
@@ -84,7 +84,7 @@ def plan(kind: str, p: Problem, t: Track, now_ms: int, settings: CorrelatorSetti
     return (kind, False, ""), t
 
 
-def next_due(p: Problem, t: Track | None, settings: CorrelatorSettings) -> int | None:
+def next_due(p: Problem, t: Track | None, settings: CorrelateSettings) -> int | None:
     """When time alone would next make an alert about open ``p`` due (see :func:`flush`);
     ``t`` is None for a problem that has no track yet. Mutes are not considered."""
     if not p.active:
@@ -101,7 +101,7 @@ def next_due(p: Problem, t: Track | None, settings: CorrelatorSettings) -> int |
     return min(due, default=None)
 
 
-def flush(p: Problem, t: Track, now_ms: int, settings: CorrelatorSettings,
+def flush(p: Problem, t: Track, now_ms: int, settings: CorrelateSettings,
           mute: str) -> tuple[Outcome | None, Track]:
     """An alert that time alone makes due for an unchanged open problem, if any."""
     if mute:

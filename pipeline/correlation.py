@@ -30,6 +30,7 @@ from pipeline.correlate import (
 from pipeline.detection import Detection
 from pipeline.errors import SettingsError
 from pipeline.knowledge import load_knowledge
+from pipeline.printable import printable
 from pipeline.settings import CorrelateSettings
 
 log = logging.getLogger("tocsin.correlate")
@@ -153,7 +154,8 @@ class CorrelationStep:
                     AttributeError) as exc:
                 result.rejected += 1
                 log.error("skipped an unreadable %s message of scope %s: %s",
-                          "control" if message.is_control else "detection", message.scope, exc)
+                          "control" if message.is_control else "detection",
+                          printable(message.scope), printable(exc))
                 continue
             if message.is_control:
                 flush(message.scope)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, islice
 from typing import Any
 
 import numpy as np
@@ -58,7 +58,7 @@ def _json_preview(value: Any, limit: int) -> str:
         elif type(item) is dict:
             text = "{"
             stack.append(("}",))
-            entries = list(item.items())[:limit][::-1]
+            entries = list(islice(item.items(), limit))[::-1]
             for i, (k, v) in enumerate(entries):
                 stack += [v, (orjson.dumps(k[:limit]).decode() + ":",)]
                 if i < len(entries) - 1:
@@ -126,17 +126,21 @@ def _check_time(where: str, value: Any, limits: DecodeLimits) -> tuple[Any, str 
 def _check_attributes(where: str, value: Any) -> tuple[Any, str | None]:
     if type(value) is not dict:
         return None, f"{where}: expected an object, got {describe_value(value)}"
-    out = {}
-    for k, v in value.items():
-        if type(v) is str:
-            out[k] = v
-            continue
-        try:
-            out[k] = orjson.dumps(v).decode()
-        except orjson.JSONEncodeError:  # nested deeper than JSON encoders go
-            return None, (f"{where}: the value of {quote(k)} is nested too deeply "
-                          "(more than 254 levels)")
-    return out, None
+    try:
+        return {k: v if type(v) is str else orjson.dumps(v).decode()
+                for k, v in value.items()}, None
+    except orjson.JSONEncodeError:  # a value nested deeper than JSON encoders go
+        deep = next(k for k, v in value.items() if type(v) is not str and _too_deep(v))
+        return None, (f"{where}: the value of {quote(deep)} is nested too deeply "
+                      "(more than 254 levels)")
+
+
+def _too_deep(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return True
+    return False
 
 
 def _check_one(f: FieldSpec, value: Any, limits: DecodeLimits) -> tuple[Any, str | None]:

@@ -82,6 +82,8 @@ def _register_pages(pipeline: Pipeline) -> None:
                 "messages": counters.messages,
                 "stored": counters.stored,
                 "rejected": counters.rejected,
+                "empty_messages": counters.empty_messages,
+                "older_than_ttl": counters.older_than_ttl,
                 "store_failed_attempts": pipeline.writer.failed_attempts,
                 "detect": {
                     "engines": {name: getattr(engine, "version", "")
@@ -172,8 +174,8 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
     )
     store = store or open_store(settings.store)
     writer = StoreWriter(store, settings.ingest.store_retry_max_s)
-    pipeline = Pipeline(app, settings, store, writer, Ingestor(writer, settings.ingest),
-                        build_engines(settings))
+    ingestor = Ingestor(writer, settings.ingest, ttl_days=settings.store.ttl_days)
+    pipeline = Pipeline(app, settings, store, writer, ingestor, build_engines(settings))
     register_ingest_agents(app, settings, pipeline.ingestor)
     if pipeline.engines:
         register_detect_agent(app, settings, pipeline.engines, writer, pipeline.detect_counters)

@@ -28,6 +28,7 @@ from pipeline.correlate import (
 )
 from pipeline.errors import SettingsError
 from pipeline.events.detection import Detection
+from pipeline.events.printable import printable
 from pipeline.knowledge import load_knowledge
 from pipeline.settings import CorrelateSettings
 
@@ -151,7 +152,8 @@ class CorrelationStep:
                     AttributeError) as exc:
                 result.rejected += 1
                 log.error("skipped an unreadable %s message of scope %s: %s",
-                          "control" if message.is_control else "detection", message.scope, exc)
+                          "control" if message.is_control else "detection",
+                          printable(message.scope), printable(exc))
                 continue
             if message.is_control:
                 flush(message.scope)

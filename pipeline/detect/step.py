@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pipeline.events.detection import Detection
+from pipeline.events.printable import printable
 from pipeline.events.slices import TICK_KEY, Tick, decode_ticks, read_slice
 
 log = logging.getLogger("tocsin.detect")
@@ -145,7 +146,7 @@ class DetectionStep:
                         except Exception:  # one engine's bug must not stop the stream
                             result.errors += 1
                             log.exception("%s failed advancing %s to %d; its state is kept",
-                                          name, service, watermark)
+                                          name, printable(service), watermark)
                             continue
                         live[(name, service)] = state
                         result.detections.extend(found)
@@ -161,7 +162,7 @@ class DetectionStep:
                     result.errors += 1
                     log.exception("%s failed on %d %s records of %s; its state is kept",
                                   name, len(piece.columns.get("service", ())), piece.signal,
-                                  piece.service)
+                                  printable(piece.service))
                     continue
                 live[(name, piece.service)] = state
                 result.detections.extend(found)
@@ -170,7 +171,7 @@ class DetectionStep:
                     result.late_records += late
                     log.warning("%s: %d %s records of %s arrived later than the allowed "
                                 "lateness (%d ms) and were counted, not windowed",
-                                name, late, piece.signal, piece.service,
+                                name, late, piece.signal, printable(piece.service),
                                 self.allowed_lateness_ms)
         # detections leave in event-time order: a step closes each service's windows in
         # turn, and whoever reads them (the correlator) should not see time go backwards

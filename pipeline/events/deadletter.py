@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
+from pipeline.events.printable import printable
 from pipeline.events.schema import Rejection
 
 HEADER_PREFIX = "tocsin."
@@ -43,12 +44,13 @@ def deadletter_key(rejection: Rejection) -> bytes:
 
 
 def describe(rejection: Rejection) -> str:
-    """One log line: where the record was and why it was rejected."""
+    """One log line: where the record was and why it was rejected (input escaped and
+    bounded by :func:`~pipeline.printable.printable`)."""
     src = rejection.source
-    where = f"{src.topic}[{src.partition}]@{src.offset}"
+    where = f"{printable(src.topic)}[{src.partition}]@{src.offset}"
     if rejection.index >= 0:
         where += f" record {rejection.index}"
-    return f"{where}: {rejection.reason}"
+    return f"{where}: {printable(rejection.reason, limit=500)}"
 
 
 def deadletter_table(rejections: Sequence[Rejection], received_ms: int) -> pa.Table:

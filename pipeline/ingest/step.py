@@ -11,15 +11,21 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from pipeline.events.codec import DecodedBatch, DecodeLimits, decode_messages
 from pipeline.events.deadletter import deadletter_table, describe
-from pipeline.events.schema import SPECS, RawMessage, RecordKind
+from pipeline.events.schema import SPECS, FieldType, RawMessage, RecordKind
+from pipeline.events.times import format_ms
 from pipeline.settings import IngestSettings
 from pipeline.store.writer import StoreWriter
 
 log = logging.getLogger("tocsin.ingest")
 
 _LOGGED_REJECTIONS_PER_BATCH = 5
+_DAY_MS = 86_400_000
+_TIME_COLUMN = {kind: next(f.column for f in spec.fields if f.type is FieldType.TIME)
+                for kind, spec in SPECS.items()}
 
 
 @dataclass
@@ -29,12 +35,28 @@ class IngestCounters:
     messages: dict[str, int] = field(default_factory=dict)
     stored: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
+    empty_messages: dict[str, int] = field(default_factory=dict)  # an empty JSON array
+    older_than_ttl: dict[str, int] = field(default_factory=dict)  # stored, soon expired
 
-    def add(self, kind: RecordKind, messages: int, stored: int, rejected: int) -> None:
+    def add(self, kind: RecordKind, messages: int, stored: int, rejected: int,
+            empty_messages: int = 0, older_than_ttl: int = 0) -> None:
         """Count one batch."""
         for totals, n in ((self.messages, messages), (self.stored, stored),
-                          (self.rejected, rejected)):
+                          (self.rejected, rejected), (self.empty_messages, empty_messages),
+                          (self.older_than_ttl, older_than_ttl)):
             totals[kind.value] = totals.get(kind.value, 0) + n
+
+
+def older_than_ttl(batch: DecodedBatch, now_ms: int, ttl_days: int) -> tuple[int, int]:
+    """How many of the batch's records are older than ``ttl_days`` at ``now_ms`` (the
+    store drops them at its next merge), and the oldest record time; ``(0, 0)`` when
+    ``ttl_days`` is 0 (keep forever) or none is."""
+    if ttl_days <= 0 or not len(batch):
+        return 0, 0
+    times = np.asarray(batch.columns[_TIME_COLUMN[batch.kind]], dtype=np.int64)
+    old = times < now_ms - ttl_days * _DAY_MS
+    count = int(np.count_nonzero(old))
+    return count, (int(times[old].min()) if count else 0)
 
 
 def _decode_to_arrow(kind: RecordKind, messages: Sequence[RawMessage],
@@ -47,9 +69,11 @@ def _decode_to_arrow(kind: RecordKind, messages: Sequence[RawMessage],
 class Ingestor:
     """Turns batches of raw messages into stored rows and dead-letter rows."""
 
-    def __init__(self, writer: StoreWriter, settings: IngestSettings) -> None:
+    def __init__(self, writer: StoreWriter, settings: IngestSettings,
+                 ttl_days: int = 0) -> None:
         self.writer = writer
         self.settings = settings
+        self.ttl_days = ttl_days  # the store's (store.ttl_days), to warn of expiring rows
         self.counters = IngestCounters()
 
     async def ingest(
@@ -68,5 +92,13 @@ class Ingestor:
                 log.warning("... and %d more rejected %s records in this batch",
                             len(batch.rejections) - _LOGGED_REJECTIONS_PER_BATCH, kind.value)
             await self.writer.insert("dead_letters", deadletter_table(batch.rejections, now_ms))
-        self.counters.add(kind, len(messages), len(batch), len(batch.rejections))
+        old, oldest_ms = older_than_ttl(batch, now_ms, self.ttl_days)
+        if old:
+            log.warning("%d of %d %s records in this batch are older than store.ttl_days "
+                        "(%d days; oldest %s): they are stored, but the store drops them "
+                        "at its next merge; raise TOCSIN_STORE_TTL_DAYS (0 keeps data "
+                        "forever) to keep them", old, len(batch), kind.value, self.ttl_days,
+                        format_ms(oldest_ms))
+        self.counters.add(kind, len(messages), len(batch), len(batch.rejections),
+                          batch.empty_messages, old)
         return batch

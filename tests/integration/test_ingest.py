@@ -172,3 +172,136 @@ def test_worker_killed_mid_stream_leaves_every_record_exactly_once(kafka_broker,
                                 sum(i % 1000 for i in range(total)))]]
     finally:
         worker.stop()
+
+
+def nested(depth: int) -> bytes:
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+def with_raw(record: dict, name: str, raw_json: bytes) -> bytes:
+    """``record`` as JSON with field ``name`` set to the raw JSON text ``raw_json``."""
+    record = {k: v for k, v in record.items() if k != name}
+    return orjson.dumps(record)[:-1] + b',"' + name.encode() + b'":' + raw_json + b"}"
+
+
+def poison_stream(now_ms: int) -> tuple[dict[str, list[bytes]], dict[str, int], list[str]]:
+    """Per topic: messages alternating good records and the poison records of issue 10;
+    the number of distinct good records per table; the reasons expected, one per bad
+    record."""
+    metric = {"time": now_ms - 1000, "service.name": "orders", "name": "m", "value": 1}
+    log = {"time": now_ms - 1000, "service.name": "orders", "severity": "INFO", "body": "b"}
+    span = {"trace_id": "1" * 32, "span_id": "2" * 16, "service.name": "api", "name": "op",
+            "start": now_ms - 1000, "duration_ms": 1.0}
+    counter = iter(range(1, 10**6))
+
+    def good(record: dict, field: str, n: int = 10) -> bytes:
+        """``n`` good records told apart by ``field`` (a number, or text for a body)."""
+        return orjson.dumps([{**record, field: next(counter) if field != "body"
+                              else f"line {next(counter)}"} for _ in range(n)])
+
+    metrics = [
+        orjson.dumps({**metric, "time": 1e300}),
+        orjson.dumps({**metric, "time": -1e300}),
+        with_raw(metric, "time", str(2**70).encode()),
+        orjson.dumps({**metric, "time": "9999-12-31T23:59:59-14:00"}),
+        with_raw(metric, "zz", nested(300)),
+        with_raw(metric, "value", nested(300)),
+        # a poison record inside a message of good ones
+        b"[" + orjson.dumps({**metric, "value": -1}) + b","
+        + orjson.dumps({**metric, "time": 1e300}) + b","
+        + orjson.dumps({**metric, "value": -2}) + b"]",
+        # a name that would forge a log line if it reached one raw
+        orjson.dumps({**metric, "x\nFORGED line \u202e": 1}),
+    ]
+    logs = [
+        with_raw(log, "attributes", nested(300)),
+        orjson.dumps([{**log, "body": "no attributes"}, {**log, "attributes": "a=b"},
+                      {**log, "attributes": [1]}, {**log, "body": "null attributes",
+                                                   "attributes": None}]),
+    ]
+    spans = [orjson.dumps({**span, "start": "0001-01-01T00:00:00+14:00"})]
+    streams: dict[str, list[bytes]] = {"metrics": [], "logs": [], "traces": []}
+    for topic, record, field, poison in (("metrics", metric, "value", metrics),
+                                         ("logs", log, "body", logs),
+                                         ("traces", span, "duration_ms", spans)):
+        for value in poison:
+            streams[topic] += [good(record, field), value]
+        streams[topic].append(good(record, field))
+    # an empty array, counted; records older than the TTL, stored and counted
+    streams["metrics"] += [b"[]", orjson.dumps([{**metric, "time": now_ms - 40 * 86_400_000,
+                                                 "value": -10 - i} for i in range(5)])]
+    expected_good = {"metrics": 10 * 9 + 2, "logs": 10 * 3 + 2, "spans": 10 * 2}
+    reasons = ["field 'time': number 1e+300 is out of range",
+               "field 'time': number -1e+300 is out of range",
+               "field 'time': number 1.1805916207174113e+21 is out of range",
+               "field 'time': string \"9999-12-31T23:59:59-14:00\" is out of range",
+               "unknown field 'zz'",
+               "field 'value': expected a finite number, got object",
+               "field 'time': number 1e+300 is out of range",
+               "unknown field 'x\\nFORGED line \\u202e'",
+               "field 'attributes': the value of 'a' is nested too deeply",
+               "field 'attributes': expected an object, got string \"a=b\"",
+               "field 'attributes': expected an object, got array [1]",
+               "field 'start': string \"0001-01-01T00:00:00+14:00\" is out of range"]
+    return streams, expected_good, reasons
+
+
+def test_poison_records_between_good_ones_lose_nothing(kafka_broker, names, tmp_path):
+    """Issue 10's poison records, each between good records on one partition: every
+    good record is stored once, every bad one is dead-lettered with its reason."""
+    env = pipeline_env(kafka_broker.bootstrap, names, tmp_path, find_free_port(),
+                       TOCSIN_STORE_TTL_DAYS="30", TOCSIN_DETECT_ENABLED="false",
+                       TOCSIN_CORRELATE_ENABLED="false")
+    settings = settings_from(env)
+    now_ms = int(time.time() * 1000)
+    streams, expected_good, reasons = poison_stream(now_ms)
+    topics = {"metrics": settings.topics.metrics, "logs": settings.topics.logs,
+              "traces": settings.topics.traces}
+    resent = orjson.loads(streams["metrics"][0])[:4]  # re-sent, batched differently
+
+    async def produce() -> None:
+        await ensure_topics(settings)
+        async with TelemetryProducer(settings) as producer:
+            for topic, values in streams.items():
+                for value in values:  # one key: one partition, in this order
+                    await producer.send_value(topics[topic], value, key=b"orders")
+            for pair in (resent[:2], resent[2:]):
+                await producer.send_value(topics["metrics"], orjson.dumps(pair), key=b"x")
+
+    asyncio.run(produce())
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        worker.wait_until(
+            lambda w: sum(w.status()["stored"].values())
+            >= sum(expected_good.values()) + 5 + len(resent)
+            and sum(w.status()["rejected"].values()) >= len(reasons),
+            what="all records stored or rejected")
+        status = worker.status()
+        assert status["rejected"] == {"metric": 8, "log": 3, "span": 1}
+        assert status["empty_messages"] == {"metric": 1, "log": 0, "span": 0}
+        assert status["older_than_ttl"] == {"metric": 5, "log": 0, "span": 0}
+        recent = "WHERE time > now() - INTERVAL 1 DAY"
+        for table, n in expected_good.items():
+            column = "start" if table == "spans" else "time"
+            rows = worker.query(f"SELECT count(), uniqExact(event_id) FROM tocsin.{table} "
+                                + recent.replace("time", column))
+            assert rows == [[n, n]], table
+        assert worker.query(f"SELECT sum(value) FROM tocsin.metrics {recent}") == [
+            [sum(range(1, 91)) - 3]]
+        assert worker.query("SELECT body, length(attributes) FROM tocsin.logs WHERE body "
+                            "LIKE '%attributes' ORDER BY body") == [["no attributes", 0],
+                                                                    ["null attributes", 0]]
+        dead = worker.query("SELECT `offset`, record_index, reason, length(payload) > 0 "
+                            "FROM tocsin.dead_letters ORDER BY topic, `offset`, record_index")
+        assert len(dead) == len(reasons)
+        assert all(has_payload for *_, has_payload in dead)
+        found = [reason for _, _, reason, _ in dead]
+        for expected in reasons:
+            assert any(expected in reason for reason in found), expected
+    finally:
+        worker.stop()
+    log_text = (tmp_path / "worker.log").read_text(errors="replace")
+    assert "older than store.ttl_days" in log_text and "TOCSIN_STORE_TTL_DAYS" in log_text
+    assert "internal decode error" not in log_text
+    assert not any(line.startswith("FORGED") for line in log_text.splitlines())
+    assert "\u202e" not in log_text

@@ -129,10 +129,9 @@ def test_event_ids_are_stable_and_distinct():
     value = orjson.dumps([POINT, POINT, {**POINT, "value": 1}])
     first = metrics(value).columns["event_id"].tolist()
     again = metrics(value).columns["event_id"].tolist()
-    other = metrics(orjson.dumps([POINT])).columns["event_id"].tolist()
     assert first == again  # a replay writes the same ids
-    assert len(set(first)) == 3  # equal records in one message are distinct events
-    assert other[0] not in first
+    # equal records are one event, stored as one row: re-sending is not a new event
+    assert first[0] == first[1] and first[2] != first[0]
 
 
 def test_logs_normalise_severity_and_ids():
@@ -171,3 +170,178 @@ def test_dataclasses_round_trip_through_the_codec():
         assert batch.rejections == [], kind
         assert len(batch) == 1
     assert decode_values(RecordKind.SPAN, [span.to_json()], NOW).columns["status"] == ["error"]
+
+
+# Poison records: each of these once raised out of the codec and lost the whole batch.
+
+LOG = {"time": NOW - 1000, "service.name": "orders", "severity": "INFO", "body": "ok"}
+SPAN = {"trace_id": "1" * 32, "span_id": "2" * 16, "service.name": "api", "name": "GET /",
+        "start": NOW - 1000, "duration_ms": 1.5}
+GOOD = {RecordKind.METRIC: POINT, RecordKind.LOG: LOG, RecordKind.SPAN: SPAN}
+TIME_FIELD = {RecordKind.METRIC: "time", RecordKind.LOG: "time", RecordKind.SPAN: "start"}
+
+
+def nested(depth: int, leaf: bytes = b"1") -> bytes:
+    """JSON text of objects nested ``depth`` levels deep (orjson encodes at most 254)."""
+    return b'{"a":' * depth + leaf + b"}" * depth
+
+
+def with_raw(record: dict, name: str, raw_json: bytes) -> bytes:
+    """``record`` as JSON with field ``name`` set to the raw JSON text ``raw_json``."""
+    record = {k: v for k, v in record.items() if k != name}
+    return orjson.dumps(record)[:-1] + b',"' + name.encode() + b'":' + raw_json + b"}"
+
+
+def decode_between_good(kind: RecordKind, bad: bytes):
+    """Decode [good, bad, good] messages, plus, when the bad message is one object, an
+    array message holding it between two good records; returns the batch and how many
+    good and bad records were sent."""
+    good = orjson.dumps(GOOD[kind])
+    values = [good, bad, good]
+    if bad.startswith(b"{"):
+        values.append(b"[" + good + b"," + bad + b"," + good + b"]")
+    batch = decode_messages(kind, [RawMessage("t", 0, i, v) for i, v in enumerate(values)],
+                            DecodeLimits(now_ms=NOW))
+    batch.to_arrow()
+    return batch, 2 * (len(values) - 2), len(values) - 2
+
+
+@pytest.mark.parametrize("kind, bad, reason", [
+    pytest.param(RecordKind.METRIC, orjson.dumps({**POINT, "time": 1e300}),
+                 "field 'time': number 1e+300 is out of range", id="metric-time-1e300"),
+    pytest.param(RecordKind.METRIC, orjson.dumps({**POINT, "time": -1e300}),
+                 "field 'time': number -1e+300 is out of range", id="metric-time-minus-1e300"),
+    pytest.param(RecordKind.METRIC, with_raw(POINT, "time", str(2**70).encode()),
+                 "field 'time': number 1.1805916207174113e+21 is out of range",
+                 id="metric-time-2**70"),
+    pytest.param(RecordKind.METRIC, with_raw(POINT, "time", str(2**64 - 1).encode()),
+                 "field 'time': 2554-07-21T23:34:33.709Z is more than 3600s ahead",
+                 id="metric-time-uint64-max"),
+    pytest.param(RecordKind.METRIC, orjson.dumps({**POINT, "time": "9999-12-31T23:59:59-14:00"}),
+                 "field 'time': string \"9999-12-31T23:59:59-14:00\" is out of range",
+                 id="metric-time-year-10000"),
+    pytest.param(RecordKind.SPAN, orjson.dumps({**SPAN, "start": "0001-01-01T00:00:00+14:00"}),
+                 "field 'start': string \"0001-01-01T00:00:00+14:00\" is out of range",
+                 id="span-start-year-0"),
+    pytest.param(RecordKind.LOG, with_raw(LOG, "attributes", nested(300)),
+                 "field 'attributes': the value of 'a' is nested too deeply",
+                 id="log-attributes-nested-300"),
+    pytest.param(RecordKind.METRIC, with_raw(POINT, "zz", nested(300)),
+                 "unknown field 'zz'", id="metric-unknown-field-nested-300"),
+    pytest.param(RecordKind.METRIC, with_raw(POINT, "value", nested(300)),
+                 "field 'value': expected a finite number, got object {\"a\":{\"a\":",
+                 id="metric-value-nested-300"),
+    pytest.param(RecordKind.METRIC, with_raw(POINT, "value", b"[" * 1000 + b"]" * 1000),
+                 "field 'value': expected a finite number, got array [[[[",
+                 id="metric-value-array-nested-1000"),
+    pytest.param(RecordKind.LOG, b"[" * 300 + b"]" * 300, "expected an object, got array [[[",
+                 id="log-message-array-nested-300"),
+    pytest.param(RecordKind.LOG, b"[" * 2000 + b"]" * 2000, "malformed JSON",
+                 id="log-message-nested-past-the-parser-limit"),
+])
+def test_poison_record_is_rejected_and_the_good_records_go_on(kind, bad, reason):
+    batch, n_good, n_bad = decode_between_good(kind, bad)
+    assert len(batch) == n_good and batch.to_arrow().num_rows == n_good
+    assert len(batch.rejections) == n_bad
+    for rejection in batch.rejections:
+        assert reason in rejection.reason
+        assert rejection.source.offset in (1, 3)
+        assert rejection.payload  # dead-lettered with bytes to inspect
+
+
+def test_deep_record_in_an_array_is_dead_lettered_with_the_whole_message():
+    bad = with_raw(POINT, "zz", nested(300))
+    value = b"[" + orjson.dumps(POINT) + b"," + bad + b"]"
+    batch = metrics(value)
+    assert len(batch) == 1
+    (rejection,) = batch.rejections
+    assert rejection.index == 1
+    assert "the payload is the whole message" in rejection.reason
+    assert rejection.payload == value
+
+
+def test_single_object_message_is_dead_lettered_as_it_arrived():
+    value = b'{ "time": "yesterday", "service.name": "a", "name": "m", "value": 1 }'
+    (rejection,) = metrics(value).rejections
+    assert rejection.index == 0 and rejection.payload == value
+
+
+@pytest.mark.parametrize("bad_attributes", ["a=b", [1], None, 7],
+                         ids=["string", "array", "null", "number"])
+def test_attributes_of_mixed_shapes_in_one_batch(bad_attributes):
+    """One record without attributes and one with a non-object: the first is stored with
+    an empty map (null too), the second rejected; the Arrow table builds."""
+    records = [LOG, {**LOG, "attributes": bad_attributes}, {**LOG, "attributes": {"k": 1}}]
+    batch = decode_values(RecordKind.LOG, [orjson.dumps(records)], NOW)
+    table = batch.to_arrow()
+    if bad_attributes is None:
+        assert table.column("attributes").to_pylist() == [[], [], [("k", "1")]]
+    else:
+        assert table.column("attributes").to_pylist() == [[], [("k", "1")]]
+        assert "field 'attributes': expected an object" in reasons(batch)[0]
+
+
+def test_missing_attributes_in_separate_messages():
+    batch = decode_values(RecordKind.LOG, [orjson.dumps(LOG),
+                                           orjson.dumps({**LOG, "attributes": None}),
+                                           orjson.dumps({**LOG, "attributes": "a=b"})], NOW)
+    assert batch.to_arrow().column("attributes").to_pylist() == [[], []]
+    assert len(batch.rejections) == 1
+
+
+def test_reasons_escape_what_the_input_holds():
+    bad = {**POINT, "service.name": 5, "name": "x" * 300,
+           "unit": ["\n2026 ERROR forged line \u202e"]}
+    bad.update({f"k{i}\nforged": 1 for i in range(20)})
+    (reason,) = reasons(metrics(orjson.dumps(bad)))
+    assert "\n" not in reason and "\u202e" not in reason
+    assert "and 15 more" in reason  # unknown field names: the first five shown
+    assert len(reason) < 400
+
+
+def test_a_choice_field_shows_a_bounded_escaped_value():
+    log = {**LOG, "severity": "LOUD\u202e" + "!" * 1000}
+    (rejection,) = decode_values(RecordKind.LOG, [orjson.dumps(log)], NOW).rejections
+    assert "'LOUD\\u202e!!!" in rejection.reason and len(rejection.reason) < 200
+
+
+def test_empty_array_messages_are_counted_not_rejected():
+    batch = metrics(b"[]", b" [ ] ", orjson.dumps(POINT))
+    assert len(batch) == 1 and batch.rejections == [] and batch.empty_messages == 2
+
+
+def test_a_decoder_bug_rejects_only_the_message_it_fails_on(caplog):
+    """If decoding raises (a bug), the batch is decoded message by message and only the
+    message that still raises is rejected whole, with the exception named."""
+    from pipeline.events.codec import _decode
+
+    def buggy(kind, messages, limits):
+        if any(b"boom" in (m.value or b"") for m in messages):
+            raise RuntimeError("injected\nfault")
+        return _decode(kind, messages, limits)
+
+    values = [orjson.dumps([POINT, POINT]), orjson.dumps({**POINT, "unit": "boom"}),
+              b"{bad json", orjson.dumps([]), orjson.dumps({**POINT, "value": 3})]
+    messages = [RawMessage("t", 1, 10 + i, v) for i, v in enumerate(values)]
+    with caplog.at_level("ERROR", logger="tocsin.codec"):
+        batch = decode_messages(RecordKind.METRIC, messages, DecodeLimits(now_ms=NOW), buggy)
+    assert len(batch) == 3
+    assert batch.columns["value"].tolist() == [12.5, 12.5, 3.0]
+    assert batch.to_arrow().num_rows == 3 and batch.source_partitions.tolist() == [1, 1, 1]
+    assert batch.empty_messages == 1
+    assert [(r.source.offset, r.index, r.reason) for r in batch.rejections] == [
+        (11, -1, "internal decode error: RuntimeError: injected\\nfault"),
+        (12, -1, batch.rejections[1].reason)]
+    assert batch.rejections[0].payload == values[1]
+    assert batch.rejections[1].reason.startswith("malformed JSON")
+    assert "internal decode error: t[1]@11 is rejected whole" in caplog.text
+
+
+def test_a_decoder_bug_on_every_message_loses_nothing_silently():
+    def broken(kind, messages, limits):
+        raise ValueError("always")
+
+    batch = decode_messages(RecordKind.SPAN, [RawMessage("t", 0, 0, orjson.dumps(SPAN))],
+                            DecodeLimits(now_ms=NOW), broken)
+    assert len(batch) == 0 and batch.to_arrow().num_rows == 0
+    assert reasons(batch) == ["internal decode error: ValueError: always"]

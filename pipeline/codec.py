@@ -61,6 +61,9 @@ class DecodedBatch:
     columns: dict[str, Any]
     rejections: list[Rejection]
     source_partitions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    # per row: the position of its message in the batch, and its index in that message
+    source_messages: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    source_indexes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     _arrow: pa.Table | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -376,8 +379,9 @@ def decode_messages(
             (SEVERITY_NUMBER[s] for s in columns["severity_text"]), dtype=np.uint8,
             count=len(columns["severity_text"]))
     partitions = np.asarray([m.partition for m in messages], dtype=np.int32)
-    return DecodedBatch(kind, columns, rejections,
-                        partitions[np.asarray(msg_index, dtype=np.int64)[keep]])
+    kept_messages = np.asarray(msg_index, dtype=np.int64)[keep]
+    return DecodedBatch(kind, columns, rejections, partitions[kept_messages], kept_messages,
+                        np.asarray(elem_index, dtype=np.int64)[keep])
 
 
 def decode_values(

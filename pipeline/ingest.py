@@ -29,6 +29,7 @@ class IngestCounters:
     messages: dict[str, int] = field(default_factory=dict)
     stored: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
+    not_forwarded: dict[str, int] = field(default_factory=dict)  # stored, too large to forward
 
     def add(self, kind: RecordKind, messages: int, stored: int, rejected: int) -> None:
         """Count one batch."""

@@ -170,7 +170,7 @@ def test_public_api_is_pinned():
         "CorrelationState", "Correlator", "CorrelatorSettings", "Decision", "Graph",
         "InhibitRule", "Link", "Matcher", "MatcherError", "Member", "Problem", "Recurrence",
         "RootCause", "ScheduleError", "Silence", "SilenceError", "StateError",
-        "alert_envelope", "alert_event", "alert_key", "parse_duration_ms",
+        "alert_envelope", "alert_event", "alert_key", "alert_message", "parse_duration_ms",
         "problem_detections_table", "problems_table"])
     for name in correlate.__all__:
         assert getattr(correlate, name) is not None

@@ -96,10 +96,10 @@ def too_small_topics(limits: dict[str, int], max_message_bytes: int) -> list[str
 async def _message_limits(admin: Any, names: list[str]) -> dict[str, int]:
     """``max.message.bytes`` of each existing topic of ``names`` (as the broker applies
     it: the topic's own or the broker's default)."""
-    from aiokafka.admin import ConfigResource, ConfigResourceType
-
     if not names:
         return {}
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
     responses = await admin.describe_configs(
         [ConfigResource(ConfigResourceType.TOPIC, n, {"max.message.bytes": None})
          for n in names])

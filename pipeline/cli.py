@@ -55,9 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="NDJSON file; .gz is read through gzip; - is standard input "
                    "(plain or gzip)")
     p.add_argument("--records-per-message", type=int, default=100)
-    p.add_argument("--max-event-lag-ms", type=int, default=1000,
+    p.add_argument("--max-event-lag-ms", type=int, default=10_000,
                    help="send a service's records once the newest record seen is this far "
-                   "ahead of them in event time (default 1000)")
+                   "ahead of them in event time (default 10000)")
     p.add_argument("--max-wait-ms", type=int, default=500,
                    help="send a service's records after they waited this long (default 500)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -58,7 +58,7 @@ class TelemetryProducer:
     """
 
     def __init__(self, settings: Settings, records_per_message: int = 100,
-                 max_event_lag_ms: int = 1000, max_wait_ms: int = 500,
+                 max_event_lag_ms: int = 10_000, max_wait_ms: int = 500,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
@@ -129,18 +129,33 @@ class TelemetryProducer:
 
         Raises :class:`~pipeline.sizes.MessageTooLarge` for a record over the limit alone.
         """
-        if event_ms is not None and event_ms > self._wall_clock() * 1000 + \
-                self.settings.ingest.max_future_ms:
-            event_ms = None  # the worker rejects it; it must not move event time here
-        for message in self._buffers.add(kind, service, record, event_ms, self._now_ms()):
-            await self._send(message)
+        clock = self.clock()
+        for message in self.hold(kind, service, record, event_ms, clock):
+            await self.send_message(message)
+
+    def clock(self) -> tuple[int, int]:
+        """(monotonic ms, latest believable event time) for :meth:`hold`, taken once
+        for any number of records."""
+        future_ms = int(self._wall_clock() * 1000) + self.settings.ingest.max_future_ms
+        return self._now_ms(), future_ms
+
+    def hold(self, kind: RecordKind, service: str, record: bytes, event_ms: int | None,
+             clock: tuple[int, int]) -> list[Outgoing]:
+        """Buffer one encoded record; returns the messages to send now (in order) with
+        :meth:`send_message`. A time beyond ``ingest.max_future_ms`` from now does not
+        move event time (the worker will reject the record)."""
+        now_ms, future_ms = clock
+        if event_ms is not None and event_ms > future_ms:
+            event_ms = None
+        return self._buffers.add(kind, service, record, event_ms, now_ms)
 
     async def send_due(self) -> None:
         """Send the messages that have waited ``max_wait_ms`` of wall time."""
         for message in self._buffers.due(self._now_ms()):
-            await self._send(message)
+            await self.send_message(message)
 
-    async def _send(self, message: Outgoing) -> None:
+    async def send_message(self, message: Outgoing) -> None:
+        """Queue one message of buffered records."""
         kind = message.kind.value
         self.report.records[kind] = self.report.records.get(kind, 0) + message.records
         await self.send_value(self.topics[message.kind], message.value,
@@ -149,7 +164,7 @@ class TelemetryProducer:
     async def send_partial(self) -> None:
         """Send every partly filled message now (e.g. at the end of a paced tick)."""
         for message in self._buffers.drain():
-            await self._send(message)
+            await self.send_message(message)
 
     async def send_deadletter(self, label: str, number: int, line: bytes, reason: str) -> None:
         """Send an input line that cannot go to a topic to the dead-letter topic, within
@@ -168,40 +183,47 @@ class TelemetryProducer:
         await self._producer.flush()
 
 
+_KINDS = {kind.value: kind for kind in RecordKind}
+
+
 def route(line: bytes) -> tuple[RecordKind, dict] | str:
     """The kind and record of one NDJSON line (``type`` removed), or why it cannot go."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         return f"malformed JSON: {exc}"
-    if not isinstance(record, dict):
+    if type(record) is not dict:
         return "expected a JSON object with a 'type' of metric, log or span"
     kind = record.pop("type", None)
-    try:
-        return RecordKind(kind), record
-    except (ValueError, TypeError):
+    found = _KINDS.get(kind) if type(kind) is str else None
+    if found is None:
         return f"field 'type': expected metric, log or span, got {str(kind)[:40]!r}"
+    return found, record
 
 
 async def _send_lines(producer: TelemetryProducer, label: str, first: int,
                       lines: list[bytes]) -> None:
     """Route and queue one block of lines; the line itself is the record sent (with its
     ``type``, which the worker checks against the topic)."""
+    clock = producer.clock()
     for number, line in enumerate(lines, start=first):
         data = line.strip()
         if not data:
             continue
         routed = route(data)
-        if isinstance(routed, str):
+        if type(routed) is str:
             await producer.send_deadletter(label, number, data, routed)
             continue
         kind, record = routed
         service = record.get("service.name", "")
         try:
-            await producer.send_record(kind, service if isinstance(service, str) else "",
-                                       data, event_time_ms(record.get(TIME_FIELD[kind])))
+            out = producer.hold(kind, service if type(service) is str else "", data,
+                                event_time_ms(record.get(TIME_FIELD[kind])), clock)
         except MessageTooLarge as exc:
             await producer.send_deadletter(label, number, data, str(exc))
+            continue
+        for message in out:
+            await producer.send_message(message)
 
 
 class _Reader:
@@ -245,7 +267,7 @@ class _Reader:
 
 
 async def produce_file(settings: Settings, source: str | Path, records_per_message: int = 100,
-                       progress: bool = True, max_event_lag_ms: int = 1000,
+                       progress: bool = True, max_event_lag_ms: int = 10_000,
                        max_wait_ms: int = 500, stdin: Any = None) -> ProduceReport:
     """Send every record of an NDJSON source (a path, a ``.gz`` path or ``-`` for
     standard input) to its topic; report what went where."""

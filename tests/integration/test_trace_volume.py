@@ -18,10 +18,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer
 
+from pipeline.deadletter import TRUNCATED_HEADER
 from pipeline.kafka import find_free_port
 from pipeline.produce import TelemetryProducer
 from pipeline.settings import DetectSettings
+from pipeline.sizes import value_budget
 from pipeline.transport import ensure_topics
 from tests.conftest import pipeline_env, settings_from
 from tests.worker_process import WorkerProcess
@@ -170,3 +173,65 @@ def test_a_day_of_real_traces_through_tocsin_produce_is_stored_whole(kafka_broke
             assert worker.query(f"SELECT count() FROM tocsin.{table}") == [[counts[kind]]]
     finally:
         worker.stop()
+
+
+def test_a_record_too_large_to_forward_is_stored_dead_lettered_and_passed_over(
+        kafka_broker, names, tmp_path):
+    env = defaults_env(kafka_broker, names, tmp_path)
+    settings = settings_from(env)
+    limit = settings.kafka.max_message_bytes
+    rng = random.Random(4)
+    start_ms = int(time.time() * 1000) - 600_000
+    before = realistic_spans(rng, "adservice", start_ms, 20)
+    big = realistic_spans(rng, "adservice", start_ms + 100, 1)[0]
+    after = realistic_spans(rng, "adservice", start_ms + 200, 20)
+    # as large as the traces topic takes: its Arrow form (schema included) is not
+    big["attributes"]["blob"] = ""
+    room = value_budget(limit, b"adservice") - len(orjson.dumps(big)) - 50
+    big["attributes"]["blob"] = "z" * room
+    values = [orjson.dumps(before), orjson.dumps(big), orjson.dumps(after)]
+
+    async def produce() -> None:
+        await ensure_topics(settings)
+        async with TelemetryProducer(settings) as producer:
+            for value in values:
+                await producer.send_value(settings.topics.traces, value, key=b"adservice")
+
+    asyncio.run(produce())
+    last_ms = max(s["start"] for s in after)
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        worker.wait_until(lambda w: w.status()["not_forwarded"] == {"span": 1}
+                          and w.status()["detect"]["watermark_ms"] >= last_ms - LATENESS_MS,
+                          what="the big span dead-lettered and the rest detected")
+        status = worker.status()
+        assert status["stored"] == {"span": 41} and status["detect"]["errors"] == 0
+        rows = worker.query("SELECT reason, length(payload), record_index "
+                            "FROM tocsin.dead_letters")
+        assert len(rows) == 1
+        reason, size, index = rows[0]
+        assert reason.startswith("stored, but not forwarded to the detectors: this traces "
+                                 "record alone is") and index == 0
+        assert size > room  # the table keeps the whole row
+    finally:
+        worker.stop()
+
+    async def dead_letters() -> list:
+        consumer = AIOKafkaConsumer(settings.topics.deadletter,
+                                    bootstrap_servers=kafka_broker.bootstrap,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        try:
+            found: list = []
+            deadline = time.monotonic() + 60
+            while not found and time.monotonic() < deadline:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    found.extend(records)
+            return found
+        finally:
+            await consumer.stop()
+
+    (dead,) = asyncio.run(dead_letters())
+    headers = dict(dead.headers)
+    assert int(headers[TRUNCATED_HEADER]) == size  # cut to fit, its full size said
+    assert len(dead.value) < limit and dead.value.startswith(b"{")

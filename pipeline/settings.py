@@ -66,6 +66,10 @@ class KafkaSettings:
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
     client_id: str = "tocsin"
+    # the largest message Tocsin writes or expects on a topic, framing included: the
+    # producers' max request size, ``max.message.bytes`` of the topics Tocsin creates, the
+    # local broker's ``message.max.bytes`` and the consumers' per-partition fetch size
+    max_message_bytes: int = 1_048_576
 
 
 @dataclass(frozen=True)
@@ -339,6 +343,9 @@ _POSITIVE = {
     ("worker", "session_timeout_ms"),
     ("detect", "reload_interval_s"),
 }
+MIN_MESSAGE_BYTES = 65_536
+"""The smallest ``kafka.max_message_bytes`` accepted: ticks and state chunks must fit."""
+
 _NON_NEGATIVE = {("store", "ttl_days"), ("ingest", "max_future_ms"), ("worker", "web_port"),
                  ("detect", "allowed_lateness_ms"), ("detect", "keepalive_ms")}
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -471,6 +478,11 @@ def _validate(settings: Settings) -> None:
         raise SettingsError(
             f"setting store.clickhouse_url (TOCSIN_STORE_CLICKHOUSE_URL): {url!r} is not an "
             "http(s):// URL"
+        )
+    if settings.kafka.max_message_bytes < MIN_MESSAGE_BYTES:
+        raise SettingsError(
+            "setting kafka.max_message_bytes (TOCSIN_KAFKA_MAX_MESSAGE_BYTES): must be at "
+            f"least {MIN_MESSAGE_BYTES}, got {settings.kafka.max_message_bytes}"
         )
     if settings.worker.web_port > 65535:
         raise SettingsError(

@@ -84,6 +84,7 @@ def _register_pages(pipeline: Pipeline) -> None:
                 "rejected": counters.rejected,
                 "empty_messages": counters.empty_messages,
                 "older_than_ttl": counters.older_than_ttl,
+                "not_forwarded": counters.not_forwarded,
                 "store_failed_attempts": pipeline.writer.failed_attempts,
                 "detect": {
                     "engines": {name: getattr(engine, "version", "")
@@ -94,11 +95,13 @@ def _register_pages(pipeline: Pipeline) -> None:
                     "errors": detect.errors,
                     "detections": detect.detections,
                     "late_records": detect.late_records,
+                    "not_sent": detect.not_sent,
                 },
                 "correlate": {
                     "decisions": pipeline.correlate_counters.decisions,
                     "alerts": pipeline.correlate_counters.alerts,
                     "rejected": pipeline.correlate_counters.rejected,
+                    "not_sent": pipeline.correlate_counters.not_sent,
                 },
             })
 
@@ -107,13 +110,17 @@ def _register_pages(pipeline: Pipeline) -> None:
         """GET: the silences of every scope this worker holds."""
 
         async def get(self, request: Request) -> Response:
+            from pipeline.agents.tables import get_value, value_keys
             from pipeline.correlate import CorrelationState
 
             table = pipeline.correlation_table
             silences = []
             if table is not None:
-                for key in list(table.keys()):
-                    state = CorrelationState.from_bytes(table[key])
+                for key in value_keys(table):
+                    data = get_value(table, key)
+                    if data is None:
+                        continue
+                    state = CorrelationState.from_bytes(data)
                     silences += [{"scope": key.decode(), **s.to_wire()}
                                  for s in state.silences.values()]
             return _json(self, {"silences": silences})
@@ -169,7 +176,10 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
         broker_session_timeout=worker.session_timeout_ms / 1000,
         broker_heartbeat_interval=min(3.0, worker.session_timeout_ms / 3000),
         stream_buffer_maxsize=max(4096, settings.ingest.batch_size * 2),
-        producer_max_request_size=8 * 1024 * 1024,
+        # every message this worker writes is sized within kafka.max_message_bytes; the
+        # fetch size per partition is at least that
+        producer_max_request_size=settings.kafka.max_message_bytes,
+        consumer_max_fetch_size=max(settings.kafka.max_message_bytes, 1_048_576),
         autodiscover=False,
     )
     store = store or open_store(settings.store)

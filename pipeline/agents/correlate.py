@@ -17,14 +17,16 @@ from typing import Any
 
 import faust
 
+from pipeline.agents.tables import get_value, set_value
 from pipeline.correlate import (
-    alert_envelope,
     alert_key,
+    alert_message,
     problem_detections_table,
     problems_table,
 )
 from pipeline.correlate.step import CorrelationStep, Message
 from pipeline.errors import StoreError
+from pipeline.events.sizes import MessageTooLarge, value_budget
 from pipeline.kafka.transport import CORRELATION_TABLE
 from pipeline.settings import Settings
 from pipeline.store.writer import StoreWriter
@@ -39,6 +41,7 @@ class CorrelateCounters:
     decisions: dict[str, int] = field(default_factory=dict)
     alerts: int = 0
     rejected: int = 0
+    not_sent: int = 0  # alerts too large for the alerts topic even trimmed
 
 
 def register_correlate_agent(app: faust.App, settings: Settings, step: CorrelationStep,
@@ -51,6 +54,7 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
     table = app.Table(CORRELATION_TABLE, partitions=topics.partitions, key_type=bytes,
                       value_type=bytes, help="open problems, alert tracks, silences per scope")
     within_s = settings.ingest.batch_within_ms / 1000
+    max_bytes = settings.kafka.max_message_bytes
     graph: dict[str, Any] = {"edges": {}, "read_at": 0.0}
 
     async def learned_call_graph() -> dict[str, list[str]]:
@@ -73,11 +77,12 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
                                 e.message.topic == topics.control, e.message.value)
                         for e in events]
             last_of = {(e.message.key or b"").decode(): e for e in events}
-            result = step.run(messages, lambda scope: table.get(scope.encode()), learned)
+            result = step.run(messages, lambda scope: get_value(table, scope.encode()),
+                              learned)
             previous = stream.current_event
             for scope, data in result.states.items():
                 stream._set_current_event(last_of[scope])  # the changelog partition
-                table[scope.encode()] = data
+                set_value(table, scope.encode(), data, max_bytes)
             stream._set_current_event(previous)
             decisions = result.decisions
             if decisions:
@@ -88,12 +93,21 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
                 links = [link for d in decisions for link in d.links]
                 if links:
                     await writer.insert("problem_detections", problem_detections_table(links))
-                alerts = [d for d in decisions if d.notify]
-                pending = [await app.producer.send(topics.alerts, alert_key(d),
-                                                   alert_envelope(d), None, None, None)
-                           for d in alerts]
+                pending = []
+                for d in decisions:
+                    if not d.notify:
+                        continue
+                    key = alert_key(d)
+                    try:
+                        value = alert_message(d, value_budget(max_bytes, key))
+                    except MessageTooLarge as exc:  # the problems table has it all the same
+                        counters.not_sent += 1
+                        log.error("not sent to %s: %s", topics.alerts, exc)
+                        continue
+                    pending.append(await app.producer.send(topics.alerts, key, value, None,
+                                                           None, None))
                 await asyncio.gather(*pending)
-                counters.alerts += len(alerts)
+                counters.alerts += len(pending)
             counters.rejected += result.rejected
             for d in decisions:
                 counters.decisions[d.kind] = counters.decisions.get(d.kind, 0) + 1

@@ -9,6 +9,7 @@ offsets are acknowledged.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,12 +20,16 @@ import orjson
 import pyarrow as pa
 from aiokafka.partitioner import murmur2
 
+from pipeline.agents.tables import get_value, set_value, value_keys
 from pipeline.detect.step import DetectionStep, Engine, Message
-from pipeline.events.detection import detections_table
+from pipeline.events.detection import detection_message, detections_table
+from pipeline.events.sizes import MessageTooLarge, value_budget
 from pipeline.events.slices import TICK_KEY
 from pipeline.kafka.transport import engine_table
 from pipeline.settings import Settings
 from pipeline.store.writer import StoreWriter
+
+log = logging.getLogger("tocsin.detect")
 
 
 @dataclass
@@ -37,6 +42,7 @@ class DetectCounters:
     errors: int = 0
     detections: dict[str, int] = field(default_factory=dict)
     late_records: int = 0
+    not_sent: int = 0  # detections stored but too large for the detections topic
 
 
 def edges_table(edges: list[tuple[str, str, int, int]]) -> pa.Table:
@@ -71,19 +77,30 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
 
     within_s = settings.ingest.batch_within_ms / 1000
 
-    def read_state(engine: str, service: str) -> bytes | None:
-        return tables[engine].get(service.encode())
+    max_bytes = settings.kafka.max_message_bytes
+    scope_key = settings.correlate.scope.encode()
+    detection_budget = value_budget(max_bytes, scope_key)
 
     def services_on(partition: int) -> list[str]:
         keys: set[bytes] = set()
         for table in tables.values():
-            keys.update(k for k in table.keys() if partition_of(k, partitions) == partition)
+            keys.update(k for k in value_keys(table) if partition_of(k, partitions) == partition)
         return [k.decode() for k in keys]
+
+    def detection_messages(detections: list) -> list[bytes]:
+        values = []
+        for d in detections:
+            try:
+                values.append(detection_message(d, detection_budget))
+            except MessageTooLarge as exc:  # stored in the table all the same
+                counters.not_sent += 1
+                log.error("not sent to %s: %s", settings.topics.detections, exc)
+        return values
 
     async def detect(stream: Any) -> None:
         # announce this worker before its first detections, so the correlator waits for
         # its watermark instead of taking them in as they come (-1: nothing passed yet)
-        await app.producer.send(settings.topics.detections, settings.correlate.scope.encode(),
+        await app.producer.send(settings.topics.detections, scope_key,
                                 orjson.dumps({"tick": -1, "source": source}), None, None, None)
         async for events in stream.take_events(settings.ingest.batch_size, within_s):
             messages = [Message(e.message.partition, e.message.key or b"", e.message.value)
@@ -94,7 +111,7 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
                                                      if m.key == TICK_KEY}}
             touched = {m.key.decode() for m in messages if m.key != TICK_KEY}
             touched.update(s for names in services.values() for s in names)
-            states = {(name, service): tables[name].get(service.encode())
+            states = {(name, service): get_value(tables[name], service.encode())
                       for name in tables for service in touched}
             assigned = {tp.partition for tp in app.consumer.assignment()
                         if tp.topic == settings.topics.by_service}
@@ -107,22 +124,21 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
                 key = service.encode()
                 # a table write goes to the changelog partition of the current event
                 stream._set_current_event(last_of[partition_of(key, partitions)])
-                tables[engine][key] = data
+                set_value(tables[engine], key, data, max_bytes)
             stream._set_current_event(previous)
             if result.detections:
-                scope = settings.correlate.scope.encode()  # one scope, one partition, in order
+                # one scope, one partition, in order
                 pending = [
-                    await app.producer.send(settings.topics.detections, scope, d.to_json(),
+                    await app.producer.send(settings.topics.detections, scope_key, value,
                                             None, None, None)
-                    for d in result.detections
+                    for value in detection_messages(result.detections)
                 ]
                 await asyncio.gather(*pending)
                 await writer.insert("detections", detections_table(result.detections))
             if result.edges:
                 await writer.insert("service_edges", edges_table(result.edges))
             if result.watermark_ms > counters.watermark_ms:
-                await app.producer.send(settings.topics.detections,
-                                        settings.correlate.scope.encode(),
+                await app.producer.send(settings.topics.detections, scope_key,
                                         orjson.dumps({"tick": int(result.watermark_ms),
                                                       "source": source}),
                                         None, None, None)

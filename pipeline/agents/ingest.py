@@ -8,6 +8,7 @@ are never committed ahead of the data they cover.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -17,16 +18,20 @@ import numpy as np
 
 from pipeline.events.codec import DecodedBatch
 from pipeline.events.columns import SIGNAL_OF_TABLE, TIME_COLUMN
-from pipeline.events.deadletter import deadletter_headers, deadletter_key
+from pipeline.events.deadletter import deadletter_message, deadletter_table, describe
 from pipeline.events.schema import SPECS, RawMessage, RecordKind, Rejection
+from pipeline.events.sizes import value_budget
 from pipeline.events.slices import (
     TICK_KEY,
     Tick,
     encode_ticks,
     split_by_service,
+    too_large_rejections,
 )
 from pipeline.ingest.step import Ingestor
 from pipeline.settings import Settings
+
+log = logging.getLogger("tocsin.ingest")
 
 
 def _raw(event: Any) -> RawMessage:
@@ -35,13 +40,15 @@ def _raw(event: Any) -> RawMessage:
                       int((message.timestamp or 0) * 1000))
 
 
-async def publish_deadletters(app: faust.App, topic: str, rejections: list[Rejection]) -> None:
-    """Send rejections to the dead-letter topic and wait until the broker has them."""
-    pending = [
-        await app.producer.send(topic, deadletter_key(r), r.payload, None, None,
-                                deadletter_headers(r))
-        for r in rejections
-    ]
+async def publish_deadletters(app: faust.App, settings: Settings,
+                              rejections: list[Rejection]) -> None:
+    """Send rejections to the dead-letter topic (each message within
+    ``kafka.max_message_bytes``) and wait until the broker has them."""
+    pending = []
+    for rejection in rejections:
+        key, value, headers = deadletter_message(rejection, settings.kafka.max_message_bytes)
+        pending.append(await app.producer.send(settings.topics.deadletter, key, value, None,
+                                               None, headers))
     await asyncio.gather(*pending)
 
 
@@ -114,18 +121,41 @@ class TickSender:
 
 async def forward_by_service(app: faust.App, settings: Settings, batch: DecodedBatch,
                              messages: list[RawMessage], progress: SourceProgress,
-                             ticks: TickSender, now_ms: int) -> None:
+                             ticks: TickSender, now_ms: int) -> list[Rejection]:
     """Send the batch's records to the by-service topic, then the ticks of every source.
 
     Ticks cover all sources, not only this batch's: the detectors must know every
-    source that may still hold older records before event time can pass it.
+    source that may still hold older records before event time can pass it. Returns the
+    records (stored already) that are too large to forward, as dead letters.
     """
     topic = settings.topics.by_service
+    table = batch.to_arrow()
+    # the largest key a service can have (256 characters of up to 4 bytes)
+    budget = value_budget(settings.kafka.max_message_bytes, b"k" * 1024)
+    forwarded = split_by_service(progress.signal, table, budget)
     pending = [await app.producer.send(topic, key, value, None, None, None)
-               for key, value in split_by_service(progress.signal, batch.to_arrow())]
+               for key, value in forwarded.messages]
     progress.update(batch, messages, now_ms)
     await asyncio.gather(*pending)
     await ticks.send()
+    if not forwarded.too_large:
+        return []
+    return too_large_rejections(progress.signal, table, forwarded.too_large, messages,
+                                batch.source_messages, batch.source_indexes,
+                                settings.kafka.max_message_bytes)
+
+
+async def dead_letter_unforwarded(app: faust.App, settings: Settings, ingestor: Ingestor,
+                                  kind: RecordKind, rejections: list[Rejection],
+                                  now_ms: int) -> None:
+    """Stored records too large for the by-service topic: to the dead-letter topic and
+    table, logged and counted (they are not retried)."""
+    for rejection in rejections[:5]:
+        log.warning("not forwarded to the detectors: %s", describe(rejection))
+    await ingestor.writer.insert("dead_letters", deadletter_table(rejections, now_ms))
+    await publish_deadletters(app, settings, rejections)
+    ingestor.counters.not_forwarded[kind.value] = (
+        ingestor.counters.not_forwarded.get(kind.value, 0) + len(rejections))
 
 
 def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingestor) -> None:
@@ -149,11 +179,13 @@ def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingesto
                 messages = [_raw(e) for e in events]
                 batch = await ingestor.ingest(kind, messages, now_ms)
                 if batch.rejections:
-                    await publish_deadletters(app, settings.topics.deadletter,
-                                              batch.rejections)
+                    await publish_deadletters(app, settings, batch.rejections)
                 if settings.detect.enabled:
-                    await forward_by_service(app, settings, batch, messages, progress[kind],
-                                             ticks, now_ms)
+                    unforwarded = await forward_by_service(app, settings, batch, messages,
+                                                           progress[kind], ticks, now_ms)
+                    if unforwarded:
+                        await dead_letter_unforwarded(app, settings, ingestor, kind,
+                                                      unforwarded, now_ms)
 
         ingest_agent.__name__ = f"ingest_{kind.value}"
         ingest_agent.__qualname__ = ingest_agent.__name__

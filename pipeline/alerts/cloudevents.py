@@ -16,7 +16,10 @@ One message per alerted decision (``Decision.notify``), keyed by problem id
 - ``problemversion`` (extension): the problem's version; order one problem's messages by it
 - ``severity``, ``scope`` (extensions): for routing without parsing ``data``
 - ``data``: the whole problem (``detection_ids``, ``members``, ``root_causes``,
-  ``diagnostic_plan``, ``runbook`` ...) plus ``change: {kind, reason}``
+  ``diagnostic_plan``, ``runbook`` ...) plus ``change: {kind, reason}``; when that is
+  over ``kafka.max_message_bytes``, ``members`` and ``detection_ids`` are cut and
+  ``data.truncated`` says how many there were (``{"members": n, "detection_ids": n,
+  "bytes": full size}``): the ``problems`` and ``problem_detections`` tables have them all
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 import orjson
 
 from pipeline.events.problem import Decision
+from pipeline.events.sizes import MessageTooLarge
 from pipeline.events.times import format_ms
 
 SPECVERSION = "1.0"
@@ -66,6 +70,29 @@ def alert_event(decision: Decision) -> dict[str, Any]:
 def alert_envelope(decision: Decision) -> bytes:
     """The message value for ``tocsin.alerts`` (publish only ``notify`` decisions)."""
     return orjson.dumps(alert_event(decision))
+
+
+def alert_message(decision: Decision, max_value_bytes: int) -> bytes:
+    """:func:`alert_envelope` within ``max_value_bytes``: the first members and the latest
+    detection ids only, as many as fit (halving), with ``data.truncated`` counting them
+    all. Raises :class:`~pipeline.events.sizes.MessageTooLarge` if even none fit."""
+    event = alert_event(decision)
+    value = orjson.dumps(event)
+    if len(value) <= max_value_bytes:
+        return value
+    data = event["data"]
+    members, ids = data["members"], data["detection_ids"]
+    data["truncated"] = {"members": len(members), "detection_ids": len(ids),
+                         "bytes": len(value)}
+    keep = max(len(members), len(ids))
+    while keep:
+        keep //= 2
+        data["members"], data["detection_ids"] = members[:keep], ids[len(ids) - keep:]
+        value = orjson.dumps(event)
+        if len(value) <= max_value_bytes:
+            return value
+    raise MessageTooLarge(f"alert {event['id']} is {len(value)} bytes without members, over "
+                          f"the {max_value_bytes} bytes a message may carry")
 
 
 def alert_key(decision: Decision) -> bytes:

@@ -49,9 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("produce", help="send an NDJSON file of records to Kafka",
                        description="Each line is one record with \"type\": metric, log or "
-                       "span. Records are batched into JSON-array messages per topic.")
-    p.add_argument("file")
+                       "span. Records are batched into JSON-array messages per (kind, "
+                       "service), each within kafka.max_message_bytes; a message goes when "
+                       "it is full, when event time has moved on, or after a wall-time wait.")
+    p.add_argument("file", help="NDJSON file; .gz is read through gzip; - is standard input "
+                   "(plain or gzip)")
     p.add_argument("--records-per-message", type=int, default=100)
+    p.add_argument("--max-event-lag-ms", type=int, default=10_000,
+                   help="send a service's records once the newest record seen is this far "
+                   "ahead of them in event time (default 10000)")
+    p.add_argument("--max-wait-ms", type=int, default=500,
+                   help="send a service's records after they waited this long (default 500)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_produce)
 

@@ -31,7 +31,8 @@ def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
         if configured and not args.force:
             print(f"using the configured Kafka cluster at {configured}; not starting a broker")
             return 0
-        handle = start_broker(port=args.port, state_dir=state_dir, keep_data=args.keep_data)
+        handle = start_broker(port=args.port, state_dir=state_dir, keep_data=args.keep_data,
+                              max_message_bytes=settings.kafka.max_message_bytes)
         print(f"Kafka {handle.version} running at {handle.bootstrap} (pid {handle.pid}, "
               f"log {handle.log_file})")
     elif args.action == "stop":
@@ -48,18 +49,19 @@ def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
-    """Send an NDJSON file of records to their topics."""
+    """Send an NDJSON file (plain, .gz, or - for standard input) of records to their topics."""
     from pipeline.kafka.producer import produce_file
     from pipeline.kafka.transport import ensure_topics
 
-    path = Path(args.file)
-    if not path.is_file():
-        raise TocsinError(f"no such file: {path}")
+    if args.file != "-" and not Path(args.file).is_file():
+        raise TocsinError(f"no such file: {args.file}")
 
     async def run():
         await ensure_topics(settings)
-        return await produce_file(settings, path, args.records_per_message,
-                                  progress=not args.quiet)
+        return await produce_file(settings, args.file, args.records_per_message,
+                                  progress=not args.quiet,
+                                  max_event_lag_ms=args.max_event_lag_ms,
+                                  max_wait_ms=args.max_wait_ms)
 
     report = asyncio.run(run())
     sent = ", ".join(f"{n} {kind}s" for kind, n in sorted(report.records.items())) or "nothing"

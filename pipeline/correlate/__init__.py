@@ -3,10 +3,17 @@
 Pure logic (no Faust, no Kafka, no database): the agents call :class:`Correlator` with a
 :class:`CorrelationState` they keep in a Faust table, write ``Decision.problem`` rows
 (:func:`problems_table`) and ``Decision.links`` rows (:func:`problem_detections_table`)
-to ClickHouse, and publish :func:`alert_envelope` for every decision with ``notify``.
+to ClickHouse, and publish :func:`alert_message` (the envelope within the message size
+limit) for every decision with ``notify``.
 """
 
-from pipeline.alerts.cloudevents import ALERT_TYPES, alert_envelope, alert_event, alert_key
+from pipeline.alerts.cloudevents import (
+    ALERT_TYPES,
+    alert_envelope,
+    alert_event,
+    alert_key,
+    alert_message,
+)
 from pipeline.alerts.control import CONTROL_KINDS, ControlError, ControlEvent
 from pipeline.alerts.recurrence import Recurrence, ScheduleError
 from pipeline.alerts.silences import Silence, SilenceError
@@ -52,6 +59,7 @@ __all__ = [
     "alert_envelope",
     "alert_event",
     "alert_key",
+    "alert_message",
     "problem_detections_table",
     "problems_table",
 ]

@@ -64,6 +64,9 @@ class DecodedBatch:
     columns: dict[str, Any]
     rejections: list[Rejection]
     source_partitions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    # per row: the position of its message in the batch, and its index in that message
+    source_messages: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    source_indexes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     empty_messages: int = 0  # messages holding an empty JSON array: no record, no rejection
     _arrow: pa.Table | None = field(default=None, repr=False)
 
@@ -245,9 +248,11 @@ def _decode(kind: RecordKind, messages: Sequence[RawMessage], limits: DecodeLimi
         table = table.append_column("severity_number",
                                     pa.array(columns["severity_number"], pa.uint8()))
     partitions = np.asarray([m.partition for m in messages], dtype=np.int32)
-    return DecodedBatch(kind, columns, rejections,
-                        partitions[np.asarray(msg_index, dtype=np.int64)[keep]],
-                        parsed.empty_messages, table)
+    kept_messages = np.asarray(msg_index, dtype=np.int64)[keep]
+    return DecodedBatch(kind, columns, rejections, partitions[kept_messages],
+                        source_messages=kept_messages,
+                        source_indexes=np.asarray(parsed.elem_index, dtype=np.int64)[keep],
+                        empty_messages=parsed.empty_messages, _arrow=table)
 
 
 Decoder = Callable[[RecordKind, Sequence[RawMessage], DecodeLimits], DecodedBatch]
@@ -269,7 +274,7 @@ def decode_messages(
     except Exception:
         log.exception("decoding a batch of %d %s messages failed; decoding them one by one",
                       len(messages), kind.value)
-    parts = []
+    parts = []  # one part per message, in order: part k holds message k
     for message in messages:
         try:
             parts.append(decoder(kind, [message], limits))
@@ -288,7 +293,7 @@ def _rejected_whole(kind: RecordKind, message: RawMessage, reason: str) -> Decod
 
 
 def _concat(kind: RecordKind, parts: Sequence[DecodedBatch]) -> DecodedBatch:
-    """Batches of the same kind as one, in order."""
+    """Batches of the same kind as one, in order; part ``k`` decoded message ``k``."""
     if not parts:
         return _decode(kind, [], DecodeLimits(now_ms=0))
     table = pa.concat_tables([p.to_arrow() for p in parts]).combine_chunks()
@@ -304,7 +309,9 @@ def _concat(kind: RecordKind, parts: Sequence[DecodedBatch]) -> DecodedBatch:
     return DecodedBatch(
         kind, columns, [r for p in parts for r in p.rejections],
         np.concatenate([p.source_partitions for p in parts]),
-        sum(p.empty_messages for p in parts), table)
+        source_messages=np.concatenate([p.source_messages + k for k, p in enumerate(parts)]),
+        source_indexes=np.concatenate([p.source_indexes for p in parts]),
+        empty_messages=sum(p.empty_messages for p in parts), _arrow=table)
 
 
 def decode_values(

@@ -10,7 +10,13 @@ reason and origin travel in headers, the convention of Kafka Connect's error top
 ``tocsin.partition``   source partition
 ``tocsin.offset``      source offset
 ``tocsin.index``       position in a JSON-array message, ``-1`` for the whole
+``tocsin.truncated``   only on a value cut to fit ``kafka.max_message_bytes``:
+                       the payload's original size in bytes
 =====================  ====================================================
+
+A message never exceeds ``kafka.max_message_bytes``: a reason is cut at
+:data:`MAX_REASON_BYTES`, a payload at what the limit leaves (:func:`fit_payload`); the
+``dead_letters`` table keeps the whole payload.
 """
 
 from __future__ import annotations
@@ -21,20 +27,51 @@ import pyarrow as pa
 
 from pipeline.events.printable import printable
 from pipeline.events.schema import Rejection
+from pipeline.events.sizes import truncate, value_budget
 
 HEADER_PREFIX = "tocsin."
+TRUNCATED_HEADER = f"{HEADER_PREFIX}truncated"
+MAX_REASON_BYTES = 4096
 
 
 def deadletter_headers(rejection: Rejection) -> list[tuple[str, bytes]]:
     """Kafka headers that say why and where a record was rejected."""
     src = rejection.source
     return [
-        (f"{HEADER_PREFIX}reason", rejection.reason.encode()),
+        (f"{HEADER_PREFIX}reason", _reason_bytes(rejection.reason)),
         (f"{HEADER_PREFIX}topic", src.topic.encode()),
         (f"{HEADER_PREFIX}partition", str(src.partition).encode()),
         (f"{HEADER_PREFIX}offset", str(src.offset).encode()),
         (f"{HEADER_PREFIX}index", str(rejection.index).encode()),
     ]
+
+
+def _reason_bytes(reason: str) -> bytes:
+    data = reason.encode(errors="replace")
+    if len(data) <= MAX_REASON_BYTES:
+        return data
+    cut = data[:MAX_REASON_BYTES - 3].decode(errors="ignore").encode()
+    return cut + b"..."
+
+
+def fit_payload(key: bytes, payload: bytes, headers: list[tuple[str, bytes]],
+                max_message_bytes: int) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The value and headers of a dead-letter message within ``max_message_bytes``: the
+    payload as it is, or its first bytes plus a ``tocsin.truncated`` header holding its
+    original size."""
+    if len(payload) <= value_budget(max_message_bytes, key, headers):
+        return payload, headers
+    headers = [*headers, (TRUNCATED_HEADER, str(len(payload)).encode())]
+    return truncate(payload, value_budget(max_message_bytes, key, headers)), headers
+
+
+def deadletter_message(rejection: Rejection,
+                       max_message_bytes: int) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """Key, value and headers of the dead-letter message of ``rejection``."""
+    key = deadletter_key(rejection)
+    value, headers = fit_payload(key, rejection.payload, deadletter_headers(rejection),
+                                 max_message_bytes)
+    return key, value, headers
 
 
 def deadletter_key(rejection: Rejection) -> bytes:

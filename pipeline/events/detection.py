@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import orjson
 import pyarrow as pa
+
+from pipeline.events.sizes import MessageTooLarge
 
 SEVERITIES = ("low", "medium", "high", "critical")
 CATEGORIES = ("performance", "connectivity", "resource", "configuration", "security", "data",
@@ -90,6 +92,37 @@ class Detection:
         values["symptoms"] = tuple(values.get("symptoms", ()))
         values["potential_causes"] = tuple(values.get("potential_causes", ()))
         return cls(**values)
+
+
+MAX_TRIMMED_TEXT = 1024
+"""Characters a text or label value keeps in a detection trimmed to fit a message."""
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TRIMMED_TEXT else text[:MAX_TRIMMED_TEXT - 3] + "..."
+
+
+def detection_message(detection: Detection, max_value_bytes: int) -> bytes:
+    """The detection's ``tocsin.detections`` message within ``max_value_bytes``.
+
+    Over the limit, the evidence becomes ``{"truncated": true, "bytes": <full size>}``
+    and the title, description and label values are cut to :data:`MAX_TRIMMED_TEXT`
+    characters (the ``detections`` table keeps the whole detection). Raises
+    :class:`~pipeline.events.sizes.MessageTooLarge` if even that is over.
+    """
+    data = detection.to_json()
+    if len(data) <= max_value_bytes:
+        return data
+    trimmed = replace(detection, title=_cut(detection.title),
+                      description=_cut(detection.description),
+                      labels={_cut(k): _cut(v) for k, v in detection.labels.items()},
+                      evidence={"truncated": True, "bytes": len(data)})
+    small = trimmed.to_json()
+    if len(small) > max_value_bytes:
+        raise MessageTooLarge(f"detection {detection.id} of {detection.detector} on "
+                              f"{detection.service[:80]!r} is {len(small)} bytes even trimmed, "
+                              f"over the {max_value_bytes} bytes a message may carry")
+    return small
 
 
 def detections_table(detections: Sequence[Detection]) -> pa.Table:

@@ -37,6 +37,7 @@ class IngestCounters:
     rejected: dict[str, int] = field(default_factory=dict)
     empty_messages: dict[str, int] = field(default_factory=dict)  # an empty JSON array
     older_than_ttl: dict[str, int] = field(default_factory=dict)  # stored, soon expired
+    not_forwarded: dict[str, int] = field(default_factory=dict)  # stored, too large to forward
 
     def add(self, kind: RecordKind, messages: int, stored: int, rejected: int,
             empty_messages: int = 0, older_than_ttl: int = 0) -> None:

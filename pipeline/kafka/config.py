@@ -13,7 +13,8 @@ from pathlib import Path
 from pipeline.errors import BrokerError
 
 HOST = "127.0.0.1"
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # the dead-letter topic must take any message that came in
+MAX_MESSAGE_BYTES = 1_048_576
+"""The broker's default ``message.max.bytes``: ``kafka.max_message_bytes``'s default."""
 
 
 def find_free_port() -> int:
@@ -23,11 +24,17 @@ def find_free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def render_server_properties(port: int, controller_port: int, data_dir: Path) -> str:
-    """The ``server.properties`` of a single-node KRaft broker listening on 127.0.0.1 only."""
+def render_server_properties(port: int, controller_port: int, data_dir: Path,
+                             max_message_bytes: int = MAX_MESSAGE_BYTES) -> str:
+    """The ``server.properties`` of a single-node KRaft broker listening on 127.0.0.1 only,
+    taking messages of up to ``max_message_bytes`` (``kafka.max_message_bytes``)."""
     for name, value in (("port", port), ("controller_port", controller_port)):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
             raise BrokerError(f"{name} must be a TCP port between 1 and 65535, got {value!r}")
+    if isinstance(max_message_bytes, bool) or not isinstance(max_message_bytes, int) \
+            or max_message_bytes <= 0:
+        raise BrokerError(f"max_message_bytes must be a positive integer, "
+                          f"got {max_message_bytes!r}")
     if port == controller_port:
         raise BrokerError(f"port and controller_port must differ, both are {port}")
     settings = {
@@ -42,8 +49,8 @@ def render_server_properties(port: int, controller_port: int, data_dir: Path) ->
         "log.dirs": str(data_dir).replace("\\", "\\\\"),
         "num.partitions": "1",
         "auto.create.topics.enable": "true",
-        "message.max.bytes": str(MAX_MESSAGE_BYTES),
-        "replica.fetch.max.bytes": str(MAX_MESSAGE_BYTES),
+        "message.max.bytes": str(max_message_bytes),
+        "replica.fetch.max.bytes": str(max_message_bytes),
         "log.retention.hours": "168",
         "offsets.topic.replication.factor": "1",
         "transaction.state.log.replication.factor": "1",

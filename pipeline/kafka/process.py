@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import BrokerError
-from pipeline.kafka.config import HOST, find_free_port, new_cluster_id, render_server_properties
+from pipeline.kafka.config import (
+    HOST,
+    MAX_MESSAGE_BYTES,
+    find_free_port,
+    new_cluster_id,
+    render_server_properties,
+)
 from pipeline.kafka.jars import KAFKA_VERSION, check_version, default_cache_dir, ensure_jars
 from pipeline.kafka.java import check_java_version, find_java
 from pipeline.kafka.tools import locked, run_tool, tail, tail_file, write_atomic
@@ -88,11 +94,13 @@ def start_broker(
     version: str = KAFKA_VERSION,
     timeout_s: float = 90.0,
     heap: str = "512m",
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> BrokerHandle:
     """Start a broker (port 0 = any free port) and wait until it accepts connections.
 
     Returns the running broker's handle if one from ``state_dir`` is already up. The data
-    directory starts empty unless ``keep_data``.
+    directory starts empty unless ``keep_data``. The broker takes messages of up to
+    ``max_message_bytes`` (``kafka.max_message_bytes``).
     """
     check_version(version)
     if not _HEAP_RE.fullmatch(heap):
@@ -116,7 +124,8 @@ def start_broker(
         port = port or find_free_port()
         if not controller_port:
             controller_port = next(free for free in iter(find_free_port, None) if free != port)
-        layout.properties.write_text(render_server_properties(port, controller_port, layout.data))
+        layout.properties.write_text(render_server_properties(port, controller_port, layout.data,
+                                                              max_message_bytes))
         for taken in (port, controller_port):
             if _accepts(taken):
                 raise BrokerError(f"port {taken} on {HOST} is already in use")

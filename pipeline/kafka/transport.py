@@ -11,7 +11,6 @@ from pipeline.settings import KafkaSettings, Settings
 
 log = logging.getLogger("tocsin.kafka")
 
-DEADLETTER_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 CORRELATION_TABLE = "correlation-state"
 
 
@@ -22,6 +21,10 @@ def engine_table(engine: str) -> str:
 
 class KafkaUnavailable(TocsinError):
     """The Kafka cluster could not be reached or refused a request."""
+
+
+class TopicLimitError(TocsinError):
+    """An existing topic takes smaller messages than ``kafka.max_message_bytes``."""
 
 
 def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
@@ -53,16 +56,45 @@ def client_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
 
 
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
-    """Topics Tocsin uses, with per-topic broker configs."""
+    """Topics Tocsin uses, with per-topic broker configs: every one takes messages of up
+    to ``kafka.max_message_bytes`` (the size every Tocsin producer keeps to)."""
     t = settings.topics
+    limit = {"max.message.bytes": str(settings.kafka.max_message_bytes)}
     configs: dict[str, dict[str, str]] = {
-        name: {} for name in (t.metrics, t.logs, t.traces, t.detections, t.alerts, t.by_service,
-                            t.control)
+        name: dict(limit) for name in (t.metrics, t.logs, t.traces, t.detections, t.alerts,
+                                       t.by_service, t.control, t.deadletter)
     }
-    configs[t.deadletter] = {"max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}
     for table in state_tables(settings):
-        configs[f"{settings.worker.app_id}-{table}-changelog"] = {"cleanup.policy": "compact"}
+        configs[f"{settings.worker.app_id}-{table}-changelog"] = {"cleanup.policy": "compact",
+                                                                   **limit}
     return configs
+
+
+def too_small_topics(limits: dict[str, int], max_message_bytes: int) -> list[str]:
+    """Why each topic of ``limits`` (name → its ``max.message.bytes``) cannot take the
+    messages Tocsin writes, one line per topic."""
+    return [f"topic {name} takes messages of at most {limit} bytes (max.message.bytes), "
+            f"less than kafka.max_message_bytes ({max_message_bytes})"
+            for name, limit in sorted(limits.items()) if limit < max_message_bytes]
+
+
+async def _message_limits(admin: Any, names: list[str]) -> dict[str, int]:
+    """``max.message.bytes`` of each existing topic of ``names`` (as the broker applies
+    it: the topic's own or the broker's default)."""
+    if not names:
+        return {}
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, n, {"max.message.bytes": None})
+         for n in names])
+    limits = {}
+    for response in responses:
+        for error_code, _message, _type, name, entries in (r[:5] for r in response.resources):
+            for entry in entries if error_code == 0 else ():
+                if entry[0] == "max.message.bytes" and entry[1] is not None:
+                    limits[name] = int(entry[1])
+    return limits
 
 
 def state_tables(settings: Settings) -> list[str]:
@@ -94,8 +126,24 @@ async def _wait_for_metadata(admin: Any, names: list[str], timeout_s: float) -> 
         await asyncio.sleep(0.1)
 
 
+async def _check_limits(admin: Any, names: list[str], max_message_bytes: int) -> None:
+    from aiokafka.errors import KafkaError
+
+    try:
+        limits = await _message_limits(admin, names)
+    except KafkaError as exc:  # e.g. not allowed to describe configs: the broker decides
+        log.warning("could not read max.message.bytes of the existing topics: %s", exc)
+        return
+    problems = too_small_topics(limits, max_message_bytes)
+    if problems:
+        raise TopicLimitError("; ".join(problems) + ": raise the topics' max.message.bytes "
+                              "or lower kafka.max_message_bytes (TOCSIN_KAFKA_MAX_MESSAGE_BYTES)")
+
+
 async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Create missing topics with the configured partitions; returns the ones created."""
+    """Create missing topics with the configured partitions and message size limit;
+    returns the ones created. Raises :class:`TopicLimitError` when an existing topic
+    takes smaller messages than ``kafka.max_message_bytes``."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -113,6 +161,8 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str
     try:
         existing = set(await admin.list_topics())
         wanted = topic_configs(settings)
+        await _check_limits(admin, sorted(set(wanted) & existing),
+                            settings.kafka.max_message_bytes)
         missing = [
             NewTopic(name, settings.topics.partitions, settings.topics.replication_factor,
                      topic_configs=config)

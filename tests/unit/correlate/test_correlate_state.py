@@ -170,7 +170,7 @@ def test_public_api_is_pinned():
         "CorrelateSettings", "CorrelationState", "Correlator", "Decision", "Graph",
         "InhibitRule", "Link", "Matcher", "MatcherError", "Member", "Problem", "Recurrence",
         "RootCause", "ScheduleError", "Silence", "SilenceError", "StateError",
-        "alert_envelope", "alert_event", "alert_key",
+        "alert_envelope", "alert_event", "alert_key", "alert_message",
         "problem_detections_table", "problems_table"])
     for name in correlate.__all__:
         assert getattr(correlate, name) is not None

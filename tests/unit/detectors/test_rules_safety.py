@@ -4,16 +4,13 @@ with the rule, the field and the reason; a worker's reload keeps the rules it ru
 
 from __future__ import annotations
 
-import doctest
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-import pipeline.events.patterns
 from detectors import RuleEngine, RuleFileError, builtin_rule_paths, load_rules, parse_rules
-from detectors import templates as templates_module
 from detectors.columns import Batch
 from detectors.selectors import parse_selector
 from detectors.templates import check_template, render, template_fields
@@ -237,7 +234,3 @@ def test_reload_refuses_a_hostile_file_and_keeps_the_running_rules(tmp_path: Pat
     assert "rule 'errors': field 'title': placeholder {value.__class__.__mro__}" in text
     assert "rule 'loud': field 'select.regex': bad regex" in text and "backreference" in text
 
-
-def test_module_examples_run() -> None:
-    for module in (pipeline.events.patterns, templates_module):
-        assert doctest.testmod(module).failed == 0

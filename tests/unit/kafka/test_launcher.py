@@ -27,6 +27,7 @@ from pipeline.kafka import (
 )
 from pipeline.kafka.config import new_cluster_id
 from pipeline.kafka.java import java_major_version
+from pipeline.settings import KafkaSettings
 
 
 def parse_properties(text: str) -> dict[str, str]:
@@ -96,7 +97,10 @@ def test_server_properties_suit_a_single_node_dev_broker() -> None:
     props = parse_properties(render_server_properties(9092, 9093, Path("/d")))
 
     assert props["auto.create.topics.enable"] == "true"
-    assert int(props["message.max.bytes"]) == MAX_MESSAGE_BYTES >= 8 * 1024 * 1024
+    # the broker's default is kafka.max_message_bytes's default: Kafka's own 1 MiB
+    assert int(props["message.max.bytes"]) == MAX_MESSAGE_BYTES \
+        == KafkaSettings().max_message_bytes
+    assert int(props["replica.fetch.max.bytes"]) == MAX_MESSAGE_BYTES
     for key in (
         "offsets.topic.replication.factor",
         "transaction.state.log.replication.factor",
@@ -105,6 +109,14 @@ def test_server_properties_suit_a_single_node_dev_broker() -> None:
         "share.coordinator.state.topic.min.isr",
     ):
         assert props[key] == "1", key
+
+
+def test_server_properties_take_the_configured_message_size() -> None:
+    props = parse_properties(render_server_properties(9092, 9093, Path("/d"), 4_194_304))
+    assert props["message.max.bytes"] == props["replica.fetch.max.bytes"] == "4194304"
+    with pytest.raises(BrokerError, match="max_message_bytes must be a positive integer, "
+                       "got 0"):
+        render_server_properties(9092, 9093, Path("/d"), 0)
 
 
 @pytest.mark.parametrize(

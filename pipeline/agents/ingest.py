@@ -1,8 +1,9 @@
 """Ingest agents: one per telemetry topic, taking batches and handing them to the Ingestor.
 
-Faust acknowledges a batch's offsets only after this agent asks for the next batch, that
-is after the rows are stored and the rejections are on the dead-letter topic: offsets
-are never committed ahead of the data they cover.
+Each batch runs through a :class:`~pipeline.agents.batches.BatchRunner`: its offsets are
+committed only after the rows are stored, the rejections are on the dead-letter topic and
+the records are forwarded to the detectors; a failing batch is retried in place (an
+attempt after a failure skips the steps already done), never skipped.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 import faust
 import numpy as np
 
+from pipeline.agents.batches import BatchRunners, BatchSteps
 from pipeline.codec import DecodedBatch
 from pipeline.deadletter import deadletter_headers, deadletter_key
+from pipeline.faults import Faults
 from pipeline.forward import (
     SIGNAL_OF_TABLE,
     TICK_KEY,
@@ -119,19 +122,22 @@ async def forward_by_service(app: faust.App, settings: Settings, batch: DecodedB
     """Send the batch's records to the by-service topic, then the ticks of every source.
 
     Ticks cover all sources, not only this batch's: the detectors must know every
-    source that may still hold older records before event time can pass it.
+    source that may still hold older records before event time can pass it. The batch
+    counts as progress only once the broker has every slice: if a send fails, no tick
+    (from this agent or another) can pass records that the retry will send again.
     """
     topic = settings.topics.by_service
     pending = [await app.producer.send(topic, key, value, None, None, None)
                for key, value in split_by_service(progress.signal, batch.to_arrow())]
-    progress.update(batch, messages, now_ms)
     await asyncio.gather(*pending)
+    progress.update(batch, messages, now_ms)
     await ticks.send()
 
 
-def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingestor) -> None:
-    """Declare the raw topics and one ingest agent for each."""
-    within_s = settings.ingest.batch_within_ms / 1000
+def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingestor,
+                           runners: BatchRunners, new_runner: Any, faults: Faults) -> None:
+    """Declare the raw topics and one ingest agent for each; ``new_runner(name, handle)``
+    builds the agent's batch runner."""
     sources = {
         RecordKind.METRIC: settings.topics.metrics,
         RecordKind.LOG: settings.topics.logs,
@@ -144,21 +150,29 @@ def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingesto
         topic = app.topic(topic_name, key_type=bytes, value_type=bytes,
                           key_serializer="raw", value_serializer="raw")
 
-        async def ingest_agent(stream: Any, kind: RecordKind = kind) -> None:
-            async for events in stream.take_events(settings.ingest.batch_size, within_s):
-                now_ms = int(time.time() * 1000)
-                messages = [_raw(e) for e in events]
-                batch = await ingestor.ingest(kind, messages, now_ms)
-                if batch.rejections:
-                    await publish_deadletters(app, settings.topics.deadletter,
-                                              batch.rejections)
-                if settings.detect.enabled:
-                    await forward_by_service(app, settings, batch, messages, progress[kind],
-                                             ticks, now_ms)
+        async def ingest_batch(stream: Any, events: Any, steps: BatchSteps,
+                               kind: RecordKind = kind) -> None:
+            now_ms = steps.value("now", lambda: int(time.time() * 1000))
+            messages = steps.value("messages", lambda: [_raw(e) for e in events])
+            faults.check(f"ingest.{kind.value}.before")
+            batch = await steps.once("store", lambda: ingestor.ingest(kind, messages, now_ms))
+            if batch.rejections:
+                await steps.once("deadletter", lambda: publish_deadletters(
+                    app, settings.topics.deadletter, batch.rejections))
+            faults.check(f"ingest.{kind.value}.after")
+            if settings.detect.enabled:
+                await steps.once("forward", lambda: forward_by_service(
+                    app, settings, batch, messages, progress[kind], ticks, now_ms))
+
+        name = f"tocsin.ingest.{kind.value}"
+        runner = runners.add(new_runner(name, ingest_batch))
+
+        async def ingest_agent(stream: Any, runner: Any = runner) -> None:
+            await runner.run(stream)
 
         ingest_agent.__name__ = f"ingest_{kind.value}"
         ingest_agent.__qualname__ = ingest_agent.__name__
-        app.agent(topic, name=f"tocsin.ingest.{kind.value}")(ingest_agent)
+        app.agent(topic, name=name)(ingest_agent)
 
     if settings.detect.enabled:
         async def tick_sources() -> None:

@@ -18,7 +18,7 @@ _SPIN = ("import time\n"
 def busy_cores(processes: int | None = None, max_s: float = 900.0) -> Iterator[list[int]]:
     """One spinning Python process per core (or ``processes``); each ends by itself after
     ``max_s`` and is killed by its PID when the block exits. Yields their PIDs."""
-    count = processes or os.cpu_count() or 2
+    count = processes if processes is not None else (os.cpu_count() or 2)
     spinners = [subprocess.Popen([sys.executable, "-c", _SPIN.format(max_s=max_s)],
                                  stdin=subprocess.DEVNULL) for _ in range(count)]
     try:

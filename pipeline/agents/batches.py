@@ -139,9 +139,11 @@ class BatchRunner:
         batches = stream.take_events(self.batch_size, self.within_s)
         try:
             async for events in batches:
+                if self.app.should_stop:  # taken while stopping: leave it to the next worker
+                    for event in events:
+                        event.message.incref()
+                    return
                 await self._complete(stream, events)
-                if self.app.should_stop:
-                    return  # take nothing more: the worker is stopping
         finally:
             # acknowledge (without committing anything held) now, not when the generator
             # is collected: after a clean stop the consumer's last commit then covers it

@@ -290,6 +290,8 @@ class WorkerSettings:
     web_port: int = 6066
     log_level: str = "info"
     session_timeout_ms: int = 10_000
+    shutdown_timeout_s: float = 30.0  # a stop never takes longer (batches in hand stay uncommitted)
+    stuck_after_failures: int = 3  # failed attempts of one batch before the agent is stuck
 
 
 @dataclass(frozen=True)
@@ -341,6 +343,8 @@ _POSITIVE = {
     ("ingest", "max_message_bytes"),
     ("ingest", "store_retry_max_s"),
     ("worker", "session_timeout_ms"),
+    ("worker", "shutdown_timeout_s"),
+    ("worker", "stuck_after_failures"),
     ("detect", "reload_interval_s"),
 }
 MIN_MESSAGE_BYTES = 65_536

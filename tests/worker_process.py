@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from pipeline.api.paths import QUERY_PATH, STATUS_PATH
+from pipeline.api.paths import HEALTH_PATH, QUERY_PATH, STATUS_PATH
 
 
 class WorkerProcess:
@@ -61,6 +61,13 @@ class WorkerProcess:
         """The worker's ingest counters."""
         return self._call(STATUS_PATH)
 
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """The health page's HTTP status and body (503 when an agent is stuck)."""
+        try:
+            return 200, self._call(HEALTH_PATH)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
     def query(self, sql: str) -> list[list[Any]]:
         """Rows of a read query answered by the worker."""
         return self._call(QUERY_PATH, {"sql": sql})["rows"]
@@ -85,6 +92,18 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+
+    def terminate(self, wait_s: float) -> int | None:
+        """SIGTERM, then wait up to ``wait_s`` for the exit; its code, or None if the
+        worker was still running (it is then killed)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            return None
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM), SIGKILL if it does not exit in time."""

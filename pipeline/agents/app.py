@@ -1,12 +1,14 @@
-"""The Faust app: built from settings, with the store, the ingest agents and the query page.
+"""The Faust app: built from settings, with the store, the agents and the web pages.
 
-Everything a worker holds at run time (the store, counters) hangs off the app built here;
-nothing is kept in module globals.
+Everything a worker holds at run time (the store, counters, agent health) hangs off the
+app built here; nothing is kept in module globals.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,12 +16,21 @@ import faust
 import orjson
 from faust.web import Request, Response, View
 
+from pipeline.agents.batches import Backoff, BatchRunner, BatchRunners
 from pipeline.agents.correlate import CorrelateCounters, register_correlate_agent
 from pipeline.agents.detect import DetectCounters, register_detect_agent
+from pipeline.agents.health import Health, describe_ranges
 from pipeline.agents.ingest import register_ingest_agents
-from pipeline.api.paths import QUERY_PATH, RULES_RELOAD_PATH, SILENCES_PATH, STATUS_PATH
+from pipeline.api.paths import (
+    HEALTH_PATH,
+    QUERY_PATH,
+    RULES_RELOAD_PATH,
+    SILENCES_PATH,
+    STATUS_PATH,
+)
 from pipeline.detect.engines import build_engines
 from pipeline.errors import StoreError
+from pipeline.events.faults import Faults
 from pipeline.ingest.step import Ingestor
 from pipeline.kafka.transport import ssl_context
 from pipeline.settings import KafkaSettings, Settings
@@ -43,6 +54,43 @@ class Pipeline:
     detect_counters: DetectCounters = field(default_factory=DetectCounters)
     correlate_counters: CorrelateCounters = field(default_factory=CorrelateCounters)
     correlation_table: Any = None
+    health: Health = field(default_factory=Health)
+    runners: BatchRunners = field(default_factory=BatchRunners)
+
+
+class TocsinApp(faust.App):
+    """The Faust app of a worker: a stop lets the batches in hand settle, within a bound.
+
+    Faust's own wait for streams on a stop or rebalance (``stream_wait_empty``) waits for
+    every message to be acknowledged, and a batch that cannot be stored never is: the
+    worker would never stop. Tocsin's batch runners wait instead: batches in progress
+    finish, batches waiting for a retry are left uncommitted (``BatchRunners.settle``).
+    Past ``shutdown_timeout_s`` after the stop began the process exits at once; whatever
+    was in hand is uncommitted and is delivered again to the next worker.
+    """
+
+    runners: BatchRunners | None = None
+    shutdown_timeout_s: float = 30.0
+
+    async def on_stop(self) -> None:
+        """Start the shutdown deadline, let the batches settle, then stop Faust."""
+        deadline = threading.Timer(self.shutdown_timeout_s, _exit_now,
+                                   (self.shutdown_timeout_s,))
+        deadline.daemon = True
+        deadline.start()
+        if self.runners is not None:
+            busy = await self.runners.settle(self.shutdown_timeout_s / 2, give_up=True)
+            if busy:
+                log.warning("stopping with batches in hand (%s): they stay uncommitted",
+                            ", ".join(busy))
+        await super().on_stop()
+
+
+def _exit_now(timeout_s: float) -> None:
+    log.error("the worker did not stop within worker.shutdown_timeout_s=%.0fs; exiting now "
+              "(batches in hand stay uncommitted and are delivered again)", timeout_s)
+    logging.shutdown()
+    os._exit(70)
 
 
 def _json(view: View, payload: object, status: int = 200) -> Response:
@@ -86,6 +134,7 @@ def _register_pages(pipeline: Pipeline) -> None:
                 "older_than_ttl": counters.older_than_ttl,
                 "not_forwarded": counters.not_forwarded,
                 "store_failed_attempts": pipeline.writer.failed_attempts,
+                "agents": pipeline.health.to_wire(),
                 "detect": {
                     "engines": {name: getattr(engine, "version", "")
                                 for name, engine in pipeline.engines.items()},
@@ -104,6 +153,20 @@ def _register_pages(pipeline: Pipeline) -> None:
                     "not_sent": pipeline.correlate_counters.not_sent,
                 },
             })
+
+    @app.page(HEALTH_PATH)
+    class HealthView(View):
+        """GET: 200 while every agent makes progress, 503 naming the agents stuck on a
+        batch (failed ``worker.stuck_after_failures`` times in a row)."""
+
+        async def get(self, request: Request) -> Response:
+            stuck = pipeline.health.stuck()
+            if not stuck:
+                return _json(self, {"status": "ok"})
+            return _json(self, {"status": "stuck", "stuck": {
+                a.name: {"consecutive_failures": a.consecutive_failures,
+                         "last_error": a.last_error, "offsets": describe_ranges(a.ranges)}
+                for a in stuck}}, 503)
 
     @app.page(SILENCES_PATH)
     class SilencesView(View):
@@ -157,7 +220,7 @@ def faust_credentials(kafka: KafkaSettings) -> Any:
 def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
     """Build the Faust app, open the store and register agents and web pages."""
     worker = settings.worker
-    app = faust.App(
+    app = TocsinApp(
         worker.app_id,
         broker=[f"kafka://{s.strip()}" for s in settings.kafka.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(settings.kafka),
@@ -176,19 +239,33 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
         broker_session_timeout=worker.session_timeout_ms / 1000,
         broker_heartbeat_interval=min(3.0, worker.session_timeout_ms / 3000),
         stream_buffer_maxsize=max(4096, settings.ingest.batch_size * 2),
+        stream_wait_empty=False,  # the batch runners settle instead (TocsinApp.on_stop)
         # every message this worker writes is sized within kafka.max_message_bytes; the
         # fetch size per partition is at least that
         producer_max_request_size=settings.kafka.max_message_bytes,
         consumer_max_fetch_size=max(settings.kafka.max_message_bytes, 1_048_576),
         autodiscover=False,
     )
+    faults = Faults.from_env(os.environ)
     store = store or open_store(settings.store)
-    writer = StoreWriter(store, settings.ingest.store_retry_max_s)
+    writer = StoreWriter(store, faults)
     ingestor = Ingestor(writer, settings.ingest, ttl_days=settings.store.ttl_days)
-    pipeline = Pipeline(app, settings, store, writer, ingestor, build_engines(settings))
-    register_ingest_agents(app, settings, pipeline.ingestor)
+    pipeline = Pipeline(app, settings, store, writer, ingestor, build_engines(settings),
+                        health=Health(worker.stuck_after_failures))
+    app.runners = runners = pipeline.runners
+    app.shutdown_timeout_s = worker.shutdown_timeout_s
+    backoff = Backoff(max_s=settings.ingest.store_retry_max_s)
+    within_s = settings.ingest.batch_within_ms / 1000
+
+    def new_runner(name: str, handle: Any) -> BatchRunner:
+        return BatchRunner(app, pipeline.health.agent(name), handle,
+                           batch_size=settings.ingest.batch_size, within_s=within_s,
+                           backoff=backoff)
+
+    register_ingest_agents(app, settings, pipeline.ingestor, runners, new_runner, faults)
     if pipeline.engines:
-        register_detect_agent(app, settings, pipeline.engines, writer, pipeline.detect_counters)
+        register_detect_agent(app, settings, pipeline.engines, writer, pipeline.detect_counters,
+                              runners, new_runner, faults)
         for name, engine in pipeline.engines.items():
             app.timer(settings.detect.reload_interval_s, name=f"tocsin.{name}.reload")(
                 _reloader(engine))
@@ -197,7 +274,16 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
 
         pipeline.correlation_table = register_correlate_agent(
             app, settings, CorrelationStep(settings.correlate), writer,
-            pipeline.correlate_counters)
+            pipeline.correlate_counters, runners, new_runner, faults)
+
+    @app.on_partitions_revoked.connect
+    async def settle_batches(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        """Before partitions move, the batches in hand finish (within the session timeout;
+        the consumer seeks back to the committed offsets afterwards)."""
+        busy = await runners.settle(worker.session_timeout_ms / 1000, give_up=False)
+        if busy:
+            log.warning("rebalancing while %s still hold a batch", ", ".join(busy))
+
     _register_pages(pipeline)
     return pipeline
 

@@ -4,7 +4,9 @@ Detections and control events (acks, silences) are keyed by correlation scope, s
 scope's events arrive in order on one partition; its state (open problems, alert tracks,
 silences) lives in a Faust table with a changelog, written once per batch. Problem
 versions and their links go to ClickHouse and alerts to the alerts topic before the
-batch's offsets are acknowledged.
+batch's offsets are acknowledged. A failing batch is retried in place by its
+:class:`~pipeline.agents.batches.BatchRunner`; the correlation step runs once per batch
+(its result is kept across attempts).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import faust
 
+from pipeline.agents.batches import BatchRunners, BatchSteps
 from pipeline.agents.tables import get_value, set_value
 from pipeline.correlate import (
     alert_key,
@@ -26,6 +29,7 @@ from pipeline.correlate import (
 )
 from pipeline.correlate.step import CorrelationStep, Message
 from pipeline.errors import StoreError
+from pipeline.events.faults import Faults
 from pipeline.events.sizes import MessageTooLarge, value_budget
 from pipeline.kafka.transport import CORRELATION_TABLE
 from pipeline.settings import Settings
@@ -45,15 +49,16 @@ class CorrelateCounters:
 
 
 def register_correlate_agent(app: faust.App, settings: Settings, step: CorrelationStep,
-                             writer: StoreWriter, counters: CorrelateCounters) -> Any:
-    """Declare the detections + control channel, the state table and the agent."""
+                             writer: StoreWriter, counters: CorrelateCounters,
+                             runners: BatchRunners, new_runner: Any, faults: Faults) -> Any:
+    """Declare the detections + control channel, the state table and the agent;
+    ``new_runner(name, handle)`` builds its batch runner."""
     topics = settings.topics
     channel = app.topic(topics.detections, topics.control, key_type=bytes, value_type=bytes,
                         key_serializer="raw", value_serializer="raw",
                         partitions=topics.partitions)
     table = app.Table(CORRELATION_TABLE, partitions=topics.partitions, key_type=bytes,
                       value_type=bytes, help="open problems, alert tracks, silences per scope")
-    within_s = settings.ingest.batch_within_ms / 1000
     max_bytes = settings.kafka.max_message_bytes
     graph: dict[str, Any] = {"edges": {}, "read_at": 0.0}
 
@@ -70,47 +75,64 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
                 log.warning("reading the learned call graph failed: %s", exc)
         return graph["edges"]
 
-    async def correlate(stream: Any) -> None:
-        async for events in stream.take_events(settings.ingest.batch_size, within_s):
-            learned = await learned_call_graph()
-            messages = [Message((e.message.key or b"").decode(),
-                                e.message.topic == topics.control, e.message.value)
-                        for e in events]
-            last_of = {(e.message.key or b"").decode(): e for e in events}
-            result = step.run(messages, lambda scope: get_value(table, scope.encode()),
-                              learned)
-            previous = stream.current_event
+    async def run_step(events: Any) -> Any:
+        learned = await learned_call_graph()
+        messages = [Message((e.message.key or b"").decode(),
+                            e.message.topic == topics.control, e.message.value)
+                    for e in events]
+        return step.run(messages, lambda scope: get_value(table, scope.encode()), learned)
+
+    async def write_states(stream: Any, events: Any, result: Any) -> None:
+        last_of = {(e.message.key or b"").decode(): e for e in events}
+        previous = stream.current_event
+        try:
             for scope, data in result.states.items():
                 stream._set_current_event(last_of[scope])  # the changelog partition
                 set_value(table, scope.encode(), data, max_bytes)
+        finally:
             stream._set_current_event(previous)
-            decisions = result.decisions
-            if decisions:
-                latest = {}
-                for d in decisions:  # one row per problem version
-                    latest[(d.problem.id, d.problem.version)] = d.problem
-                await writer.insert("problems", problems_table(list(latest.values())))
-                links = [link for d in decisions for link in d.links]
-                if links:
-                    await writer.insert("problem_detections", problem_detections_table(links))
-                pending = []
-                for d in decisions:
-                    if not d.notify:
-                        continue
-                    key = alert_key(d)
-                    try:
-                        value = alert_message(d, value_budget(max_bytes, key))
-                    except MessageTooLarge as exc:  # the problems table has it all the same
-                        counters.not_sent += 1
-                        log.error("not sent to %s: %s", topics.alerts, exc)
-                        continue
-                    pending.append(await app.producer.send(topics.alerts, key, value, None,
-                                                           None, None))
-                await asyncio.gather(*pending)
-                counters.alerts += len(pending)
-            counters.rejected += result.rejected
-            for d in decisions:
-                counters.decisions[d.kind] = counters.decisions.get(d.kind, 0) + 1
+
+    async def store_problems(decisions: list) -> None:
+        latest = {}
+        for d in decisions:  # one row per problem version
+            latest[(d.problem.id, d.problem.version)] = d.problem
+        await writer.insert("problems", problems_table(list(latest.values())))
+        links = [link for d in decisions for link in d.links]
+        if links:
+            await writer.insert("problem_detections", problem_detections_table(links))
+
+    async def send_alerts(alerts: list) -> None:
+        pending = []
+        for d in alerts:
+            key = alert_key(d)
+            try:
+                value = alert_message(d, value_budget(max_bytes, key))
+            except MessageTooLarge as exc:  # the problems table has it all the same
+                counters.not_sent += 1
+                log.error("not sent to %s: %s", topics.alerts, exc)
+                continue
+            pending.append(await app.producer.send(topics.alerts, key, value, None, None, None))
+        await asyncio.gather(*pending)
+        counters.alerts += len(pending)
+
+    async def correlate_batch(stream: Any, events: Any, steps: BatchSteps) -> None:
+        result = await steps.once("step", lambda: run_step(events))
+        await steps.once("states", lambda: write_states(stream, events, result))
+        decisions = result.decisions
+        alerts = [d for d in decisions if d.notify]
+        if decisions:
+            await steps.once("problems", lambda: store_problems(decisions))
+            if alerts:
+                await steps.once("alerts", lambda: send_alerts(alerts))
+        faults.check("correlate.after")
+        counters.rejected += result.rejected
+        for d in decisions:
+            counters.decisions[d.kind] = counters.decisions.get(d.kind, 0) + 1
+
+    runner = runners.add(new_runner("tocsin.correlate", correlate_batch))
+
+    async def correlate(stream: Any) -> None:
+        await runner.run(stream)
 
     app.agent(channel, name="tocsin.correlate")(correlate)
     return table

@@ -3,7 +3,9 @@
 Each engine keeps its per-service state in a Faust table backed by a changelog topic,
 written once per batch per service, so a restarted or rebalanced worker resumes with its
 windows intact. Detections go to the detections topic and table before the batch's
-offsets are acknowledged.
+offsets are acknowledged. A failing batch is retried in place by its
+:class:`~pipeline.agents.batches.BatchRunner`; the detection step itself runs once per
+batch (its result is kept across attempts), so a retry never applies records twice.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import orjson
 import pyarrow as pa
 from aiokafka.partitioner import murmur2
 
+from pipeline.agents.batches import BatchRunners, BatchSteps
 from pipeline.agents.tables import get_value, set_value, value_keys
 from pipeline.detect.step import DetectionStep, Engine, Message
 from pipeline.events.detection import detection_message, detections_table
+from pipeline.events.faults import Faults
 from pipeline.events.sizes import MessageTooLarge, value_budget
 from pipeline.events.slices import TICK_KEY
 from pipeline.kafka.transport import engine_table
@@ -61,8 +65,10 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 
 def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[str, Engine],
-                          writer: StoreWriter, counters: DetectCounters) -> dict[str, Any]:
-    """Declare the by-service topic, one state table per engine, and the detect agent."""
+                          writer: StoreWriter, counters: DetectCounters, runners: BatchRunners,
+                          new_runner: Any, faults: Faults) -> dict[str, Any]:
+    """Declare the by-service topic, one state table per engine, and the detect agent;
+    ``new_runner(name, handle)`` builds its batch runner."""
     partitions = settings.topics.partitions
     topic = app.topic(settings.topics.by_service, key_type=bytes, value_type=bytes,
                       key_serializer="raw", value_serializer="raw", partitions=partitions)
@@ -75,10 +81,8 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
     # the correlator waits for every detect worker's watermark: name this one stably
     source = f"{socket.gethostname()}:{settings.worker.web_port}"
 
-    within_s = settings.ingest.batch_within_ms / 1000
-
     max_bytes = settings.kafka.max_message_bytes
-    scope_key = settings.correlate.scope.encode()
+    scope_key = settings.correlate.scope.encode()  # one scope, one partition, in order
     detection_budget = value_budget(max_bytes, scope_key)
 
     def services_on(partition: int) -> list[str]:
@@ -86,6 +90,35 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
         for table in tables.values():
             keys.update(k for k in value_keys(table) if partition_of(k, partitions) == partition)
         return [k.decode() for k in keys]
+
+    async def run_step(events: Any) -> Any:
+        messages = [Message(e.message.partition, e.message.key or b"", e.message.value)
+                    for e in events]
+        # the engines run in a thread on a snapshot of what they need, so the event
+        # loop stays free for fetching; the table writes happen back on the loop
+        services = {p: services_on(p) for p in {m.partition for m in messages
+                                                 if m.key == TICK_KEY}}
+        touched = {m.key.decode() for m in messages if m.key != TICK_KEY}
+        touched.update(s for names in services.values() for s in names)
+        states = {(name, service): get_value(tables[name], service.encode())
+                  for name in tables for service in touched}
+        assigned = {tp.partition for tp in app.consumer.assignment()
+                    if tp.topic == settings.topics.by_service}
+        return await asyncio.get_running_loop().run_in_executor(
+            None, step.run, messages, lambda e, s, known=states: known.get((e, s)),
+            lambda p, known=services: known.get(p, []), assigned)
+
+    async def write_states(stream: Any, events: Any, result: Any) -> None:
+        last_of = {e.message.partition: e for e in events}
+        previous = stream.current_event
+        try:
+            for (engine, service), data in result.states.items():
+                key = service.encode()
+                # a table write goes to the changelog partition of the current event
+                stream._set_current_event(last_of[partition_of(key, partitions)])
+                set_value(tables[engine], key, data, max_bytes)
+        finally:
+            stream._set_current_event(previous)
 
     def detection_messages(detections: list) -> list[bytes]:
         values = []
@@ -97,58 +130,47 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
                 log.error("not sent to %s: %s", settings.topics.detections, exc)
         return values
 
+    async def publish(result: Any) -> None:
+        pending = [
+            await app.producer.send(settings.topics.detections, scope_key, value,
+                                    None, None, None)
+            for value in detection_messages(result.detections)
+        ]
+        await asyncio.gather(*pending)
+
+    async def send_watermark(watermark_ms: int) -> None:
+        await app.producer.send(settings.topics.detections, scope_key,
+                                orjson.dumps({"tick": int(watermark_ms), "source": source}),
+                                None, None, None)
+
+    async def detect_batch(stream: Any, events: Any, steps: BatchSteps) -> None:
+        result = await steps.once("step", lambda: run_step(events))
+        await steps.once("states", lambda: write_states(stream, events, result))
+        if result.detections:
+            await steps.once("publish", lambda: publish(result))
+            await steps.once("detections", lambda: writer.insert(
+                "detections", detections_table(result.detections)))
+        if result.edges:
+            await steps.once("edges", lambda: writer.insert(
+                "service_edges", edges_table(result.edges)))
+        if result.watermark_ms > counters.watermark_ms:
+            await steps.once("watermark", lambda: send_watermark(result.watermark_ms))
+        faults.check("detect.after")
+        counters.batches += 1
+        counters.slices += result.slices
+        counters.errors += result.errors
+        counters.watermark_ms = max(counters.watermark_ms, result.watermark_ms)
+        counters.late_records += result.late_records
+        for d in result.detections:
+            counters.detections[d.state] = counters.detections.get(d.state, 0) + 1
+
+    runner = runners.add(new_runner("tocsin.detect", detect_batch))
+
     async def detect(stream: Any) -> None:
         # announce this worker before its first detections, so the correlator waits for
         # its watermark instead of taking them in as they come (-1: nothing passed yet)
-        await app.producer.send(settings.topics.detections, scope_key,
-                                orjson.dumps({"tick": -1, "source": source}), None, None, None)
-        async for events in stream.take_events(settings.ingest.batch_size, within_s):
-            messages = [Message(e.message.partition, e.message.key or b"", e.message.value)
-                        for e in events]
-            # the engines run in a thread on a snapshot of what they need, so the event
-            # loop stays free for fetching; the table writes happen back on the loop
-            services = {p: services_on(p) for p in {m.partition for m in messages
-                                                     if m.key == TICK_KEY}}
-            touched = {m.key.decode() for m in messages if m.key != TICK_KEY}
-            touched.update(s for names in services.values() for s in names)
-            states = {(name, service): get_value(tables[name], service.encode())
-                      for name in tables for service in touched}
-            assigned = {tp.partition for tp in app.consumer.assignment()
-                        if tp.topic == settings.topics.by_service}
-            result = await asyncio.get_running_loop().run_in_executor(
-                None, step.run, messages, lambda e, s, known=states: known.get((e, s)),
-                lambda p, known=services: known.get(p, []), assigned)
-            last_of = {e.message.partition: e for e in events}
-            previous = stream.current_event
-            for (engine, service), data in result.states.items():
-                key = service.encode()
-                # a table write goes to the changelog partition of the current event
-                stream._set_current_event(last_of[partition_of(key, partitions)])
-                set_value(tables[engine], key, data, max_bytes)
-            stream._set_current_event(previous)
-            if result.detections:
-                # one scope, one partition, in order
-                pending = [
-                    await app.producer.send(settings.topics.detections, scope_key, value,
-                                            None, None, None)
-                    for value in detection_messages(result.detections)
-                ]
-                await asyncio.gather(*pending)
-                await writer.insert("detections", detections_table(result.detections))
-            if result.edges:
-                await writer.insert("service_edges", edges_table(result.edges))
-            if result.watermark_ms > counters.watermark_ms:
-                await app.producer.send(settings.topics.detections, scope_key,
-                                        orjson.dumps({"tick": int(result.watermark_ms),
-                                                      "source": source}),
-                                        None, None, None)
-            counters.batches += 1
-            counters.slices += result.slices
-            counters.errors += result.errors
-            counters.watermark_ms = max(counters.watermark_ms, result.watermark_ms)
-            counters.late_records += result.late_records
-            for d in result.detections:
-                counters.detections[d.state] = counters.detections.get(d.state, 0) + 1
+        await send_watermark(-1)
+        await runner.run(stream)
 
     app.agent(topic, name="tocsin.detect")(detect)
     return tables

@@ -1,8 +1,9 @@
 """Ingest agents: one per telemetry topic, taking batches and handing them to the Ingestor.
 
-Faust acknowledges a batch's offsets only after this agent asks for the next batch, that
-is after the rows are stored and the rejections are on the dead-letter topic: offsets
-are never committed ahead of the data they cover.
+Each batch runs through a :class:`~pipeline.agents.batches.BatchRunner`: its offsets are
+committed only after the rows are stored, the rejections are on the dead-letter topic and
+the records are forwarded to the detectors; a failing batch is retried in place (an
+attempt after a failure skips the steps already done), never skipped.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 import faust
 import numpy as np
 
+from pipeline.agents.batches import BatchRunners, BatchSteps
 from pipeline.events.codec import DecodedBatch
 from pipeline.events.columns import SIGNAL_OF_TABLE, TIME_COLUMN
 from pipeline.events.deadletter import deadletter_message, deadletter_table, describe
+from pipeline.events.faults import Faults
 from pipeline.events.schema import SPECS, RawMessage, RecordKind, Rejection
 from pipeline.events.sizes import value_budget
 from pipeline.events.slices import (
@@ -125,8 +128,10 @@ async def forward_by_service(app: faust.App, settings: Settings, batch: DecodedB
     """Send the batch's records to the by-service topic, then the ticks of every source.
 
     Ticks cover all sources, not only this batch's: the detectors must know every
-    source that may still hold older records before event time can pass it. Returns the
-    records (stored already) that are too large to forward, as dead letters.
+    source that may still hold older records before event time can pass it. The batch
+    counts as progress only once the broker has every slice: if a send fails, no tick
+    (from this agent or another) can pass records that the retry will send again.
+    Returns the records (stored already) that are too large to forward, as dead letters.
     """
     topic = settings.topics.by_service
     table = batch.to_arrow()
@@ -135,8 +140,8 @@ async def forward_by_service(app: faust.App, settings: Settings, batch: DecodedB
     forwarded = split_by_service(progress.signal, table, budget)
     pending = [await app.producer.send(topic, key, value, None, None, None)
                for key, value in forwarded.messages]
-    progress.update(batch, messages, now_ms)
     await asyncio.gather(*pending)
+    progress.update(batch, messages, now_ms)
     await ticks.send()
     if not forwarded.too_large:
         return []
@@ -158,9 +163,10 @@ async def dead_letter_unforwarded(app: faust.App, settings: Settings, ingestor: 
         ingestor.counters.not_forwarded.get(kind.value, 0) + len(rejections))
 
 
-def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingestor) -> None:
-    """Declare the raw topics and one ingest agent for each."""
-    within_s = settings.ingest.batch_within_ms / 1000
+def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingestor,
+                           runners: BatchRunners, new_runner: Any, faults: Faults) -> None:
+    """Declare the raw topics and one ingest agent for each; ``new_runner(name, handle)``
+    builds the agent's batch runner."""
     sources = {
         RecordKind.METRIC: settings.topics.metrics,
         RecordKind.LOG: settings.topics.logs,
@@ -173,23 +179,32 @@ def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingesto
         topic = app.topic(topic_name, key_type=bytes, value_type=bytes,
                           key_serializer="raw", value_serializer="raw")
 
-        async def ingest_agent(stream: Any, kind: RecordKind = kind) -> None:
-            async for events in stream.take_events(settings.ingest.batch_size, within_s):
-                now_ms = int(time.time() * 1000)
-                messages = [_raw(e) for e in events]
-                batch = await ingestor.ingest(kind, messages, now_ms)
-                if batch.rejections:
-                    await publish_deadletters(app, settings, batch.rejections)
-                if settings.detect.enabled:
-                    unforwarded = await forward_by_service(app, settings, batch, messages,
-                                                           progress[kind], ticks, now_ms)
-                    if unforwarded:
-                        await dead_letter_unforwarded(app, settings, ingestor, kind,
-                                                      unforwarded, now_ms)
+        async def ingest_batch(stream: Any, events: Any, steps: BatchSteps,
+                               kind: RecordKind = kind) -> None:
+            now_ms = steps.value("now", lambda: int(time.time() * 1000))
+            messages = steps.value("messages", lambda: [_raw(e) for e in events])
+            faults.check(f"ingest.{kind.value}.before")
+            batch = await steps.once("store", lambda: ingestor.ingest(kind, messages, now_ms))
+            if batch.rejections:
+                await steps.once("deadletter", lambda: publish_deadletters(
+                    app, settings, batch.rejections))
+            faults.check(f"ingest.{kind.value}.after")
+            if settings.detect.enabled:
+                unforwarded = await steps.once("forward", lambda: forward_by_service(
+                    app, settings, batch, messages, progress[kind], ticks, now_ms))
+                if unforwarded:
+                    await steps.once("unforwarded", lambda: dead_letter_unforwarded(
+                        app, settings, ingestor, kind, unforwarded, now_ms))
+
+        name = f"tocsin.ingest.{kind.value}"
+        runner = runners.add(new_runner(name, ingest_batch))
+
+        async def ingest_agent(stream: Any, runner: Any = runner) -> None:
+            await runner.run(stream)
 
         ingest_agent.__name__ = f"ingest_{kind.value}"
         ingest_agent.__qualname__ = ingest_agent.__name__
-        app.agent(topic, name=f"tocsin.ingest.{kind.value}")(ingest_agent)
+        app.agent(topic, name=name)(ingest_agent)
 
     if settings.detect.enabled:
         async def tick_sources() -> None:

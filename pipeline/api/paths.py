@@ -3,5 +3,6 @@ that call them, so the clients need not load the worker (or Faust) to know where
 
 QUERY_PATH = "/tocsin/query"
 STATUS_PATH = "/tocsin/status"
+HEALTH_PATH = "/tocsin/health"
 RULES_RELOAD_PATH = "/tocsin/rules/reload"
 SILENCES_PATH = "/tocsin/silences"

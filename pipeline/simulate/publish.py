@@ -25,6 +25,12 @@ async def publish_simulation(
     ``speed`` is simulated seconds per wall-clock second (1 is real time, 360 six hours a
     minute); ``None`` sends as fast as the broker takes it. ``on_progress(done, total)`` is
     called with simulated milliseconds covered so far.
+
+    Each tick's records leave before the next tick's (a message holds at most
+    ``records_per_message`` records of one service and one tick): every source partition
+    is then in event order across its services, which the detectors' watermark relies
+    on. Holding a quiet service's records until a message is full would put them behind
+    newer records of busier services on the same partition, and they would arrive late.
     """
     start_ms, total_ms = simulation.start_ms, simulation.end_ms - simulation.start_ms
     began = time.monotonic()
@@ -36,8 +42,7 @@ async def publish_simulation(
                     await asyncio.sleep(delay)
             for kind, records in tick_wire(tick).items():
                 await producer.send(kind, records)
-            if speed is not None:
-                await producer.send_partial()  # paced: no record waits for the next tick
+            await producer.send_partial()  # no record waits for a later tick
             if on_progress is not None:
                 on_progress(tick.time_ms + tick.interval_ms - start_ms, total_ms)
         return producer.report

@@ -1,8 +1,10 @@
-"""Batched, retrying writes into the store, off the event loop.
+"""Writes into the store, off the event loop.
 
-A write that fails is retried with capped exponential backoff until it succeeds: the
-caller (an agent) waits, Kafka offsets stay uncommitted, and no row is lost while
-ClickHouse is away. Every failed attempt is logged with the table it concerns.
+An insert is one attempt: when the store refuses it, :meth:`StoreWriter.insert` counts
+the failure and raises, and the agent that asked retries its whole batch with a capped
+backoff (``pipeline.agents.batches``). The batch's Kafka offsets stay uncommitted in the
+meantime, so no row is lost while ClickHouse is away, and a worker asked to stop is not
+held by a store that never comes back.
 """
 
 from __future__ import annotations
@@ -13,38 +15,31 @@ import logging
 import pyarrow as pa
 
 from pipeline.errors import StoreError, StoreUnavailable
+from pipeline.events.faults import Faults
 from pipeline.store.base import QueryResult, Store
 
 log = logging.getLogger("tocsin.store")
 
 
 class StoreWriter:
-    """Runs store calls in a worker thread and retries inserts until they land."""
+    """Runs store calls in a worker thread and counts the inserts the store refused."""
 
-    def __init__(self, store: Store, retry_max_s: float = 30.0, retry_first_s: float = 0.5):
+    def __init__(self, store: Store, faults: Faults | None = None) -> None:
         self.store = store
-        self.retry_max_s = retry_max_s
-        self.retry_first_s = retry_first_s
+        self.faults = faults or Faults()
         self.failed_attempts = 0
 
     async def insert(self, table: str, rows: pa.Table) -> None:
-        """Append ``rows`` to ``table``, retrying until the store accepts them."""
+        """Append ``rows`` to ``table``; raises :class:`StoreError` if the store refuses."""
         if rows.num_rows == 0:
             return
-        loop = asyncio.get_running_loop()
-        delay = self.retry_first_s
-        while True:
-            try:
-                await loop.run_in_executor(None, self.store.insert_arrow, table, rows)
-                return
-            except StoreError as exc:
-                self.failed_attempts += 1
-                if isinstance(exc, StoreUnavailable):
-                    delay = max(delay, exc.retry_after_s)
-                log.error("insert of %d rows into %s failed, retrying in %.1fs: %s",
-                          rows.num_rows, table, delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max_s)
+        try:
+            self.faults.check("store.insert", StoreUnavailable)
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.store.insert_arrow, table, rows)
+        except StoreError:
+            self.failed_attempts += 1
+            raise
 
     async def query(self, sql: str) -> QueryResult:
         """Run a query in a worker thread (the engine call blocks)."""

@@ -1,10 +1,11 @@
 """Built-in rules in a running worker: simulated incidents through the real broker raise
 the detections operators expect, on the right service, inside the labelled windows; a
-quiet run raises none; a worker killed mid-incident resumes with its windows intact."""
+quiet run raises none, and no late record, even on a machine whose cores are all busy."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.kafka import find_free_port
 from tests.conftest import pipeline_env
+from tests.cpu_load import busy_cores
 from tests.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -94,10 +96,14 @@ def test_quiet_run_raises_no_detection(kafka_broker, names, tmp_path, monkeypatc
     env = pipeline_env(kafka_broker.bootstrap, names, tmp_path, find_free_port())
     labels = simulate(env, monkeypatch, tmp_path / "labels.json", "2h", None)
     assert labels["incidents"] == []
-    worker = WorkerProcess(env, tmp_path / "worker.log").start()
-    try:
-        wait_for_all(worker, labels)
-        assert worker.query(FIRING) == []
-        assert worker.status()["detect"]["late_records"] < 100
-    finally:
-        worker.stop()
+    # the simulation is in event order per partition: however slow the worker, no
+    # record may arrive behind the watermark (other processes keep every core busy)
+    with busy_cores() as spinners:
+        assert len(spinners) == (os.cpu_count() or 2)
+        worker = WorkerProcess(env, tmp_path / "worker.log").start()
+        try:
+            wait_for_all(worker, labels)
+            assert worker.query(FIRING) == []
+            assert worker.status()["detect"]["late_records"] == 0
+        finally:
+            worker.stop()

@@ -94,7 +94,7 @@ def test_read_only_statements():
     assert not is_read_only("INSERT INTO t VALUES (1)")
 
 
-def test_writer_retries_until_the_store_is_back(tmp_path):
+def test_writer_counts_a_refused_insert_and_raises(tmp_path):
     real = EmbeddedStore(tmp_path / "store", ttl_days=0)
     real.ensure_schema()
 
@@ -116,8 +116,12 @@ def test_writer_retries_until_the_store_is_back(tmp_path):
             return real.query(sql)
 
     flaky = FlakyStore()
-    writer = StoreWriter(flaky, retry_max_s=0.05, retry_first_s=0.01)
-    asyncio.run(writer.insert("metrics", metric_batch(20).to_arrow()))
+    writer = StoreWriter(flaky)
+    rows = metric_batch(20).to_arrow()
+    for _ in range(2):  # the agent's batch runner retries; the writer reports each refusal
+        with pytest.raises(StoreUnavailable, match="connection refused"):
+            asyncio.run(writer.insert("metrics", rows))
+    asyncio.run(writer.insert("metrics", rows))
     assert flaky.calls == 3 and writer.failed_attempts == 2
     assert real.query("SELECT count() FROM tocsin.metrics").scalar() == 20
     real.close()

@@ -47,6 +47,9 @@ def test_config_file_from_environment(tmp_path):
     ({"TOCSIN_STORE_CLICKHOUSE_URL": "ch:8123"}, "is not an http(s):// URL"),
     ({"TOCSIN_STORE_DATABASE": "drop table"}, "setting store.database"),
     ({"TOCSIN_WORKER_WEB_PORT": "70000"}, "setting worker.web_port"),
+    ({"TOCSIN_WORKER_SHUTDOWN_TIMEOUT_S": "0"}, "setting worker.shutdown_timeout_s "
+     "(TOCSIN_WORKER_SHUTDOWN_TIMEOUT_S): must be > 0, got 0.0"),
+    ({"TOCSIN_WORKER_STUCK_AFTER_FAILURES": "0"}, "setting worker.stuck_after_failures"),
     ({"TOCSIN_INGEST_BATCHSIZE": "5"}, "unknown environment variable TOCSIN_INGEST_BATCHSIZE"),
 ])
 def test_bad_values_fail_naming_the_setting(env, message):

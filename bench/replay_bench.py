@@ -9,7 +9,9 @@ models and correlator on). Timed:
 - ``stored``: from the CLI's start until ``/tocsin/status`` counts every record of the
   file stored (polled every 0.2 s): records/s and spans/s are taken over this time;
 - ``detected``: until the detect watermark reaches the file's last event (minus the
-  allowed lateness), i.e. every record went through detection too.
+  allowed lateness), i.e. every record went through detection too;
+- the CPU seconds (user + system) the produce run and the worker used: on a shared
+  machine the elapsed figures depend on the load, records per worker CPU second much less.
 
 With ``--backlog`` the file is produced first and the worker started after, so the
 figure is the worker's alone (from its first stored row to the last).
@@ -24,6 +26,7 @@ import argparse
 import gzip
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -54,6 +57,17 @@ def file_counts(path: Path) -> tuple[dict[str, int], int]:
                 counts[kind] = counts.get(kind, 0) + 1
                 last = max(last, int(record["start" if kind == "span" else "time"]))
     return counts, last
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def produce(path: Path, env: dict[str, str]) -> tuple[float, str]:
@@ -127,12 +141,15 @@ def main(argv: list[str] | None = None) -> int:
                     raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
                 time.sleep(POLL_S)
         began = time.monotonic()
+        before = children_cpu()
         produce_s, summary = produce(args.file, env)
+        produce_cpu = children_cpu() - before
         if args.backlog:
             began = time.monotonic()
             worker.start()
         times = wait_for(worker, counts, watermark, began, args.timeout)
         status = times.pop("status")
+        worker_cpu = cpu_seconds(worker.proc.pid)
         span_s = times["stored"] - (times["first"] if args.backlog else 0.0)
         figures = {
             "file": str(args.file), "records": counts, "mode": "backlog" if args.backlog
@@ -140,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             "stored_s": round(times["stored"], 1), "detected_s": round(times["detected"], 1),
             "records_per_s": round(sum(counts.values()) / span_s),
             "spans_per_s": round(counts.get("span", 0) / span_s),
+            "produce_cpu_s": round(produce_cpu, 1), "worker_cpu_s": round(worker_cpu, 1),
+            "records_per_worker_cpu_s": round(sum(counts.values()) / worker_cpu),
             "worker_peak_mib": round(worker.peak_mib()),
             "late_records": status["detect"]["late_records"],
             "cpus": os.cpu_count(), "load_before": round(load, 2),

@@ -17,7 +17,7 @@ With ``--backlog`` the file is produced first and the worker started after, so t
 figure is the worker's alone (from its first stored row to the last).
 
     .venv/bin/python bench/replay_bench.py [--file F] [--backlog] [--bootstrap HOST:PORT]
-        [--worker-env NAME=VALUE ...] [--json]
+        [--worker-env NAME=VALUE ...] [--produce-arg ARG ...] [--json]
 """
 
 from __future__ import annotations
@@ -70,12 +70,13 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def produce(path: Path, env: dict[str, str]) -> tuple[float, str]:
-    """Run ``tocsin produce`` on ``path``; (seconds, its summary line)."""
+def produce(path: Path, env: dict[str, str], extra: list[str]) -> tuple[float, str]:
+    """Run ``tocsin produce`` on ``path`` (plus ``extra`` arguments); (seconds, its
+    summary line)."""
     child = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
     began = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "pipeline.cli", "produce", str(path),
-                           "--quiet"], env={**child, **env}, cwd=REPO, capture_output=True,
+                           "--quiet", *extra], env={**child, **env}, cwd=REPO, capture_output=True,
                           text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"tocsin produce failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -116,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="produce everything first, then start the worker")
     parser.add_argument("--bootstrap", help="use this broker instead of a local one")
     parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--produce-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for tocsin produce (repeatable), e.g. "
+                        "--produce-arg=--max-event-lag-ms=600000")
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -142,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(POLL_S)
         began = time.monotonic()
         before = children_cpu()
-        produce_s, summary = produce(args.file, env)
+        produce_s, summary = produce(args.file, env, args.produce_arg)
         produce_cpu = children_cpu() - before
         if args.backlog:
             began = time.monotonic()

@@ -9,13 +9,15 @@ models and correlator on). Timed:
 - ``stored``: from the CLI's start until ``/tocsin/status`` counts every record of the
   file stored (polled every 0.2 s): records/s and spans/s are taken over this time;
 - ``detected``: until the detect watermark reaches the file's last event (minus the
-  allowed lateness), i.e. every record went through detection too.
+  allowed lateness), i.e. every record went through detection too;
+- the CPU seconds (user + system) the produce run and the worker used: on a shared
+  machine the elapsed figures depend on the load, records per worker CPU second much less.
 
 With ``--backlog`` the file is produced first and the worker started after, so the
 figure is the worker's alone (from its first stored row to the last).
 
     .venv/bin/python bench/replay_bench.py [--file F] [--backlog] [--bootstrap HOST:PORT]
-        [--worker-env NAME=VALUE ...] [--json]
+        [--worker-env NAME=VALUE ...] [--produce-arg ARG ...] [--json]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import argparse
 import gzip
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -56,12 +59,24 @@ def file_counts(path: Path) -> tuple[dict[str, int], int]:
     return counts, last
 
 
-def produce(path: Path, env: dict[str, str]) -> tuple[float, str]:
-    """Run ``tocsin produce`` on ``path``; (seconds, its summary line)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def produce(path: Path, env: dict[str, str], extra: list[str]) -> tuple[float, str]:
+    """Run ``tocsin produce`` on ``path`` (plus ``extra`` arguments); (seconds, its
+    summary line)."""
     child = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
     began = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "pipeline.cli", "produce", str(path),
-                           "--quiet"], env={**child, **env}, cwd=REPO, capture_output=True,
+                           "--quiet", *extra], env={**child, **env}, cwd=REPO, capture_output=True,
                           text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"tocsin produce failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -102,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="produce everything first, then start the worker")
     parser.add_argument("--bootstrap", help="use this broker instead of a local one")
     parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--produce-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for tocsin produce (repeatable), e.g. "
+                        "--produce-arg=--max-event-lag-ms=600000")
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -127,12 +145,15 @@ def main(argv: list[str] | None = None) -> int:
                     raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
                 time.sleep(POLL_S)
         began = time.monotonic()
-        produce_s, summary = produce(args.file, env)
+        before = children_cpu()
+        produce_s, summary = produce(args.file, env, args.produce_arg)
+        produce_cpu = children_cpu() - before
         if args.backlog:
             began = time.monotonic()
             worker.start()
         times = wait_for(worker, counts, watermark, began, args.timeout)
         status = times.pop("status")
+        worker_cpu = cpu_seconds(worker.proc.pid)
         span_s = times["stored"] - (times["first"] if args.backlog else 0.0)
         figures = {
             "file": str(args.file), "records": counts, "mode": "backlog" if args.backlog
@@ -140,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             "stored_s": round(times["stored"], 1), "detected_s": round(times["detected"], 1),
             "records_per_s": round(sum(counts.values()) / span_s),
             "spans_per_s": round(counts.get("span", 0) / span_s),
+            "produce_cpu_s": round(produce_cpu, 1), "worker_cpu_s": round(worker_cpu, 1),
+            "records_per_worker_cpu_s": round(sum(counts.values()) / worker_cpu),
             "worker_peak_mib": round(worker.peak_mib()),
             "late_records": status["detect"]["late_records"],
             "cpus": os.cpu_count(), "load_before": round(load, 2),

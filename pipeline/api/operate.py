@@ -63,7 +63,8 @@ async def _send_control(settings: Settings, event: ControlEvent) -> None:
 
     await ensure_topics(settings)
     producer = AIOKafkaProducer(**client_kwargs(settings.kafka), acks="all",
-                                enable_idempotence=True)
+                                enable_idempotence=True,
+                                max_request_size=settings.kafka.max_message_bytes)
     try:
         await producer.start()
         await producer.send_and_wait(settings.topics.control, event.to_json(),

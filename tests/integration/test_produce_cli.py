@@ -13,6 +13,7 @@ import time
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from pipeline.events.deadletter import TRUNCATED_HEADER
 from pipeline.kafka import find_free_port
@@ -85,3 +86,28 @@ def test_gzip_from_standard_input_with_bad_and_oversized_lines(kafka_broker, nam
     for service in services:  # every span once, in file order, on its service's key
         assert starts[service.encode()] == [s["start"] for s in spans
                                             if s["service.name"] == service]
+
+
+def test_an_existing_topic_that_takes_smaller_messages_stops_produce(kafka_broker, names,
+                                                                     tmp_path):
+    env = pipeline_env(kafka_broker.bootstrap, names, tmp_path, find_free_port())
+    settings = settings_from(env)
+
+    async def create_small_topic() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(settings.topics.logs, 1, 1, topic_configs={
+                "max.message.bytes": "100000"})])
+        finally:
+            await admin.close()
+
+    asyncio.run(create_small_topic())
+    child = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "produce", "-", "--quiet"],
+                          input=b"", env={**child, **env}, capture_output=True, timeout=120)
+    assert done.returncode == 2
+    assert (f"tocsin produce: error: topic {settings.topics.logs} takes messages of at most "
+            "100000 bytes (max.message.bytes), less than kafka.max_message_bytes (1048576): "
+            "raise the topics' max.message.bytes or lower kafka.max_message_bytes"
+            ) in done.stderr.decode()

@@ -53,9 +53,10 @@ class SourceProgress:
     consumer's high-water mark.
     """
 
-    def __init__(self, signal: str, topic: str) -> None:
+    def __init__(self, signal: str, topic: str, name: str = "") -> None:
         self.signal = signal
         self.topic = topic
+        self.name = name or signal  # ticks name their source <name>/<partition>
         self.latest: dict[int, int] = {}
         self.next_offset: dict[int, int] = {}
 
@@ -82,7 +83,7 @@ class SourceProgress:
                 done = committed.get(tp) or 0
             highwater = consumer.highwater(tp)
             backlog = highwater is None or done < highwater
-            ticks.append(Tick(f"{self.signal}/{tp.partition}",
+            ticks.append(Tick(f"{self.name}/{tp.partition}",
                               self.latest.get(tp.partition, -1), backlog))
         return ticks
 
@@ -129,35 +130,42 @@ async def forward_by_service(app: faust.App, settings: Settings, batch: DecodedB
 
 
 def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingestor) -> None:
-    """Declare the raw topics and one ingest agent for each."""
+    """Declare the raw topics (Tocsin's JSON ones and, unless ``ingest.otlp`` is off, the
+    Collector's OTLP ones) and one ingest agent for each."""
     within_s = settings.ingest.batch_within_ms / 1000
-    sources = {
-        RecordKind.METRIC: settings.topics.metrics,
-        RecordKind.LOG: settings.topics.logs,
-        RecordKind.SPAN: settings.topics.traces,
-    }
-    progress = {kind: SourceProgress(SIGNAL_OF_TABLE[SPECS[kind].table], topic_name)
-                for kind, topic_name in sources.items()}
+    t = settings.topics
+    sources = [(RecordKind.METRIC, t.metrics, False), (RecordKind.LOG, t.logs, False),
+               (RecordKind.SPAN, t.traces, False)]
+    if settings.ingest.otlp:
+        sources += [(RecordKind.METRIC, t.otlp_metrics, True),
+                    (RecordKind.LOG, t.otlp_logs, True), (RecordKind.SPAN, t.otlp_spans, True)]
+    progress = {}
+    for kind, topic_name, otlp in sources:
+        signal = SIGNAL_OF_TABLE[SPECS[kind].table]
+        progress[topic_name] = SourceProgress(signal, topic_name,
+                                              f"otlp-{signal}" if otlp else signal)
     ticks = TickSender(app, settings, progress.values())
-    for kind, topic_name in sources.items():
+    for kind, topic_name, otlp in sources:
         topic = app.topic(topic_name, key_type=bytes, value_type=bytes,
                           key_serializer="raw", value_serializer="raw")
 
-        async def ingest_agent(stream: Any, kind: RecordKind = kind) -> None:
+        async def ingest_agent(stream: Any, kind: RecordKind = kind, otlp: bool = otlp,
+                               source: SourceProgress = progress[topic_name]) -> None:
             async for events in stream.take_events(settings.ingest.batch_size, within_s):
                 now_ms = int(time.time() * 1000)
                 messages = [_raw(e) for e in events]
-                batch = await ingestor.ingest(kind, messages, now_ms)
+                batch = await ingestor.ingest(kind, messages, now_ms, otlp=otlp)
                 if batch.rejections:
                     await publish_deadletters(app, settings.topics.deadletter,
                                               batch.rejections)
                 if settings.detect.enabled:
-                    await forward_by_service(app, settings, batch, messages, progress[kind],
+                    await forward_by_service(app, settings, batch, messages, source,
                                              ticks, now_ms)
 
-        ingest_agent.__name__ = f"ingest_{kind.value}"
+        name = f"{'otlp_' if otlp else ''}{kind.value}"
+        ingest_agent.__name__ = f"ingest_{name}"
         ingest_agent.__qualname__ = ingest_agent.__name__
-        app.agent(topic, name=f"tocsin.ingest.{kind.value}")(ingest_agent)
+        app.agent(topic, name=f"tocsin.ingest.{name}")(ingest_agent)
 
     if settings.detect.enabled:
         async def tick_sources() -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pipeline.events.codec import DecodedBatch, DecodeLimits, decode_messages
 from pipeline.events.deadletter import deadletter_table, describe
+from pipeline.events.otlp import decode_otlp
+from pipeline.events.otlp_series import SeriesMemory
 from pipeline.events.schema import SPECS, RawMessage, RecordKind
 from pipeline.settings import IngestSettings
 from pipeline.store.writer import StoreWriter
@@ -37,9 +39,9 @@ class IngestCounters:
             totals[kind.value] = totals.get(kind.value, 0) + n
 
 
-def _decode_to_arrow(kind: RecordKind, messages: Sequence[RawMessage],
-                     limits: DecodeLimits) -> DecodedBatch:
-    batch = decode_messages(kind, messages, limits)
+def _decode_to_arrow(decode: Callable[..., DecodedBatch], kind: RecordKind,
+                     messages: Sequence[RawMessage], limits: DecodeLimits) -> DecodedBatch:
+    batch = decode(kind, messages, limits)
     batch.to_arrow()  # built here, off the event loop, and kept on the batch
     return batch
 
@@ -51,15 +53,24 @@ class Ingestor:
         self.writer = writer
         self.settings = settings
         self.counters = IngestCounters()
+        # the previous point of each cumulative OTLP metric series (for rates): kept in
+        # memory, so a restart forgets it and each series' next point only seeds it
+        self.otlp_series = SeriesMemory(settings.otlp_max_series)
+
+    def _decode_otlp(self, kind: RecordKind, messages: Sequence[RawMessage],
+                     limits: DecodeLimits) -> DecodedBatch:
+        return decode_otlp(kind, messages, limits, self.otlp_series, self.settings.otlp_encoding)
 
     async def ingest(
-        self, kind: RecordKind, messages: Sequence[RawMessage], now_ms: int
+        self, kind: RecordKind, messages: Sequence[RawMessage], now_ms: int, otlp: bool = False
     ) -> DecodedBatch:
-        """Decode, validate and store one batch; ``now_ms`` is the ingest time."""
+        """Decode, validate and store one batch; ``now_ms`` is the ingest time; ``otlp``:
+        the messages are OTLP export batches (in ``ingest.otlp_encoding``), not JSON."""
         limits = DecodeLimits(now_ms, self.settings.max_message_bytes, self.settings.max_future_ms)
+        decode = self._decode_otlp if otlp else decode_messages
         # decoding in a thread keeps the event loop free to send the next fetch request
         batch = await asyncio.get_running_loop().run_in_executor(
-            None, _decode_to_arrow, kind, messages, limits)
+            None, _decode_to_arrow, decode, kind, messages, limits)
         await self.writer.insert(SPECS[kind].table, batch.to_arrow())
         if batch.rejections:
             for rejection in batch.rejections[:_LOGGED_REJECTIONS_PER_BATCH]:

@@ -60,6 +60,8 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
                             t.control)
     }
     configs[t.deadletter] = {"max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}
+    if settings.ingest.otlp:
+        configs.update({name: {} for name in (t.otlp_metrics, t.otlp_logs, t.otlp_spans)})
     for table in state_tables(settings):
         configs[f"{settings.worker.app_id}-{table}-changelog"] = {"cleanup.policy": "compact"}
     return configs

@@ -1,0 +1,132 @@
+"""Rows decoded from OTLP messages, checked column by column into a :class:`DecodedBatch`.
+
+The OTLP mappers append one row per stored record (a metric data point may give several
+rows: a rate and quantiles) together with where it came from: the message, the record's
+position in the message and the record itself. :meth:`OtlpRows.finish` then applies the
+same limits the JSON codec applies (times between 2000-01-01 and ``max_future_ms`` ahead
+of ingest time, finite values, string lengths) over whole columns, and turns every bad
+row into a :class:`Rejection` whose payload is that record alone, re-encoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from itertools import compress
+from typing import Any
+
+import numpy as np
+
+from pipeline.events.codec import DecodedBatch, DecodeLimits
+from pipeline.events.schema import SPECS, FieldType, RawMessage, RecordKind, Rejection
+from pipeline.events.times import MIN_TIME_MS, format_ms
+
+TIME_FIELD = {RecordKind.METRIC: ("time", "time_unix_nano"),
+              RecordKind.LOG: ("time", "time_unix_nano"),
+              RecordKind.SPAN: ("start", "start_time_unix_nano")}
+_NUMBERS = {"time", "start", "value", "duration_ms", "severity_number"}
+_NOT_EMPTY = {"service", "name"}  # an OTLP log body may be empty
+_OTLP_NAMES = {"service": "resource attribute 'service.name'", "host": "the host name",
+               "name": "name", "unit": "unit", "body": "body"}
+
+
+class OtlpRows:
+    """Columns of one record kind, filled row by row, with each row's origin."""
+
+    def __init__(self, kind: RecordKind) -> None:
+        self.kind = kind
+        names = [f.column for f in SPECS[kind].fields]
+        if kind is RecordKind.LOG:
+            names.append("severity_number")
+        self.columns: dict[str, list[Any]] = {name: [] for name in names}
+        self.event_ids: list[int] = []
+        self.message: list[int] = []  # index of the row's message in the batch
+        self.ordinal: list[int] = []  # the record's position in its message
+        self.origin: list[Any] = []  # the record itself (for a rejection's payload)
+        self.early: list[tuple[int, int, Any, str]] = []  # rejected while mapping
+
+    def reject(self, message: int, ordinal: int, origin: Any, reason: str) -> None:
+        """A record that cannot become a row at all (bad ids, missing fields ...)."""
+        self.early.append((message, ordinal, origin, reason))
+
+    def finish(self, messages: Sequence[RawMessage], limits: DecodeLimits,
+               payload: Callable[[int, Any], bytes],
+               rejections: list[Rejection]) -> DecodedBatch:
+        """Check every row; the good ones as a batch, the bad ones added to ``rejections``.
+
+        ``payload(message_index, record)`` encodes a rejected record for the dead letter.
+        """
+        n = len(self.event_ids)
+        cols: dict[str, Any] = {}
+        for name, values in self.columns.items():
+            if name in _NUMBERS:
+                dtype = np.uint8 if name == "severity_number" else (
+                    np.int64 if name in ("time", "start") else np.float64)
+                cols[name] = np.asarray(values, dtype=dtype) if n else np.zeros(0, dtype)
+            else:
+                cols[name] = values
+        bad: dict[int, str] = {}
+        self._check(cols, limits, bad)
+        for m, ordinal, origin, reason in self.early:
+            rejections.append(Rejection(messages[m], ordinal, reason, payload(m, origin)))
+        seen: set[tuple[int, int]] = set()
+        for row in sorted(bad):
+            where = (self.message[row], self.ordinal[row])
+            if where not in seen:  # a data point's rows share one rejection
+                seen.add(where)
+                rejections.append(Rejection(messages[where[0]], where[1], bad[row],
+                                            payload(where[0], self.origin[row])))
+        ids = np.asarray(self.event_ids, dtype=np.uint64) if n else np.zeros(0, np.uint64)
+        msg = np.asarray(self.message, dtype=np.int64) if n else np.zeros(0, np.int64)
+        if bad:
+            keep = np.ones(n, dtype=bool)
+            keep[list(bad)] = False
+            for name, values in cols.items():
+                cols[name] = values[keep] if isinstance(values, np.ndarray) \
+                    else list(compress(values, keep))
+            ids, msg = ids[keep], msg[keep]
+        cols["event_id"] = ids
+        partitions = np.asarray([m.partition for m in messages], dtype=np.int32)
+        return DecodedBatch(self.kind, cols, rejections, partitions[msg])
+
+    def _check(self, cols: dict[str, Any], limits: DecodeLimits, bad: dict[int, str]) -> None:
+        column, otlp_name = TIME_FIELD[self.kind]
+        times = cols[column]
+        latest = limits.now_ms + limits.max_future_ms
+        for row in np.flatnonzero((times < MIN_TIME_MS) | (times > latest)).tolist():
+            ms = int(times[row])
+            if ms < MIN_TIME_MS:
+                _mark(bad, row, f"field '{otlp_name}': {format_ms(ms)} is before 2000-01-01"
+                      if ms > 0 else f"field '{otlp_name}' is not set")
+            else:
+                _mark(bad, row, f"field '{otlp_name}': {format_ms(ms)} is more than "
+                      f"{limits.max_future_ms // 1000}s ahead of ingest time "
+                      f"{format_ms(limits.now_ms)}")
+        if self.kind is RecordKind.METRIC:
+            for row in np.flatnonzero(~np.isfinite(cols["value"])).tolist():
+                _mark(bad, row, f"value: expected a finite number, got {cols['value'][row]}")
+        if self.kind is RecordKind.SPAN:
+            for row in np.flatnonzero(~(cols["duration_ms"] >= 0)).tolist():
+                _mark(bad, row, "field 'end_time_unix_nano' is before 'start_time_unix_nano'")
+        for f in SPECS[self.kind].fields:
+            if f.type is not FieldType.STRING or not (f.max_length or f.required):
+                continue
+            values = cols[f.column]
+            if not values or f.choices:
+                continue
+            lengths = {len(v) for v in set(values)} if f.column != "body" \
+                else set(map(len, values))
+            required = f.column in _NOT_EMPTY
+            too_long = f.max_length and max(lengths) > f.max_length
+            if not too_long and not (required and 0 in lengths):
+                continue
+            what = _OTLP_NAMES.get(f.column, f.column)
+            for row, value in enumerate(values):
+                if f.max_length and len(value) > f.max_length:
+                    _mark(bad, row, f"{what}: longer than {f.max_length} characters "
+                          f"({len(value)})")
+                elif required and not value:
+                    _mark(bad, row, f"{what}: must not be empty")
+
+
+def _mark(bad: dict[int, str], row: int, reason: str) -> None:
+    bad[row] = f"{bad[row]}; {reason}" if row in bad else reason

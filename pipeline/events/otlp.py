@@ -3,7 +3,7 @@
 One Kafka message is one export batch: a ``TracesData``, ``MetricsData`` or ``LogsData``
 (resource -> scope -> records), encoded as protobuf (``otlp_proto``, the Collector's
 default) or OTLP/JSON (``otlp_json``). ``auto`` tells them apart per message: a message
-whose first non-blank byte is ``{`` is read as JSON (and, should that fail, as protobuf:
+whose first non-blank byte is ``{`` (or ``[``) is read as JSON (and, should that fail, as protobuf:
 a protobuf message may start with the bytes ``\n{``); any other as protobuf.
 
 The result is the :class:`~pipeline.events.codec.DecodedBatch` the JSON codec produces,
@@ -43,7 +43,7 @@ _BLANK = b" \t\r\n"
 def _candidates(value: bytes, encoding: str) -> tuple[str, ...]:
     if encoding != "auto":
         return (encoding,)
-    if value[:64].lstrip(_BLANK)[:1] == b"{":
+    if value[:64].lstrip(_BLANK)[:1] in (b"{", b"["):
         return ("otlp_json", "otlp_proto")
     return ("otlp_proto",)
 

@@ -4,7 +4,8 @@ Spans: ids as lower-case hex, kind by name (unspecified: ``internal``), status c
 ``ERROR`` -> ``error`` (``OK`` -> ``ok``, else ``unset``), duration from start and end, the
 status message as ``otel.status_description``, the number of span events as
 ``span.event_count`` (absent: none) and an ``exception`` event's ``exception.type`` /
-``exception.message`` copied onto the span. Logs: the severity text is the OpenTelemetry
+``exception.message`` copied onto the span; ``service.peer.name`` (the newer name) is
+copied to ``peer.service``, which the service graph reads. Logs: the severity text is the OpenTelemetry
 range of ``severity_number`` (TRACE 1-4 ... FATAL 21-24); without a number it comes from
 ``severity_text`` (``WARNING`` -> ``WARN`` ...; an unknown text is stored as INFO and kept
 as ``log.severity_text``); the time is ``time_unix_nano``, else ``observed_time_unix_nano``;
@@ -32,6 +33,7 @@ SPAN_KIND_NAMES = ("internal", "internal", "server", "client", "producer", "cons
 STATUS_NAMES = ("unset", "ok", "error")
 _ZERO_TRACE = bytes(16)
 _EXCEPTION_KEYS = ("exception.type", "exception.message")
+_PEER, _NEW_PEER = "peer.service", "service.peer.name"
 
 
 def _hash(data: bytes) -> int:
@@ -70,6 +72,8 @@ def map_spans(data: Any, message: int, rows: OtlpRows) -> int:
                     rows.reject(message, ordinal, span, reason)
                     continue
                 attrs = {**base, **attributes_dict(span.attributes)}
+                if _NEW_PEER in attrs and _PEER not in attrs:
+                    attrs[_PEER] = attrs[_NEW_PEER]
                 status = span.status
                 if status.message:
                     attrs["otel.status_description"] = status.message

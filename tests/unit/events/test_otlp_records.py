@@ -69,6 +69,12 @@ class TestSpans:
             "otel.status_description": "upstream timeout", "span.event_count": "2",
             "exception.type": "TimeoutError", "exception.message": "read timed out"}
 
+    def test_the_newer_peer_attribute_feeds_the_service_graph(self):
+        data = traces([span(attributes={"service.peer.name": "db"}), span(2, attributes={
+            "service.peer.name": "db", "peer.service": "payments"})])
+        assert [r["attributes"]["peer.service"] for r in rows(decode(RecordKind.SPAN, data))] \
+            == ["db", "payments"]
+
     @pytest.mark.parametrize(("kind", "name"), [(0, "internal"), (1, "internal"),
                                                 (2, "server"), (3, "client"),
                                                 (4, "producer"), (5, "consumer"),

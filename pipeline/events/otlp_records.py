@@ -5,11 +5,13 @@ Spans: ids as lower-case hex, kind by name (unspecified: ``internal``), status c
 status message as ``otel.status_description``, the number of span events as
 ``span.event_count`` (absent: none) and an ``exception`` event's ``exception.type`` /
 ``exception.message`` copied onto the span; ``service.peer.name`` (the newer name) is
-copied to ``peer.service``, which the service graph reads. Logs: the severity text is the OpenTelemetry
-range of ``severity_number`` (TRACE 1-4 ... FATAL 21-24); without a number it comes from
-``severity_text`` (``WARNING`` -> ``WARN`` ...; an unknown text is stored as INFO and kept
-as ``log.severity_text``); the time is ``time_unix_nano``, else ``observed_time_unix_nano``;
-a string body as is, any other body as JSON.
+copied to ``peer.service``, which the service graph reads.
+
+Logs: the severity text is the OpenTelemetry range of ``severity_number`` (TRACE 1-4 ...
+FATAL 21-24); without a number it comes from ``severity_text`` (``WARNING`` -> ``WARN``
+...; an unknown text is stored as INFO and kept as ``log.severity_text``); the time is
+``time_unix_nano``, else ``observed_time_unix_nano``; a string body as is, any other body
+as JSON.
 
 Event ids come from the records' content (a span's trace and span id; a log record's
 bytes with its resource), so the same record sent twice is stored once.

@@ -39,13 +39,22 @@ from pipeline.events.otlp_series import (
     quantile_suffix,
     subtract_indexed,
 )
-from pipeline.events.otlp_values import attributes_dict, resource_fields, scope_attributes
+from pipeline.events.otlp_values import (
+    attributes_dict,
+    resource_fields,
+    scope_attributes,
+    text_value,
+)
 
 DELTA = 1  # AggregationTemporality
 NO_RECORDED_VALUE = 1  # DataPointFlags
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK = (1 << 64) - 1
 _SUFFIXES = [quantile_suffix(q) for q in QUANTILES]
+
+
+def _hash(data: bytes) -> int:
+    return int.from_bytes(blake2b(data, digest_size=8).digest(), "little")
 
 
 def _rate_unit(unit: str) -> str:
@@ -63,29 +72,33 @@ class _Emitter:
         self.columns = (c["time"], c["service"], c["host"], c["name"], c["value"], c["unit"],
                       c["attributes"], rows.event_ids, rows.message, rows.ordinal, rows.origin)
         self.service = self.host = ""
-
-    def row(self, time_ms: int, name: str, value: float, unit: str, attrs: dict[str, str],
-            event_id: int, ordinal: int, point: Any) -> None:
-        """One stored row."""
-        t, s, h, n, v, u, a, e, m, o, p = self.columns
-        t.append(time_ms)
-        s.append(self.service)
-        h.append(self.host)
-        n.append(name)
-        v.append(value)
-        u.append(unit)
-        a.append(attrs)
-        e.append(event_id)
-        m.append(self.message)
-        o.append(ordinal)
-        p.append(point)
+        self._names: dict[str, dict[str, str]] = {}  # derived row names, built once
 
     def derived(self, time_ms: int, name: str, unit: str, attrs: dict[str, str], event_id: int,
                 ordinal: int, point: Any, values: list[tuple[str, str, float]]) -> None:
         """Several rows of one data point: (suffix, unit or '', value) each."""
-        for sub, (suffix, row_unit, value) in enumerate(values):
-            self.row(time_ms, f"{name}.{suffix}", value, row_unit or unit, attrs,
-                     (event_id + sub * _GOLDEN) & _MASK, ordinal, point)
+        k = len(values)
+        if not k:
+            return
+        t, s, h, n, v, u, a, e, m, o, p = self.columns
+        names = self._names.get(name)
+        if names is None:
+            names = self._names[name] = {}
+        for suffix, row_unit, value in values:
+            full = names.get(suffix)
+            if full is None:
+                full = names[suffix] = f"{name}.{suffix}"
+            n.append(full)
+            v.append(value)
+            u.append(row_unit or unit)
+        e.extend([(event_id + sub * _GOLDEN) & _MASK for sub in range(k)])
+        t.extend([time_ms] * k)
+        s.extend([self.service] * k)
+        h.extend([self.host] * k)
+        a.extend([attrs] * k)
+        m.extend([self.message] * k)
+        o.extend([ordinal] * k)
+        p.extend([point] * k)
 
 
 def _quantile_values(lowers: list[float], uppers: list[float], counts: list[float]
@@ -109,15 +122,19 @@ def map_metrics(data: Any, message: int, rows: OtlpRows, memory: SeriesMemory) -
         for sm in rm.scope_metrics:
             base = scope_attributes(sm.scope, kept)
             scope_name = sm.scope.name
+            scope_key = resource_key + scope_name.encode() + b"\x00"
+            # the points of one scope mostly repeat a few attribute sets: each is read
+            # (and hashed) once, keyed by the point's bytes less its leading fixed64 fields
+            seen: dict[bytes, tuple[dict[str, str], int, frozenset]] = {}
             for metric in sm.metrics:
                 name, unit = metric.name, metric.unit
                 which = metric.WhichOneof("data")
-                prefix = resource_key + name.encode() + b"\x00"
                 if which is None:
                     ordinal += 1
                     rows.reject(message, ordinal, metric,
                                 f"metric {name!r} has no data (gauge, sum, histogram ...)")
                     continue
+                name_id = _hash(name.encode())
                 body = getattr(metric, which)
                 temporality = getattr(body, "aggregation_temporality", DELTA)
                 monotonic = getattr(body, "is_monotonic", False)
@@ -128,11 +145,23 @@ def map_metrics(data: Any, message: int, rows: OtlpRows, memory: SeriesMemory) -
                     if dp.flags & NO_RECORDED_VALUE:
                         memory.counters.no_recorded_value += 1
                         continue
-                    own = attributes_dict(dp.attributes)
-                    attrs = {**base, **own} if own else base
-                    event_id = int.from_bytes(
-                        blake2b(prefix + dp.SerializeToString(), digest_size=8).digest(),
-                        "little")
+                    raw = dp.SerializeToString()
+                    pos, end = 0, len(raw)
+                    while pos < end and raw[pos] & 0x87 == 1:  # times, value, count, sum
+                        pos += 9
+                    rest = raw[pos:]  # attributes, and exemplars/buckets if any
+                    known = seen.get(rest)
+                    if known is None:
+                        attrs = dict(base)  # the resource's and scope's, then the point's
+                        for kv in dp.attributes:
+                            v = kv.value
+                            text = v.string_value
+                            attrs[kv.key] = text if text or v.WhichOneof("value") == \
+                                "string_value" else text_value(v)
+                        known = seen[rest] = (attrs, _hash(scope_key + rest),
+                                              frozenset(attrs.items()))
+                    attrs, attrs_id, series = known
+                    event_id = (attrs_id + name_id + dp.time_unix_nano * _GOLDEN) & _MASK
                     time_ms = dp.time_unix_nano // 1_000_000
                     if plain:
                         t_col.append(time_ms)
@@ -147,7 +176,7 @@ def map_metrics(data: Any, message: int, rows: OtlpRows, memory: SeriesMemory) -
                         o_col.append(ordinal)
                         p_col.append(dp)
                         continue
-                    key = (resource_key, scope_name, name, tuple(sorted(own.items())))
+                    key = (scope_key, name, series)
                     if which == "sum":
                         _cumulative_sum(emit, memory, key, dp, time_ms, name, unit, attrs,
                                         event_id, ordinal)

@@ -11,10 +11,11 @@ row into a :class:`Rejection` whose payload is that record alone, re-encoded.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from itertools import compress
+from itertools import chain, compress
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline.events.codec import DecodedBatch, DecodeLimits
 from pipeline.events.schema import SPECS, FieldType, RawMessage, RecordKind, Rejection
@@ -75,14 +76,19 @@ class OtlpRows:
                 seen.add(where)
                 rejections.append(Rejection(messages[where[0]], where[1], bad[row],
                                             payload(where[0], self.origin[row])))
+        cols["attributes"] = shared_string_maps(cols["attributes"])
         ids = np.asarray(self.event_ids, dtype=np.uint64) if n else np.zeros(0, np.uint64)
         msg = np.asarray(self.message, dtype=np.int64) if n else np.zeros(0, np.int64)
         if bad:
             keep = np.ones(n, dtype=bool)
             keep[list(bad)] = False
             for name, values in cols.items():
-                cols[name] = values[keep] if isinstance(values, np.ndarray) \
-                    else list(compress(values, keep))
+                if isinstance(values, np.ndarray):
+                    cols[name] = values[keep]
+                elif isinstance(values, pa.Array):
+                    cols[name] = values.filter(pa.array(keep))
+                else:
+                    cols[name] = list(compress(values, keep))
             ids, msg = ids[keep], msg[keep]
         cols["event_id"] = ids
         partitions = np.asarray([m.partition for m in messages], dtype=np.int32)
@@ -126,6 +132,34 @@ class OtlpRows:
                           f"({len(value)})")
                 elif required and not value:
                     _mark(bad, row, f"{what}: must not be empty")
+
+
+def shared_string_maps(dicts: list[dict[str, str]]) -> pa.MapArray:
+    """Dicts of strings as an Arrow map array; a dict object shared by many rows (the
+    mappers share one per attribute set) is converted once and then taken by index.
+
+    >>> shared = {"a": "1"}
+    >>> shared_string_maps([shared, {}, shared]).to_pylist()
+    [[('a', '1')], [], [('a', '1')]]
+    """
+    first: dict[int, int] = {}
+    unique: list[dict[str, str]] = []
+    index = []
+    for d in dicts:
+        i = first.get(id(d))
+        if i is None:
+            i = first[id(d)] = len(unique)
+            unique.append(d)
+        index.append(i)
+    offsets = np.zeros(len(unique) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter(map(len, unique), dtype=np.int32, count=len(unique)),
+              out=offsets[1:])
+    keys = pa.array(list(chain.from_iterable(unique)), type=pa.string())
+    values = pa.array(list(chain.from_iterable(map(dict.values, unique))), type=pa.string())
+    maps = pa.MapArray.from_arrays(pa.array(offsets), keys, values)
+    if len(unique) == len(dicts):
+        return maps
+    return maps.take(pa.array(index, type=pa.int32()))
 
 
 def _mark(bad: dict[int, str], row: int, reason: str) -> None:

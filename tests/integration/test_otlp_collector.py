@@ -117,6 +117,15 @@ def telemetrygen(signal_name: str, port: int, *args: str) -> None:
     assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
 
 
+def test_the_shipped_collector_config_is_valid():
+    """tools/otelcol/config.yaml (docker-compose's, the README's) as the Collector reads it."""
+    binaries()
+    config = Path(__file__).resolve().parents[2] / "tools" / "otelcol" / "config.yaml"
+    done = subprocess.run([str(OTELCOL), "validate", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_collector_traces_metrics_and_logs_are_stored_as_sent(kafka_broker, names, tmp_path):
     binaries()
     env = pipeline_env(kafka_broker.bootstrap, names, tmp_path, find_free_port())

@@ -24,11 +24,11 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
 from opentelemetry.proto.metrics.v1.metrics_pb2 import MetricsData
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
-from pipeline.events.codec import DecodedBatch, DecodeLimits
+from pipeline.events.codec import DecodeLimits
 from pipeline.events.otlp_json import parse_otlp_json, record_json
 from pipeline.events.otlp_metrics import map_metrics
 from pipeline.events.otlp_records import map_logs, map_spans
-from pipeline.events.otlp_rows import OtlpRows
+from pipeline.events.otlp_rows import OtlpBatch, OtlpRows
 from pipeline.events.otlp_series import SeriesMemory
 from pipeline.events.schema import RawMessage, RecordKind, Rejection
 
@@ -70,21 +70,24 @@ def parse_message(kind: RecordKind, value: bytes, encoding: str) -> tuple[Any, s
 
 
 def _mark(rows: OtlpRows) -> tuple[int, ...]:
-    return (len(rows.event_ids), len(rows.early))
+    return (len(rows.event_ids), len(rows.early), len(rows.bucket_rows))
 
 
 def _rollback(rows: OtlpRows, mark: tuple[int, ...]) -> None:
-    n, early = mark
+    n, early, buckets = mark
     for values in (*rows.columns.values(), rows.event_ids, rows.message, rows.ordinal,
                    rows.origin):
         del values[n:]
     del rows.early[early:]
+    for values in (*rows.buckets.values(), rows.bucket_rows):
+        del values[buckets:]
 
 
 def decode_otlp(kind: RecordKind, messages: Sequence[RawMessage], limits: DecodeLimits,
-                memory: SeriesMemory | None = None, encoding: str = "auto") -> DecodedBatch:
+                memory: SeriesMemory | None = None, encoding: str = "auto") -> OtlpBatch:
     """Decode a batch of OTLP messages of one signal; never raises on bad input.
 
+    Histogram points also give ``metric_buckets`` rows, in the batch's ``buckets``.
     ``memory`` holds the previous point of cumulative metric series across batches (a
     fresh one when None: every cumulative series then only seeds).
     """
@@ -143,7 +146,7 @@ def decode_otlp(kind: RecordKind, messages: Sequence[RawMessage], limits: Decode
 
 def decode_otlp_values(kind: RecordKind, values: Sequence[bytes], now_ms: int,
                        memory: SeriesMemory | None = None, encoding: str = "auto",
-                       topic: str = "-") -> DecodedBatch:
+                       topic: str = "-") -> OtlpBatch:
     """Decode bare message values (no Kafka position): for tests, benchmarks, notebooks."""
     messages = [RawMessage(topic, 0, i, v) for i, v in enumerate(values)]
     return decode_otlp(kind, messages, DecodeLimits(now_ms=now_ms), memory, encoding)

@@ -100,6 +100,18 @@ class _Emitter:
         o.extend([ordinal] * k)
         p.extend([point] * k)
 
+    def histogram(self, time_ms: int, name: str, unit: str, attrs: dict[str, str],
+                  event_id: int, ordinal: int, point: Any,
+                  values: list[tuple[str, str, float]],
+                  buckets: tuple[list[float], list[float], list[float]],
+                  seconds: float) -> None:
+        """A histogram point's rows, and its buckets for the ``metric_buckets`` table."""
+        first = len(self.columns[0])
+        self.derived(time_ms, name, unit, attrs, event_id, ordinal, point, values)
+        if values and sum(buckets[2]) > 0:
+            self.rows.add_buckets(first, time_ms, self.service, self.host, name, unit,
+                                  seconds, buckets, attrs, event_id)
+
 
 def _quantile_values(lowers: list[float], uppers: list[float], counts: list[float]
                      ) -> list[tuple[str, str, float]]:
@@ -208,6 +220,12 @@ def _cumulative_sum(emit: _Emitter, memory: SeriesMemory, key: tuple, dp: Any, t
                  [("rate", _rate_unit(unit), positive_rate(increase, seconds))])
 
 
+def _delta_seconds(dp: Any) -> float:
+    """A delta point's interval (0: no start time, so no rates)."""
+    start = dp.start_time_unix_nano
+    return (dp.time_unix_nano - start) / 1e9 if start else 0.0
+
+
 def _rates(count: float, total: float | None, seconds: float, unit: str
            ) -> list[tuple[str, str, float]]:
     out = [("count_rate", "1/s", positive_rate(count, seconds))]
@@ -223,14 +241,12 @@ def _histogram(emit: _Emitter, memory: SeriesMemory, key: tuple, dp: Any, tempor
     counts = list(dp.bucket_counts)
     total = dp.sum if dp.HasField("sum") else None
     if temporality == DELTA:
-        values = []
-        if dp.start_time_unix_nano:
-            values = _rates(dp.count, total, (dp.time_unix_nano - dp.start_time_unix_nano) / 1e9,
-                            unit)
-        values += _quantile_values(*explicit_buckets(
-            bounds, counts, dp.min if dp.HasField("min") else None,
-            dp.max if dp.HasField("max") else None))
-        emit.derived(time_ms, name, unit, attrs, event_id, ordinal, dp, values)
+        values = _rates(dp.count, total, _delta_seconds(dp), unit) \
+            if dp.start_time_unix_nano else []
+        buckets = explicit_buckets(bounds, counts, dp.min if dp.HasField("min") else None,
+                                   dp.max if dp.HasField("max") else None)
+        emit.histogram(time_ms, name, unit, attrs, event_id, ordinal, dp,
+                       values + _quantile_values(*buckets), buckets, _delta_seconds(dp))
         return
     previous = memory.swap(key, (dp.start_time_unix_nano, dp.time_unix_nano, dp.count,
                                  total, counts, bounds))
@@ -249,9 +265,10 @@ def _histogram(emit: _Emitter, memory: SeriesMemory, key: tuple, dp: Any, tempor
         d_count = dp.count - p_count
         d_total = None if total is None or p_total is None else total - p_total
     seconds = (dp.time_unix_nano - before) / 1e9
-    values = _rates(d_count, d_total, seconds, unit)
-    values += _quantile_values(*explicit_buckets(bounds, d_counts))
-    emit.derived(time_ms, name, unit, attrs, event_id, ordinal, dp, values)
+    buckets = explicit_buckets(bounds, d_counts)
+    emit.histogram(time_ms, name, unit, attrs, event_id, ordinal, dp,
+                   _rates(d_count, d_total, seconds, unit) + _quantile_values(*buckets),
+                   buckets, seconds)
 
 
 def _exponential(emit: _Emitter, memory: SeriesMemory, key: tuple, dp: Any, temporality: int,
@@ -261,13 +278,12 @@ def _exponential(emit: _Emitter, memory: SeriesMemory, key: tuple, dp: Any, temp
     negative = (dp.negative.offset, list(dp.negative.bucket_counts))
     total = dp.sum if dp.HasField("sum") else None
     if temporality == DELTA:
-        values = []
-        if dp.start_time_unix_nano:
-            values = _rates(dp.count, total, (dp.time_unix_nano - dp.start_time_unix_nano) / 1e9,
-                            unit)
-        values += _quantile_values(*exponential_buckets(
-            dp.scale, dp.zero_count, dp.zero_threshold, positive, negative))
-        emit.derived(time_ms, name, unit, attrs, event_id, ordinal, dp, values)
+        values = _rates(dp.count, total, _delta_seconds(dp), unit) \
+            if dp.start_time_unix_nano else []
+        buckets = exponential_buckets(dp.scale, dp.zero_count, dp.zero_threshold, positive,
+                                      negative)
+        emit.histogram(time_ms, name, unit, attrs, event_id, ordinal, dp,
+                       values + _quantile_values(*buckets), buckets, _delta_seconds(dp))
         return
     previous = memory.swap(key, (dp.start_time_unix_nano, dp.time_unix_nano, dp.count, total,
                                  dp.scale, dp.zero_count, positive, negative))
@@ -289,10 +305,10 @@ def _exponential(emit: _Emitter, memory: SeriesMemory, key: tuple, dp: Any, temp
         d_zero, d_count = dp.zero_count - p_zero, dp.count - p_count
         d_total = None if total is None or p_total is None else total - p_total
     seconds = (dp.time_unix_nano - before) / 1e9
-    values = _rates(d_count, d_total, seconds, unit)
-    values += _quantile_values(*exponential_buckets(
-        dp.scale, d_zero, dp.zero_threshold, d_positive, d_negative))
-    emit.derived(time_ms, name, unit, attrs, event_id, ordinal, dp, values)
+    buckets = exponential_buckets(dp.scale, d_zero, dp.zero_threshold, d_positive, d_negative)
+    emit.histogram(time_ms, name, unit, attrs, event_id, ordinal, dp,
+                   _rates(d_count, d_total, seconds, unit) + _quantile_values(*buckets),
+                   buckets, seconds)
 
 
 def _summary(emit: _Emitter, memory: SeriesMemory, key: tuple, dp: Any, time_ms: int,

@@ -11,6 +11,7 @@ row into a :class:`Rejection` whose payload is that record alone, re-encoded.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import chain, compress
 from typing import Any
 
@@ -30,6 +31,17 @@ _OTLP_NAMES = {"service": "resource attribute 'service.name'", "host": "the host
                "name": "name", "unit": "unit", "body": "body"}
 
 
+BUCKET_COLUMNS = ("event_id", "time", "service", "host", "name", "unit", "interval_s",
+                  "lower", "upper", "counts", "attributes")
+
+
+@dataclass
+class OtlpBatch(DecodedBatch):
+    """A decoded batch plus the buckets of its histogram points (``metric_buckets`` rows)."""
+
+    buckets: pa.Table | None = None
+
+
 class OtlpRows:
     """Columns of one record kind, filled row by row, with each row's origin."""
 
@@ -44,6 +56,23 @@ class OtlpRows:
         self.ordinal: list[int] = []  # the record's position in its message
         self.origin: list[Any] = []  # the record itself (for a rejection's payload)
         self.early: list[tuple[int, int, Any, str]] = []  # rejected while mapping
+        self.buckets: dict[str, list[Any]] = {name: [] for name in BUCKET_COLUMNS}
+        self.bucket_rows: list[int] = []  # the first metric row of each bucket row's point
+
+    def add_buckets(self, first_row: int, time_ms: int, service: str, host: str, name: str,
+                    unit: str, interval_s: float,
+                    buckets: tuple[list[float], list[float], list[float]],
+                    attributes: dict[str, str], event_id: int) -> None:
+        """One histogram point's buckets; kept only if its row ``first_row`` is."""
+        b = self.buckets
+        lower, upper, counts = buckets
+        for column, value in (("event_id", event_id), ("time", time_ms), ("service", service),
+                              ("host", host), ("name", name), ("unit", unit),
+                              ("interval_s", interval_s), ("lower", lower), ("upper", upper),
+                              ("counts", [float(c) for c in counts]),
+                              ("attributes", attributes)):
+            b[column].append(value)
+        self.bucket_rows.append(first_row)
 
     def reject(self, message: int, ordinal: int, origin: Any, reason: str) -> None:
         """A record that cannot become a row at all (bad ids, missing fields ...)."""
@@ -92,7 +121,24 @@ class OtlpRows:
             ids, msg = ids[keep], msg[keep]
         cols["event_id"] = ids
         partitions = np.asarray([m.partition for m in messages], dtype=np.int32)
-        return DecodedBatch(self.kind, cols, rejections, partitions[msg])
+        return OtlpBatch(self.kind, cols, rejections, partitions[msg],
+                         buckets=self._bucket_table(bad))
+
+    def _bucket_table(self, bad: dict[int, str]) -> pa.Table | None:
+        if not self.bucket_rows:
+            return None
+        keep = [i for i, row in enumerate(self.bucket_rows) if row not in bad]
+        b = {name: [values[i] for i in keep] for name, values in self.buckets.items()}
+        return pa.table({
+            "event_id": pa.array(b["event_id"], pa.uint64()),
+            "time": pa.array(b["time"], pa.timestamp("ms", tz="UTC")),
+            **{name: pa.array(b[name], pa.string())
+               for name in ("service", "host", "name", "unit")},
+            "interval_s": pa.array(b["interval_s"], pa.float64()),
+            **{name: pa.array(b[name], pa.list_(pa.float64()))
+               for name in ("lower", "upper", "counts")},
+            "attributes": shared_string_maps(b["attributes"]),
+        })
 
     def _check(self, cols: dict[str, Any], limits: DecodeLimits, bad: dict[int, str]) -> None:
         column, otlp_name = TIME_FIELD[self.kind]

@@ -72,6 +72,9 @@ class Ingestor:
         batch = await asyncio.get_running_loop().run_in_executor(
             None, _decode_to_arrow, decode, kind, messages, limits)
         await self.writer.insert(SPECS[kind].table, batch.to_arrow())
+        buckets = getattr(batch, "buckets", None)  # OTLP histograms' buckets
+        if buckets is not None:
+            await self.writer.insert("metric_buckets", buckets)
         if batch.rejections:
             for rejection in batch.rejections[:_LOGGED_REJECTIONS_PER_BATCH]:
                 log.warning("rejected %s", describe(rejection))

@@ -195,6 +195,11 @@ def test_collector_traces_metrics_and_logs_are_stored_as_sent(kafka_broker, name
         sum_rates = worker.query(f"SELECT value FROM tocsin.metrics "
                                  f"WHERE name = '{name}.sum_rate' ORDER BY value")
         assert [r[0] for r in sum_rates] == sorted(float(s) for _, s in SAMPLES[:HISTOGRAMS])
+        buckets = worker.query("SELECT counts, upper, interval_s FROM tocsin.metric_buckets "
+                               f"WHERE name = '{name}'")
+        assert sorted(row[0] for row in buckets) == sorted(
+            [float(b.get(i, 0)) for i in range(len(BOUNDS) + 1)] for b, _ in SAMPLES)
+        assert all(row[1][:-1] == BOUNDS and row[2] == 1.0 for row in buckets)
         rates = worker.query("SELECT count(), min(value) > 0, any(unit) FROM tocsin.metrics "
                              "WHERE name = 'http.server.requests.rate'")
         assert rates == [[COUNTER_POINTS - 1, True, "1/s"]]

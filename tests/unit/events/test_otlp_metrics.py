@@ -141,6 +141,10 @@ def test_a_delta_histogram_gives_rates_and_quantiles_of_its_buckets():
     assert (units[f"{name}.count_rate"], units[f"{name}.sum_rate"], units[f"{name}.p95"]) \
         == ("1/s", "ms/s", "ms")
     assert len(set(batch.columns["event_id"].tolist())) == 5
+    [buckets] = batch.buckets.to_pylist()  # enough to recompute any quantile
+    assert (buckets["name"], buckets["interval_s"]) == (name, 10.0)
+    assert (buckets["lower"], buckets["upper"], buckets["counts"]) == (
+        [10.0, 10, 20, 50], [10, 20, 50, 80.0], [0, 50, 40, 10])
 
 
 def test_a_cumulative_histogram_gives_the_quantiles_of_each_interval():
@@ -151,7 +155,9 @@ def test_a_cumulative_histogram_gives_the_quantiles_of_each_interval():
     hist = [Metric(name="latency", unit="ms", histogram=Histogram(
         aggregation_temporality=CUMULATIVE, data_points=[dp])) for dp in (first, second)]
     assert len(decode(memory, [hist[0]])) == 0
-    got = by_name(decode(memory, [hist[1]]))
+    second = decode(memory, [hist[1]])
+    assert second.buckets.column("counts").to_pylist() == [[0, 0, 20]]  # the interval's
+    got = by_name(second)
     # only the 20 new observations, all above 100: the open bucket ends at its lower bound
     assert got["latency.p50"] == got["latency.p99"] == 100.0
     assert got["latency.count_rate"] == 2.0 and got["latency.sum_rate"] == 600.0

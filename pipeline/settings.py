@@ -79,6 +79,9 @@ class TopicSettings:
     metrics: str = "tocsin.metrics"
     logs: str = "tocsin.logs"
     traces: str = "tocsin.traces"
+    otlp_metrics: str = "otlp_metrics"  # the OpenTelemetry Collector kafka exporter's
+    otlp_logs: str = "otlp_logs"  # default topics
+    otlp_spans: str = "otlp_spans"
     detections: str = "tocsin.detections"
     alerts: str = "tocsin.alerts"
     deadletter: str = "tocsin.deadletter"
@@ -114,6 +117,9 @@ class IngestSettings:
     max_message_bytes: int = 1_048_576
     max_future_ms: int = 3_600_000
     store_retry_max_s: float = 30.0
+    otlp: bool = True  # consume the otlp_* topics
+    otlp_encoding: str = "auto"  # of the otlp_* topics: auto, otlp_proto or otlp_json
+    otlp_max_series: int = 100_000  # cumulative metric series remembered for rates
 
 
 @dataclass(frozen=True)
@@ -334,6 +340,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("kafka", "security_protocol"): ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
     ("kafka", "sasl_mechanism"): ("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
     ("worker", "log_level"): ("crit", "error", "warn", "info", "debug"),
+    ("ingest", "otlp_encoding"): ("auto", "otlp_proto", "otlp_json"),
 }
 _POSITIVE = {
     ("topics", "partitions"),
@@ -342,6 +349,7 @@ _POSITIVE = {
     ("ingest", "batch_within_ms"),
     ("ingest", "max_message_bytes"),
     ("ingest", "store_retry_max_s"),
+    ("ingest", "otlp_max_series"),
     ("worker", "session_timeout_ms"),
     ("worker", "shutdown_timeout_s"),
     ("worker", "stuck_after_failures"),

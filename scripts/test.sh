@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
+# the OpenTelemetry Collector and telemetrygen of the end-to-end OTLP test, built once per
+# machine into ~/.cache/tocsin/otelcol (5-10 minutes the first time)
+bash scripts/build-otelcol.sh
 .venv/bin/ruff check pipeline detectors models tests bench
 set +e
 .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -63,9 +63,10 @@ class SourceProgress:
     consumer's high-water mark.
     """
 
-    def __init__(self, signal: str, topic: str) -> None:
+    def __init__(self, signal: str, topic: str, name: str = "") -> None:
         self.signal = signal
         self.topic = topic
+        self.name = name or signal  # ticks name their source <name>/<partition>
         self.latest: dict[int, int] = {}
         self.next_offset: dict[int, int] = {}
 
@@ -92,7 +93,7 @@ class SourceProgress:
                 done = committed.get(tp) or 0
             highwater = consumer.highwater(tp)
             backlog = highwater is None or done < highwater
-            ticks.append(Tick(f"{self.signal}/{tp.partition}",
+            ticks.append(Tick(f"{self.name}/{tp.partition}",
                               self.latest.get(tp.partition, -1), backlog))
         return ticks
 
@@ -165,46 +166,53 @@ async def dead_letter_unforwarded(app: faust.App, settings: Settings, ingestor: 
 
 def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingestor,
                            runners: BatchRunners, new_runner: Any, faults: Faults) -> None:
-    """Declare the raw topics and one ingest agent for each; ``new_runner(name, handle)``
+    """Declare the raw topics (Tocsin's JSON ones and, unless ``ingest.otlp`` is off, the
+    Collector's OTLP ones) and one ingest agent for each; ``new_runner(name, handle)``
     builds the agent's batch runner."""
-    sources = {
-        RecordKind.METRIC: settings.topics.metrics,
-        RecordKind.LOG: settings.topics.logs,
-        RecordKind.SPAN: settings.topics.traces,
-    }
-    progress = {kind: SourceProgress(SIGNAL_OF_TABLE[SPECS[kind].table], topic_name)
-                for kind, topic_name in sources.items()}
+    t = settings.topics
+    sources = [(RecordKind.METRIC, t.metrics, False), (RecordKind.LOG, t.logs, False),
+               (RecordKind.SPAN, t.traces, False)]
+    if settings.ingest.otlp:
+        sources += [(RecordKind.METRIC, t.otlp_metrics, True),
+                    (RecordKind.LOG, t.otlp_logs, True), (RecordKind.SPAN, t.otlp_spans, True)]
+    progress = {}
+    for kind, topic_name, otlp in sources:
+        signal = SIGNAL_OF_TABLE[SPECS[kind].table]
+        progress[topic_name] = SourceProgress(signal, topic_name,
+                                              f"otlp-{signal}" if otlp else signal)
     ticks = TickSender(app, settings, progress.values())
-    for kind, topic_name in sources.items():
+    for kind, topic_name, otlp in sources:
         topic = app.topic(topic_name, key_type=bytes, value_type=bytes,
                           key_serializer="raw", value_serializer="raw")
+        name = f"{'otlp_' if otlp else ''}{kind.value}"
 
         async def ingest_batch(stream: Any, events: Any, steps: BatchSteps,
-                               kind: RecordKind = kind) -> None:
+                               kind: RecordKind = kind, otlp: bool = otlp, name: str = name,
+                               source: SourceProgress = progress[topic_name]) -> None:
             now_ms = steps.value("now", lambda: int(time.time() * 1000))
             messages = steps.value("messages", lambda: [_raw(e) for e in events])
-            faults.check(f"ingest.{kind.value}.before")
-            batch = await steps.once("store", lambda: ingestor.ingest(kind, messages, now_ms))
+            faults.check(f"ingest.{name}.before")
+            batch = await steps.once("store", lambda: ingestor.ingest(kind, messages, now_ms,
+                                                                      otlp=otlp))
             if batch.rejections:
                 await steps.once("deadletter", lambda: publish_deadletters(
                     app, settings, batch.rejections))
-            faults.check(f"ingest.{kind.value}.after")
+            faults.check(f"ingest.{name}.after")
             if settings.detect.enabled:
                 unforwarded = await steps.once("forward", lambda: forward_by_service(
-                    app, settings, batch, messages, progress[kind], ticks, now_ms))
+                    app, settings, batch, messages, source, ticks, now_ms))
                 if unforwarded:
                     await steps.once("unforwarded", lambda: dead_letter_unforwarded(
                         app, settings, ingestor, kind, unforwarded, now_ms))
 
-        name = f"tocsin.ingest.{kind.value}"
-        runner = runners.add(new_runner(name, ingest_batch))
+        runner = runners.add(new_runner(f"tocsin.ingest.{name}", ingest_batch))
 
         async def ingest_agent(stream: Any, runner: Any = runner) -> None:
             await runner.run(stream)
 
-        ingest_agent.__name__ = f"ingest_{kind.value}"
+        ingest_agent.__name__ = f"ingest_{name}"
         ingest_agent.__qualname__ = ingest_agent.__name__
-        app.agent(topic, name=name)(ingest_agent)
+        app.agent(topic, name=f"tocsin.ingest.{name}")(ingest_agent)
 
     if settings.detect.enabled:
         async def tick_sources() -> None:

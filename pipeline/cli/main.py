@@ -87,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-overlap", action="store_true",
                    help="let scheduled incidents overlap in time (two unrelated incidents "
                    "at once)")
-    p.add_argument("--out", help="write NDJSON here instead of sending to Kafka")
+    p.add_argument("--out", help="write NDJSON here instead of sending to Kafka (with "
+                   "--format otlp-json: one OTLP/JSON export message per line)")
+    p.add_argument("--format", choices=("json", "otlp-proto", "otlp-json"), default="json",
+                   help="json: Tocsin's records on the tocsin.* topics; otlp-proto / "
+                   "otlp-json: OTLP export messages on the otlp_* topics, as the "
+                   "OpenTelemetry Collector's Kafka exporter writes them")
     p.add_argument("--labels", default="labels.json", help="where to write the labels")
     p.add_argument("--graph", help="also write the system's call graph (YAML, caller: "
                    "[callees]) for correlate.dependencies")

@@ -26,6 +26,11 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         write_ndjson,
     )
 
+    fmt = getattr(args, "format", "json")
+    if args.out and fmt == "otlp-proto":
+        print("error: --format otlp-proto goes to Kafka; write a file with --format json or "
+              "otlp-json")
+        return 2
     interval_ms = parse_duration_ms(args.interval)
     duration_ms = parse_duration_ms(args.duration)
     if args.start:
@@ -42,7 +47,9 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         write_call_graph(load_system(args.system), args.graph)
     print(f"simulating {format_ms(start_ms)} .. {format_ms(simulation.end_ms)}, seed {args.seed}, "
           f"{len(simulation.labels.incidents)} incidents; labels in {labels_path}")
-    if args.out:
+    if args.out and fmt == "otlp-json":
+        counts = _write_otlp_json(simulation, args.out, args.records_per_message)
+    elif args.out:
         counts = write_ndjson(simulation, args.out)
     else:
         counts = _publish(settings, simulation, args)
@@ -66,9 +73,22 @@ def _publish(settings: Settings, simulation, args: argparse.Namespace) -> dict[s
             await ensure_topics(settings)
             return await publish_simulation(
                 settings, simulation, speed=speed, records_per_message=args.records_per_message,
-                on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+                on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+                fmt=getattr(args, "format", "json"))
 
         return asyncio.run(run()).records
+
+
+def _write_otlp_json(simulation, out: str, records_per_message: int) -> dict[str, int]:
+    """One OTLP/JSON export message per line (the Collector's file exporter layout)."""
+    from pipeline.simulate.otlp import otlp_messages
+
+    counts: dict[str, int] = {}
+    with open(out, "wb") as fh:
+        for kind, _, value, n in otlp_messages(simulation, "otlp-json", records_per_message):
+            fh.write(value + b"\n")
+            counts[kind.value] = counts.get(kind.value, 0) + n
+    return counts
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:

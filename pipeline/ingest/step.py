@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from pipeline.events.codec import DecodedBatch, DecodeLimits, decode_messages
 from pipeline.events.deadletter import deadletter_table, describe
+from pipeline.events.otlp import decode_otlp
+from pipeline.events.otlp_series import SeriesMemory
 from pipeline.events.schema import SPECS, FieldType, RawMessage, RecordKind
 from pipeline.events.times import format_ms
 from pipeline.settings import IngestSettings
@@ -60,9 +62,9 @@ def older_than_ttl(batch: DecodedBatch, now_ms: int, ttl_days: int) -> tuple[int
     return count, (int(times[old].min()) if count else 0)
 
 
-def _decode_to_arrow(kind: RecordKind, messages: Sequence[RawMessage],
-                     limits: DecodeLimits) -> DecodedBatch:
-    batch = decode_messages(kind, messages, limits)
+def _decode_to_arrow(decode: Callable[..., DecodedBatch], kind: RecordKind,
+                     messages: Sequence[RawMessage], limits: DecodeLimits) -> DecodedBatch:
+    batch = decode(kind, messages, limits)
     batch.to_arrow()  # built here, off the event loop, and kept on the batch
     return batch
 
@@ -76,16 +78,28 @@ class Ingestor:
         self.settings = settings
         self.ttl_days = ttl_days  # the store's (store.ttl_days), to warn of expiring rows
         self.counters = IngestCounters()
+        # the previous point of each cumulative OTLP metric series (for rates): kept in
+        # memory, so a restart forgets it and each series' next point only seeds it
+        self.otlp_series = SeriesMemory(settings.otlp_max_series)
+
+    def _decode_otlp(self, kind: RecordKind, messages: Sequence[RawMessage],
+                     limits: DecodeLimits) -> DecodedBatch:
+        return decode_otlp(kind, messages, limits, self.otlp_series, self.settings.otlp_encoding)
 
     async def ingest(
-        self, kind: RecordKind, messages: Sequence[RawMessage], now_ms: int
+        self, kind: RecordKind, messages: Sequence[RawMessage], now_ms: int, otlp: bool = False
     ) -> DecodedBatch:
-        """Decode, validate and store one batch; ``now_ms`` is the ingest time."""
+        """Decode, validate and store one batch; ``now_ms`` is the ingest time; ``otlp``:
+        the messages are OTLP export batches (in ``ingest.otlp_encoding``), not JSON."""
         limits = DecodeLimits(now_ms, self.settings.max_message_bytes, self.settings.max_future_ms)
+        decode = self._decode_otlp if otlp else decode_messages
         # decoding in a thread keeps the event loop free to send the next fetch request
         batch = await asyncio.get_running_loop().run_in_executor(
-            None, _decode_to_arrow, kind, messages, limits)
+            None, _decode_to_arrow, decode, kind, messages, limits)
         await self.writer.insert(SPECS[kind].table, batch.to_arrow())
+        buckets = getattr(batch, "buckets", None)  # OTLP histograms' buckets
+        if buckets is not None:
+            await self.writer.insert("metric_buckets", buckets)
         if batch.rejections:
             for rejection in batch.rejections[:_LOGGED_REJECTIONS_PER_BATCH]:
                 log.warning("rejected %s", describe(rejection))

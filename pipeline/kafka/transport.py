@@ -64,6 +64,9 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
         name: dict(limit) for name in (t.metrics, t.logs, t.traces, t.detections, t.alerts,
                                        t.by_service, t.control, t.deadletter)
     }
+    if settings.ingest.otlp:  # what the Collector's kafka exporter writes
+        configs.update({name: dict(limit) for name in (t.otlp_metrics, t.otlp_logs,
+                                                       t.otlp_spans)})
     for table in state_tables(settings):
         configs[f"{settings.worker.app_id}-{table}-changelog"] = {"cleanup.policy": "compact",
                                                                    **limit}

@@ -6,9 +6,11 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from pipeline.events.schema import RecordKind
 from pipeline.kafka.producer import ProduceReport, TelemetryProducer
 from pipeline.settings import Settings
 from pipeline.simulate.generator import Simulation
+from pipeline.simulate.otlp import tick_messages
 from pipeline.simulate.output import tick_wire
 
 
@@ -19,8 +21,13 @@ async def publish_simulation(
     speed: float | None = None,
     records_per_message: int = 100,
     on_progress: Callable[[int, int], None] | None = None,
+    fmt: str = "json",
 ) -> ProduceReport:
     """Produce every record of ``simulation``; returns what was sent.
+
+    ``fmt`` is ``json`` (Tocsin's records on the ``tocsin.*`` topics, keyed by service)
+    or ``otlp-proto`` / ``otlp-json`` (export messages on the ``otlp_*`` topics, unkeyed,
+    as the OpenTelemetry Collector's Kafka exporter writes them).
 
     ``speed`` is simulated seconds per wall-clock second (1 is real time, 360 six hours a
     minute); ``None`` sends as fast as the broker takes it. ``on_progress(done, total)`` is
@@ -33,6 +40,9 @@ async def publish_simulation(
     newer records of busier services on the same partition, and they would arrive late.
     """
     start_ms, total_ms = simulation.start_ms, simulation.end_ms - simulation.start_ms
+    t = settings.topics
+    otlp_topics = {RecordKind.METRIC: t.otlp_metrics, RecordKind.LOG: t.otlp_logs,
+                   RecordKind.SPAN: t.otlp_spans}
     began = time.monotonic()
     async with TelemetryProducer(settings, records_per_message) as producer:
         for tick in simulation:
@@ -40,9 +50,16 @@ async def publish_simulation(
                 delay = began + (tick.time_ms - start_ms) / 1000 / speed - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            for kind, records in tick_wire(tick).items():
-                await producer.send(kind, records)
-            await producer.send_partial()  # no record waits for a later tick
+            if fmt == "json":
+                for kind, records in tick_wire(tick).items():
+                    await producer.send(kind, records)
+            else:
+                for kind, _, value, n in tick_messages(tick, fmt, records_per_message):
+                    await producer.send_value(otlp_topics[kind], value)
+                    producer.report.records[kind.value] = \
+                        producer.report.records.get(kind.value, 0) + n
+            if fmt == "json":
+                await producer.send_partial()  # no record waits for a later tick
             if on_progress is not None:
                 on_progress(tick.time_ms + tick.interval_ms - start_ms, total_ms)
         return producer.report

@@ -10,7 +10,7 @@ time (0 keeps them forever).
 from __future__ import annotations
 
 TABLES = ("metrics", "logs", "spans", "detections", "problems", "problem_detections",
-          "service_edges", "dead_letters")
+          "service_edges", "dead_letters", "metric_buckets")
 
 _TEMPLATES: dict[str, str] = {
     "metrics": """
@@ -141,6 +141,27 @@ CREATE TABLE IF NOT EXISTS {db}.service_edges (
     last_seen DateTime64(3, 'UTC')
 ) ENGINE = ReplacingMergeTree(last_seen)
 ORDER BY (caller, callee)""",
+    # the buckets behind an OTLP histogram point's stored quantiles: the interval's
+    # counts (a cumulative histogram's increase since its previous point), bucket i
+    # holding (lower[i], upper[i]]; enough to recompute any quantile or merge series
+    "metric_buckets": """
+CREATE TABLE IF NOT EXISTS {db}.metric_buckets (
+    event_id    UInt64,
+    time        DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
+    service     LowCardinality(String),
+    host        LowCardinality(String),
+    name        LowCardinality(String),
+    unit        LowCardinality(String),
+    interval_s  Float64,
+    lower       Array(Float64),
+    upper       Array(Float64),
+    counts      Array(Float64),
+    attributes  Map(LowCardinality(String), String),
+    ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMMDD(time)
+ORDER BY (service, name, host, time, event_id)
+{ttl}""",
     "dead_letters": """
 CREATE TABLE IF NOT EXISTS {db}.dead_letters (
     received_at  DateTime64(3, 'UTC'),

@@ -15,6 +15,10 @@ def test_defaults_are_the_embedded_quick_start():
     assert settings.topics.deadletter == "tocsin.deadletter"
     assert settings.store.embedded
     assert settings.worker.web_host == "127.0.0.1"
+    # the OpenTelemetry Collector kafka exporter's default topics, either encoding
+    assert (settings.topics.otlp_metrics, settings.topics.otlp_logs,
+            settings.topics.otlp_spans) == ("otlp_metrics", "otlp_logs", "otlp_spans")
+    assert settings.ingest.otlp and settings.ingest.otlp_encoding == "auto"
 
 
 def test_toml_file_then_environment_wins(tmp_path):
@@ -51,6 +55,11 @@ def test_config_file_from_environment(tmp_path):
      "(TOCSIN_WORKER_SHUTDOWN_TIMEOUT_S): must be > 0, got 0.0"),
     ({"TOCSIN_WORKER_STUCK_AFTER_FAILURES": "0"}, "setting worker.stuck_after_failures"),
     ({"TOCSIN_INGEST_BATCHSIZE": "5"}, "unknown environment variable TOCSIN_INGEST_BATCHSIZE"),
+    ({"TOCSIN_INGEST_OTLP_ENCODING": "protobuf"}, "setting ingest.otlp_encoding "
+     "(TOCSIN_INGEST_OTLP_ENCODING): 'protobuf' is not one of 'auto', 'otlp_proto', "
+     "'otlp_json'"),
+    ({"TOCSIN_INGEST_OTLP_MAX_SERIES": "0"}, "setting ingest.otlp_max_series"),
+    ({"TOCSIN_TOPICS_OTLP_SPANS": "a b"}, "setting topics.otlp_spans"),
 ])
 def test_bad_values_fail_naming_the_setting(env, message):
     with pytest.raises(SettingsError) as error:

@@ -1,0 +1,175 @@
+"""OTLP decode throughput: Collector export messages into column batches, on one core.
+
+Builds ``--points`` metric data points (default 200,000) as the OpenTelemetry Collector's
+Kafka exporter sends them: ``MetricsData`` messages of ``--per-message`` points (default
+1,000). Resources are 20 services x 5 hosts, each reporting 10 metrics with one point per
+attribute set (5 ``http.route`` x 2 ``http.request.method``): 100 points per resource,
+as an SDK exports them. ``--mix`` picks the metric type: ``gauge``,
+``sum`` (cumulative monotonic counters: rates from the series memory), ``histogram``
+(delta, 12 buckets: 5 rows per point) or ``mixed`` (a third each). Then times, best of
+``--repeat`` runs, in CPU seconds of this process (``time.process_time``: per core, and
+fair on a busy machine):
+
+1. ``otlp_proto -> columns``: :func:`pipeline.events.otlp.decode_otlp` (protobuf parse,
+   mapping, checks, event ids), the figure the issue's target (>= 200 k points/s) is for;
+2. ``... + Arrow``: the same plus the Arrow table the store takes;
+3. ``otlp_json -> columns``: the same points as OTLP/JSON;
+4. ``Tocsin JSON -> columns``: the same points as Tocsin's JSON records (gauges only:
+   one row per point), through :func:`pipeline.events.codec.decode_messages`.
+
+    .venv/bin/python bench/otlp_bench.py [--points 200000] [--per-message 1000]
+        [--mix gauge|sum|histogram|mixed] [--repeat 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+import orjson
+from google.protobuf.internal import api_implementation
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import MetricsData
+
+from pipeline.events.codec import DecodeLimits, decode_messages
+from pipeline.events.otlp import decode_otlp
+from pipeline.events.otlp_series import SeriesMemory
+from pipeline.events.schema import RawMessage, RecordKind
+from pipeline.simulate.otlp import encode
+
+NOW_MS = 1_780_000_000_000
+SERVICES, HOSTS, METRICS = 20, 5, 10
+ROUTES = ("/orders", "/orders/{id}", "/cart", "/checkout", "/search")
+METHODS = ("GET", "POST")
+BOUNDS = [5.0, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500]
+
+
+def _kv(key: str, value: str) -> KeyValue:
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def build(points: int, per_message: int, mix: str) -> tuple[list[bytes], list[bytes], int]:
+    """(protobuf messages, Tocsin JSON messages, points).
+
+    As an SDK exports: per resource (service, host) every metric has one point per
+    attribute set (5 routes x 2 methods), so a resource gives 100 points.
+    """
+    kinds = {"gauge": ["gauge"], "sum": ["sum"], "histogram": ["histogram"],
+             "mixed": ["gauge", "sum", "histogram"]}[mix]
+    combos = [(r, m) for r in ROUTES for m in METHODS]
+    protos, jsons, made, round_, resource = [], [], 0, 0, 0
+    while made < points:
+        data = MetricsData()
+        records = []
+        n = min(per_message, points - made)
+        in_message = 0
+        while in_message < n:
+            s, h = resource % SERVICES, resource // SERVICES % HOSTS
+            resource += 1
+            if resource % (SERVICES * HOSTS) == 0:
+                round_ += 1  # every resource reported once: the next round, 10 s later
+            t_ns = (NOW_MS - 3_600_000 + round_ * 10_000) * 1_000_000
+            rm = data.resource_metrics.add()
+            rm.resource.attributes.extend([_kv("service.name", f"svc-{s}"),
+                                           _kv("host.name", f"svc-{s}-{h}")])
+            scope = rm.scope_metrics.add()
+            scope.scope.name = "io.opentelemetry.http"
+            for j in range(METRICS):
+                if in_message >= n:
+                    break
+                kind = kinds[j % len(kinds)]
+                name = f"app.metric.{j}"
+                metric = scope.metrics.add(name=name, unit="ms")
+                if kind == "sum":
+                    metric.sum.aggregation_temporality = 2
+                    metric.sum.is_monotonic = True
+                elif kind == "histogram":
+                    metric.histogram.aggregation_temporality = 1
+                for k, (route, method) in enumerate(combos[:n - in_message]):
+                    attrs = [_kv("http.route", route), _kv("http.request.method", method)]
+                    value = float(round_ * 10 + k)
+                    if kind == "histogram":
+                        dp = metric.histogram.data_points.add(
+                            time_unix_nano=t_ns, start_time_unix_nano=t_ns - 10 * 10**9,
+                            count=60, sum=3000.0, explicit_bounds=BOUNDS,
+                            bucket_counts=[1, 2, 5, 10, 15, 10, 8, 4, 2, 1, 1, 1])
+                    else:
+                        body = metric.sum if kind == "sum" else metric.gauge
+                        dp = body.data_points.add(time_unix_nano=t_ns,
+                                                  start_time_unix_nano=t_ns - 10**12,
+                                                  as_double=value)
+                    dp.attributes.extend(attrs)
+                    records.append({"time": t_ns // 1_000_000, "service.name": f"svc-{s}",
+                                    "host.name": f"svc-{s}-{h}", "name": name,
+                                    "value": value, "unit": "ms", "attributes": {
+                                        "http.route": route, "http.request.method": method,
+                                        "otel.scope.name": "io.opentelemetry.http"}})
+                    in_message += 1
+        protos.append(data.SerializeToString())
+        jsons.append(orjson.dumps(records))
+        made += n
+    return protos, jsons, made
+
+
+def best_cpu_s(run: Callable[[], object], repeat: int) -> float:
+    """The fastest of ``repeat`` runs, in CPU seconds."""
+    times = []
+    for _ in range(repeat):
+        start = time.process_time()
+        run()
+        times.append(time.process_time() - start)
+    return min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=200_000)
+    parser.add_argument("--per-message", type=int, default=1_000)
+    parser.add_argument("--mix", choices=("gauge", "sum", "histogram", "mixed"),
+                        default="gauge")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    args = parser.parse_args(argv)
+
+    protos, jsons, points = build(args.points, args.per_message, args.mix)
+    otlp_json = [encode(MetricsData.FromString(p), "otlp-json") for p in protos]
+    limits = DecodeLimits(NOW_MS)
+
+    def raw(values: list[bytes]) -> list[RawMessage]:
+        return [RawMessage("bench", 0, i, v) for i, v in enumerate(values)]
+
+    proto_msgs, otlp_json_msgs, json_msgs = raw(protos), raw(otlp_json), raw(jsons)
+    def memory() -> SeriesMemory:  # fresh per run: each series' first point seeds it
+        return SeriesMemory(max_series=1_000_000)
+
+    rows = len(decode_otlp(RecordKind.METRIC, proto_msgs, limits, memory()))  # warm-up
+    figures = {"points": points, "messages": len(protos), "mix": args.mix,
+               "rows": rows, "protobuf_backend": api_implementation.Type(),
+               "bytes_per_point_proto": round(sum(map(len, protos)) / points, 1)}
+    cases = {
+        "otlp_proto -> columns": lambda: decode_otlp(
+            RecordKind.METRIC, proto_msgs, limits, memory()),
+        "otlp_proto -> columns + Arrow": lambda: decode_otlp(
+            RecordKind.METRIC, proto_msgs, limits, memory()).to_arrow(),
+        "otlp_json -> columns": lambda: decode_otlp(
+            RecordKind.METRIC, otlp_json_msgs, limits, memory()),
+    }
+    if args.mix == "gauge":
+        cases["Tocsin JSON -> columns"] = lambda: decode_messages(
+            RecordKind.METRIC, json_msgs, limits)
+    print(f"{points:,} points in {len(protos):,} messages ({args.mix}), {rows:,} rows; "
+          f"protobuf backend {figures['protobuf_backend']}; CPU seconds, best of "
+          f"{args.repeat}")
+    for label, run in cases.items():
+        seconds = best_cpu_s(run, args.repeat)
+        figures[label] = round(points / seconds)
+        print(f"  {label:<32} {points / seconds:>12,.0f} points/s")
+    if args.json:
+        print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

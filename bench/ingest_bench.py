@@ -47,13 +47,13 @@ from typing import Any
 
 import orjson
 
-from pipeline.app import QUERY_PATH, STATUS_PATH
 from pipeline.isolated import isolated_env
 from pipeline.kafka import find_free_port, start_broker, stop_broker
 from pipeline.produce import TelemetryProducer
 from pipeline.schema import RecordKind
 from pipeline.settings import IngestSettings, Settings, load_settings
 from pipeline.transport import client_kwargs, ensure_topics
+from pipeline.web_api import QUERY_PATH, STATUS_PATH, client_headers
 
 REPO = Path(__file__).resolve().parent.parent
 POLL_S = 0.2
@@ -264,7 +264,9 @@ class Worker:
         data = json.dumps(payload).encode() if payload is not None else None
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.port}{path}", data=data,
-            method="POST" if data else "GET", headers={"Content-Type": "application/json"})
+            method="POST" if data else "GET",
+            headers=client_headers(self.env.get("TOCSIN_WORKER_API_TOKEN", ""),
+                                   json_body=data is not None))
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return json.loads(response.read())
 

@@ -208,6 +208,10 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
         producer_max_request_size=8 * 1024 * 1024,
         autodiscover=False,
     )
+    if worker.web_host not in ("127.0.0.1", "localhost", "::1") and not worker.api_token:
+        log.warning("the worker's pages (the query page included) listen on %s without "
+                    "worker.api_token: anyone who reaches that address can query the store",
+                    worker.web_host)
     store = store or open_store(settings.store, ReadLimits.from_settings(settings.query))
     writer = StoreWriter(store, settings.ingest.store_retry_max_s)
     pipeline = Pipeline(app, settings, store, writer, Ingestor(writer, settings.ingest),

@@ -47,7 +47,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.api.paths import QUERY_PATH, STATUS_PATH
+from pipeline.api.web import QUERY_PATH, STATUS_PATH, client_headers
 from pipeline.events.schema import RecordKind
 from pipeline.kafka import find_free_port, start_broker, stop_broker
 from pipeline.kafka.isolated import isolated_env
@@ -264,7 +264,9 @@ class Worker:
         data = json.dumps(payload).encode() if payload is not None else None
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.port}{path}", data=data,
-            method="POST" if data else "GET", headers={"Content-Type": "application/json"})
+            method="POST" if data else "GET",
+            headers=client_headers(self.env.get("TOCSIN_WORKER_API_TOKEN", ""),
+                                   json_body=data is not None))
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return json.loads(response.read())
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from pipeline.errors import SettingsError
 from pipeline.events import durations
@@ -96,7 +97,7 @@ class StoreSettings:
     """The ClickHouse store: embedded (chdb, a data directory) or a server URL."""
 
     path: str = str(_default_home() / "store")
-    clickhouse_url: str = ""
+    clickhouse_url: str = ""  # http(s)://host:port, or chdb:///abs/path (chDB in-process)
     clickhouse_user: str = "default"
     clickhouse_password: Secret = Secret("")
     database: str = "tocsin"
@@ -104,8 +105,38 @@ class StoreSettings:
 
     @property
     def embedded(self) -> bool:
-        """True when the in-process chdb engine is the store."""
+        """True when Tocsin's own chdb backend (a data directory, no URL) is the store."""
         return not self.clickhouse_url
+
+    @property
+    def in_process(self) -> bool:
+        """True when the engine runs inside the process that opens it (one process per
+        data directory): the embedded backend, or clickhouse-connect on ``chdb:///path``."""
+        return self.embedded or self.clickhouse_url.startswith("chdb:")
+
+    @property
+    def identity(self) -> str:
+        """Which store this is, without credentials: ``chdb:<real path>/<database>`` for an
+        in-process engine, ``<scheme>://<host>:<port>/<database>`` for a server."""
+        if self.in_process:
+            path = self.path if self.embedded else self.clickhouse_url[len("chdb://"):]
+            return f"chdb:{os.path.realpath(path)}/{self.database}"
+        parsed = urlsplit(self.clickhouse_url)
+        port = parsed.port or (8443 if parsed.scheme == "https" else 8123)
+        return f"{parsed.scheme}://{parsed.hostname}:{port}/{self.database}"
+
+
+@dataclass(frozen=True)
+class QuerySettings:
+    """Limits on the read queries analysts run (the query page and ``tocsin query``).
+
+    They are set on the read-only connection before ``readonly = 1``, so a query cannot
+    lift them; 0 means no limit, as in ClickHouse.
+    """
+
+    max_execution_time_s: float = 60.0
+    max_memory_bytes: int = 2_000_000_000
+    max_result_rows: int = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -298,6 +329,7 @@ class WorkerSettings:
     session_timeout_ms: int = 10_000
     shutdown_timeout_s: float = 30.0  # a stop never takes longer (batches in hand stay uncommitted)
     stuck_after_failures: int = 3  # failed attempts of one batch before the agent is stuck
+    api_token: Secret = Secret("")  # when set, every /tocsin page wants "Bearer <token>"
 
 
 @dataclass(frozen=True)
@@ -311,6 +343,7 @@ class Settings:
     detect: DetectSettings = field(default_factory=DetectSettings)
     correlate: CorrelateSettings = field(default_factory=CorrelateSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    query: QuerySettings = field(default_factory=QuerySettings)
 
     def redacted(self) -> dict[str, dict[str, Any]]:
         """Every setting as plain data, secrets masked: safe to log or print."""
@@ -359,7 +392,9 @@ MIN_MESSAGE_BYTES = 65_536
 """The smallest ``kafka.max_message_bytes`` accepted: ticks and state chunks must fit."""
 
 _NON_NEGATIVE = {("store", "ttl_days"), ("ingest", "max_future_ms"), ("worker", "web_port"),
-                 ("detect", "allowed_lateness_ms"), ("detect", "keepalive_ms")}
+                 ("detect", "allowed_lateness_ms"), ("detect", "keepalive_ms"),
+                 ("query", "max_execution_time_s"), ("query", "max_memory_bytes"),
+                 ("query", "max_result_rows")}
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -486,10 +521,10 @@ def _validate(settings: Settings) -> None:
             "is not a valid database name"
         )
     url = settings.store.clickhouse_url
-    if url and not re.match(r"^https?://[^/\s]+", url):
+    if url and not re.match(r"^(https?://[^/\s]+|chdb:///\S+)", url):
         raise SettingsError(
             f"setting store.clickhouse_url (TOCSIN_STORE_CLICKHOUSE_URL): {url!r} is not an "
-            "http(s):// URL"
+            "http(s):// URL nor chdb:///absolute/path"
         )
     if settings.kafka.max_message_bytes < MIN_MESSAGE_BYTES:
         raise SettingsError(

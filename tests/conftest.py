@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,3 +42,29 @@ def settings_from(env: dict[str, str]) -> Settings:
     """Settings as a worker started with ``env`` would load them."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
     return load_settings(environ={**base, **env})
+
+
+SERVER_URL_VARIABLE = "TOCSIN_TEST_CLICKHOUSE_URL"
+_NOT_RUN = pytest.StashKey[int]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without a ClickHouse server URL, ``clickhouse_server`` tests are deselected, and the
+    summary says how many did not run (they are not skipped silently)."""
+    if os.environ.get(SERVER_URL_VARIABLE):
+        return
+    server_only = [item for item in items if item.get_closest_marker("clickhouse_server")]
+    if server_only:
+        items[:] = [item for item in items if not item.get_closest_marker("clickhouse_server")]
+        config.hook.pytest_deselected(items=server_only)
+        config.stash[_NOT_RUN] = len(server_only)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Name the server-only tests that did not run."""
+    not_run = config.stash.get(_NOT_RUN, 0)
+    if not_run:
+        terminalreporter.write_line(
+            f"{not_run} clickhouse_server tests NOT RUN: set {SERVER_URL_VARIABLE} "
+            "(and TOCSIN_TEST_CLICKHOUSE_USER, _PASSWORD) to run them against a server",
+            yellow=True)

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from pipeline.api.paths import HEALTH_PATH, QUERY_PATH, STATUS_PATH
+from pipeline.api.web import HEALTH_PATH, QUERY_PATH, STATUS_PATH, client_headers
 
 
 class WorkerProcess:
@@ -52,8 +52,9 @@ class WorkerProcess:
     def _call(self, path: str, payload: dict | None = None) -> Any:
         url = f"http://127.0.0.1:{self.port}{path}"
         data = json.dumps(payload).encode() if payload is not None else None
+        token = self.env.get("TOCSIN_WORKER_API_TOKEN", "")
         request = urllib.request.Request(url, data=data, method="POST" if data else "GET",
-                                         headers={"Content-Type": "application/json"})
+                                         headers=client_headers(token, json_body=bool(data)))
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 

@@ -21,20 +21,23 @@ from pipeline.agents.correlate import CorrelateCounters, register_correlate_agen
 from pipeline.agents.detect import DetectCounters, register_detect_agent
 from pipeline.agents.health import Health, describe_ranges
 from pipeline.agents.ingest import register_ingest_agents
-from pipeline.api.paths import (
+from pipeline.api.web import (
     HEALTH_PATH,
     QUERY_PATH,
     RULES_RELOAD_PATH,
     SILENCES_PATH,
     STATUS_PATH,
+    refuse,
+    served_by,
 )
 from pipeline.detect.engines import build_engines
-from pipeline.errors import StoreError
+from pipeline.errors import StoreError, StoreUnavailable
 from pipeline.events.faults import Faults
 from pipeline.ingest.step import Ingestor
 from pipeline.kafka.transport import ssl_context
 from pipeline.settings import KafkaSettings, Settings
-from pipeline.store import Store, is_read_only, open_store
+from pipeline.store import ReadLimits, ReadRefused, Store, open_store
+from pipeline.store.readonly import scrub_paths
 from pipeline.store.writer import StoreWriter
 
 log = logging.getLogger("tocsin.app")
@@ -98,35 +101,69 @@ def _json(view: View, payload: object, status: int = 200) -> Response:
                       content_type="application/json", status=status)
 
 
+def _refused(view: View, request: Request, pipeline: Pipeline) -> Response | None:
+    """The answer to a request the page must not serve (see ``pipeline.api.web``)."""
+    refusal = refuse(request.method, request.headers, pipeline.settings.worker.api_token.reveal())
+    if refusal is None:
+        return None
+    return _json(view, {"error": refusal.reason}, refusal.status)
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return None
+
+
 def _register_pages(pipeline: Pipeline) -> None:
     app = pipeline.app
+    identity = served_by(pipeline.settings)
 
     @app.page(QUERY_PATH)
     class QueryView(View):
-        """POST {"sql": "..."}: run a read-only query on the store this worker owns."""
+        """POST {"sql": "..."}: one read statement on the store's read-only path.
+
+        Answers, errors included, name the app id and store that served them (``served_by``)
+        once the request passed the checks of ``pipeline.web_api.refuse``.
+        """
 
         async def post(self, request: Request) -> Response:
-            body = await request.json()
-            sql = body.get("sql", "") if isinstance(body, dict) else ""
-            if not is_read_only(sql):
-                return _json(self, {"error": "only read statements (SELECT, WITH, SHOW, "
-                                    "DESCRIBE, EXPLAIN, EXISTS) are served"}, 400)
+            refused = _refused(self, request, pipeline)
+            if refused is not None:
+                return refused
+            body = await _json_body(request)
+            sql = body.get("sql") if isinstance(body, dict) else None
+            if not isinstance(sql, str):
+                return _json(self, {"error": 'send {"sql": "<one read statement>"}',
+                                    "served_by": identity}, 400)
             try:
-                result = await pipeline.writer.query(sql)
+                result = await pipeline.writer.read(sql)
+            except ReadRefused as exc:
+                return _json(self, {"error": str(exc), "refused": True, "served_by": identity},
+                             400)
+            except StoreUnavailable as exc:
+                return _json(self, {"error": scrub_paths(str(exc)), "served_by": identity}, 503)
             except StoreError as exc:
-                return _json(self, {"error": str(exc)}, 400)
-            return _json(self, {"columns": result.columns, "rows": result.rows})
+                return _json(self, {"error": scrub_paths(str(exc)), "served_by": identity}, 400)
+            return _json(self, {"columns": result.columns, "rows": result.rows,
+                                "served_by": identity})
 
     @app.page(STATUS_PATH)
     class StatusView(View):
         """GET: ingest counters and the store this worker writes to."""
 
         async def get(self, request: Request) -> Response:
+            refused = _refused(self, request, pipeline)
+            if refused is not None:
+                return refused
             counters = pipeline.ingestor.counters
             detect = pipeline.detect_counters
+            reads = pipeline.writer.reads
             return _json(self, {
-                "app_id": pipeline.settings.worker.app_id,
-                "store": "embedded" if pipeline.settings.store.embedded else "server",
+                **identity,
+                "backend": "embedded" if pipeline.settings.store.embedded
+                else "clickhouse-connect",
                 "messages": counters.messages,
                 "stored": counters.stored,
                 "rejected": counters.rejected,
@@ -146,6 +183,8 @@ def _register_pages(pipeline: Pipeline) -> None:
                     "late_records": detect.late_records,
                     "not_sent": detect.not_sent,
                 },
+                "reads": {"running": reads.running, "served": reads.served,
+                          "refused": reads.refused, "failed": reads.failed},
                 "correlate": {
                     "decisions": pipeline.correlate_counters.decisions,
                     "alerts": pipeline.correlate_counters.alerts,
@@ -176,6 +215,9 @@ def _register_pages(pipeline: Pipeline) -> None:
             from pipeline.agents.tables import get_value, value_keys
             from pipeline.correlate import CorrelationState
 
+            refused = _refused(self, request, pipeline)
+            if refused is not None:
+                return refused
             table = pipeline.correlation_table
             silences = []
             if table is not None:
@@ -193,6 +235,9 @@ def _register_pages(pipeline: Pipeline) -> None:
         """POST: load the rule files again now; a bad file keeps the old rules running."""
 
         async def post(self, request: Request) -> Response:
+            refused = _refused(self, request, pipeline)
+            if refused is not None:
+                return refused
             engine = pipeline.engines.get("rules")
             if engine is None:
                 return _json(self, {"error": "this worker runs no rule detectors"}, 400)
@@ -231,6 +276,7 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
         web_host=worker.web_host,
         web_bind=worker.web_host,
         web_port=worker.web_port,
+        web_tables_enabled=False,  # /table/... would show the correlator's state to anyone
         topic_partitions=settings.topics.partitions,
         topic_replication_factor=settings.topics.replication_factor,
         topic_allow_declare=True,
@@ -246,8 +292,12 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
         consumer_max_fetch_size=max(settings.kafka.max_message_bytes, 1_048_576),
         autodiscover=False,
     )
+    if worker.web_host not in ("127.0.0.1", "localhost", "::1") and not worker.api_token:
+        log.warning("the worker's pages (the query page included) listen on %s without "
+                    "worker.api_token: anyone who reaches that address can query the store",
+                    worker.web_host)
     faults = Faults.from_env(os.environ)
-    store = store or open_store(settings.store)
+    store = store or open_store(settings.store, ReadLimits.from_settings(settings.query))
     writer = StoreWriter(store, faults)
     ingestor = Ingestor(writer, settings.ingest, ttl_days=settings.store.ttl_days)
     pipeline = Pipeline(app, settings, store, writer, ingestor, build_engines(settings),

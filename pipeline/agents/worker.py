@@ -36,4 +36,5 @@ def run_worker(settings: Settings) -> None:
     finally:
         # the engine's threads must stop before the interpreter exits, or chdb's
         # destructors race them (a segfault on a graceful stop)
+        pipeline.writer.close()
         pipeline.store.close()

@@ -117,15 +117,12 @@ def expire_silence(settings: Settings, silence_id: str, by: str) -> None:
 
 def list_silences(settings: Settings) -> list[dict[str, Any]]:
     """The silences the running worker holds (active, future and recently ended)."""
-    import urllib.request
+    from pipeline.api.query import WorkerUnreachable, call_worker, worker_url
+    from pipeline.api.web import SILENCES_PATH
 
-    from pipeline.api.paths import SILENCES_PATH
-
-    url = f"http://{settings.worker.web_host}:{settings.worker.web_port}{SILENCES_PATH}"
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return json.loads(response.read())["silences"]
-    except OSError:
-        raise TocsinError(f"no worker answers at {url}: silences live in the running "
-                          "worker's correlator state") from None
+        return call_worker(settings, SILENCES_PATH, timeout_s=30)["silences"]
+    except WorkerUnreachable:
+        raise TocsinError(f"no worker answers at {worker_url(settings, SILENCES_PATH)}: "
+                          "silences live in the running worker's correlator state") from None
 

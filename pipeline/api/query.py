@@ -1,8 +1,10 @@
-"""``tocsin query``: run a read-only SQL statement wherever the data is.
+"""``tocsin query``: run one read-only SQL statement wherever the data is.
 
-With a ClickHouse server configured, the query goes to the server. With the embedded
-store, the worker that owns the data directory answers over its web server; when no
-worker runs, the data directory is opened directly.
+With a ClickHouse server configured, the query goes to the server. With an in-process
+store (the embedded backend, or ``chdb:///path``), the worker that owns the data directory
+answers over its web server, and only a worker of the configured app id and store is
+believed; when no worker runs, the data directory is opened directly. Either way the
+statement takes the store's read-only path (``pipeline.store.readonly``).
 """
 
 from __future__ import annotations
@@ -10,27 +12,37 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from typing import Any
 
-from pipeline.api.paths import QUERY_PATH
+from pipeline.api.web import QUERY_PATH, check_served_by, client_headers
 from pipeline.errors import StoreError, TocsinError
 from pipeline.settings import Settings
-from pipeline.store import QueryResult, is_read_only, open_store
+from pipeline.store import QueryResult, ReadLimits, ReadRefused, open_store
 
 
 class WorkerUnreachable(TocsinError):
     """No worker answers on the configured web address."""
 
 
-def call_worker(settings: Settings, path: str, payload: dict, timeout_s: float = 120.0) -> dict:
-    """POST ``payload`` to a page of the running worker and return its JSON answer.
+def worker_url(settings: Settings, path: str) -> str:
+    """The address of one of the configured worker's pages."""
+    return f"http://{settings.worker.web_host}:{settings.worker.web_port}{path}"
 
-    An error answer with problems (HTTP 400 with a ``problems`` list) is returned as is;
-    other errors raise :class:`StoreError`, no worker :class:`WorkerUnreachable`.
+
+def call_worker(settings: Settings, path: str, payload: dict | None = None,
+                timeout_s: float = 120.0) -> dict[str, Any]:
+    """POST ``payload`` as JSON to a page of the running worker (GET when it is None) and
+    return its JSON answer, with the client header and the configured bearer token.
+
+    An error answer with problems (HTTP 400 with a ``problems`` list) or one that names
+    who served it (``served_by``) is returned as is; other errors raise
+    :class:`StoreError`, no worker :class:`WorkerUnreachable`.
     """
-    url = f"http://{settings.worker.web_host}:{settings.worker.web_port}{path}"
+    url = worker_url(settings, path)
+    data = json.dumps(payload).encode() if payload is not None else None
     request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(),
-        headers={"Content-Type": "application/json"}, method="POST",
+        url, data=data, method="POST" if data is not None else "GET",
+        headers=client_headers(settings.worker.api_token.reveal(), json_body=data is not None),
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
@@ -40,7 +52,9 @@ def call_worker(settings: Settings, path: str, payload: dict, timeout_s: float =
             answer = json.loads(exc.read())
         except ValueError:
             answer = {}
-        if answer.get("problems"):
+        if not isinstance(answer, dict):
+            answer = {}
+        if answer.get("problems") or answer.get("served_by"):
             return answer
         raise StoreError(f"worker at {url}: {answer.get('error', exc.reason)}") from None
     except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -49,28 +63,39 @@ def call_worker(settings: Settings, path: str, payload: dict, timeout_s: float =
 
 
 def _ask_worker(settings: Settings, sql: str, timeout_s: float) -> QueryResult | None:
-    """The worker's answer, or None when no worker listens on the configured port."""
+    """The worker's answer, or None when no worker listens on the configured port.
+
+    Raises :class:`~pipeline.api.web.WrongWorker` when the worker serves another app id
+    or store, :class:`ReadRefused` or :class:`StoreError` with the worker's reason.
+    """
     try:
-        payload = call_worker(settings, QUERY_PATH, {"sql": sql}, timeout_s)
+        answer = call_worker(settings, QUERY_PATH, {"sql": sql}, timeout_s)
     except WorkerUnreachable:
         return None
-    return QueryResult(payload["columns"], [tuple(r) for r in payload["rows"]])
+    check_served_by(answer, settings, worker_url(settings, QUERY_PATH))
+    if answer.get("refused"):
+        raise ReadRefused(answer.get("error", "refused"))
+    if "error" in answer:
+        raise StoreError(f"the worker refused: {answer['error']}")
+    return QueryResult(answer["columns"], [tuple(r) for r in answer["rows"]])
 
 
 def run_query(settings: Settings, sql: str, timeout_s: float = 120.0) -> QueryResult:
-    """Run a read statement on the store and return its result."""
-    if not is_read_only(sql):
-        raise TocsinError(
-            "tocsin query runs read statements only (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN, "
-            "EXISTS)"
-        )
-    if settings.store.embedded:
+    """Run one read statement on the store and return its result.
+
+    Raises :class:`ReadRefused` for a statement the read path does not serve (when the
+    store is opened here) and :class:`StoreError` with the engine's or worker's reason.
+    """
+    if settings.store.in_process:
         answer = _ask_worker(settings, sql, timeout_s)
         if answer is not None:
             return answer
-    store = open_store(settings.store)
+    store = open_store(settings.store, ReadLimits.from_settings(settings.query))
     try:
         store.ensure_schema()
-        return store.query(sql)
+        return store.read(sql)
     finally:
         store.close()
+
+
+__all__ = ["ReadRefused", "WorkerUnreachable", "call_worker", "run_query", "worker_url"]

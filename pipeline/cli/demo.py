@@ -27,7 +27,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.api.paths import QUERY_PATH, STATUS_PATH
+from pipeline.api.web import QUERY_PATH, STATUS_PATH, client_headers
 from pipeline.errors import TocsinError
 from pipeline.evaluate import evaluate, format_table, result_to_dict
 from pipeline.evaluate.load import load_detections, load_problems
@@ -71,7 +71,7 @@ class DemoWorker:
         data = json.dumps(payload).encode() if payload is not None else None
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.port}{path}", data=data,
-            headers={"Content-Type": "application/json"}, method="POST" if data else "GET")
+            headers=client_headers(json_body=data is not None), method="POST" if data else "GET")
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())
 

@@ -21,8 +21,9 @@ def cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
                             allowed_lateness_ms=settings.detect.allowed_lateness_ms,
                             keepalive_ms=settings.detect.keepalive_ms)
     from pipeline.api.query import call_worker
+    from pipeline.api.web import RULES_RELOAD_PATH
 
-    answer = call_worker(settings, "/tocsin/rules/reload", {})
+    answer = call_worker(settings, RULES_RELOAD_PATH, {})
     if answer.get("problems"):
         print("rejected, the previous rules keep running:")
         for problem in answer["problems"]:

@@ -64,9 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_produce)
 
     p = sub.add_parser("query", help="run a read-only SQL query on the store",
-                       description="Reads see deduplicated rows (final = 1). With the "
-                       "embedded store, a running worker answers; otherwise the data "
-                       "directory is opened directly.")
+                       description="One SELECT, SHOW, DESCRIBE, EXPLAIN or EXISTS statement, "
+                       "run under ClickHouse's read-only mode and the [query] limits; no "
+                       "table functions, INTO OUTFILE or FORMAT. Reads see deduplicated rows "
+                       "(final = 1). With an in-process store (embedded, or chdb:///path) "
+                       "the running worker of the configured app id and store answers; "
+                       "otherwise the data directory is opened directly.")
     p.add_argument("sql")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.set_defaults(func=cmd_query)

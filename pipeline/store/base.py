@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pyarrow as pa
-
-_READ_ONLY = re.compile(r"^\s*(\(\s*)*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.I)
 
 
 @dataclass(frozen=True)
@@ -20,13 +17,21 @@ class QueryResult:
 
     @classmethod
     def from_arrow(cls, table: pa.Table) -> QueryResult:
-        """Rows of an Arrow table (as a query returned it)."""
-        columns = [c.to_pylist() for c in table.columns]
+        """Rows of an Arrow table (as a query returned it); a Map value is a dict, as
+        clickhouse-connect returns it."""
+        columns = [_plain(c) for c in table.columns]
         return cls(list(table.column_names), list(zip(*columns, strict=True)) if columns else [])
 
     def scalar(self) -> Any:
         """The single value of a one-row, one-column result."""
         return self.rows[0][0]
+
+
+def _plain(column: pa.ChunkedArray) -> list[Any]:
+    values = column.to_pylist()
+    if pa.types.is_map(column.type):
+        return [dict(v) if v is not None else None for v in values]
+    return values
 
 
 class Store(Protocol):
@@ -41,12 +46,14 @@ class Store(Protocol):
         """Append rows; columns missing from ``rows`` take their defaults."""
 
     def query(self, sql: str) -> QueryResult:
-        """Run a statement and return its result (reads see deduplicated rows)."""
+        """Run one of Tocsin's own statements and return its result (reads see
+        deduplicated rows). Never pass an analyst's SQL here: that is :meth:`read`."""
+
+    def read(self, sql: str) -> QueryResult:
+        """Run an analyst's statement on the read-only path (``pipeline.store.readonly``):
+        one read statement under the engine's read-only mode and the operator's limits,
+        on connections of its own so that it never waits for, or holds up, an insert."""
 
     def close(self) -> None:
         """Release the engine or connection."""
 
-
-def is_read_only(sql: str) -> bool:
-    """True when ``sql`` is a read statement (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN ...)."""
-    return bool(_READ_ONLY.match(sql))

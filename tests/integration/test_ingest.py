@@ -1,4 +1,5 @@
-"""Telemetry through a real Kafka broker and a worker process into embedded ClickHouse."""
+"""Telemetry through a real Kafka broker and a worker process into embedded ClickHouse
+(and once through the clickhouse-connect backend, on chDB)."""
 
 from __future__ import annotations
 
@@ -87,15 +88,25 @@ async def read_deadletters(settings, expect: int, timeout_s: float = 60.0) -> li
     return found
 
 
-def test_good_records_stored_once_and_bad_ones_dead_lettered(kafka_broker, names, tmp_path):
+# the worker's store: Tocsin's embedded backend, or the clickhouse-connect one on chDB
+STORES = {"embedded": lambda root: {},
+          "chdb-connect": lambda root: {"TOCSIN_STORE_CLICKHOUSE_URL": f"chdb://{root}/cc-store"}}
+
+
+@pytest.mark.parametrize("backend", list(STORES))
+def test_good_records_stored_once_and_bad_ones_dead_lettered(kafka_broker, names, tmp_path,
+                                                             backend):
     max_bytes = 100_000
     env = pipeline_env(kafka_broker.bootstrap, names, tmp_path, find_free_port(),
-                       TOCSIN_INGEST_MAX_MESSAGE_BYTES=str(max_bytes))
+                       TOCSIN_INGEST_MAX_MESSAGE_BYTES=str(max_bytes),
+                       **STORES[backend](tmp_path))
     settings = settings_from(env)
     now_ms = int(time.time() * 1000)
     extra_good, n_bad = asyncio.run(send_all(settings, now_ms, max_bytes))
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     try:
+        assert worker.status()["backend"] == ("embedded" if backend == "embedded"
+                                              else "clickhouse-connect")
         expected = {"metrics": 6000 + extra_good, "logs": 2500, "spans": 1499}
         worker.wait_until(
             lambda w: sum(w.status()["stored"].values()) >= sum(expected.values())

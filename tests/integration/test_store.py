@@ -1,57 +1,42 @@
-"""The storage contract, run on the embedded engine and, when configured, a server.
-
-Set TOCSIN_TEST_CLICKHOUSE_URL (and _USER/_PASSWORD) to run the same tests against a
-ClickHouse server through clickhouse-connect.
+"""The storage contract, run on every backend (see ``tests/store_backends.py``): Tocsin's
+embedded chdb backend and the clickhouse-connect backend on chDB in CI, the
+clickhouse-connect backend on a ClickHouse server when TOCSIN_TEST_CLICKHOUSE_URL is set.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import time
-import uuid
+from datetime import datetime, timezone
 
 import orjson
+import pyarrow as pa
 import pytest
 
-from pipeline.api.query import run_query
-from pipeline.errors import StoreError, StoreUnavailable, TocsinError
+from pipeline.errors import StoreError, StoreUnavailable
 from pipeline.events.codec import decode_values
 from pipeline.events.deadletter import deadletter_table
 from pipeline.events.schema import RecordKind
-from pipeline.kafka import find_free_port
-from pipeline.settings import load_settings
-from pipeline.store import TABLES, EmbeddedStore, ServerStore, is_read_only
+from pipeline.store import TABLES, EmbeddedStore
 from pipeline.store.writer import StoreWriter
+from tests.store_backends import BACKENDS, NOW, close_backend, metric_batch, open_backend
 
 pytestmark = pytest.mark.integration
 
-NOW = int(time.time() * 1000)
-SERVER_URL = os.environ.get("TOCSIN_TEST_CLICKHOUSE_URL", "")
+@pytest.fixture(params=BACKENDS)
+def kind(request) -> str:
+    return request.param
 
 
-@pytest.fixture(params=["embedded", "server"])
-def store(request, tmp_path):
-    if request.param == "embedded":
-        backend = EmbeddedStore(tmp_path / "store", database="tocsin", ttl_days=0)
-    else:
-        if not SERVER_URL:
-            pytest.skip("no ClickHouse server: set TOCSIN_TEST_CLICKHOUSE_URL to run these")
-        backend = ServerStore(SERVER_URL, os.environ.get("TOCSIN_TEST_CLICKHOUSE_USER", "default"),
-                              os.environ.get("TOCSIN_TEST_CLICKHOUSE_PASSWORD", ""),
-                              database=f"tocsin_test_{uuid.uuid4().hex[:8]}", ttl_days=0)
+@pytest.fixture
+def store(kind, tmp_path):
+    backend = open_backend(kind, tmp_path)
     backend.ensure_schema()
     yield backend
-    if request.param == "server":
-        backend._call("drop test database",
-                      lambda c: c.command(f"DROP DATABASE IF EXISTS {backend.database}"))
-    backend.close()
+    close_backend(backend)
 
 
-def metric_batch(n: int, offset: int = 0):
-    values = [orjson.dumps([{"time": NOW - 60_000 + i, "service.name": f"s{i % 3}",
-                             "name": "cpu", "value": float(i + offset)} for i in range(n)])]
-    return decode_values(RecordKind.METRIC, values, NOW)
+def utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
 def test_schema_is_idempotent_and_complete(store):
@@ -65,12 +50,62 @@ def test_replayed_batch_is_stored_once(store):
     store.insert_arrow("metrics", batch.to_arrow())
     store.insert_arrow("metrics", batch.to_arrow())  # a replay after a crash
     store.insert_arrow("metrics", metric_batch(10, offset=1000).to_arrow())
-    rows = store.query(f"SELECT count(), uniqExact(event_id), sum(value) "
-                       f"FROM {store.database}.metrics").rows
-    assert rows == [(510, 510, float(sum(range(500)) + sum(range(1000, 1010))))]
+    expected = [(510, 510, float(sum(range(500)) + sum(range(1000, 1010))))]
+    for run in (store.query, store.read):  # Tocsin's own reads and analysts' reads: FINAL
+        rows = run(f"SELECT count(), uniqExact(event_id), sum(value) "
+                   f"FROM {store.database}.metrics").rows
+        assert rows == expected
     by_service = store.query(f"SELECT service, count() FROM {store.database}.metrics "
                              "GROUP BY service ORDER BY service").rows
     assert by_service == [("s0", 171), ("s1", 170), ("s2", 169)]
+
+
+def test_latest_version_of_a_problem_wins_in_final_reads(store):
+    def problem(version: int, status: str) -> pa.Table:
+        return pa.table({
+            "id": ["p1"], "version": pa.array([version], pa.uint32()), "scope": ["default"],
+            "status": [status], "title": [f"v{version}"],
+            "opened_at": pa.array([NOW - 5000], pa.timestamp("ms", tz="UTC")),
+            "updated_at": pa.array([NOW - 5000 + version], pa.timestamp("ms", tz="UTC")),
+            "affected": pa.array([["orders", "db"]], pa.list_(pa.string())),
+            "confidence": pa.array([0.5], pa.float32()),
+        })
+
+    for version, status in ((1, "open"), (3, "resolved"), (2, "open")):
+        store.insert_arrow("problems", problem(version, status))
+    sql = (f"SELECT id, version, status, title, affected, confidence, resolved_at, opened_at "
+           f"FROM {store.database}.problems")
+    expected = [("p1", 3, "resolved", "v3", ["orders", "db"], 0.5, None, utc(NOW - 5000))]
+    assert store.query(sql).rows == expected
+    assert store.read(sql).rows == expected
+
+
+def test_values_come_back_as_the_same_python_types(store):
+    store.insert_arrow("metrics", metric_batch(1, attributes={"region": "eu", "shard": 2})
+                       .to_arrow())
+    [(time_, service, value, attributes, event_id)] = store.read(
+        f"SELECT time, service, value, attributes, event_id FROM {store.database}.metrics").rows
+    assert time_ == utc(NOW - 60_000) and time_.utcoffset().total_seconds() == 0
+    assert (service, value, attributes) == ("s0", 0.0, {"region": "eu", "shard": "2"})
+    assert isinstance(event_id, int) and event_id > 0
+
+
+def test_ttl_is_in_the_ddl_and_drops_old_rows(kind, tmp_path):
+    store = open_backend(kind, tmp_path, ttl_days=2)
+    try:
+        store.ensure_schema()
+        db = store.database
+        for table, column in (("metrics", "time"), ("spans", "start"), ("logs", "time")):
+            ddl = store.query(f"SHOW CREATE TABLE {db}.{table}").scalar()
+            assert f"TTL toDateTime({column}) + toIntervalDay(2)" in ddl, ddl
+            assert "ReplacingMergeTree" in ddl
+        store.insert_arrow("metrics", metric_batch(10).to_arrow())
+        store.insert_arrow("metrics", metric_batch(7, offset=100, age_ms=3 * 86_400_000)
+                           .to_arrow())
+        store.query(f"OPTIMIZE TABLE {db}.metrics FINAL")  # merges apply the TTL
+        assert store.query(f"SELECT count(), max(value) FROM {db}.metrics").rows == [(10, 9.0)]
+    finally:
+        close_backend(store)
 
 
 def test_dead_letters_table_keeps_payload_and_reason(store):
@@ -85,13 +120,8 @@ def test_dead_letters_table_keeps_payload_and_reason(store):
 def test_bad_sql_raises_store_error_naming_the_problem(store):
     with pytest.raises(StoreError, match="nope"):
         store.query(f"SELECT nope FROM {store.database}.metrics")
-
-
-def test_read_only_statements():
-    assert is_read_only("SELECT 1") and is_read_only("  with x as (select 1) select * from x")
-    assert is_read_only("(SELECT 1) UNION ALL (SELECT 2)") and is_read_only("SHOW TABLES")
-    assert not is_read_only("DROP TABLE tocsin.metrics")
-    assert not is_read_only("INSERT INTO t VALUES (1)")
+    with pytest.raises(StoreError, match="nope"):
+        store.read(f"SELECT nope FROM {store.database}.metrics")
 
 
 def test_writer_counts_a_refused_insert_and_raises(tmp_path):
@@ -125,13 +155,3 @@ def test_writer_counts_a_refused_insert_and_raises(tmp_path):
     assert flaky.calls == 3 and writer.failed_attempts == 2
     assert real.query("SELECT count() FROM tocsin.metrics").scalar() == 20
     real.close()
-
-
-def test_query_without_a_worker_opens_the_store_directly(tmp_path):
-    env = {"TOCSIN_STORE_PATH": str(tmp_path / "store"),
-           "TOCSIN_WORKER_WEB_PORT": str(find_free_port()), "TOCSIN_STORE_TTL_DAYS": "0"}
-    settings = load_settings(environ=env)
-    result = run_query(settings, "SELECT count() FROM tocsin.metrics")
-    assert result.columns == ["count()"] and result.rows == [(0,)]
-    with pytest.raises(TocsinError, match="read statements only"):
-        run_query(settings, "DROP TABLE tocsin.metrics")

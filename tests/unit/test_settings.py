@@ -82,11 +82,14 @@ def test_bad_toml(tmp_path):
 
 def test_secrets_never_show(tmp_path):
     env = {"TOCSIN_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "TOCSIN_KAFKA_SASL_MECHANISM": "PLAIN",
-           "TOCSIN_KAFKA_SASL_PASSWORD": "hunter2", "TOCSIN_STORE_CLICKHOUSE_PASSWORD": "pw1"}
+           "TOCSIN_KAFKA_SASL_PASSWORD": "hunter2", "TOCSIN_STORE_CLICKHOUSE_PASSWORD": "pw1",
+           "TOCSIN_WORKER_API_TOKEN": "tok3n"}
     settings = load_settings(environ=env)
     shown = f"{settings!r} {settings} {settings.redacted()}"
-    assert "hunter2" not in shown and "pw1" not in shown
+    assert "hunter2" not in shown and "pw1" not in shown and "tok3n" not in shown
     assert settings.redacted()["kafka"]["sasl_password"] == "***"
+    assert settings.redacted()["worker"]["api_token"] == "***"
+    assert settings.worker.api_token.reveal() == "tok3n"
     assert settings.kafka.sasl_password.reveal() == "hunter2"
     assert str(Secret("x")) == "***" and repr(Secret("x")) == "Secret('***')"
     config = tmp_path / "bad-secret.toml"
@@ -95,6 +98,36 @@ def test_secrets_never_show(tmp_path):
         load_settings(config, environ={})
     assert "setting kafka.sasl_password" in str(error.value)
     assert "8675309" not in str(error.value)
+
+
+def test_query_limits_from_toml_and_environment(tmp_path):
+    defaults = load_settings(environ={}).query
+    assert (defaults.max_execution_time_s, defaults.max_memory_bytes,
+            defaults.max_result_rows) == (60.0, 2_000_000_000, 1_000_000)
+    assert load_settings(environ={}).worker.api_token.reveal() == ""
+    config = tmp_path / "q.toml"
+    config.write_text("[query]\nmax_execution_time_s = 5\nmax_result_rows = 0\n")
+    query = load_settings(config, environ={"TOCSIN_QUERY_MAX_MEMORY_BYTES": "1000"}).query
+    assert (query.max_execution_time_s, query.max_memory_bytes, query.max_result_rows) == \
+        (5.0, 1000, 0)
+    with pytest.raises(SettingsError, match="setting query.max_result_rows "
+                       r"\(TOCSIN_QUERY_MAX_RESULT_ROWS\): must be >= 0"):
+        load_settings(environ={"TOCSIN_QUERY_MAX_RESULT_ROWS": "-1"})
+
+
+def test_store_kinds_and_identity(tmp_path):
+    embedded = load_settings(environ={"TOCSIN_STORE_PATH": str(tmp_path / "s")}).store
+    assert embedded.embedded and embedded.in_process
+    assert embedded.identity == f"chdb:{tmp_path.resolve() / 's'}/tocsin"
+    on_chdb = load_settings(environ={"TOCSIN_STORE_CLICKHOUSE_URL": f"chdb://{tmp_path}/s"}).store
+    assert not on_chdb.embedded and on_chdb.in_process
+    assert on_chdb.identity == embedded.identity
+    server = load_settings(environ={"TOCSIN_STORE_CLICKHOUSE_URL": "http://ch:8123",
+                                    "TOCSIN_STORE_DATABASE": "t2"}).store
+    assert not server.in_process and server.identity == "http://ch:8123/t2"
+    for bad in ("chdb://memory", "chdb:relative/path", "file:///x"):
+        with pytest.raises(SettingsError, match="nor chdb:///absolute/path"):
+            load_settings(environ={"TOCSIN_STORE_CLICKHOUSE_URL": bad})
 
 
 def test_settings_are_frozen():

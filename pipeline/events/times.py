@@ -6,7 +6,7 @@ below 1e11 is seconds, below 1e14 milliseconds, below 1e17 microseconds, else na
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
@@ -17,6 +17,7 @@ _DATETIME_MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
 _DATETIME_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _CLIP_MS = float(2**62)  # beyond any time; a float scaled past it is clipped, not wrapped
 _INT64_MAX = 2**63 - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 _SECONDS_BELOW = 1e11
 _MILLIS_BELOW = 1e14
@@ -79,7 +80,7 @@ def format_ms(ms: int) -> str:
     if not is_datetime_ms(ms):
         return f"epoch ms {ms}"
     return (
-        datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+        (_EPOCH + timedelta(milliseconds=int(ms)))  # exact, unlike float seconds
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
     )

@@ -202,17 +202,18 @@ def _slow_column(
     f: FieldSpec, col: list[Any], limits: DecodeLimits, bad: dict[int, str]
 ) -> Any:
     out = []
+    # a rejected row's value is dropped later; attributes need a map even there
+    placeholder = {} if f.type is FieldType.ATTRIBUTES else None
     for i, value in enumerate(col):
         converted, reason = _check_one(f, value, limits)
         if reason is not None:
             _mark(bad, i, reason)
+            converted = placeholder
         out.append(converted)
     if f.type is FieldType.TIME:
         return np.asarray([v or 0 for v in out], dtype=np.int64)
     if f.type in (FieldType.NUMBER, FieldType.NON_NEGATIVE):
         return np.asarray([v or 0.0 for v in out], dtype=np.float64)
-    if f.type is FieldType.ATTRIBUTES:
-        return [v if type(v) is dict else {} for v in out]  # rejected rows: a placeholder
     return out
 
 

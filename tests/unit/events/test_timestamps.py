@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.timestamps import format_ms, is_datetime_ms, number_to_ms
+from pipeline.events.times import format_ms, is_datetime_ms, number_to_ms
 
 NOW = 1_764_000_000_000
 

@@ -21,6 +21,12 @@ seeds it; a count that goes down or a new start time is a reset (the new value c
 from zero). Quantiles of a cumulative histogram are those of the interval since the
 previous point; of a delta histogram, those of its own buckets. A delta point without a
 start time gives quantiles but no rates. Points flagged "no recorded value" give no row.
+Each histogram point with observations also gives a ``metric_buckets`` row: the buckets
+its quantiles came from.
+
+Event ids come from the point's resource, scope, name, attributes (with any exemplars,
+buckets or quantiles) and time, not from the message: a point sent twice, in whatever
+batch, is stored once; the derived rows of a point differ by their name.
 """
 
 from __future__ import annotations

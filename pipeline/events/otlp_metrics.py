@@ -245,6 +245,10 @@ def _histogram(emit: _Emitter, memory: SeriesMemory, key: tuple, dp: Any, tempor
                ordinal: int) -> None:
     bounds = list(dp.explicit_bounds)
     counts = list(dp.bucket_counts)
+    if counts and len(counts) != len(bounds) + 1:
+        emit.rows.reject(emit.message, ordinal, dp, f"histogram {name!r}: {len(counts)} "
+                         f"bucket counts for {len(bounds)} bounds (expected {len(bounds) + 1})")
+        return
     total = dp.sum if dp.HasField("sum") else None
     if temporality == DELTA:
         values = _rates(dp.count, total, _delta_seconds(dp), unit) \
@@ -259,7 +263,7 @@ def _histogram(emit: _Emitter, memory: SeriesMemory, key: tuple, dp: Any, tempor
     if previous is None:
         return
     start, before, p_count, p_total, p_counts, p_bounds = previous
-    if p_bounds != bounds:
+    if p_bounds != bounds or len(p_counts) != len(counts):
         memory.counters.resets += 1
         return  # new bucket layout: nothing to subtract from, this point seeds again
     d_counts = [c - p for c, p in zip(counts, p_counts, strict=True)]

@@ -13,7 +13,7 @@ fair on a busy machine):
 1. ``otlp_proto -> columns``: :func:`pipeline.events.otlp.decode_otlp` (protobuf parse,
    mapping, checks, event ids), the figure the issue's target (>= 200 k points/s) is for;
 2. ``... + Arrow``: the same plus the Arrow table the store takes;
-3. ``otlp_json -> columns``: the same points as OTLP/JSON;
+3. ``otlp_json -> columns``: the same points as OTLP/JSON (one run only: it is slow);
 4. ``Tocsin JSON -> columns``: the same points as Tocsin's JSON records (gauges only:
    one row per point), through :func:`pipeline.events.codec.decode_messages`.
 
@@ -163,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
           f"protobuf backend {figures['protobuf_backend']}; CPU seconds, best of "
           f"{args.repeat}")
     for label, run in cases.items():
-        seconds = best_cpu_s(run, args.repeat)
+        # OTLP/JSON is an order of magnitude slower (protobuf's pure-Python JSON parser):
+        # one run of it is enough
+        seconds = best_cpu_s(run, 1 if label.startswith("otlp_json") else args.repeat)
         figures[label] = round(points / seconds)
         print(f"  {label:<32} {points / seconds:>12,.0f} points/s")
     if args.json:

@@ -21,6 +21,12 @@ seeds it; a count that goes down or a new start time is a reset (the new value c
 from zero). Quantiles of a cumulative histogram are those of the interval since the
 previous point; of a delta histogram, those of its own buckets. A delta point without a
 start time gives quantiles but no rates. Points flagged "no recorded value" give no row.
+Each histogram point with observations also gives a ``metric_buckets`` row: the buckets
+its quantiles came from.
+
+Event ids come from the point's resource, scope, name, attributes (with any exemplars,
+buckets or quantiles) and time, not from the message: a point sent twice, in whatever
+batch, is stored once; the derived rows of a point differ by their name.
 """
 
 from __future__ import annotations
@@ -239,6 +245,10 @@ def _histogram(emit: _Emitter, memory: SeriesMemory, key: tuple, dp: Any, tempor
                ordinal: int) -> None:
     bounds = list(dp.explicit_bounds)
     counts = list(dp.bucket_counts)
+    if counts and len(counts) != len(bounds) + 1:
+        emit.rows.reject(emit.message, ordinal, dp, f"histogram {name!r}: {len(counts)} "
+                         f"bucket counts for {len(bounds)} bounds (expected {len(bounds) + 1})")
+        return
     total = dp.sum if dp.HasField("sum") else None
     if temporality == DELTA:
         values = _rates(dp.count, total, _delta_seconds(dp), unit) \
@@ -253,7 +263,7 @@ def _histogram(emit: _Emitter, memory: SeriesMemory, key: tuple, dp: Any, tempor
     if previous is None:
         return
     start, before, p_count, p_total, p_counts, p_bounds = previous
-    if p_bounds != bounds:
+    if p_bounds != bounds or len(p_counts) != len(counts):
         memory.counters.resets += 1
         return  # new bucket layout: nothing to subtract from, this point seeds again
     d_counts = [c - p for c, p in zip(counts, p_counts, strict=True)]

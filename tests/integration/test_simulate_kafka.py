@@ -70,3 +70,30 @@ def test_simulated_db_outage_is_stored_inside_its_labelled_window(kafka_broker, 
         assert learned(worker) <= expected
     finally:
         worker.stop()
+
+
+def test_simulation_as_otlp_is_stored_like_the_collector_would_send_it(kafka_broker, names,
+                                                                        tmp_path, monkeypatch,
+                                                                        capsys):
+    """--format otlp-proto: unkeyed export messages on the otlp_* topics, every record
+    stored, and the call graph learned from the OTLP spans."""
+    env = pipeline_env(kafka_broker.bootstrap, names, tmp_path, find_free_port())
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["simulate", "--duration", "10m", "--seed", "5", "--quiet-run",
+                 "--format", "otlp-proto", "--labels", str(tmp_path / "labels.json"),
+                 "--no-progress"]) == 0
+    wrote = capsys.readouterr().out.split("wrote ", 1)[1].split(" to ")[0]
+    sent = {kind.rstrip("s"): int(n.replace(",", "")) for n, kind in
+            (part.split() for part in wrote.split(", "))}
+    assert set(sent) == {"metric", "log", "span"} and min(sent.values()) > 0
+
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        worker.wait_until(lambda w: w.status()["stored"] == sent, what=f"{sent} stored")
+        assert sum(worker.status()["rejected"].values()) == 0
+        assert worker.query("SELECT count() FROM tocsin.metrics") == [[sent["metric"]]]
+        worker.wait_until(lambda w: w.query("SELECT count() FROM tocsin.service_edges")[0][0]
+                          > 0, timeout_s=60, what="a call graph learned from OTLP spans")
+    finally:
+        worker.stop()

@@ -237,3 +237,13 @@ def test_event_ids_come_from_the_point_so_a_resent_point_is_stored_once():
 def test_bucket_quantiles_interpolate_inside_the_bucket():
     assert bucket_quantiles([0, 10], [10, 20], [10, 10], (0.25, 0.5, 0.75)) == [5.0, 10.0, 15.0]
     assert math.isnan(bucket_quantiles([0], [1], [0], (0.5,))[0])
+
+
+def test_a_histogram_whose_counts_do_not_fit_its_bounds_is_rejected():
+    bad = histogram_point(10, [1, 2], [10.0, 20.0], total=3.0)
+    m = Metric(name="lat", histogram=Histogram(aggregation_temporality=DELTA,
+                                               data_points=[bad]))
+    batch = decode(SeriesMemory(), [m])
+    assert len(batch) == 0
+    assert batch.rejections[0].reason == \
+        "histogram 'lat': 2 bucket counts for 2 bounds (expected 3)"

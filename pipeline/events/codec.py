@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, compress
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -30,6 +30,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from pipeline.events.columns import keep_rows
 from pipeline.events.eventid import content_ids
 from pipeline.events.printable import printable
 from pipeline.events.schema import (
@@ -141,13 +142,9 @@ def _split_messages(
     out = _Records()
     for m, msg in enumerate(messages):
         value = msg.value or b""
-        if not value:
-            rejections.append(Rejection(msg, -1, "empty message", value))
-            continue
-        if len(value) > limits.max_message_bytes:
-            rejections.append(Rejection(
-                msg, -1, f"message is {len(value)} bytes, over the limit of "
-                f"{limits.max_message_bytes} (ingest.max_message_bytes)", value))
+        problem = message_problem(value, limits)
+        if problem:
+            rejections.append(Rejection(msg, -1, problem, value))
             continue
         try:
             parsed = orjson.loads(value)
@@ -231,13 +228,7 @@ def _decode(kind: RecordKind, messages: Sequence[RawMessage], limits: DecodeLimi
             msg = messages[msg_index[i]]
             payload, note = _payload(records[i], msg, whole=msg_index[i] in parsed.single)
             rejections.append(Rejection(msg, parsed.elem_index[i], bad[i] + note, payload))
-        for name, values in columns.items():
-            if isinstance(values, np.ndarray):
-                columns[name] = values[keep]
-            elif isinstance(values, pa.Array):
-                columns[name] = values.filter(pa.array(keep))
-            else:
-                columns[name] = list(compress(values, keep))
+        keep_rows(columns, keep)
     table = _arrow_table(columns)
     columns["event_id"] = content_ids(spec, table)
     table = table.append_column("event_id", pa.array(columns["event_id"], pa.uint64()))
@@ -253,6 +244,16 @@ def _decode(kind: RecordKind, messages: Sequence[RawMessage], limits: DecodeLimi
                         source_messages=kept_messages,
                         source_indexes=np.asarray(parsed.elem_index, dtype=np.int64)[keep],
                         empty_messages=parsed.empty_messages, _arrow=table)
+
+
+def message_problem(value: bytes, limits: DecodeLimits) -> str:
+    """Why a whole message cannot be decoded before reading it (empty, too large), or ""."""
+    if not value:
+        return "empty message"
+    if len(value) > limits.max_message_bytes:
+        return (f"message is {len(value)} bytes, over the limit of "
+                f"{limits.max_message_bytes} (ingest.max_message_bytes)")
+    return ""
 
 
 Decoder = Callable[[RecordKind, Sequence[RawMessage], DecodeLimits], DecodedBatch]

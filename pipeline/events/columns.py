@@ -7,6 +7,7 @@ numbers, lists of strings for text, and ``attributes`` as a pyarrow array.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,22 @@ def take(columns: Mapping[str, Any], rows: np.ndarray | Sequence[int]) -> dict[s
         else:
             out[name] = [col[i] for i in rows.tolist()]
     return out
+
+
+def keep_rows(columns: dict[str, Any], keep: np.ndarray) -> None:
+    """Drop, in place, the rows of every column (numpy, Arrow or list) where ``keep`` is False.
+
+    >>> cols = {"v": np.array([1, 2, 3]), "s": ["a", "b", "c"]}
+    >>> keep_rows(cols, np.array([True, False, True])); cols["s"]
+    ['a', 'c']
+    """
+    for name, values in columns.items():
+        if isinstance(values, np.ndarray):
+            columns[name] = values[keep]
+        elif isinstance(values, (pa.Array, pa.ChunkedArray)):
+            columns[name] = values.filter(pa.array(keep))
+        else:
+            columns[name] = list(compress(values, keep))
 
 
 def split_by_service(columns: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

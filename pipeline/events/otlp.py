@@ -24,7 +24,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
 from opentelemetry.proto.metrics.v1.metrics_pb2 import MetricsData
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
-from pipeline.events.codec import DecodeLimits
+from pipeline.events.codec import DecodeLimits, message_problem
 from pipeline.events.otlp_json import parse_otlp_json, record_json
 from pipeline.events.otlp_metrics import map_metrics
 from pipeline.events.otlp_records import map_logs, map_spans
@@ -100,13 +100,9 @@ def decode_otlp(kind: RecordKind, messages: Sequence[RawMessage], limits: Decode
     for m, msg in enumerate(messages):
         value = msg.value or b""
         encodings.append(encoding)
-        if not value:
-            rejections.append(Rejection(msg, -1, "empty message", value))
-            continue
-        if len(value) > limits.max_message_bytes:
-            rejections.append(Rejection(
-                msg, -1, f"message is {len(value)} bytes, over the limit of "
-                f"{limits.max_message_bytes} (ingest.max_message_bytes)", value))
+        problem = message_problem(value, limits)
+        if problem:
+            rejections.append(Rejection(msg, -1, problem, value))
             continue
         data, reason = None, ""
         for candidate in _candidates(value, encoding):

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import chain, compress
+from itertools import chain
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline.events.codec import DecodedBatch, DecodeLimits
+from pipeline.events.columns import keep_rows
 from pipeline.events.schema import SPECS, FieldType, RawMessage, RecordKind, Rejection
 from pipeline.events.times import MIN_TIME_MS, format_ms
 
@@ -112,13 +113,7 @@ class OtlpRows:
         if bad:
             keep = np.ones(n, dtype=bool)
             keep[list(bad)] = False
-            for name, values in cols.items():
-                if isinstance(values, np.ndarray):
-                    cols[name] = values[keep]
-                elif isinstance(values, pa.Array):
-                    cols[name] = values.filter(pa.array(keep))
-                else:
-                    cols[name] = list(compress(values, keep))
+            keep_rows(cols, keep)
             ids, msg, ordinal = ids[keep], msg[keep], ordinal[keep]
         cols["event_id"] = ids
         partitions = np.asarray([m.partition for m in messages], dtype=np.int32)

@@ -18,7 +18,7 @@ from faust.web import Request, Response, View
 
 from pipeline.agents.batches import Backoff, BatchRunner, BatchRunners
 from pipeline.agents.correlate import CorrelateCounters, register_correlate_agent
-from pipeline.agents.detect import DetectCounters, register_detect_agent
+from pipeline.agents.detect import DetectCounters, register_detect_agent, services_with_state
 from pipeline.agents.health import Health, describe_ranges
 from pipeline.agents.ingest import register_ingest_agents
 from pipeline.api.web import (
@@ -57,6 +57,7 @@ class Pipeline:
     detect_counters: DetectCounters = field(default_factory=DetectCounters)
     correlate_counters: CorrelateCounters = field(default_factory=CorrelateCounters)
     correlation_table: Any = None
+    detect_tables: dict[str, Any] = field(default_factory=dict)
     health: Health = field(default_factory=Health)
     runners: BatchRunners = field(default_factory=BatchRunners)
 
@@ -160,6 +161,7 @@ def _register_pages(pipeline: Pipeline) -> None:
             counters = pipeline.ingestor.counters
             detect = pipeline.detect_counters
             reads = pipeline.writer.reads
+            assigned = assignment(pipeline.app)
             return _json(self, {
                 **identity,
                 "backend": "embedded" if pipeline.settings.store.embedded
@@ -172,7 +174,11 @@ def _register_pages(pipeline: Pipeline) -> None:
                 "not_forwarded": counters.not_forwarded,
                 "store_failed_attempts": pipeline.writer.failed_attempts,
                 "agents": pipeline.health.to_wire(),
+                "assigned": assigned,
                 "detect": {
+                    "services_with_state": services_with_state(
+                        pipeline.detect_tables, pipeline.settings.topics.partitions,
+                        assigned.get(pipeline.settings.topics.by_service, [])),
                     "engines": {name: getattr(engine, "version", "")
                                 for name, engine in pipeline.engines.items()},
                     "batches": detect.batches,
@@ -247,6 +253,18 @@ def _register_pages(pipeline: Pipeline) -> None:
                          400 if result.problems else 200)
 
 
+def assignment(app: faust.App) -> dict[str, list[int]]:
+    """The partitions this worker reads, by topic (none before its first assignment)."""
+    try:
+        tps = app.consumer.assignment()
+    except Exception:  # no consumer yet: the worker is still starting
+        return {}
+    out: dict[str, list[int]] = {}
+    for tp in tps:
+        out.setdefault(tp.topic, []).append(tp.partition)
+    return {topic: sorted(ps) for topic, ps in sorted(out.items())}
+
+
 def faust_credentials(kafka: KafkaSettings) -> Any:
     """Faust ``broker_credentials`` for the configured security protocol (or None)."""
     context = ssl_context(kafka)
@@ -314,8 +332,9 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
 
     register_ingest_agents(app, settings, pipeline.ingestor, runners, new_runner, faults)
     if pipeline.engines:
-        register_detect_agent(app, settings, pipeline.engines, writer, pipeline.detect_counters,
-                              runners, new_runner, faults)
+        pipeline.detect_tables = register_detect_agent(
+            app, settings, pipeline.engines, writer, pipeline.detect_counters, runners,
+            new_runner, faults)
         for name, engine in pipeline.engines.items():
             app.timer(settings.detect.reload_interval_s, name=f"tocsin.{name}.reload")(
                 _reloader(engine))

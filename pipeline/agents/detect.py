@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,9 +58,25 @@ def edges_table(edges: list[tuple[str, str, int, int]]) -> pa.Table:
     })
 
 
+def watermark_source(topic: str, partition: int) -> str:
+    """The name a by-service partition's watermark goes by on the detections topic."""
+    return f"{topic}/{partition}"
+
+
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` (murmur2, as producers do)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def services_with_state(tables: Mapping[str, Any], partitions: int,
+                        assigned: Collection[int]) -> int:
+    """How many services have detector state on the by-service partitions in ``assigned``
+    (restored from the changelogs after a rebalance, before their next record)."""
+    mine = set(assigned)
+    keys: set[bytes] = set()
+    for table in tables.values():
+        keys.update(k for k in value_keys(table) if partition_of(k, partitions) in mine)
+    return len(keys)
 
 
 def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[str, Engine],
@@ -78,8 +93,9 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
         for name in engines
     }
     step = DetectionStep(engines, settings.detect.allowed_lateness_ms)
-    # the correlator waits for every detect worker's watermark: name this one stably
-    source = f"{socket.gethostname()}:{settings.worker.web_port}"
+    # the correlator waits for the watermark of every by-service partition, whichever
+    # worker owns it (see pipeline.correlate.reorder)
+    sent: dict[int, int] = {}
 
     max_bytes = settings.kafka.max_message_bytes
     scope_key = settings.correlate.scope.encode()  # one scope, one partition, in order
@@ -138,10 +154,18 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
         ]
         await asyncio.gather(*pending)
 
-    async def send_watermark(watermark_ms: int) -> None:
-        await app.producer.send(settings.topics.detections, scope_key,
-                                orjson.dumps({"tick": int(watermark_ms), "source": source}),
-                                None, None, None)
+    async def send_watermarks(marks: Mapping[int, int]) -> None:
+        pending = [
+            await app.producer.send(
+                settings.topics.detections, scope_key,
+                orjson.dumps({"tick": int(mark),
+                              "source": watermark_source(settings.topics.by_service, p)}),
+                None, None, None)
+            for p, mark in sorted(marks.items()) if mark > sent.get(p, -2)
+        ]
+        await asyncio.gather(*pending)
+        for p, mark in marks.items():
+            sent[p] = max(mark, sent.get(p, -2))
 
     async def detect_batch(stream: Any, events: Any, steps: BatchSteps) -> None:
         result = await steps.once("step", lambda: run_step(events))
@@ -153,8 +177,9 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
         if result.edges:
             await steps.once("edges", lambda: writer.insert(
                 "service_edges", edges_table(result.edges)))
-        if result.watermark_ms > counters.watermark_ms:
-            await steps.once("watermark", lambda: send_watermark(result.watermark_ms))
+        if result.partition_watermarks:
+            await steps.once("watermark",
+                             lambda: send_watermarks(result.partition_watermarks))
         faults.check("detect.after")
         counters.batches += 1
         counters.slices += result.slices
@@ -167,9 +192,10 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
     runner = runners.add(new_runner("tocsin.detect", detect_batch))
 
     async def detect(stream: Any) -> None:
-        # announce this worker before its first detections, so the correlator waits for
-        # its watermark instead of taking them in as they come (-1: nothing passed yet)
-        await send_watermark(-1)
+        # announce every partition before the first detections, so the correlator waits
+        # for their watermarks instead of taking detections in as they come (-1: nothing
+        # passed yet; a partition already further on ignores it)
+        await send_watermarks({p: -1 for p in range(partitions)})
         await runner.run(stream)
 
     app.agent(topic, name="tocsin.detect")(detect)

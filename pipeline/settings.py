@@ -102,6 +102,7 @@ class StoreSettings:
     clickhouse_password: Secret = Secret("")
     database: str = "tocsin"
     ttl_days: int = 30
+    cluster: str = ""  # a server cluster's name: replicated local + Distributed tables
 
     @property
     def embedded(self) -> bool:
@@ -519,6 +520,17 @@ def _validate(settings: Settings) -> None:
         raise SettingsError(
             f"setting store.database (TOCSIN_STORE_DATABASE): {settings.store.database!r} "
             "is not a valid database name"
+        )
+    cluster = settings.store.cluster
+    if cluster and not _IDENTIFIER.match(cluster):
+        raise SettingsError(
+            f"setting store.cluster (TOCSIN_STORE_CLUSTER): {cluster!r} is not a valid "
+            "cluster name"
+        )
+    if cluster and not settings.store.clickhouse_url.startswith(("http://", "https://")):
+        raise SettingsError(
+            "setting store.cluster (TOCSIN_STORE_CLUSTER) needs a ClickHouse server: set "
+            "store.clickhouse_url (TOCSIN_STORE_CLICKHOUSE_URL) to its http(s):// URL"
         )
     url = settings.store.clickhouse_url
     if url and not re.match(r"^(https?://[^/\s]+|chdb:///\S+)", url):

@@ -294,7 +294,12 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
         web_host=worker.web_host,
         web_bind=worker.web_host,
         web_port=worker.web_port,
-        web_tables_enabled=False,  # /table/... would show the correlator's state to anyone
+        # Faust's own pages answer without the API token: /table/... would show detector
+        # and correlator state, /router/ and /graph/ the cluster's layout, /stats/ timings
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
         topic_partitions=settings.topics.partitions,
         topic_replication_factor=settings.topics.replication_factor,
         topic_allow_declare=True,

@@ -89,10 +89,11 @@ class AlertmanagerProcess:
             return json.loads(resp.read())
 
     def metric(self, name: str, **labels: str) -> float:
-        """The value of one series of Alertmanager's own ``/metrics`` (0 when absent)."""
+        """The value of one series of Alertmanager's own ``/metrics`` (0 when absent); give
+        every label of the series."""
         with urllib.request.urlopen(self.url + "/metrics", timeout=10) as resp:
             text = resp.read().decode()
-        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
         series = f"{name}{{{want}}}" if want else name
         for line in text.splitlines():
             if line.startswith(series + " "):

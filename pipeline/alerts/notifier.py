@@ -90,7 +90,8 @@ class Notifier:
             await asyncio.wait_for(self.stop.wait(), seconds)
         except asyncio.TimeoutError:
             return
-        raise Stopping("stopped while waiting to retry")
+        raise Stopping("stopped while waiting to retry; undelivered alerts stay uncommitted "
+                       "and are delivered on the next start")
 
     async def run(self) -> NotifyCounts:
         """Consume and deliver until :attr:`stop` is set."""
@@ -124,8 +125,8 @@ class Notifier:
                          group_id(s), ", ".join([r.url for r in self.alertmanagers]
                                                 + [r.url for r in self.webhooks]))
                 await self._loop(consumer, producer)
-            except Stopping:
-                log.info("notify: stopped; the batch in hand stays uncommitted")
+            except Stopping as exc:
+                log.info("notify: %s", exc)
             finally:
                 await consumer.stop()
                 await producer.stop()
@@ -141,7 +142,10 @@ class Notifier:
                 wait_ms = max(0, min(wait_ms, due - self._now_ms()))
             batch = await consumer.getmany(timeout_ms=wait_ms, max_records=MAX_RECORDS)
             if self.stop.is_set():
-                raise Stopping("stopped before delivering a fetched batch")
+                if batch:
+                    raise Stopping("stopped before delivering a fetched batch; it stays "
+                                   "uncommitted")
+                break
             messages = [_Message(RawMessage(r.topic, r.partition, r.offset, r.value,
                                             r.timestamp), None)
                         for records in batch.values() for r in records]
@@ -153,6 +157,7 @@ class Notifier:
                 except (CommitFailedError, KafkaError) as exc:  # redelivered after rebalance
                     log.warning("notify: committing %s failed (%s); those alerts will be "
                                 "delivered again", offsets, exc)
+                self.open.forget_resolved(self._now_ms() - self.settings.notify.lookback_ms)
             await self._resend()
 
     async def _deliver(self, messages: list[_Message], producer: Any) -> None:
@@ -175,6 +180,8 @@ class Notifier:
                 self.counts.webhook_posts += 1
                 if reason:
                     m.failures.append((receiver.url, reason))
+                else:
+                    log.info("notify: posted %s to %s", m.event["id"], receiver.url)
         await self._dead_letter([m for m in messages if m.failures], producer)
 
     async def _post_alertmanager(self, receiver: AlertmanagerReceiver,
@@ -184,6 +191,7 @@ class Notifier:
         reason = await receiver.post([a for a, _ in collapsed], self._sleep)
         self.counts.alertmanager_posts += 1
         if not reason:
+            log.info("notify: posted %d alerts to %s", len(collapsed), receiver.url)
             return
         if "(not retried)" in reason and len(collapsed) > 1:
             # refused as a whole (e.g. one invalid alert): post them one by one to find it
@@ -279,4 +287,5 @@ class Notifier:
                         pending.pop(tp, None)
         finally:
             await reader.stop()
-        log.info("notify: read %d earlier alerts: %d problems open", applied, len(self.open))
+        log.info("notify: read %d earlier alerts: %d open problems to re-post", applied,
+                 len(self.open))

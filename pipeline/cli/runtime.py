@@ -43,6 +43,7 @@ def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
     level = {"crit": "CRITICAL", "warn": "WARNING"}.get(settings.worker.log_level,
                                                         settings.worker.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ class NotifyProcess:
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
-        self.env.update(env)
+        self.env.update(env, TOCSIN_WORKER_LOG_LEVEL="info")
         self.log_path = log_path
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "notify"], env=self.env,
@@ -90,7 +91,7 @@ def test_problem_opens_updates_and_resolves_in_alertmanager(kafka_broker, names,
                      "--incidents", "db_outage@30m+20m", "--graph", str(graph))
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     notify = NotifyProcess(env, tmp_path / "notify.log")
-    logs = (worker.log, notify.log, am.log)
+    logs = (worker.log, lambda: notify.log(), am.log)
     try:
         wait_for_all(worker, first)
         # opened: the database's problem is in Alertmanager with Tocsin's labels
@@ -130,6 +131,16 @@ def test_problem_opens_updates_and_resolves_in_alertmanager(kafka_broker, names,
         wait_for(lambda: [a for a in am.alerts(problem_id=problem_id)
                           if a["annotations"]["status"] == "acknowledged by tester"],
                  "the acknowledgement in Alertmanager", 120, *logs)
+
+        # a restarted notify learns the open problem from the topic and keeps re-posting it
+        assert notify.stop() == 0, notify.log()
+        latest_end = max(parse_rfc3339_ms(a["endsAt"]) for a in am.alerts(problem_id=problem_id))
+        notify = NotifyProcess(env, tmp_path / "notify.log")
+        wait_for(lambda: any(parse_rfc3339_ms(a["endsAt"]) > latest_end
+                             for a in am.alerts(problem_id=problem_id)),
+                 "a re-post by the restarted notify", 60, *logs)
+        assert re.search(r"read [1-9]\d* earlier alerts: [1-9]\d* open problems to re-post",
+                         notify.log()), notify.log()
 
         # resolved: the outage is over; the problem resolves and its alert ends (a resolve
         # Alertmanager received, not an alert left to expire)

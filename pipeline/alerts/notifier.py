@@ -24,7 +24,7 @@ from typing import Any
 
 from pipeline.alerts.alertmanager import AlertFormatError, console_base, parse_alert
 from pipeline.alerts.delivery import OpenProblems, collapse
-from pipeline.alerts.receivers import AlertmanagerReceiver, WebhookReceiver
+from pipeline.alerts.receivers import NOT_RETRIED, AlertmanagerReceiver, WebhookReceiver
 from pipeline.errors import TocsinError
 from pipeline.events.deadletter import HEADER_PREFIX, deadletter_message
 from pipeline.events.schema import RawMessage, Rejection
@@ -193,17 +193,17 @@ class Notifier:
         if not reason:
             log.info("notify: posted %d alerts to %s", len(collapsed), receiver.url)
             return
-        if "(not retried)" in reason and len(collapsed) > 1:
+        failed: dict[int, tuple[_Message, str]] = {}
+        if reason.endswith(NOT_RETRIED) and len(collapsed) > 1:
             # refused as a whole (e.g. one invalid alert): post them one by one to find it
             for alert, tagged in collapsed:
                 one = await receiver.post([alert], self._sleep)
                 self.counts.alertmanager_posts += 1
-                for m in tagged if one else ():
-                    m.failures.append((receiver.url, one))
-            return
-        for _, tagged in collapsed:
-            for m in tagged:
-                m.failures.append((receiver.url, reason))
+                failed.update({id(m): (m, one) for m in tagged if one})
+        else:
+            failed = {id(m): (m, reason) for _, tagged in collapsed for m in tagged}
+        for m, why in failed.values():  # once per message, however many alerts it made
+            m.failures.append((receiver.url, why))
 
     async def _dead_letter(self, failed: list[_Message], producer: Any) -> None:
         limit = self.settings.kafka.max_message_bytes

@@ -27,6 +27,7 @@ log = logging.getLogger("tocsin.notify")
 
 ALERTS_PATH = "/api/v2/alerts"
 Sleep = Callable[[float], Awaitable[None]]
+NOT_RETRIED = "(not retried)"
 
 
 async def post_json(session: aiohttp.ClientSession, url: str, body: bytes,
@@ -52,7 +53,7 @@ async def post_json(session: aiohttp.ClientSession, url: str, body: bytes,
 async def with_retries(attempt: Callable[[], Awaitable[None]], settings: NotifySettings,
                        sleep: Sleep, what: str) -> str:
     """Run ``attempt`` until it succeeds (returns ``""``) or is given up: returns the
-    reason then, with how many attempts were made."""
+    reason then, ending with how many attempts were made or :data:`NOT_RETRIED`."""
     for n in range(1, settings.max_attempts + 1):
         try:
             await attempt()
@@ -61,7 +62,7 @@ async def with_retries(attempt: Callable[[], Awaitable[None]], settings: NotifyS
             return ""
         except DeliveryError as exc:
             if not exc.retryable:
-                return f"{exc} (not retried)"
+                return f"{exc} {NOT_RETRIED}"
             if n == settings.max_attempts:
                 return f"{exc} (gave up after {n} attempts)"
             delay_ms = backoff_ms(n, settings.backoff_initial_ms, settings.backoff_max_ms)

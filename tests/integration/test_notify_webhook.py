@@ -1,6 +1,7 @@
-"""``tocsin notify`` to generic webhooks on a real broker: retries with backoff until a
-flaky receiver takes the alert, dead letters naming the receiver after N failures, and
-offsets committed only once every message was delivered or dead-lettered."""
+"""``tocsin notify`` on a real broker, to local HTTP receivers: retries with backoff until a
+flaky receiver takes the alert, dead letters naming the receiver after N failures, an
+alert Alertmanager refuses found and dead-lettered alone, and offsets committed only once
+every message was delivered or dead-lettered."""
 
 from __future__ import annotations
 
@@ -202,3 +203,59 @@ def test_an_unreachable_webhook_is_named_and_a_stop_mid_retry_commits_nothing(
     assert counts.dead_lettered == 0
     assert asyncio.run(committed(settings)) == {0: 1}
     assert orjson.loads(letter.value)["id"] == "p-1.1"
+
+
+class RefusingAlertmanager:
+    """An Alertmanager stand-in on 127.0.0.1 that answers 400 to any post holding an alert
+    of ``bad_problem`` (as Alertmanager does for an invalid alert) and keeps the rest."""
+
+    def __init__(self, bad_problem: str) -> None:
+        self.posts: list[list[dict]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                alerts = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.posts.append(alerts)
+                bad = any(a["labels"]["problem_id"] == bad_problem for a in alerts)
+                self.send_response(400 if bad else 200)
+                self.end_headers()
+                self.wfile.write(b"start time must be before end time" if bad else b"")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+def test_an_alert_alertmanager_refuses_is_found_and_dead_lettered_alone(kafka_broker, names,
+                                                                        tmp_path):
+    env = pipeline_env(kafka_broker.bootstrap, names, tmp_path, find_free_port())
+    am = RefusingAlertmanager("p-bad")
+    try:
+        base = settings_from(env)
+        settings = dataclasses.replace(base, notify=dataclasses.replace(
+            base.notify, alertmanager_urls=(am.url,)))
+        asyncio.run(ensure_topics(settings))
+        asyncio.run(produce(settings, [(b"p-good", cloudevent("p-good", 1)),
+                                       (b"p-bad", cloudevent("p-bad", 1))]))
+        counts = asyncio.run(run_until(Notifier(settings), lambda c: c.dead_lettered >= 1))
+    finally:
+        am.close()
+    # one post of both, refused at once (no retry), then one post per alert
+    assert [sorted(a["labels"]["problem_id"] for a in post) for post in am.posts[:3]] == [
+        ["p-bad", "p-good"], ["p-good"], ["p-bad"]]
+    assert counts.dead_lettered == 1
+    [letter] = asyncio.run(dead_letters(settings, 1))
+    reason = dict(letter.headers)["tocsin.reason"].decode()
+    assert orjson.loads(letter.value)["subject"] == "p-bad"
+    assert f"{am.url}/api/v2/alerts answered HTTP 400" in reason and "(not retried)" in reason
+    assert asyncio.run(committed(settings)) == {0: 2}

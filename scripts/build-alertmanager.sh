@@ -44,7 +44,7 @@ for ui in elm mantine; do
     printf '<!doctype html><title>Alertmanager</title><p>The web UI is not built in this %s\n' \
         "copy (Tocsin's test build); the API is at /api/v2/." > "$src/ui/app/dist/$ui/index.html"
 done
-(cd "$src" && GOFLAGS=-mod=mod go build -trimpath \
+(cd "$src" && GOFLAGS="-mod=mod -buildvcs=false" go build -trimpath \
     -ldflags "-X github.com/prometheus/common/version.Version=${ALERTMANAGER_VERSION#v}" \
     -o "$cache/alertmanager.tmp" ./cmd/alertmanager)
 mv "$cache/alertmanager.tmp" "$cache/alertmanager"

@@ -113,12 +113,12 @@ class Notifier:
                                   for u in s.notify.alertmanager_urls]
             self.webhooks = [WebhookReceiver(u, session, s.notify) for u in s.notify.webhook_urls]
             try:
-                await producer.start()
-                await consumer.start()
-            except KafkaError as exc:
-                raise KafkaUnavailable(f"cannot reach Kafka at {s.kafka.bootstrap_servers}: "
-                                       f"{exc}") from exc
-            try:
+                try:
+                    await producer.start()
+                    await consumer.start()
+                except KafkaError as exc:
+                    raise KafkaUnavailable(f"cannot reach Kafka at "
+                                           f"{s.kafka.bootstrap_servers}: {exc}") from exc
                 if self.alertmanagers:
                     await self._rebuild()
                 log.info("notify: consuming %s as group %s, delivering to %s", s.topics.alerts,
@@ -206,6 +206,8 @@ class Notifier:
             m.failures.append((receiver.url, why))
 
     async def _dead_letter(self, failed: list[_Message], producer: Any) -> None:
+        from aiokafka.errors import KafkaError
+
         limit = self.settings.kafka.max_message_bytes
         topic = self.settings.topics.deadletter
         for m in failed:
@@ -217,7 +219,11 @@ class Notifier:
             receivers = ",".join(url for url, _ in m.failures if url)
             if receivers:
                 headers = [*headers, (RECEIVER_HEADER, receivers.encode()[:1024])]
-            await producer.send_and_wait(topic, value, key=key, headers=headers)
+            try:
+                await producer.send_and_wait(topic, value, key=key, headers=headers)
+            except KafkaError as exc:  # the batch stays uncommitted: delivered again later
+                raise KafkaUnavailable(f"dead-lettering {m.raw.topic}[{m.raw.partition}]@"
+                                       f"{m.raw.offset} to {topic} failed: {exc}") from exc
             self.counts.dead_lettered += 1
             self.counts.reasons.append(reason)
             log.error("notify: %s[%d]@%d dead-lettered to %s: %s", m.raw.topic,

@@ -12,7 +12,14 @@ from collections.abc import Callable, Sequence
 
 from pipeline.cli.detection import cmd_models, cmd_rules, cmd_score
 from pipeline.cli.operate import cmd_ack, cmd_problem, cmd_problems, cmd_query, cmd_silence
-from pipeline.cli.runtime import cmd_demo, cmd_kafka, cmd_produce, cmd_settings, cmd_worker
+from pipeline.cli.runtime import (
+    cmd_demo,
+    cmd_kafka,
+    cmd_notify,
+    cmd_produce,
+    cmd_settings,
+    cmd_worker,
+)
 from pipeline.cli.simulation import cmd_evaluate, cmd_simulate
 from pipeline.errors import TocsinError
 from pipeline.settings import Settings, load_settings
@@ -33,6 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Create missing topics and tables, then consume the "
                        "telemetry topics into the store until stopped (Ctrl-C / SIGTERM).")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("notify", help="deliver alerts to Alertmanager and webhooks",
+                       description="Consume the alerts topic and post each problem to "
+                       "Alertmanager's v2 API (re-posting open ones every "
+                       "notify.resend_interval_ms) and each CloudEvent to the webhooks, "
+                       "retrying with backoff; an alert still undelivered after "
+                       "notify.max_attempts goes to the dead-letter topic. Offsets are "
+                       "committed after delivery (at-least-once). Runs until Ctrl-C / "
+                       "SIGTERM.")
+    p.add_argument("--alertmanager", action="append", metavar="URL",
+                   help="Alertmanager base URL, repeatable (replaces notify.alertmanager_urls)")
+    p.add_argument("--webhook", action="append", metavar="URL",
+                   help="webhook URL, repeatable (replaces notify.webhook_urls)")
+    p.set_defaults(func=cmd_notify)
 
     p = sub.add_parser("kafka", help="start, stop or show the local Kafka broker",
                        description="A real single-node Apache Kafka broker (KRaft) on "

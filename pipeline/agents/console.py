@@ -198,7 +198,7 @@ def register_console(pipeline: Any) -> None:
         """The token form; a right token sets the session cookie."""
 
         async def get(self, request: Request) -> Response:
-            return answer(self, pages.login_page())
+            return answer(self, pages.login_page(token_needed=bool(auth.token)))
 
         async def post(self, request: Request) -> Response:
             form = await form_of(request)
@@ -239,7 +239,7 @@ def register_console(pipeline: Any) -> None:
                       "silenced": "silence sent to the correlator"}.get(
                 request.query.get("done", ""), "")
             return answer(self, pages.problem_page(data, now_ms(), auth.form_key, user, user,
-                                                   notice, request.query.get("error", "")))
+                                                   notice))
 
     async def act(view: View, request: Request, build: Any, back: str) -> Response:
         form = await form_of(request)
@@ -248,12 +248,13 @@ def register_console(pipeline: Any) -> None:
             return answer(view, pages.error_page(refusal.status, refusal.reason), refusal.status)
         by = acting_user(request.headers, form)
         if not by:
-            return redirect(view, f"{back}?error=" + quote("say who you are (your name)"))
+            return answer(view, pages.error_page(400, "say who you are: fill in your name",
+                                                 back=back), 400)
         try:
             event, done = await build(form, by)
             await send_control(event)
-        except (TocsinError, ValueError) as exc:
-            return redirect(view, f"{back}?error=" + quote(str(exc)[:300]))
+        except (TocsinError, SilenceError, ValueError) as exc:
+            return answer(view, pages.error_page(400, str(exc)[:500], by, back), 400)
         log.info("console: %s by %s", event.kind, by)
         return redirect(view, f"{back}?done={done}", [cookie_header(USER_COOKIE, quote(by))])
 
@@ -294,11 +295,7 @@ def register_console(pipeline: Any) -> None:
                                          created_at=now)
                 return ControlEvent.create_silence(silence, now,
                                                    scope=settings.correlate.scope), "silenced"
-            try:
-                return await act(self, request, build, pages.problem_href(problem_id))
-            except SilenceError as exc:
-                return redirect(self, pages.problem_href(problem_id) + "?error="
-                                + quote(str(exc)[:300]))
+            return await act(self, request, build, pages.problem_href(problem_id))
 
     def silences_held() -> list[dict[str, Any]]:
         from pipeline.agents.tables import get_value, value_keys
@@ -326,8 +323,7 @@ def register_console(pipeline: Any) -> None:
             user = user_of(request)
             notice = "expiry sent to the correlator" if request.query.get("done") else ""
             return answer(self, pages.silences_page(silences_held(), now_ms(), auth.form_key,
-                                                    user, user, notice,
-                                                    request.query.get("error", "")))
+                                                    user, user, notice))
 
     @app.page(f"{CONSOLE_PATH}/silences/{{silence_id}}/expire")
     class ExpireAction(View):

@@ -99,7 +99,11 @@ def _clock(ms: float, with_date: bool) -> str:
 
 
 def _label(value: float) -> str:
-    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.2e}"
+    """A short number: ``0.25``, ``750``, ``2.5k``, ``12M``."""
+    for limit, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if abs(value) >= limit:
+            return f"{value / (limit if limit > 1e4 else 1e3):.3g}{suffix}"
+    return f"{value:.4g}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
 def _axes(plot: Plot, ticks: Sequence[float]) -> Markup:
@@ -245,7 +249,8 @@ def timeline_chart(lanes: Sequence[Lane], t0: int, t1: int,
 
 @dataclass(frozen=True)
 class GraphView:
-    """Services and calls to draw; ``root`` and ``affected`` are highlighted."""
+    """Services and calls to draw (the nodes are the calls' ends, ``root`` and
+    ``extra_nodes``); ``root`` and ``affected`` are highlighted."""
 
     edges: Sequence[tuple[str, str]]
     root: str = ""
@@ -290,8 +295,8 @@ def graph_layers(nodes: Sequence[str], edges: Sequence[tuple[str, str]]) -> list
 def graph_chart(view: GraphView) -> Markup:
     """The call graph: boxes in layers (callers on top), arrows caller → callee; the root
     cause red, the other affected services orange."""
-    nodes = sorted({n for e in view.edges for n in e} | set(view.affected)
-                   | set(view.extra_nodes) | ({view.root} if view.root else set()))
+    nodes = sorted({n for e in view.edges for n in e} | set(view.extra_nodes)
+                   | ({view.root} if view.root else set()))
     if not nodes:
         return html('<p class="empty">no call graph known for these services</p>')
     layers = graph_layers(nodes, view.edges)

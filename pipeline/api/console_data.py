@@ -286,29 +286,49 @@ async def read_series(read: Read, db: str, data: ProblemData) -> None:
     names = ", ".join(quote(n) for n in dict.fromkeys(n for _, n in pairs))
     chosen_services = ", ".join(quote(s) for s in dict.fromkeys(s for s, _ in pairs))
     result = await read(
-        f"SELECT service, name, {t0} + intDiv(toUnixTimestamp64Milli(time) - {t0}, {step}) "
-        f"* {step} AS t, "
-        f"avg(value) AS v FROM {db}.metrics WHERE service IN ({chosen_services}) "
-        f"AND name IN ({names}) AND {span} GROUP BY service, name, t ORDER BY service, name, t "
-        f"LIMIT {MAX_SERIES * MAX_POINTS * 4}")
-    points: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    for service, name, t, v in result.rows:
-        points.setdefault((service, name), []).append((int(t), float(v)))
+        f"SELECT service, name, host, {t0} + intDiv(toUnixTimestamp64Milli(time) - {t0}, "
+        f"{step}) * {step} AS t, avg(value) AS v FROM {db}.metrics "
+        f"WHERE service IN ({chosen_services}) AND name IN ({names}) AND {span} "
+        "GROUP BY service, name, host, t ORDER BY service, name, host, t "
+        f"LIMIT {MAX_SERIES * MAX_POINTS * 16}")
+    per_host: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
+    for service, name, host, t, v in result.rows:
+        per_host.setdefault((service, name, host), []).append((int(t), float(v)))
     for service, metric in pairs:
-        band, threshold = [], None
-        for d in data.detections:
-            if d["service"] != service or metric_of(d) != metric:
-                continue
-            evidence = _json_field(d.get("evidence"), {})
-            if isinstance(evidence, dict) and "band_low" in evidence and "band_high" in evidence:
-                band.append((int(d["time_ms"]), float(evidence["band_low"]),
-                             float(evidence["band_high"]),
-                             float(evidence.get("expected", math.nan))))
-            elif d.get("threshold") is not None and math.isfinite(d["threshold"]):
-                threshold = float(d["threshold"])
-        data.series.append({"service": service, "metric": metric,
-                            "points": points.get((service, metric), []),
-                            "band": sorted(band), "threshold": threshold})
+        data.series.append(series_entry(data.detections, service, metric, per_host))
+
+
+def series_entry(detections: Sequence[Mapping[str, Any]], service: str, metric: str,
+                 per_host: Mapping[tuple[str, str, str], Sequence[tuple[int, float]]]
+                 ) -> dict[str, Any]:
+    """One chart's data: where a model gave an expected band, the host it was about most
+    often, with that host's band; else the mean over hosts, with a rule's threshold."""
+    bands: dict[str, list[tuple[int, float, float, float]]] = {}
+    threshold = None
+    for d in detections:
+        if d["service"] != service or metric_of(d) != metric:
+            continue
+        evidence = _json_field(d.get("evidence"), {})
+        if isinstance(evidence, dict) and "band_low" in evidence and "band_high" in evidence:
+            bands.setdefault(str(d.get("host", "")), []).append(
+                (int(d["time_ms"]), float(evidence["band_low"]), float(evidence["band_high"]),
+                 float(evidence.get("expected", math.nan))))
+        elif d.get("threshold") is not None and math.isfinite(d["threshold"]):
+            threshold = float(d["threshold"])
+    host = max(sorted(bands), key=lambda h: len(bands[h])) if bands else ""
+    if host and (service, metric, host) in per_host:
+        points = list(per_host[(service, metric, host)])
+        band = sorted(bands[host])
+    else:
+        host, band = "", []
+        sums: dict[int, list[float]] = {}
+        for (s, m, _h), pts in per_host.items():
+            if (s, m) == (service, metric):
+                for t, v in pts:
+                    sums.setdefault(t, []).append(v)
+        points = [(t, sum(vs) / len(vs)) for t, vs in sorted(sums.items())]
+    return {"service": service, "metric": metric, "host": host, "points": points,
+            "band": band, "threshold": threshold}
 
 
 async def read_edges(read: Read, db: str, services: Sequence[str],

@@ -222,7 +222,9 @@ def _series_charts(data: ProblemData) -> Markup:
     for s in data.series:
         band = Band(s["band"]) if s["band"] else None
         charts.append(html('<div class="card">{}</div>', line_chart(
-            f"{s['service']} · {s['metric']}", [Series(s["metric"], s["points"])],
+            f"{s['service']} · {s['metric']}" + (f" on {s['host']}" if s.get("host") else
+                                                 " (mean over hosts)"),
+            [Series(s["metric"], s["points"])],
             data.window[0], data.window[1], band=band, threshold=s["threshold"],
             marks={"onset": data.problem["opened_ms"]})))
     return html('<div class="grid">{}</div>', join(charts))
@@ -351,8 +353,15 @@ def silences_page(silences: Sequence[Mapping[str, Any]], now_ms: int, form_key: 
     return page("Silences", body, "silences", user)
 
 
+def _counts(value: object) -> object:
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {v}" for k, v in sorted(value.items())) or "none"
+    return value
+
+
 def _kv(pairs: Sequence[tuple[str, object]]) -> Markup:
-    return html("<dl>{}</dl>", join(html("<dt>{}</dt><dd>{}</dd>", k, v) for k, v in pairs))
+    return html("<dl>{}</dl>", join(html("<dt>{}</dt><dd>{}</dd>", k, _counts(v))
+                                    for k, v in pairs))
 
 
 def status_page(status: Mapping[str, Any], lag: Sequence[tuple[str, int, int | None]],
@@ -405,21 +414,24 @@ def status_page(status: Mapping[str, Any], lag: Sequence[tuple[str, int, int | N
     return page("Status", body, "status", user)
 
 
-def login_page(error: str = "") -> Markup:
-    """The token form that sets the console's session cookie."""
-    body = html('<h1>Sign in</h1>{}<form class="act" method="post" action="{}/login">'
-                '<label>worker API token<input type="password" name="token" required></label>'
+def login_page(error: str = "", token_needed: bool = True) -> Markup:
+    """The sign-in form: the token (when the worker has one) sets the session cookie, the
+    name fills the forms' "your name"."""
+    token = Markup('<label>worker API token<input type="password" name="token" required>'
+                   "</label>") if token_needed else Markup("")
+    body = html('<h1>Sign in</h1>{}<form class="act" method="post" action="{}/login">{}'
                 '<label>your name<input name="by" size="14"></label>'
                 "<button>sign in</button></form><p><small>The token is "
                 "<code>worker.api_token</code>; the name is recorded on what you "
-                "acknowledge or silence.</small></p>", _notice(error, True), BASE)
+                "acknowledge or silence.</small></p>", _notice(error, True), BASE, token)
     return page("Sign in", body)
 
 
-def error_page(status: int, message: str, user: str = "") -> Markup:
-    """An error page that says what went wrong."""
-    return page(f"Error {status}", html("<h1>{}</h1>{}", f"Error {status}",
-                                        _notice(message, True)), "", user)
+def error_page(status: int, message: str, user: str = "", back: str = "") -> Markup:
+    """An error page that says what went wrong (and links ``back``)."""
+    link = html('<p><a href="{}">back</a></p>', back) if back else Markup("")
+    return page(f"Error {status}", html("<h1>{}</h1>{}{}", f"Error {status}",
+                                        _notice(message, True), link), "", user)
 
 
 __all__ = ["detections_page", "error_page", "history_rows", "login_page",

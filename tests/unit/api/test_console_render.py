@@ -279,3 +279,21 @@ def test_alert_history_lists_stored_changes_with_their_cloudevents():
     assert "<code>p-1.1</code> io.tocsin.problem.opened" in history
     assert "not alerted" in history and "<code>p-1.3</code>" in history
     assert "<script>" not in history
+
+
+def test_a_banded_series_is_the_host_the_model_spoke_of_else_the_mean_over_hosts():
+    from pipeline.api.console_data import series_entry
+
+    def det(host: str, t: int, **kw) -> dict:
+        return {"service": "db", "signal": "metrics", "labels": {"metric": "lat"},
+                "host": host, "time_ms": t, "evidence": "{}", "threshold": math.nan, **kw}
+    band = '{"band_low": 1, "band_high": 3, "expected": 2}'
+    per_host = {("db", "lat", "h1"): [(0, 1.0), (10, 3.0)],
+                ("db", "lat", "h2"): [(0, 5.0), (10, 7.0)]}
+    entry = series_entry([det("h2", 5, evidence=band), det("h2", 9, evidence=band),
+                          det("h1", 7, evidence=band)], "db", "lat", per_host)
+    assert entry["host"] == "h2" and entry["points"] == [(0, 5.0), (10, 7.0)]
+    assert entry["band"] == [(5, 1.0, 3.0, 2.0), (9, 1.0, 3.0, 2.0)]
+    mean = series_entry([det("h1", 5, threshold=4.0)], "db", "lat", per_host)
+    assert mean["host"] == "" and mean["points"] == [(0, 3.0), (10, 5.0)]
+    assert mean["threshold"] == 4.0 and mean["band"] == []

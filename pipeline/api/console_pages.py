@@ -97,9 +97,9 @@ def problems_page(problems: Sequence[Mapping[str, Any]], filters: Filters, now_m
 def _lanes(data: ProblemData) -> list[Lane]:
     lanes: dict[str, list[tuple[int, str, str, str]]] = {}
     for d in data.detections:
-        label = f"{d['service']} · {d['detector']}"
-        if d.get("entity"):
-            label += f" · {d['entity']}"
+        # what was detected first, the detector after: a long label is cut at its end
+        label = (f"{d['service']} · {d['entity']} ({d['detector']})" if d.get("entity")
+                 else f"{d['service']} · {d['detector']}")
         lanes.setdefault(label, []).append((int(d["time_ms"]), d["state"], d["severity"],
                                             d["title"]))
     ordered = sorted(lanes.items(), key=lambda kv: min(e[0] for e in kv[1]))

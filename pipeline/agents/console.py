@@ -123,6 +123,10 @@ def register_console(pipeline: Any) -> None:
                 "correlator decisions": _total(s["correlate"]["decisions"]),
                 "alerts": _total(s["correlate"]["alerts"])}
 
+    log.info("web console at http://%s:%s%s/ (%s)", settings.worker.web_host,
+             settings.worker.web_port, CONSOLE_PATH,
+             "token or session cookie required" if auth.token else "no token set: open")
+
     @app.timer(5.0, name="tocsin.console.rates")
     async def sample_rates() -> None:
         rates.observe(time.monotonic(), counters_now())

@@ -17,6 +17,7 @@ import orjson
 from faust.web import Request, Response, View
 
 from pipeline.agents.batches import Backoff, BatchRunner, BatchRunners
+from pipeline.agents.console import register_console
 from pipeline.agents.correlate import CorrelateCounters, register_correlate_agent
 from pipeline.agents.detect import DetectCounters, register_detect_agent, services_with_state
 from pipeline.agents.health import Health, describe_ranges
@@ -359,6 +360,7 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
             log.warning("rebalancing while %s still hold a batch", ", ".join(busy))
 
     _register_pages(pipeline)
+    register_console(pipeline)
     return pipeline
 
 

@@ -3,10 +3,10 @@
 Detections and control events (acks, silences) are keyed by correlation scope, so a
 scope's events arrive in order on one partition; its state (open problems, alert tracks,
 silences) lives in a Faust table with a changelog, written once per batch. Problem
-versions and their links go to ClickHouse and alerts to the alerts topic before the
-batch's offsets are acknowledged. A failing batch is retried in place by its
-:class:`~pipeline.agents.batches.BatchRunner`; the correlation step runs once per batch
-(its result is kept across attempts).
+versions, their links and their changes (``problem_changes``) go to ClickHouse and alerts
+to the alerts topic before the batch's offsets are acknowledged. A failing batch is
+retried in place by its :class:`~pipeline.agents.batches.BatchRunner`; the correlation
+step runs once per batch (its result is kept across attempts).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import faust
 
 from pipeline.agents.batches import BatchRunners, BatchSteps
 from pipeline.agents.tables import get_value, set_value
+from pipeline.alerts.cloudevents import problem_changes_table
 from pipeline.correlate import (
     alert_key,
     alert_message,
@@ -100,6 +101,7 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
         links = [link for d in decisions for link in d.links]
         if links:
             await writer.insert("problem_detections", problem_detections_table(links))
+        await writer.insert("problem_changes", problem_changes_table(decisions))
 
     async def send_alerts(alerts: list) -> None:
         pending = []

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 TABLES = ("metrics", "logs", "spans", "detections", "problems", "problem_detections",
-          "service_edges", "dead_letters", "metric_buckets")
+          "problem_changes", "service_edges", "dead_letters", "metric_buckets")
 
 _TEMPLATES: dict[str, str] = {
     "metrics": """
@@ -142,6 +142,23 @@ CREATE TABLE IF NOT EXISTS {db}.problem_detections (
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(time)
 ORDER BY (problem_id, detection_id)""",
+    # one row per lifecycle decision: a problem's history, with the CloudEvent it alerted
+    # (event_id empty when the change went out as none: joined, suppressed ...)
+    "problem_changes": """
+CREATE TABLE IF NOT EXISTS {db}.problem_changes (
+    problem_id      String,
+    version         UInt32,
+    time            DateTime64(3, 'UTC'),
+    kind            LowCardinality(String),
+    reason          String,
+    event_id        String,
+    event_type      LowCardinality(String),
+    status          LowCardinality(String),
+    severity        LowCardinality(String),
+    acknowledged_by String
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(time)
+ORDER BY (problem_id, version, time, kind)""",
     "service_edges": """
 CREATE TABLE IF NOT EXISTS {db}.service_edges (
     caller    LowCardinality(String),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ from pipeline.agents.correlate import CorrelateCounters, register_correlate_agen
 from pipeline.agents.detect import DetectCounters, register_detect_agent
 from pipeline.agents.health import Health, describe_ranges
 from pipeline.agents.ingest import register_ingest_agents
+from pipeline.agents.ops import register_ops_pages, worker_status
+from pipeline.api.metrics import WorkerMetrics
 from pipeline.api.web import (
     HEALTH_PATH,
     QUERY_PATH,
@@ -59,6 +62,7 @@ class Pipeline:
     correlation_table: Any = None
     health: Health = field(default_factory=Health)
     runners: BatchRunners = field(default_factory=BatchRunners)
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
 
 class TocsinApp(faust.App):
@@ -87,6 +91,10 @@ class TocsinApp(faust.App):
                 log.warning("stopping with batches in hand (%s): they stay uncommitted",
                             ", ".join(busy))
         await super().on_stop()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _exit_now(timeout_s: float) -> None:
@@ -157,41 +165,7 @@ def _register_pages(pipeline: Pipeline) -> None:
             refused = _refused(self, request, pipeline)
             if refused is not None:
                 return refused
-            counters = pipeline.ingestor.counters
-            detect = pipeline.detect_counters
-            reads = pipeline.writer.reads
-            return _json(self, {
-                **identity,
-                "backend": "embedded" if pipeline.settings.store.embedded
-                else "clickhouse-connect",
-                "messages": counters.messages,
-                "stored": counters.stored,
-                "rejected": counters.rejected,
-                "empty_messages": counters.empty_messages,
-                "older_than_ttl": counters.older_than_ttl,
-                "not_forwarded": counters.not_forwarded,
-                "store_failed_attempts": pipeline.writer.failed_attempts,
-                "agents": pipeline.health.to_wire(),
-                "detect": {
-                    "engines": {name: getattr(engine, "version", "")
-                                for name, engine in pipeline.engines.items()},
-                    "batches": detect.batches,
-                    "slices": detect.slices,
-                    "watermark_ms": detect.watermark_ms,
-                    "errors": detect.errors,
-                    "detections": detect.detections,
-                    "late_records": detect.late_records,
-                    "not_sent": detect.not_sent,
-                },
-                "reads": {"running": reads.running, "served": reads.served,
-                          "refused": reads.refused, "failed": reads.failed},
-                "correlate": {
-                    "decisions": pipeline.correlate_counters.decisions,
-                    "alerts": pipeline.correlate_counters.alerts,
-                    "rejected": pipeline.correlate_counters.rejected,
-                    "not_sent": pipeline.correlate_counters.not_sent,
-                },
-            })
+            return _json(self, worker_status(pipeline, _now_ms()))
 
     @app.page(HEALTH_PATH)
     class HealthView(View):
@@ -298,10 +272,12 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
                     worker.web_host)
     faults = Faults.from_env(os.environ)
     store = store or open_store(settings.store, ReadLimits.from_settings(settings.query))
-    writer = StoreWriter(store, faults)
+    metrics = WorkerMetrics()  # this app's registry: never shared with another worker
+    writer = StoreWriter(store, faults, on_insert=metrics.observe_insert,
+                         on_read=metrics.observe_query)
     ingestor = Ingestor(writer, settings.ingest, ttl_days=settings.store.ttl_days)
     pipeline = Pipeline(app, settings, store, writer, ingestor, build_engines(settings),
-                        health=Health(worker.stuck_after_failures))
+                        health=Health(worker.stuck_after_failures), metrics=metrics)
     app.runners = runners = pipeline.runners
     app.shutdown_timeout_s = worker.shutdown_timeout_s
     backoff = Backoff(max_s=settings.ingest.store_retry_max_s)
@@ -310,7 +286,7 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
     def new_runner(name: str, handle: Any) -> BatchRunner:
         return BatchRunner(app, pipeline.health.agent(name), handle,
                            batch_size=settings.ingest.batch_size, within_s=within_s,
-                           backoff=backoff)
+                           backoff=backoff, observe=metrics.observe_batch)
 
     register_ingest_agents(app, settings, pipeline.ingestor, runners, new_runner, faults)
     if pipeline.engines:
@@ -335,6 +311,7 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
             log.warning("rebalancing while %s still hold a batch", ", ".join(busy))
 
     _register_pages(pipeline)
+    register_ops_pages(pipeline, _now_ms)
     return pipeline
 
 

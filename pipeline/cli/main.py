@@ -14,6 +14,7 @@ from pipeline.cli.detection import cmd_models, cmd_rules, cmd_score
 from pipeline.cli.operate import cmd_ack, cmd_problem, cmd_problems, cmd_query, cmd_silence
 from pipeline.cli.runtime import cmd_demo, cmd_kafka, cmd_produce, cmd_settings, cmd_worker
 from pipeline.cli.simulation import cmd_evaluate, cmd_simulate
+from pipeline.cli.status import cmd_status
 from pipeline.errors import TocsinError
 from pipeline.settings import Settings, load_settings
 
@@ -193,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--author", default=os.environ.get("USER", ""))
     p.add_argument("--description", default="")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("status", help="the running worker's health at a glance",
+                       description="Ready or why not, records in and out, agents, consumer "
+                       "lag, and whether the detect watermark is caught up with every source "
+                       "(or how far behind it is). Exit 1 when the worker is not ready.")
+    p.add_argument("--json", action="store_true", help="the status and readiness as JSON")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("settings", help="print the effective settings (secrets masked)")
     p.set_defaults(func=cmd_settings)

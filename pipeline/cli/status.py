@@ -92,10 +92,10 @@ def _watermark_lines(status: Mapping[str, Any]) -> list[str]:
         return [head, "  no source has ticked yet"]
     if not behind:
         return [head + ", caught up"]
-    lines = [head + f", behind {len(behind)} of {len(sources)} sources:"]
+    lines = [head, f"  behind {len(behind)} of {len(sources)} sources:"]
     for name, s in sorted(behind.items()):
         why = "records waiting" if s["backlog"] else "in flight"
-        lines.append(f"  {name}: at {_time(s['time_ms'])}, watermark {_ago(s['lag_ms'])} "
+        lines.append(f"    {name}: at {_time(s['time_ms'])}, watermark {_ago(s['lag_ms'])} "
                      f"behind ({why})")
     late = detect.get("late_records", 0)
     if late:

@@ -164,3 +164,77 @@ def test_readyz_is_503_with_the_reason_while_stuck(kafka_broker, names, tmp_path
     # the terminal view says the same, and exits non-zero
     assert code == 1
     assert "NOT READY" in shown and "tocsin.ingest.metric" in shown and "stuck" in shown
+
+
+async def read_topic_to_end(bootstrap: str, topic: str, partitions: int) -> list[bytes]:
+    """Every message of ``topic`` up to its end offsets now."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        values: list[bytes] = []
+        deadline = time.monotonic() + 60
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            assert time.monotonic() < deadline, "the alerts topic did not read to its end"
+            batches = await consumer.getmany(timeout_ms=1000)
+            values += [r.value for records in batches.values() for r in records]
+        return values
+    finally:
+        await consumer.stop()
+
+
+def test_detect_and_correlate_metrics_match_the_store_and_the_alerts_topic(
+        kafka_broker, names, tmp_path, monkeypatch, capsys):
+    from tests.integration.test_detect_stream import simulate, wait_for_all
+
+    env = pipeline_env(kafka_broker.bootstrap, names, tmp_path, find_free_port())
+    labels = simulate(env, monkeypatch, tmp_path / "labels.json", "50m",
+                      "error_spike:orders@20m+10m")
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    port = worker.port
+    try:
+        wait_for_all(worker, labels)
+        worker.wait_until(lambda w: total(scrape(port, ""), "tocsin_consumer_lag_records") == 0,
+                          what="every message committed")
+        samples = scrape(port, "")
+        in_store = worker.query("SELECT detector, state, count() FROM tocsin.detections "
+                                "GROUP BY detector, state")
+        open_problems = worker.query("SELECT count() FROM tocsin.problems "
+                                     "WHERE status != 'resolved'")[0][0]
+        capsys.readouterr()
+        code = main(["status"])
+        shown = capsys.readouterr().out
+        ready = get(port, "/readyz")
+    finally:
+        worker.stop()
+    alerts = asyncio.run(read_topic_to_end(kafka_broker.bootstrap, env["TOCSIN_TOPICS_ALERTS"],
+                                           settings_from(env).topics.partitions))
+    # every detection stored is counted once, by detector and state
+    assert in_store
+    for detector, state, n in in_store:
+        assert total(samples, "tocsin_detections_total", detector=detector, state=state) == n
+    assert total(samples, "tocsin_detections_total") == sum(n for *_, n in in_store)
+    assert total(samples, "tocsin_detect_late_records_total") == 0
+    # the alerts sent are those on the topic, by CloudEvents type
+    by_type: dict[str, int] = {}
+    for value in alerts:
+        kind = orjson.loads(value)["type"]
+        by_type[kind] = by_type.get(kind, 0) + 1
+    assert by_type and any(k.endswith("opened") for k in by_type)
+    for kind, n in by_type.items():
+        assert total(samples, "tocsin_alerts_sent_total", type=kind) == n
+    assert total(samples, "tocsin_alerts_sent_total") == len(alerts)
+    assert total(samples, "tocsin_problems_open") == open_problems
+    # caught up: no source ahead of the watermark, no lag
+    assert total(samples, "tocsin_detect_watermark_lag_seconds") == 0
+    assert total(samples, "tocsin_detect_source_backlog") == 0
+    assert ready[0] == 200
+    assert code == 0, shown
+    assert ": READY" in shown and "caught up" in shown, shown
+    assert "consumer lag: none" in shown

@@ -37,9 +37,13 @@ def resolve_detector(model: str, registry_dir: str | Path | None = None,
                 return detector, label
             checked = check_params(model, type(detector), params)
             try:
-                return detector.clone(checked), label
+                clone = detector.clone(checked)
+            except ModelError:
+                raise
             except (TypeError, ValueError) as exc:
                 raise ModelError(f"model {model!r}: bad parameter value: {exc}") from None
+            check_values(model, type(detector), checked)
+            return clone, label
     if version is not None:
         raise ModelError(f"model {model!r} version {version}: no registry with that model "
                          f"(give --registry)")
@@ -50,9 +54,13 @@ def resolve_detector(model: str, registry_dir: str | Path | None = None,
     cls = model_classes()[cls_name]
     checked = check_params(model, cls, params or {})
     try:
-        return cls(**checked), "builtin-1"
+        detector = cls(**checked)  # a model's own checks speak first
+    except ModelError:
+        raise
     except (TypeError, ValueError) as exc:
         raise ModelError(f"model {model!r}: bad parameter value: {exc}") from None
+    check_values(model, cls, checked)
+    return detector, "builtin-1"
 
 
 def parameters_of(cls: type) -> dict[str, Any]:
@@ -63,26 +71,35 @@ def parameters_of(cls: type) -> dict[str, Any]:
 
 def check_params(model: str, cls: type, params: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` checked against the model's constructor: :class:`ModelError` naming
-    a parameter it does not take or a text where its default is a number; ``true`` and
-    ``false`` become booleans where the default is one."""
+    a parameter it does not take; ``true`` and ``false`` become booleans where the
+    default is one."""
     known = parameters_of(cls)
     unknown = [name for name in params if name not in known]
     if unknown:
-        raise ModelError(f"model {model!r} has no parameter "
-                         f"{', '.join(repr(n) for n in unknown)}; its parameters: "
-                         f"{', '.join(known)}")
+        raise ModelError(f"model {model!r}: bad parameters: it has no parameter "
+                         f"{', '.join(repr(n) for n in unknown)} (its parameters: "
+                         f"{', '.join(known)})")
     out = dict(params)
     for name, value in params.items():
-        default = known[name]
-        if isinstance(default, bool):
-            if str(value).lower() not in ("true", "false"):
-                raise ModelError(f"model {model!r}: --param {name}= expects true or false, "
-                                 f"got {value!r}")
+        if isinstance(known[name], bool) and str(value).lower() in ("true", "false"):
             out[name] = str(value).lower() == "true"
-        elif isinstance(default, (int, float)) and not isinstance(value, (int, float)):
+    return out
+
+
+def check_values(model: str, cls: type, params: Mapping[str, Any]) -> None:
+    """:class:`ModelError` for a value of another kind than the parameter's default (a
+    text for a number, anything but true or false for a flag): not every model checks
+    its own parameters."""
+    known = parameters_of(cls)
+    for name, value in params.items():
+        default = known[name]
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ModelError(f"model {model!r}: --param {name}= expects true or false, "
+                             f"got {value!r}")
+        if (isinstance(default, (int, float)) and not isinstance(default, bool)
+                and (isinstance(value, bool) or not isinstance(value, (int, float)))):
             raise ModelError(f"model {model!r}: --param {name}= expects a number, "
                              f"got {value!r}")
-    return out
 
 
 def list_builtin(out: TextIO | None = None) -> int:

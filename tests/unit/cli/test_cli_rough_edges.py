@@ -181,7 +181,8 @@ def test_models_publish_with_an_unknown_parameter_names_it(tmp_path, capsys):
     code = models_command("publish", tmp_path, name="robust-seasonal", params={"bogus": 1})
     err = capsys.readouterr().err
     assert code == 2
-    assert "model 'robust-seasonal' has no parameter 'bogus'; its parameters: alpha" in err
+    assert ("model 'robust-seasonal': bad parameters: it has no parameter 'bogus' "
+            "(its parameters: alpha") in err
     assert "__init__" not in err and "keyword argument" not in err
     assert not list(tmp_path.iterdir())  # nothing published
 

@@ -21,7 +21,7 @@ import faust
 
 from pipeline.agents.batches import BatchRunners, BatchSteps
 from pipeline.agents.tables import get_value, set_value
-from pipeline.alerts.cloudevents import problem_changes_table
+from pipeline.alerts.cloudevents import alert_type, problem_changes_table
 from pipeline.correlate import (
     alert_key,
     alert_message,
@@ -47,6 +47,9 @@ class CorrelateCounters:
     alerts: int = 0
     rejected: int = 0
     not_sent: int = 0  # alerts too large for the alerts topic even trimmed
+    alerts_by_type: dict[str, int] = field(default_factory=dict)  # CloudEvents type
+    open_problems: dict[str, int] = field(default_factory=dict)  # per scope
+    event_time_ms: dict[str, int] = field(default_factory=dict)  # per scope
 
 
 def register_correlate_agent(app: faust.App, settings: Settings, step: CorrelationStep,
@@ -105,6 +108,7 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
 
     async def send_alerts(alerts: list) -> None:
         pending = []
+        sent: list[str] = []
         for d in alerts:
             key = alert_key(d)
             try:
@@ -114,8 +118,11 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
                 log.error("not sent to %s: %s", topics.alerts, exc)
                 continue
             pending.append(await app.producer.send(topics.alerts, key, value, None, None, None))
+            sent.append(alert_type(d.kind))
         await asyncio.gather(*pending)
         counters.alerts += len(pending)
+        for kind in sent:
+            counters.alerts_by_type[kind] = counters.alerts_by_type.get(kind, 0) + 1
 
     async def correlate_batch(stream: Any, events: Any, steps: BatchSteps) -> None:
         result = await steps.once("step", lambda: run_step(events))
@@ -128,6 +135,8 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
                 await steps.once("alerts", lambda: send_alerts(alerts))
         faults.check("correlate.after")
         counters.rejected += result.rejected
+        counters.open_problems.update(result.open_problems)
+        counters.event_time_ms.update(result.event_time_ms)
         for d in decisions:
             counters.decisions[d.kind] = counters.decisions.get(d.kind, 0) + 1
 

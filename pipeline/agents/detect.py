@@ -46,6 +46,25 @@ class DetectCounters:
     detections: dict[str, int] = field(default_factory=dict)
     late_records: int = 0
     not_sent: int = 0  # detections stored but too large for the detections topic
+    by_detector: dict[str, dict[str, int]] = field(default_factory=dict)  # detector -> state
+    # source (ingest topic partition) -> time_ms, backlog, lag_ms behind the watermark
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def count(self, detector: str, state: str) -> None:
+        """Count one detection of ``detector`` in ``state``."""
+        self.detections[state] = self.detections.get(state, 0) + 1
+        states = self.by_detector.setdefault(detector, {})
+        states[state] = states.get(state, 0) + 1
+
+
+def source_lags(ticks: Mapping[str, Any], watermark_ms: int,
+                allowed_lateness_ms: int) -> dict[str, dict[str, Any]]:
+    """Per source: how far it was forwarded, whether records wait, and how far (event
+    time) the detect watermark is behind it, lateness allowance aside (0: caught up)."""
+    passed = watermark_ms + allowed_lateness_ms if watermark_ms >= 0 else -1
+    return {name: {"time_ms": t.time_ms, "backlog": t.backlog,
+                   "lag_ms": max(0, t.time_ms - passed) if passed >= 0 else max(0, t.time_ms)}
+            for name, t in ticks.items()}
 
 
 def edges_table(edges: list[tuple[str, str, int, int]]) -> pa.Table:
@@ -187,7 +206,9 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
         counters.watermark_ms = max(counters.watermark_ms, result.watermark_ms)
         counters.late_records += result.late_records
         for d in result.detections:
-            counters.detections[d.state] = counters.detections.get(d.state, 0) + 1
+            counters.count(d.detector, d.state)
+        counters.sources = source_lags(step.watermarks.sources(), counters.watermark_ms,
+                                       settings.detect.allowed_lateness_ms)
 
     runner = runners.add(new_runner("tocsin.detect", detect_batch))
 

@@ -95,6 +95,19 @@ class Watermarks:
         """Drop what is known of ``partition``."""
         self._ticks.pop(partition, None)
 
+    def sources(self) -> dict[str, Tick]:
+        """Each source's latest tick over every partition: furthest time, and a backlog
+        if any partition last heard of one."""
+        merged: dict[str, Tick] = {}
+        for ticks in self._ticks.values():
+            for name, tick in ticks.items():
+                seen = merged.get(name)
+                if seen is not None:
+                    tick = Tick(name, max(seen.time_ms, tick.time_ms),
+                                seen.backlog or tick.backlog)
+                merged[name] = tick
+        return dict(sorted(merged.items()))
+
 
 class DetectionStep:
     """Applies engines to messages in order, touching each service's state once."""

@@ -21,6 +21,7 @@ import faust
 
 from pipeline.agents.batches import BatchRunners, BatchSteps
 from pipeline.agents.tables import get_value, set_value
+from pipeline.alerts.feedback import feedback_table
 from pipeline.correlate import (
     alert_key,
     alert_message,
@@ -118,6 +119,9 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
     async def correlate_batch(stream: Any, events: Any, steps: BatchSteps) -> None:
         result = await steps.once("step", lambda: run_step(events))
         await steps.once("states", lambda: write_states(stream, events, result))
+        if result.feedback:
+            await steps.once("feedback", lambda: writer.insert(
+                "feedback", feedback_table(result.feedback)))
         decisions = result.decisions
         alerts = [d for d in decisions if d.notify]
         if decisions:

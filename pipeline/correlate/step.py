@@ -79,6 +79,7 @@ class CorrelationResult:
     states: dict[str, bytes] = field(default_factory=dict)
     decisions: list[Decision] = field(default_factory=list)
     rejected: int = 0
+    feedback: list[ControlEvent] = field(default_factory=list)  # to store, not to apply
 
 
 class CorrelationStep:
@@ -154,6 +155,9 @@ class CorrelationStep:
                 log.error("skipped an unreadable %s message of scope %s: %s",
                           "control" if message.is_control else "detection",
                           printable(message.scope), printable(exc))
+                continue
+            if message.is_control and event.kind == "feedback":  # stored beside problems
+                result.feedback.append(replace(event, scope=event.scope or message.scope))
                 continue
             if message.is_control:
                 flush(message.scope)

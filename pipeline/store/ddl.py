@@ -10,7 +10,7 @@ time (0 keeps them forever).
 from __future__ import annotations
 
 TABLES = ("metrics", "logs", "spans", "detections", "problems", "problem_detections",
-          "service_edges", "dead_letters", "metric_buckets")
+          "service_edges", "dead_letters", "metric_buckets", "feedback")
 
 _TEMPLATES: dict[str, str] = {
     "metrics": """
@@ -162,6 +162,20 @@ CREATE TABLE IF NOT EXISTS {db}.metric_buckets (
 PARTITION BY toYYYYMMDD(time)
 ORDER BY (service, name, host, time, event_id)
 {ttl}""",
+    # operators' verdicts on problems (control events); a replayed event collapses
+    "feedback": """
+CREATE TABLE IF NOT EXISTS {db}.feedback (
+    problem_id  String,
+    scope       LowCardinality(String),
+    time        DateTime64(3, 'UTC'),
+    author      String,
+    verdict     LowCardinality(String),  -- true, false-positive, duplicate
+    root_cause  String,
+    comment     String,
+    ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(time)
+ORDER BY (scope, problem_id, time, author)""",
     "dead_letters": """
 CREATE TABLE IF NOT EXISTS {db}.dead_letters (
     received_at  DateTime64(3, 'UTC'),

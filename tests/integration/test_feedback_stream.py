@@ -1,0 +1,58 @@
+"""Feedback through a running worker: ``tocsin feedback`` publishes a verdict on the
+control topic, the worker stores it with who and when, the problem shows it and
+``tocsin evaluate --feedback`` scores it; an unknown problem is refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.api.operate import list_problems, problem_detail
+from pipeline.cli import main
+from pipeline.kafka import find_free_port
+from tests.conftest import pipeline_env, settings_from
+from tests.integration.test_detect_stream import simulate, wait_for_all
+from tests.worker_process import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+
+def test_feedback_round_trip(kafka_broker, names, tmp_path, monkeypatch, capsys):
+    env = pipeline_env(kafka_broker.bootstrap, names, tmp_path, find_free_port(),
+                       TOCSIN_DETECT_MODELS="false")
+    labels = simulate(env, monkeypatch, tmp_path / "labels.json", "50m", "db_outage@15m+10m")
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        wait_for_all(worker, labels)
+        rows = worker.query("SELECT id, JSONExtractString(root_causes, 1, 'service') FROM "
+                            "tocsin.problems WHERE merged_into = '' ORDER BY opened_at")
+        assert rows, worker.log()
+        ids, top = [r[0] for r in rows], rows[0][1]
+        capsys.readouterr()
+        assert main(["feedback", "p-does-not-exist", "--verdict", "true"]) == 2
+        assert "no problem with id 'p-does-not-exist'" in capsys.readouterr().err
+        assert main(["feedback", ids[0], "--verdict", "true", "--root-cause", top,
+                     "--comment", "pool exhausted", "--user", "alice"]) == 0
+        worker.wait_until(lambda w: w.query("SELECT count() FROM tocsin.feedback")[0][0] >= 1,
+                          timeout_s=60, what="the feedback row")
+        settings = settings_from(env)
+        detail = problem_detail(settings, ids[0])
+        listed = list_problems(settings)
+        capsys.readouterr()
+        assert main(["evaluate", "--feedback", "--from", str(labels["start_ms"]),
+                     "--to", str(labels["end_ms"] + 3_600_000), "--json",
+                     str(tmp_path / "fb.json")]) == 0
+    finally:
+        worker.stop()
+    assert worker.log().count("Traceback") == 0, worker.log()
+    [given] = detail["feedback"]
+    assert (given["author"], given["verdict"], given["root_cause"], given["comment"]) == \
+        ("alice", "true", top, "pool exhausted")
+    assert given["time"].startswith("20")
+    row = dict(zip(listed.columns, next(r for r in listed.rows if r[0] == ids[0]),
+                   strict=True))
+    assert row["feedback"] == "true"
+    figures = json.loads((tmp_path / "fb.json").read_text())
+    assert figures["problems"] == len(ids) and figures["judged"] == 1
+    assert figures["precision"] == 1.0 and figures["root_cause_ac1"] == 1.0

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from pipeline.cli.backtest import add_parser as add_backtest_parser
 from pipeline.cli.detection import cmd_models, cmd_rules, cmd_score
 from pipeline.cli.operate import (
     cmd_ack,
@@ -219,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--author", default=os.environ.get("USER", ""))
     p.add_argument("--description", default="")
     p.set_defaults(func=cmd_models)
+
+    add_backtest_parser(sub)
 
     p = sub.add_parser("settings", help="print the effective settings (secrets masked)")
     p.set_defaults(func=cmd_settings)

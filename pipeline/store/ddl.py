@@ -92,10 +92,11 @@ CREATE TABLE IF NOT EXISTS {db}.detections (
     symptoms         Array(String),
     potential_causes Array(String),
     evidence         String,
-    ingested_at      DateTime64(3, 'UTC') DEFAULT now64(3)
+    ingested_at      DateTime64(3, 'UTC') DEFAULT now64(3),
+    shadow           Bool  -- raised by a candidate running in shadow (never correlated)
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMMDD(time)
-ORDER BY (service, time, id)
+ORDER BY (service, time, id, shadow)
 {ttl}""",
     "problems": """
 CREATE TABLE IF NOT EXISTS {db}.problems (
@@ -200,4 +201,9 @@ def schema_statements(database: str, ttl_days: int) -> list[str]:
         statements.append(
             _TEMPLATES[name].format(db=database, ttl=ttl, ttl_start=ttl_start).strip()
         )
+    # columns added after a store was first created (a shadow detection has the id of
+    # the current one it shadows: the flag is part of the key, so neither replaces the
+    # other; a column new to the key may have no DEFAULT: Bool's own is false)
+    statements.append(f"ALTER TABLE {database}.detections ADD COLUMN IF NOT EXISTS "
+                      "shadow Bool, MODIFY ORDER BY (service, time, id, shadow)")
     return statements

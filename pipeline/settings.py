@@ -164,11 +164,25 @@ class DetectSettings:
     reload_interval_s: float = 5.0
     models: bool = True  # run the online anomaly models beside the rules
     model_registry: str = ""  # directory of published model versions (empty: built-ins)
+    # candidates run in shadow beside the current detectors: stored with shadow = true,
+    # never correlated nor alerted (empty: none)
+    shadow_rules: str = ""  # comma-separated rule files or directories
+    shadow_models: str = ""  # comma-separated NAME=VERSION of the model registry
 
     @property
     def rule_paths(self) -> list[str]:
         """The configured rule files and directories (empty: built-in rules)."""
         return [p.strip() for p in self.rules.split(",") if p.strip()]
+
+    @property
+    def shadow_rule_paths(self) -> list[str]:
+        """The shadow candidate's rule files and directories (empty: no shadow rules)."""
+        return [p.strip() for p in self.shadow_rules.split(",") if p.strip()]
+
+    @property
+    def shadow_model_versions(self) -> list[str]:
+        """The shadow candidate's NAME=VERSION entries (empty: no shadow models)."""
+        return [p.strip() for p in self.shadow_models.split(",") if p.strip()]
 
 
 MINUTE_MS = 60_000

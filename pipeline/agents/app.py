@@ -182,6 +182,7 @@ def _register_pages(pipeline: Pipeline) -> None:
                     "detections": detect.detections,
                     "late_records": detect.late_records,
                     "not_sent": detect.not_sent,
+                    "shadow": detect.shadow,
                 },
                 "reads": {"running": reads.running, "served": reads.served,
                           "refused": reads.refused, "failed": reads.failed},
@@ -190,6 +191,7 @@ def _register_pages(pipeline: Pipeline) -> None:
                     "alerts": pipeline.correlate_counters.alerts,
                     "rejected": pipeline.correlate_counters.rejected,
                     "not_sent": pipeline.correlate_counters.not_sent,
+                    "shadow_dropped": pipeline.correlate_counters.shadow_dropped,
                 },
             })
 
@@ -314,9 +316,12 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
 
     register_ingest_agents(app, settings, pipeline.ingestor, runners, new_runner, faults)
     if pipeline.engines:
+        from pipeline.backtest.candidates import shadow_engines
+
+        shadow = shadow_engines(settings)
         register_detect_agent(app, settings, pipeline.engines, writer, pipeline.detect_counters,
-                              runners, new_runner, faults)
-        for name, engine in pipeline.engines.items():
+                              runners, new_runner, faults, shadow)
+        for name, engine in [*pipeline.engines.items(), *shadow.items()]:
             app.timer(settings.detect.reload_interval_s, name=f"tocsin.{name}.reload")(
                 _reloader(engine))
     if settings.correlate.enabled:

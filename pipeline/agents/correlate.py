@@ -20,6 +20,7 @@ from typing import Any
 import faust
 
 from pipeline.agents.batches import BatchRunners, BatchSteps
+from pipeline.agents.detect import SHADOW_HEADER
 from pipeline.agents.tables import get_value, set_value
 from pipeline.alerts.feedback import feedback_table
 from pipeline.correlate import (
@@ -47,6 +48,14 @@ class CorrelateCounters:
     alerts: int = 0
     rejected: int = 0
     not_sent: int = 0  # alerts too large for the alerts topic even trimmed
+    shadow_dropped: int = 0  # shadow candidates' detections, never correlated
+
+
+def is_shadow(headers: Any) -> bool:
+    """Whether a message's headers mark it as a shadow candidate's detection."""
+    items = headers.items() if isinstance(headers, dict) else (headers or ())
+    return any(k == SHADOW_HEADER[0] and bytes(v or b"") == SHADOW_HEADER[1]
+               for k, v in items)
 
 
 def register_correlate_agent(app: faust.App, settings: Settings, step: CorrelationStep,
@@ -78,9 +87,11 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
 
     async def run_step(events: Any) -> Any:
         learned = await learned_call_graph()
+        shadow = [is_shadow(e.message.headers) for e in events]
+        counters.shadow_dropped += sum(shadow)
         messages = [Message((e.message.key or b"").decode(),
                             e.message.topic == topics.control, e.message.value)
-                    for e in events]
+                    for e, dropped in zip(events, shadow, strict=True) if not dropped]
         return step.run(messages, lambda scope: get_value(table, scope.encode()), learned)
 
     async def write_states(stream: Any, events: Any, result: Any) -> None:

@@ -100,6 +100,25 @@ def candidate_engine(settings: Settings, candidate: Candidate) -> Any:
     return PinnedModelRunner(detect.model_registry, candidate.models or {}, detect.keepalive_ms)
 
 
+SHADOW_PREFIX = "shadow-"
+
+
+def shadow_engines(settings: Settings) -> dict[str, Any]:
+    """The shadow candidates the settings name (``detect.shadow_rules``,
+    ``detect.shadow_models``), by engine name (``shadow-rules``, ``shadow-models``)."""
+    detect = settings.detect
+    out: dict[str, Any] = {}
+    if detect.shadow_rule_paths:
+        from pipeline.detect.engines import rule_files
+
+        files = [str(f) for f in rule_files(detect.shadow_rule_paths)]
+        out[SHADOW_PREFIX + "rules"] = candidate_engine(settings, Candidate(tuple(files)))
+    if detect.shadow_model_versions:
+        candidate = parse_candidate(models=detect.shadow_model_versions)
+        out[SHADOW_PREFIX + "models"] = candidate_engine(settings, candidate)
+    return out
+
+
 def engines_with(settings: Settings, candidate: Candidate | None) -> dict[str, Any]:
     """The settings' engines, with the candidate's in place of the one it replaces."""
     engines = build_engines(settings)

@@ -10,13 +10,15 @@ QUALITY = ("detected", "detection_rate", "mean_time_to_detect_ms", "problems", "
            "false_alarms_per_day", "ac_at_1", "ac_at_3", "grouping_f1")
 
 
-def _counts(part: dict[str, Any]) -> str:
+def counts_line(part: dict[str, Any]) -> str:
+    """``current N, candidate M: +a added, -r removed, c changed, s same``."""
     return (f"current {part['current']}, candidate {part['candidate']}: "
             f"+{part['added']} added, -{part['removed']} removed, {part['changed']} changed, "
             f"{part['same']} same")
 
 
-def _groups(rows: list[dict[str, Any]], names: tuple[str, ...], limit: int) -> list[str]:
+def group_lines(rows: list[dict[str, Any]], names: tuple[str, ...], limit: int) -> list[str]:
+    """A line per group with differences (up to ``limit``), its samples under it."""
     lines = []
     shown = [r for r in rows if r["added"] or r["removed"] or r["changed"]]
     for row in shown[:limit]:
@@ -58,10 +60,10 @@ def format_report(report: dict[str, Any], limit: int = 20) -> str:
              f"replayed {r['records']} records in {r['seconds']} s "
              f"({r['records_per_s']:.0f} records/s), {r['late_records']} late, "
              f"{r['engine_errors']} engine errors", "",
-             "detections: " + _counts(report["detections"])]
-    lines += _groups(report["detections"]["by_detector"], ("detector", "service"), limit)
-    lines += ["", "problems: " + _counts(report["problems"])]
-    lines += _groups(report["problems"]["by_service"], ("service",), limit)
+             "detections: " + counts_line(report["detections"])]
+    lines += group_lines(report["detections"]["by_detector"], ("detector", "service"), limit)
+    lines += ["", "problems: " + counts_line(report["problems"])]
+    lines += group_lines(report["problems"]["by_service"], ("service",), limit)
     if "quality" in report:
         current, candidate = report["quality"]["current"], report["quality"]["candidate"]
         lines += ["", f"{'quality':24} {'current':>12} {'candidate':>12}"]

@@ -145,3 +145,43 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=cmd_backtest)
+
+
+def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:
+    """``tocsin shadow report``: the shadow candidate's detections against the current."""
+    from pipeline.api.query import run_query
+    from pipeline.backtest.shadow import format_shadow, shadow_report
+
+    lo, hi = time_range(args)
+    engine = args.engine or ("rules" if settings.detect.shadow_rule_paths and not
+                             settings.detect.shadow_model_versions else
+                             "models" if settings.detect.shadow_model_versions and not
+                             settings.detect.shadow_rule_paths else "all")
+    services = tuple(s.strip() for s in (args.services or "").split(",") if s.strip())
+    report = shadow_report(lambda sql: run_query(settings, sql), settings.store.database,
+                           lo, hi, engine, services)
+    print(format_shadow(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def add_shadow_parser(sub: argparse._SubParsersAction) -> None:
+    """The ``shadow`` subcommand."""
+    p = sub.add_parser(
+        "shadow", help="compare a shadow candidate's detections with the current ones",
+        description="A candidate set in detect.shadow_rules (rule files) or "
+        "detect.shadow_models (NAME=VERSION) runs in the worker beside the current "
+        "detectors; its detections are stored with shadow = true and never correlated or "
+        "alerted. report: its detections against the current detectors' over --from..--to "
+        "(added, removed, changed per detector and service, with samples). Promote a "
+        "model with `tocsin models set-current`, rules by moving the files to detect.rules.")
+    p.add_argument("action", choices=("report",))
+    p.add_argument("--from", dest="from_", required=True, help="RFC 3339 or epoch ms")
+    p.add_argument("--to", help="RFC 3339 or epoch ms (default: now)")
+    p.add_argument("--engine", choices=("rules", "models", "all"),
+                   help="which current detectors to compare (default: the shadowed engine)")
+    p.add_argument("--services", help="comma-separated services (default: all)")
+    p.add_argument("--json", help="write the full report here")
+    p.set_defaults(func=cmd_shadow)

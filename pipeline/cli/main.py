@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pipeline.cli.backtest import add_parser as add_backtest_parser
+from pipeline.cli.backtest import add_shadow_parser
 from pipeline.cli.detection import cmd_models, cmd_rules, cmd_score
 from pipeline.cli.operate import (
     cmd_ack,
@@ -222,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     add_backtest_parser(sub)
+    add_shadow_parser(sub)
 
     p = sub.add_parser("settings", help="print the effective settings (secrets masked)")
     p.set_defaults(func=cmd_settings)

@@ -261,6 +261,7 @@ class CorrelateSettings:
     max_root_causes: int = 5
     max_links_per_problem: int = 2000
     silence_retention_ms: int = 24 * HOUR_MS  # ended silences kept (listed) this long
+    diagnostics: bool = True  # run the read-only automated checks when a problem opens
     # caller -> callees, merged with the ``dependencies`` file by the correlate step
     static_dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     inhibit_rules: tuple[InhibitRule, ...] = ()

@@ -192,6 +192,7 @@ def _register_pages(pipeline: Pipeline) -> None:
                     "rejected": pipeline.correlate_counters.rejected,
                     "not_sent": pipeline.correlate_counters.not_sent,
                     "shadow_dropped": pipeline.correlate_counters.shadow_dropped,
+                    "diagnostics": pipeline.correlate_counters.diagnostics,
                 },
             })
 

@@ -21,6 +21,7 @@ import faust
 
 from pipeline.agents.batches import BatchRunners, BatchSteps
 from pipeline.agents.detect import SHADOW_HEADER
+from pipeline.agents.diagnose import Diagnostician
 from pipeline.agents.tables import get_value, set_value
 from pipeline.alerts.feedback import feedback_table
 from pipeline.correlate import (
@@ -49,6 +50,7 @@ class CorrelateCounters:
     rejected: int = 0
     not_sent: int = 0  # alerts too large for the alerts topic even trimmed
     shadow_dropped: int = 0  # shadow candidates' detections, never correlated
+    diagnostics: int = 0  # automated diagnostics runs (one per problem and root cause)
 
 
 def is_shadow(headers: Any) -> bool:
@@ -71,6 +73,16 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
                       value_type=bytes, help="open problems, alert tracks, silences per scope")
     max_bytes = settings.kafka.max_message_bytes
     graph: dict[str, Any] = {"edges": {}, "read_at": 0.0}
+    diagnostician = Diagnostician(writer) if settings.correlate.diagnostics else None
+
+    async def diagnose(decisions: list) -> list:
+        """Run the checks that are due; the decisions with results attached."""
+        assert diagnostician is not None
+        attached, runs = await diagnostician.attach(decisions)
+        if runs.num_rows:
+            await writer.insert("problem_diagnostics", runs)
+        counters.diagnostics = diagnostician.runs
+        return attached
 
     async def learned_call_graph() -> dict[str, list[str]]:
         """Edges learned from traces, read from the store at most every 30 s."""
@@ -134,6 +146,8 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
             await steps.once("feedback", lambda: writer.insert(
                 "feedback", feedback_table(result.feedback)))
         decisions = result.decisions
+        if decisions and diagnostician is not None:
+            decisions = await steps.once("diagnostics", lambda: diagnose(decisions))
         alerts = [d for d in decisions if d.notify]
         if decisions:
             await steps.once("problems", lambda: store_problems(decisions))

@@ -10,7 +10,8 @@ time (0 keeps them forever).
 from __future__ import annotations
 
 TABLES = ("metrics", "logs", "spans", "detections", "problems", "problem_detections",
-          "service_edges", "dead_letters", "metric_buckets", "feedback")
+          "service_edges", "dead_letters", "metric_buckets", "feedback",
+          "problem_diagnostics")
 
 _TEMPLATES: dict[str, str] = {
     "metrics": """
@@ -177,6 +178,19 @@ CREATE TABLE IF NOT EXISTS {db}.feedback (
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(time)
 ORDER BY (scope, problem_id, time, author)""",
+    # automated diagnostics run for a problem (pipeline.knowledge.diagnostics): one row per
+    # run, results as JSON evidence; time is the event time they were run at
+    "problem_diagnostics": """
+CREATE TABLE IF NOT EXISTS {db}.problem_diagnostics (
+    problem_id      String,
+    problem_version UInt32,
+    time            DateTime64(3, 'UTC'),
+    service         LowCardinality(String),
+    results         String,
+    ingested_at     DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(time)
+ORDER BY (problem_id, time, service)""",
     "dead_letters": """
 CREATE TABLE IF NOT EXISTS {db}.dead_letters (
     received_at  DateTime64(3, 'UTC'),

@@ -1,9 +1,11 @@
 """Feedback through a running worker: ``tocsin feedback`` publishes a verdict on the
 control topic, the worker stores it with who and when, the problem shows it and
-``tocsin evaluate --feedback`` scores it; an unknown problem is refused."""
+``tocsin evaluate --feedback`` scores it; an unknown problem is refused. The same run
+shows the automated diagnostics attached to each problem and its alerts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -12,6 +14,7 @@ from pipeline.api.operate import list_problems, problem_detail
 from pipeline.cli import main
 from pipeline.kafka import find_free_port
 from tests.conftest import pipeline_env, settings_from
+from tests.integration.test_correlate_stream import read_alerts
 from tests.integration.test_detect_stream import simulate, wait_for_all
 from tests.worker_process import WorkerProcess
 
@@ -36,6 +39,9 @@ def test_feedback_round_trip(kafka_broker, names, tmp_path, monkeypatch, capsys)
                      "--comment", "pool exhausted", "--user", "alice"]) == 0
         worker.wait_until(lambda w: w.query("SELECT count() FROM tocsin.feedback")[0][0] >= 1,
                           timeout_s=60, what="the feedback row")
+        runs = worker.query("SELECT problem_id, count() FROM tocsin.problem_diagnostics "
+                            "GROUP BY problem_id")
+        diagnosed = worker.status()["correlate"]["diagnostics"]
         settings = settings_from(env)
         detail = problem_detail(settings, ids[0])
         listed = list_problems(settings)
@@ -53,6 +59,14 @@ def test_feedback_round_trip(kafka_broker, names, tmp_path, monkeypatch, capsys)
     row = dict(zip(listed.columns, next(r for r in listed.rows if r[0] == ids[0]),
                    strict=True))
     assert row["feedback"] == "true"
+    # every problem had its checks run, read-only and without error, and shows them
+    assert {pid for pid, _ in runs} == set(ids) and diagnosed >= len(ids)
+    results = detail["diagnostic_plan"]["results"]
+    assert [r["check"] for r in results] == ["error_rate_by_operation", "slowest_callees",
+                                             "new_log_templates", "deploys_and_versions"]
+    assert all(r["error"] == "" and r["service"] == top for r in results), results
+    alerts = asyncio.run(read_alerts(kafka_broker.bootstrap, env["TOCSIN_TOPICS_ALERTS"]))
+    assert alerts and all(a["data"]["diagnostic_plan"]["results"] for a in alerts)
     figures = json.loads((tmp_path / "fb.json").read_text())
     assert figures["problems"] == len(ids) and figures["judged"] == 1
     assert figures["precision"] == 1.0 and figures["root_cause_ac1"] == 1.0

@@ -91,9 +91,12 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         raise TocsinError("--chunk must be more than 0")
     store = open_store(settings.store, ReadLimits.from_settings(settings.query))
 
+    shown = {"at": 0.0}
+
     def progress(p) -> None:
-        if args.quiet:
+        if args.quiet or time.monotonic() - shown["at"] < 0.5:
             return
+        shown["at"] = time.monotonic()
         done = (p.event_ms - (lo - span.warmup_ms)) / max(1, hi - lo + span.warmup_ms)
         print(f"\r{min(max(done, 0.0), 1.0):6.1%}  at {format_ms(p.event_ms)}  "
               f"{p.records} records  {p.records_per_s:,.0f} records/s", end="",

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.errors import TocsinError
+from pipeline.errors import StoreUnavailable, TocsinError
 from pipeline.settings import Settings
 
 
@@ -106,6 +106,9 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         report = backtest(settings, store.read_arrow, candidate, span,
                           _labels(args, settings, store.read_arrow, lo, hi),
                           on_progress=progress)
+    except StoreUnavailable as exc:
+        raise TocsinError(f"{exc}; a backtest reads the data directory itself: stop the "
+                          "worker, or give --store a copy of it or a ClickHouse URL") from None
     finally:
         store.close()
     if not args.quiet:

@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from detectors import builtin_rule_paths
 from pipeline.api.operate import list_problems, problem_detail
 from pipeline.cli import main
 from pipeline.kafka import find_free_port
@@ -67,6 +68,14 @@ def test_feedback_round_trip(kafka_broker, names, tmp_path, monkeypatch, capsys)
     assert all(r["error"] == "" and r["service"] == top for r in results), results
     alerts = asyncio.run(read_alerts(kafka_broker.bootstrap, env["TOCSIN_TOPICS_ALERTS"]))
     assert alerts and all(a["data"]["diagnostic_plan"]["results"] for a in alerts)
+    # the verdict is a label for a backtest: the judged incident, found on both sides
+    assert main(["backtest", "--rules", *map(str, builtin_rule_paths()), "--from",
+                 str(labels["start_ms"]), "--to", str(labels["end_ms"] + 3_600_000),
+                 "--warmup", "0", "--feedback", "--quiet", "--json",
+                 str(tmp_path / "bt.json")]) == 0
+    quality = json.loads((tmp_path / "bt.json").read_text())["quality"]
+    assert quality["current"]["incidents"] == quality["candidate"]["incidents"] == 1
+    assert quality["current"]["detected"] == quality["candidate"]["detected"] == 1
     figures = json.loads((tmp_path / "fb.json").read_text())
     assert figures["problems"] == len(ids) and figures["judged"] == 1
     assert figures["precision"] == 1.0 and figures["root_cause_ac1"] == 1.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import orjson
 
@@ -50,6 +50,13 @@ def digest(data: Mapping) -> str:
     return hashlib.blake2b(raw, digest_size=8).hexdigest()
 
 
+def _choice(value: object, choices: Sequence[str]) -> str:
+    """What is wrong with a field that must be one of ``choices``."""
+    if value is None:
+        return f"missing: expected one of {', '.join(choices)}"
+    return f"expected one of {', '.join(choices)}, got {value!r}"
+
+
 def parse_rule(data: Mapping, source: str, report: Report) -> Rule | None:
     """Build a :class:`Rule` from its mapping, or report every problem and return None."""
     count = [0]
@@ -71,7 +78,7 @@ def parse_rule(data: Mapping, source: str, report: Report) -> Rule | None:
         return None
     signal = data.get("signal", "logs" if kind == "log_count" else None)
     if signal not in SIGNALS:
-        note("signal", f"expected one of {', '.join(SIGNALS)}, got {signal!r}")
+        note("signal", _choice(signal, SIGNALS))
         return None
     if kind == "log_count" and signal != "logs":
         note("signal", "log_count rules read logs")
@@ -140,10 +147,10 @@ def parse_rule(data: Mapping, source: str, report: Report) -> Rule | None:
 
     severity = data.get("severity")
     if severity not in SEVERITIES:
-        note("severity", f"expected one of {', '.join(SEVERITIES)}, got {severity!r}")
+        note("severity", _choice(severity, SEVERITIES))
     category = data.get("category")
     if category not in CATEGORIES:
-        note("category", f"expected one of {', '.join(CATEGORIES)}, got {category!r}")
+        note("category", _choice(category, CATEGORIES))
     confidence = data.get("confidence", 1.0)
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) \
             or not math.isfinite(confidence) or not 0.0 <= confidence <= 1.0:

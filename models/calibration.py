@@ -74,11 +74,15 @@ def log10p_from_score(score: float) -> float:
 
 
 def severity_of(score: float, threshold: float) -> str:
-    """Severity from how far past the threshold a score is: medium, high, critical."""
+    """Severity from how far past the threshold a score is: medium or high, never
+    critical. A score says how unusual a value is, not how bad (it saturates at 1.0 on
+    any clear anomaly); critical is for rules that say so and for escalation.
+
+    >>> severity_of(1.0, 0.6), severity_of(0.7, 0.6), severity_of(0.5, 0.6)
+    ('high', 'medium', 'low')
+    """
     span = max(1.0 - threshold, 1e-9)
     excess = (score - threshold) / span
-    if excess >= 0.75:
-        return "critical"
     if excess >= 0.4:
         return "high"
     if excess >= 0.0:

@@ -102,6 +102,7 @@ class StoreSettings:
     clickhouse_password: Secret = Secret("")
     database: str = "tocsin"
     ttl_days: int = 30
+    cluster: str = ""  # a server cluster's name: replicated local + Distributed tables
 
     @property
     def embedded(self) -> bool:
@@ -348,6 +349,32 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class NotifySettings:
+    """``tocsin notify``: delivery of ``tocsin.alerts`` to Alertmanager and webhooks.
+
+    Every receiver gets ``max_attempts`` tries per alert, ``backoff_initial_ms`` doubling up
+    to ``backoff_max_ms`` between them; an alert still undelivered then goes to the
+    dead-letter topic with the reason.
+    """
+
+    alertmanager_urls: tuple[str, ...] = ()  # base URLs (http://am:9093); each gets every alert
+    webhook_urls: tuple[str, ...] = ()  # each gets every CloudEvent as a JSON POST
+    webhook_headers: tuple[str, ...] = ()  # "Name: value" headers sent to the webhooks
+    webhook_token: Secret = Secret("")  # when set: Authorization: Bearer <token>
+    console_url: str = ""  # the worker's web console (empty: http://worker.web_host:web_port)
+    runbook_url: str = ""  # template with {runbook} and {problem_id} (empty: the console page)
+    alertname: str = "TocsinProblem"
+    labels: tuple[str, ...] = ()  # extra "name=value" labels on every Alertmanager alert
+    resend_interval_ms: int = 60_000  # re-post open problems; they are valid for 4 times this
+    timeout_ms: int = 10_000  # one HTTP request
+    max_attempts: int = 5
+    backoff_initial_ms: int = 500
+    backoff_max_ms: int = 30_000
+    group_id: str = ""  # consumer group (empty: <worker.app_id>-notify)
+    lookback_ms: int = 24 * HOUR_MS  # at start, alerts this old rebuild the open problems
+
+
+@dataclass(frozen=True)
 class Settings:
     """All of Tocsin's settings; build with :func:`load_settings`."""
 
@@ -359,6 +386,7 @@ class Settings:
     correlate: CorrelateSettings = field(default_factory=CorrelateSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     query: QuerySettings = field(default_factory=QuerySettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     def redacted(self) -> dict[str, dict[str, Any]]:
         """Every setting as plain data, secrets masked: safe to log or print."""
@@ -402,6 +430,11 @@ _POSITIVE = {
     ("worker", "shutdown_timeout_s"),
     ("worker", "stuck_after_failures"),
     ("detect", "reload_interval_s"),
+    ("notify", "resend_interval_ms"),
+    ("notify", "timeout_ms"),
+    ("notify", "max_attempts"),
+    ("notify", "backoff_initial_ms"),
+    ("notify", "backoff_max_ms"),
 }
 MIN_MESSAGE_BYTES = 65_536
 """The smallest ``kafka.max_message_bytes`` accepted: ticks and state chunks must fit."""
@@ -409,7 +442,7 @@ MIN_MESSAGE_BYTES = 65_536
 _NON_NEGATIVE = {("store", "ttl_days"), ("ingest", "max_future_ms"), ("worker", "web_port"),
                  ("detect", "allowed_lateness_ms"), ("detect", "keepalive_ms"),
                  ("query", "max_execution_time_s"), ("query", "max_memory_bytes"),
-                 ("query", "max_result_rows")}
+                 ("query", "max_result_rows"), ("notify", "lookback_ms")}
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -535,6 +568,17 @@ def _validate(settings: Settings) -> None:
             f"setting store.database (TOCSIN_STORE_DATABASE): {settings.store.database!r} "
             "is not a valid database name"
         )
+    cluster = settings.store.cluster
+    if cluster and not _IDENTIFIER.match(cluster):
+        raise SettingsError(
+            f"setting store.cluster (TOCSIN_STORE_CLUSTER): {cluster!r} is not a valid "
+            "cluster name"
+        )
+    if cluster and not settings.store.clickhouse_url.startswith(("http://", "https://")):
+        raise SettingsError(
+            "setting store.cluster (TOCSIN_STORE_CLUSTER) needs a ClickHouse server: set "
+            "store.clickhouse_url (TOCSIN_STORE_CLICKHOUSE_URL) to its http(s):// URL"
+        )
     url = settings.store.clickhouse_url
     if url and not re.match(r"^(https?://[^/\s]+|chdb:///\S+)", url):
         raise SettingsError(
@@ -551,11 +595,40 @@ def _validate(settings: Settings) -> None:
             f"setting worker.web_port (TOCSIN_WORKER_WEB_PORT): {settings.worker.web_port} "
             "is not a port number"
         )
+    validate_notify(settings.notify)
     if settings.kafka.security_protocol.startswith("SASL") and not settings.kafka.sasl_mechanism:
         raise SettingsError(
             "setting kafka.sasl_mechanism (TOCSIN_KAFKA_SASL_MECHANISM): required when "
             f"security_protocol is {settings.kafka.security_protocol}"
         )
+
+
+def validate_notify(notify: NotifySettings) -> None:
+    """Check the ``[notify]`` section; raises :class:`SettingsError` naming the setting."""
+    urls = [("alertmanager_urls", u) for u in notify.alertmanager_urls]
+    urls += [("webhook_urls", u) for u in notify.webhook_urls]
+    urls += [("console_url", notify.console_url)] if notify.console_url else []
+    for name, url in urls:
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise SettingsError(f"setting notify.{name} ({_env_name('notify', name)}): "
+                                f"{url!r} is not an http(s):// URL")
+    for header in notify.webhook_headers:
+        name, sep, _ = header.partition(":")
+        if not sep or not re.match(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", name.strip()):
+            raise SettingsError("setting notify.webhook_headers (TOCSIN_NOTIFY_WEBHOOK_HEADERS): "
+                                f"{header!r} is not 'Name: value'")
+    for label in notify.labels:
+        name, sep, _ = label.partition("=")
+        if not sep or not _IDENTIFIER.match(name.strip()):
+            raise SettingsError(f"setting notify.labels (TOCSIN_NOTIFY_LABELS): {label!r} is "
+                                "not name=value with a label name of letters, digits and _")
+    if not notify.alertname.strip():
+        raise SettingsError("setting notify.alertname (TOCSIN_NOTIFY_ALERTNAME): must not be "
+                            "empty")
+    if notify.backoff_max_ms < notify.backoff_initial_ms:
+        raise SettingsError(f"setting notify.backoff_max_ms (TOCSIN_NOTIFY_BACKOFF_MAX_MS): "
+                            f"{notify.backoff_max_ms} is less than notify.backoff_initial_ms "
+                            f"({notify.backoff_initial_ms})")
 
 
 def load_settings(

@@ -16,6 +16,28 @@ if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
     fi
 fi
 
+# the web console's browser tests drive Debian's Chromium through chromedriver (dev only)
+if [ "${1:-}" = dev ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then
+    as_root=""
+    can_install=false
+    if [ "$(id -u)" = 0 ]; then
+        can_install=true
+    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        as_root="sudo -n"
+        can_install=true
+    fi
+    if $can_install && command -v apt-get >/dev/null; then
+        echo "installing Chromium and ChromeDriver (Debian packages) for the console's browser tests"
+        $as_root apt-get update -qq
+        $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            chromium chromium-driver >/dev/null
+    else
+        echo "warning: the console's browser tests need /usr/bin/chromium and" \
+             "/usr/bin/chromedriver: install the Debian packages chromium and" \
+             "chromium-driver as root (those tests fail until then)" >&2
+    fi
+fi
+
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv

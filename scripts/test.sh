@@ -7,6 +7,9 @@ bash scripts/setup.sh dev
 # the OpenTelemetry Collector and telemetrygen of the end-to-end OTLP test, built once per
 # machine into ~/.cache/tocsin/otelcol (5-10 minutes the first time)
 bash scripts/build-otelcol.sh
+# Alertmanager v0.35.0 for the notify test, built once per machine into
+# ~/.cache/tocsin/alertmanager (2-5 minutes the first time)
+bash scripts/build-alertmanager.sh
 .venv/bin/ruff check pipeline detectors models tests bench
 set +e
 .venv/bin/python -m pytest -p no:cacheprovider "$@"

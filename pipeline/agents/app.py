@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +18,13 @@ import orjson
 from faust.web import Request, Response, View
 
 from pipeline.agents.batches import Backoff, BatchRunner, BatchRunners
+from pipeline.agents.console import register_console
 from pipeline.agents.correlate import CorrelateCounters, register_correlate_agent
 from pipeline.agents.detect import DetectCounters, register_detect_agent
 from pipeline.agents.health import Health, describe_ranges
 from pipeline.agents.ingest import register_ingest_agents
+from pipeline.agents.ops import register_ops_pages, worker_status
+from pipeline.api.metrics import WorkerMetrics
 from pipeline.api.web import (
     HEALTH_PATH,
     QUERY_PATH,
@@ -57,8 +61,10 @@ class Pipeline:
     detect_counters: DetectCounters = field(default_factory=DetectCounters)
     correlate_counters: CorrelateCounters = field(default_factory=CorrelateCounters)
     correlation_table: Any = None
+    detect_tables: dict[str, Any] = field(default_factory=dict)
     health: Health = field(default_factory=Health)
     runners: BatchRunners = field(default_factory=BatchRunners)
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
 
 class TocsinApp(faust.App):
@@ -87,6 +93,10 @@ class TocsinApp(faust.App):
                 log.warning("stopping with batches in hand (%s): they stay uncommitted",
                             ", ".join(busy))
         await super().on_stop()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _exit_now(timeout_s: float) -> None:
@@ -157,44 +167,7 @@ def _register_pages(pipeline: Pipeline) -> None:
             refused = _refused(self, request, pipeline)
             if refused is not None:
                 return refused
-            counters = pipeline.ingestor.counters
-            detect = pipeline.detect_counters
-            reads = pipeline.writer.reads
-            return _json(self, {
-                **identity,
-                "backend": "embedded" if pipeline.settings.store.embedded
-                else "clickhouse-connect",
-                "messages": counters.messages,
-                "stored": counters.stored,
-                "rejected": counters.rejected,
-                "empty_messages": counters.empty_messages,
-                "older_than_ttl": counters.older_than_ttl,
-                "not_forwarded": counters.not_forwarded,
-                "store_failed_attempts": pipeline.writer.failed_attempts,
-                "agents": pipeline.health.to_wire(),
-                "detect": {
-                    "engines": {name: getattr(engine, "version", "")
-                                for name, engine in pipeline.engines.items()},
-                    "batches": detect.batches,
-                    "slices": detect.slices,
-                    "watermark_ms": detect.watermark_ms,
-                    "errors": detect.errors,
-                    "detections": detect.detections,
-                    "late_records": detect.late_records,
-                    "not_sent": detect.not_sent,
-                    "shadow": detect.shadow,
-                },
-                "reads": {"running": reads.running, "served": reads.served,
-                          "refused": reads.refused, "failed": reads.failed},
-                "correlate": {
-                    "decisions": pipeline.correlate_counters.decisions,
-                    "alerts": pipeline.correlate_counters.alerts,
-                    "rejected": pipeline.correlate_counters.rejected,
-                    "not_sent": pipeline.correlate_counters.not_sent,
-                    "shadow_dropped": pipeline.correlate_counters.shadow_dropped,
-                    "diagnostics": pipeline.correlate_counters.diagnostics,
-                },
-            })
+            return _json(self, worker_status(pipeline, _now_ms()))
 
     @app.page(HEALTH_PATH)
     class HealthView(View):
@@ -279,7 +252,12 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
         web_host=worker.web_host,
         web_bind=worker.web_host,
         web_port=worker.web_port,
-        web_tables_enabled=False,  # /table/... would show the correlator's state to anyone
+        # Faust's own pages answer without the API token: /table/... would show detector
+        # and correlator state, /router/ and /graph/ the cluster's layout, /stats/ timings
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
         topic_partitions=settings.topics.partitions,
         topic_replication_factor=settings.topics.replication_factor,
         topic_allow_declare=True,
@@ -301,10 +279,12 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
                     worker.web_host)
     faults = Faults.from_env(os.environ)
     store = store or open_store(settings.store, ReadLimits.from_settings(settings.query))
-    writer = StoreWriter(store, faults)
+    metrics = WorkerMetrics()  # this app's registry: never shared with another worker
+    writer = StoreWriter(store, faults, on_insert=metrics.observe_insert,
+                         on_read=metrics.observe_query)
     ingestor = Ingestor(writer, settings.ingest, ttl_days=settings.store.ttl_days)
     pipeline = Pipeline(app, settings, store, writer, ingestor, build_engines(settings),
-                        health=Health(worker.stuck_after_failures))
+                        health=Health(worker.stuck_after_failures), metrics=metrics)
     app.runners = runners = pipeline.runners
     app.shutdown_timeout_s = worker.shutdown_timeout_s
     backoff = Backoff(max_s=settings.ingest.store_retry_max_s)
@@ -313,15 +293,16 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
     def new_runner(name: str, handle: Any) -> BatchRunner:
         return BatchRunner(app, pipeline.health.agent(name), handle,
                            batch_size=settings.ingest.batch_size, within_s=within_s,
-                           backoff=backoff)
+                           backoff=backoff, observe=metrics.observe_batch)
 
     register_ingest_agents(app, settings, pipeline.ingestor, runners, new_runner, faults)
     if pipeline.engines:
         from pipeline.backtest.candidates import shadow_engines
 
         shadow = shadow_engines(settings)
-        register_detect_agent(app, settings, pipeline.engines, writer, pipeline.detect_counters,
-                              runners, new_runner, faults, shadow)
+        pipeline.detect_tables = register_detect_agent(
+            app, settings, pipeline.engines, writer, pipeline.detect_counters, runners,
+            new_runner, faults, shadow)
         for name, engine in [*pipeline.engines.items(), *shadow.items()]:
             app.timer(settings.detect.reload_interval_s, name=f"tocsin.{name}.reload")(
                 _reloader(engine))
@@ -341,6 +322,8 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
             log.warning("rebalancing while %s still hold a batch", ", ".join(busy))
 
     _register_pages(pipeline)
+    register_console(pipeline)
+    register_ops_pages(pipeline, _now_ms)
     return pipeline
 
 

@@ -73,6 +73,9 @@ class BatchSteps:
 BatchHandler = Callable[[Any, Sequence[Any], BatchSteps], Awaitable[None]]
 """``handle(stream, events, steps)``: one attempt at a batch; raising means it failed."""
 
+BatchObserver = Callable[[str, int, float], None]
+"""``observe(agent, messages, seconds)``: a batch completed (for the worker's metrics)."""
+
 
 @dataclass(frozen=True)
 class Backoff:
@@ -95,8 +98,10 @@ class BatchRunner:
     """Runs one agent's batches: hold, retry in place, release, report (see module doc)."""
 
     def __init__(self, app: Any, health: AgentHealth, handle: BatchHandler, *,
-                 batch_size: int, within_s: float, backoff: Backoff) -> None:
+                 batch_size: int, within_s: float, backoff: Backoff,
+                 observe: BatchObserver | None = None) -> None:
         self.app = app
+        self.observe = observe
         self.health = health
         self.handle = handle
         self.batch_size = batch_size
@@ -156,6 +161,7 @@ class BatchRunner:
         ranges = offset_ranges((e.message.topic, e.message.partition, e.message.offset)
                                for e in events)
         self.health.started(ranges)
+        started = time.monotonic()
         self._idle.clear()
         steps = BatchSteps()
         try:
@@ -177,6 +183,8 @@ class BatchRunner:
                 log.warning("agent %s: %s done after %d failed attempts", self.name,
                             describe_ranges(ranges), self.health.consecutive_failures)
             self.health.succeeded()
+            if self.observe is not None:
+                self.observe(self.name, len(events), time.monotonic() - started)
             return True
         except BaseException as exc:  # cancelled (a restart or a stop) or worse
             self._leave_behind(events, ranges)

@@ -3,10 +3,10 @@
 Detections and control events (acks, silences) are keyed by correlation scope, so a
 scope's events arrive in order on one partition; its state (open problems, alert tracks,
 silences) lives in a Faust table with a changelog, written once per batch. Problem
-versions and their links go to ClickHouse and alerts to the alerts topic before the
-batch's offsets are acknowledged. A failing batch is retried in place by its
-:class:`~pipeline.agents.batches.BatchRunner`; the correlation step runs once per batch
-(its result is kept across attempts).
+versions, their links and their changes (``problem_changes``) go to ClickHouse and alerts
+to the alerts topic before the batch's offsets are acknowledged. A failing batch is
+retried in place by its :class:`~pipeline.agents.batches.BatchRunner`; the correlation
+step runs once per batch (its result is kept across attempts).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pipeline.agents.batches import BatchRunners, BatchSteps
 from pipeline.agents.detect import SHADOW_HEADER
 from pipeline.agents.diagnose import Diagnostician
 from pipeline.agents.tables import get_value, set_value
+from pipeline.alerts.cloudevents import alert_type, problem_changes_table
 from pipeline.alerts.feedback import feedback_table
 from pipeline.correlate import (
     alert_key,
@@ -49,6 +50,9 @@ class CorrelateCounters:
     alerts: int = 0
     rejected: int = 0
     not_sent: int = 0  # alerts too large for the alerts topic even trimmed
+    alerts_by_type: dict[str, int] = field(default_factory=dict)  # CloudEvents type
+    open_problems: dict[str, int] = field(default_factory=dict)  # per scope
+    event_time_ms: dict[str, int] = field(default_factory=dict)  # per scope
     shadow_dropped: int = 0  # shadow candidates' detections, never correlated
     diagnostics: int = 0  # automated diagnostics runs (one per problem and root cause)
 
@@ -124,9 +128,11 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
         links = [link for d in decisions for link in d.links]
         if links:
             await writer.insert("problem_detections", problem_detections_table(links))
+        await writer.insert("problem_changes", problem_changes_table(decisions))
 
     async def send_alerts(alerts: list) -> None:
         pending = []
+        sent: list[str] = []
         for d in alerts:
             key = alert_key(d)
             try:
@@ -136,8 +142,11 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
                 log.error("not sent to %s: %s", topics.alerts, exc)
                 continue
             pending.append(await app.producer.send(topics.alerts, key, value, None, None, None))
+            sent.append(alert_type(d.kind))
         await asyncio.gather(*pending)
         counters.alerts += len(pending)
+        for kind in sent:
+            counters.alerts_by_type[kind] = counters.alerts_by_type.get(kind, 0) + 1
 
     async def correlate_batch(stream: Any, events: Any, steps: BatchSteps) -> None:
         result = await steps.once("step", lambda: run_step(events))
@@ -155,6 +164,8 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
                 await steps.once("alerts", lambda: send_alerts(alerts))
         faults.check("correlate.after")
         counters.rejected += result.rejected
+        counters.open_problems.update(result.open_problems)
+        counters.event_time_ms.update(result.event_time_ms)
         for d in decisions:
             counters.decisions[d.kind] = counters.decisions.get(d.kind, 0) + 1
 

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +58,25 @@ class DetectCounters:
     late_records: int = 0
     not_sent: int = 0  # detections stored but too large for the detections topic
     shadow: dict[str, int] = field(default_factory=dict)  # shadow detections by state
+    by_detector: dict[str, dict[str, int]] = field(default_factory=dict)  # detector -> state
+    # source (ingest topic partition) -> time_ms, backlog, lag_ms behind the watermark
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def count(self, detector: str, state: str) -> None:
+        """Count one detection of ``detector`` in ``state``."""
+        self.detections[state] = self.detections.get(state, 0) + 1
+        states = self.by_detector.setdefault(detector, {})
+        states[state] = states.get(state, 0) + 1
+
+
+def source_lags(ticks: Mapping[str, Any], watermark_ms: int,
+                allowed_lateness_ms: int) -> dict[str, dict[str, Any]]:
+    """Per source: how far it was forwarded, whether records wait, and how far (event
+    time) the detect watermark is behind it, lateness allowance aside (0: caught up)."""
+    passed = watermark_ms + allowed_lateness_ms if watermark_ms >= 0 else -1
+    return {name: {"time_ms": t.time_ms, "backlog": t.backlog,
+                   "lag_ms": max(0, t.time_ms - passed) if passed >= 0 else max(0, t.time_ms)}
+            for name, t in ticks.items()}
 
 
 def edges_table(edges: list[tuple[str, str, int, int]]) -> pa.Table:
@@ -71,9 +89,25 @@ def edges_table(edges: list[tuple[str, str, int, int]]) -> pa.Table:
     })
 
 
+def watermark_source(topic: str, partition: int) -> str:
+    """The name a by-service partition's watermark goes by on the detections topic."""
+    return f"{topic}/{partition}"
+
+
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` (murmur2, as producers do)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def services_with_state(tables: Mapping[str, Any], partitions: int,
+                        assigned: Collection[int]) -> int:
+    """How many services have detector state on the by-service partitions in ``assigned``
+    (restored from the changelogs after a rebalance, before their next record)."""
+    mine = set(assigned)
+    keys: set[bytes] = set()
+    for table in tables.values():
+        keys.update(k for k in value_keys(table) if partition_of(k, partitions) in mine)
+    return len(keys)
 
 
 def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[str, Engine],
@@ -94,8 +128,9 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
     }
     step = DetectionStep(engines, settings.detect.allowed_lateness_ms)
     shadow_step = DetectionStep(shadow, settings.detect.allowed_lateness_ms) if shadow else None
-    # the correlator waits for every detect worker's watermark: name this one stably
-    source = f"{socket.gethostname()}:{settings.worker.web_port}"
+    # the correlator waits for the watermark of every by-service partition, whichever
+    # worker owns it (see pipeline.correlate.reorder)
+    sent: dict[int, int] = {}
 
     max_bytes = settings.kafka.max_message_bytes
     scope_key = settings.correlate.scope.encode()  # one scope, one partition, in order
@@ -167,10 +202,18 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
         for d in result.detections:
             counters.shadow[d.state] = counters.shadow.get(d.state, 0) + 1
 
-    async def send_watermark(watermark_ms: int) -> None:
-        await app.producer.send(settings.topics.detections, scope_key,
-                                orjson.dumps({"tick": int(watermark_ms), "source": source}),
-                                None, None, None)
+    async def send_watermarks(marks: Mapping[int, int]) -> None:
+        pending = [
+            await app.producer.send(
+                settings.topics.detections, scope_key,
+                orjson.dumps({"tick": int(mark),
+                              "source": watermark_source(settings.topics.by_service, p)}),
+                None, None, None)
+            for p, mark in sorted(marks.items()) if mark > sent.get(p, -2)
+        ]
+        await asyncio.gather(*pending)
+        for p, mark in marks.items():
+            sent[p] = max(mark, sent.get(p, -2))
 
     async def detect_batch(stream: Any, events: Any, steps: BatchSteps) -> None:
         result = await steps.once("step", lambda: run_step(events))
@@ -182,8 +225,9 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
         if result.edges:
             await steps.once("edges", lambda: writer.insert(
                 "service_edges", edges_table(result.edges)))
-        if result.watermark_ms > counters.watermark_ms:
-            await steps.once("watermark", lambda: send_watermark(result.watermark_ms))
+        if result.partition_watermarks:
+            await steps.once("watermark",
+                             lambda: send_watermarks(result.partition_watermarks))
         if shadow_step is not None:
             await run_shadow(stream, events, steps)
         faults.check("detect.after")
@@ -193,14 +237,17 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
         counters.watermark_ms = max(counters.watermark_ms, result.watermark_ms)
         counters.late_records += result.late_records
         for d in result.detections:
-            counters.detections[d.state] = counters.detections.get(d.state, 0) + 1
+            counters.count(d.detector, d.state)
+        counters.sources = source_lags(step.watermarks.sources(), counters.watermark_ms,
+                                       settings.detect.allowed_lateness_ms)
 
     runner = runners.add(new_runner("tocsin.detect", detect_batch))
 
     async def detect(stream: Any) -> None:
-        # announce this worker before its first detections, so the correlator waits for
-        # its watermark instead of taking them in as they come (-1: nothing passed yet)
-        await send_watermark(-1)
+        # announce every partition before the first detections, so the correlator waits
+        # for their watermarks instead of taking detections in as they come (-1: nothing
+        # passed yet; a partition already further on ignores it)
+        await send_watermarks({p: -1 for p in range(partitions)})
         await runner.run(stream)
 
     app.agent(topic, name="tocsin.detect")(detect)

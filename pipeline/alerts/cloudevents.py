@@ -24,9 +24,11 @@ One message per alerted decision (``Decision.notify``), keyed by problem id
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
 from pipeline.events.problem import Decision
 from pipeline.events.sizes import MessageTooLarge
@@ -43,12 +45,39 @@ def alert_type(kind: str) -> str:
     return TYPE_PREFIX + ("resolved" if kind == "merged" else kind)
 
 
+def alert_id(decision: Decision) -> str:
+    """The CloudEvents ``id`` of a decision's alert: ``<problem id>.<version>``, a repeat
+    with ``.repeat.<time ms>``."""
+    ident = f"{decision.problem.id}.{decision.problem.version}"
+    if decision.kind == "repeated":
+        ident += f".repeat.{decision.time_ms}"
+    return ident
+
+
+def problem_changes_table(decisions: Sequence[Decision]) -> pa.Table:
+    """Decisions as rows of ``problem_changes``: a problem's history, each row naming the
+    CloudEvent its change went out as (``event_id`` and ``event_type`` empty when it
+    alerted nothing)."""
+    d = decisions
+    return pa.table({
+        "problem_id": pa.array([x.problem.id for x in d], pa.string()),
+        "version": pa.array([x.problem.version for x in d], pa.uint32()),
+        "time": pa.array([x.time_ms for x in d], pa.timestamp("ms", tz="UTC")),
+        "kind": pa.array([x.kind for x in d], pa.string()),
+        "reason": pa.array([x.reason for x in d], pa.string()),
+        "event_id": pa.array([alert_id(x) if x.notify else "" for x in d], pa.string()),
+        "event_type": pa.array([alert_type(x.kind) if x.notify else "" for x in d],
+                               pa.string()),
+        "status": pa.array([x.problem.status for x in d], pa.string()),
+        "severity": pa.array([x.problem.severity for x in d], pa.string()),
+        "acknowledged_by": pa.array([x.problem.acknowledged_by for x in d], pa.string()),
+    })
+
+
 def alert_event(decision: Decision) -> dict[str, Any]:
     """The CloudEvent of a decision as a dict (see the module docstring)."""
     p = decision.problem
-    ident = f"{p.id}.{p.version}"
-    if decision.kind == "repeated":
-        ident += f".repeat.{decision.time_ms}"
+    ident = alert_id(decision)
     data = p.to_wire()
     data.pop("links", None)  # detection_ids says the same, shorter
     data["change"] = {"kind": decision.kind, "reason": decision.reason}

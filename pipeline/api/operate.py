@@ -17,6 +17,7 @@ from pipeline.api.query import run_query
 from pipeline.correlate import ControlEvent, Recurrence, Silence, SilenceError
 from pipeline.errors import TocsinError
 from pipeline.events import durations
+from pipeline.events.times import format_ms
 from pipeline.kafka.transport import KafkaUnavailable, client_kwargs, ensure_topics
 from pipeline.settings import Settings
 from pipeline.store import QueryResult
@@ -49,6 +50,8 @@ def problem_detail(settings: Settings, problem_id: str) -> dict[str, Any]:
     if not result.rows:
         raise TocsinError(f"no problem with id {problem_id!r}")
     row = dict(zip(result.columns, result.rows[0], strict=True))
+    if isinstance(row.get("confidence"), float):  # a Float32 column: 0.9900000095367432
+        row["confidence"] = round(row["confidence"], 3)
     for key in ("root_causes", "diagnostic_plan", "runbook"):
         if isinstance(row.get(key), str) and row[key]:
             row[key] = json.loads(row[key])
@@ -105,8 +108,29 @@ async def _send_control(settings: Settings, event: ControlEvent) -> None:
         await producer.stop()
 
 
+def problem_status(settings: Settings, problem_id: str) -> tuple[str, str] | None:
+    """The status of a problem's latest version and when it was resolved (``""`` when
+    it is not), or None when no problem has that id."""
+    db = settings.store.database
+    result = run_query(settings, (
+        "SELECT status, ifNull(formatDateTime(resolved_at, '%Y-%m-%d %H:%i:%S'), '') "
+        f"FROM {db}.problems WHERE id = {_quote(problem_id)} ORDER BY version DESC LIMIT 1"))
+    return (str(result.rows[0][0]), str(result.rows[0][1])) if result.rows else None
+
+
+def check_ackable(problem_id: str, status: tuple[str, str] | None) -> None:
+    """Raise :class:`TocsinError` unless a problem in ``status`` can be acknowledged."""
+    if status is None:
+        raise TocsinError(f"no problem with id {problem_id!r} (`tocsin problems` lists them)")
+    if status[0] == "resolved":
+        raise TocsinError(f"problem {problem_id} is resolved (at {status[1]} UTC): there is "
+                          "nothing to acknowledge")
+
+
 def acknowledge(settings: Settings, problem_id: str, by: str, comment: str) -> ControlEvent:
-    """Publish an acknowledgement of a problem."""
+    """Publish an acknowledgement of an open problem; :class:`TocsinError` when there is
+    no such problem or it is resolved."""
+    check_ackable(problem_id, problem_status(settings, problem_id))
     event = ControlEvent.ack(problem_id, by, comment, int(time.time() * 1000),
                              scope=settings.correlate.scope)
     asyncio.run(_send_control(settings, event))
@@ -137,10 +161,33 @@ def create_silence(settings: Settings, matchers: Sequence[str], duration: str, b
     return silence
 
 
-def expire_silence(settings: Settings, silence_id: str, by: str) -> None:
-    """Publish the end of a silence, now."""
-    event = ControlEvent.expire_silence(silence_id, by, int(time.time() * 1000),
-                                        scope=settings.correlate.scope)
+def check_expirable(silence_id: str, silences: Sequence[dict[str, Any]], now_ms: int) -> None:
+    """Raise :class:`TocsinError` unless ``silences`` (the worker's) hold ``silence_id``
+    and it has not ended by ``now_ms``."""
+    found = next((s for s in silences if s.get("id") == silence_id), None)
+    if found is None:
+        raise TocsinError(f"no silence with id {silence_id!r} (`tocsin silence list` "
+                          "shows them)")
+    silence = Silence.from_wire({k: v for k, v in found.items() if k != "scope"})
+    if silence.ended(now_ms):
+        raise TocsinError(f"silence {silence_id} already ended at "
+                          f"{format_ms(silence.end_ms or 0)}")
+
+
+def expire_silence(settings: Settings, silence_id: str, by: str, force: bool = False) -> None:
+    """Publish the end of a silence, now. The running worker is asked first whether the
+    silence exists and still runs (:class:`TocsinError` if not); ``force`` sends the
+    expiry even when no worker answers."""
+    from pipeline.api.query import WorkerUnreachable
+
+    now_ms = int(time.time() * 1000)
+    try:
+        check_expirable(silence_id, list_silences(settings), now_ms)
+    except WorkerUnreachable as exc:
+        if not force:
+            raise TocsinError(f"cannot check silence {silence_id}: {exc}; pass --force to "
+                              "send the expiry anyway") from None
+    event = ControlEvent.expire_silence(silence_id, by, now_ms, scope=settings.correlate.scope)
     asyncio.run(_send_control(settings, event))
 
 
@@ -152,6 +199,7 @@ def list_silences(settings: Settings) -> list[dict[str, Any]]:
     try:
         return call_worker(settings, SILENCES_PATH, timeout_s=30)["silences"]
     except WorkerUnreachable:
-        raise TocsinError(f"no worker answers at {worker_url(settings, SILENCES_PATH)}: "
-                          "silences live in the running worker's correlator state") from None
+        raise WorkerUnreachable(f"no worker answers at {worker_url(settings, SILENCES_PATH)}"
+                                ": silences live in the running worker's correlator state"
+                                ) from None
 

@@ -95,7 +95,7 @@ class Replay:
         self.learned: dict[str, set[str]] = {}
         self.result = ReplayResult()
         self._window: int | None = None
-        self._watermark = -1
+        self._sent: dict[int, int] | None = None  # watermark sent per partition
         self._started = clock()
 
     def feed(self, chunk: Chunk) -> None:
@@ -136,9 +136,13 @@ class Replay:
         if self.correlate is None:
             return
         wire: list[bytes] = [d.to_json() for d in out.detections]
-        if out.watermark_ms > self._watermark:
-            self._watermark = out.watermark_ms
-            wire.append(orjson.dumps({"tick": out.watermark_ms, "source": SOURCE}))
+        if self._sent is None:  # announced first, as the detect agent does
+            self._sent = {}
+            wire.insert(0, orjson.dumps({"tick": -1, "source": f"{SOURCE}/0"}))
+        for partition, mark in sorted(out.partition_watermarks.items()):
+            if mark > self._sent.get(partition, -2):  # each partition's watermark, as sent
+                self._sent[partition] = mark
+                wire.append(orjson.dumps({"tick": mark, "source": f"{SOURCE}/{partition}"}))
         if wire:
             self._correlate(wire)
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ ANALYST_QUERIES = (
      "countIf(status = 'error') AS errors FROM tocsin.spans GROUP BY service, name "
      "ORDER BY p99_ms DESC LIMIT 5"),
 )
+LIVE_TIMEOUT_S = 5.0  # the live view's calls: a slow answer is skipped, not waited for
+WORKER_STOP_S = 10  # the demo worker's shutdown bound (worker.shutdown_timeout_s)
 DETECTIONS_SQL = ("SELECT formatDateTime(time, '%H:%i') AS at, state, severity, title "
                   "FROM tocsin.detections ORDER BY time DESC, title LIMIT 6")
 PROBLEMS_SQL = ("SELECT id, status, severity, category, title, "
@@ -66,27 +69,28 @@ class DemoWorker:
     port: int
     log_path: Path
 
-    def call(self, path: str, payload: dict | None = None) -> Any:
+    def call(self, path: str, payload: dict | None = None, timeout_s: float = 60.0) -> Any:
         """GET (or POST ``payload`` as JSON to) one of the worker's pages."""
         data = json.dumps(payload).encode() if payload is not None else None
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.port}{path}", data=data,
             headers=client_headers(json_body=data is not None), method="POST" if data else "GET")
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return json.loads(response.read())
 
-    def query(self, sql: str) -> QueryResult:
+    def query(self, sql: str, timeout_s: float = 60.0) -> QueryResult:
         """A read query answered by the worker."""
-        answer = self.call(QUERY_PATH, {"sql": sql})
+        answer = self.call(QUERY_PATH, {"sql": sql}, timeout_s)
         return QueryResult(answer["columns"], [tuple(r) for r in answer["rows"]])
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if the worker does not exit within 30 s."""
+    def stop(self, wait_s: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL if the worker does not exit within ``wait_s`` (at once
+        on a second Ctrl-C)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+                self.proc.wait(timeout=wait_s)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):
                 self.proc.kill()
                 self.proc.wait(timeout=10)
 
@@ -119,7 +123,7 @@ def _result_table(result: QueryResult, title: str | None = None) -> Table:
 
 
 def _live_view(progress: Progress, worker: DemoWorker) -> Group:
-    status = worker.call(STATUS_PATH)
+    status = worker.call(STATUS_PATH, timeout_s=LIVE_TIMEOUT_S)
     counts = Table.grid(padding=(0, 2))
     counts.add_row("stored", *[f"{k}s {v:,}" for k, v in sorted(status["stored"].items())])
     counts.add_row("dead-lettered", f"{sum(status['rejected'].values()):,}")
@@ -127,10 +131,11 @@ def _live_view(progress: Progress, worker: DemoWorker) -> Group:
     counts.add_row("detections", *[f"{k} {v:,}" for k, v in
                                    sorted(detect.get("detections", {}).items())])
     views = [progress, counts]
-    problems = worker.query(PROBLEMS_SQL)
+    problems = worker.query(PROBLEMS_SQL, LIVE_TIMEOUT_S)
     if problems.rows:
         views.append(_result_table(problems, "Problems (open and recent)"))
-    views.append(_result_table(worker.query(DETECTIONS_SQL), "Latest detections"))
+    views.append(_result_table(worker.query(DETECTIONS_SQL, LIVE_TIMEOUT_S),
+                               "Latest detections"))
     return Group(*views)
 
 
@@ -138,10 +143,18 @@ async def _stream(settings, simulation, speed, progress, task, live, worker) -> 
     def advance(done_ms: int, total_ms: int) -> None:
         progress.update(task, completed=done_ms / 60_000, total=total_ms / 60_000)
 
+    # the live view's calls run in a pool of their own: on Ctrl-C, asyncio.run waits for
+    # the default pool's threads, and a call to a stopping worker can block until timeout
+    pool = ThreadPoolExecutor(1, "tocsin-demo-view")
+
     async def refresh() -> None:
         loop = asyncio.get_running_loop()
         while True:
-            view = await loop.run_in_executor(None, _live_view, progress, worker)
+            try:
+                view = await loop.run_in_executor(pool, _live_view, progress, worker)
+            except OSError:  # a slow answer: the next refresh tries again
+                await asyncio.sleep(1.0)
+                continue
             live.update(view)
             await asyncio.sleep(1.0)
 
@@ -151,15 +164,18 @@ async def _stream(settings, simulation, speed, progress, task, live, worker) -> 
                                           on_progress=advance)
         sent = sum(report.records.values())
         deadline = time.monotonic() + 300
+        loop = asyncio.get_running_loop()
         while time.monotonic() < deadline:
-            status = worker.call(STATUS_PATH)
+            status = await loop.run_in_executor(pool, worker.call, STATUS_PATH, None,
+                                                LIVE_TIMEOUT_S)
             if sum(status["stored"].values()) + sum(status["rejected"].values()) >= sent:
                 break
             await asyncio.sleep(0.5)
-        live.update(_live_view(progress, worker))
+        live.update(await loop.run_in_executor(pool, _live_view, progress, worker))
         return report.records
     finally:
         refresher.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def run_demo(hours: float = 3.0, seed: int = 7, minutes: float = 1.0,
@@ -191,6 +207,8 @@ def run_demo(hours: float = 3.0, seed: int = 7, minutes: float = 1.0,
         "TOCSIN_WORKER_APP_ID": f"tocsin-demo-{int(time.time())}",
         "TOCSIN_WORKER_LOG_LEVEL": "warn",
         "TOCSIN_CORRELATE_DEPENDENCIES": str(home / "dependencies.yaml"),
+        # a demo stops quickly: batches in hand are simply delivered again next time
+        "TOCSIN_WORKER_SHUTDOWN_TIMEOUT_S": str(WORKER_STOP_S),
     })
     settings = load_settings(environ=env)
     worker = None
@@ -242,8 +260,12 @@ def run_demo(hours: float = 3.0, seed: int = 7, minutes: float = 1.0,
                           f"tocsin kafka stop --state-dir {broker_dir}")
             worker = None
         return 0
+    except KeyboardInterrupt:
+        console.print("\n[bold]interrupted[/bold]: stopping the worker and the broker "
+                      "(Ctrl-C again to kill the worker at once)")
+        return 130
     finally:
         if worker is not None:
-            worker.stop()
-            if not configured:
-                stop_broker(state_dir=broker_dir)
+            worker.stop(wait_s=WORKER_STOP_S + 5)
+        if not configured and (not keep_running or worker is not None):
+            stop_broker(state_dir=broker_dir)

@@ -69,6 +69,10 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.cli.models import models_command
 
     registry = args.registry or settings.detect.model_registry
+    if not registry and args.action == "list":
+        from pipeline.cli.models import list_builtin
+
+        return list_builtin()
     if not registry:
         raise TocsinError("no model registry: pass --registry DIR or set "
                           "TOCSIN_DETECT_MODEL_REGISTRY")

@@ -21,8 +21,16 @@ from pipeline.cli.operate import (
     cmd_query,
     cmd_silence,
 )
-from pipeline.cli.runtime import cmd_demo, cmd_kafka, cmd_produce, cmd_settings, cmd_worker
+from pipeline.cli.runtime import (
+    cmd_demo,
+    cmd_kafka,
+    cmd_notify,
+    cmd_produce,
+    cmd_settings,
+    cmd_worker,
+)
 from pipeline.cli.simulation import cmd_evaluate, cmd_simulate
+from pipeline.cli.status import cmd_status
 from pipeline.errors import TocsinError
 from pipeline.settings import Settings, load_settings
 
@@ -42,6 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Create missing topics and tables, then consume the "
                        "telemetry topics into the store until stopped (Ctrl-C / SIGTERM).")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("notify", help="deliver alerts to Alertmanager and webhooks",
+                       description="Consume the alerts topic and post each problem to "
+                       "Alertmanager's v2 API (re-posting open ones every "
+                       "notify.resend_interval_ms) and each CloudEvent to the webhooks, "
+                       "retrying with backoff; an alert still undelivered after "
+                       "notify.max_attempts goes to the dead-letter topic. Offsets are "
+                       "committed after delivery (at-least-once). Runs until Ctrl-C / "
+                       "SIGTERM.")
+    p.add_argument("--alertmanager", action="append", metavar="URL",
+                   help="Alertmanager base URL, repeatable (replaces notify.alertmanager_urls)")
+    p.add_argument("--webhook", action="append", metavar="URL",
+                   help="webhook URL, repeatable (replaces notify.webhook_urls)")
+    p.set_defaults(func=cmd_notify)
 
     p = sub.add_parser("kafka", help="start, stop or show the local Kafka broker",
                        description="A real single-node Apache Kafka broker (KRaft) on "
@@ -161,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--open", action="store_true", help="open and acknowledged only")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--wide", action="store_true",
+                   help="every column, nothing cut (the table fits the terminal otherwise)")
     p.set_defaults(func=cmd_problems)
 
     p = sub.add_parser("problem", help="one problem in full (evidence, plan, runbook)")
@@ -198,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "FREQ=WEEKLY;BYDAY=SA;BYHOUR=2")
     p.add_argument("--by", default=operator)
     p.add_argument("--comment", default="")
+    p.add_argument("--format", choices=("table", "json"), default="table",
+                   help="list: a table, or one JSON object per silence")
+    p.add_argument("--force", action="store_true",
+                   help="expire: send the expiry even when no worker answers to check the id")
     p.set_defaults(func=cmd_silence)
 
     p = sub.add_parser("score", help="score a timestamp,value CSV with an anomaly model",
@@ -225,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_backtest_parser(sub)
     add_shadow_parser(sub)
 
+    p = sub.add_parser("status", help="the running worker's health at a glance",
+                       description="Ready or why not, records in and out, agents, consumer "
+                       "lag, and whether the detect watermark is caught up with every source "
+                       "(or how far behind it is). Exit 1 when the worker is not ready.")
+    p.add_argument("--json", action="store_true", help="the status and readiness as JSON")
+    p.set_defaults(func=cmd_status)
+
     p = sub.add_parser("settings", help="print the effective settings (secrets masked)")
     p.set_defaults(func=cmd_settings)
     return parser
@@ -241,6 +276,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _closed_stdout()
+
+
+def _closed_stdout() -> int:
+    """The reader of our output went away (``tocsin settings | head``): stop quietly,
+    with the status a shell gives a process ended by SIGPIPE."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's exit flush must not fail again
+    except (OSError, ValueError):
+        pass
+    return 141
 
 
 if __name__ == "__main__":

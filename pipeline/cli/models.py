@@ -6,7 +6,9 @@ says what). The wall clock is read here, at the command boundary, never deeper.
 
 from __future__ import annotations
 
+import inspect
 import sys
+import textwrap
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,7 +33,17 @@ def resolve_detector(model: str, registry_dir: str | Path | None = None,
         if model in registry.names() and (version is not None or registry.current(model)):
             detector = registry.load(model, version)
             label = str(version or registry.current(model).version)
-            return (detector.clone(dict(params)) if params else detector), label
+            if not params:
+                return detector, label
+            checked = check_params(model, type(detector), params)
+            try:
+                clone = detector.clone(checked)
+            except ModelError:
+                raise
+            except (TypeError, ValueError) as exc:
+                raise ModelError(f"model {model!r}: bad parameter value: {exc}") from None
+            check_values(model, type(detector), checked)
+            return clone, label
     if version is not None:
         raise ModelError(f"model {model!r} version {version}: no registry with that model "
                          f"(give --registry)")
@@ -39,10 +51,70 @@ def resolve_detector(model: str, registry_dir: str | Path | None = None,
     if cls_name is None:
         raise ModelError(f"unknown model {model!r}; built-in models: "
                          f"{', '.join(BUILTIN_MODELS)}")
+    cls = model_classes()[cls_name]
+    checked = check_params(model, cls, params or {})
     try:
-        return model_classes()[cls_name](**dict(params or {})), "builtin-1"
-    except TypeError as exc:
-        raise ModelError(f"model {model!r}: bad parameters: {exc}") from exc
+        detector = cls(**checked)  # a model's own checks speak first
+    except ModelError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"model {model!r}: bad parameter value: {exc}") from None
+    check_values(model, cls, checked)
+    return detector, "builtin-1"
+
+
+def parameters_of(cls: type) -> dict[str, Any]:
+    """The constructor parameters of a model class and their defaults."""
+    return {name: p.default for name, p in inspect.signature(cls).parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def check_params(model: str, cls: type, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` checked against the model's constructor: :class:`ModelError` naming
+    a parameter it does not take; ``true`` and ``false`` become booleans where the
+    default is one."""
+    known = parameters_of(cls)
+    unknown = [name for name in params if name not in known]
+    if unknown:
+        raise ModelError(f"model {model!r}: bad parameters: it has no parameter "
+                         f"{', '.join(repr(n) for n in unknown)} (its parameters: "
+                         f"{', '.join(known)})")
+    out = dict(params)
+    for name, value in params.items():
+        if isinstance(known[name], bool) and str(value).lower() in ("true", "false"):
+            out[name] = str(value).lower() == "true"
+    return out
+
+
+def check_values(model: str, cls: type, params: Mapping[str, Any]) -> None:
+    """:class:`ModelError` for a value of another kind than the parameter's default (a
+    text for a number, anything but true or false for a flag): not every model checks
+    its own parameters."""
+    known = parameters_of(cls)
+    for name, value in params.items():
+        default = known[name]
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ModelError(f"model {model!r}: --param {name}= expects true or false, "
+                             f"got {value!r}")
+        if (isinstance(default, (int, float)) and not isinstance(default, bool)
+                and (isinstance(value, bool) or not isinstance(value, (int, float)))):
+            raise ModelError(f"model {model!r}: --param {name}= expects a number, "
+                             f"got {value!r}")
+
+
+def list_builtin(out: TextIO | None = None) -> int:
+    """``tocsin models list`` without a registry: the built-in models."""
+    out = out or sys.stdout
+    classes = model_classes()
+    width = max(len(n) for n in BUILTIN_MODELS)
+    print("built-in models (to publish versions, give a registry: --registry DIR or\n"
+          "TOCSIN_DETECT_MODEL_REGISTRY):", file=out)
+    for name, cls_name in BUILTIN_MODELS.items():
+        params = ", ".join(parameters_of(classes[cls_name]))
+        print(f"  {name:<{width}}  {cls_name}", file=out)
+        print(textwrap.fill(f"parameters: {params}", 78, initial_indent=" " * (width + 4),
+                            subsequent_indent=" " * (width + 6)), file=out)
+    return 0
 
 
 def score_command(input: str | Path, output: str | Path, model: str = "robust-seasonal",

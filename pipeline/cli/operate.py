@@ -7,8 +7,13 @@ import argparse
 import csv
 import json
 import sys
+import time
+from typing import Any
 
+from pipeline.cli.tables import terminal_width, text_table
 from pipeline.errors import TocsinError
+from pipeline.events.durations import format_duration
+from pipeline.events.times import format_ms
 from pipeline.settings import Settings
 from pipeline.store import QueryResult
 
@@ -47,11 +52,32 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+NARROW_PROBLEM_COLUMNS = ("id", "status", "severity", "opened", "title")
+
+
+def problem_lines(result: QueryResult, wide: bool, width: int) -> list[str]:
+    """``tocsin problems`` as text: in ``width`` columns the id, status, severity, when
+    it opened and the title (cut to fit); ``wide``: every column, nothing cut."""
+    if not result.rows:
+        return ["no problems"]
+    if wide:
+        return text_table(result.columns, result.rows)
+    at = {c: i for i, c in enumerate(result.columns)}
+    rows = [[row[at["id"]], row[at["status"]], row[at["severity"]],
+             str(row[at["opened"]])[5:16], row[at["title"]]] for row in result.rows]
+    return text_table(NARROW_PROBLEM_COLUMNS, rows, width=width, stretch="title")
+
+
 def cmd_problems(args: argparse.Namespace, settings: Settings) -> int:
-    """Open and recent problems, a table."""
+    """Open and recent problems: a table that fits the terminal (``--wide``: every
+    column), JSON lines or CSV."""
     from pipeline.api.operate import list_problems
 
-    _print_result(list_problems(settings, not args.open, args.limit), args.format)
+    result = list_problems(settings, not args.open, args.limit)
+    if args.format != "table":
+        _print_result(result, args.format)
+        return 0
+    print("\n".join(problem_lines(result, args.wide, terminal_width())))
     return 0
 
 
@@ -68,7 +94,8 @@ def cmd_ack(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.api.operate import acknowledge
 
     acknowledge(settings, args.id, args.by, args.comment)
-    print(f"acknowledged {args.id} (the correlator applies it in order with detections)")
+    print(f"acknowledgement of {args.id} sent (the correlator applies it in order with "
+          "detections)")
     return 0
 
 
@@ -97,12 +124,45 @@ def cmd_silence(args: argparse.Namespace, settings: Settings) -> int:
     elif args.action == "expire":
         if not args.id:
             raise TocsinError("tocsin silence expire needs the silence id")
-        expire_silence(settings, args.id, args.by)
+        expire_silence(settings, args.id, args.by, force=args.force)
         print(f"expired silence {args.id}")
     else:
         silences = list_silences(settings)
-        for s in silences:
-            print(json.dumps(s, default=str))
-        if not silences:
-            print("no silences")
+        if args.format == "json":
+            for s in silences:
+                print(json.dumps(s, default=str))
+        else:
+            print("\n".join(silence_lines(silences, int(time.time() * 1000),
+                                          terminal_width())))
     return 0
+
+
+def _span(start_ms: int, end_ms: int | None) -> str:
+    """``MM-DD HH:MM to HH:MM`` (UTC; the end's date when it is another day)."""
+    start = format_ms(start_ms)[5:16].replace("T", " ")
+    if end_ms is None:
+        return f"{start} on"
+    end = format_ms(end_ms)[5:16].replace("T", " ")
+    return f"{start} to {end[6:] if end[:5] == start[:5] else end}"
+
+
+def silence_lines(silences: list[dict[str, Any]], now_ms: int, width: int) -> list[str]:
+    """The worker's silences as a table: id, state at ``now_ms``, when (UTC, or the
+    recurrence), matchers, who and why (the comment cut to fit ``width``)."""
+    from pipeline.correlate import Silence
+
+    if not silences:
+        return ["no silences"]
+    rows = []
+    for wire in sorted(silences, key=lambda s: (s.get("starts_at") or 0, s.get("id", ""))):
+        silence = Silence.from_wire({k: v for k, v in wire.items() if k != "scope"})
+        if silence.recurrence is not None:
+            when = (f"{silence.recurrence.text} for "
+                    f"{format_duration(silence.recurrence.duration_ms)}")
+        else:
+            when = _span(silence.starts_at, silence.end_ms)
+        rows.append([silence.id, silence.state(now_ms), when,
+                     ", ".join(m.to_wire() for m in silence.matchers),
+                     silence.created_by or "-", silence.comment])
+    return text_table(("id", "state", "when (UTC)", "matchers", "by", "comment"), rows,
+                      width=width, stretch="comment")

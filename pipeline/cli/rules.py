@@ -9,10 +9,12 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 from detectors.engine import RuleEngine
 from detectors.loading import RuleFileError, load_rules
+from pipeline.detect.engines import rule_files
 from pipeline.detect.replay import SIGNAL_OF, Replayer, decode_wire, read_ndjson, replay_chunks
 from pipeline.events.detection import Detection
 from pipeline.events.times import format_ms
@@ -20,14 +22,28 @@ from pipeline.events.times import format_ms
 MAX_LISTED = 10  # input problems listed before "... and N more"
 
 
+def expand_rule_paths(paths: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The rule files behind ``paths`` as the worker reads ``detect.rules`` (a directory
+    stands for its ``*.yaml`` and ``*.yml``), and a problem per directory without any."""
+    files: list[str] = []
+    problems: list[str] = []
+    for raw in paths:
+        found = [str(p) for p in rule_files([raw])]
+        if Path(raw).is_dir() and not found:
+            problems.append(f"{raw}: no rule files (*.yaml, *.yml) in this directory")
+        files += found
+    return files, problems
+
+
 def validate_command(paths: Sequence[str], out: TextIO | None = None) -> int:
-    """Check rule files: print every problem and return 1, or a summary line per file
-    and 0. Names must be unique across all the files given."""
+    """Check rule files (a directory: its ``*.yaml`` and ``*.yml``): print every problem
+    and return 1, or a summary line per file and 0. Names must be unique across all the
+    files given."""
     out = out or sys.stdout
     if not paths:
         print("no rule files given", file=out)
         return 1
-    problems: list[str] = []
+    paths, problems = expand_rule_paths(paths)
     summaries: list[str] = []
     for path in paths:
         try:
@@ -61,7 +77,10 @@ def test_command(rule_paths: Sequence[str], input_path: str, out: TextIO | None 
     lines). Returns 0, or 1 when the rules or the input cannot be read."""
     out = out or sys.stdout
     note = sys.stderr if json_lines else out
+    rule_paths, missing = expand_rule_paths(rule_paths)
     try:
+        if missing:
+            raise RuleFileError(missing)
         ruleset = load_rules(rule_paths)
     except RuleFileError as exc:
         for line in exc.problems:

@@ -21,6 +21,43 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
+    """Deliver the alerts topic to Alertmanager and webhooks until stopped."""
+    import dataclasses
+    import logging
+    import signal
+
+    from pipeline.alerts.notifier import Notifier
+
+    overrides = {}
+    if args.alertmanager:
+        overrides["alertmanager_urls"] = tuple(args.alertmanager)
+    if args.webhook:
+        overrides["webhook_urls"] = tuple(args.webhook)
+    if overrides:
+        from pipeline.settings import validate_notify
+
+        notify = dataclasses.replace(settings.notify, **overrides)
+        validate_notify(notify)
+        settings = dataclasses.replace(settings, notify=notify)
+    level = {"crit": "CRITICAL", "warn": "WARNING"}.get(settings.worker.log_level,
+                                                        settings.worker.log_level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        counts = await Notifier(settings, stop).run()
+        print(f"notify: {counts.messages} alerts consumed, {counts.dead_lettered} "
+              f"dead-lettered", file=sys.stderr)
+
+    asyncio.run(run())
+    return 0
+
+
 def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
     """Start, stop or show the local single-node Kafka broker."""
     from pipeline.kafka import broker_status, start_broker, stop_broker

@@ -63,7 +63,9 @@ def member_from(det: Detection, settings: CorrelateSettings) -> Member:
         observed=observed, threshold=threshold, confidence=float(det.confidence),
         peer=peer_of(det, settings), version=version, deploy=_deploy(det),
         labels=dict(det.labels), symptoms=tuple(det.symptoms),
-        potential_causes=tuple(det.potential_causes), drop=_is_drop(det, observed))
+        potential_causes=tuple(det.potential_causes), drop=_is_drop(det, observed),
+        score=_finite(det.score), band_low=_number(det.evidence.get("band_low")),
+        band_high=_number(det.evidence.get("band_high")))
 
 
 def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Member:
@@ -80,6 +82,9 @@ def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Mem
         observed=new.observed if stronger else m.observed,
         threshold=new.threshold if stronger else m.threshold,
         drop=new.drop if stronger else m.drop,
+        score=new.score if stronger else m.score,
+        band_low=new.band_low if stronger else m.band_low,
+        band_high=new.band_high if stronger else m.band_high,
         version=new.version or m.version, deploy=m.deploy or new.deploy,
         confidence=max(m.confidence, new.confidence))
 
@@ -233,6 +238,11 @@ def _is_drop(det: Detection, observed: float | None) -> bool:
     expected = det.evidence.get("expected")
     return (isinstance(expected, (int, float)) and observed is not None
             and math.isfinite(expected) and observed < expected)
+
+
+def _number(x: object) -> float | None:
+    """A finite number from evidence, else None."""
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
 def _finite(x: float) -> float | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pipeline.alerts.notify import digest
 from pipeline.correlate.graph import Graph
 from pipeline.correlate.rootcause import rank
-from pipeline.events.detection import SEVERITIES
+from pipeline.events.detection import MODEL_PREFIX, SEVERITIES
 from pipeline.events.problem import Member, Problem
 from pipeline.knowledge import KnowledgeBase
 from pipeline.settings import CorrelateSettings
@@ -85,8 +85,12 @@ def escalate(p: Problem, now_ms: int, settings: CorrelateSettings) -> tuple[Prob
     """``p`` with its severity for ``now_ms``, and why it rose (empty when it did not)."""
     if not p.members or not p.active:
         return p, ""
-    base = max((m.severity for m in p.members), key=SEVERITIES.index)
-    why = [f"highest detection {base}"]
+    # a rule states how bad its condition is; a model only how unusual a value is, and
+    # its calibrated score saturates on any clear anomaly: models set the base severity
+    # only of a problem no rule has detected
+    rules = [m for m in p.members if not m.detector.startswith(MODEL_PREFIX)]
+    base = max((m.severity for m in rules or p.members), key=SEVERITIES.index)
+    why = [f"highest {'rule' if rules else 'model'} detection {base}"]
     levels = 0
     for n in settings.escalate_spread:
         if len(p.affected) >= n:

@@ -113,8 +113,17 @@ def _deploy(ms: Sequence[Member], first: int, lookback_ms: int) -> str:
 
 
 def _deviation(m: Member) -> str:
+    """The strongest deviation in words: a rule's value against its threshold; a model's
+    value against the band it expected (its threshold is a score's, not a value's)."""
+    if m.score is not None:
+        value = f"value {m.observed:.4g}, " if m.observed is not None else ""
+        if m.band_low is not None and m.band_high is not None:
+            return (f"{m.title} ({value}expected {m.band_low:.4g} to {m.band_high:.4g}; "
+                    f"anomaly score {m.score:.2f})")
+        limit = f" over {m.threshold:.2f}" if m.threshold is not None else ""
+        return f"{m.title} ({value}anomaly score {m.score:.2f}{limit})"
     if m.observed is not None and m.threshold is not None:
-        return f"{m.title} (observed {m.observed:g} vs threshold {m.threshold:g})"
+        return f"{m.title} (observed {m.observed:.4g} vs threshold {m.threshold:.4g})"
     return f"{m.title} (strength {m.strength:.2f})"
 
 

@@ -79,6 +79,8 @@ class CorrelationResult:
     states: dict[str, bytes] = field(default_factory=dict)
     decisions: list[Decision] = field(default_factory=list)
     rejected: int = 0
+    open_problems: dict[str, int] = field(default_factory=dict)  # per scope touched
+    event_time_ms: dict[str, int] = field(default_factory=dict)  # per scope touched
     feedback: list[ControlEvent] = field(default_factory=list)  # to store, not to apply
 
 
@@ -172,4 +174,7 @@ class CorrelationStep:
         for scope in sorted(set(states) | set(pending)):
             flush(scope)
         result.states = {scope: state.to_bytes() for scope, state in states.items()}
+        result.open_problems = {scope: len(state.open_problems())
+                                for scope, state in states.items()}
+        result.event_time_ms = {scope: state.now_ms for scope, state in states.items()}
         return result

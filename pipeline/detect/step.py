@@ -59,6 +59,8 @@ class StepResult:
     late_records: int = 0
     slices: int = 0
     watermark_ms: int = -1  # event time every partition seen has passed (the slowest one)
+    # by-service partition -> its watermark, for the partitions that advanced in this step
+    partition_watermarks: dict[int, int] = field(default_factory=dict)
     edges: list[tuple[str, str, int, int]] = field(default_factory=list)  # learned calls
     errors: int = 0  # engine failures, logged with the service they concern
 
@@ -92,6 +94,19 @@ class Watermarks:
     def forget(self, partition: int) -> None:
         """Drop what is known of ``partition``."""
         self._ticks.pop(partition, None)
+
+    def sources(self) -> dict[str, Tick]:
+        """Each source's latest tick over every partition: furthest time, and a backlog
+        if any partition last heard of one."""
+        merged: dict[str, Tick] = {}
+        for ticks in self._ticks.values():
+            for name, tick in ticks.items():
+                seen = merged.get(name)
+                if seen is not None:
+                    tick = Tick(name, max(seen.time_ms, tick.time_ms),
+                                seen.backlog or tick.backlog)
+                merged[name] = tick
+        return dict(sorted(merged.items()))
 
 
 class DetectionStep:
@@ -137,6 +152,7 @@ class DetectionStep:
                 if watermark <= self._advanced.get(message.partition, watermark - 1):
                     continue
                 self._advanced[message.partition] = watermark
+                result.partition_watermarks[message.partition] = watermark
                 # the services stored on the partition, and those met first in this step
                 services = set(services_on(message.partition)) | new_on[message.partition]
                 for service in sorted(services):

@@ -22,6 +22,7 @@ SEVERITIES = ("low", "medium", "high", "critical")
 CATEGORIES = ("performance", "connectivity", "resource", "configuration", "security", "data",
               "availability", "coordination")
 STATES = ("firing", "resolved")
+MODEL_PREFIX = "model:"  # detectors named model:<name> are online models, the rest rules
 
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS

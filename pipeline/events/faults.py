@@ -7,10 +7,11 @@ here only, never a setting). The value is one or more comma-separated specs::
     <point>:<action>[:after=N][:times=K]
 
 ``point`` names a place in the code (``ingest.metric.before``, ``ingest.metric.after``,
-``detect.after``, ``correlate.after``, ``store.insert``); ``action`` is ``raise`` (an
-ordinary exception, which the agent retries) or ``cancel`` (the agent task is cancelled
-mid-batch, as Faust does to an agent it restarts). The first ``N`` calls of the point
-pass (default 0), the next ``K`` fail (default 1; ``*``: every later call). Example:
+``detect.after``, ``correlate.after``, ``store.insert``, ``store.ping``: the readiness
+probe's query); ``action`` is ``raise`` (an ordinary exception, which the agent
+retries) or ``cancel`` (the agent task is cancelled mid-batch, as Faust does to an agent
+it restarts). The first ``N`` calls of the point pass (default 0), the next ``K`` fail
+(default 1; ``*``: every later call). Example:
 ``ingest.metric.after:raise:after=3:times=4`` stores three batches, then fails the
 fourth four times after its rows are stored.
 

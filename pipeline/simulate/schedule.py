@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.events import durations
+from pipeline.events.times import format_ms
 from pipeline.simulate.labels import Incident
 from pipeline.simulate.scenarios import MINUTE_MS, SCENARIO_CLASSES
 from pipeline.simulate.topology import SimulationError, System
@@ -41,6 +42,16 @@ class ScheduledIncident:
     id: str | None = None
 
 
+def _at(ms: int, start_ms: int) -> str:
+    """A time as the schedule writes it (offset from the start) and in UTC."""
+    return f"{durations.format_duration(ms - start_ms)} ({format_ms(ms)[:19]}Z)"
+
+
+def _span(s: int, e: int, start_ms: int) -> str:
+    """``from <offset> (<UTC>) to <offset> (<UTC>)``."""
+    return f"from {_at(s, start_ms)} to {_at(e, start_ms)}"
+
+
 def resolve_schedule(system: System, schedule: Sequence[ScheduledIncident], *,
                      start_ms: int, end_ms: int, interval_ms: int,
                      rng: np.random.Generator, allow_overlap: bool = False,
@@ -58,15 +69,15 @@ def resolve_schedule(system: System, schedule: Sequence[ScheduledIncident], *,
         s = start_ms + (item.start_ms - start_ms) // interval_ms * interval_ms
         e = s + max(1, -(-item.duration_ms // interval_ms)) * interval_ms
         if s < start_ms or e > end_ms:
-            raise ScenarioError(f"{item.scenario} at [{s}, {e}) lies outside the simulated "
-                                f"range [{start_ms}, {end_ms})")
+            raise ScenarioError(f"{item.scenario} {_span(s, e, start_ms)} lies outside the "
+                                f"simulated range {_span(start_ms, end_ms, start_ms)}")
         spans.append((s, e, item))
     if not allow_overlap:
         for (s1, e1, a), (s2, _, b) in zip(spans, spans[1:], strict=False):
             if s2 < e1:
-                raise ScenarioError(f"{a.scenario} [{s1}, {e1}) overlaps {b.scenario} starting "
-                                    f"at {s2}; pass --allow-overlap (allow_overlap=True) to "
-                                    "permit it")
+                raise ScenarioError(f"{a.scenario} {_span(s1, e1, start_ms)} overlaps "
+                                    f"{b.scenario} starting at {_at(s2, start_ms)}; pass "
+                                    "--allow-overlap to let incidents overlap")
     incidents: list[Incident] = []
     quiet: list[tuple[int, int]] = []
     for s, e, item in spans:

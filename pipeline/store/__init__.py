@@ -23,6 +23,7 @@ def open_store(settings: StoreSettings, limits: ReadLimits | None = None) -> Sto
         settings.database,
         settings.ttl_days,
         limits,
+        cluster=settings.cluster,
     )
 
 

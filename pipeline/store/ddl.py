@@ -5,12 +5,21 @@ time) with a deterministic ``event_id`` last, so a replayed batch collapses into
 already stored. Reads that must count exactly use ``FINAL`` (``tocsin query`` sets
 ``final = 1`` for you). Partitions are daily; rows expire ``ttl_days`` after their event
 time (0 keeps them forever).
+
+On a ClickHouse cluster (``store.cluster``) every table becomes a pair, created ``ON
+CLUSTER``: ``<name>_local``, a ``ReplicatedReplacingMergeTree`` on each shard's replicas
+(ZooKeeper/Keeper path ``/clickhouse/tables/{shard}/<db>/<name>``, replica ``{replica}``:
+the usual server macros), and ``<name>``, a ``Distributed`` table over them that workers
+insert into and analysts read. Rows are sharded so that the copies a replay writes land on
+one shard and collapse there: raw telemetry by service, problems by id.
 """
 
 from __future__ import annotations
 
+import re
+
 TABLES = ("metrics", "logs", "spans", "detections", "problems", "problem_detections",
-          "service_edges", "dead_letters", "metric_buckets", "feedback",
+          "problem_changes", "service_edges", "dead_letters", "metric_buckets", "feedback",
           "problem_diagnostics")
 
 _TEMPLATES: dict[str, str] = {
@@ -135,6 +144,23 @@ CREATE TABLE IF NOT EXISTS {db}.problem_detections (
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(time)
 ORDER BY (problem_id, detection_id)""",
+    # one row per lifecycle decision: a problem's history, with the CloudEvent it alerted
+    # (event_id empty when the change went out as none: joined, suppressed ...)
+    "problem_changes": """
+CREATE TABLE IF NOT EXISTS {db}.problem_changes (
+    problem_id      String,
+    version         UInt32,
+    time            DateTime64(3, 'UTC'),
+    kind            LowCardinality(String),
+    reason          String,
+    event_id        String,
+    event_type      LowCardinality(String),
+    status          LowCardinality(String),
+    severity        LowCardinality(String),
+    acknowledged_by String
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(time)
+ORDER BY (problem_id, version, time, kind)""",
     "service_edges": """
 CREATE TABLE IF NOT EXISTS {db}.service_edges (
     caller    LowCardinality(String),
@@ -206,18 +232,70 @@ ORDER BY (topic, partition, offset, record_index)""",
 }
 
 
-def schema_statements(database: str, ttl_days: int) -> list[str]:
-    """The statements that create the database and every table, idempotently."""
+#: How rows of each table are spread over a cluster's shards (see the module's docstring).
+SHARDING_KEYS: dict[str, str] = {
+    "metrics": "cityHash64(service)",
+    "logs": "cityHash64(service)",
+    "spans": "cityHash64(service)",
+    "metric_buckets": "cityHash64(service)",
+    "detections": "cityHash64(service)",
+    "problems": "cityHash64(id)",
+    "problem_detections": "cityHash64(problem_id)",
+    "service_edges": "cityHash64(caller, callee)",
+    "dead_letters": "cityHash64(topic, partition)",
+    "feedback": "cityHash64(problem_id)",
+    "problem_diagnostics": "cityHash64(problem_id)",
+}
+
+_CREATE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)\.(\w+) \(")
+_ENGINE = re.compile(r"ENGINE = ReplacingMergeTree(?:\((\w*)\))?")
+
+
+def schema_statements(database: str, ttl_days: int, cluster: str = "") -> list[str]:
+    """The statements that create the database and every table, idempotently; on
+    ``cluster``, replicated local tables and the distributed tables over them."""
     ttl = f"TTL toDateTime(time) + INTERVAL {ttl_days} DAY" if ttl_days else ""
     ttl_start = f"TTL toDateTime(start) + INTERVAL {ttl_days} DAY" if ttl_days else ""
-    statements = [f"CREATE DATABASE IF NOT EXISTS {database}"]
+    on = f" ON CLUSTER {cluster}" if cluster else ""
+    statements = [f"CREATE DATABASE IF NOT EXISTS {database}{on}"]
     for name in TABLES:
-        statements.append(
-            _TEMPLATES[name].format(db=database, ttl=ttl, ttl_start=ttl_start).strip()
-        )
+        statement = _TEMPLATES[name].format(db=database, ttl=ttl, ttl_start=ttl_start).strip()
+        if cluster:
+            statements += _clustered(statement, database, name, cluster)
+        else:
+            statements.append(statement)
     # columns added after a store was first created (a shadow detection has the id of
     # the current one it shadows: the flag is part of the key, so neither replaces the
     # other; a column new to the key may have no DEFAULT: Bool's own is false)
-    statements.append(f"ALTER TABLE {database}.detections ADD COLUMN IF NOT EXISTS "
-                      "shadow Bool, MODIFY ORDER BY (service, time, id, shadow)")
+    shadow = ("ADD COLUMN IF NOT EXISTS shadow Bool, MODIFY ORDER BY "
+              "(service, time, id, shadow)")
+    if cluster:
+        statements += [f"ALTER TABLE {database}.detections_local{on} {shadow}",
+                       f"ALTER TABLE {database}.detections{on} ADD COLUMN IF NOT EXISTS "
+                       "shadow Bool"]
+    else:
+        statements.append(f"ALTER TABLE {database}.detections {shadow}")
     return statements
+
+
+def _clustered(statement: str, database: str, name: str, cluster: str) -> list[str]:
+    """A single-server table's statement as its replicated local table and the
+    distributed table over it."""
+    local = f"{name}_local"
+    statement, found = _CREATE.subn(
+        f"CREATE TABLE IF NOT EXISTS {database}.{local} ON CLUSTER {cluster} (", statement)
+    if found != 1:
+        raise ValueError(f"{name}: the DDL does not start as a CREATE TABLE")
+
+    def replicated(match: re.Match) -> str:
+        args = f"'/clickhouse/tables/{{shard}}/{database}/{name}', '{{replica}}'"
+        version = match.group(1)
+        return f"ENGINE = ReplicatedReplacingMergeTree({args}{', ' + version if version else ''})"
+
+    statement, found = _ENGINE.subn(replicated, statement)
+    if found != 1:
+        raise ValueError(f"{name}: the DDL has no ReplacingMergeTree engine")
+    distributed = (f"CREATE TABLE IF NOT EXISTS {database}.{name} ON CLUSTER {cluster} "
+                   f"AS {database}.{local} ENGINE = Distributed({cluster}, {database}, "
+                   f"{local}, {SHARDING_KEYS[name]})")
+    return [statement, distributed]

@@ -29,6 +29,20 @@ def _set_statements(settings: dict[str, str]) -> list[str]:
     return [f"SET {name} = '{value}'" for name, value in settings.items()]
 
 
+_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"})
+
+
+def escaped_value(text: str) -> str:
+    r"""``text`` as a query parameter's value in ClickHouse's Escaped format, so the engine
+    reads back exactly ``text`` (a backslash, newline or tab would otherwise be taken as an
+    escape or the end of the value).
+
+    >>> print(escaped_value("back\\slash, new\nline"))
+    back\\slash, new\nline
+    """
+    return text.translate(_ESCAPES)
+
+
 class _Session:
     """One chdb session on the data directory, opened on first use, used under its lock."""
 
@@ -43,8 +57,10 @@ class _Session:
         with self.lock:
             session = self._open()
             try:
-                return session.query(sql, fmt, params=params) if params else \
-                    session.query(sql, fmt)
+                if params:  # chdb reads a parameter's value in the Escaped format
+                    return session.query(sql, fmt, params={
+                        k: escaped_value(v) for k, v in params.items()})
+                return session.query(sql, fmt)
             except Exception as exc:  # chdb raises plain RuntimeErrors
                 self._discard()
                 raise StoreError(f"embedded ClickHouse: {exc}".strip()) from exc

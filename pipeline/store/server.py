@@ -99,8 +99,10 @@ class ServerStore:
         database: str = "tocsin",
         ttl_days: int = 30,
         limits: ReadLimits | None = None,
+        cluster: str = "",
     ) -> None:
         self.url = url
+        self.cluster = cluster
         self.user = user
         self._password = password
         self.database = database
@@ -108,7 +110,10 @@ class ServerStore:
         self.limits = limits or ReadLimits()
         read_timeout_s = 60.0 + self.limits.max_execution_time_s if \
             self.limits.max_execution_time_s else 3600.0
-        self._writer = _Client(self, {"final": "1"}, 60.0)
+        # on a cluster an insert returns once every shard has its rows (at-least-once
+        # holds: a batch is acknowledged only after its rows are stored)
+        writes = {"final": "1", "insert_distributed_sync": "1"} if cluster else {"final": "1"}
+        self._writer = _Client(self, writes, 60.0)
         self._reader = _Client(self, reader_settings(self.limits), read_timeout_s)
         self._checker = _Client(self, checker_settings(self.limits), 60.0)
         self._read_path = ReadPath(self._ask, self._explain, self._run_read)
@@ -119,7 +124,7 @@ class ServerStore:
 
     def ensure_schema(self) -> None:
         """Create the database and tables if they do not exist yet."""
-        for statement in schema_statements(self.database, self.ttl_days):
+        for statement in schema_statements(self.database, self.ttl_days, self.cluster):
             self._call("create schema", lambda c, s=statement: c.command(s))
 
     def insert_arrow(self, table: str, rows: pa.Table) -> None:

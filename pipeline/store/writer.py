@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -41,8 +43,12 @@ class StoreWriter:
     """Runs store calls in a worker thread and counts the inserts the store refused."""
 
     def __init__(self, store: Store, faults: Faults | None = None,
-                 read_threads: int = 2) -> None:
+                 read_threads: int = 2,
+                 on_insert: Callable[[str, float], None] | None = None,
+                 on_read: Callable[[float], None] | None = None) -> None:
         self.store = store
+        self.on_insert = on_insert  # (table, seconds) of each successful insert
+        self.on_read = on_read  # seconds of each analyst's read, whatever its outcome
         self.faults = faults or Faults()
         self.failed_attempts = 0
         self.read_threads = read_threads
@@ -53,6 +59,7 @@ class StoreWriter:
         """Append ``rows`` to ``table``; raises :class:`StoreError` if the store refuses."""
         if rows.num_rows == 0:
             return
+        started = time.monotonic()
         try:
             self.faults.check("store.insert", StoreUnavailable)
             await asyncio.get_running_loop().run_in_executor(
@@ -60,6 +67,19 @@ class StoreWriter:
         except StoreError:
             self.failed_attempts += 1
             raise
+        if self.on_insert is not None:
+            self.on_insert(table, time.monotonic() - started)
+
+    async def ping(self, timeout_s: float = 5.0) -> str | None:
+        """Why the store does not answer a trivial query within ``timeout_s``, or None."""
+        try:
+            self.faults.check("store.ping", StoreUnavailable)
+            await asyncio.wait_for(self.query("SELECT 1"), timeout_s)
+        except asyncio.TimeoutError:
+            return f"no answer to SELECT 1 within {timeout_s:.0f}s"
+        except StoreError as exc:
+            return str(exc)
+        return None
 
     async def query(self, sql: str) -> QueryResult:
         """Run one of Tocsin's queries in a worker thread (the engine call blocks)."""
@@ -72,6 +92,7 @@ class StoreWriter:
             self._read_pool = ThreadPoolExecutor(self.read_threads, "tocsin-read")
         loop = asyncio.get_running_loop()
         self.reads.running += 1
+        started = time.monotonic()
         try:
             result = await loop.run_in_executor(self._read_pool, self.store.read, sql)
         except ReadRefused:
@@ -82,6 +103,8 @@ class StoreWriter:
             raise
         finally:
             self.reads.running -= 1
+            if self.on_read is not None:
+                self.on_read(time.monotonic() - started)
         self.reads.served += 1
         return result
 

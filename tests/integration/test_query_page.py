@@ -114,6 +114,15 @@ def test_only_json_posts_with_the_client_header_and_the_token_are_served(page):
     assert status == 200 and answer["columns"] == ["one"] and answer["rows"] == [[1]]
 
 
+@pytest.mark.parametrize("path", ["/router/", "/table/", "/graph/", "/stats/"])
+def test_faust_pages_that_bypass_the_token_are_not_served(page, path):
+    """Faust's built-in pages do not check Tocsin's token: none of them is served."""
+    request = urllib.request.Request(f"http://127.0.0.1:{page.port}{path}")
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(request, timeout=30)
+    assert answer.value.code == 404
+
+
 def test_every_reproduced_hole_is_refused_over_http(worker, page, tmp_path):
     process, env = worker
     settings = settings_from(env)

@@ -17,6 +17,7 @@ from pipeline.events.codec import decode_values
 from pipeline.events.deadletter import deadletter_table
 from pipeline.events.schema import RecordKind
 from pipeline.store import TABLES, EmbeddedStore
+from pipeline.store.ddl import SHARDING_KEYS, schema_statements
 from pipeline.store.writer import StoreWriter
 from tests.store_backends import BACKENDS, NOW, close_backend, metric_batch, open_backend
 
@@ -43,6 +44,25 @@ def test_schema_is_idempotent_and_complete(store):
     store.ensure_schema()
     tables = {row[0] for row in store.query(f"SHOW TABLES FROM {store.database}").rows}
     assert set(TABLES) <= tables
+
+
+def test_cluster_ddl_is_clickhouse_sql_with_a_distributed_table_over_each_local_one(store):
+    """No cluster here to run it on: ClickHouse's own parser checks every statement, and
+    each table gets a replicated local table and a sharded Distributed table over it."""
+    statements = schema_statements("tocsin", 30, cluster="prod")
+    for statement in statements:
+        quoted = statement.replace("\\", "\\\\").replace("'", "\\'")
+        canonical = store.query(f"SELECT formatQuerySingleLine('{quoted}')").scalar()
+        assert "ON CLUSTER prod" in canonical, canonical
+    for name in TABLES:
+        local, distributed = (s for s in statements if f"tocsin.{name}_local " in s
+                              or f"tocsin.{name} " in s)
+        assert f"ReplicatedReplacingMergeTree('/clickhouse/tables/{{shard}}/tocsin/{name}'" \
+            in local
+        assert distributed.endswith(f"Distributed(prod, tocsin, {name}_local, "
+                                    f"{SHARDING_KEYS[name]})")
+    problems = next(s for s in statements if "tocsin.problems_local " in s)
+    assert "'{replica}', version)" in problems  # the newest version still wins
 
 
 def test_replayed_batch_is_stored_once(store):

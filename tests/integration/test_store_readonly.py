@@ -101,6 +101,17 @@ def test_reads_answer_select_show_describe_explain_exists(store):
     assert store.read("SELECT format('{}-{}', 'a', 'b')").rows == [("a-b",)]
 
 
+def test_statements_reach_the_engine_as_written(store):
+    """Line breaks, tabs and backslash escapes in the text are the statement's own: the
+    text is not re-read as an escaped parameter value on the way to the parser."""
+    db = store.database
+    assert store.read(f"SELECT count()\n  FROM {db}.metrics\n\tWHERE value >= 0").rows == \
+        [(30,)]
+    assert store.read("SELECT 'it\\'s', 'it''s', 'back\\\\slash', 'a\\tb'").rows == \
+        [("it's", "it's", "back\\slash", "a\tb")]
+    assert store.read("SELECT 'line\nbreak'").rows == [("line\nbreak",)]
+
+
 def test_file_and_url_are_refused_and_nothing_is_read(store, web_server):
     url = f"http://127.0.0.1:{web_server.port}/leak"
     refused = {

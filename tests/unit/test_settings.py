@@ -50,6 +50,10 @@ def test_config_file_from_environment(tmp_path):
     ({"TOCSIN_TOPICS_LOGS": "bad topic!"}, "setting topics.logs"),
     ({"TOCSIN_STORE_CLICKHOUSE_URL": "ch:8123"}, "is not an http(s):// URL"),
     ({"TOCSIN_STORE_DATABASE": "drop table"}, "setting store.database"),
+    ({"TOCSIN_STORE_CLUSTER": "prod"}, "setting store.cluster (TOCSIN_STORE_CLUSTER) needs "
+     "a ClickHouse server"),
+    ({"TOCSIN_STORE_CLUSTER": "a;b", "TOCSIN_STORE_CLICKHOUSE_URL": "http://ch:8123"},
+     "'a;b' is not a valid cluster name"),
     ({"TOCSIN_WORKER_WEB_PORT": "70000"}, "setting worker.web_port"),
     ({"TOCSIN_WORKER_SHUTDOWN_TIMEOUT_S": "0"}, "setting worker.shutdown_timeout_s "
      "(TOCSIN_WORKER_SHUTDOWN_TIMEOUT_S): must be > 0, got 0.0"),

@@ -1,0 +1,113 @@
+"""Two workers in one consumer group: they split the partitions, one is killed, the other
+takes its partitions over with their detector state from the changelogs, and nothing is
+lost: every record is stored by one of them and the incident still becomes a problem."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.kafka import find_free_port
+from tests.conftest import pipeline_env
+from tests.worker_process import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+MIN = 60_000
+SERVICES = 10  # the packaged system's services, each with detector state
+
+
+def split_run(path: Path, cut_ms: int) -> tuple[Path, Path, dict[str, int]]:
+    """The simulated NDJSON cut in two at ``cut_ms``, and the record count per kind."""
+    before, after = path.with_suffix(".1.ndjson"), path.with_suffix(".2.ndjson")
+    counts: dict[str, int] = {}
+    with path.open() as src, before.open("w") as first, after.open("w") as second:
+        for line in src:
+            record = json.loads(line)
+            counts[record["type"]] = counts.get(record["type"], 0) + 1
+            time_ms = record.get("time", record.get("start"))
+            (first if time_ms < cut_ms else second).write(line)
+    return before, after, counts
+
+
+def event_ids(worker: WorkerProcess, table: str) -> set[int]:
+    return {row[0] for row in worker.query(f"SELECT event_id FROM tocsin.{table}")}
+
+
+def assigned(worker: WorkerProcess, topic: str) -> list[int]:
+    return worker.status().get("assigned", {}).get(topic, [])
+
+
+def test_two_workers_split_the_partitions_and_survive_one_killed(kafka_broker, names,
+                                                                  tmp_path, monkeypatch):
+    graph = tmp_path / "graph.yaml"
+    extra = {"TOCSIN_CORRELATE_DEPENDENCIES": str(graph), "TOCSIN_DETECT_MODELS": "false"}
+    env_a = pipeline_env(kafka_broker.bootstrap, names, tmp_path / "a", find_free_port(),
+                         **extra)
+    env_b = pipeline_env(kafka_broker.bootstrap, names, tmp_path / "b", find_free_port(),
+                         **extra)
+    for key, value in env_a.items():  # the CLI commands below produce to the shared topics
+        monkeypatch.setenv(key, value)
+    run, labels_path = tmp_path / "run.ndjson", tmp_path / "labels.json"
+    assert main(["simulate", "--duration", "100m", "--seed", "5", "--incidents",
+                 "db_outage@70m+10m", "--out", str(run), "--labels", str(labels_path),
+                 "--graph", str(graph), "--no-progress"]) == 0
+    labels = json.loads(labels_path.read_text())
+    outage = labels["incidents"][0]
+    first, second, counts = split_run(run, labels["start_ms"] + 40 * MIN)
+    metrics_topic, by_service = env_a["TOCSIN_TOPICS_METRICS"], env_a["TOCSIN_TOPICS_BY_SERVICE"]
+    partitions = int(env_a["TOCSIN_TOPICS_PARTITIONS"])
+
+    a = WorkerProcess(env_a, tmp_path / "a.log").start()
+    b = WorkerProcess(env_b, tmp_path / "b.log").start()
+    restarted = None
+    try:
+        # both are members of the group and each reads part of every topic
+        for w in (a, b):
+            w.wait_until(lambda w: assigned(w, by_service) and assigned(w, metrics_topic),
+                         timeout_s=180, what="a share of the partitions")
+        assert not set(assigned(a, by_service)) & set(assigned(b, by_service))
+        assert main(["produce", str(first), "--quiet"]) == 0
+        stored_first = sum(1 for line in first.open() if '"type":"metric"' in line)
+        a.wait_until(lambda _: sum(w.status()["stored"].get("metric", 0) for w in (a, b))
+                     >= stored_first, timeout_s=240, what="the first part stored")
+        assert a.status()["stored"].get("metric", 0) > 0
+        assert b.status()["stored"].get("metric", 0) > 0
+
+        a.kill()  # SIGKILL: nothing settles, its uncommitted batches are delivered again
+        b.wait_until(lambda w: len(assigned(w, by_service)) == partitions, timeout_s=180,
+                     what="the survivor to own every partition")
+        # state of the services the dead worker detected on came back from the changelogs
+        b.wait_until(lambda w: w.status()["detect"]["services_with_state"] == SERVICES,
+                     timeout_s=180, what="detector state of every service")
+
+        assert main(["produce", str(second), "--quiet"]) == 0
+        last = labels["end_ms"] - 2 * MIN
+        b.wait_until(lambda w: w.status()["detect"]["watermark_ms"] >= last, timeout_s=300,
+                     what="detection to pass the end of the run")
+
+        # the killed worker's store holds what it stored before it died: read it by
+        # starting it again (it rejoins the group and takes some partitions back)
+        restarted = WorkerProcess(env_a, tmp_path / "a2.log").start()
+        for kind, table in (("metric", "metrics"), ("log", "logs"), ("span", "spans")):
+            union = event_ids(restarted, table) | event_ids(b, table)
+            assert len(union) == counts[kind], f"{table}: {len(union)} of {counts[kind]}"
+
+        # the outage became a problem blaming the database, whoever ran the correlator
+        def problems() -> list[list]:
+            sql = ("SELECT id, toUnixTimestamp64Milli(opened_at), root_causes "
+                   "FROM tocsin.problems WHERE merged_into = ''")
+            return restarted.query(sql) + b.query(sql)
+
+        b.wait_until(lambda _: any(json.loads(p[2])[0]["service"] == "postgres"
+                                   for p in problems()),
+                     timeout_s=240, what="a problem blaming postgres")
+        found = [p for p in problems() if json.loads(p[2])[0]["service"] == "postgres"]
+        assert any(outage["start_ms"] - 5 * MIN <= p[1] <= outage["end_ms"] for p in found)
+    finally:
+        for w in (a, b, restarted):
+            if w is not None:
+                w.stop()

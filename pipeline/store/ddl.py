@@ -241,6 +241,7 @@ SHARDING_KEYS: dict[str, str] = {
     "detections": "cityHash64(service)",
     "problems": "cityHash64(id)",
     "problem_detections": "cityHash64(problem_id)",
+    "problem_changes": "cityHash64(problem_id)",
     "service_edges": "cityHash64(caller, callee)",
     "dead_letters": "cityHash64(topic, partition)",
     "feedback": "cityHash64(problem_id)",

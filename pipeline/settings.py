@@ -165,11 +165,25 @@ class DetectSettings:
     reload_interval_s: float = 5.0
     models: bool = True  # run the online anomaly models beside the rules
     model_registry: str = ""  # directory of published model versions (empty: built-ins)
+    # candidates run in shadow beside the current detectors: stored with shadow = true,
+    # never correlated nor alerted (empty: none)
+    shadow_rules: str = ""  # comma-separated rule files or directories
+    shadow_models: str = ""  # comma-separated NAME=VERSION of the model registry
 
     @property
     def rule_paths(self) -> list[str]:
         """The configured rule files and directories (empty: built-in rules)."""
         return [p.strip() for p in self.rules.split(",") if p.strip()]
+
+    @property
+    def shadow_rule_paths(self) -> list[str]:
+        """The shadow candidate's rule files and directories (empty: no shadow rules)."""
+        return [p.strip() for p in self.shadow_rules.split(",") if p.strip()]
+
+    @property
+    def shadow_model_versions(self) -> list[str]:
+        """The shadow candidate's NAME=VERSION entries (empty: no shadow models)."""
+        return [p.strip() for p in self.shadow_models.split(",") if p.strip()]
 
 
 MINUTE_MS = 60_000
@@ -248,6 +262,7 @@ class CorrelateSettings:
     max_root_causes: int = 5
     max_links_per_problem: int = 2000
     silence_retention_ms: int = 24 * HOUR_MS  # ended silences kept (listed) this long
+    diagnostics: bool = True  # run the read-only automated checks when a problem opens
     # caller -> callees, merged with the ``dependencies`` file by the correlate step
     static_dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     inhibit_rules: tuple[InhibitRule, ...] = ()

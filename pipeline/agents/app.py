@@ -297,10 +297,13 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
 
     register_ingest_agents(app, settings, pipeline.ingestor, runners, new_runner, faults)
     if pipeline.engines:
+        from pipeline.backtest.candidates import shadow_engines
+
+        shadow = shadow_engines(settings)
         pipeline.detect_tables = register_detect_agent(
             app, settings, pipeline.engines, writer, pipeline.detect_counters, runners,
-            new_runner, faults)
-        for name, engine in pipeline.engines.items():
+            new_runner, faults, shadow)
+        for name, engine in [*pipeline.engines.items(), *shadow.items()]:
             app.timer(settings.detect.reload_interval_s, name=f"tocsin.{name}.reload")(
                 _reloader(engine))
     if settings.correlate.enabled:

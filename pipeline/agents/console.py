@@ -241,7 +241,9 @@ def register_console(pipeline: Any) -> None:
                 return answer(self, pages.error_page(503, store_error(exc), user), 503)
             notice = {"acked": "acknowledgement sent: the correlator applies it in order "
                                "with detections (reload to see it)",
-                      "silenced": "silence sent to the correlator"}.get(
+                      "silenced": "silence sent to the correlator",
+                      "judged": "feedback sent: the worker stores it beside the problem "
+                                "(reload to see it)"}.get(
                 request.query.get("done", ""), "")
             # a big problem takes ~0.1 s to render: off the event loop the agents run on
             body = await asyncio.get_running_loop().run_in_executor(
@@ -279,6 +281,21 @@ def register_console(pipeline: Any) -> None:
                                       "only an open problem can be acknowledged")
                 return ControlEvent.ack(problem_id, by, form.get("comment", "")[:500],
                                         now_ms(), scope=settings.correlate.scope), "acked"
+            return await act(self, request, build, pages.problem_href(problem_id))
+
+    @app.page(f"{CONSOLE_PATH}/problems/{{problem_id}}/feedback")
+    class FeedbackAction(View):
+        """Feedback: an operator's verdict, a feedback event on the control topic."""
+
+        async def post(self, request: Request, problem_id: str) -> Response:
+            async def build(form: dict[str, str], by: str) -> tuple[ControlEvent, str]:
+                if await read_problem(pipeline.writer.read, db, problem_id) is None:
+                    raise TocsinError(f"no problem with id {problem_id!r}")
+                # a bad verdict raises ControlError (a TocsinError): an error page
+                return ControlEvent.feedback(
+                    problem_id, form.get("verdict", ""), by, now_ms(),
+                    form.get("root_cause", "").strip()[:200], form.get("comment", "")[:500],
+                    scope=settings.correlate.scope), "judged"
             return await act(self, request, build, pages.problem_href(problem_id))
 
     @app.page(f"{CONSOLE_PATH}/problems/{{problem_id}}/silence")

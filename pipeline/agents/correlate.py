@@ -20,8 +20,11 @@ from typing import Any
 import faust
 
 from pipeline.agents.batches import BatchRunners, BatchSteps
+from pipeline.agents.detect import SHADOW_HEADER
+from pipeline.agents.diagnose import Diagnostician
 from pipeline.agents.tables import get_value, set_value
 from pipeline.alerts.cloudevents import alert_type, problem_changes_table
+from pipeline.alerts.feedback import feedback_table
 from pipeline.correlate import (
     alert_key,
     alert_message,
@@ -50,6 +53,15 @@ class CorrelateCounters:
     alerts_by_type: dict[str, int] = field(default_factory=dict)  # CloudEvents type
     open_problems: dict[str, int] = field(default_factory=dict)  # per scope
     event_time_ms: dict[str, int] = field(default_factory=dict)  # per scope
+    shadow_dropped: int = 0  # shadow candidates' detections, never correlated
+    diagnostics: int = 0  # automated diagnostics runs (one per problem and root cause)
+
+
+def is_shadow(headers: Any) -> bool:
+    """Whether a message's headers mark it as a shadow candidate's detection."""
+    items = headers.items() if isinstance(headers, dict) else (headers or ())
+    return any(k == SHADOW_HEADER[0] and bytes(v or b"") == SHADOW_HEADER[1]
+               for k, v in items)
 
 
 def register_correlate_agent(app: faust.App, settings: Settings, step: CorrelationStep,
@@ -65,6 +77,16 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
                       value_type=bytes, help="open problems, alert tracks, silences per scope")
     max_bytes = settings.kafka.max_message_bytes
     graph: dict[str, Any] = {"edges": {}, "read_at": 0.0}
+    diagnostician = Diagnostician(writer) if settings.correlate.diagnostics else None
+
+    async def diagnose(decisions: list) -> list:
+        """Run the checks that are due; the decisions with results attached."""
+        assert diagnostician is not None
+        attached, runs = await diagnostician.attach(decisions)
+        if runs.num_rows:
+            await writer.insert("problem_diagnostics", runs)
+        counters.diagnostics = diagnostician.runs
+        return attached
 
     async def learned_call_graph() -> dict[str, list[str]]:
         """Edges learned from traces, read from the store at most every 30 s."""
@@ -81,9 +103,11 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
 
     async def run_step(events: Any) -> Any:
         learned = await learned_call_graph()
+        shadow = [is_shadow(e.message.headers) for e in events]
+        counters.shadow_dropped += sum(shadow)
         messages = [Message((e.message.key or b"").decode(),
                             e.message.topic == topics.control, e.message.value)
-                    for e in events]
+                    for e, dropped in zip(events, shadow, strict=True) if not dropped]
         return step.run(messages, lambda scope: get_value(table, scope.encode()), learned)
 
     async def write_states(stream: Any, events: Any, result: Any) -> None:
@@ -127,7 +151,12 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
     async def correlate_batch(stream: Any, events: Any, steps: BatchSteps) -> None:
         result = await steps.once("step", lambda: run_step(events))
         await steps.once("states", lambda: write_states(stream, events, result))
+        if result.feedback:
+            await steps.once("feedback", lambda: writer.insert(
+                "feedback", feedback_table(result.feedback)))
         decisions = result.decisions
+        if decisions and diagnostician is not None:
+            decisions = await steps.once("diagnostics", lambda: diagnose(decisions))
         alerts = [d for d in decisions if d.notify]
         if decisions:
             await steps.once("problems", lambda: store_problems(decisions))

@@ -3,7 +3,10 @@
 Each engine keeps its per-service state in a Faust table backed by a changelog topic,
 written once per batch per service, so a restarted or rebalanced worker resumes with its
 windows intact. Detections go to the detections topic and table before the batch's
-offsets are acknowledged. A failing batch is retried in place by its
+offsets are acknowledged. Shadow engines (candidates, see ``detect.shadow_rules``) run
+on the same batches in a step of their own; their detections are stored with ``shadow``
+set and published with the :data:`SHADOW_HEADER`, which the correlate agent drops. A
+failing batch is retried in place by its
 :class:`~pipeline.agents.batches.BatchRunner`; the detection step itself runs once per
 batch (its result is kept across attempts), so a retry never applies records twice.
 """
@@ -34,6 +37,14 @@ from pipeline.store.writer import StoreWriter
 
 log = logging.getLogger("tocsin.detect")
 
+SHADOW_HEADER = ("tocsin-shadow", b"true")  # on a shadow candidate's detection messages
+
+
+def shadow_table(detections: list) -> pa.Table:
+    """Detections of a shadow candidate as rows of the ``detections`` table."""
+    table = detections_table(detections)
+    return table.append_column("shadow", pa.array([True] * table.num_rows, pa.bool_()))
+
 
 @dataclass
 class DetectCounters:
@@ -46,6 +57,7 @@ class DetectCounters:
     detections: dict[str, int] = field(default_factory=dict)
     late_records: int = 0
     not_sent: int = 0  # detections stored but too large for the detections topic
+    shadow: dict[str, int] = field(default_factory=dict)  # shadow detections by state
     by_detector: dict[str, dict[str, int]] = field(default_factory=dict)  # detector -> state
     # source (ingest topic partition) -> time_ms, backlog, lag_ms behind the watermark
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -100,18 +112,22 @@ def services_with_state(tables: Mapping[str, Any], partitions: int,
 
 def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[str, Engine],
                           writer: StoreWriter, counters: DetectCounters, runners: BatchRunners,
-                          new_runner: Any, faults: Faults) -> dict[str, Any]:
+                          new_runner: Any, faults: Faults,
+                          shadow: Mapping[str, Engine] | None = None) -> dict[str, Any]:
     """Declare the by-service topic, one state table per engine, and the detect agent;
-    ``new_runner(name, handle)`` builds its batch runner."""
+    ``new_runner(name, handle)`` builds its batch runner; ``shadow`` engines run beside
+    ``engines`` (see the module docstring)."""
+    shadow = dict(shadow or {})
     partitions = settings.topics.partitions
     topic = app.topic(settings.topics.by_service, key_type=bytes, value_type=bytes,
                       key_serializer="raw", value_serializer="raw", partitions=partitions)
     tables = {
         name: app.Table(engine_table(name), partitions=partitions, key_type=bytes,
                         value_type=bytes, help=f"per-service state of the {name} engine")
-        for name in engines
+        for name in [*engines, *shadow]
     }
     step = DetectionStep(engines, settings.detect.allowed_lateness_ms)
+    shadow_step = DetectionStep(shadow, settings.detect.allowed_lateness_ms) if shadow else None
     # the correlator waits for the watermark of every by-service partition, whichever
     # worker owns it (see pipeline.correlate.reorder)
     sent: dict[int, int] = {}
@@ -126,7 +142,7 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
             keys.update(k for k in value_keys(table) if partition_of(k, partitions) == partition)
         return [k.decode() for k in keys]
 
-    async def run_step(events: Any) -> Any:
+    async def run_step(events: Any, step: DetectionStep = step) -> Any:
         messages = [Message(e.message.partition, e.message.key or b"", e.message.value)
                     for e in events]
         # the engines run in a thread on a snapshot of what they need, so the event
@@ -165,13 +181,26 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
                 log.error("not sent to %s: %s", settings.topics.detections, exc)
         return values
 
-    async def publish(result: Any) -> None:
+    async def publish(result: Any, headers: list | None = None) -> None:
         pending = [
             await app.producer.send(settings.topics.detections, scope_key, value,
-                                    None, None, None)
+                                    None, None, headers)
             for value in detection_messages(result.detections)
         ]
         await asyncio.gather(*pending)
+
+    async def run_shadow(stream: Any, events: Any, steps: BatchSteps) -> None:
+        """The shadow candidates on the same batch: stored and published, marked."""
+        assert shadow_step is not None
+        result = await steps.once("shadow", lambda: run_step(events, shadow_step))
+        await steps.once("shadow-states", lambda: write_states(stream, events, result))
+        if result.detections:
+            await steps.once("shadow-publish", lambda: publish(result, [SHADOW_HEADER]))
+            await steps.once("shadow-detections", lambda: writer.insert(
+                "detections", shadow_table(result.detections)))
+        counters.errors += result.errors
+        for d in result.detections:
+            counters.shadow[d.state] = counters.shadow.get(d.state, 0) + 1
 
     async def send_watermarks(marks: Mapping[int, int]) -> None:
         pending = [
@@ -199,6 +228,8 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
         if result.partition_watermarks:
             await steps.once("watermark",
                              lambda: send_watermarks(result.partition_watermarks))
+        if shadow_step is not None:
+            await run_shadow(stream, events, steps)
         faults.check("detect.after")
         counters.batches += 1
         counters.slices += result.slices

@@ -99,6 +99,7 @@ def worker_status(pipeline: Any, now_ms: int) -> dict[str, Any]:
             "sources": detect.sources,
             "late_records": detect.late_records,
             "not_sent": detect.not_sent,
+            "shadow": detect.shadow,
         },
         "reads": {"running": reads.running, "served": reads.served,
                   "refused": reads.refused, "failed": reads.failed},
@@ -110,6 +111,8 @@ def worker_status(pipeline: Any, now_ms: int) -> dict[str, Any]:
             "event_time_ms": correlate.event_time_ms,
             "rejected": correlate.rejected,
             "not_sent": correlate.not_sent,
+            "shadow_dropped": correlate.shadow_dropped,
+            "diagnostics": correlate.diagnostics,
         },
     }
 

@@ -1,4 +1,4 @@
-"""Control events: acknowledgements and silences, published on a control topic so every
+"""Control events: acknowledgements, silences and feedback, published on a control topic so every
 worker and every scope sees them and they survive restarts.
 
 Wire format (JSON)::
@@ -7,9 +7,12 @@ Wire format (JSON)::
      "by": "alice", "comment": "looking into it", "scope": ""}
     {"kind": "silence", "time_ms": ..., "silence": {...Silence.to_wire()...}, "scope": ""}
     {"kind": "expire_silence", "time_ms": ..., "silence_id": "s-...", "by": "alice"}
+    {"kind": "feedback", "time_ms": ..., "problem_id": "p-...", "by": "alice",
+     "verdict": "false-positive", "root_cause": "", "comment": "batch job", "scope": ""}
 
 ``scope`` empty means every scope. An ack for a problem a scope does not hold is ignored
-by that scope (acks are broadcast).
+by that scope (acks are broadcast). Feedback (an operator's verdict on a problem) does not
+change the correlator's state: the worker stores it in the ``feedback`` table.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import orjson
 from pipeline.alerts.silences import Silence, SilenceError
 from pipeline.errors import TocsinError
 
-CONTROL_KINDS = ("ack", "silence", "expire_silence")
+CONTROL_KINDS = ("ack", "silence", "expire_silence", "feedback")
+VERDICTS = ("true", "false-positive", "duplicate")
 
 
 class ControlError(TocsinError):
@@ -32,7 +36,7 @@ class ControlError(TocsinError):
 
 @dataclass(frozen=True)
 class ControlEvent:
-    """An acknowledgement, a new silence or a silence expiry."""
+    """An acknowledgement, a new silence, a silence expiry or feedback on a problem."""
 
     kind: str
     time_ms: int
@@ -42,6 +46,8 @@ class ControlEvent:
     silence: Silence | None = None
     silence_id: str = ""
     scope: str = ""
+    verdict: str = ""  # feedback: one of VERDICTS
+    root_cause: str = ""  # feedback: the service the operator found at fault
 
     def __post_init__(self) -> None:
         if self.kind not in CONTROL_KINDS:
@@ -49,8 +55,11 @@ class ControlEvent:
                                f"got {self.kind!r}")
         if isinstance(self.time_ms, bool) or not isinstance(self.time_ms, int):
             raise ControlError(f"control.time_ms: expected epoch ms, got {self.time_ms!r}")
-        if self.kind == "ack" and not self.problem_id:
-            raise ControlError("control.problem_id: an ack needs the problem id")
+        if self.kind in ("ack", "feedback") and not self.problem_id:
+            raise ControlError(f"control.problem_id: {self.kind} needs the problem id")
+        if self.kind == "feedback" and self.verdict not in VERDICTS:
+            raise ControlError(f"control.verdict: expected one of {', '.join(VERDICTS)}, "
+                               f"got {self.verdict!r}")
         if self.kind == "silence" and self.silence is None:
             raise ControlError("control.silence: a silence event needs the silence")
         if self.kind == "expire_silence" and not self.silence_id:
@@ -61,6 +70,13 @@ class ControlEvent:
             scope: str = "") -> ControlEvent:
         """Acknowledge a problem."""
         return cls("ack", time_ms, by, comment, problem_id=problem_id, scope=scope)
+
+    @classmethod
+    def feedback(cls, problem_id: str, verdict: str, by: str, time_ms: int,
+                 root_cause: str = "", comment: str = "", scope: str = "") -> ControlEvent:
+        """An operator's verdict on a problem (and, optionally, its true root cause)."""
+        return cls("feedback", time_ms, by, comment, problem_id=problem_id, scope=scope,
+                   verdict=verdict, root_cause=root_cause)
 
     @classmethod
     def create_silence(cls, silence: Silence, time_ms: int, scope: str = "") -> ControlEvent:
@@ -84,6 +100,9 @@ class ControlEvent:
             out["silence"] = self.silence.to_wire()
         if self.silence_id:
             out["silence_id"] = self.silence_id
+        if self.kind == "feedback":
+            out["verdict"] = self.verdict
+            out["root_cause"] = self.root_cause
         return out
 
     def to_json(self) -> bytes:
@@ -96,10 +115,11 @@ class ControlEvent:
         if not isinstance(data, Mapping):
             raise ControlError(f"control event: expected an object, got {data!r}")
         unknown = set(data) - {"kind", "time_ms", "by", "comment", "problem_id", "silence",
-                               "silence_id", "scope"}
+                               "silence_id", "scope", "verdict", "root_cause"}
         if unknown:
             raise ControlError(f"control event: unknown field(s) {', '.join(sorted(unknown))}")
-        for key in ("by", "comment", "problem_id", "silence_id", "scope"):
+        for key in ("by", "comment", "problem_id", "silence_id", "scope", "verdict",
+                    "root_cause"):
             if not isinstance(data.get(key, ""), str):
                 raise ControlError(f"control.{key}: expected a string, got {data[key]!r}")
         try:
@@ -108,7 +128,8 @@ class ControlEvent:
             raise ControlError(f"control.{exc}") from None
         return cls(data.get("kind", ""), data.get("time_ms"), data.get("by", ""),
                    data.get("comment", ""), data.get("problem_id", ""), silence,
-                   data.get("silence_id", ""), data.get("scope", ""))
+                   data.get("silence_id", ""), data.get("scope", ""),
+                   data.get("verdict", ""), data.get("root_cause", ""))
 
     @classmethod
     def from_json(cls, raw: bytes) -> ControlEvent:

@@ -132,7 +132,8 @@ async def list_problems(read: Read, db: str, filters: Filters, now_ms: int) -> l
 
 def detections_sql(db: str, filters: Filters, now_ms: int, limit: int = MAX_DETECTIONS) -> str:
     """The detections list, newest first."""
-    where = [f"time >= fromUnixTimestamp64Milli({filters.since_ms(now_ms)})"]
+    where = [f"time >= fromUnixTimestamp64Milli({filters.since_ms(now_ms)})",
+             "NOT shadow"]  # a shadow candidate's detections: `tocsin shadow report`
     if filters.status:
         where.append(f"state = {quote(filters.status)}")
     if filters.severity:
@@ -165,6 +166,7 @@ class ProblemData:
     series: list[dict[str, Any]] = field(default_factory=list)
     edges: list[tuple[str, str]] = field(default_factory=list)
     changes: list[dict[str, Any]] = field(default_factory=list)
+    feedback: list[dict[str, Any]] = field(default_factory=list)  # operators' verdicts
 
 
 def _json_field(value: Any, empty: Any) -> Any:
@@ -220,15 +222,20 @@ async def read_problem(read: Read, db: str, problem_id: str) -> ProblemData | No
             f"score, labels, evidence FROM {db}.detections "
             f"WHERE time >= fromUnixTimestamp64Milli({window[0] - 86_400_000}) "
             f"AND time <= fromUnixTimestamp64Milli({window[1] + 86_400_000}) "
+            "AND NOT shadow "
             f"AND id IN (SELECT detection_id FROM {db}.problem_detections "
             f"WHERE problem_id = {quote(problem_id)}) ORDER BY time LIMIT {MAX_MEMBERS}"))
     changes = rows(await read(
         "SELECT version, toUnixTimestamp64Milli(time) AS time_ms, kind, reason, event_id, "
         f"event_type, status, severity, acknowledged_by FROM {db}.problem_changes "
         f"WHERE problem_id = {quote(problem_id)} ORDER BY time, version LIMIT {MAX_CHANGES}"))
+    feedback = rows(await read(
+        "SELECT toUnixTimestamp64Milli(time) AS time_ms, author, verdict, root_cause, comment "
+        f"FROM {db}.feedback WHERE problem_id = {quote(problem_id)} ORDER BY time "
+        f"LIMIT {MAX_CHANGES}"))
     return ProblemData(p, _json_field(p["root_causes"], []),
                        _json_field(p["diagnostic_plan"], {}), _json_field(p["runbook"], {}),
-                       links, detections, window, changes=changes)
+                       links, detections, window, changes=changes, feedback=feedback)
 
 
 def metric_of(detection: Mapping[str, Any]) -> str:

@@ -136,13 +136,40 @@ def _plan(plan: Mapping[str, Any]) -> Markup:
                      c.get("expect", "")) for c in plan.get("automated_checks", ())])
     steps = join(html("<li>{}</li>", s) for s in plan.get("manual_steps", ()))
     criteria = join(html("<li>{}</li>", s) for s in plan.get("escalation_criteria", ()))
-    return html("<p>{}</p><h3>Automated checks (described, not run)</h3>{}"
+    return html("<p>{}</p>{}<h3>Automated checks (described, not run)</h3>{}"
                 "<h3>Manual steps</h3><ol>{}</ol><h3>Escalate when</h3><ul>{}</ul>"
                 "<dl><dt>estimated resolution</dt><dd>{} min</dd>"
                 "<dt>required expertise</dt><dd>{}</dd></dl>",
-                plan.get("summary", ""), checks, steps, criteria,
+                plan.get("summary", ""), _diagnostics(plan.get("results") or ()), checks,
+                steps, criteria,
                 plan.get("estimated_resolution_minutes", ""),
                 ", ".join(plan.get("required_expertise", ())))
+
+
+def _diagnostics(results: Sequence[Mapping[str, Any]]) -> Markup:
+    """The automated diagnostics run on the store (read-only), each with its rows."""
+    if not results:
+        return Markup("")
+    parts = []
+    for r in results:
+        if r.get("error"):
+            body = html('<p class="empty">not answered: {}</p>', r["error"])
+        elif not r.get("rows"):
+            body = html('<p class="empty">no rows</p>')
+        else:
+            body = table(tuple(r.get("columns") or ()), [tuple(row) for row in r["rows"]])
+        parts.append(html("<h4>{}</h4><p><small>expect: {}</small></p>{}", r.get("title", ""),
+                          r.get("expect", ""), body))
+    return html('<h3>Diagnostics run on the store (read-only)</h3><div id="diagnostics">{}'
+                "</div>", join(parts))
+
+
+def _feedback(rows: Sequence[Mapping[str, Any]]) -> Markup:
+    if not rows:
+        return html('<p class="empty">no feedback yet</p>')
+    return table(("time", "by", "verdict", "root cause", "comment"),
+                 [(fmt_time(f["time_ms"]), f["author"], f["verdict"], f["root_cause"],
+                   f["comment"]) for f in rows], "feedback")
 
 
 def _runbook(book: Mapping[str, Any]) -> Markup:
@@ -249,7 +276,15 @@ def _actions(data: ProblemData, form_key: str, by: str) -> Markup:
                    '</label><label>comment<input name="comment" size="24"></label>'
                    '<button type="submit" id="silence">Silence</button></form>',
                    action, key, name, matcher)
-    return join([ack, silence])
+    verdicts = join(html('<option value="{}">{}</option>', v, v)
+                    for v in ("true", "false-positive", "duplicate"))
+    feedback = html('<form class="act" method="post" action="{}/feedback">{}{}'
+                    '<label>verdict<select name="verdict">{}</select></label>'
+                    '<label>root cause<input name="root_cause" value="{}" size="14"></label>'
+                    '<label>comment<input name="comment" size="24"></label>'
+                    '<button type="submit" id="feedback">Give feedback</button></form>',
+                    action, key, name, verdicts, root)
+    return join([ack, silence, feedback])
 
 
 def problem_page(data: ProblemData, now_ms: int, form_key: str, user: str = "",
@@ -294,6 +329,7 @@ def problem_page(data: ProblemData, now_ms: int, form_key: str, user: str = "",
         html("<h2>Runbook</h2>{}", _runbook(data.runbook)),
         html("<h2>Escalation</h2>{}", _escalation(data.runbook, p["opened_ms"], now_ms)),
         html("<h2>Alert history</h2>{}", history),
+        html("<h2>Feedback</h2>{}", _feedback(data.feedback)),
         html("<h2>Latest detections</h2>{}", detections),
     ])
     return page(p["title"] or p["id"], body, "problems", user)

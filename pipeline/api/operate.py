@@ -1,4 +1,4 @@
-"""What an operator does with problems: list, inspect, acknowledge, silence.
+"""What an operator does with problems: list, inspect, acknowledge, silence, judge.
 
 Reads come from the store (``problems`` keeps every version; ``final = 1`` shows the
 latest). Acknowledgements and silences are events on the control topic, keyed by scope,
@@ -36,9 +36,11 @@ def list_problems(settings: Settings, include_resolved: bool = True,
         "SELECT id, status, severity, category, title, arrayStringConcat(affected, ', ') AS "
         "affected, JSONExtractString(root_causes, 1, 'service') AS root_cause, "
         "formatDateTime(opened_at, '%Y-%m-%d %H:%i:%S') AS opened, "
-        "formatDateTime(updated_at, '%H:%i:%S') AS updated, version "
-        f"FROM {db}.problems {where}"
-        f"ORDER BY status = 'resolved', updated_at DESC LIMIT {int(limit)}"))
+        "formatDateTime(updated_at, '%H:%i:%S') AS updated, version, "
+        "ifNull(f.verdict, '') AS feedback "
+        f"FROM {db}.problems AS p LEFT JOIN (SELECT problem_id, argMax(verdict, time) AS "
+        f"verdict FROM {db}.feedback GROUP BY problem_id) AS f ON f.problem_id = p.id "
+        f"{where}ORDER BY status = 'resolved', updated_at DESC LIMIT {int(limit)}"))
 
 
 def problem_detail(settings: Settings, problem_id: str) -> dict[str, Any]:
@@ -57,7 +59,34 @@ def problem_detail(settings: Settings, problem_id: str) -> dict[str, Any]:
         f"SELECT detection_id, service, role, time FROM {db}.problem_detections "
         f"WHERE problem_id = {_quote(problem_id)} ORDER BY time"))
     row["members"] = [dict(zip(links.columns, r, strict=True)) for r in links.rows]
+    row["feedback"] = problem_feedback(settings, problem_id)
     return row
+
+
+def problem_feedback(settings: Settings, problem_id: str) -> list[dict[str, Any]]:
+    """Every piece of feedback given on a problem, oldest first (who, when, verdict)."""
+    db = settings.store.database
+    result = run_query(settings, (
+        "SELECT formatDateTime(time, '%Y-%m-%dT%H:%i:%SZ') AS time, author, verdict, "
+        f"root_cause, comment FROM {db}.feedback WHERE problem_id = {_quote(problem_id)} "
+        "ORDER BY time, author"))
+    return [dict(zip(result.columns, r, strict=True)) for r in result.rows]
+
+
+def give_feedback(settings: Settings, problem_id: str, verdict: str, by: str,
+                  root_cause: str = "", comment: str = "") -> ControlEvent:
+    """Publish an operator's verdict on a stored problem; an unknown problem id is
+    refused (:class:`TocsinError`) before anything is sent."""
+    db = settings.store.database
+    known = run_query(settings, f"SELECT count() FROM {db}.problems "
+                                f"WHERE id = {_quote(problem_id)}").scalar()
+    if not known:
+        raise TocsinError(f"no problem with id {problem_id!r} in {db}.problems (see "
+                          "`tocsin problems`); feedback is only taken on stored problems")
+    event = ControlEvent.feedback(problem_id, verdict, by, int(time.time() * 1000),
+                                  root_cause, comment, scope=settings.correlate.scope)
+    asyncio.run(_send_control(settings, event))
+    return event
 
 
 async def _send_control(settings: Settings, event: ControlEvent) -> None:

@@ -55,7 +55,7 @@ ANALYST_QUERIES = (
 LIVE_TIMEOUT_S = 5.0  # the live view's calls: a slow answer is skipped, not waited for
 WORKER_STOP_S = 10  # the demo worker's shutdown bound (worker.shutdown_timeout_s)
 DETECTIONS_SQL = ("SELECT formatDateTime(time, '%H:%i') AS at, state, severity, title "
-                  "FROM tocsin.detections ORDER BY time DESC, title LIMIT 6")
+                  "FROM tocsin.detections WHERE NOT shadow ORDER BY time DESC, title LIMIT 6")
 PROBLEMS_SQL = ("SELECT id, status, severity, category, title, "
                 "arrayStringConcat(affected, ',') AS affected "
                 "FROM tocsin.problems ORDER BY opened_at DESC LIMIT 8")

@@ -10,8 +10,17 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from pipeline.cli.backtest import add_parser as add_backtest_parser
+from pipeline.cli.backtest import add_shadow_parser
 from pipeline.cli.detection import cmd_models, cmd_rules, cmd_score
-from pipeline.cli.operate import cmd_ack, cmd_problem, cmd_problems, cmd_query, cmd_silence
+from pipeline.cli.operate import (
+    cmd_ack,
+    cmd_feedback,
+    cmd_problem,
+    cmd_problems,
+    cmd_query,
+    cmd_silence,
+)
 from pipeline.cli.runtime import (
     cmd_demo,
     cmd_kafka,
@@ -129,11 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("evaluate", help="score stored problems against simulation labels",
-                       description="Per incident: detected, time to detect, split into how "
-                       "many problems; false alarms per simulated day; root-cause AC@1/AC@3; "
-                       "pairwise grouping precision/recall/F1. Prints a table, writes JSON.")
-    p.add_argument("--labels", required=True)
+    p = sub.add_parser("evaluate", help="score stored problems against simulation labels "
+                       "or operators' feedback",
+                       description="--labels: per incident: detected, time to detect, split "
+                       "into how many problems; false alarms per simulated day; root-cause "
+                       "AC@1/AC@3; pairwise grouping precision/recall/F1. --feedback: over "
+                       "the problems opened between --from and --to, precision, false-alarm "
+                       "rate and root-cause accuracy from operators' verdicts. Prints a "
+                       "table, writes JSON.")
+    p.add_argument("--labels", help="labels file of a simulation run")
+    p.add_argument("--feedback", action="store_true",
+                   help="score from the feedback table instead of labels")
+    p.add_argument("--from", dest="from_", help="range start (RFC 3339 or epoch ms)")
+    p.add_argument("--to", help="range end (RFC 3339 or epoch ms; default: now)")
     p.add_argument("--json", help="JSON output path (default: LABELS.evaluation.json)")
     p.add_argument("--slack", default="5m", help="matching slack after an incident ends")
     p.set_defaults(func=cmd_evaluate)
@@ -181,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--comment", default="")
     p.set_defaults(func=cmd_ack)
 
+    p = sub.add_parser("feedback", help="give a verdict on a problem",
+                       description="Published on the control topic; the worker stores it in "
+                       "the feedback table with who and when, `tocsin problem ID` shows it, "
+                       "and `tocsin evaluate --feedback` and backtests use it as labels.")
+    p.add_argument("id", help="problem id")
+    p.add_argument("--verdict", required=True, choices=("true", "false-positive", "duplicate"))
+    p.add_argument("--root-cause", help="the service that really was at fault")
+    p.add_argument("--comment", default="")
+    p.add_argument("--user", default=operator)
+    p.set_defaults(func=cmd_feedback)
+
     p = sub.add_parser("silence", help="create, list or expire silences",
                        description="Silences mute matching problems' alerts (never a resolve "
                        "of something already alerted). Matchers: name=value, name!=value, "
@@ -221,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--author", default=os.environ.get("USER", ""))
     p.add_argument("--description", default="")
     p.set_defaults(func=cmd_models)
+
+    add_backtest_parser(sub)
+    add_shadow_parser(sub)
 
     p = sub.add_parser("status", help="the running worker's health at a glance",
                        description="Ready or why not, records in and out, agents, consumer "

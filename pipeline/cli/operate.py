@@ -1,4 +1,5 @@
-"""Commands of an operator: query the store, list and inspect problems, ack, silences."""
+"""Commands of an operator: query the store, list and inspect problems, ack, silences,
+feedback."""
 
 from __future__ import annotations
 
@@ -95,6 +96,18 @@ def cmd_ack(args: argparse.Namespace, settings: Settings) -> int:
     acknowledge(settings, args.id, args.by, args.comment)
     print(f"acknowledgement of {args.id} sent (the correlator applies it in order with "
           "detections)")
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    """An operator's verdict on a problem (an event on the control topic)."""
+    from pipeline.api.operate import give_feedback
+
+    give_feedback(settings, args.id, args.verdict, args.user, args.root_cause or "",
+                  args.comment)
+    cause = f", root cause {args.root_cause}" if args.root_cause else ""
+    print(f"feedback on {args.id}: {args.verdict}{cause} by {args.user} (stored by the "
+          "worker in the feedback table)")
     return 0
 
 

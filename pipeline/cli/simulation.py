@@ -7,6 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
+from pipeline.errors import TocsinError
 from pipeline.settings import Settings
 from pipeline.store import QueryResult
 
@@ -92,12 +93,17 @@ def _write_otlp_json(simulation, out: str, records_per_message: int) -> dict[str
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    """Compare stored problems and detections with a simulation's labels."""
+    """Compare stored problems and detections with a simulation's labels, or score them
+    from operators' feedback (``--feedback``)."""
     from pipeline.api.query import run_query
     from pipeline.evaluate import evaluate, format_table, result_to_dict
     from pipeline.evaluate.load import load_detections, load_problems
     from pipeline.simulate import load_labels, parse_duration_ms
 
+    if args.feedback:
+        return _evaluate_feedback(args, settings)
+    if not args.labels:
+        raise TocsinError("tocsin evaluate needs --labels FILE or --feedback --from T --to T")
     labels = load_labels(args.labels)
     slack_ms = parse_duration_ms(args.slack)
 
@@ -112,4 +118,27 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     out = Path(args.json or Path(args.labels).with_suffix(".evaluation.json"))
     out.write_text(json.dumps(result_to_dict(result), indent=2))
     print(f"\nwrote {out}")
+    return 0
+
+
+def _evaluate_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from pipeline.api.query import run_query
+    from pipeline.evaluate.feedback import format_feedback, load_judged, score_feedback
+    from pipeline.evaluate.score import parse_time
+
+    if not args.from_:
+        raise TocsinError("tocsin evaluate --feedback needs --from (RFC 3339 or epoch ms)")
+    lo = parse_time(args.from_)
+    hi = parse_time(args.to) if args.to else int(time.time() * 1000)
+    if hi <= lo:
+        raise TocsinError(f"--to ({hi}) must be after --from ({lo})")
+    problems, feedback = load_judged(lambda sql: run_query(settings, sql),
+                                     settings.store.database, lo, hi)
+    score = score_feedback(problems, feedback)
+    print(format_feedback(score))
+    if args.json:
+        Path(args.json).write_text(json.dumps(score.to_dict(), indent=2))
+        print(f"\nwrote {args.json}")
     return 0

@@ -81,6 +81,7 @@ class CorrelationResult:
     rejected: int = 0
     open_problems: dict[str, int] = field(default_factory=dict)  # per scope touched
     event_time_ms: dict[str, int] = field(default_factory=dict)  # per scope touched
+    feedback: list[ControlEvent] = field(default_factory=list)  # to store, not to apply
 
 
 class CorrelationStep:
@@ -156,6 +157,9 @@ class CorrelationStep:
                 log.error("skipped an unreadable %s message of scope %s: %s",
                           "control" if message.is_control else "detection",
                           printable(message.scope), printable(exc))
+                continue
+            if message.is_control and event.kind == "feedback":  # stored beside problems
+                result.feedback.append(replace(event, scope=event.scope or message.scope))
                 continue
             if message.is_control:
                 flush(message.scope)

@@ -49,6 +49,7 @@ def load_detections(query: Query, database: str, labels: Labels,
     result = query(
         f"SELECT id, toUnixTimestamp64Milli(time), service FROM {database}.detections "
         f"WHERE toUnixTimestamp64Milli(time) BETWEEN {lo} AND {hi} AND state = 'firing' "
+        "AND NOT shadow "
         "ORDER BY time, id"
     )
     return [{"id": did, "time": int(t), "service": service} for did, t, service in result.rows]

@@ -54,6 +54,10 @@ class Store(Protocol):
         one read statement under the engine's read-only mode and the operator's limits,
         on connections of its own so that it never waits for, or holds up, an insert."""
 
+    def read_arrow(self, sql: str) -> pa.Table:
+        """Run one of Tocsin's own read statements on the read-only path's session (read
+        limits, ``readonly``, ``final``), unchecked; the answer as Arrow."""
+
     def close(self) -> None:
         """Release the engine or connection."""
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import re
 
 TABLES = ("metrics", "logs", "spans", "detections", "problems", "problem_detections",
-          "problem_changes", "service_edges", "dead_letters", "metric_buckets")
+          "problem_changes", "service_edges", "dead_letters", "metric_buckets", "feedback",
+          "problem_diagnostics")
 
 _TEMPLATES: dict[str, str] = {
     "metrics": """
@@ -101,10 +102,11 @@ CREATE TABLE IF NOT EXISTS {db}.detections (
     symptoms         Array(String),
     potential_causes Array(String),
     evidence         String,
-    ingested_at      DateTime64(3, 'UTC') DEFAULT now64(3)
+    ingested_at      DateTime64(3, 'UTC') DEFAULT now64(3),
+    shadow           Bool  -- raised by a candidate running in shadow (never correlated)
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMMDD(time)
-ORDER BY (service, time, id)
+ORDER BY (service, time, id, shadow)
 {ttl}""",
     "problems": """
 CREATE TABLE IF NOT EXISTS {db}.problems (
@@ -188,6 +190,33 @@ CREATE TABLE IF NOT EXISTS {db}.metric_buckets (
 PARTITION BY toYYYYMMDD(time)
 ORDER BY (service, name, host, time, event_id)
 {ttl}""",
+    # operators' verdicts on problems (control events); a replayed event collapses
+    "feedback": """
+CREATE TABLE IF NOT EXISTS {db}.feedback (
+    problem_id  String,
+    scope       LowCardinality(String),
+    time        DateTime64(3, 'UTC'),
+    author      String,
+    verdict     LowCardinality(String),  -- true, false-positive, duplicate
+    root_cause  String,
+    comment     String,
+    ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(time)
+ORDER BY (scope, problem_id, time, author)""",
+    # automated diagnostics run for a problem (pipeline.knowledge.diagnostics): one row per
+    # run, results as JSON evidence; time is the event time they were run at
+    "problem_diagnostics": """
+CREATE TABLE IF NOT EXISTS {db}.problem_diagnostics (
+    problem_id      String,
+    problem_version UInt32,
+    time            DateTime64(3, 'UTC'),
+    service         LowCardinality(String),
+    results         String,
+    ingested_at     DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(time)
+ORDER BY (problem_id, time, service)""",
     "dead_letters": """
 CREATE TABLE IF NOT EXISTS {db}.dead_letters (
     received_at  DateTime64(3, 'UTC'),
@@ -212,8 +241,11 @@ SHARDING_KEYS: dict[str, str] = {
     "detections": "cityHash64(service)",
     "problems": "cityHash64(id)",
     "problem_detections": "cityHash64(problem_id)",
+    "problem_changes": "cityHash64(problem_id)",
     "service_edges": "cityHash64(caller, callee)",
     "dead_letters": "cityHash64(topic, partition)",
+    "feedback": "cityHash64(problem_id)",
+    "problem_diagnostics": "cityHash64(problem_id)",
 }
 
 _CREATE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)\.(\w+) \(")
@@ -233,6 +265,17 @@ def schema_statements(database: str, ttl_days: int, cluster: str = "") -> list[s
             statements += _clustered(statement, database, name, cluster)
         else:
             statements.append(statement)
+    # columns added after a store was first created (a shadow detection has the id of
+    # the current one it shadows: the flag is part of the key, so neither replaces the
+    # other; a column new to the key may have no DEFAULT: Bool's own is false)
+    shadow = ("ADD COLUMN IF NOT EXISTS shadow Bool, MODIFY ORDER BY "
+              "(service, time, id, shadow)")
+    if cluster:
+        statements += [f"ALTER TABLE {database}.detections_local{on} {shadow}",
+                       f"ALTER TABLE {database}.detections{on} ADD COLUMN IF NOT EXISTS "
+                       "shadow Bool"]
+    else:
+        statements.append(f"ALTER TABLE {database}.detections {shadow}")
     return statements
 
 

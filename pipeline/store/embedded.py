@@ -154,6 +154,13 @@ class EmbeddedStore:
         """Run an analyst's statement on the read-only path (see ``pipeline.store.readonly``)."""
         return self._read_path.read(sql)
 
+    def read_arrow(self, sql: str) -> pa.Table:
+        """Run one of Tocsin's own read statements (a backtest's, a diagnostic's; never an
+        analyst's: it is not checked) on the read-only session, under the read limits;
+        the answer as Arrow."""
+        answer = self._reader.run(sql)
+        return answer if isinstance(answer, pa.Table) else pa.table({})
+
     def _ask(self, sql: str, params: dict[str, str] | None) -> list[tuple]:
         return _result(self._checker.run(sql, params=params)).rows
 

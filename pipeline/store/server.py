@@ -142,6 +142,12 @@ class ServerStore:
         """Run an analyst's statement on the read-only path (see ``pipeline.store.readonly``)."""
         return self._read_path.read(sql)
 
+    def read_arrow(self, sql: str) -> pa.Table:
+        """Run one of Tocsin's own read statements (a backtest's, a diagnostic's; never an
+        analyst's: it is not checked) on the read-only connection, under the read
+        limits; the answer as Arrow (text as strings)."""
+        return self._reader.call("query", lambda c: c.query_arrow(sql, use_strings=True))
+
     def _ask(self, sql: str, params: dict[str, str] | None) -> list[tuple]:
         return _result(self._checker.call("parse", lambda c: c.query(sql, parameters=params))).rows
 

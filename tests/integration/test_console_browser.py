@@ -175,6 +175,25 @@ def test_console_pages_in_chromium(kafka_broker, names, tmp_path: Path, monkeypa
             assert "alice" in row[0] and "active" in row[0], row
             screenshot(driver, shots, "silences")
 
+            # the diagnostics run on the store show on the page; a verdict from the page
+            # reaches the feedback table through the control topic
+            driver.get(f"{base}/problems/{problem_id}")
+            diagnostics = driver.find_element(By.ID, "diagnostics").text
+            assert f"error rate by operation of {root}" in diagnostics, diagnostics
+            driver.find_element(By.CSS_SELECTOR,
+                                'select[name="verdict"] option[value="false-positive"]').click()
+            driver.find_elements(By.NAME, "comment")[-1].send_keys("load test")
+            driver.find_element(By.ID, "feedback").click()
+            wait_for(lambda: "feedback sent" in driver.page_source, what="the feedback notice")
+            judged = wait_for(lambda: [r.text for r in driver.find_elements(
+                By.CSS_SELECTOR, "table.feedback tbody tr")], timeout_s=90, refresh=driver,
+                what="the verdict on the page")
+            assert "alice" in judged[0] and "false-positive" in judged[0], judged
+            assert worker.query(f"SELECT author, verdict, root_cause, comment FROM "
+                                f"tocsin.feedback WHERE problem_id = '{problem_id}'") == \
+                [["alice", "false-positive", root, "load test"]]
+            screenshot(driver, shots, "problem-feedback")
+
             driver.get(f"{base}/detections?service=postgres")
             cells = driver.find_elements(By.CSS_SELECTOR,
                                          "table.detections tbody tr td:nth-child(2)")

@@ -9,7 +9,10 @@ import math
 import pyarrow as pa
 import pytest
 
+from pipeline.agents.detect import shadow_table
 from pipeline.alerts.cloudevents import problem_changes_table
+from pipeline.alerts.control import ControlEvent
+from pipeline.alerts.feedback import feedback_table
 from pipeline.api.console_data import (
     MAX_POINTS,
     Filters,
@@ -79,6 +82,10 @@ def test_console_reads(store):
                      "availability", "high", "firing", "errors", 0.2, threshold=0.05,
                      entity="http.server.error.ratio")
     store.insert_arrow("detections", detections_table([model, rule]))
+    # a shadow candidate's twin of the rule's detection: never on the console
+    store.insert_arrow("detections", shadow_table([rule]))
+    store.insert_arrow("feedback", feedback_table([ControlEvent.feedback(
+        "p-open", "true", "alice", NOW - 1_000, "postgres", "pool", scope="default")]))
     store.insert_arrow("problem_detections", problem_detections_table([
         Link("p-open", "d-model", model.time, "postgres", "trigger"),
         Link("p-open", "d-rule", rule.time, "orders", "member")]))
@@ -114,7 +121,9 @@ def test_console_reads(store):
         data = await read_problem(read, "tocsin", "p-open")
         assert data is not None and data.problem["title"] == "postgres: <b>errors</b>"
         assert [link["detection_id"] for link in data.links] == ["d-model", "d-rule"]
-        assert {d["id"] for d in data.detections} == {"d-model", "d-rule"}
+        assert sorted(d["id"] for d in data.detections) == ["d-model", "d-rule"]
+        assert [(f["author"], f["verdict"], f["root_cause"]) for f in data.feedback] == \
+            [("alice", "true", "postgres")]
         assert [(c["kind"], c["event_id"]) for c in data.changes] == [("opened", "p-open.2")]
         assert await read_problem(read, "tocsin", HOSTILE) is None
 

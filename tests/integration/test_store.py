@@ -55,14 +55,19 @@ def test_cluster_ddl_is_clickhouse_sql_with_a_distributed_table_over_each_local_
         canonical = store.query(f"SELECT formatQuerySingleLine('{quoted}')").scalar()
         assert "ON CLUSTER prod" in canonical, canonical
     for name in TABLES:
-        local, distributed = (s for s in statements if f"tocsin.{name}_local " in s
-                              or f"tocsin.{name} " in s)
+        local, distributed = (s for s in statements if s.startswith("CREATE TABLE") and (
+            f"tocsin.{name}_local " in s or f"tocsin.{name} " in s))
         assert f"ReplicatedReplacingMergeTree('/clickhouse/tables/{{shard}}/tocsin/{name}'" \
             in local
         assert distributed.endswith(f"Distributed(prod, tocsin, {name}_local, "
                                     f"{SHARDING_KEYS[name]})")
     problems = next(s for s in statements if "tocsin.problems_local " in s)
     assert "'{replica}', version)" in problems  # the newest version still wins
+    # a store created before the shadow flag gains it on every node, in the local key
+    assert [s for s in statements if s.startswith("ALTER")] == [
+        "ALTER TABLE tocsin.detections_local ON CLUSTER prod ADD COLUMN IF NOT EXISTS shadow "
+        "Bool, MODIFY ORDER BY (service, time, id, shadow)",
+        "ALTER TABLE tocsin.detections ON CLUSTER prod ADD COLUMN IF NOT EXISTS shadow Bool"]
 
 
 def test_replayed_batch_is_stored_once(store):

@@ -22,3 +22,6 @@ def test_retrain_notebook_runs(monkeypatch):
                       for o in c.get("outputs", []))
     assert "published version 1" in outputs
     assert "reloaded: True" in outputs
+    assert "no feedback in the store" in outputs  # a fresh store: the simulator's labels
+    # the backtest replayed the store with the published version pinned
+    assert "versions ['builtin-1']" in outputs and "versions ['1']" in outputs

@@ -297,3 +297,23 @@ def test_a_banded_series_is_the_host_the_model_spoke_of_else_the_mean_over_hosts
     mean = series_entry([det("h1", 5, threshold=4.0)], "db", "lat", per_host)
     assert mean["host"] == "" and mean["points"] == [(0, 3.0), (10, 5.0)]
     assert mean["threshold"] == 4.0 and mean["band"] == []
+
+
+def test_problem_page_shows_feedback_and_the_diagnostics_run_and_offers_a_verdict():
+    data = problem_data(series=False)
+    data.diagnostic_plan = {**data.diagnostic_plan, "results": [
+        {"check": "error_rate_by_operation", "title": "error rate by operation of postgres",
+         "expect": "no operation above 1% errors", "columns": ["operation", "error_rate"],
+         "rows": [["SELECT orders", 0.25], [HOSTILE, 0.1]], "error": ""},
+        {"check": "slowest_callees", "title": "slowest callees of postgres", "expect": "fast",
+         "columns": [], "rows": [], "error": "timeout"}]}
+    data.feedback = [{"time_ms": NOW - 60_000, "author": "bob", "verdict": "false-positive",
+                      "root_cause": "", "comment": HOSTILE}]
+    body = pages.problem_page(data, NOW, "FORMKEY", "alice", "alice")
+    for text in ('id="diagnostics"', "error rate by operation of postgres", "SELECT orders",
+                 "0.25", "not answered: timeout", 'id="feedback"', '/p-1/feedback"',
+                 '<option value="false-positive">', 'name="root_cause" value="postgres"',
+                 "<td>bob</td>", "<td>false-positive</td>"):
+        assert text in body, text
+    assert "<script>" not in body
+    assert "no feedback yet" in pages.problem_page(problem_data(series=False), NOW, "k")

@@ -29,7 +29,7 @@ DEFAULTS = {
     "relate_labels": ("trace_id", "deployment.id", "k8s.node.name"),
     "peer_labels": ("peer.service", "db.instance"), "max_root_causes": 5,
     "max_links_per_problem": 2000, "silence_retention_ms": 86_400_000,
-    "static_dependencies": {}, "inhibit_rules": (),
+    "diagnostics": True, "static_dependencies": {}, "inhibit_rules": (),
 }
 
 # A non-default value per field, as an environment string and as what it loads to.
@@ -49,6 +49,7 @@ FROM_ENV = {
     "cause_categories": ("resource", ("resource",)), "relate_labels": ("", ()),
     "peer_labels": ("peer.service", ("peer.service",)), "max_root_causes": ("3", 3),
     "max_links_per_problem": ("100", 100), "silence_retention_ms": ("12h", 43_200_000),
+    "diagnostics": ("false", False),
 }
 TOML_ONLY = {"static_dependencies", "inhibit_rules"}
 

@@ -1,8 +1,9 @@
 """Detectors built on river estimators, one object per series.
 
-:class:`ForecastResidual` scores the residual of a river forecaster (Holt-Winters by
-default: level, trend and a season of ``seasonality`` points) against a robust running
-scale; :class:`HalfSpaceTreesScorer` is river's HalfSpaceTrees on the value as a robust z
+:class:`ForecastResidual` scores the residual of a river forecaster (an additive
+Holt-Winters by default: level, trend and a season of ``seasonality`` points,
+:class:`AdditiveHoltWinters`) against a robust running scale;
+:class:`HalfSpaceTreesScorer` is river's HalfSpaceTrees on the value as a robust z
 squashed into (0, 1), its raw score calibrated. Both cost tens of microseconds and a few
 kilobytes per series (the forecaster keeps ``seasonality + 5`` floats, the trees
 ``n_trees * 2**height`` nodes), so the stream uses
@@ -56,11 +57,78 @@ class _RobustScale:
         self.n += 1
 
 
+class AdditiveHoltWinters(time_series.base.Forecaster):
+    """Additive Holt-Winters (level, optional trend, optional season of ``seasonality``
+    points) as a river forecaster, initialised without dividing by the data.
+
+    river's ``HoltWinters`` starts its additive season at ``value / mean`` of the first
+    ``seasonality`` values: a series that starts at 0 divides by zero, and any other
+    starts its forecasts about one unit off. Here the season starts at ``value - mean``,
+    so the first forecasts are the first cycle itself.
+
+    >>> hw = AdditiveHoltWinters(alpha=0.3, beta=0.01, gamma=0.1, seasonality=3)
+    >>> for y in [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]:
+    ...     hw.learn_one(y)
+    >>> hw.forecast(horizon=1)
+    [0.0]
+    """
+
+    def __init__(self, alpha: float, beta: float | None = None, gamma: float | None = None,
+                 seasonality: int = 0) -> None:
+        if seasonality < 0:
+            raise ValueError(f"seasonality must be >= 0 points, got {seasonality}")
+        if seasonality and gamma is None:
+            raise ValueError("gamma must be set if seasonality is set")
+        self.alpha = alpha
+        self.beta = beta
+        self.gamma = gamma
+        self.seasonality = seasonality
+        self._first: list[float] = []
+        self._level = 0.0
+        self._trend = 0.0
+        self._season: list[float] = []
+        self._t = 0  # points learnt since initialisation: the season's phase
+
+    def learn_one(self, y: float, x: dict | None = None) -> None:
+        """Update level, trend and season with ``y``."""
+        if len(self._first) < max(2, self.seasonality):
+            self._first.append(float(y))
+            if len(self._first) == max(2, self.seasonality):
+                first = self._first
+                self._level = sum(first) / len(first)
+                if self.beta:
+                    self._trend = (first[-1] - first[0]) / (len(first) - 1)
+                if self.seasonality:
+                    self._season = [v - self._level for v in first[-self.seasonality:]]
+            return
+        m = self.seasonality
+        season = self._season[self._t % m] if m else 0.0
+        level = self._level
+        self._level = self.alpha * (y - season) + (1 - self.alpha) * (level + self._trend)
+        if self.beta:
+            self._trend = self.beta * (self._level - level) + (1 - self.beta) * self._trend
+        if m:
+            self._season[self._t % m] = (self.gamma * (y - level - self._trend)
+                                         + (1 - self.gamma) * season)
+        self._t += 1
+
+    def forecast(self, horizon: int, xs: list[dict] | None = None) -> list[float]:
+        """Forecasts 1 .. ``horizon`` steps ahead (the last learnt level before that)."""
+        m = self.seasonality
+        if not self._first:
+            return [0.0] * horizon
+        if len(self._first) < max(2, m):
+            return [self._first[-1]] * horizon
+        return [self._level + (h + 1) * self._trend
+                + (self._season[(self._t + h) % m] if m else 0.0) for h in range(horizon)]
+
+
 class ForecastResidual(Detector):
     """Residuals of a river forecaster (Holt-Winters by default), calibrated.
 
-    ``forecaster`` is any river forecaster; ``None`` builds an additive
-    ``HoltWinters(alpha, beta, gamma, seasonality)``.
+    ``forecaster`` is any river forecaster; ``None`` builds an
+    :class:`AdditiveHoltWinters` ``(alpha, beta, gamma, seasonality)``, which also works
+    on series that start at 0.
     """
 
     name = "holt-winters"
@@ -82,8 +150,8 @@ class ForecastResidual(Detector):
         self.rest_points = rest_points
         self.seed = seed
         self._model = (forecaster.clone() if forecaster is not None else
-                       time_series.HoltWinters(alpha=alpha, beta=beta, gamma=gamma,
-                                               seasonality=seasonality))
+                       AdditiveHoltWinters(alpha=alpha, beta=beta, gamma=gamma,
+                                           seasonality=seasonality))
         self._scale = _RobustScale(scale_rate)
         self._gate = AlertGate(self.warmup, threshold, rest_points, calibration_rate)
         self._seen = 0

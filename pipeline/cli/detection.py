@@ -58,8 +58,15 @@ def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
 
     return score_command(args.input, args.output, model=args.model,
                          registry_dir=args.registry or settings.detect.model_registry or None,
-                         version=int(args.version) if args.version else None,
-                         params=_params(args.param))
+                         version=_version(args.version), params=_params(args.param))
+
+
+def _version(text: str | None) -> int | None:
+    if not text:
+        return None
+    if not text.isdigit():
+        raise TocsinError(f"--version expects a version number (1, 2 ...), got {text!r}")
+    return int(text)
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
@@ -76,7 +83,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     if not registry:
         raise TocsinError("no model registry: pass --registry DIR or set "
                           "TOCSIN_DETECT_MODEL_REGISTRY")
-    version = int(args.version) if args.version else None
+    version = _version(args.version)
     return models_command(args.action, registry, name=args.name, version=version,
                           params=_params(args.param), author=args.author,
                           description=args.description, now_ms=int(time.time() * 1000))

@@ -126,12 +126,25 @@ def score_command(input: str | Path, output: str | Path, model: str = "robust-se
         if not isinstance(detector, Detector):
             raise ModelError(f"model {model!r} scores windows of log or trace records, "
                              "not a timestamp,value series")
-        rows = score_csv(input, output, detector)
+        try:
+            rows = score_csv(input, output, detector)
+        except (ArithmeticError, ValueError, TypeError) as exc:  # the detector's own
+            raise ModelError(f"model {model!r} could not score {input}: "
+                             f"{type(exc).__name__}: {exc}") from exc
     except (ModelError, OSError) as exc:
-        print(f"tocsin score: {exc}", file=sys.stderr)
+        print(f"tocsin score: {_one_line(exc)}", file=sys.stderr)
         return 2
     print(f"scored {rows} points of {input} with {model} v{label} -> {output}", file=out)
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as one line (OS errors as their reason and file)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    else:
+        text = str(exc)
+    return " ".join(text.split())
 
 
 def models_command(action: str, registry_dir: str | Path, name: str | None = None,

@@ -47,23 +47,43 @@ def parse_time(text: str) -> int:
         return parse_rfc3339_ms(text)
 
 
-def read_csv(path: str | Path) -> tuple[list[str], list[float]]:
-    """The ``timestamp`` and ``value`` columns of a CSV (other columns ignored)."""
-    times, values = [], []
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"timestamp", "value"} - set(reader.fieldnames or ())
-        if missing:
-            raise ModelError(f"{path}: expected columns timestamp,value; missing "
-                             f"{', '.join(sorted(missing))}")
-        for n, row in enumerate(reader, start=2):
-            try:
-                values.append(float(row["value"]))
-            except (TypeError, ValueError):
-                raise ModelError(f"{path}:{n}: value {row['value']!r} is not a number"
-                                 ) from None
-            times.append(row["timestamp"])
-    return times, values
+def read_csv(path: str | Path) -> tuple[list[str], list[float], list[int]]:
+    """The ``timestamp`` and ``value`` columns of a CSV (other columns ignored) and the
+    timestamps as epoch ms; a problem raises :class:`ModelError` naming file and line."""
+    times, values, ms = [], [], []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"timestamp", "value"} - set(reader.fieldnames or ())
+            if missing:
+                raise ModelError(f"{path}: expected columns timestamp,value; missing "
+                                 f"{', '.join(sorted(missing))}")
+            for n, row in enumerate(reader, start=2):
+                try:
+                    value = float(row["value"])
+                except (TypeError, ValueError):
+                    raise ModelError(f"{path}:{n}: value {row['value']!r} is not a number"
+                                     ) from None
+                if not np.isfinite(value):
+                    raise ModelError(f"{path}:{n}: value {row['value']!r} is not finite")
+                stamp = row["timestamp"]
+                try:
+                    ms.append(parse_time(stamp or ""))
+                except ValueError:
+                    raise ModelError(f"{path}:{n}: timestamp {str(stamp)[:40]!r} is not "
+                                     "'YYYY-MM-DD HH:MM:SS', RFC 3339 or epoch seconds/ms"
+                                     ) from None
+                values.append(value)
+                times.append(stamp)
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise ModelError(f"{path}: not a readable CSV ({exc})") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not values:
+        raise ModelError(f"{path}: no rows after the timestamp,value header")
+    return times, values, ms
 
 
 def score_series(timestamps: Sequence[str | int], values: Sequence[float],
@@ -90,8 +110,8 @@ def score_series(timestamps: Sequence[str | int], values: Sequence[float],
 
 def score_csv(input_path: str | Path, output_path: str | Path, detector: Detector) -> int:
     """Score a CSV into ``output_path``; returns the number of rows."""
-    times, values = read_csv(input_path)
-    _, _, scores = score_series(times, values, detector)
+    times, values, ms = read_csv(input_path)
+    _, _, scores = score_series(ms, values, detector)
     with open(output_path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["timestamp", "value", "anomaly_score"])

@@ -7,6 +7,7 @@ import io
 import math
 
 import numpy as np
+import pytest
 
 from models import RobustSeasonal
 from pipeline.cli.models import score_command
@@ -92,3 +93,49 @@ def test_nab_scoring_null_perfect_and_a_late_detection(tmp_path):
     res = optimise(corpus, [fp], "standard")
     assert math.isclose(res.raw, 1.0 - 2 * 0.11) and res.fp == 2
     assert math.isclose(float(scaled_sigmoid(np.array([0.0]))[0]), 0.0, abs_tol=1e-12)
+
+
+def test_holt_winters_scores_a_series_that_starts_at_zero(tmp_path):
+    """river's HoltWinters divides by the mean of its first season: 24 zeros crashed it."""
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    with open(src, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["timestamp", "value"])
+        for i in range(400):
+            value = 0.0 if i < 30 else 5 + math.sin(i / 4) + (40.0 if i == 350 else 0.0)
+            w.writerow([f"2024-01-{1 + i // 1440:02d} {i // 60 % 24:02d}:{i % 60:02d}:00",
+                        value])
+    assert score_command(src, dst, model="holt-winters", out=io.StringIO()) == 0
+    with open(dst) as fh:
+        scores = np.array([float(r["anomaly_score"]) for r in csv.DictReader(fh)])
+    assert np.isfinite(scores).all()
+    assert int(np.argmax(scores)) == 350
+
+
+@pytest.mark.parametrize(("content", "args", "expected"), [
+    (b"timestamp,value\nnot-a-time,1\n", {}, "in.csv:2: timestamp 'not-a-time'"),
+    (b"timestamp,value\n2024-01-01 00:00:00,nan\n", {}, "in.csv:2: value 'nan' is not finite"),
+    (b"\xff\xfe\x00\x01", {}, "not UTF-8 text"),
+    (b"timestamp,value\n", {}, "no rows after the timestamp,value header"),
+    (b"timestamp,value\n2024-01-01 00:00:00,1\n", {"params": {"alpha": "abc"}},
+     "parameter alpha='abc': expected a number"),
+    (b"timestamp,value\n2024-01-01 00:00:00,1\n", {"params": {"nope": 1}},
+     "has no parameter 'nope'"),
+    (b"timestamp,value\n2024-01-01 00:00:00,1\n",
+     {"model": "holt-winters", "params": {"seasonality": -3}},
+     "seasonality must be >= 0 points, got -3"),
+])
+def test_score_errors_are_one_line_naming_the_problem(tmp_path, capsys, content, args,
+                                                      expected):
+    src = tmp_path / "in.csv"
+    src.write_bytes(content)
+    assert score_command(src, tmp_path / "out.csv", out=io.StringIO(), **args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("tocsin score: ")
+    assert expected in err
+
+
+def test_score_a_missing_file_is_one_line(tmp_path, capsys):
+    assert score_command(tmp_path / "nope.csv", tmp_path / "out.csv") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope.csv: cannot read: No such file" in err

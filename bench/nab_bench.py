@@ -38,9 +38,14 @@ PUBLISHED = {"Windowed Gaussian": 39.6, "Skyline": 58.2, "CAD OSE": 69.9,
 
 
 def nab_dir() -> Path:
-    """$TOCSIN_NAB_DIR, else ``shared/data/nab`` beside the repository."""
+    """$TOCSIN_NAB_DIR, else ``shared/data/nab`` beside the repository (or beside the
+    directory of worktrees it is in)."""
     env = os.environ.get("TOCSIN_NAB_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    found = [p / "shared" / "data" / "nab" for p in here.parents[1:4]]
+    return next((p for p in found if p.is_dir()), found[1])
 
 
 def robust_seasonal(corpus: list[LabelledSeries], **params) -> list[np.ndarray]:

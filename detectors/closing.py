@@ -25,6 +25,7 @@ class Evaluations:
     start: np.ndarray  # int64: window start
     value: np.ndarray  # float64, NaN = no data
     samples: np.ndarray  # int64: records in the window (denominator records for ratios)
+    events: np.ndarray | None = None  # float64: the numerator's total (ratio rules)
 
     def __len__(self) -> int:
         return int(self.series.size)
@@ -76,13 +77,14 @@ def evaluate(rule: Rule, items: Items, until: int, watermark: int) -> Evaluation
     c = items.composite()
     lo = np.searchsorted(c, (series << KEY_BITS) | lo_key, side="left")
     hi = np.searchsorted(c, (series << KEY_BITS) | hi_key, side="left")
-    value, samples = window_values(rule, items, lo, hi)
-    return Evaluations(series, end, start, value, samples)
+    value, samples, events = window_values(rule, items, lo, hi)
+    return Evaluations(series, end, start, value, samples, events)
 
 
 def window_values(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Aggregated value and record count of the item ranges ``[lo, hi)``."""
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Aggregated value, record count and (ratio rules) numerator total of the item
+    ranges ``[lo, hi)``."""
     assert rule.window is not None
     cols = stat_columns(rule)
     col = {name: j for j, name in enumerate(cols)}
@@ -95,6 +97,7 @@ def window_values(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray
 
     n = np.rint(total(stats[:, 0])) if len(items) else np.zeros(lo.size)
     empty = hi <= lo
+    num = None
     with np.errstate(invalid="ignore", divide="ignore"):
         if not len(items):
             value = np.zeros(lo.size) if rule.zero_filled else np.full(lo.size, np.nan)
@@ -123,7 +126,7 @@ def window_values(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray
             value = _percentiles(items, lo, hi, PERCENTILES[agg])
     if not rule.zero_filled and rule.kind != "ratio":
         value = np.where(empty | (n < rule.min_samples), np.nan, value)
-    return value, n.astype(np.int64)
+    return value, n.astype(np.int64), num
 
 
 def _trend(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray,

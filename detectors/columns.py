@@ -18,15 +18,19 @@ import pyarrow.compute as pc
 
 from pipeline.events.columns import SIGNALS, TIME_COLUMN
 from pipeline.events.schema import SEVERITY_NUMBER
+from pipeline.events.units import factor
 
 ATTRIBUTE_PREFIX = "attributes."
 LABEL_COLUMNS: dict[str, dict[str, str]] = {
-    "metrics": {"service": "service", "host": "host", "name": "name", "metric": "name"},
+    "metrics": {"service": "service", "host": "host", "name": "name", "metric": "name",
+                "unit": "unit"},
     "logs": {"service": "service", "host": "host", "severity": "severity_text"},
     "traces": {"service": "service", "host": "host", "name": "name", "operation": "name",
                "status": "status", "kind": "kind"},
 }
 """Label names a selector or ``group_by`` may use per signal (besides ``attributes.<key>``)."""
+SPAN_DURATION_UNIT = "ms"
+"""Span values (``duration_ms``) are milliseconds."""
 
 
 def canonical_label(signal: str, label: str) -> str:
@@ -77,6 +81,7 @@ class Batch:
         self.n = int(self.time.size)
         self._factors: dict[str, tuple[list[str], np.ndarray]] = {}
         self._groups: dict[tuple[str, ...], tuple[list[tuple[str, ...]], np.ndarray]] = {}
+        self._units: dict[str, np.ndarray] = {}
 
     def labels(self, label: str) -> Sequence[str]:
         """The raw string values of a label column (or attribute) per record."""
@@ -84,7 +89,9 @@ class Batch:
         if label.startswith(ATTRIBUTE_PREFIX):
             return attribute_values(self.columns.get("attributes"),
                                     label[len(ATTRIBUTE_PREFIX):], self.n)
-        column = self.columns[LABEL_COLUMNS[self.signal][label]]
+        column = self.columns.get(LABEL_COLUMNS[self.signal][label])
+        if column is None and label == "unit":  # records without units: compared as is
+            return [""] * self.n
         return column if isinstance(column, list) else [str(v) for v in column]
 
     def factor(self, label: str) -> tuple[list[str], np.ndarray]:
@@ -123,6 +130,22 @@ class Batch:
         if self.signal == "traces":
             return np.asarray(self.columns["duration_ms"], dtype=np.float64)
         return np.ones(self.n, dtype=np.float64)
+
+    def unit_factors(self, unit: str) -> np.ndarray:
+        """Per record, the factor that expresses its value in ``unit``: metrics by their
+        ``unit`` column, span durations from ms; 1 where a unit is unknown (as is), NaN
+        where it cannot convert (another dimension). Cached per batch and unit."""
+        cached = self._units.get(unit)
+        if cached is None:
+            if self.signal == "metrics":
+                uniques, codes = self.factor("unit")
+                cached = np.array([factor(u, unit) for u in uniques], dtype=np.float64)[codes]
+            elif self.signal == "traces":
+                cached = np.full(self.n, factor(SPAN_DURATION_UNIT, unit))
+            else:
+                cached = np.ones(self.n)
+            self._units[unit] = cached
+        return cached
 
     def severity_number(self) -> np.ndarray:
         """OpenTelemetry severity numbers of log records (from ``severity_text`` when the

@@ -45,6 +45,8 @@ def build(rule: Rule, version: str, service: str, key: tuple[str, ...], kind: in
                     "window_type": rule.window.type, "step_ms": rule.window.step_ms,
                     "condition": rule.condition.text, "clear": rule.clear_condition.text,
                     "for_ms": rule.for_ms, "samples": int(samples)}
+        if rule.converts:
+            evidence["unit"] = rule.unit
         if rule.baseline is not None:
             evidence["baseline"] = _num(usual)
     evidence["selector"] = rule.select.describe()
@@ -59,7 +61,7 @@ def build(rule: Rule, version: str, service: str, key: tuple[str, ...], kind: in
                "window": format_duration(rule.window.size_ms) if rule.window else "",
                "for": format_duration(rule.for_ms), "severity": rule.severity,
                "category": rule.category, "aggregation": rule.aggregation,
-               "signal": rule.signal,
+               "signal": rule.signal, "unit": "" if rule.unit == "1" else rule.unit,
                "condition": rule.condition.text if rule.condition else "", **labels}
     id_labels = labels if "service" in labels else {**labels, "service": service}
     ident = detection_id(rule.name, id_labels, time if kind == KEEPALIVE else window_start,

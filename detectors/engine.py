@@ -122,6 +122,10 @@ class RuleEngine:
                 assert rule.numerator is not None and rule.denominator is not None
                 num, den = mask(rule.numerator), mask(rule.denominator)
                 selected = selected & (num | den)
+            scale = None
+            if rule.converts:  # each record's value in the rule's unit
+                scale = batch.unit_factors(rule.unit)
+                selected = selected & ~np.isnan(scale)  # another dimension: not comparable
             if n_late := int(np.count_nonzero(selected & late)):
                 late_by_rule[rule.name] = n_late
             rows = np.flatnonzero(selected & ~late)
@@ -139,7 +143,8 @@ class RuleEngine:
                     rs.series, rule.for_ms, wm, self.keepalive_ms))
             else:
                 if rows.size:
-                    rs.items = record_items(rule, sids, t[rows], values[rows],
+                    v = values[rows] if scale is None else values[rows] * scale[rows]
+                    rs.items = record_items(rule, sids, t[rows], v,
                                             None if num is None else num[rows],
                                             None if den is None else den[rows], rs.items)
                 out += self._close(rule, rs, state, wm)
@@ -215,6 +220,9 @@ class RuleEngine:
             if rule.baseline.clear_ratio is not None:
                 with np.errstate(invalid="ignore", divide="ignore"):
                     also_clear = rule.baseline.clear_ratio.holds(ev.value / usual)
+        if rule.min_events > 0 and ev.events is not None:  # too few failures to mean much
+            enough = ev.events >= rule.min_events
+            gate = enough if gate is None else gate & enough
         changes = machine.run(rule, ev, rs.series, self.keepalive_ms, gate, also_clear)
         version = self._ruleset.version
         out = [build(rule, version, state.service, rs.keys[ev.series[i]], kind,

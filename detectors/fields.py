@@ -102,6 +102,8 @@ def parse_baseline(data: Any, report: Report) -> Baseline | None:
     ratio = condition_field(data, "ratio", report, "baseline.ratio") if "ratio" in data else None
     clear_ratio = (condition_field(data, "clear_ratio", report, "baseline.clear_ratio")
                    if "clear_ratio" in data else None)
+    ratio = _fraction(ratio, "baseline.ratio", report)
+    clear_ratio = _fraction(clear_ratio, "baseline.clear_ratio", report)
     if clear_ratio is not None and ratio is None:
         report("baseline.clear_ratio", "needs a ratio condition to be the clear side of")
     elif clear_ratio is not None and ratio is not None and clear_ratio.overlaps(ratio):
@@ -115,6 +117,17 @@ def parse_baseline(data: Any, report: Report) -> Baseline | None:
     if halflife is None or warmup is None or halflife <= 0:
         return None
     return Baseline(halflife, warmup, level, ratio, clear_ratio)
+
+
+def _fraction(cond: Condition | None, where: str, report: Report) -> Condition | None:
+    """A condition on value / usual value, a unit (``60%``) converted to a fraction."""
+    if cond is None or not cond.unit:
+        return cond
+    try:
+        return cond.in_unit("1")
+    except ValueError:
+        report(where, f"{cond.text}: value / usual value is a fraction (e.g. 0.6 or 60%)")
+        return None
 
 
 def string_list(data: Mapping, key: str, report: Report) -> tuple[str, ...]:
@@ -182,6 +195,12 @@ def parse_clear(data: Mapping, condition: Condition | None, report: Report) -> C
         return None
     if "clear" in data:
         clear = condition_field(data, "clear", report)
+        if clear is not None and condition is not None:
+            try:
+                clear = clear.in_unit(condition.unit)
+            except ValueError as exc:
+                report("clear", str(exc))
+                return None
         if clear is not None and condition is not None and clear.overlaps(condition):
             report("clear", f"{clear.text} overlaps the condition {condition.text}: a value "
                             "could both fire and clear")
@@ -201,6 +220,6 @@ def parse_clear(data: Mapping, condition: Condition | None, report: Report) -> C
             return None
         t = condition.threshold
         if condition.op in (">", ">="):
-            return Condition("<", t - abs(t) * h)
-        return Condition(">", t + abs(t) * h)
+            return Condition("<", t - abs(t) * h, condition.unit)
+        return Condition(">", t + abs(t) * h, condition.unit)
     return None

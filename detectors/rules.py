@@ -8,6 +8,7 @@ editing a title or a runbook line keeps the rule's windows and firing state on r
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import numpy as np
 
 from detectors.selectors import Selector
 from pipeline.events.durations import format_duration
+from pipeline.events.units import factor, split_quantity
 
 KINDS = ("threshold", "ratio", "trend", "absence", "log_count")
 AGGREGATIONS = ("count", "sum", "mean", "min", "max", "last", "rate", "p50", "p95", "p99")
@@ -28,24 +30,36 @@ WINDOW_TYPES = ("tumbling", "hopping", "sliding")
 _OPS = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal,
         "==": np.equal, "!=": np.not_equal}
 _NEGATE = {">": "<=", ">=": "<", "<": ">=", "<=": ">", "==": "!=", "!=": "=="}
-_CONDITION = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_CONDITION = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(\S.*?)\s*$")
 
 
 @dataclass(frozen=True)
 class Condition:
-    """A comparison with a threshold, e.g. ``> 0.05``."""
+    """A comparison with a threshold, e.g. ``> 0.05``, ``> 1000ms`` or ``> 80%``.
+
+    ``unit`` is the threshold's unit as written ("" for a bare number): the engine
+    converts each series to it before comparing (see :mod:`pipeline.events.units`).
+    """
 
     op: str
     threshold: float
+    unit: str = ""
 
     @classmethod
     def parse(cls, text: object) -> Condition:
-        """Parse ``"> 0.05"``; raises ValueError saying what was expected."""
+        """Parse ``"> 0.05"`` or ``"> 1s"``; raises ValueError saying what was expected."""
         m = _CONDITION.match(text) if isinstance(text, str) else None
-        if not m:
-            raise ValueError(f"expected an operator (>, >=, <, <=, ==, !=) and a number, "
-                             f"quoted, e.g. \"> 0.05\"; got {text!r}")
-        return cls(m.group(1), float(m.group(2)))
+        if m:
+            try:
+                number, unit = split_quantity(m.group(2))
+            except ValueError as exc:
+                if "unknown unit" in str(exc):
+                    raise ValueError(f"{text!r}: {exc}") from None
+            else:
+                return cls(m.group(1), number, unit)
+        raise ValueError(f"expected an operator (>, >=, <, <=, ==, !=) and a number with an "
+                         f"optional unit, quoted, e.g. \"> 0.05\" or \"> 1000ms\"; "
+                         f"got {text!r}")
 
     def holds(self, values: np.ndarray | float) -> np.ndarray:
         """Element-wise test; NaN (no data) never holds."""
@@ -55,7 +69,7 @@ class Condition:
 
     def negated(self) -> Condition:
         """The complementary condition (the default clear condition)."""
-        return Condition(_NEGATE[self.op], self.threshold)
+        return Condition(_NEGATE[self.op], self.threshold, self.unit)
 
     def overlaps(self, other: Condition) -> bool:
         """Whether some value satisfies both conditions."""
@@ -66,8 +80,19 @@ class Condition:
 
     @property
     def text(self) -> str:
-        """``"> 0.05"``."""
-        return f"{self.op} {self.threshold:g}"
+        """``"> 0.05"``, ``"> 1000ms"``."""
+        return f"{self.op} {self.threshold:g}{'' if self.unit == '1' else self.unit}"
+
+    def in_unit(self, unit: str) -> Condition:
+        """The same condition with its threshold in ``unit`` (a bare number is taken as
+        already in it); raises ValueError when the units do not convert."""
+        if not self.unit or self.unit == unit:
+            return Condition(self.op, self.threshold, unit)
+        f = factor(self.unit, unit)
+        if not unit or math.isnan(f):
+            raise ValueError(f"{self.text} is in {self.unit}, which does not convert to "
+                             f"{unit or 'a bare number'}")
+        return Condition(self.op, self.threshold * f, unit)
 
 
 @dataclass(frozen=True)
@@ -122,6 +147,7 @@ class Rule:
     for_ms: int = 0
     baseline: Baseline | None = None
     min_samples: int = 1
+    min_events: float = 0.0  # ratio rules: the numerator's least total for the condition
     min_fit: float = 0.0
     severity: str = "medium"
     category: str = "performance"
@@ -145,6 +171,17 @@ class Rule:
             return self.clear
         assert self.condition is not None, "absence rules have no clear condition"
         return self.condition.negated()
+
+    @property
+    def unit(self) -> str:
+        """The unit values are compared in ("" : as the series reports them)."""
+        return self.condition.unit if self.condition is not None else ""
+
+    @property
+    def converts(self) -> bool:
+        """Whether the engine converts each record's value to :attr:`unit` first."""
+        return self.unit not in ("", "1") and self.kind == "threshold" \
+            and self.signal != "logs" and self.aggregation not in ("count", "rate")
 
     @property
     def entity(self) -> str:

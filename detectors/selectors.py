@@ -22,7 +22,7 @@ from pipeline.events.schema import SEVERITIES, SEVERITY_ALIASES, SEVERITY_NUMBER
 
 _OP = re.compile(r"^\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.S)
 SELECTOR_KEYS: dict[str, tuple[str, ...]] = {
-    "metrics": ("metric", "service", "host", "attributes"),
+    "metrics": ("metric", "service", "host", "unit", "attributes"),
     "logs": ("service", "host", "severity", "contains", "regex", "attributes"),
     "traces": ("operation", "service", "host", "status", "kind", "attributes"),
 }

@@ -22,7 +22,7 @@ from typing import Any
 
 NUMBER_FIELDS = ("value", "threshold", "clear", "samples", "baseline", "confidence")
 TEXT_FIELDS = ("rule", "service", "host", "entity", "window", "for", "severity", "category",
-               "aggregation", "signal", "condition")
+               "aggregation", "signal", "condition", "unit")
 MAX_WIDTH = 100
 """Largest field width a template may ask for (``{service:>30}``)."""
 MAX_PRECISION = 20

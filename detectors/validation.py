@@ -10,6 +10,7 @@ import hashlib
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 import orjson
 
@@ -25,19 +26,20 @@ from detectors.fields import (
     string_list,
     unknown_key,
 )
-from detectors.rules import KINDS, ZERO_FILLED, Rule
+from detectors.rules import KINDS, ZERO_FILLED, Baseline, Condition, Rule
 from detectors.selectors import parse_selector
 from detectors.templates import check_template, template_fields
 from pipeline.events.columns import SIGNALS
 from pipeline.events.detection import CATEGORIES, SEVERITIES
+from pipeline.events.units import dimension
 
 RULE_KEYS = ("name", "kind", "signal", "select", "numerator", "denominator", "group_by",
              "window", "aggregation", "condition", "clear", "hysteresis", "for", "baseline",
-             "min_samples", "min_fit", "severity", "category", "title", "description",
-             "symptoms", "potential_causes", "confidence")
+             "min_samples", "min_events", "min_fit", "severity", "category", "title",
+             "description", "symptoms", "potential_causes", "confidence")
 EVALUATION_KEYS = ("kind", "signal", "select", "numerator", "denominator", "group_by",
                    "window", "aggregation", "condition", "clear", "hysteresis", "for",
-                   "baseline", "min_samples", "min_fit")
+                   "baseline", "min_samples", "min_events", "min_fit")
 """Keys whose change resets a rule's state on reload (the rest is presentation)."""
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*\Z")
 Report = Callable[[str, str], None]
@@ -45,7 +47,8 @@ Report = Callable[[str, str], None]
 
 def digest(data: Mapping) -> str:
     """Hash of the evaluation-relevant part of a rule mapping."""
-    relevant = {k: data.get(k) for k in EVALUATION_KEYS}
+    relevant = {k: data.get(k) for k in EVALUATION_KEYS
+                if k != "min_events" or k in data}  # added later: old digests unchanged
     raw = orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS, default=str)
     return hashlib.blake2b(raw, digest_size=8).hexdigest()
 
@@ -55,6 +58,49 @@ def _choice(value: object, choices: Sequence[str]) -> str:
     if value is None:
         return f"missing: expected one of {', '.join(choices)}"
     return f"expected one of {', '.join(choices)}, got {value!r}"
+
+
+def value_unit(condition: Condition, kind: str, signal: str, aggregation: str | None,
+               report: Report) -> Condition | None:
+    """The condition in the unit its rule's values are compared in, or None after
+    reporting why its unit does not fit the rule.
+
+    Threshold rules on metric values or span durations compare in the unit written
+    (each series is converted to it); ratios and trends are fractions (``5%`` is 0.05);
+    a ``rate`` aggregation is per second (``100/min`` is 1.67/s); counts have no unit.
+    """
+    dim = dimension(condition.unit)
+    assert dim is not None, "Condition.parse admits known units only"
+    want = None
+    if kind in ("ratio", "trend"):
+        want, why = "1", f"a {kind} rule compares a fraction (e.g. 5%)"
+    elif kind == "log_count" or signal == "logs" or aggregation == "count":
+        report("condition", f"{condition.text}: counts have no unit; write a bare number")
+        return None
+    elif aggregation == "rate":
+        want, why = "/s", "a rate aggregation is per second (e.g. 100/s)"
+    elif signal == "traces" and dim[0] != "time":
+        report("condition", f"{condition.text}: span values are durations; use a time unit "
+                            "(ms, s ...) or a bare number of milliseconds")
+        return None
+    if want is None:
+        return condition
+    try:
+        return condition.in_unit(want)
+    except ValueError:
+        report("condition", f"{condition.text}: {why}")
+        return None
+
+
+def baseline_units(baseline: Baseline, unit: str, report: Report) -> Baseline | None:
+    """The baseline with ``level`` in the condition's unit."""
+    if baseline.level is None:
+        return baseline
+    try:
+        return replace(baseline, level=baseline.level.in_unit(unit))
+    except ValueError as exc:
+        report("baseline.level", str(exc))
+        return None
 
 
 def parse_rule(data: Mapping, source: str, report: Report) -> Rule | None:
@@ -115,12 +161,16 @@ def parse_rule(data: Mapping, source: str, report: Report) -> Rule | None:
         aggregation = parse_aggregation(data, kind, signal, note)
         if "condition" in data:
             condition = condition_field(data, "condition", note)
+            if condition is not None and condition.unit:
+                condition = value_unit(condition, kind, signal, aggregation, note)
         else:
             note("condition", "missing (e.g. condition: \"> 0.05\")")
         clear = parse_clear(data, condition, note)
         if "baseline" in data:
             if kind in ("threshold", "ratio"):
                 baseline = parse_baseline(data["baseline"], note)
+                if baseline is not None and condition is not None:
+                    baseline = baseline_units(baseline, condition.unit, note)
             else:
                 note("baseline", "only threshold and ratio rules take a baseline")
     for_ms = duration_field(data, "for", note) if "for" in data else 0
@@ -133,6 +183,12 @@ def parse_rule(data: Mapping, source: str, report: Report) -> Rule | None:
         note("min_samples", f"expected an integer >= 1, got {min_samples!r}")
     elif "min_samples" in data and aggregation in ZERO_FILLED and kind != "ratio":
         note("min_samples", f"not used with {aggregation}: an empty window counts as 0")
+    min_events = data.get("min_events", 0)
+    if "min_events" in data and kind != "ratio":
+        note("min_events", "only ratio rules take min_events (the numerator's least total)")
+    elif isinstance(min_events, bool) or not isinstance(min_events, (int, float)) \
+            or not 0 <= min_events < math.inf:
+        note("min_events", f"expected a number >= 0, got {min_events!r}")
     min_fit = data.get("min_fit", 0.0)
     if "min_fit" in data and kind != "trend":
         note("min_fit", "only trend rules take min_fit (the R² a trend line must reach)")
@@ -175,6 +231,7 @@ def parse_rule(data: Mapping, source: str, report: Report) -> Rule | None:
         denominator=denominator, group_by=group_by, window=window,
         aggregation=aggregation or "", condition=condition, clear=clear,
         for_ms=int(for_ms or 0), baseline=baseline, min_samples=int(min_samples),
+        min_events=float(min_events),
         min_fit=float(min_fit),
         severity=str(severity), category=str(category), title=str(data["title"]),
         description=str(data.get("description", "")), symptoms=symptoms,

@@ -36,7 +36,7 @@ from models.base import Detector, Finding, ModelError, keepalive_due
 from models.calibration import severity_of
 from models.columns import metric_category, times_of, values_of
 from models.logs import LogAnalytics
-from models.multivariate import FEATURES, ServiceVectorHST
+from models.multivariate import FEATURE_METRICS, FEATURES, ServiceVectorHST
 from models.registry import ModelRegistry
 from models.service_state import ServiceModelState
 from models.traces import TraceAnalytics
@@ -52,7 +52,8 @@ _CLASSES: dict[str, type[Detector | AnalyticsModel]] = {
     METRIC_MODEL: RobustSeasonal, VECTOR_MODEL: ServiceVectorHST, LOG_MODEL: LogPatterns,
     TRACE_MODEL: TraceRED}
 SKIP_METRICS = frozenset({"heartbeat"})  # constant while up; absence is a rule's job
-_FEATURE_OF = {metric: feature for feature, metric in FEATURES.items()}
+_FEATURE_OF = {metric: feature for feature, metrics in FEATURE_METRICS.items()
+               for metric in metrics}
 
 
 class ModelEngine:

@@ -37,12 +37,22 @@ from models.calibration import AlertGate
 from models.forecast import _RobustScale
 
 FEATURES: dict[str, str] = {
-    "latency_p95": "http.server.duration.p95",
+    "latency_p95": "http.server.request.duration.p95",
     "error_ratio": "http.server.error.ratio",
     "cpu": "system.cpu.utilization",
     "memory": "system.memory.utilization",
 }
-"""Vector feature -> the metric it is the mean over hosts of."""
+"""Vector feature -> the metric it is the mean over hosts of (OpenTelemetry names)."""
+FEATURE_METRICS: dict[str, tuple[str, ...]] = {
+    "latency_p95": (FEATURES["latency_p95"], "http.server.duration.p95",
+                    "rpc.server.duration.p95", "rpc.server.call.duration.p95"),
+    "error_ratio": (FEATURES["error_ratio"], "rpc.server.error.ratio"),
+    "cpu": (FEATURES["cpu"], "container.cpu.utilization", "k8s.pod.cpu.utilization"),
+    "memory": (FEATURES["memory"], "container.memory.utilization",
+               "k8s.pod.memory.utilization"),
+}
+"""Every metric name a feature is read from: the conventions' older and Kubernetes names
+too (each feature is a robust z against its own history, so units do not matter)."""
 
 
 def _expand(raw: float) -> float:

@@ -242,7 +242,10 @@ def _metric_values(base: _Baselines, svc: np.ndarray, load: np.ndarray, eff_err:
     out[:, m.QUEUE] = np.maximum(out[:, m.QUEUE], 0.0).round()
     out[:, m.HEARTBEAT] = 1.0
     out[:, m.CPU:m.QUEUE] = np.minimum(np.maximum(out[:, m.CPU:m.QUEUE], 0.0), 100.0)
-    return out.round(4)
+    out = out.round(4)
+    out[:, m.P50:m.P99 + 1] = (out[:, m.P50:m.P99 + 1] * 1e-3).round(7)  # ms -> s
+    out[:, m.CPU:m.MEMORY + 1] = (out[:, m.CPU:m.MEMORY + 1] * 1e-2).round(6)  # % -> 0..1
+    return out
 
 
 def simulate(system: System, start_ms: int, duration_ms: int, seed: int,

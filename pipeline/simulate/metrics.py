@@ -1,17 +1,20 @@
 """Metric names, the series table, and a tick's metric values as one numpy block.
 
 Every instance (service, host) reports these series once per interval, stamped at the
-start of the interval they summarise (rule detectors match on these names)::
+start of the interval they summarise. Names and units follow OpenTelemetry's semantic
+conventions as the OTLP decoder stores them (the ``http.server.request.duration``
+histogram as its percentiles, in seconds; utilizations as ratios 0..1), so the built-in
+rules, whose thresholds carry units, meet them as they meet real telemetry::
 
-    http.server.request.rate     {request}/s  requests served per second
-    http.server.error.ratio      1            failed / served, 0..1
-    http.server.duration.p50     ms           latency percentiles, downstream calls included
-    http.server.duration.p95     ms
-    http.server.duration.p99     ms
-    system.cpu.utilization       %            0..100
-    system.memory.utilization    %            0..100
-    queue.depth                  {item}       in-flight requests / pending tasks
-    heartbeat                    1            1 while the process is up
+    http.server.request.rate             {request}/s  requests served per second
+    http.server.error.ratio              1            failed / served, 0..1
+    http.server.request.duration.p50     s            latency percentiles, downstream calls
+    http.server.request.duration.p95     s            included
+    http.server.request.duration.p99     s
+    system.cpu.utilization               1            0..1
+    system.memory.utilization            1            0..1
+    queue.depth                          {item}       in-flight requests / pending tasks
+    heartbeat                            1            1 while the process is up
 
 Databases, caches and workers use the same ``http.server.*`` names for their queries,
 commands and tasks. While an instance is *down* (crashed, OOM-killed, restarting) its
@@ -32,11 +35,11 @@ from pipeline.simulate.state import Layout
 METRICS: tuple[tuple[str, str], ...] = (
     ("http.server.request.rate", "{request}/s"),
     ("http.server.error.ratio", "1"),
-    ("http.server.duration.p50", "ms"),
-    ("http.server.duration.p95", "ms"),
-    ("http.server.duration.p99", "ms"),
-    ("system.cpu.utilization", "%"),
-    ("system.memory.utilization", "%"),
+    ("http.server.request.duration.p50", "s"),
+    ("http.server.request.duration.p95", "s"),
+    ("http.server.request.duration.p99", "s"),
+    ("system.cpu.utilization", "1"),
+    ("system.memory.utilization", "1"),
     ("queue.depth", "{item}"),
     ("heartbeat", "1"),
 )

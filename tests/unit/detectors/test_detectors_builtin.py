@@ -18,9 +18,11 @@ M, H = 60_000, 3_600_000
 
 
 def tick_columns(ticks: Iterable[SimStep]) -> dict[str, dict]:
-    """Metrics and logs of some ticks as codec-shaped columns (all services mixed)."""
-    m: dict[str, list] = {k: [] for k in ("time", "value", "service", "host", "name",
+    """Metrics, logs and spans of some ticks as codec-shaped columns (services mixed)."""
+    m: dict[str, list] = {k: [] for k in ("time", "value", "service", "host", "name", "unit",
                                           "attributes")}
+    sp: dict[str, list] = {k: [] for k in ("start", "duration_ms", "service", "host", "name",
+                                           "status", "kind", "attributes")}
     lg: dict[str, list] = {k: [] for k in ("time", "service", "host", "severity_text",
                                            "body", "attributes")}
     for tick in ticks:
@@ -35,7 +37,11 @@ def tick_columns(ticks: Iterable[SimStep]) -> dict[str, dict]:
             m["service"].append(wire["service.name"])
             m["host"].append(wire.get("host.name", ""))
             m["name"].append(wire["name"])
+            m["unit"].append(wire.get("unit", ""))
             m["attributes"].append(wire.get("attributes", {}))
+        for span in tick.spans:
+            for key in sp:
+                sp[key].append(getattr(span, key))
         for rec in tick.logs:
             lg["time"].append(rec.time)
             lg["service"].append(rec.service)
@@ -47,15 +53,20 @@ def tick_columns(ticks: Iterable[SimStep]) -> dict[str, dict]:
     logs = {**lg, "time": np.asarray(lg["time"], np.int64),
             "severity_number": np.array([SEVERITY_NUMBER[s] for s in lg["severity_text"]],
                                         np.uint8)}
-    return {"metrics": metrics, "logs": logs}
+    spans = {**sp, "start": np.asarray(sp["start"], np.int64),
+             "duration_ms": np.asarray(sp["duration_ms"], np.float64)}
+    out = {"metrics": metrics, "logs": logs}
+    if spans["start"].size:
+        out["traces"] = spans
+    return out
 
 
-def run(hours: float, seed: int, incidents: str = "", ticks_per_batch: int = 90
-        ) -> tuple[list[Detection], list]:
+def run(hours: float, seed: int, incidents: str = "", ticks_per_batch: int = 90,
+        kinds: tuple[str, ...] = ("metric", "log", "span")) -> tuple[list[Detection], list]:
     """Simulate, feed the built-in rules per service in batches, advance to the end."""
     schedule = parse_schedule(incidents, START) if incidents else []
     sim = simulate(load_system(), START, int(hours * H), seed, incidents=schedule,
-                   kinds=("metric", "log"))
+                   kinds=kinds)
     replayer = Replayer(RuleEngine(load_rules(builtin_rule_paths())))
     chunk: list[SimStep] = []
     for tick in sim:
@@ -79,7 +90,11 @@ def test_quiet_run_raises_nothing() -> None:
 
 
 @pytest.mark.parametrize(("incident", "hours", "expected"), [
-    ("error_spike:orders@45m+15m", 1.25, {("high-error-rate", "orders")}),
+    ("error_spike:orders@45m+15m", 1.25, {("high-error-rate", "orders"),
+                                          ("operation-error-rate", "orders")}),
+    # the simulator reports seconds and ratios 0..1, the rules say "> 1000ms" and "> 80%"
+    ("latency_degradation:payments@45m+15m", 1.25, {("slow-responses", "payments")}),
+    ("cpu_saturation:inventory@45m+15m", 1.25, {("cpu-saturation", "inventory")}),
     ("memory_leak:api@45m+60m", 2.0, {("memory-growth", "api"), ("memory-high", "api"),
                                       ("out-of-memory", "api")}),
     ("db_outage:postgres@45m+10m", 1.25, {("heartbeat-missing", "postgres"),

@@ -220,5 +220,7 @@ def test_builtin_rules_load_and_cover_the_classics() -> None:
     assert {"high-error-rate", "elevated-error-rate", "memory-growth", "coordination-failures",
             "database-connection-errors", "slow-responses", "low-throughput",
             "cpu-saturation", "memory-high", "heartbeat-missing"} <= names
-    assert {r.kind for r in rs.rules} >= {"threshold", "trend", "log_count", "absence"}
-    assert rs.version.startswith("1+")
+    assert {r.kind for r in rs.rules} >= {"threshold", "trend", "log_count", "absence",
+                                          "ratio"}
+    assert {r.signal for r in rs.rules} == {"metrics", "logs", "traces"}
+    assert rs.version.startswith("2,1+")  # the files' versions, then the content hash

@@ -11,7 +11,8 @@ from models.analytics import LogPatterns, TraceRED
 from models.base import Detector, Finding, ModelError
 from models.calibration import Calibrator, score_from_log10p, tail_log10
 from models.columns import metric_category
-from models.engine import ModelEngine, ServiceModelState
+from models.engine import METRIC_CLASSES, ModelEngine, ServiceModelState
+from models.ensemble import SeasonalEnsemble
 from models.forecast import ForecastResidual, HalfSpaceTreesScorer
 from models.logs import LogAnalytics, TemplateMiner
 from models.multivariate import FEATURES, ServiceVectorHST
@@ -20,7 +21,8 @@ from models.series import BankResult, SeriesBank
 from models.traces import TraceAnalytics
 from models.univariate import RobustSeasonal
 
-DETECTORS = (RobustSeasonal, ForecastResidual, HalfSpaceTreesScorer, ServiceVectorHST)
+DETECTORS = (SeasonalEnsemble, RobustSeasonal, ForecastResidual, HalfSpaceTreesScorer,
+             ServiceVectorHST)
 """Every detector class (the shared test suite runs over these)."""
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "Finding",
     "ForecastResidual",
     "HalfSpaceTreesScorer",
+    "METRIC_CLASSES",
     "LogAnalytics",
     "LogPatterns",
     "ModelEngine",
@@ -39,6 +42,7 @@ __all__ = [
     "ModelRegistry",
     "ModelVersion",
     "RobustSeasonal",
+    "SeasonalEnsemble",
     "SeriesBank",
     "ServiceModelState",
     "ServiceVectorHST",

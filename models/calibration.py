@@ -158,3 +158,62 @@ class AlertGate:
         if self.n >= 10:
             self.calibrator.learn(stat)
         self.n += 1
+
+
+EVT_LEVELS = np.array([2.0, 5.0, 12.0])
+"""Levels whose exceedance frequency an extreme-value calibration tracks; past the last
+one, the tail is an exponential whose mean excess is learnt (peaks over threshold)."""
+EVT_ROWS = EVT_LEVELS.size + 1
+"""State rows of one extreme-value calibration: a frequency per level, then the mean
+excess over the last level."""
+_EVT_KNOTS = np.concatenate([[0.0], EVT_LEVELS])
+_LOG10_E = float(np.log10(np.e))
+
+
+def evt_prior(k: int, mean_excess: float | np.ndarray) -> np.ndarray:
+    """Prior rows ``(EVT_ROWS, k)``: Laplace-like frequencies ``exp(-L)`` and the prior
+    mean excess (in units of the statistic)."""
+    out = np.empty((EVT_ROWS, k))
+    out[:-1] = np.exp(-EVT_LEVELS)[:, None]
+    out[-1] = mean_excess
+    return out
+
+
+def evt_tail_log10(stat: np.ndarray, cal: np.ndarray) -> np.ndarray:
+    """log10 P(statistic >= stat) per column of ``cal`` (rows as :func:`evt_prior`).
+
+    Between 0 and the last level: interpolated in log10 between the tracked
+    frequencies; past it: ``log10 f_last - excess / mean_excess * log10(e)``, so a
+    series whose spikes are routinely huge (a spiky counter, a series that is flat
+    between bursts) learns how huge, and one twice as large as its usual spikes is
+    rarer by the learnt rate, not by a fixed slope.
+
+    >>> cal = evt_prior(2, np.array([1.0, 50.0]))
+    >>> lp = evt_tail_log10(np.array([40.0, 40.0]), cal)
+    >>> bool(lp[0] < lp[1] < 0)  # a larger learnt mean excess: a milder tail
+    True
+    """
+    stat = np.maximum(stat, 0.0)
+    cols = np.arange(stat.size)
+    j = np.clip(np.searchsorted(_EVT_KNOTS, stat) - 1, 0, _EVT_KNOTS.size - 2)
+    lf = np.log10(cal[:-1])
+    y1 = lf[j, cols]
+    y0 = np.where(j > 0, lf[np.maximum(j - 1, 0), cols], 0.0)
+    x0 = _EVT_KNOTS[j]
+    inside = y0 + (y1 - y0) / (_EVT_KNOTS[j + 1] - x0) * (stat - x0)
+    excess = stat - EVT_LEVELS[-1]
+    past = lf[-1] - np.maximum(excess, 0.0) / np.maximum(cal[-1], 1e-300) * _LOG10_E
+    return np.minimum(np.where(excess > 0, past, inside), 0.0)
+
+
+def evt_update(cal: np.ndarray, stat: np.ndarray, rate: np.ndarray, floor: float | np.ndarray,
+               excess_rate: float | np.ndarray) -> None:
+    """Count one more statistic per column in place: frequencies at ``rate`` (no change
+    where it is 0), and the mean excess at ``excess_rate`` when the statistic passes the
+    last level."""
+    hit = (stat[None, :] > EVT_LEVELS[:, None]).astype(np.float64)
+    cal[:-1] += rate[None, :] * (hit - cal[:-1])
+    np.maximum(cal[:-1], floor, out=cal[:-1])
+    excess = stat - EVT_LEVELS[-1]
+    grow = (excess > 0) & (rate > 0)
+    cal[-1] = np.where(grow, cal[-1] + excess_rate * (excess - cal[-1]), cal[-1])

@@ -10,9 +10,12 @@ them; the engine holds no per-service state itself (that is the
     state, detections = engine.advance(state, watermark_ms)   # time passes without data
     engine.reload()                                           # new published version?
 
-- metrics: every series (host, metric) scored by the registry's current
-  ``robust-seasonal`` detector, vectorised across the batch; plus the service vector
-  (p95 latency, error ratio, CPU, memory) scored by ``service-hst``;
+- metrics: every series (host, metric) scored by the registry's current metric model
+  (``seasonal-ensemble`` by default, :class:`~models.ensemble.SeasonalEnsemble`; or
+  ``robust-seasonal`` with ``metric_model``), vectorised across the batch; plus the
+  service vector (p95 latency, error ratio, CPU, memory) scored by ``service-hst``. A
+  series met for the first time can be seeded from its stored history first
+  (:meth:`ModelEngine.missing_series`, :meth:`ModelEngine.seed`);
 - logs: :class:`~models.logs.LogAnalytics` run by the current ``log-patterns``
   (:class:`~models.analytics.LogPatterns`); traces:
   :class:`~models.traces.TraceAnalytics` run by the current ``trace-red``
@@ -35,6 +38,7 @@ from models.analytics import AnalyticsModel, LogPatterns, TraceRED
 from models.base import Detector, Finding, ModelError, keepalive_due
 from models.calibration import severity_of
 from models.columns import metric_category, times_of, values_of
+from models.ensemble import SeasonalEnsemble
 from models.logs import LogAnalytics
 from models.multivariate import FEATURE_METRICS, FEATURES, ServiceVectorHST
 from models.registry import ModelRegistry
@@ -44,13 +48,15 @@ from models.univariate import RobustSeasonal
 from pipeline.events.detection import Detection, detection_id
 
 BUILTIN = "builtin-1"
-METRIC_MODEL = RobustSeasonal.name
+METRIC_MODEL = SeasonalEnsemble.name
 VECTOR_MODEL = ServiceVectorHST.name
 LOG_MODEL = LogPatterns.name
 TRACE_MODEL = TraceRED.name
-_CLASSES: dict[str, type[Detector | AnalyticsModel]] = {
-    METRIC_MODEL: RobustSeasonal, VECTOR_MODEL: ServiceVectorHST, LOG_MODEL: LogPatterns,
-    TRACE_MODEL: TraceRED}
+METRIC_CLASSES: dict[str, type[SeasonalEnsemble | RobustSeasonal]] = {
+    SeasonalEnsemble.name: SeasonalEnsemble, RobustSeasonal.name: RobustSeasonal}
+"""Metric models the engine can run per series, by registry name."""
+_OTHERS: dict[str, type[Detector | AnalyticsModel]] = {
+    VECTOR_MODEL: ServiceVectorHST, LOG_MODEL: LogPatterns, TRACE_MODEL: TraceRED}
 SKIP_METRICS = frozenset({"heartbeat"})  # constant while up; absence is a rule's job
 _FEATURE_OF = {metric: feature for feature, metrics in FEATURE_METRICS.items()
                for metric in metrics}
@@ -83,14 +89,24 @@ class ModelEngine:
     """
 
     def __init__(self, registry: ModelRegistry | None = None, threshold: float = 0.6,
-                 clear: float | None = None, warmup_points: int = 100,
+                 clear: float | None = None, warmup_points: int = 10,
                  rest_points: int = 180, log_window_ms: int = 60_000,
                  trace_window_ms: int = 60_000, warmup_windows: int = 10,
                  confirm_points: int = 4, accept_points: int = 360,
-                 vector: bool = True, keepalive_ms: int = 0) -> None:
+                 vector: bool = True, keepalive_ms: int = 0,
+                 metric_model: str = METRIC_MODEL) -> None:
         if not isinstance(keepalive_ms, int) or keepalive_ms < 0:
             raise ModelError(f"keepalive_ms={keepalive_ms!r}: expected a whole number of "
                              f"milliseconds >= 0 (0: no keep-alives)")
+        if not isinstance(accept_points, int) or accept_points < 0:
+            raise ModelError(f"accept_points={accept_points!r}: expected a whole number of "
+                             f"points >= 0 (0: a shifted series fires until it returns)")
+        if metric_model not in METRIC_CLASSES:
+            raise ModelError(f"metric_model={metric_model!r}: expected one of "
+                             f"{', '.join(METRIC_CLASSES)}")
+        self.metric_model = metric_model
+        self._classes: dict[str, type[Detector | AnalyticsModel]] = {
+            metric_model: METRIC_CLASSES[metric_model], **_OTHERS}
         self.registry = registry
         self.threshold = threshold
         self.clear = 0.7 * threshold if clear is None else clear
@@ -103,12 +119,13 @@ class ModelEngine:
         self.accept_points = accept_points
         self.vector = vector
         self.keepalive_ms = keepalive_ms
-        self.versions = dict.fromkeys(_CLASSES, BUILTIN)
-        for name in _CLASSES:
+        self.versions = dict.fromkeys(self._classes, BUILTIN)
+        for name in self._classes:
             self._install(name, self._builtin(name), BUILTIN)
         self.reload()
 
-    def _configure(self, detector: RobustSeasonal) -> RobustSeasonal:
+    def _configure(self, detector: SeasonalEnsemble | RobustSeasonal
+                   ) -> SeasonalEnsemble | RobustSeasonal:
         return detector.clone({"warmup": self.warmup_points, "threshold": self.threshold,
                                "rest_points": self.rest_points})
 
@@ -117,14 +134,14 @@ class ModelEngine:
             return LogPatterns(window_ms=self.log_window_ms, warmup_windows=self.warmup_windows)
         if name == TRACE_MODEL:
             return TraceRED(window_ms=self.trace_window_ms, warmup_windows=self.warmup_windows)
-        return _CLASSES[name]()
+        return self._classes[name]()
 
     def _install(self, name: str, model: Detector | AnalyticsModel, label: str) -> None:
         """Run ``model`` as version ``label`` of ``name`` (services switch when next run)."""
-        if not isinstance(model, _CLASSES[name]):
+        if not isinstance(model, self._classes[name]):
             raise ModelError(f"registry {name!r} v{label}: expected a "
-                             f"{_CLASSES[name].__name__}, got {type(model).__name__}")
-        if isinstance(model, RobustSeasonal):
+                             f"{self._classes[name].__name__}, got {type(model).__name__}")
+        if isinstance(model, (SeasonalEnsemble, RobustSeasonal)):
             self.metric_detector = self._configure(model)
         elif isinstance(model, ServiceVectorHST):
             self.vector_template = model.clone({"threshold": self.threshold})
@@ -139,7 +156,7 @@ class ModelEngine:
         if self.registry is None:
             return False
         changed = False
-        for name in _CLASSES:
+        for name in self._classes:
             current = self.registry.current(name)
             label = BUILTIN if current is None else current.label
             if label != self.versions[name]:
@@ -214,7 +231,7 @@ class ModelEngine:
         idx = np.flatnonzero(keep & np.isfinite(values))
         keys = [f"{hosts[i]}|{names[i]}" for i in idx.tolist()]
         bank = state.metrics
-        bank.detector = self.metric_detector
+        bank.adopt(self.metric_detector)
         slots = bank.slots(keys)
         res = bank.process(slots, times[idx], values[idx], self.threshold, self.clear,
                            self.confirm_points, self.accept_points, self.keepalive_ms)
@@ -224,19 +241,47 @@ class ModelEngine:
             low, high = res.bands[i]
             keep = kind == "keepalive"
             t = int(times[j])
+            evidence = {"expected": float(res.expected[i]), "band_low": low,
+                        "band_high": high, "model": self.metric_model}
+            if i in res.reasons:
+                evidence["resolution"] = res.reasons[i]
             findings.append(Finding(
-                METRIC_MODEL, "metrics", "firing" if keep else kind, res.ticks.get(i, t),
+                self.metric_model, "metrics", "firing" if keep else kind, res.ticks.get(i, t),
                 names[j], res.peaks[i], float(values[j]), res.since.get(i, t), t,
                 host=hosts[j], keepalive=keep,
                 category=metric_category(names[j]),
                 title=f"{names[j]} on {hosts[j]} is {values[j]:.4g}, expected about "
                       f"{res.expected[i]:.4g}",
-                labels={"host": hosts[j], "metric": names[j]},
-                evidence={"expected": float(res.expected[i]), "band_low": low,
-                          "band_high": high, "model": METRIC_MODEL}))
+                labels={"host": hosts[j], "metric": names[j]}, evidence=evidence))
         if self.vector:
             findings += self._vector(times, names, values, state)
         return findings, {"points": int(idx.size), "series": len(bank)}
+
+    def missing_series(self, columns: Mapping[str, Any], state: ServiceModelState
+                       ) -> list[tuple[str, str]]:
+        """(host, metric) of the batch's metric series that have no model state yet: the
+        ones worth seeding from stored history before :meth:`process`."""
+        names, hosts = values_of(columns, "name"), values_of(columns, "host")
+        known = state.metrics.index
+        out = {(h, n) for h, n in zip(hosts, names, strict=True)
+               if n not in SKIP_METRICS and f"{h}|{n}" not in known}
+        return sorted(out)
+
+    def seed(self, state: ServiceModelState, history: Mapping[str, Any]) -> int:
+        """Teach series without state their history (metric columns ``time``, ``host``,
+        ``name``, ``value``, e.g. a bounded store query), as if it had streamed; no
+        detections. Series the state already knows are left alone. Returns how many
+        series were seeded."""
+        if not len(values_of(history, "name")):
+            return 0
+        names, hosts = values_of(history, "name"), values_of(history, "host")
+        values = np.asarray(values_of(history, "value"), dtype=np.float64)
+        keep = np.fromiter((n not in SKIP_METRICS for n in names), bool, len(names))
+        keep &= np.isfinite(values)
+        idx = np.flatnonzero(keep)
+        state.metrics.adopt(self.metric_detector)
+        return state.metrics.seed([f"{hosts[i]}|{names[i]}" for i in idx.tolist()],
+                                  times_of(history, "time")[idx], values[idx])
 
     def _vector(self, times: np.ndarray, names: list[str], values: np.ndarray,
                 state: ServiceModelState) -> list[Finding]:

@@ -51,12 +51,13 @@ Model = Detector | AnalyticsModel
 
 def detector_classes() -> dict[str, type[Detector]]:
     """Detector classes the registry can rebuild from parameters, by class name."""
+    from models.ensemble import SeasonalEnsemble
     from models.forecast import ForecastResidual, HalfSpaceTreesScorer
     from models.multivariate import ServiceVectorHST
     from models.univariate import RobustSeasonal
 
-    return {c.__name__: c for c in (RobustSeasonal, ForecastResidual, HalfSpaceTreesScorer,
-                                    ServiceVectorHST)}
+    return {c.__name__: c for c in (SeasonalEnsemble, RobustSeasonal, ForecastResidual,
+                                    HalfSpaceTreesScorer, ServiceVectorHST)}
 
 
 def analytics_classes() -> dict[str, type[AnalyticsModel]]:

@@ -10,8 +10,12 @@ The bank also keeps each series' alarm state and reports state changes. A point 
 score reaches the threshold *arms* the series and fixes the band of values the model
 accepts (expected value +- the width at which the score would reach the threshold);
 the series fires when ``confirm_points`` points in a row fall outside that band, and
-resolves when ``confirm_points`` points in a row are back inside it, or when the model
-has accepted the new level (raw score below ``clear`` for ``accept_points`` points).
+resolves when ``confirm_points`` points in a row are back inside the narrower band of
+values scoring under ``clear`` (``returned``: a shift hovering near the band's edge does
+not flap), or,
+the operator's policy for a series that settled at a new level, once the model has
+scored the new level as normal (raw score below ``clear``) for ``accept_points``
+points in a row (``accepted``; 0: never, the alarm holds until the series returns).
 An operator sees one alert per episode with the band that explains it, however the
 model's calibration adapts meanwhile.
 
@@ -34,12 +38,17 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
 
 from models.base import ModelError
-from models.univariate import N_FIELDS, Evaluation, RobustSeasonal
+from models.ensemble import SeasonalEnsemble
+from models.univariate import RobustSeasonal
+
+SeriesDetector = RobustSeasonal | SeasonalEnsemble
+"""A detector with vectorised ``new_state`` / ``evaluate`` / ``update`` / ``band``."""
 
 _MAGIC = b"TSB1"
 
@@ -58,12 +67,13 @@ class BankResult:
     peaks: dict[int, float] = field(default_factory=dict)  # highest score of the episode
     ticks: dict[int, int] = field(default_factory=dict)  # keep-alive time per event index
     since: dict[int, int] = field(default_factory=dict)  # firing start, resolved/keep-alive
+    reasons: dict[int, str] = field(default_factory=dict)  # resolved: returned | accepted
 
 
 class SeriesBank:
     """State columns of many series of one detector, plus their alarm state."""
 
-    def __init__(self, detector: RobustSeasonal, capacity: int = 16) -> None:
+    def __init__(self, detector: SeriesDetector, capacity: int = 16) -> None:
         self.detector = detector
         self.keys: list[str] = []
         self.index: dict[str, int] = {}
@@ -75,6 +85,7 @@ class SeriesBank:
         self.accept = np.zeros(capacity, dtype=np.int32)  # firing points with a low score
         self.armed = np.zeros(capacity, dtype=bool)
         self.band = np.zeros((2, capacity))  # (low, high) fixed when the series armed
+        self.calm_band = np.zeros((2, capacity))  # values scoring under ``clear`` then
         self.peak = np.zeros(capacity)  # highest raw score since the series armed
 
     def __len__(self) -> int:
@@ -94,6 +105,7 @@ class SeriesBank:
         self.accept = np.concatenate([self.accept, np.zeros(extra, dtype=np.int32)])
         self.armed = np.concatenate([self.armed, np.zeros(extra, dtype=bool)])
         self.band = np.concatenate([self.band, np.zeros((2, extra))], axis=1)
+        self.calm_band = np.concatenate([self.calm_band, np.zeros((2, extra))], axis=1)
         self.peak = np.concatenate([self.peak, np.zeros(extra)])
 
     def slots(self, keys: Sequence[str]) -> np.ndarray:
@@ -142,8 +154,11 @@ class SeriesBank:
             arm = ~self.firing[cols] & ~self.armed[cols] & (ev.score >= threshold)
             if arm.any():  # the band the model accepted *before* learning this point
                 idx = np.flatnonzero(arm)
-                low, high = det.band(sub[:, idx], ev.select(idx), threshold)
+                picked = ev.select(idx)
+                low, high = det.band(sub[:, idx], picked, threshold)
                 self.band[0, cols[idx]], self.band[1, cols[idx]] = low, high
+                low, high = det.band(sub[:, idx], picked, min(clear, threshold))
+                self.calm_band[0, cols[idx]], self.calm_band[1, cols[idx]] = low, high
             det.update(sub, x, t, ev)
             self.state[:, cols] = sub
             result.score[pos], result.raw[pos] = ev.score, ev.raw
@@ -155,7 +170,7 @@ class SeriesBank:
         result.events = [(p, state) for _, p, state in changes]
         return result
 
-    def _alarms(self, cols: np.ndarray, pos: np.ndarray, x: np.ndarray, ev: Evaluation,
+    def _alarms(self, cols: np.ndarray, pos: np.ndarray, x: np.ndarray, ev: Any,
                 arm: np.ndarray, clear: float, confirm_points: int, accept_points: int,
                 keepalive_ms: int, times: np.ndarray, result: BankResult,
                 changes: list[tuple[int, int, str]]) -> None:
@@ -163,13 +178,16 @@ class SeriesBank:
         firing, armed = self.firing[cols], self.armed[cols]
         low, high = self.band[0, cols], self.band[1, cols]
         out = (x < low) | (x > high)
+        back = (x >= self.calm_band[0, cols]) & (x <= self.calm_band[1, cols])
         counting = armed | arm
         streak = np.where(counting, np.where(out, self.streak[cols] + 1, 0),
-                          np.where(firing & ~out, self.streak[cols] + 1, 0))
+                          np.where(firing & back, self.streak[cols] + 1, 0))
         fire = counting & (streak >= confirm_points)
         armed = counting & out & ~fire
         accept = np.where(firing & (ev.raw < clear), self.accept[cols] + 1, 0)
-        calm = firing & (((streak >= confirm_points) & ~out) | (accept >= accept_points))
+        returned = firing & (streak >= confirm_points) & back
+        accepted = firing & ~returned & (accept_points > 0) & (accept >= accept_points)
+        calm = returned | accepted
         self.firing[cols] = (firing | fire) & ~calm
         self.armed[cols] = armed
         self.streak[cols] = np.where(fire | calm, 0, streak)
@@ -193,6 +211,8 @@ class SeriesBank:
             result.peaks[p] = float(ev.raw[i]) if calm[i] else float(peak[i])
             if keep[i]:
                 result.ticks[p] = int(sent[i])
+            if calm[i]:
+                result.reasons[p] = "returned" if returned[i] else "accepted"
             if not fire[i]:
                 result.since[p] = int(self.since[cols[i]])
 
@@ -203,7 +223,49 @@ class SeriesBank:
     @property
     def bytes_per_series(self) -> int:
         """Numeric state per series: the detector's columns plus the alarm state."""
-        return N_FIELDS * 8 + 2 + 4 + 4 + 8 + 8 + 16 + 8
+        return self.detector.n_fields * 8 + 2 + 4 + 4 + 8 + 8 + 16 + 16 + 8
+
+    def adopt(self, detector: SeriesDetector) -> bool:
+        """Score with ``detector`` from now on. Series keep what they learnt when its
+        state layout is the same; otherwise (another detector class, the context tier
+        switched) they start afresh, keeping their alarms. True when state was reset."""
+        old = self.detector
+        self.detector = detector
+        if _layout(old) == _layout(detector):
+            return False
+        self.state = detector.new_state(self.state.shape[1])
+        return True
+
+    def seed(self, keys: Sequence[str], times: np.ndarray, values: np.ndarray) -> int:
+        """Teach series that have no state yet their history, as if it had streamed.
+
+        ``keys``, ``times`` (epoch ms) and ``values`` are one history point each, in any
+        order; series already in the bank are left alone (a worker met them before).
+        Returns how many series were seeded. Pure: the caller reads the history (e.g.
+        from the store) and passes it here.
+        """
+        new = sorted({k for k in keys if k not in self.index})
+        if not new or not hasattr(self.detector, "seed_columns"):
+            return 0
+        slots = self.slots(new)
+        where = {k: i for i, k in enumerate(new)}
+        col = np.array([where.get(k, -1) for k in keys], dtype=np.intp)
+        keep = col >= 0
+        times = np.asarray(times, dtype=np.float64)[keep]
+        values = np.asarray(values, dtype=np.float64)[keep]
+        col = col[keep]
+        order = np.lexsort((times, col))
+        col, times, values = col[order], times[order], values[order]
+        starts = np.flatnonzero(np.r_[True, col[1:] != col[:-1]])
+        rank = np.arange(col.size) - np.repeat(starts, np.diff(np.r_[starts, col.size]))
+        depth = int(rank.max()) + 1 if rank.size else 0
+        t = np.zeros((depth, len(new)))
+        v = np.full((depth, len(new)), np.nan)
+        t[rank, col], v[rank, col] = times, values
+        sub = self.state[:, slots]
+        self.detector.seed_columns(sub, t, v)
+        self.state[:, slots] = sub
+        return len(new)
 
     def to_bytes(self) -> bytes:
         """Compact bytes: keys and alarm state as JSON, then the state matrix (float64).
@@ -213,31 +275,36 @@ class SeriesBank:
         """
         k = len(self.keys)
         firing = np.flatnonzero(self.firing[:k])
-        head = orjson.dumps({"keys": self.keys,
+        head = orjson.dumps({"keys": self.keys, "layout": _layout(self.detector),
                              "firing": firing.tolist(), "sent": self.sent[firing].tolist(),
                              "armed": np.flatnonzero(self.armed[:k]).tolist(),
                              "since": self.since[:k].tolist(),
                              "streak": self.streak[:k].tolist(),
                              "accept": self.accept[:k].tolist(),
                              "peak": self.peak[:k].tolist(),
-                             "band": self.band[:, :k].tolist()})
+                             "band": self.band[:, :k].tolist(),
+                             "calm_band": self.calm_band[:, :k].tolist()})
         body = np.ascontiguousarray(self.state[:, :k]).tobytes()
-        return _MAGIC + struct.pack("<II", len(head), N_FIELDS) + head + body
+        return _MAGIC + struct.pack("<II", len(head), self.detector.n_fields) + head + body
 
     @classmethod
-    def from_bytes(cls, data: bytes, detector: RobustSeasonal) -> SeriesBank:
-        """A bank from :meth:`to_bytes` output, scoring with ``detector``."""
+    def from_bytes(cls, data: bytes, detector: SeriesDetector) -> SeriesBank:
+        """A bank from :meth:`to_bytes` output, scoring with ``detector``. State of
+        another layout (saved by another detector) is not reused: those series start
+        afresh, their alarms kept."""
         if data[:4] != _MAGIC:
             raise ModelError("series state: not a Tocsin series bank (bad magic bytes)")
         head_len, fields = struct.unpack("<II", data[4:12])
-        if fields != N_FIELDS:
-            raise ModelError(f"series state has {fields} fields per series, this version "
-                             f"expects {N_FIELDS}")
         head = orjson.loads(data[12:12 + head_len])
         k = len(head["keys"])
         bank = cls(detector, capacity=max(k, 1))
         matrix = np.frombuffer(data[12 + head_len:], dtype=np.float64)
-        bank.state[:, :k] = matrix.reshape(N_FIELDS, k)
+        if matrix.size != fields * k:
+            raise ModelError(f"series state: {matrix.size} numbers for {k} series of "
+                             f"{fields} fields (truncated or corrupt)")
+        # states saved before layouts were named are robust-seasonal ones
+        if head.get("layout", f"RobustSeasonal:{fields}") == _layout(detector):
+            bank.state[:, :k] = matrix.reshape(fields, k)
         bank.keys = list(head["keys"])
         bank.index = {key: i for i, key in enumerate(bank.keys)}
         bank.armed[head["armed"]] = True
@@ -249,4 +316,10 @@ class SeriesBank:
         bank.accept[:k] = head["accept"]
         bank.peak[:k] = head["peak"]
         bank.band[:, :k] = np.asarray(head["band"]).reshape(2, k)
+        bank.calm_band[:, :k] = np.asarray(head.get("calm_band", head["band"])).reshape(2, k)
         return bank
+
+
+def _layout(detector: SeriesDetector) -> str:
+    """What a state column means: the detector class and its number of rows."""
+    return f"{type(detector).__name__}:{detector.n_fields}"

@@ -12,9 +12,8 @@ import orjson
 from models.base import ModelError
 from models.logs import LogAnalytics
 from models.multivariate import ServiceVectorHST
-from models.series import SeriesBank
+from models.series import SeriesBank, SeriesDetector
 from models.traces import TraceAnalytics
-from models.univariate import RobustSeasonal
 
 
 class StateFactory(Protocol):
@@ -28,7 +27,7 @@ _STATE_VERSION = 1
 class ServiceModelState:
     """All model state of one service key; :meth:`to_bytes` is compact plain data."""
 
-    def __init__(self, metric_detector: RobustSeasonal, vector: ServiceVectorHST,
+    def __init__(self, metric_detector: SeriesDetector, vector: ServiceVectorHST,
                  logs: LogAnalytics, traces: TraceAnalytics) -> None:
         self.service = ""
         self.metrics = SeriesBank(metric_detector)

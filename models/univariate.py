@@ -259,6 +259,11 @@ class RobustSeasonal(Detector):
                 "band_high": float(high[0])}
 
     @property
+    def n_fields(self) -> int:
+        """State rows per series."""
+        return N_FIELDS
+
+    @property
     def state_bytes(self) -> int:
         """Bytes of numeric state per series."""
         return N_FIELDS * 8

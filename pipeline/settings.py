@@ -169,6 +169,8 @@ class DetectSettings:
     # never correlated nor alerted (empty: none)
     shadow_rules: str = ""  # comma-separated rule files or directories
     shadow_models: str = ""  # comma-separated NAME=VERSION of the model registry
+    warmup_history_ms: int = 21_600_000  # seed new model series from this much history (0: off)
+    warmup_history_points: int = 720  # at most this many stored points per series
 
     @property
     def rule_paths(self) -> list[str]:

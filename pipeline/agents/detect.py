@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from pipeline.events.sizes import MessageTooLarge, value_budget
 from pipeline.events.slices import TICK_KEY
 from pipeline.kafka.transport import engine_table
 from pipeline.settings import Settings
+from pipeline.store.history import recent_metrics
 from pipeline.store.writer import StoreWriter
 
 log = logging.getLogger("tocsin.detect")
@@ -58,6 +59,8 @@ class DetectCounters:
     late_records: int = 0
     not_sent: int = 0  # detections stored but too large for the detections topic
     shadow: dict[str, int] = field(default_factory=dict)  # shadow detections by state
+    seeded_series: int = 0  # model series warmed up from stored history
+    history_errors: int = 0
     by_detector: dict[str, dict[str, int]] = field(default_factory=dict)  # detector -> state
     # source (ingest topic partition) -> time_ms, backlog, lag_ms behind the watermark
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -126,8 +129,19 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
                         value_type=bytes, help=f"per-service state of the {name} engine")
         for name in [*engines, *shadow]
     }
-    step = DetectionStep(engines, settings.detect.allowed_lateness_ms)
-    shadow_step = DetectionStep(shadow, settings.detect.allowed_lateness_ms) if shadow else None
+    history = None
+    if settings.detect.warmup_history_ms > 0 and settings.detect.warmup_history_points > 0:
+        lookback = settings.detect.warmup_history_ms
+        points = settings.detect.warmup_history_points
+
+        def history(service: str, series: Sequence[tuple[str, str]], before_ms: int
+                    ) -> dict[str, Any]:  # runs in the step's worker thread
+            return recent_metrics(writer.store, service, series, before_ms, lookback, points)
+
+    step = DetectionStep(engines, settings.detect.allowed_lateness_ms, history)
+    # a candidate in shadow warms up from history as the current detectors do
+    shadow_step = (DetectionStep(shadow, settings.detect.allowed_lateness_ms, history)
+                   if shadow else None)
     # the correlator waits for the watermark of every by-service partition, whichever
     # worker owns it (see pipeline.correlate.reorder)
     sent: dict[int, int] = {}
@@ -199,6 +213,7 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
             await steps.once("shadow-detections", lambda: writer.insert(
                 "detections", shadow_table(result.detections)))
         counters.errors += result.errors
+        counters.history_errors += result.history_errors
         for d in result.detections:
             counters.shadow[d.state] = counters.shadow.get(d.state, 0) + 1
 
@@ -236,6 +251,8 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
         counters.errors += result.errors
         counters.watermark_ms = max(counters.watermark_ms, result.watermark_ms)
         counters.late_records += result.late_records
+        counters.seeded_series += result.seeded
+        counters.history_errors += result.history_errors
         for d in result.detections:
             counters.count(d.detector, d.state)
         counters.sources = source_lags(step.watermarks.sources(), counters.watermark_ms,

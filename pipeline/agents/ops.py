@@ -100,6 +100,8 @@ def worker_status(pipeline: Any, now_ms: int) -> dict[str, Any]:
             "late_records": detect.late_records,
             "not_sent": detect.not_sent,
             "shadow": detect.shadow,
+            "seeded_series": detect.seeded_series,
+            "history_errors": detect.history_errors,
         },
         "reads": {"running": reads.running, "served": reads.served,
                   "refused": reads.refused, "failed": reads.failed},

@@ -187,7 +187,11 @@ def _detect_families(detect: Mapping[str, Any]) -> list[Metric]:
              "Records later than detect.allowed_lateness_ms (counted, not windowed)",
              "late_records"),
             ("tocsin_detections_not_sent_total",
-             "Detections stored but too large for the detections topic", "not_sent")):
+             "Detections stored but too large for the detections topic", "not_sent"),
+            ("tocsin_detect_seeded_series_total",
+             "Model series warmed up from stored history", "seeded_series"),
+            ("tocsin_detect_history_errors_total",
+             "History reads that failed (those series started cold)", "history_errors")):
         family = _counter(name, doc)
         family.add_metric([], float(detect.get(key, 0)))
         families.append(family)

@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "worker scores it and writes timestamp,value,anomaly_score.")
     p.add_argument("--input", required=True)
     p.add_argument("--output", required=True)
-    p.add_argument("--model", default="robust-seasonal")
+    p.add_argument("--model", default="seasonal-ensemble")
     p.add_argument("--registry", help="model registry directory")
     p.add_argument("--version", help="registry version (default: current)")
     p.add_argument("--param", action="append", help="NAME=VALUE, repeatable")

@@ -18,7 +18,8 @@ from models.base import Detector, ModelError
 from models.registry import Model, ModelRegistry, model_classes
 from pipeline.evaluate.score import score_csv
 
-BUILTIN_MODELS = {"robust-seasonal": "RobustSeasonal", "holt-winters": "ForecastResidual",
+BUILTIN_MODELS = {"seasonal-ensemble": "SeasonalEnsemble", "robust-seasonal": "RobustSeasonal",
+                  "holt-winters": "ForecastResidual",
                   "half-space-trees": "HalfSpaceTreesScorer", "service-hst": "ServiceVectorHST",
                   "log-patterns": "LogPatterns", "trace-red": "TraceRED"}
 """Model names usable without a registry, and their classes."""
@@ -117,7 +118,7 @@ def list_builtin(out: TextIO | None = None) -> int:
     return 0
 
 
-def score_command(input: str | Path, output: str | Path, model: str = "robust-seasonal",
+def score_command(input: str | Path, output: str | Path, model: str = "seasonal-ensemble",
                   registry_dir: str | Path | None = None, version: int | None = None,
                   params: Mapping[str, Any] | None = None, out: TextIO = sys.stdout) -> int:
     """``tocsin score``: stream a ``timestamp,value`` CSV through a detector into a CSV."""

@@ -147,6 +147,14 @@ class ModelEngineRunner:
         """Caller → callee edges learned from a service's spans."""
         return self.engine.call_graph(state)
 
+    def missing_series(self, columns: Mapping[str, Any], state: Any) -> list[tuple[str, str]]:
+        """(host, metric) of the batch's series without model state."""
+        return self.engine.missing_series(columns, state)
+
+    def seed(self, state: Any, history: Mapping[str, Any]) -> int:
+        """Teach series without state their stored history; the number seeded."""
+        return self.engine.seed(state, history)
+
     def reload(self, force: bool = False) -> ReloadResult:
         """Pick up newly published current versions from the registry."""
         changed = self.engine.reload()

@@ -5,13 +5,20 @@ partitions and a way to read each service's stored state; the step returns the n
 per (engine, service), to be written once per batch, and the detections to publish.
 Engines (the rule engine of ``detectors``, the model engine of ``models``) share one
 shape, :class:`Engine`.
+
+Warm-up from history: when an engine can seed series (``missing_series`` and ``seed``,
+as the model engine does) and the step has a :data:`HistoryReader`, the metric series of
+a slice that the engine has no state for are first taught their recent stored history,
+one bounded read per service and slice, so a restarted, rebalanced or new worker is not
+blind while its models warm up. A failed read is logged and counted; detection goes on
+cold.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,9 +70,14 @@ class StepResult:
     partition_watermarks: dict[int, int] = field(default_factory=dict)
     edges: list[tuple[str, str, int, int]] = field(default_factory=list)  # learned calls
     errors: int = 0  # engine failures, logged with the service they concern
+    seeded: int = 0  # series warmed up from stored history
+    history_errors: int = 0  # history reads that failed (the series start cold)
 
 
 StateReader = Callable[[str, str], bytes | None]
+HistoryReader = Callable[[str, Sequence[tuple[str, str]], int], Mapping[str, Any]]
+"""``(service, [(host, metric)], before_ms)`` -> metric columns (``time``, ``host``,
+``name``, ``value``) of those series' recent points before ``before_ms``."""
 
 
 class Watermarks:
@@ -112,9 +124,11 @@ class Watermarks:
 class DetectionStep:
     """Applies engines to messages in order, touching each service's state once."""
 
-    def __init__(self, engines: Mapping[str, Engine], allowed_lateness_ms: int) -> None:
+    def __init__(self, engines: Mapping[str, Engine], allowed_lateness_ms: int,
+                 history: HistoryReader | None = None) -> None:
         self.engines = dict(engines)
         self.allowed_lateness_ms = allowed_lateness_ms
+        self.history = history
         self.watermarks = Watermarks()
         self._advanced: dict[int, int] = {}
 
@@ -171,6 +185,9 @@ class DetectionStep:
             new_on[message.partition].add(piece.service)
             result.slices += 1
             for name, engine in self.engines.items():
+                if piece.signal == "metrics" and self.history is not None \
+                        and hasattr(engine, "seed"):
+                    self._warm_up(engine, piece, state_of(name, piece.service), result)
                 try:
                     state, found, stats = engine.process(piece.signal, piece.columns,
                                                          state_of(name, piece.service))
@@ -203,6 +220,28 @@ class DetectionStep:
             if call_graph is not None:
                 result.edges.extend(call_graph(state))
         return result
+
+
+    def _warm_up(self, engine: Any, piece: Any, state: Any, result: StepResult) -> None:
+        """Seed the slice's metric series the engine has no state for from history."""
+        assert self.history is not None
+        try:
+            missing = engine.missing_series(piece.columns, state)
+            if not missing:
+                return
+            before = int(min(piece.columns["time"]))
+            history = self.history(piece.service, missing, before)
+        except Exception:  # the store may be down: detection goes on, cold
+            result.history_errors += 1
+            log.exception("reading the history of %d series of %s failed; they start cold",
+                          len(missing), piece.service)
+            return
+        try:
+            result.seeded += engine.seed(state, history)
+        except Exception:
+            result.errors += 1
+            log.exception("seeding %d series of %s from history failed", len(missing),
+                          piece.service)
 
 
 def _late_count(stats: Any) -> int:

@@ -130,14 +130,17 @@ class NabResult:
 
     @property
     def score(self) -> float:
-        """Normalised: null detector 0, perfect detector 100."""
+        """Normalised: null detector 0, perfect detector 100 (NaN without windows: a
+        corpus of clean series only has false positives to count)."""
+        if self.perfect == self.null:
+            return math.nan
         return 100.0 * (self.raw - self.null) / (self.perfect - self.null)
 
 
-def optimise(corpus: list[LabelledSeries], scores: list[np.ndarray], profile_name: str
-             ) -> NabResult:
-    """The best single threshold over the corpus for one profile, and its result."""
-    profile = PROFILES[profile_name]
+def _flatten(corpus: list[LabelledSeries], scores: list[np.ndarray], profile: Mapping[str, float]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Scored points of the corpus: score, weight, global window id (-1 outside); and the
+    number of scored windows."""
     all_scores, all_weights, all_windows = [], [], []
     offset = 0
     for series, s in zip(corpus, scores, strict=True):
@@ -150,10 +153,15 @@ def optimise(corpus: list[LabelledSeries], scores: list[np.ndarray], profile_nam
         all_weights.append(weight[keep])
         all_windows.append(np.where(window[keep] >= 0, remap[window[keep]], -1))
         offset += len(scored_windows)
-    s = np.concatenate(all_scores)
-    w = np.concatenate(all_weights)
-    win = np.concatenate(all_windows)
-    n_windows = offset
+    return (np.concatenate(all_scores), np.concatenate(all_weights),
+            np.concatenate(all_windows), offset)
+
+
+def optimise(corpus: list[LabelledSeries], scores: list[np.ndarray], profile_name: str
+             ) -> NabResult:
+    """The best single threshold over the corpus for one profile, and its result."""
+    profile = PROFILES[profile_name]
+    s, w, win, n_windows = _flatten(corpus, scores, profile)
     null = -profile["fn"] * n_windows
     perfect = profile["tp"] * n_windows
     order = np.argsort(-s, kind="stable")
@@ -180,6 +188,80 @@ def optimise(corpus: list[LabelledSeries], scores: list[np.ndarray], profile_nam
         i = j
     raw, threshold, tp, fp = best
     return NabResult(profile_name, threshold, raw, null, perfect, tp, fp, n_windows - tp)
+
+
+def score_at(corpus: list[LabelledSeries], scores: list[np.ndarray], profile_name: str,
+             threshold: float) -> NabResult:
+    """The corpus result of one profile with a threshold fixed in advance (detections:
+    scores at or above it)."""
+    profile = PROFILES[profile_name]
+    s, w, win, n_windows = _flatten(corpus, scores, profile)
+    hit = s >= threshold
+    outside = hit & (win < 0)
+    best = np.full(n_windows, -profile["fn"])
+    np.maximum.at(best, win[hit & (win >= 0)], w[hit & (win >= 0)])
+    tp = int(np.count_nonzero(best > -profile["fn"]))
+    raw = float(w[outside].sum() + best.sum())
+    return NabResult(profile_name, float(threshold), raw, -profile["fn"] * n_windows,
+                     profile["tp"] * n_windows, tp, int(np.count_nonzero(outside)),
+                     n_windows - tp)
+
+
+def category(series: LabelledSeries) -> str:
+    """A series' NAB category: the folder of its name (``realTweets/...``)."""
+    return series.name.split("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """One held-out category: the setting chosen on the others, and its result there."""
+
+    held_out: str
+    config: str
+    threshold: float
+    train_score: float
+    result: NabResult
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    """Leave-one-category-out result of one profile: every fold, and the pooled score."""
+
+    profile: str
+    folds: tuple[FoldResult, ...]
+
+    @property
+    def score(self) -> float:
+        """Held-out results pooled as one corpus (raw scores summed, then normalised)."""
+        raw = sum(f.result.raw for f in self.folds)
+        null = sum(f.result.null for f in self.folds)
+        perfect = sum(f.result.perfect for f in self.folds)
+        return 100.0 * (raw - null) / (perfect - null)
+
+
+def cross_validate(corpus: list[LabelledSeries], candidates: Mapping[str, list[np.ndarray]],
+                   profile_name: str) -> CrossValidation:
+    """Leave one category out: for each category, choose the candidate (a detector
+    configuration's scores of every series) and threshold that score best on the other
+    categories, and score the held-out category with them. Every tuned parameter is
+    thus chosen without the series it is judged on."""
+    groups = sorted({category(s) for s in corpus})
+    folds = []
+    for held in groups:
+        train = [i for i, s in enumerate(corpus) if category(s) != held]
+        test = [i for i, s in enumerate(corpus) if category(s) == held]
+        best: tuple[float, str, float] | None = None
+        for name, scores in candidates.items():
+            res = optimise([corpus[i] for i in train], [scores[i] for i in train],
+                           profile_name)
+            if best is None or res.score > best[0]:
+                best = (res.score, name, res.threshold)
+        assert best is not None, "no candidates"
+        score, name, threshold = best
+        held_res = score_at([corpus[i] for i in test], [candidates[name][i] for i in test],
+                            profile_name, threshold)
+        folds.append(FoldResult(held, name, threshold, score, held_res))
+    return CrossValidation(profile_name, tuple(folds))
 
 
 ScoreFn = Callable[[LabelledSeries], np.ndarray]

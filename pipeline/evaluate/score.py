@@ -1,6 +1,7 @@
 """Score a ``timestamp,value`` CSV offline, exactly as the stream scores a series.
 
-The robust seasonal detector runs through a :class:`~models.series.SeriesBank` as in
+The vectorised detectors (seasonal ensemble, robust seasonal) run through a
+:class:`~models.series.SeriesBank` as in
 the engine (points fed in chunks; the result equals feeding them one by one); the
 per-object river detectors run ``score_one`` then ``learn_one`` per point. The output
 CSV has ``timestamp,value,anomaly_score`` (the calibrated score the detector reports:
@@ -25,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from models.base import Detector, ModelError
-from models.series import SeriesBank
+from models.ensemble import SeasonalEnsemble
+from models.series import SeriesBank, SeriesDetector
 from models.univariate import RobustSeasonal
 from pipeline.events.times import numbers_to_ms, parse_rfc3339_ms
 
@@ -93,7 +95,7 @@ def score_series(timestamps: Sequence[str | int], values: Sequence[float],
                     for v in timestamps], dtype=np.int64)
     x = np.asarray(values, dtype=np.float64)
     scores = np.zeros(x.size)
-    if isinstance(detector, RobustSeasonal):
+    if isinstance(detector, (SeasonalEnsemble, RobustSeasonal)):
         bank = SeriesBank(copy.deepcopy(detector))
         for lo in range(0, x.size, CHUNK):
             hi = min(lo + CHUNK, x.size)
@@ -121,7 +123,7 @@ def score_csv(input_path: str | Path, output_path: str | Path, detector: Detecto
 
 
 def score_many(series: Mapping[Any, tuple[Sequence[int], Sequence[float]]],
-               detector: RobustSeasonal) -> dict[Any, np.ndarray]:
+               detector: SeriesDetector) -> dict[Any, np.ndarray]:
     """Scores of many series at once (each ``(times ms, values)`` in time order).
 
     All series go through one series bank, as the stream scores them: the same numbers

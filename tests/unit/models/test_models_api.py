@@ -7,7 +7,8 @@ def test_public_api():
     assert sorted(models.__all__) == sorted([
         "DETECTORS", "FEATURES", "BankResult", "Calibrator", "Detector", "Finding",
         "ForecastResidual", "HalfSpaceTreesScorer", "LogAnalytics", "LogPatterns", "ModelEngine",
-        "ModelError", "ModelRegistry", "ModelVersion", "RobustSeasonal",
+        "METRIC_CLASSES", "ModelError", "ModelRegistry", "ModelVersion", "RobustSeasonal",
+        "SeasonalEnsemble",
         "SeriesBank", "ServiceModelState", "ServiceVectorHST", "TemplateMiner",
         "TraceAnalytics", "TraceRED", "metric_category", "score_from_log10p", "tail_log10",
     ])

@@ -178,7 +178,7 @@ def test_published_log_model_is_hot_reloaded_and_detections_name_its_version(
     at = START + 15 * MIN
     eng, result = published_mid_run(ticks, ModelRegistry(tmp_path),
                                     LogPatterns(warmup_windows=5, threshold=0.7), at)
-    assert eng.versions == {"robust-seasonal": "builtin-1", "service-hst": "builtin-1",
+    assert eng.versions == {"seasonal-ensemble": "builtin-1", "service-hst": "builtin-1",
                             "log-patterns": "1", "trace-red": "builtin-1"}
     logs = [d for d in result.detections if d.detector == "model:log-patterns"]
     assert logs and all(d.time >= at for d in logs)

@@ -201,7 +201,7 @@ def test_engine_keepalives_follow_each_firing_every_keepalive_ms(outage):
                 assert fired is not None  # a keep-alive only while its series is firing
                 since = (alive[-1] if alive else fired).time
                 alive.append(d)
-                if d.detector == "model:robust-seasonal":  # a point every 10 s
+                if d.detector == "model:seasonal-ensemble":  # a point every 10 s
                     assert d.time == since + ENGINE_KA
                 else:  # a window with no spans or logs of the series evaluates nothing
                     assert d.time > since and (d.time - since) % ENGINE_KA == 0
@@ -213,7 +213,7 @@ def test_engine_keepalives_follow_each_firing_every_keepalive_ms(outage):
                 assert fired is not None and d.time > (alive[-1] if alive else fired).time
                 assert {a.window_start for a in alive} <= {d.window_start}
                 fired = None
-    assert checked == {"model:robust-seasonal", "model:log-patterns",
+    assert checked == {"model:seasonal-ensemble", "model:log-patterns",
                        "model:trace-red trace.duration", "model:trace-red trace.errors"}
     ids = [d.id for d in run.detections]
     assert len(ids) == len(set(ids))
@@ -263,7 +263,7 @@ def test_engine_state_saved_before_keepalives_still_loads_and_keeps_alive(outage
     want = whole.detections[n:]
     assert [d.id for d in after if not keepalive(d)] == [d.id for d in want
                                                          if not keepalive(d)]
-    metric = "model:robust-seasonal"  # anchored at the firing time: the same ticks
+    metric = "model:seasonal-ensemble"  # anchored at the firing time: the same ticks
     got = {d.id for d in after if keepalive(d) and d.detector == metric}
     assert {d.id for d in want if keepalive(d) and d.detector == metric} <= got
     assert got <= {d.id for d in whole.detections}  # at most the latest tick sent again

@@ -13,6 +13,7 @@ from models import (
     ModelError,
     ModelRegistry,
     RobustSeasonal,
+    SeasonalEnsemble,
     TraceRED,
 )
 from models.forecast import ForecastResidual
@@ -122,7 +123,7 @@ def metric_columns(t: int, value: float) -> dict:
 def test_engine_hot_reload_names_the_new_version(tmp_path):
     reg = ModelRegistry(tmp_path)
     engine = ModelEngine(reg, warmup_points=30, confirm_points=1, vector=False)
-    assert engine.versions["robust-seasonal"] == "builtin-1"
+    assert engine.versions["seasonal-ensemble"] == "builtin-1"
     assert engine.reload() is False
     state = engine.new_state()
     rng = np.random.default_rng(1)
@@ -130,14 +131,26 @@ def test_engine_hot_reload_names_the_new_version(tmp_path):
     for _ in range(200):
         state, found, _ = engine.process("metrics", metric_columns(t, 20 + rng.normal()), state)
         t += 10_000
-    reg.publish("robust-seasonal", RobustSeasonal(alpha=0.01), created_ms=T0)
+    reg.publish("seasonal-ensemble", SeasonalEnsemble(alpha=0.01), created_ms=T0)
     assert engine.reload() is True
     assert engine.reload() is False
     state, found, _ = engine.process("metrics", metric_columns(t, 900.0), state)
     assert [(d.detector, d.detector_version, d.state) for d in found] == [
-        ("model:robust-seasonal", "1", "firing")]
+        ("model:seasonal-ensemble", "1", "firing")]
     assert found[0].evidence["band_low"] < found[0].evidence["expected"] < \
         found[0].evidence["band_high"] < 900.0
-    reg.publish("robust-seasonal", RobustSeasonal(alpha=0.02), created_ms=T0)
-    reg.rollback("robust-seasonal")
+    reg.publish("seasonal-ensemble", SeasonalEnsemble(alpha=0.02), created_ms=T0)
+    reg.rollback("seasonal-ensemble")
     assert engine.reload() is False  # v1 again: what the engine already runs
+
+
+def test_engine_runs_robust_seasonal_when_asked_and_reloads_its_versions(tmp_path):
+    reg = ModelRegistry(tmp_path)
+    engine = ModelEngine(reg, metric_model="robust-seasonal", vector=False)
+    assert "robust-seasonal" in engine.versions and "seasonal-ensemble" not in engine.versions
+    reg.publish("seasonal-ensemble", SeasonalEnsemble(alpha=0.01), created_ms=T0)
+    assert engine.reload() is False  # not the model this engine runs
+    reg.publish("robust-seasonal", RobustSeasonal(alpha=0.01), created_ms=T0)
+    assert engine.reload() is True and engine.versions["robust-seasonal"] == "1"
+    with pytest.raises(ModelError, match="metric_model='nope': expected one of"):
+        ModelEngine(metric_model="nope")

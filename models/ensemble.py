@@ -1,0 +1,383 @@
+"""The seasonal ensemble: Tocsin's default per-series metric detector, vectorised.
+
+Two detector families score every point, each on its own calibrated tail, and the
+smallest tail probability (times the number of families, Bonferroni) is the score, on
+the scale of :func:`~models.calibration.score_from_log10p` (0.5 = one point in 10,000 of
+that series):
+
+- **level** (point anomalies): the robust seasonal model of
+  :mod:`models.univariate` (a robust level and scale, an hour-of-day profile read and
+  learnt by linear interpolation between the hours' centres, so a smooth daily cycle
+  leaves no step every hour, a slow "global" level), its two z statistics calibrated
+  with extreme-value tails
+  (:func:`~models.calibration.evt_tail_log10`): spikes that a series routinely has are
+  learnt, not alarmed on forever;
+- **sustained** (collective and contextual anomalies): an exponentially weighted mean
+  of the level family's surprise over the last ~``1 / sustain_rate`` points, calibrated
+  against its own history, in the spirit of an anomaly likelihood: a run of moderately
+  unusual points (a small level shift, a noise or spike-density change, a pattern
+  flattening) scores even when no single point does;
+- **context** (opt-in, ``context=True``): transitions between five quantised states of
+  the value (against the slow level), counted with decay, in the spirit of CAD OSE: a
+  value that is common in itself but never follows the previous one (a clean periodic
+  series that breaks its pattern) scores. It helps clean periodic series and costs
+  false positives on noisy ones, and 240 bytes more per series: a tier for chosen
+  series.
+
+Cold start: nothing is scored during the first ``warmup`` points (10); while a series is
+young, the scale is widened by ``1 + youth / n`` so a handful of points cannot make a
+normal value look extreme. A series can also be seeded from its stored history
+(:meth:`SeasonalEnsemble.update` over it, e.g. by :meth:`~models.series.SeriesBank.seed`),
+so it is not young at all.
+
+Parameters may be numpy arrays with one value per column: the NAB benchmark scores many
+configurations at once that way. One series' state is :attr:`~SeasonalEnsemble.n_fields`
+float64 numbers (384 bytes; 616 with the context tier).
+
+>>> det = SeasonalEnsemble(warmup=20)
+>>> for i in range(300):
+...     det.learn_one({"value": 10.0 + (i % 7) * 0.1, "time": 1_700_000_000_000 + i * 60_000})
+>>> det.score_one({"value": 10.3, "time": 1_700_018_000_000}) < 0.2
+True
+>>> det.score_one({"value": 60.0, "time": 1_700_018_000_000}) > 0.9
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models.base import Detector, metric_input
+from models.calibration import (
+    EVT_ROWS,
+    evt_prior,
+    evt_tail_log10,
+    evt_update,
+    log10p_from_score,
+    score_from_log10p,
+)
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+BINS = 24
+Q = 5
+"""Quantised states of the context tier (edges at -2, -0.5, 0.5, 2 global scales)."""
+_EDGES = np.array([-2.0, -0.5, 0.5, 2.0])
+_MAD_TO_SD = 1.2533  # sqrt(pi / 2): mean absolute deviation -> standard deviation
+_LN10 = float(np.log(10.0))
+
+N, T_FIRST, T_LAST, DT, LEVEL, SCALE, GLEVEL, GSCALE, RUN, REST, SUS, PREV = range(12)
+SEASON = slice(12, 12 + BINS)
+LOCAL_CAL = slice(SEASON.stop, SEASON.stop + EVT_ROWS)
+GLOBAL_CAL = slice(LOCAL_CAL.stop, LOCAL_CAL.stop + EVT_ROWS)
+SUS_CAL = slice(GLOBAL_CAL.stop, GLOBAL_CAL.stop + EVT_ROWS)
+BASE_FIELDS = SUS_CAL.stop
+"""Rows of the default state (the context tier appends transitions and a calibration)."""
+TRANS = slice(BASE_FIELDS, BASE_FIELDS + Q * Q)
+CTX_CAL = slice(TRANS.stop, TRANS.stop + EVT_ROWS)
+CONTEXT_FIELDS = CTX_CAL.stop
+
+
+@dataclass
+class Evaluation:
+    """What scoring one point per column produced (before the model learnt them)."""
+
+    score: np.ndarray  # reported: 0 during warm-up and rest
+    raw: np.ndarray  # before rest suppression (used to clear a firing detection)
+    expected: np.ndarray
+    scale: np.ndarray
+    z: np.ndarray
+    gz: np.ndarray
+    bins: np.ndarray  # the hour-of-day bin before the point's time, and how far past its
+    frac: np.ndarray  # centre (0-1): the profile is interpolated between two bin centres
+    seasonal: np.ndarray
+    lp_level: np.ndarray  # log10 tail probability of the level family
+    sus: np.ndarray  # the sustained family's running surprise after this point
+    lp_sus: np.ndarray
+    state: np.ndarray  # quantised state (context tier; 0 without it)
+    cstat: np.ndarray  # -ln P(state | previous state)
+    lp_ctx: np.ndarray
+
+    def select(self, idx: np.ndarray) -> Evaluation:
+        """The evaluation of some columns."""
+        return Evaluation(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+
+
+def _season_position(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hour-of-day profile position of times ``t`` (ms): the bin whose centre is at or
+    before ``t`` and the fraction of the way to the next centre."""
+    hours = (t % DAY_MS) / HOUR_MS - 0.5
+    below = np.floor(hours)
+    return (below.astype(np.intp) % BINS), hours - below
+
+
+class SeasonalEnsemble(Detector):
+    """Level, sustained and (opt-in) context families on one calibrated scale.
+
+    Rates are per point unless said otherwise; ``season_rate`` is per day. See the
+    module docstring.
+    """
+
+    name = "seasonal-ensemble"
+
+    def __init__(self, alpha: float = 0.003, scale_rate: float = 0.02,
+                 global_rate: float = 1 / 3000, season_rate: float = 0.6,
+                 calibration_rate: float = 1 / 2000, global_weight: float = 0.7,
+                 clip: float = 4.0, clip_scale: float = 5.0, shift_after: int = 10,
+                 warmup: int = 10, youth: float = 5.0, threshold: float = 0.35,
+                 rest_points: int = 100, rel_floor: float = 1e-3, prior_count: float = 30.0,
+                 calibration_floor: float = 0.001, tail_mean: float = 1.45,
+                 tail_rate: float = 0.02, sustain: bool = True, sustain_rate: float = 1 / 16,
+                 sustain_cap: float = 6.0, sustain_after: int = 30, context: bool = False,
+                 context_rate: float = 1 / 500, seasonality: bool = True,
+                 abs_floor: float = 1e-9, seed: int = 0) -> None:
+        self.alpha = alpha
+        self.scale_rate = scale_rate
+        self.global_rate = global_rate
+        self.season_rate = season_rate
+        self.calibration_rate = calibration_rate
+        self.global_weight = global_weight
+        self.clip = clip
+        self.clip_scale = clip_scale
+        self.shift_after = shift_after
+        self.warmup = warmup
+        self.youth = youth
+        self.threshold = threshold
+        self.rest_points = rest_points
+        self.rel_floor = rel_floor
+        self.prior_count = prior_count
+        self.calibration_floor = calibration_floor
+        self.tail_mean = tail_mean
+        self.tail_rate = tail_rate
+        self.sustain = sustain
+        self.sustain_rate = sustain_rate
+        self.sustain_cap = sustain_cap
+        self.sustain_after = sustain_after
+        self.context = context
+        self.context_rate = context_rate
+        self.seasonality = seasonality
+        self.abs_floor = abs_floor
+        self.seed = seed  # deterministic model: kept for the common contract
+        self._state = self.new_state(1)
+
+    @property
+    def n_fields(self) -> int:
+        """State rows per series."""
+        return CONTEXT_FIELDS if self.context else BASE_FIELDS
+
+    @property
+    def state_bytes(self) -> int:
+        """Bytes of numeric state per series."""
+        return self.n_fields * 8
+
+    # -- vectorised math over a (n_fields, k) matrix of series states --------------------
+
+    def new_state(self, k: int) -> np.ndarray:
+        """Fresh state columns for ``k`` series."""
+        state = np.zeros((self.n_fields, k))
+        for cal in (LOCAL_CAL, GLOBAL_CAL, SUS_CAL):
+            state[cal] = evt_prior(k, self.tail_mean)
+        if self.context:
+            state[TRANS] = 1.0 / (Q * Q)
+            state[CTX_CAL] = evt_prior(k, self.tail_mean)
+        return state
+
+    def _families(self) -> float | np.ndarray:
+        return 1.0 + np.asarray(self.sustain, dtype=np.float64) + np.asarray(
+            self.context, dtype=np.float64)
+
+    def evaluate(self, s: np.ndarray, x: np.ndarray, t: np.ndarray) -> Evaluation:
+        """Score one point per series (column) of ``s``; does not change ``s``."""
+        k = x.size
+        cols = np.arange(k)
+        n = s[N]
+        first = n == 0
+        bins, frac = _season_position(t)
+        season = ((1.0 - frac) * s[SEASON.start + bins, cols]
+                  + frac * s[SEASON.start + (bins + 1) % BINS, cols])
+        ready = (t - s[T_FIRST] >= DAY_MS) & ~first & np.asarray(self.seasonality, bool)
+        seasonal = np.where(ready, season, 0.0)
+        widen = 1.0 + self.youth / np.maximum(n, 1.0)  # young: wider bands
+        floor = self.rel_floor * np.abs(s[LEVEL]) + self.abs_floor
+        scale = np.maximum(s[SCALE], floor) * widen
+        expected = np.where(first, x, s[LEVEL] + seasonal)
+        z = np.where(first, 0.0, (x - expected) / scale)
+        gscale = np.maximum(s[GSCALE], floor) * widen
+        gz = np.where(first, 0.0, (x - s[GLEVEL] - seasonal) / gscale)
+        w = self.global_weight
+        lp_level = ((1.0 - w) * evt_tail_log10(np.abs(z), s[LOCAL_CAL])
+                    + w * evt_tail_log10(np.abs(gz), s[GLOBAL_CAL]))
+        sus = s[SUS] + self.sustain_rate * (np.minimum(-lp_level, self.sustain_cap) - s[SUS])
+        on_sus = np.asarray(self.sustain, bool) & (n >= self.sustain_after)
+        lp_sus = np.where(on_sus, evt_tail_log10(sus / np.log10(np.e), s[SUS_CAL]), 0.0)
+        lp = np.minimum(lp_level, lp_sus)
+        zeros = np.zeros(k)
+        state, cstat, lp_ctx = zeros.astype(np.intp), zeros, zeros
+        if np.any(self.context):
+            state = np.searchsorted(_EDGES, gz).astype(np.intp)
+            prev = s[PREV].astype(np.intp)
+            trans = s[TRANS]
+            row = trans[prev * Q + np.arange(Q)[:, None], cols].sum(axis=0)
+            p = trans[prev * Q + state, cols] / np.maximum(row, 1e-300)
+            cstat = -np.log(np.maximum(p, 1e-300))
+            on_ctx = np.asarray(self.context, bool) & (n >= self.sustain_after)
+            lp_ctx = np.where(on_ctx, evt_tail_log10(cstat, s[CTX_CAL]), 0.0)
+            lp = np.minimum(lp, lp_ctx)
+        lp = np.minimum(lp + np.log10(self._families()), 0.0)
+        raw = np.where(n < self.warmup, 0.0, score_from_log10p(lp))
+        score = np.where(s[REST] > 0, 0.0, raw)
+        return Evaluation(score, raw, expected, scale, z, gz, bins, frac, seasonal, lp_level,
+                          sus, lp_sus, state, cstat, lp_ctx)
+
+    def update(self, s: np.ndarray, x: np.ndarray, t: np.ndarray, ev: Evaluation) -> None:
+        """Learn one point per series (column) of ``s`` in place, given its evaluation."""
+        k = x.size
+        cols = np.arange(k)
+        n = s[N]
+        first = n == 0
+        early = n < 10  # no winsorising before the scale means something
+        scale = ev.scale / (1.0 + self.youth / np.maximum(n, 1.0))  # unwidened
+        r = x - ev.expected
+        a = np.maximum(self.alpha, 1.0 / (n + 1.0))
+        lim = self.clip * scale
+        rc = np.where(early, r, np.clip(r, -lim, lim))
+        level = np.where(first, x, s[LEVEL] + a * rc)
+        gap = t - s[T_LAST]
+        s[DT] = np.where(n == 1, gap, np.where(n > 1, 0.9 * s[DT] + 0.1 * gap, 0.0))
+        gamma = (self.season_rate * np.minimum(1.0, np.maximum(s[DT], 0.0) / HOUR_MS)
+                 * np.asarray(self.seasonality, np.float64))
+        learn = np.where(first, 0.0, gamma * (1.0 - a) * rc)
+        s[SEASON.start + ev.bins, cols] += (1.0 - ev.frac) * learn
+        s[SEASON.start + (ev.bins + 1) % BINS, cols] += ev.frac * learn
+        b = np.maximum(self.scale_rate, 1.0 / (n + 1.0))
+        ra = np.where(early, np.abs(r), np.minimum(np.abs(r), self.clip_scale * scale))
+        s[SCALE] = np.where(first, 0.0, s[SCALE] + b * (_MAD_TO_SD * ra - s[SCALE]))
+        z = np.where(first, 0.0, r / np.maximum(scale, 1e-300))
+        side = np.sign(r) * (np.abs(z) > self.clip)
+        run = np.where(side == 0, 0.0, np.where(np.sign(s[RUN]) == side, s[RUN] + side, side))
+        shift = np.abs(run) >= self.shift_after
+        s[LEVEL] = np.where(shift, x - ev.seasonal, level)
+        s[RUN] = np.where(shift, 0.0, run)
+        g = np.maximum(self.global_rate, 1.0 / (n + 1.0))
+        gr = x - s[GLEVEL] - ev.seasonal
+        gfloor = self.rel_floor * np.abs(s[GLEVEL]) + self.abs_floor
+        gscale = np.maximum(s[GSCALE], gfloor)
+        glim = self.clip * gscale
+        grc = np.where(early, gr, np.clip(gr, -glim, glim))
+        s[GLEVEL] = np.where(first, x, s[GLEVEL] + g * grc)
+        gra = np.where(early, np.abs(gr), np.minimum(np.abs(gr), self.clip_scale * gscale))
+        s[GSCALE] = np.where(first, 0.0, s[GSCALE] + g * (_MAD_TO_SD * gra - s[GSCALE]))
+        lam = np.where(early, 0.0, np.maximum(self.calibration_rate,
+                                              1.0 / (n + self.prior_count)))
+        floor = self.calibration_rate * self.calibration_floor
+        evt_update(s[LOCAL_CAL], np.abs(ev.z), lam, floor, self.tail_rate)
+        evt_update(s[GLOBAL_CAL], np.abs(ev.gz), lam, floor, self.tail_rate)
+        on_sus = np.asarray(self.sustain, bool) & (n >= self.sustain_after)
+        evt_update(s[SUS_CAL], ev.sus / np.log10(np.e), np.where(on_sus, lam, 0.0), floor,
+                   self.tail_rate)
+        s[SUS] = ev.sus
+        if np.any(self.context):
+            decay = np.where(first, 1.0, 1.0 - self.context_rate)
+            s[TRANS] *= decay
+            cell = s[PREV].astype(np.intp) * Q + ev.state
+            s[TRANS.start + cell, cols] += np.where(first, 0.0, self.context_rate)
+            on_ctx = np.asarray(self.context, bool) & (n >= self.sustain_after)
+            evt_update(s[CTX_CAL], ev.cstat, np.where(on_ctx, lam, 0.0), floor,
+                       self.tail_rate)
+            s[PREV] = ev.state
+        s[REST] = np.where(ev.score >= self.threshold, self.rest_points,
+                           np.maximum(s[REST] - 1.0, 0.0))
+        s[T_FIRST] = np.where(first, t, s[T_FIRST])
+        s[T_LAST] = t
+        s[N] = n + 1.0
+
+    def seed_columns(self, s: np.ndarray, times: np.ndarray, values: np.ndarray) -> None:
+        """Learn a history, one point per row of ``times``/``values`` ``(points, k)``
+        (NaN: that column has no point in that row), as if it had streamed, without the
+        rest period an alert would start (history seeds a model, it alarms nobody)."""
+        for i in range(times.shape[0]):
+            has = ~np.isnan(values[i])
+            if not has.any():
+                continue
+            cols = np.flatnonzero(has)
+            sub = s[:, cols]
+            ev = self.evaluate(sub, values[i, cols], times[i, cols])
+            self.update(sub, values[i, cols], times[i, cols], ev)
+            sub[REST] = 0.0
+            s[:, cols] = sub
+
+    def _log10p_at(self, s: np.ndarray, ev: Evaluation, x: np.ndarray) -> np.ndarray:
+        """The combined log10 tail probability the columns of ``s`` give value ``x``
+        (with the sustained and context families as they would be after ``x``)."""
+        z = (x - ev.expected) / ev.scale
+        n = s[N]
+        widen = 1.0 + self.youth / np.maximum(n, 1.0)
+        gscale = np.maximum(s[GSCALE], self.rel_floor * np.abs(s[LEVEL]) + self.abs_floor)
+        gz = (x - s[GLEVEL] - ev.seasonal) / (gscale * widen)
+        w = self.global_weight
+        lp_level = ((1.0 - w) * evt_tail_log10(np.abs(z), s[LOCAL_CAL])
+                    + w * evt_tail_log10(np.abs(gz), s[GLOBAL_CAL]))
+        sus = s[SUS] + self.sustain_rate * (np.minimum(-lp_level, self.sustain_cap) - s[SUS])
+        on_sus = np.asarray(self.sustain, bool) & (n >= self.sustain_after)
+        lp = np.minimum(lp_level, np.where(
+            on_sus, evt_tail_log10(sus / np.log10(np.e), s[SUS_CAL]), 0.0))
+        if np.any(self.context):
+            lp = np.minimum(lp, ev.lp_ctx)
+        return np.minimum(lp + np.log10(self._families()), 0.0)
+
+    def band(self, s: np.ndarray, ev: Evaluation, threshold: float) -> tuple[np.ndarray,
+                                                                         np.ndarray]:
+        """Per series, the values (low, high) that score below ``threshold`` (bisection);
+        an empty band (low = high = expected) when the sustained or context family alone
+        is past it: every value is then out of band until they calm down."""
+        target = log10p_from_score(threshold)
+        out = []
+        for side in (-1.0, 1.0):
+            lo = np.zeros(ev.expected.size)
+            hi = np.maximum(ev.scale, 1e-9) * 64.0
+            for _ in range(8):  # widen until the far end scores past the threshold
+                inside = self._log10p_at(s, ev, ev.expected + side * hi) > target
+                if not inside.any():
+                    break
+                hi = np.where(inside, hi * 8.0, hi)
+            for _ in range(40):
+                mid = 0.5 * (lo + hi)
+                inside = self._log10p_at(s, ev, ev.expected + side * mid) > target
+                lo, hi = np.where(inside, mid, lo), np.where(inside, hi, mid)
+            out.append(ev.expected + side * lo)
+        return out[0], out[1]
+
+    # -- the river contract for one series -------------------------------------------------
+
+    def _point(self, x: Mapping[str, Any] | float) -> tuple[np.ndarray, np.ndarray]:
+        value, time_ms = metric_input(x)
+        return np.array([value]), np.array([float(time_ms)])
+
+    def score_one(self, x: Mapping[str, Any] | float) -> float:
+        """Calibrated 0–1 score of ``x`` (``{"value", "time"}``); the model is unchanged."""
+        xs, ts = self._point(x)
+        return float(self.evaluate(self._state, xs, ts).score[0])
+
+    def learn_one(self, x: Mapping[str, Any] | float) -> None:
+        """Learn ``x``."""
+        xs, ts = self._point(x)
+        self.update(self._state, xs, ts, self.evaluate(self._state, xs, ts))
+
+    def explain_one(self, x: Mapping[str, Any] | float) -> dict[str, Any]:
+        """Expected value and the band of values below the threshold, for ``x``."""
+        xs, ts = self._point(x)
+        ev = self.evaluate(self._state, xs, ts)
+        low, high = self.band(self._state, ev, self.threshold)
+        return {"expected": float(ev.expected[0]), "band_low": float(low[0]),
+                "band_high": float(high[0])}
+
+    @classmethod
+    def _unit_test_params(cls):
+        yield {}
+        yield {"seasonality": False, "global_weight": 0.0, "rest_points": 0, "warmup": 30,
+               "sustain": False}
+        yield {"context": True, "warmup": 20}

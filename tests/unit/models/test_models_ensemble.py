@@ -1,0 +1,135 @@
+"""The seasonal ensemble in the stream's alarm semantics: cold start, history seeding,
+level shifts and the operator's acceptance policy, periodic and spiky series, state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models import ModelEngine, RobustSeasonal, SeasonalEnsemble, SeriesBank
+from models.ensemble import BASE_FIELDS, CONTEXT_FIELDS, REST
+
+T0 = 1_718_000_000_000
+MIN = 60_000
+THRESHOLD, CLEAR, CONFIRM = 0.6, 0.42, 4  # the engine's defaults
+
+
+def alarms(values, det=None, step_ms=MIN, accept=360, bank=None, start=0):
+    """(index, state) of the alarm changes of one series streamed through a bank."""
+    if bank is None:
+        bank = SeriesBank(det or SeasonalEnsemble(rest_points=180))
+    values = np.asarray(values, dtype=float)
+    t = T0 + (start + np.arange(values.size)) * step_ms
+    res = bank.process(bank.slots(["s"] * values.size), t, values, THRESHOLD, CLEAR,
+                       CONFIRM, accept)
+    return [(i, state) for i, state in res.events], res
+
+
+def noise(n, seed=1, level=50.0):
+    return level + np.random.default_rng(seed).standard_normal(n)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_new_series_can_fire_after_about_ten_points(seed):
+    values = noise(120, seed)
+    values[20:] += 20.0  # a 20-sigma shift at the 21st point of the series' life
+    events, _ = alarms(values)
+    assert events and events[0][1] == "firing" and events[0][0] <= 20 + CONFIRM
+    # the previous default needed 100 points before any score: blind here
+    assert alarms(values, RobustSeasonal(warmup=100, rest_points=180))[0] == []
+
+
+def test_young_series_raise_no_false_alarms():
+    for seed in range(60):
+        assert alarms(noise(300, seed))[0] == [], seed
+
+
+def test_history_seeding_equals_streaming_and_makes_the_first_points_count():
+    history = noise(600, seed=3)
+    streamed = SeriesBank(SeasonalEnsemble(rest_points=180))
+    alarms(history, bank=streamed)
+    seeded = SeriesBank(SeasonalEnsemble(rest_points=180))
+    t = T0 + np.arange(600) * MIN
+    assert seeded.seed(["s"] * 600, t[::-1], history[::-1]) == 1  # any order
+    np.testing.assert_allclose(np.delete(seeded.column("s"), REST),
+                               np.delete(streamed.column("s"), REST))
+    assert seeded.seed(["s"], t[:1], history[:1]) == 0  # known series are left alone
+    shifted = noise(30, seed=4) + 15.0  # already shifted when the worker meets it
+    events, _ = alarms(shifted, bank=seeded, start=600)
+    assert events[0] == (CONFIRM - 1, "firing")
+    assert alarms(shifted, start=600)[0] == []  # cold, the shifted level is all it knows
+
+
+def test_a_level_shift_fires_until_the_series_returns_or_the_policy_accepts_it():
+    values = noise(3000)
+    values[1000:2500] += 10.0
+    held, res = alarms(values, accept=0)  # policy: hold until the series returns
+    assert held == [(1003, "firing"), (2503, "resolved")]
+    assert res.reasons == {2503: "returned"}
+    accepted, res = alarms(values, accept=360)  # policy: a new normal after 360 points
+    assert accepted[0] == (1003, "firing") and accepted[1][1] == "resolved"
+    assert 1003 + 360 <= accepted[1][0] < 2500 and set(res.reasons.values()) == {"accepted"}
+
+
+def test_periodic_clean_series_raise_nothing_once_learnt():
+    i = np.arange(6000)
+    square = np.where((i // 24) % 2 == 0, 10.0, 30.0)
+    sine = 50.0 + 100.0 * np.sin(2 * np.pi * i / 100)
+    daily = 100.0 + 50.0 * np.sin(2 * np.pi * i / 288)  # 5-minute points, one-day cycle
+    for name, values, step in (("square", square, MIN), ("sine", sine, MIN),
+                               ("daily", daily, 5 * MIN)):
+        events, _ = alarms(values, step_ms=step)
+        assert [e for e in events if e[0] >= 100] == [], name  # the first cycle is news
+
+
+def test_routine_spikes_are_learnt_and_a_bigger_one_still_fires():
+    rng = np.random.default_rng(5)
+    values = 0.01 * rng.standard_normal(5000)
+    values[::100] += 20.0  # flat between spikes: their z is astronomically large
+    values[4500:4506] += 200.0  # ten times the usual spike, for a few points
+    events, res = alarms(values)
+    assert [e for e in events if e[0] < 4500 and e[0] >= 200] == []
+    assert any(4500 <= i <= 4510 and s == "firing" for i, s in events)
+
+
+def test_a_shift_on_a_daily_cycle_fires():
+    i = np.arange(288 * 8)
+    values = 100.0 + 10.0 * np.sin(2 * np.pi * i / 288) + np.random.default_rng(2
+                                                                              ).standard_normal(i.size)
+    values[288 * 5:288 * 6] += 40.0
+    events, _ = alarms(values, step_ms=5 * MIN)
+    assert events[0][1] == "firing" and 288 * 5 <= events[0][0] <= 288 * 5 + CONFIRM
+
+
+def test_state_sizes_fit_the_budget_and_the_context_tier_costs_more():
+    assert SeriesBank(SeasonalEnsemble()).bytes_per_series <= 512
+    assert SeasonalEnsemble().n_fields == BASE_FIELDS
+    assert SeasonalEnsemble(context=True).n_fields == CONTEXT_FIELDS > BASE_FIELDS
+
+
+def test_switching_the_metric_model_restarts_series_state_but_keeps_series():
+    bank = SeriesBank(RobustSeasonal(warmup=5))
+    alarms(noise(50), bank=bank)
+    before = bank.column("s").copy()
+    data = bank.to_bytes()
+    assert bank.adopt(RobustSeasonal(warmup=5, alpha=0.01)) is False  # same layout
+    np.testing.assert_array_equal(bank.column("s"), before)
+    assert bank.adopt(SeasonalEnsemble()) is True
+    assert bank.keys == ["s"] and bank.column("s")[0] == 0.0  # N: learns afresh
+    # a stored robust-seasonal state restored under the ensemble starts afresh too
+    restored = SeriesBank.from_bytes(data, SeasonalEnsemble())
+    assert restored.keys == ["s"] and restored.column("s")[0] == 0.0
+    assert SeriesBank.from_bytes(data, RobustSeasonal()).column("s")[0] == 50.0
+
+
+def test_engine_seeds_only_the_series_it_does_not_know():
+    engine = ModelEngine(vector=False)
+    state = engine.new_state()
+    cols = {"time": np.array([T0, T0], np.int64), "service": ["api", "api"],
+            "host": ["h1", "h2"], "name": ["cpu", "heartbeat"], "value": np.array([1.0, 1.0])}
+    assert engine.missing_series(cols, state) == [("h1", "cpu")]  # heartbeats: no model
+    history = {"time": T0 - MIN * np.arange(50, 0, -1), "host": ["h1"] * 50,
+               "name": ["cpu"] * 50, "value": noise(50)}
+    assert engine.seed(state, history) == 1
+    assert engine.missing_series(cols, state) == []
+    assert engine.seed(state, history) == 0

@@ -1,38 +1,33 @@
 """The seasonal ensemble: Tocsin's default per-series metric detector, vectorised.
 
-Two detector families score every point, each on its own calibrated tail, and the
-smallest tail probability (times the number of families, Bonferroni) is the score, on
-the scale of :func:`~models.calibration.score_from_log10p` (0.5 = one point in 10,000 of
-that series):
+Detector families score every point, each on its own calibrated tail; the smallest tail
+probability (times the number of families, Bonferroni) is the score, on the scale of
+:func:`~models.calibration.score_from_log10p` (0.5 = one point in 10,000 of that series):
 
-- **level** (point anomalies): the robust seasonal model of
+- **level** (point anomalies, always on): the robust seasonal model of
   :mod:`models.univariate` (a robust level and scale, an hour-of-day profile read and
   learnt by linear interpolation between the hours' centres, so a smooth daily cycle
   leaves no step every hour, a slow "global" level), its two z statistics calibrated
-  with extreme-value tails
-  (:func:`~models.calibration.evt_tail_log10`): spikes that a series routinely has are
-  learnt, not alarmed on forever;
-- **sustained** (collective and contextual anomalies): an exponentially weighted mean
-  of the level family's surprise over the last ~``1 / sustain_rate`` points, calibrated
-  against its own history, in the spirit of an anomaly likelihood: a run of moderately
-  unusual points (a small level shift, a noise or spike-density change, a pattern
-  flattening) scores even when no single point does;
-- **context** (opt-in, ``context=True``): transitions between five quantised states of
-  the value (against the slow level), counted with decay, in the spirit of CAD OSE: a
-  value that is common in itself but never follows the previous one (a clean periodic
-  series that breaks its pattern) scores. It helps clean periodic series and costs
-  false positives on noisy ones, and 240 bytes more per series: a tier for chosen
-  series.
+  with extreme-value tails (:func:`~models.calibration.evt_tail_log10`): spikes that a
+  series routinely has are learnt, not alarmed on forever, and a spike far beyond the
+  usual ones still stands out;
+- **context** (contextual anomalies, opt-in: ``context=True``): transitions between five
+  quantised states of the value (against the slow level), counted with decay, in the
+  spirit of CAD OSE: a value common in itself that never follows the previous one (a
+  clean periodic series breaking its pattern: a day whose high phase stays low) scores.
+  On NAB it finds every anomaly of the artificial series and costs false positives on
+  noisy ones (``bench/nab_bench.py``), and 232 bytes more per series: a tier for chosen
+  series, not the default.
 
 Cold start: nothing is scored during the first ``warmup`` points (10); while a series is
 young, the scale is widened by ``1 + youth / n`` so a handful of points cannot make a
 normal value look extreme. A series can also be seeded from its stored history
-(:meth:`SeasonalEnsemble.update` over it, e.g. by :meth:`~models.series.SeriesBank.seed`),
+(:meth:`SeasonalEnsemble.seed_columns`, through :meth:`~models.series.SeriesBank.seed`),
 so it is not young at all.
 
 Parameters may be numpy arrays with one value per column: the NAB benchmark scores many
 configurations at once that way. One series' state is :attr:`~SeasonalEnsemble.n_fields`
-float64 numbers (384 bytes; 616 with the context tier).
+float64 numbers (344 bytes; 576 with the context tier).
 
 >>> det = SeasonalEnsemble(warmup=20)
 >>> for i in range(300):
@@ -68,14 +63,12 @@ Q = 5
 """Quantised states of the context tier (edges at -2, -0.5, 0.5, 2 global scales)."""
 _EDGES = np.array([-2.0, -0.5, 0.5, 2.0])
 _MAD_TO_SD = 1.2533  # sqrt(pi / 2): mean absolute deviation -> standard deviation
-_LN10 = float(np.log(10.0))
 
-N, T_FIRST, T_LAST, DT, LEVEL, SCALE, GLEVEL, GSCALE, RUN, REST, SUS, PREV = range(12)
-SEASON = slice(12, 12 + BINS)
+N, T_FIRST, T_LAST, DT, LEVEL, SCALE, GLEVEL, GSCALE, RUN, REST, PREV = range(11)
+SEASON = slice(11, 11 + BINS)
 LOCAL_CAL = slice(SEASON.stop, SEASON.stop + EVT_ROWS)
 GLOBAL_CAL = slice(LOCAL_CAL.stop, LOCAL_CAL.stop + EVT_ROWS)
-SUS_CAL = slice(GLOBAL_CAL.stop, GLOBAL_CAL.stop + EVT_ROWS)
-BASE_FIELDS = SUS_CAL.stop
+BASE_FIELDS = GLOBAL_CAL.stop
 """Rows of the default state (the context tier appends transitions and a calibration)."""
 TRANS = slice(BASE_FIELDS, BASE_FIELDS + Q * Q)
 CTX_CAL = slice(TRANS.stop, TRANS.stop + EVT_ROWS)
@@ -96,8 +89,6 @@ class Evaluation:
     frac: np.ndarray  # centre (0-1): the profile is interpolated between two bin centres
     seasonal: np.ndarray
     lp_level: np.ndarray  # log10 tail probability of the level family
-    sus: np.ndarray  # the sustained family's running surprise after this point
-    lp_sus: np.ndarray
     state: np.ndarray  # quantised state (context tier; 0 without it)
     cstat: np.ndarray  # -ln P(state | previous state)
     lp_ctx: np.ndarray
@@ -116,7 +107,7 @@ def _season_position(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class SeasonalEnsemble(Detector):
-    """Level, sustained and (opt-in) context families on one calibrated scale.
+    """Level and (opt-in) context families on one calibrated scale.
 
     Rates are per point unless said otherwise; ``season_rate`` is per day. See the
     module docstring.
@@ -131,9 +122,8 @@ class SeasonalEnsemble(Detector):
                  warmup: int = 10, youth: float = 5.0, threshold: float = 0.35,
                  rest_points: int = 100, rel_floor: float = 1e-3, prior_count: float = 30.0,
                  calibration_floor: float = 0.001, tail_mean: float = 1.45,
-                 tail_rate: float = 0.02, sustain: bool = True, sustain_rate: float = 1 / 16,
-                 sustain_cap: float = 6.0, sustain_after: int = 30, context: bool = False,
-                 context_rate: float = 1 / 500, seasonality: bool = True,
+                 tail_rate: float = 0.02, context: bool = False, context_rate: float = 1 / 500,
+                 context_after: int = 30, seasonality: bool = True,
                  abs_floor: float = 1e-9, seed: int = 0) -> None:
         self.alpha = alpha
         self.scale_rate = scale_rate
@@ -153,12 +143,9 @@ class SeasonalEnsemble(Detector):
         self.calibration_floor = calibration_floor
         self.tail_mean = tail_mean
         self.tail_rate = tail_rate
-        self.sustain = sustain
-        self.sustain_rate = sustain_rate
-        self.sustain_cap = sustain_cap
-        self.sustain_after = sustain_after
         self.context = context
         self.context_rate = context_rate
+        self.context_after = context_after
         self.seasonality = seasonality
         self.abs_floor = abs_floor
         self.seed = seed  # deterministic model: kept for the common contract
@@ -167,7 +154,7 @@ class SeasonalEnsemble(Detector):
     @property
     def n_fields(self) -> int:
         """State rows per series."""
-        return CONTEXT_FIELDS if self.context else BASE_FIELDS
+        return CONTEXT_FIELDS if np.any(self.context) else BASE_FIELDS
 
     @property
     def state_bytes(self) -> int:
@@ -179,16 +166,15 @@ class SeasonalEnsemble(Detector):
     def new_state(self, k: int) -> np.ndarray:
         """Fresh state columns for ``k`` series."""
         state = np.zeros((self.n_fields, k))
-        for cal in (LOCAL_CAL, GLOBAL_CAL, SUS_CAL):
+        for cal in (LOCAL_CAL, GLOBAL_CAL):
             state[cal] = evt_prior(k, self.tail_mean)
-        if self.context:
+        if np.any(self.context):
             state[TRANS] = 1.0 / (Q * Q)
             state[CTX_CAL] = evt_prior(k, self.tail_mean)
         return state
 
     def _families(self) -> float | np.ndarray:
-        return 1.0 + np.asarray(self.sustain, dtype=np.float64) + np.asarray(
-            self.context, dtype=np.float64)
+        return 1.0 + np.asarray(self.context, dtype=np.float64)
 
     def evaluate(self, s: np.ndarray, x: np.ndarray, t: np.ndarray) -> Evaluation:
         """Score one point per series (column) of ``s``; does not change ``s``."""
@@ -211,10 +197,7 @@ class SeasonalEnsemble(Detector):
         w = self.global_weight
         lp_level = ((1.0 - w) * evt_tail_log10(np.abs(z), s[LOCAL_CAL])
                     + w * evt_tail_log10(np.abs(gz), s[GLOBAL_CAL]))
-        sus = s[SUS] + self.sustain_rate * (np.minimum(-lp_level, self.sustain_cap) - s[SUS])
-        on_sus = np.asarray(self.sustain, bool) & (n >= self.sustain_after)
-        lp_sus = np.where(on_sus, evt_tail_log10(sus / np.log10(np.e), s[SUS_CAL]), 0.0)
-        lp = np.minimum(lp_level, lp_sus)
+        lp = lp_level
         zeros = np.zeros(k)
         state, cstat, lp_ctx = zeros.astype(np.intp), zeros, zeros
         if np.any(self.context):
@@ -224,14 +207,14 @@ class SeasonalEnsemble(Detector):
             row = trans[prev * Q + np.arange(Q)[:, None], cols].sum(axis=0)
             p = trans[prev * Q + state, cols] / np.maximum(row, 1e-300)
             cstat = -np.log(np.maximum(p, 1e-300))
-            on_ctx = np.asarray(self.context, bool) & (n >= self.sustain_after)
+            on_ctx = np.asarray(self.context, bool) & (n >= self.context_after)
             lp_ctx = np.where(on_ctx, evt_tail_log10(cstat, s[CTX_CAL]), 0.0)
             lp = np.minimum(lp, lp_ctx)
         lp = np.minimum(lp + np.log10(self._families()), 0.0)
         raw = np.where(n < self.warmup, 0.0, score_from_log10p(lp))
         score = np.where(s[REST] > 0, 0.0, raw)
         return Evaluation(score, raw, expected, scale, z, gz, bins, frac, seasonal, lp_level,
-                          sus, lp_sus, state, cstat, lp_ctx)
+                          state, cstat, lp_ctx)
 
     def update(self, s: np.ndarray, x: np.ndarray, t: np.ndarray, ev: Evaluation) -> None:
         """Learn one point per series (column) of ``s`` in place, given its evaluation."""
@@ -276,16 +259,12 @@ class SeasonalEnsemble(Detector):
         floor = self.calibration_rate * self.calibration_floor
         evt_update(s[LOCAL_CAL], np.abs(ev.z), lam, floor, self.tail_rate)
         evt_update(s[GLOBAL_CAL], np.abs(ev.gz), lam, floor, self.tail_rate)
-        on_sus = np.asarray(self.sustain, bool) & (n >= self.sustain_after)
-        evt_update(s[SUS_CAL], ev.sus / np.log10(np.e), np.where(on_sus, lam, 0.0), floor,
-                   self.tail_rate)
-        s[SUS] = ev.sus
         if np.any(self.context):
             decay = np.where(first, 1.0, 1.0 - self.context_rate)
             s[TRANS] *= decay
             cell = s[PREV].astype(np.intp) * Q + ev.state
             s[TRANS.start + cell, cols] += np.where(first, 0.0, self.context_rate)
-            on_ctx = np.asarray(self.context, bool) & (n >= self.sustain_after)
+            on_ctx = np.asarray(self.context, bool) & (n >= self.context_after)
             evt_update(s[CTX_CAL], ev.cstat, np.where(on_ctx, lam, 0.0), floor,
                        self.tail_rate)
             s[PREV] = ev.state
@@ -311,20 +290,16 @@ class SeasonalEnsemble(Detector):
             s[:, cols] = sub
 
     def _log10p_at(self, s: np.ndarray, ev: Evaluation, x: np.ndarray) -> np.ndarray:
-        """The combined log10 tail probability the columns of ``s`` give value ``x``
-        (with the sustained and context families as they would be after ``x``)."""
+        """The combined log10 tail probability the columns of ``s`` give value ``x`` (the
+        context family's as it was for the point evaluated)."""
         z = (x - ev.expected) / ev.scale
         n = s[N]
         widen = 1.0 + self.youth / np.maximum(n, 1.0)
         gscale = np.maximum(s[GSCALE], self.rel_floor * np.abs(s[LEVEL]) + self.abs_floor)
         gz = (x - s[GLEVEL] - ev.seasonal) / (gscale * widen)
         w = self.global_weight
-        lp_level = ((1.0 - w) * evt_tail_log10(np.abs(z), s[LOCAL_CAL])
-                    + w * evt_tail_log10(np.abs(gz), s[GLOBAL_CAL]))
-        sus = s[SUS] + self.sustain_rate * (np.minimum(-lp_level, self.sustain_cap) - s[SUS])
-        on_sus = np.asarray(self.sustain, bool) & (n >= self.sustain_after)
-        lp = np.minimum(lp_level, np.where(
-            on_sus, evt_tail_log10(sus / np.log10(np.e), s[SUS_CAL]), 0.0))
+        lp = ((1.0 - w) * evt_tail_log10(np.abs(z), s[LOCAL_CAL])
+              + w * evt_tail_log10(np.abs(gz), s[GLOBAL_CAL]))
         if np.any(self.context):
             lp = np.minimum(lp, ev.lp_ctx)
         return np.minimum(lp + np.log10(self._families()), 0.0)
@@ -332,8 +307,7 @@ class SeasonalEnsemble(Detector):
     def band(self, s: np.ndarray, ev: Evaluation, threshold: float) -> tuple[np.ndarray,
                                                                          np.ndarray]:
         """Per series, the values (low, high) that score below ``threshold`` (bisection);
-        an empty band (low = high = expected) when the sustained or context family alone
-        is past it: every value is then out of band until they calm down."""
+        an empty band (low = high = expected) when the context family alone is past it."""
         target = log10p_from_score(threshold)
         out = []
         for side in (-1.0, 1.0):
@@ -378,6 +352,5 @@ class SeasonalEnsemble(Detector):
     @classmethod
     def _unit_test_params(cls):
         yield {}
-        yield {"seasonality": False, "global_weight": 0.0, "rest_points": 0, "warmup": 30,
-               "sustain": False}
+        yield {"seasonality": False, "global_weight": 0.0, "rest_points": 0, "warmup": 30}
         yield {"context": True, "warmup": 20}

@@ -198,7 +198,7 @@ class RobustSeasonal(Detector):
                           np.abs(np.concatenate([ev.z, ev.gz])), np.concatenate([lam, lam]),
                           floor)
         s[LOCAL_CAL], s[GLOBAL_CAL] = cal[:k].T, cal[k:].T
-        s[REST] = np.where(ev.score >= self.threshold, float(self.rest_points),
+        s[REST] = np.where(ev.score >= self.threshold, self.rest_points,
                            np.maximum(s[REST] - 1.0, 0.0))
         s[T_FIRST] = np.where(first, t, s[T_FIRST])
         s[T_LAST] = t

@@ -17,12 +17,14 @@ that the null detector (no detections) scores 0 and the perfect one 100.
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -262,6 +264,45 @@ def cross_validate(corpus: list[LabelledSeries], candidates: Mapping[str, list[n
                             profile_name, threshold)
         folds.append(FoldResult(held, name, threshold, score, held_res))
     return CrossValidation(profile_name, tuple(folds))
+
+
+def score_configs(corpus: list[LabelledSeries], make: Callable[..., Any],
+                  configs: list[Mapping[str, float]]) -> list[list[np.ndarray]]:
+    """Scores of every series under every configuration, in one pass over time.
+
+    ``make(**params)`` builds a vectorised detector (``new_state``, ``evaluate``,
+    ``update``, as :class:`~models.ensemble.SeasonalEnsemble`) whose parameters may be
+    arrays, one value per column: each (configuration, series) is a column, series are
+    padded past their end (causal: padding never changes an earlier score), and one loop
+    over time scores them all, as the stream would one by one. A key missing from a
+    configuration takes the detector's default.
+    """
+    if not configs or not corpus:
+        return [[] for _ in configs]
+    defaults = {k: v.default for k, v in inspect.signature(make).parameters.items()}
+    n_series, depth = len(corpus), max(len(s.values) for s in corpus)
+    values = np.zeros((depth, n_series))
+    times = np.zeros((depth, n_series))
+    for j, series in enumerate(corpus):
+        n = len(series.values)
+        step = float(series.times_ms[-1] - series.times_ms[-2]) if n > 1 else 60_000.0
+        values[:n, j], values[n:, j] = series.values, series.values[-1]
+        times[:n, j] = series.times_ms
+        times[n:, j] = series.times_ms[-1] + step * np.arange(1, depth - n + 1)
+    keys = sorted({k for c in configs for k in c})
+    params = {k: np.repeat(np.array([float(c.get(k, defaults[k])) for c in configs]),
+                           n_series) for k in keys}
+    detector = make(**params)
+    width = n_series * len(configs)
+    state = detector.new_state(width)
+    x_all, t_all = np.tile(values, (1, len(configs))), np.tile(times, (1, len(configs)))
+    scores = np.zeros((depth, width))
+    for i in range(depth):
+        ev = detector.evaluate(state, x_all[i], t_all[i])
+        detector.update(state, x_all[i], t_all[i], ev)
+        scores[i] = ev.score
+    return [[scores[:len(s.values), c * n_series + j].copy() for j, s in enumerate(corpus)]
+            for c in range(len(configs))]
 
 
 ScoreFn = Callable[[LabelledSeries], np.ndarray]

@@ -20,20 +20,20 @@ def test_published_model_version_is_hot_reloaded(kafka_broker, names, tmp_path, 
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     try:
         before = worker.status()["detect"]["engines"]["models"]
-        assert "robust-seasonal=builtin-1" in before
+        assert "seasonal-ensemble=builtin-1" in before
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        assert main(["models", "publish", "robust-seasonal", "--param", "alpha=0.02"]) == 0
+        assert main(["models", "publish", "seasonal-ensemble", "--param", "alpha=0.02"]) == 0
         worker.wait_until(
-            lambda w: "robust-seasonal=1" in w.status()["detect"]["engines"]["models"],
+            lambda w: "seasonal-ensemble=1" in w.status()["detect"]["engines"]["models"],
             timeout_s=30, what="the published version picked up")
-        assert main(["models", "publish", "robust-seasonal", "--param", "alpha=0.03"]) == 0
+        assert main(["models", "publish", "seasonal-ensemble", "--param", "alpha=0.03"]) == 0
         worker.wait_until(
-            lambda w: "robust-seasonal=2" in w.status()["detect"]["engines"]["models"],
+            lambda w: "seasonal-ensemble=2" in w.status()["detect"]["engines"]["models"],
             timeout_s=30, what="the second version picked up")
-        assert main(["models", "rollback", "robust-seasonal"]) == 0
+        assert main(["models", "rollback", "seasonal-ensemble"]) == 0
         worker.wait_until(
-            lambda w: "robust-seasonal=1" in w.status()["detect"]["engines"]["models"],
+            lambda w: "seasonal-ensemble=1" in w.status()["detect"]["engines"]["models"],
             timeout_s=30, what="the rollback picked up")
     finally:
         worker.stop()

@@ -171,6 +171,8 @@ class DetectSettings:
     shadow_models: str = ""  # comma-separated NAME=VERSION of the model registry
     warmup_history_ms: int = 21_600_000  # seed new model series from this much history (0: off)
     warmup_history_points: int = 720  # at most this many stored points per series
+    accept_points: int = 360  # a model alarm on a shifted series resolves once the new
+    # level scored normal this many points in a row (0: it fires until the series returns)
 
     @property
     def rule_paths(self) -> list[str]:

@@ -111,14 +111,18 @@ class RuleEngineRunner:
 class ModelEngineRunner:
     """The online models as the detect step runs them; new registry versions hot-reload.
 
-    ``keepalive_ms`` re-sends firing model alarms like the rules' (0: off).
+    ``keepalive_ms`` re-sends firing model alarms like the rules' (0: off);
+    ``accept_points`` is the policy for a series that settled at a new level (see
+    :class:`~models.series.SeriesBank`).
     """
 
-    def __init__(self, registry_dir: str, keepalive_ms: int = 0) -> None:
+    def __init__(self, registry_dir: str, keepalive_ms: int = 0,
+                 accept_points: int = 360) -> None:
         from models import ModelEngine, ModelRegistry
 
         registry = ModelRegistry(registry_dir) if registry_dir else None
-        self.engine = ModelEngine(registry=registry, keepalive_ms=keepalive_ms)
+        self.engine = ModelEngine(registry=registry, keepalive_ms=keepalive_ms,
+                                  accept_points=accept_points)
 
     @property
     def version(self) -> str:
@@ -172,5 +176,6 @@ def build_engines(settings: Settings) -> dict[str, Any]:
                                                          settings.detect.keepalive_ms)}
     if settings.detect.models:
         engines["models"] = ModelEngineRunner(settings.detect.model_registry,
-                                              settings.detect.keepalive_ms)
+                                              settings.detect.keepalive_ms,
+                                              settings.detect.accept_points)
     return engines

@@ -94,6 +94,20 @@ class Batch:
             return [""] * self.n
         return column if isinstance(column, list) else [str(v) for v in column]
 
+    def attribute_at(self, key: str, rows: np.ndarray) -> list[str]:
+        """One attribute's values (``""`` where absent) of some records only."""
+        label = f"{ATTRIBUTE_PREFIX}{key}"
+        if label in self._factors:  # already factorised for the whole batch
+            uniques, codes = self._factors[label]
+            return [uniques[c] for c in codes[rows].tolist()]
+        attributes = self.columns.get("attributes")
+        if attributes is None:
+            return [""] * rows.size
+        if isinstance(attributes, (pa.Array, pa.ChunkedArray)):
+            return attribute_values(attributes.take(pa.array(rows, type=pa.int64())), key,
+                                    rows.size)
+        return attribute_values([attributes[i] for i in rows.tolist()], key, rows.size)
+
     def factor(self, label: str) -> tuple[list[str], np.ndarray]:
         """Distinct values of a label and the per-record codes (cached per batch)."""
         label = canonical_label(self.signal, label)

@@ -28,6 +28,8 @@ SELECTOR_KEYS: dict[str, tuple[str, ...]] = {
 }
 Report = Callable[[str, str], None]
 """Collects a problem: ``report(field, message)``."""
+REGEX_MEMORY = 4096
+"""Distinct label values whose regex answer a matcher remembers."""
 
 
 @dataclass(frozen=True)
@@ -38,21 +40,29 @@ class LabelMatcher:
     op: str
     value: str | tuple[str, ...]
     _regex: Pattern | None = field(default=None, compare=False, repr=False)
+    _seen: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.op in ("=~", "!~") and self._regex is None:
             object.__setattr__(self, "_regex", compile_pattern(str(self.value)))
 
     def test(self, value: str) -> bool:
-        """Whether one label value passes."""
+        """Whether one label value passes (regex answers are remembered per value, up
+        to :data:`REGEX_MEMORY` values: metric names repeat in every batch)."""
         if self.op == "=":
             return value == self.value
         if self.op == "!=":
             return value != self.value
         if self.op == "in":
             return value in self.value
-        hit = self._regex.fullmatch(value)  # type: ignore[union-attr]
-        return hit if self.op == "=~" else not hit
+        known = self._seen.get(value)
+        if known is not None:
+            return known
+        hit = bool(self._regex.fullmatch(value))  # type: ignore[union-attr]
+        result = hit if self.op == "=~" else not hit
+        if len(self._seen) < REGEX_MEMORY:
+            self._seen[value] = result
+        return result
 
     def mask(self, batch: Batch) -> np.ndarray:
         """Per-record result over a batch (one test per distinct value)."""
@@ -103,10 +113,19 @@ class Selector:
             object.__setattr__(self, "_regex", compile_pattern(self.regex))
 
     def mask(self, batch: Batch) -> np.ndarray:
-        """Which records of the batch this selector selects (cheap tests first)."""
+        """Which records of the batch this selector selects (cheap tests first: column
+        labels over the batch's distinct values, then attributes of the records still
+        selected only, then severities and bodies)."""
         keep = np.ones(batch.n, dtype=bool)
         for matcher in self.matchers:
-            keep &= matcher.mask(batch)
+            if not matcher.label.startswith(ATTRIBUTE_PREFIX):
+                keep &= matcher.mask(batch)
+        for matcher in self.matchers:
+            if matcher.label.startswith(ATTRIBUTE_PREFIX) and keep.any():
+                rows = np.flatnonzero(keep)
+                values = batch.attribute_at(matcher.label[len(ATTRIBUTE_PREFIX):], rows)
+                keep[rows] = np.fromiter((matcher.test(v) for v in values), dtype=bool,
+                                         count=rows.size)
         if self.min_severity:
             keep &= batch.severity_number() >= self.min_severity
         if self.severities:

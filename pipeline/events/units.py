@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 
 TIME = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0,
         "h": 3600.0, "d": 86400.0}
@@ -43,6 +44,7 @@ def _canonical(unit: str) -> str:
     return ALIASES.get(unit, ALIASES.get(unit.lower(), unit))
 
 
+@lru_cache(maxsize=1024)
 def dimension(unit: str) -> tuple[str, float] | None:
     """``(dimension, factor to its base unit)`` of a known unit, else None.
 
@@ -78,6 +80,7 @@ def is_known(unit: str) -> bool:
     return dimension(unit) is not None
 
 
+@lru_cache(maxsize=4096)
 def factor(from_unit: str, to_unit: str) -> float:
     """What to multiply a value in ``from_unit`` by to express it in ``to_unit``.
 

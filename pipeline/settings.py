@@ -156,7 +156,8 @@ class IngestSettings:
 
 @dataclass(frozen=True)
 class DetectSettings:
-    """Rule detectors in the stream: which rule files, lateness, keep-alives, reloads."""
+    """Detectors in the stream: which rule files, lateness, keep-alives, reloads, and the
+    online models' warm-up from stored history and level-shift policy."""
 
     enabled: bool = True
     rules: str = ""  # comma-separated rule files or directories; empty: the built-in rules
@@ -445,6 +446,8 @@ MIN_MESSAGE_BYTES = 65_536
 
 _NON_NEGATIVE = {("store", "ttl_days"), ("ingest", "max_future_ms"), ("worker", "web_port"),
                  ("detect", "allowed_lateness_ms"), ("detect", "keepalive_ms"),
+                 ("detect", "warmup_history_ms"), ("detect", "warmup_history_points"),
+                 ("detect", "accept_points"),
                  ("query", "max_execution_time_s"), ("query", "max_memory_bytes"),
                  ("query", "max_result_rows"), ("notify", "lookback_ms")}
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")

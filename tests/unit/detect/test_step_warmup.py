@@ -21,7 +21,7 @@ def slice_of(values: list[float], start_ms: int) -> Message:
     records = [{"time": start_ms + i * MIN, "service.name": "api", "host.name": "api-1",
                 "name": "cpu", "value": v, "unit": "%"} for i, v in enumerate(values)]
     batch = decode_values(RecordKind.METRIC, [orjson.dumps(records)], NOW + 3_600_000)
-    (key, value), = split_by_service("metrics", batch.to_arrow())
+    (key, value), = split_by_service("metrics", batch.to_arrow(), 1_048_576).messages
     return Message(0, key, value)
 
 

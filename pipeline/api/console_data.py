@@ -31,8 +31,9 @@ MAX_POINTS = 240
 DEFAULT_SINCE = "7d"
 DEFAULT_DETECTIONS_SINCE = "24h"
 #: Signals shown for an affected service whose detections name no metric, best first.
-KEY_SIGNALS = ("http.server.error.ratio", "http.server.duration.p95", "http.server.request.rate",
-               "system.cpu.utilization", "system.memory.utilization", "queue.depth")
+KEY_SIGNALS = ("http.server.error.ratio", "http.server.request.duration.p95",
+               "http.server.duration.p95", "http.server.request.rate", "system.cpu.utilization",
+               "system.memory.utilization", "queue.depth")
 
 
 class FilterError(ValueError):

@@ -221,7 +221,6 @@ class DetectionStep:
                 result.edges.extend(call_graph(state))
         return result
 
-
     def _warm_up(self, engine: Any, piece: Any, state: Any, result: StepResult) -> None:
         """Seed the slice's metric series the engine has no state for from history."""
         assert self.history is not None

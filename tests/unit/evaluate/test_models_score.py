@@ -118,7 +118,7 @@ def test_holt_winters_scores_a_series_that_starts_at_zero(tmp_path):
     (b"\xff\xfe\x00\x01", {}, "not UTF-8 text"),
     (b"timestamp,value\n", {}, "no rows after the timestamp,value header"),
     (b"timestamp,value\n2024-01-01 00:00:00,1\n", {"params": {"alpha": "abc"}},
-     "parameter alpha='abc': expected a number"),
+     "--param alpha= expects a number, got 'abc'"),
     (b"timestamp,value\n2024-01-01 00:00:00,1\n", {"params": {"nope": 1}},
      "has no parameter 'nope'"),
     (b"timestamp,value\n2024-01-01 00:00:00,1\n",

@@ -106,6 +106,12 @@ def _season_position(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (below.astype(np.intp) % BINS), hours - below
 
 
+def _twice(value: float | np.ndarray) -> float | np.ndarray:
+    """A per-column parameter for two calibrations side by side (a scalar as it is)."""
+    a = np.asarray(value)
+    return np.concatenate((a, a)) if a.ndim else value
+
+
 class SeasonalEnsemble(Detector):
     """Level and (opt-in) context families on one calibrated scale.
 
@@ -194,9 +200,7 @@ class SeasonalEnsemble(Detector):
         z = np.where(first, 0.0, (x - expected) / scale)
         gscale = np.maximum(s[GSCALE], floor) * widen
         gz = np.where(first, 0.0, (x - s[GLEVEL] - seasonal) / gscale)
-        w = self.global_weight
-        lp_level = ((1.0 - w) * evt_tail_log10(np.abs(z), s[LOCAL_CAL])
-                    + w * evt_tail_log10(np.abs(gz), s[GLOBAL_CAL]))
+        lp_level = self._level_log10(s, z, gz)
         lp = lp_level
         zeros = np.zeros(k)
         state, cstat, lp_ctx = zeros.astype(np.intp), zeros, zeros
@@ -257,8 +261,12 @@ class SeasonalEnsemble(Detector):
         lam = np.where(early, 0.0, np.maximum(self.calibration_rate,
                                               1.0 / (n + self.prior_count)))
         floor = self.calibration_rate * self.calibration_floor
-        evt_update(s[LOCAL_CAL], np.abs(ev.z), lam, floor, self.tail_rate)
-        evt_update(s[GLOBAL_CAL], np.abs(ev.gz), lam, floor, self.tail_rate)
+        # both calibrations in one call: the columns side by side (numpy's per-call cost
+        # dominates when a service's batch holds a few series)
+        cal = np.concatenate((s[LOCAL_CAL], s[GLOBAL_CAL]), axis=1)
+        evt_update(cal, np.concatenate((np.abs(ev.z), np.abs(ev.gz))), _twice(lam),
+                   _twice(floor), _twice(self.tail_rate))
+        s[LOCAL_CAL], s[GLOBAL_CAL] = cal[:, :k], cal[:, k:]
         if np.any(self.context):
             decay = np.where(first, 1.0, 1.0 - self.context_rate)
             s[TRANS] *= decay
@@ -289,6 +297,15 @@ class SeasonalEnsemble(Detector):
             sub[REST] = 0.0
             s[:, cols] = sub
 
+    def _level_log10(self, s: np.ndarray, z: np.ndarray, gz: np.ndarray) -> np.ndarray:
+        """The level family's log10 tail probability: the local and global statistics,
+        each on its calibration, weighted (one call for both)."""
+        k = z.size
+        both = evt_tail_log10(np.concatenate((np.abs(z), np.abs(gz))),
+                              np.concatenate((s[LOCAL_CAL], s[GLOBAL_CAL]), axis=1))
+        w = self.global_weight
+        return (1.0 - w) * both[:k] + w * both[k:]
+
     def _log10p_at(self, s: np.ndarray, ev: Evaluation, x: np.ndarray) -> np.ndarray:
         """The combined log10 tail probability the columns of ``s`` give value ``x`` (the
         context family's as it was for the point evaluated)."""
@@ -297,9 +314,7 @@ class SeasonalEnsemble(Detector):
         widen = 1.0 + self.youth / np.maximum(n, 1.0)
         gscale = np.maximum(s[GSCALE], self.rel_floor * np.abs(s[LEVEL]) + self.abs_floor)
         gz = (x - s[GLEVEL] - ev.seasonal) / (gscale * widen)
-        w = self.global_weight
-        lp = ((1.0 - w) * evt_tail_log10(np.abs(z), s[LOCAL_CAL])
-              + w * evt_tail_log10(np.abs(gz), s[GLOBAL_CAL]))
+        lp = self._level_log10(s, z, gz)
         if np.any(self.context):
             lp = np.minimum(lp, ev.lp_ctx)
         return np.minimum(lp + np.log10(self._families()), 0.0)

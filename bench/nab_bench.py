@@ -60,6 +60,7 @@ RESTS = (100, 200)
 VARIANTS: dict[str, tuple[Callable[..., Any], dict[str, float]]] = {
     "robust-seasonal (previous default)": (RobustSeasonal, {}),
     "ensemble: tails not learnt (tail_rate 0)": (SeasonalEnsemble, {"tail_rate": 0}),
+    "ensemble: local statistic mixed in (0.3)": (SeasonalEnsemble, {"global_weight": 0.7}),
     "ensemble: level family (default)": (SeasonalEnsemble, {}),
     "ensemble + context tier (opt-in)": (SeasonalEnsemble, {"context": 1}),
 }

@@ -239,7 +239,8 @@ class Correlator:
             p, why = max(recurring, key=lambda x: (x[0].resolved_at or 0, x[0].id))
             p = reopen(p, det.time, s)
             old = p.member(key)
-            member = update_member(old, det, s) if old else member_from(det, s)
+            member = update_member(old, det, s) if old else replace(
+                member_from(det, s), joined=f"reopened the problem: {why}")
             p = self._link(w, with_member(p, member), det, "member")
             w.reopened.add(p.id)
             flap = (f"; flapping ({len(p.reopens)} reopens within flap_window)"
@@ -253,14 +254,16 @@ class Correlator:
                 survivor = self._merge(w, survivor, [p for _, p in chosen[1:]], det.time,
                                        f"bridged by {where}", ctx)
             role = "symptom" if why.startswith("inhibited") else "member"
-            p = self._link(w, with_member(survivor, member_from(det, s)), det, role)
+            member = replace(member_from(det, s), joined=why)
+            p = self._link(w, with_member(survivor, member), det, role)
             self._derive(w, p, ctx, det.time, f"{where} joined: {why}", lazy=True)
             return
         pid = problem_id(self.scope, det)
         while pid in w.problems:
             pid = problem_id(self.scope, replace(det, id=pid))
         p = Problem(pid, 0, self.scope, "open", det.time, det.time, last_firing_ms=det.time)
-        p = self._link(w, with_member(p, member_from(det, s)), det, "trigger")
+        member = replace(member_from(det, s), joined="opened the problem")
+        p = self._link(w, with_member(p, member), det, "trigger")
         self._derive(w, p, ctx, det.time, f"opened by {where}: {det.title}")
 
     def _link(self, w: _Work, p: Problem, det: Detection, role: str) -> Problem:

@@ -2,7 +2,8 @@
 
 A firing detection of a series already in an open problem refreshes it (a keep-alive).
 Otherwise it joins the *live* problems it relates to (open, and firing or active within
-``relatedness_window_ms``), strongest relation first:
+``relatedness_window_ms``) through a member that *changed recently* (began firing within
+half of ``relatedness_window_ms``, and still current), strongest relation first:
 
 3. same service or host (unless it is a local fault - a category outside
    ``symptom_categories`` - on a service that is only a symptom of the root cause),
@@ -65,7 +66,8 @@ def member_from(det: Detection, settings: CorrelateSettings) -> Member:
         labels=dict(det.labels), symptoms=tuple(det.symptoms),
         potential_causes=tuple(det.potential_causes), drop=_is_drop(det, observed),
         score=_finite(det.score), band_low=_number(det.evidence.get("band_low")),
-        band_high=_number(det.evidence.get("band_high")))
+        band_high=_number(det.evidence.get("band_high")),
+        onset_ms=change_point(det), deviation=deviation(det))
 
 
 def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Member:
@@ -77,6 +79,8 @@ def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Mem
     return replace(
         m, state="firing", resolved_ms=None, last_ms=max(m.last_ms, det.time),
         first_ms=min(m.first_ms, det.time) if m.state == "firing" else m.first_ms,
+        onset_ms=m.onset if m.state == "firing" else change_point(det),
+        deviation=max(m.deviation, new.deviation),
         severity=max(m.severity, new.severity, key=SEVERITIES.index),
         strength=max(m.strength, new.strength),
         observed=new.observed if stronger else m.observed,
@@ -101,6 +105,31 @@ def strength(det: Detection) -> float:
     return _SEVERITY_STRENGTH.get(det.severity, 0.2)
 
 
+def change_point(det: Detection) -> int:
+    """When the detected change began: the start of the window or run of points that
+    decided it (a model's first point out of band), not when it was confirmed."""
+    return det.window_start if 0 < det.window_start <= det.time else det.time
+
+
+def deviation(det: Detection) -> float:
+    """How far the detection's value is from its series' own baseline, in half-widths of
+    the band the model accepts (1: at the band's edge); for a rule, observed/threshold
+    (or its inverse below a lower threshold); 0 when neither is known."""
+    ev = det.evidence
+    o = _finite(det.observed)
+    expected, low, high = (ev.get(k) for k in ("expected", "band_low", "band_high"))
+    if o is not None and all(isinstance(x, (int, float)) and math.isfinite(x)
+                             for x in (expected, low, high)):
+        if o >= expected:
+            return round((o - expected) / max(high - expected, 1e-12), 4)
+        return round((expected - o) / max(expected - low, 1e-12), 4)
+    t = _finite(det.threshold)
+    if o and t:
+        ratio = abs(o / t)
+        return round(max(ratio, 1 / ratio), 4)
+    return 0.0
+
+
 def peer_of(det: Detection, settings: CorrelateSettings) -> str:
     """The service a detection names as its failing peer (labels, then evidence)."""
     for key in settings.peer_labels:
@@ -123,13 +152,29 @@ def relation(det: Detection, p: Problem, graph: Graph,
              settings: CorrelateSettings) -> tuple[int, str] | None:
     """How strongly ``det`` relates to ``p`` (3, 2 or 1) and why; None when unrelated.
 
-    Only the problem's *live* members count: firing, or resolved within
-    ``relatedness_window_ms`` of the detection (a problem kept open by one member must
-    not take in a new incident through services that recovered long ago)."""
+    Only members that *changed recently* count: they began firing within half of
+    ``relatedness_window_ms`` before the detection (the window in which failures count
+    as beginning at once), and are current: their detector
+    confirmed them, or they resolved, within ``alive_ms``. A problem kept open by a long-running
+    (background) member does not take in a fresh onset elsewhere, nor through services
+    that recovered long ago: a detection must be causally close, in the graph and in
+    time, to a change of the problem."""
     s = det.service
-    horizon = det.time - settings.relatedness_window_ms
-    members = [m for m in p.members
-               if m.state == "firing" or (m.resolved_ms or m.last_ms) >= horizon]
+    horizon = det.time - settings.relatedness_window_ms // 2  # changes this close: linked
+    # a series firing for longer (and confirmed recently) still takes in the same kind of
+    # trouble on its own service or host (a memory growth, then memory above its limit)
+    alive = det.time - settings.alive_ms  # a firing member confirmed since is current
+    ongoing = [m for m in p.members if m.onset < horizon and m.state == "firing"
+               and m.last_ms >= alive and m.category == det.category
+               and (m.service == s or (det.host and m.host == det.host))]
+    if ongoing:
+        m = ongoing[0]
+        where = f"same service ({s})" if m.service == s else f"same host ({det.host})"
+        return 3, f"{where}, {m.category} trouble continuing since {format_ms(m.onset)}"
+    members = [m for m in p.members if m.onset >= horizon
+               and (m.resolved_ms if m.state == "resolved" else m.last_ms) >= alive]
+    if not members:
+        return None
     services = {m.service for m in members} | {m.peer for m in members if m.peer}
     symptom = det.category in settings.symptom_categories
     top = p.root_causes[0].service if p.root_causes else ""
@@ -149,7 +194,8 @@ def relation(det: Detection, p: Problem, graph: Graph,
         return 3, f"{s} reports failures of {peer}"
     if any(m.peer == s for m in members):
         return 3, f"{s} is named as failing by detections of this problem"
-    if symptom and (why := symptom_of_root(s, p, graph, settings.symptom_categories)):
+    if symptom and (why := symptom_of_root(s, p, graph, settings.symptom_categories,
+                                           horizon)):
         return 2, why
     for x in sorted(services):
         if s in graph.callees(x) and not explained(x):

@@ -23,24 +23,30 @@ from pipeline.events.problem import Problem
 from pipeline.settings import CorrelateSettings, InhibitRule
 
 
-def failing_root(p: Problem, symptom_categories: Sequence[str]) -> str:
+def failing_root(p: Problem, symptom_categories: Sequence[str], since: int | None = None,
+                 ) -> str:
     """The top root-cause service of ``p`` when it fails its callers now, else empty.
 
     Failing means a firing member on it shows errors, latency or unreachability (a
     category in ``symptom_categories``), or a firing member elsewhere names it as its
-    failing peer. A service with only, say, a memory trend is not failing yet.
+    failing peer. A service with only, say, a memory trend is not failing yet. With
+    ``since``, only members that began firing at or after it count (a failure that
+    started long before explains no fresh onset).
     """
     if not p.active or not p.root_causes:
         return ""
     root = p.root_causes[0].service
-    return root if any((m.service == root and m.category in symptom_categories)
-                       or m.peer == root for m in p.firing) else ""
+    return root if any(((m.service == root and m.category in symptom_categories)
+                        or m.peer == root) and (since is None or m.onset >= since)
+                       for m in p.firing) else ""
 
 
 def symptom_of_root(service: str, p: Problem, graph: Graph,
-                    symptom_categories: Sequence[str]) -> str | None:
-    """Why a symptom on ``service`` belongs to ``p`` (it depends on p's failing root)."""
-    root = failing_root(p, symptom_categories)
+                    symptom_categories: Sequence[str], since: int | None = None,
+                    ) -> str | None:
+    """Why a symptom on ``service`` belongs to ``p`` (it depends on p's failing root,
+    whose failure began at or after ``since``)."""
+    root = failing_root(p, symptom_categories, since)
     if root and root != service and root in graph.dependencies(service):
         return f"inhibited: {service} depends on {root}, the failing root cause of {p.id}"
     return None
@@ -52,11 +58,14 @@ def fold_candidates(problems: Sequence[Problem], graph: Graph,
     window = settings.relatedness_window_ms
     ordered = sorted((p for p in problems if p.active), key=lambda p: (p.opened_at, p.id))
     for source in ordered:
-        root = failing_root(source, settings.symptom_categories)
-        if not root:
+        if not failing_root(source, settings.symptom_categories):
             continue
         for target in ordered:
             if target is source or not target.members:
+                continue
+            root = failing_root(source, settings.symptom_categories,
+                                target.opened_at - window)
+            if not root:
                 continue
             if not (source.opened_at - window <= target.opened_at
                     <= source.last_firing_ms + window):

@@ -25,7 +25,14 @@ def load_problems(query: Query, database: str, labels: Labels,
                   slack_ms: int) -> list[dict[str, Any]]:
     """Latest version of every problem whose lifetime overlaps the labelled range (a
     problem merged into another counts as that one, whose detections it handed over)."""
-    lo, hi = labels.start_ms - slack_ms, labels.end_ms + slack_ms
+    return load_problems_between(query, database, labels.start_ms - slack_ms,
+                                 labels.end_ms + slack_ms)
+
+
+def load_problems_between(query: Query, database: str, lo: int, hi: int,
+                          ) -> list[dict[str, Any]]:
+    """Latest version of every problem (not merged away) whose lifetime overlaps
+    ``[lo, hi]`` (epoch ms)."""
     result = query(
         "SELECT id, toUnixTimestamp64Milli(opened_at), "
         "if(resolved_at IS NULL, NULL, toUnixTimestamp64Milli(assumeNotNull(resolved_at))), "

@@ -52,6 +52,14 @@ class Member:
     score: float | None = None  # a model's anomaly score at the strongest deviation
     band_low: float | None = None  # the model's expected band there (evidence), if any
     band_high: float | None = None
+    onset_ms: int | None = None  # when it last began firing (None: first_ms)
+    deviation: float = 0.0  # strongest distance from its own baseline, in band half-widths
+    joined: str = ""  # why it joined the problem (the relation that linked it)
+
+    @property
+    def onset(self) -> int:
+        """When the series last began firing."""
+        return self.first_ms if self.onset_ms is None else self.onset_ms
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The service graph learned from spans: caller → callee edges per time bucket."""

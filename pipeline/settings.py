@@ -354,7 +354,7 @@ class GraphSettings:
     bucket_ms: int = 60_000  # one row per edge and bucket
     pair_window_ms: int = 300_000  # a parent span may start this long before its child
     topology_ms: int = 86_400_000  # edges seen this recently make the correlator's graph
-    warmup_buckets: int = 5  # buckets of an edge before its anomalies are scored
+    min_calls: int = 20  # calls of an edge in its latency baseline before it is tested
 
 
 @dataclass(frozen=True)
@@ -462,7 +462,7 @@ _POSITIVE = {
     ("notify", "backoff_max_ms"),
     ("graph", "bucket_ms"),
     ("graph", "topology_ms"),
-    ("graph", "warmup_buckets"),
+    ("graph", "min_calls"),
 }
 MIN_MESSAGE_BYTES = 65_536
 """The smallest ``kafka.max_message_bytes`` accepted: ticks and state chunks must fit."""

@@ -21,7 +21,6 @@ from typing import Any
 
 import faust
 import orjson
-import pyarrow as pa
 from aiokafka.partitioner import murmur2
 
 from pipeline.agents.batches import BatchRunners, BatchSteps
@@ -80,16 +79,6 @@ def source_lags(ticks: Mapping[str, Any], watermark_ms: int,
     return {name: {"time_ms": t.time_ms, "backlog": t.backlog,
                    "lag_ms": max(0, t.time_ms - passed) if passed >= 0 else max(0, t.time_ms)}
             for name, t in ticks.items()}
-
-
-def edges_table(edges: list[tuple[str, str, int, int]]) -> pa.Table:
-    """Learned caller → callee edges as rows of the ``service_edges`` table."""
-    return pa.table({
-        "caller": pa.array([e[0] for e in edges], pa.string()),
-        "callee": pa.array([e[1] for e in edges], pa.string()),
-        "calls": pa.array([e[2] for e in edges], pa.uint64()),
-        "last_seen": pa.array([e[3] for e in edges], pa.timestamp("ms", tz="UTC")),
-    })
 
 
 def watermark_source(topic: str, partition: int) -> str:
@@ -237,9 +226,6 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
             await steps.once("publish", lambda: publish(result))
             await steps.once("detections", lambda: writer.insert(
                 "detections", detections_table(result.detections)))
-        if result.edges:
-            await steps.once("edges", lambda: writer.insert(
-                "service_edges", edges_table(result.edges)))
         if result.partition_watermarks:
             await steps.once("watermark",
                              lambda: send_watermarks(result.partition_watermarks))

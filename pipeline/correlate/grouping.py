@@ -195,7 +195,7 @@ def relation(det: Detection, p: Problem, graph: Graph,
     if any(m.peer == s for m in members):
         return 3, f"{s} is named as failing by detections of this problem"
     if symptom and (why := symptom_of_root(s, p, graph, settings.symptom_categories,
-                                           horizon)):
+                                           horizon, alive)):
         return 2, why
     for x in sorted(services):
         if s in graph.callees(x) and not explained(x):

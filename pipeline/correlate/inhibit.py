@@ -24,29 +24,31 @@ from pipeline.settings import CorrelateSettings, InhibitRule
 
 
 def failing_root(p: Problem, symptom_categories: Sequence[str], since: int | None = None,
-                 ) -> str:
+                 alive: int | None = None) -> str:
     """The top root-cause service of ``p`` when it fails its callers now, else empty.
 
     Failing means a firing member on it shows errors, latency or unreachability (a
     category in ``symptom_categories``), or a firing member elsewhere names it as its
     failing peer. A service with only, say, a memory trend is not failing yet. With
     ``since``, only members that began firing at or after it count (a failure that
-    started long before explains no fresh onset).
+    started long before explains no fresh onset); with ``alive``, only those confirmed
+    at or after it.
     """
     if not p.active or not p.root_causes:
         return ""
     root = p.root_causes[0].service
     return root if any(((m.service == root and m.category in symptom_categories)
                         or m.peer == root) and (since is None or m.onset >= since)
+                       and (alive is None or m.last_ms >= alive)
                        for m in p.firing) else ""
 
 
 def symptom_of_root(service: str, p: Problem, graph: Graph,
                     symptom_categories: Sequence[str], since: int | None = None,
-                    ) -> str | None:
+                    alive: int | None = None) -> str | None:
     """Why a symptom on ``service`` belongs to ``p`` (it depends on p's failing root,
-    whose failure began at or after ``since``)."""
-    root = failing_root(p, symptom_categories, since)
+    whose failure began at or after ``since`` and was confirmed at or after ``alive``)."""
+    root = failing_root(p, symptom_categories, since, alive)
     if root and root != service and root in graph.dependencies(service):
         return f"inhibited: {service} depends on {root}, the failing root cause of {p.id}"
     return None
@@ -64,7 +66,8 @@ def fold_candidates(problems: Sequence[Problem], graph: Graph,
             if target is source or not target.members:
                 continue
             root = failing_root(source, settings.symptom_categories,
-                                target.opened_at - window)
+                                target.opened_at - window // 2,
+                                target.opened_at - settings.alive_ms)
             if not root:
                 continue
             if not (source.opened_at - window <= target.opened_at

@@ -25,7 +25,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from pipeline.correlate.step import CorrelationStep
+from pipeline.correlate.step import CorrelationStep, source_watermark
 from pipeline.correlate.step import Message as CorrelateMessage
 from pipeline.detect.engines import build_engines
 from pipeline.detect.step import DetectionStep, Engine
@@ -37,6 +37,7 @@ from pipeline.events.detection import Detection
 from pipeline.events.problem import Problem
 from pipeline.events.schema import RawMessage, RecordKind
 from pipeline.events.slices import TICK_KEY, Tick, encode_ticks, split_by_service
+from pipeline.graph.step import SOURCE as GRAPH_SOURCE
 from pipeline.graph.step import GraphStep
 from pipeline.settings import Settings
 from pipeline.store.base import Store
@@ -150,6 +151,7 @@ class OfflinePipeline:
         self._graph_state: bytes | None = None
         self.result = OfflineResult()
         self.record: list[dict[str, Any]] | None = None  # a list: correlation inputs kept
+        self.topology: dict[str, tuple[str, ...]] | None = None  # learned from spans
 
     def run(self, tables: Mapping[str, pa.Table], step_ms: int = 60_000,
             on_step: Callable[[int], None] | None = None) -> OfflineResult:
@@ -196,19 +198,21 @@ class OfflinePipeline:
         out = [CorrelateMessage(scope, False, d.to_json()) for d in res.detections]
         out.append(CorrelateMessage(scope, False, orjson.dumps(
             {"tick": int(res.watermark_ms), "source": SOURCE})))
-        if self.graph is not None:
-            graph = self.graph.run(res.watermark_ms, self.store.query, self._graph_state)
+        self._correlate(out)
+        if self.graph is not None:  # as the correlate agent: then the graph, then its output
+            watermark = source_watermark(self._correlate_states.get(scope), GRAPH_SOURCE)
+            graph = self.graph.run(watermark, self.store.query, self._graph_state)
             self._graph_state = graph.state
+            self.topology = graph.topology
             self.result.detections.extend(graph.detections)
             self.result.edges.extend(graph.edge_rows)
-            out = [CorrelateMessage(scope, False, m) for m in graph.messages] + out
-            learned = graph.topology
-        else:
-            learned = None
+            self._correlate([CorrelateMessage(scope, False, m) for m in graph.messages])
+
+    def _correlate(self, messages: list[CorrelateMessage]) -> None:
         if self.record is not None:
-            self.record.append({"messages": [m.value.decode() for m in out],
-                                "topology": learned})
-        self.correlate_step(out, learned)
+            self.record.append({"messages": [m.value.decode() for m in messages],
+                                "topology": self.topology})
+        self.correlate_step(messages, self.topology)
 
     def correlate_step(self, messages: list[CorrelateMessage],
                        learned: Mapping[str, tuple[str, ...]] | None) -> None:

@@ -1,14 +1,25 @@
-"""Edge anomalies: a caller's calls to one callee got slower or fail, blamed on the callee.
+"""Edge anomalies: a caller's calls to one callee got slower (or faster) or fail.
 
-Each edge caller -> callee is three series, one point per bucket: client-side latency
-p50 and p95 (log-scaled like the trace model's durations, scored by a
-:class:`~models.series.SeriesBank` of :class:`~models.univariate.RobustSeasonal`), and
-errors, scored as the binomial tail probability of that many failed calls given the
-edge's usual error ratio. A network delay or a failing dependency shows on the callers'
-side of the call, often not in the callee's own metrics, so the detection is raised *on
-the callee* (``service`` = callee), naming the caller in its labels and evidence.
+Each edge caller -> callee keeps a baseline of its calls' client-side latency: a
+histogram over log-spaced bins (:func:`~pipeline.graph.pairing.latency_bin`), decayed
+with a half-life of ``half_life`` buckets, so it follows slow drifts. A bucket is tested
+call by call against it, which works after a minute of traffic instead of after many
+buckets:
 
-Scores and thresholds are the models' calibrated 0-1 scale (one meaning everywhere).
+- *slower*: of the bucket's ``n`` calls, ``x`` took longer than the baseline's upper
+  tail edge (the bin above which at most ``tail`` of the baseline lies, probability
+  ``p``); the score is the binomial tail probability of ``x`` or more of ``n`` given
+  ``p``, on the models' calibrated 0-1 scale; it fires only when at least half the
+  calls are in that tail (a shift of the typical call, not a few outliers);
+- *faster*: the same on the lower tail (a callee failing fast, answering from an error
+  path, looks like this when spans carry no status);
+- *errors*: the binomial tail of the failed calls given the edge's usual error ratio.
+
+A network delay or a failing dependency shows on the callers' side of the call, often
+not in the callee's own metrics, so the detection is raised *on the callee* (``service``
+= callee), naming the caller in its labels and evidence; the ranking puts it down to the
+caller instead when most of the caller's calls are anomalous together. A bucket that
+alarms is not learned, so a lasting shift keeps firing until it ends.
 """
 
 from __future__ import annotations
@@ -21,97 +32,131 @@ import numpy as np
 from scipy.stats import binom
 
 from models.calibration import score_from_log10p
-from models.series import SeriesBank
-from models.univariate import RobustSeasonal
 from pipeline.events.detection import Detection, detection_id
-from pipeline.graph.pairing import EdgeStat
+from pipeline.graph.pairing import EdgeStat, bin_floor_ms
 
 DETECTOR = "service-graph"
-VERSION = "1"
+VERSION = "2"
 _LN10 = math.log(10.0)
-_LATENCY = ("p50", "p95")
+
+
+def _score(x: int, n: int, p: float) -> float:
+    """Calibrated score of ``x`` or more successes in ``n`` trials of probability ``p``."""
+    if x <= 0 or n <= 0:
+        return 0.0
+    log10p = float(binom.logsf(x - 1, n, max(p, 1e-6))) / _LN10
+    return float(score_from_log10p(np.array([log10p]))[0])
 
 
 class EdgeModel:
-    """Latency and error series of every edge; state is plain data (:meth:`to_dict`)."""
+    """Latency baselines and error ratios of every edge; state is plain data."""
 
-    def __init__(self, warmup: int = 5, threshold: float = 0.6, clear: float | None = None,
-                 confirm: int = 1, error_rate: float = 0.05, error_prior: float = 0.01,
+    def __init__(self, min_calls: int = 20, tail: float = 0.1, half_life: float = 60.0,
+                 threshold: float = 0.6, clear: float | None = None,
+                 error_rate: float = 0.05, error_prior: float = 0.01,
                  min_errors: int = 3) -> None:
-        self.warmup = warmup
+        self.min_calls = min_calls  # baseline calls before an edge is tested
+        self.tail = tail
+        self.decay = 0.5 ** (1.0 / half_life)
         self.threshold = threshold
         self.clear = 0.7 * threshold if clear is None else clear
-        self.confirm = confirm
         self.error_rate = error_rate
         self.error_prior = error_prior
         self.min_errors = min_errors
-        self.bank = SeriesBank(self._detector())
+        self.hist: dict[str, dict[int, float]] = {}  # edge -> bin -> decayed calls
         self.errors: dict[str, list[float]] = {}  # edge -> [EW error ratio, buckets seen]
-        self.firing: dict[str, int] = {}  # error key -> firing since
-
-    def _detector(self) -> RobustSeasonal:
-        return RobustSeasonal(warmup=self.warmup, threshold=self.threshold, rest_points=10,
-                              shift_after=5, seasonality=False)
+        self.firing: dict[str, int] = {}  # "edge|kind" -> firing since
 
     def score(self, stats: Iterable[EdgeStat], bucket_ms: int) -> list[Detection]:
-        """Score one or more buckets of edge statistics (in bucket order)."""
-        stats = [s for s in stats if s.calls > 0]
+        """Test one or more buckets of edge statistics (in bucket order), then learn."""
         out: list[Detection] = []
-        for bucket in sorted({s.bucket_ms for s in stats}):
-            batch = [s for s in stats if s.bucket_ms == bucket]
-            end = bucket + bucket_ms
-            keys, values, meta = [], [], []
-            for s in batch:
-                for q in _LATENCY:
-                    keys.append(f"{s.caller}\t{s.callee}|{q}")
-                    values.append(math.log1p(getattr(s, f"{q}_ms")))
-                    meta.append((s, q))
-                out.extend(self._errors(s, bucket, end))
-            if keys:
-                out.extend(self._latency(keys, values, meta, bucket, end))
+        for s in sorted((s for s in stats if s.calls > 0),
+                        key=lambda s: (s.bucket_ms, s.caller, s.callee)):
+            edge = f"{s.caller}\t{s.callee}"
+            end = s.bucket_ms + bucket_ms
+            base = self.hist.setdefault(edge, {})
+            total = sum(base.values())
+            alarmed = False
+            if total >= self.min_calls and s.hist:
+                for kind in ("slower", "faster"):
+                    found, hit = self._latency(edge, kind, s, base, total, end)
+                    out.extend(found)
+                    alarmed |= hit
+            out.extend(self._errors(edge, s, s.bucket_ms, end))
+            for b in list(base):
+                base[b] *= self.decay
+                if base[b] < 1e-3:
+                    del base[b]
+            if not alarmed:
+                for b, c in s.hist:
+                    base[b] = base.get(b, 0.0) + c
         return out
 
-    def _latency(self, keys: list[str], values: list[float], meta: list[tuple[EdgeStat, str]],
-                 start: int, end: int) -> list[Detection]:
-        bank = self.bank
-        res = bank.process(bank.slots(keys), np.full(len(keys), end, dtype=np.int64),
-                           np.asarray(values), self.threshold, self.clear, self.confirm,
-                           accept_points=30)
-        out = []
-        for i, kind in res.events:
-            if kind == "keepalive":
-                continue
-            s, q = meta[i]
-            low, high = (math.expm1(v) for v in res.bands[i])
-            expected = math.expm1(res.expected[i])
-            observed = getattr(s, f"{q}_ms")
-            firing = kind == "firing"
-            since = res.since.get(i, start)
-            out.append(self._detection(
-                s, f"latency.{q}", "firing" if firing else "resolved", end,
-                since if firing else since, float(res.peaks[i]), observed, "performance",
-                f"calls {s.caller} -> {s.callee}: {q} {observed:.4g} ms "
-                f"(expected {expected:.4g} ms, {s.calls} calls)",
-                {"expected": expected, "band_low": max(low, 0.0), "band_high": high}))
-        return out
+    def _latency(self, edge: str, kind: str, s: EdgeStat, base: Mapping[int, float],
+                 total: float, end: int) -> tuple[list[Detection], bool]:
+        bins = sorted(base)
+        mass, edge_bin = 0.0, None
+        for b in (reversed(bins) if kind == "slower" else bins):
+            if mass + base[b] > self.tail * total:
+                edge_bin = b
+                break
+            mass += base[b]
+        if edge_bin is None:
+            return [], False
+        p = max(mass / total, 0.5 / total)  # the baseline's share beyond the edge bin
+        beyond = (lambda b: b > edge_bin) if kind == "slower" else (lambda b: b < edge_bin)
+        x = sum(c for b, c in s.hist if beyond(b))
+        score = _score(x, s.calls, p)
+        if 2 * x < s.calls:  # a few outliers, not the typical call
+            score = min(score, self.clear - 1e-9)
+        key = f"{edge}|{kind}"
+        since = self.firing.get(key)
+        limit = bin_floor_ms(edge_bin + (1 if kind == "slower" else 0))
+        evidence = {"expected": self._median(base, total),
+                    "band_low": 0.0 if kind == "slower" else limit,
+                    "band_high": limit if kind == "slower" else math.inf,
+                    "beyond": x, "baseline_share": round(p, 4), "drop": kind == "faster"}
+        if since is None and score >= self.threshold:
+            self.firing[key] = s.bucket_ms
+            what = "slower" if kind == "slower" else "faster"
+            return [self._detection(
+                s, f"latency.{kind}", "firing", end, s.bucket_ms, score, s.p50_ms,
+                "performance",
+                f"calls {s.caller} -> {s.callee} {what} than usual: {x} of {s.calls} "
+                f"{'over' if kind == 'slower' else 'under'} {limit:.3g} ms (usually "
+                f"{p:.0%}), p50 {s.p50_ms:.3g} ms", evidence)], True
+        if since is not None and score < self.clear:
+            del self.firing[key]
+            return [self._detection(
+                s, f"latency.{kind}", "resolved", end, since, score, s.p50_ms,
+                "performance", f"calls {s.caller} -> {s.callee}: latency back to usual "
+                f"(p50 {s.p50_ms:.3g} ms)", evidence)], False
+        return [], since is not None
 
-    def _errors(self, s: EdgeStat, start: int, end: int) -> list[Detection]:
-        edge = f"{s.caller}\t{s.callee}"
+    @staticmethod
+    def _median(base: Mapping[int, float], total: float) -> float:
+        mass = 0.0
+        for b in sorted(base):
+            mass += base[b]
+            if mass >= total / 2:
+                return bin_floor_ms(b)
+        return 0.0
+
+    def _errors(self, edge: str, s: EdgeStat, start: int, end: int) -> list[Detection]:
         base = self.errors.setdefault(edge, [self.error_prior, 0.0])
         p0 = max(base[0], 1e-3)
-        log10p = float(binom.logsf(s.errors - 1, s.calls, p0)) / _LN10 if s.errors else 0.0
-        score = float(score_from_log10p(np.array([log10p]))[0])
+        score = _score(s.errors, s.calls, p0)
         if s.errors < self.min_errors:
             score = min(score, self.clear - 1e-9)
-        warm = base[1] >= self.warmup
         base[0] += self.error_rate * (s.error_ratio - base[0])
         base[1] += 1
-        since = self.firing.get(edge)
-        if since is None and warm and score >= self.threshold:
-            self.firing[edge] = start
+        key = f"{edge}|errors"
+        since = self.firing.get(key)
+        if since is None and score >= self.threshold:
+            self.firing[key] = start
             state, first = "firing", start
         elif since is not None and score < self.clear:
-            del self.firing[edge]
+            del self.firing[key]
             state, first = "resolved", since
         else:
             return []
@@ -137,15 +182,18 @@ class EdgeModel:
                         f"{self.threshold:.2f}), seen by {s.caller}",
             confidence=float(min(1.0, max(score, 0.0))),
             evidence={**evidence, "caller": s.caller, "callee": s.callee, "calls": s.calls,
-                      "source": s.source, "model": DETECTOR, "kind": "edge"})
+                      "p95_ms": s.p95_ms, "source": s.source, "model": DETECTOR,
+                      "kind": "edge"})
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data state (the series bank hex-encoded)."""
-        return {"bank": self.bank.to_bytes().hex(), "errors": self.errors,
-                "firing": self.firing}
+        """Plain-data state."""
+        return {"hist": {e: [[b, round(c, 4)] for b, c in sorted(h.items())]
+                         for e, h in self.hist.items()},
+                "errors": self.errors, "firing": self.firing}
 
     def load(self, data: Mapping[str, Any]) -> None:
         """Restore :meth:`to_dict` output."""
-        self.bank = SeriesBank.from_bytes(bytes.fromhex(data["bank"]), self._detector())
+        self.hist = {e: {int(b): float(c) for b, c in h} for e, h in
+                     data.get("hist", {}).items()}
         self.errors = {k: list(v) for k, v in data.get("errors", {}).items()}
         self.firing = {k: int(v) for k, v in data.get("firing", {}).items()}

@@ -23,11 +23,25 @@ the bucket of its own start time, once.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 PEER_ATTRIBUTES = ("peer.service", "server.address", "db.system")
 OUTGOING = ("client", "producer")
+BINS_PER_OCTAVE = 4  # latency histogram: bin b holds [2^(b/4), 2^((b+1)/4)) µs
+MAX_BIN = 127  # about 4 minutes
+
+
+def latency_bin(ms: float) -> int:
+    """The histogram bin of a latency in milliseconds."""
+    us = max(ms * 1000.0, 1.0)
+    return min(MAX_BIN, int(BINS_PER_OCTAVE * math.log2(us)))
+
+
+def bin_floor_ms(b: int) -> float:
+    """The lowest latency (ms) of bin ``b``."""
+    return 2.0 ** (b / BINS_PER_OCTAVE) / 1000.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +57,7 @@ class EdgeStat:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    hist: tuple[tuple[int, int], ...] = ()  # (latency bin, calls), see latency_bin
 
     @property
     def error_ratio(self) -> float:
@@ -63,7 +78,7 @@ def pairing_sql(database: str, lo_ms: int, hi_ms: int, bucket_ms: int,
                 pair_window_ms: int) -> str:
     """One query: every edge of every bucket in ``[lo_ms, hi_ms)`` from paired spans and
     peer attributes, as rows ``(caller, callee, bucket, source, calls, errors, p50, p95,
-    p99)``."""
+    p99), hist`` (``hist``: latency bins and their calls)."""
     db = database
     children = (f"SELECT trace_id, parent_span_id, service, start, status, duration_ms "
                 f"FROM {db}.spans WHERE {_between('start', lo_ms, hi_ms)} "
@@ -91,7 +106,9 @@ def pairing_sql(database: str, lo_ms: int, hi_ms: int, bucket_ms: int,
     return (
         f"SELECT caller, callee, intDiv({_ms('t')}, {int(bucket_ms)}) * {int(bucket_ms)} "
         "AS bucket, source, count() AS calls, countIf(failed) AS errors, "
-        "quantilesExact(0.5, 0.95, 0.99)(latency) AS q "
+        "quantilesExact(0.5, 0.95, 0.99)(latency) AS q, "
+        f"sumMap([toUInt16(least({MAX_BIN}, floor({BINS_PER_OCTAVE} * "
+        "log2(greatest(latency * 1000, 1)))))], [toUInt64(1)]) AS hist "
         f"FROM ({paired} UNION ALL {named}) "
         "GROUP BY caller, callee, bucket, source ORDER BY bucket, caller, callee, source")
 
@@ -112,11 +129,13 @@ def edge_stats(paired_rows: Iterable[Sequence], metric_rows: Iterable[Sequence] 
     """Rows of :func:`pairing_sql` and :func:`metric_edges_sql` as edge statistics, by
     bucket then edge (a metric edge is listed only where no span saw it)."""
     out: dict[tuple[str, str, int], EdgeStat] = {}
-    for caller, callee, bucket, source, calls, errors, q in paired_rows:
+    for caller, callee, bucket, source, calls, errors, q, *rest in paired_rows:
         q = [float(x) if x is not None and math.isfinite(float(x)) else 0.0
              for x in (q or [0.0, 0.0, 0.0])]
+        hist = _hist(rest[0]) if rest else ()
         key = (str(caller), str(callee), int(bucket))
-        stat = EdgeStat(key[0], key[1], key[2], str(source), int(calls), int(errors), *q[:3])
+        stat = EdgeStat(key[0], key[1], key[2], str(source), int(calls), int(errors), *q[:3],
+                        hist=hist)
         old = out.get(key)
         if old is None or (old.source != "spans" and source == "spans"):
             out[key] = stat  # a paired edge speaks for the call better than an attribute
@@ -124,3 +143,18 @@ def edge_stats(paired_rows: Iterable[Sequence], metric_rows: Iterable[Sequence] 
         key = (str(caller), str(callee), int(bucket))
         out.setdefault(key, EdgeStat(key[0], key[1], key[2], "metrics", 0, 0, 0.0, 0.0, 0.0))
     return [out[k] for k in sorted(out, key=lambda k: (k[2], k[0], k[1]))]
+
+
+def _hist(value: Any) -> tuple[tuple[int, int], ...]:
+    """A ``sumMap`` result (a (bins, counts) pair, as a tuple, list or mapping)."""
+    if isinstance(value, Mapping):  # an Arrow struct {"1": bins, "2": counts}, or a map
+        parts = list(value.values())
+        if len(parts) == 2 and all(isinstance(p, (list, tuple)) for p in parts):
+            bins, counts = parts
+        else:
+            bins, counts = list(value.keys()), parts
+    elif isinstance(value, (list, tuple)) and len(value) == 2:
+        bins, counts = value
+    else:
+        return ()
+    return tuple(sorted((int(b), int(c)) for b, c in zip(bins, counts, strict=True) if c))

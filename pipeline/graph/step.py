@@ -80,11 +80,15 @@ class GraphStep:
         self.scope = scope
         self.database = database
 
+    def topology(self, stored: bytes | None) -> dict[str, tuple[str, ...]]:
+        """The call graph (caller -> callees) a stored state holds."""
+        return _topology(_State.from_bytes(stored, self.settings.min_calls).edges)
+
     def run(self, watermark_ms: int, query: Callable[[str], QueryResult],
             stored: bytes | None) -> GraphResult:
         """Process every whole bucket before ``watermark_ms`` not done yet."""
         s = self.settings
-        state = _State.from_bytes(stored, s.warmup_buckets)
+        state = _State.from_bytes(stored, s.min_calls)
         hi = (watermark_ms // s.bucket_ms) * s.bucket_ms if watermark_ms >= 0 else -1
         if state.done_until < 0 and hi >= 0:
             start = watermark_ms - s.pair_window_ms
@@ -108,13 +112,17 @@ class GraphStep:
             result.messages.append(orjson.dumps({"tick": state.done_until, "source": SOURCE}))
             horizon = state.done_until - s.topology_ms
             state.edges = {k: v for k, v in state.edges.items() if v[0] >= horizon}
-        topology: dict[str, set[str]] = {}
-        for key in state.edges:
-            caller, callee = key.split("\t")
-            topology.setdefault(caller, set()).add(callee)
-        result.topology = {k: tuple(sorted(v)) for k, v in sorted(topology.items())}
+        result.topology = _topology(state.edges)
         result.state = state.to_bytes()
         return result
+
+
+def _topology(edges: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    topology: dict[str, set[str]] = {}
+    for key in edges:
+        caller, callee = key.split("\t")
+        topology.setdefault(caller, set()).add(callee)
+    return {k: tuple(sorted(v)) for k, v in sorted(topology.items())}
 
 
 @dataclass
@@ -126,8 +134,8 @@ class _State:
     model: EdgeModel
 
     @classmethod
-    def from_bytes(cls, data: bytes | None, warmup: int) -> _State:
-        model = EdgeModel(warmup=warmup)
+    def from_bytes(cls, data: bytes | None, min_calls: int) -> _State:
+        model = EdgeModel(min_calls=min_calls)
         if not data:
             return cls(-1, {}, model)
         raw: Mapping[str, Any] = orjson.loads(data)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.unit.correlate.support import MIN, SEC, T0, Run, cleared, det, kinds
+from tests.unit.correlate.support import MIN, SEC, T0, Run, again, cleared, det, kinds
 
 
 def test_same_service_joins_one_problem():
@@ -180,3 +180,51 @@ def test_members_that_recovered_long_ago_relate_nothing():
     run.feed([api])
     out = run.feed([det("error_rate_above_5pct", "auth", T0 + 2 * MIN)])
     assert "adjacent: api calls auth" in out[-1].reason
+
+
+def _background(run, minutes):
+    """auth's CPU out of band for ``minutes``, re-confirmed every 5 min (keep-alives)."""
+    cpu = det("model:robust-seasonal", "auth", T0, category="resource", host="auth-1",
+              labels={"metric": "k8s.pod.cpu.utilization"})
+    run.feed([cpu])
+    for k in range(1, minutes // 5 + 1):
+        run.feed([again(cpu, T0 + k * 5 * MIN)])
+    return run.open()[0].id
+
+
+def test_a_long_running_background_problem_does_not_absorb_a_fresh_onset():
+    run = Run()
+    background = _background(run, 60)
+    # an hour later api (a caller of auth) slows down: a fresh onset, its own problem
+    out = run.feed([det("latency_high", "api", T0 + 61 * MIN, category="performance")])
+    assert len(run.open()) == 2 and out[-1].kind == "opened"
+    fresh = next(p for p in run.open() if p.id != background)
+    assert fresh.affected == ("api",) and fresh.members[0].joined == "opened the problem"
+    # auth failing a minute after its caller slowed down: linked to that fresh change,
+    # not to auth's background trouble
+    out = run.feed([det("error_rate_above_5pct", "auth", T0 + 62 * MIN)])
+    assert len(run.open()) == 2 and out[-1].problem.id == fresh.id
+    assert "adjacent: api calls auth" in out[-1].problem.members[-1].joined
+
+
+def test_a_change_joins_the_problem_that_changed_with_it_and_says_why():
+    run = Run()
+    background = _background(run, 60)
+    run.feed([det("error_rate_above_5pct", "auth", T0 + 61 * MIN)])  # fresh, own problem
+    out = run.feed([det("latency_high", "api", T0 + 62 * MIN, category="performance")])
+    fresh = out[-1].problem
+    assert fresh.id != background and set(fresh.affected) == {"api", "auth"}
+    joined = {m.service: m.joined for m in fresh.members}
+    assert joined["api"].startswith("inhibited: api depends on auth")
+    # the same kind of trouble on the background's own host continues the background
+    run.feed([det("memory_above_85pct", "auth", T0 + 63 * MIN, category="resource",
+                  host="auth-1")])
+    p = run.problem(background)
+    assert "resource trouble continuing since" in p.members[-1].joined
+
+
+def test_a_member_its_detector_stopped_confirming_relates_nothing():
+    run = Run()
+    run.feed([det("latency_high", "orders", T0, category="performance")])  # never again
+    run.feed([det("latency_high", "api", T0 + 7 * MIN, category="performance")])
+    assert len(run.open()) == 2  # orders' alarm is 7 min old, unconfirmed: not current

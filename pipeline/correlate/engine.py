@@ -214,16 +214,21 @@ class Correlator:
         key = series_key(det)
         where = f"{det.detector} on {det.service}"
         if det.state == "resolved":
-            owner = next((p for p in sorted(w.problems.values(), key=lambda p: not p.active)
-                          if p.member(key) is not None), None)
+            owner = max((p for p in w.problems.values() if p.member(key) is not None),
+                        key=lambda p: (p.active, p.member(key).last_ms), default=None)
             if owner is not None:
                 m = owner.member(key)
                 p = self._link(w, with_member(owner, update_member(m, det, s)), det, "resolve")
                 every = "; every member resolved" if p.active and p.clear_since else ""
                 w.put(p, f"{where} resolved{every}")
             return
-        owner = next((p for p in w.active() if p.member(key) is not None), None)
-        if owner is not None:
+        # the series' problem takes a keep-alive, or a flap (firing again soon after it
+        # was last seen firing); a series that resolved after being silent for longer
+        # than alive_ms and fires again is a fresh onset, related like a new detection
+        owner = max((p for p in w.active() if p.member(key) is not None),
+                    key=lambda p: p.member(key).last_ms, default=None)
+        if owner is not None and (owner.member(key).state == "firing"
+                                  or owner.member(key).last_ms >= det.time - s.alive_ms):
             m = owner.member(key)
             p = self._link(w, with_member(owner, update_member(m, det, s)), det, "keepalive")
             self._derive(w, p, ctx, det.time,

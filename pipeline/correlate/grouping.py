@@ -7,9 +7,11 @@ half of ``relatedness_window_ms``, and still current), strongest relation first:
 
 3. same service or host (unless it is a local fault - a category outside
    ``symptom_categories`` - on a service that is only a symptom of the root cause),
-   or a ``peer.service``-style label naming an affected service (or vice versa);
+   or a ``peer.service``-style label naming an affected service (or vice versa), or an
+   edge observation (label ``caller``) seen from an affected service;
 2. a symptom (error, latency, connectivity) of a service that depends on the problem's
-   failing root cause, up to ``max_symptom_hops`` calls away (inhibition: folded in);
+   failing root cause, up to ``max_symptom_hops`` calls away (inhibition: folded in), or
+   the same caller's calls to another callee going wrong at once;
 1. adjacent in the call graph (a caller's symptom; or a dependency of an affected service
    whose trouble is not already put down to a root cause below it), a caller failing the
    same way as another caller of the same dependency within half the relatedness window,
@@ -175,7 +177,8 @@ def relation(det: Detection, p: Problem, graph: Graph,
                and (m.resolved_ms if m.state == "resolved" else m.last_ms) >= alive]
     if not members:
         return None
-    services = {m.service for m in members} | {m.peer for m in members if m.peer}
+    services = ({m.service for m in members} | {m.peer for m in members if m.peer}
+                | {m.labels["caller"] for m in members if m.labels.get("caller")})
     symptom = det.category in settings.symptom_categories
     top = p.root_causes[0].service if p.root_causes else ""
 
@@ -194,6 +197,13 @@ def relation(det: Detection, p: Problem, graph: Graph,
         return 3, f"{s} reports failures of {peer}"
     if any(m.peer == s for m in members):
         return 3, f"{s} is named as failing by detections of this problem"
+    caller = det.labels.get("caller", "")  # an edge observation: seen from the caller
+    if caller and caller != s:
+        if caller in services:
+            return 3, f"seen from {caller}, a service of this problem, calling {s}"
+        seen = sorted({m.service for m in members if m.labels.get("caller") == caller})
+        if seen:
+            return 2, f"{caller}'s calls to {s} and to {_list(seen)} went wrong at once"
     if symptom and (why := symptom_of_root(s, p, graph, settings.symptom_categories,
                                            horizon, alive)):
         return 2, why
@@ -214,6 +224,11 @@ def relation(det: Detection, p: Problem, graph: Graph,
         if value and any(m.labels.get(key) == value for m in members):
             return 1, f"shared {key}={value}"
     return None
+
+
+def _list(items: list[str], limit: int = 3) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more"
+                                       if len(items) > limit else "")
 
 
 def recurs_in(det: Detection, p: Problem, settings: CorrelateSettings) -> str | None:

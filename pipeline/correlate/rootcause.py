@@ -4,9 +4,10 @@
 observation (a caller's calls to a callee got slower or fail: a metric naming
 ``peer.service``, or a service-graph edge detection) - the callee's, since a network
 delay or a failing dependency shows on the callers' side of the call. When the calls
-of one caller to most of its callees (at least two) are anomalous together, the common
-factor is the caller (a CPU-starved caller times every call as slow): those edge
-observations are put down to the caller.
+of one caller to two or more callees are anomalous together and none of those callees
+explains the others (they do not all depend on one of them), the common factor is the
+caller (a CPU-starved caller times every call as slow, a caller returning early makes
+every call fast): those edge observations are put down to the caller.
 
 **Scores.** Every candidate is scored in 0..1 as a weighted sum of five signals, each
 with readable evidence:
@@ -64,9 +65,12 @@ def attribute(members: Sequence[Member], graph: Graph) -> tuple[dict[str, list[M
     common: dict[str, str] = {}
     for caller, seen in callees.items():
         known = graph.callees(caller) | seen
-        if len(seen) >= 2 and 2 * len(seen) >= len(known):
+        # one of them explains the others when they all depend on it (a shared database)
+        shared = any(all(o == d or d in graph.dependencies(o) for o in seen) for d in seen)
+        if len(seen) >= 2 and not shared:
             common[caller] = (f"its calls to {len(seen)} of its {len(known)} callees are "
-                              "anomalous together: the common factor is the caller")
+                              "anomalous together, and none of them explains the others: "
+                              "the common factor is the caller")
     by_service: dict[str, list[Member]] = defaultdict(list)
     for m in members:
         edge = edge_of(m)

@@ -45,6 +45,7 @@ from pipeline.store.base import Store
 REPLAY_NOW_MS = 4_102_444_800_000  # 2100-01-01: recorded data is never "in the future"
 DECODE_CHUNK = 20_000
 SOURCE = "offline"
+STORE_TABLE = {"metrics": "metrics", "logs": "logs", "traces": "spans"}
 
 
 class OfflineError(TocsinError):
@@ -163,8 +164,10 @@ class OfflinePipeline:
             return self.result
         first = min(int(t[0]) for t in times.values())
         last = max(int(t[-1]) for t in times.values())
-        if self.store is not None and "traces" in times:
-            self.store.insert_arrow("spans", tables["traces"])
+        if self.store is not None:  # as ingest stores them: the graph step reads them
+            for signal, table in tables.items():
+                if table.num_rows:
+                    self.store.insert_arrow(STORE_TABLE[signal], table)
         lo = first - first % step_ms
         while lo <= last:
             hi = lo + step_ms

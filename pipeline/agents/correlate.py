@@ -61,6 +61,7 @@ class CorrelateCounters:
     event_time_ms: dict[str, int] = field(default_factory=dict)  # per scope
     shadow_dropped: int = 0  # shadow candidates' detections, never correlated
     diagnostics: int = 0  # automated diagnostics runs (one per problem and root cause)
+    watermark_ms: int = -1  # event time every detection source (and the graph) passed
 
 
 def is_shadow(headers: Any) -> bool:
@@ -217,6 +218,8 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
         count(result)
         if again is not None:  # after the first: its open problems are the latest
             count(again)
+        counters.watermark_ms = max(counters.watermark_ms,
+                                    source_watermark(get_value(table, scope.encode())))
 
     async def _run(messages: list[Message]) -> Any:
         return step.run(messages, lambda key: get_value(table, key.encode()), topology())

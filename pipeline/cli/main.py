@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slack", default="5m", help="matching slack after an incident ends")
     p.add_argument("--before", default="1m",
                    help="case labels: a problem may open this long before a case starts")
+    p.add_argument("--wait", type=float, default=600.0,
+                   help="seconds to wait for a running worker's detectors to pass the last "
+                   "labelled record (0: score at once)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="the whole pipeline on a simulated system, live",

@@ -120,6 +120,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     if is_case_list(raw):
         return _evaluate_cases(args, settings, query)
     labels = load_labels(args.labels)
+    _wait_for_worker(args, settings, labels.end_ms - labels.interval_ms)
     slack_ms = parse_duration_ms(args.slack)
     database = settings.store.database
     result = evaluate(labels, load_problems(query, database, labels, slack_ms),
@@ -127,6 +128,34 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
                       match_slack_ms=slack_ms)
     _report(args, format_table(result), result_to_dict(result))
     return 0
+
+
+def _wait_for_worker(args: argparse.Namespace, settings: Settings, last_ms: int) -> None:
+    """With a worker running, wait (up to ``--wait`` seconds) until its detectors and
+    correlator have passed ``last_ms``: scoring earlier misses what is still in flight."""
+    import sys
+    import time
+
+    from pipeline.api.query import caught_up, worker_status
+
+    if args.wait <= 0:
+        return
+    deadline = time.monotonic() + args.wait
+    said = False
+    while True:
+        status = worker_status(settings)
+        if status is None or caught_up(status, last_ms, settings.detect.allowed_lateness_ms):
+            return
+        if time.monotonic() >= deadline:
+            print(f"warning: the worker has not caught up after {args.wait:g}s (detect "
+                  f"watermark {status.get('detect', {}).get('watermark_ms')}); scoring "
+                  "what is stored", file=sys.stderr)
+            return
+        if not said:
+            print("waiting for the worker's detectors to pass the last labelled record...",
+                  file=sys.stderr)
+            said = True
+        time.sleep(1.0)
 
 
 def _report(args: argparse.Namespace, text: str, data: dict) -> None:
@@ -151,6 +180,7 @@ def _evaluate_cases(args: argparse.Namespace, settings: Settings, query) -> int:
     before = parse_duration_ms(args.before) if args.before else CASE_BEFORE_MS
     lo = min((c.start_ms for c in cases), default=0) - before
     hi = max((c.end_ms for c in cases), default=0) + after
+    _wait_for_worker(args, settings, max((c.end_ms for c in cases), default=0) + after)
     problems = load_problems_between(query, settings.store.database, lo, hi)
     result = evaluate_cases(cases, problems, before_ms=before, after_ms=after)
     _report(args, format_case_table(result), case_result_to_dict(result))

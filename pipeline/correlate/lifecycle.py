@@ -21,7 +21,7 @@ from pipeline.alerts.notify import digest
 from pipeline.correlate.graph import Graph
 from pipeline.correlate.rootcause import rank
 from pipeline.events.detection import MODEL_PREFIX, SEVERITIES
-from pipeline.events.problem import Member, Problem
+from pipeline.events.problem import MAX_REOPENS, Member, Problem
 from pipeline.knowledge import KnowledgeBase
 from pipeline.settings import CorrelateSettings
 
@@ -154,6 +154,7 @@ def reopen(p: Problem, t: int, settings: CorrelateSettings) -> Problem:
     """``p`` open again at ``t`` (same id), with its flapping state updated."""
     reopens = tuple(r for r in (*p.reopens, t) if r >= t - settings.flap_window_ms)
     return replace(p, status="open", resolved_at=None, resolution="", reopens=reopens,
+                   reopened_at=(*p.reopened_at, t)[-MAX_REOPENS:],
                    flapping=len(reopens) >= settings.flap_threshold, acknowledged_at=None,
                    acknowledged_by="", ack_comment="")
 

@@ -8,7 +8,9 @@ Definitions (``before`` = 1 min, ``after`` = 5 min by default):
 
 - A case's *window* is ``[start - before, end + after]``. A problem counts for a case only
   if it **opened** within that window: a problem opened long before (a background one
-  still open) does not detect a new fault.
+  still open) does not detect a new fault. A problem that had resolved and *reopened*
+  (the same id, alerted again as ``reopened``) within the window counts from its
+  reopening: the operator is told then, as for a new problem.
 - A problem opened within several cases' windows (adjacent faults) counts for one: the
   case whose root cause is its first candidate, else the case that started last at or
   before its opening, else the earliest.
@@ -179,16 +181,22 @@ def evaluate_cases(cases: Sequence[Case], problems: Sequence[Mapping[str, Any]],
                    before_ms: int = CASE_BEFORE_MS, after_ms: int = CASE_AFTER_MS,
                    ) -> CaseEvaluation:
     """Score ``problems`` (``id``, ``opened_at``, ``root_causes`` best first, as service
-    names or ``{"service": ...}``) against ``cases`` (see the module docstring)."""
+    names or ``{"service": ...}``, optionally ``reopened_at``: times it reopened) against
+    ``cases`` (see the module docstring)."""
     probs = sorted((_problem(p, i) for i, p in enumerate(problems)),
-                   key=lambda p: (p[1], p[0]))
+                   key=lambda p: (p[1][0], p[0]))
     cases = sorted(cases, key=lambda c: (c.start_ms, c.id))
     owner: dict[str, list[tuple[str, int, tuple[str, ...]]]] = {c.id: [] for c in cases}
     false_ids = []
     lo = min((c.start_ms - before_ms for c in cases), default=0)
     hi = max((c.end_ms + after_ms for c in cases), default=0)
-    for pid, opened, causes in probs:
-        fits = [c for c in cases if c.start_ms - before_ms <= opened <= c.end_ms + after_ms]
+    for pid, openings, causes in probs:
+        fits, opened = [], openings[0]
+        for at in openings:  # its opening, else the first reopening inside a window
+            fits = [c for c in cases if c.start_ms - before_ms <= at <= c.end_ms + after_ms]
+            if fits:
+                opened = at
+                break
         if not fits:
             if lo <= opened <= hi:
                 false_ids.append(pid)
@@ -199,7 +207,7 @@ def evaluate_cases(cases: Sequence[Case], problems: Sequence[Mapping[str, Any]],
         owner[case.id].append((pid, opened, causes))
     outcomes = []
     for c in cases:
-        hits = owner[c.id]
+        hits = sorted(owner[c.id], key=lambda h: (h[1], h[0]))
         ttd = rank = None
         causes: tuple[str, ...] = ()
         if hits:
@@ -212,7 +220,7 @@ def evaluate_cases(cases: Sequence[Case], problems: Sequence[Mapping[str, Any]],
                           before_ms, after_ms)
 
 
-def _problem(p: Mapping[str, Any], index: int) -> tuple[str, int, tuple[str, ...]]:
+def _problem(p: Mapping[str, Any], index: int) -> tuple[str, list[int], tuple[str, ...]]:
     where = f"problems[{index}]"
     if not isinstance(p, Mapping):
         raise CaseLabelsError(f"{where}: expected a mapping, got {type(p).__name__}")
@@ -222,7 +230,8 @@ def _problem(p: Mapping[str, Any], index: int) -> tuple[str, int, tuple[str, ...
         raise CaseLabelsError(f"{where}: expected id (str), opened_at (ms) and root_causes "
                               f"(list), got {pid!r}, {opened!r}, {causes!r}")
     names = tuple(c.get("service", "") if isinstance(c, Mapping) else str(c) for c in causes)
-    return pid, int(opened), names
+    reopened = sorted(int(t) for t in p.get("reopened_at") or () if t is not None)
+    return pid, [int(opened), *reopened], names
 
 
 def case_labels(cases: Any, source: str = "cases") -> Labels:

@@ -36,7 +36,9 @@ def load_problems_between(query: Query, database: str, lo: int, hi: int,
     result = query(
         "SELECT id, toUnixTimestamp64Milli(opened_at), "
         "if(resolved_at IS NULL, NULL, toUnixTimestamp64Milli(assumeNotNull(resolved_at))), "
-        f"affected, root_causes, detection_ids FROM {database}.problems "
+        "affected, root_causes, detection_ids, "
+        "arrayMap(t -> toUnixTimestamp64Milli(t), reopened_at) "
+        f"FROM {database}.problems "
         f"WHERE merged_into = '' AND toUnixTimestamp64Milli(opened_at) <= {hi} "
         "AND (resolved_at IS NULL OR "
         f"toUnixTimestamp64Milli(assumeNotNull(resolved_at)) >= {lo}) ORDER BY opened_at, id"
@@ -44,8 +46,9 @@ def load_problems_between(query: Query, database: str, lo: int, hi: int,
     return [
         {"id": pid, "opened_at": int(opened), "resolved_at": None if resolved is None
          else int(resolved), "affected": list(affected),
-         "root_causes": _root_cause_services(causes), "detections": list(detections)}
-        for pid, opened, resolved, affected, causes, detections in result.rows
+         "root_causes": _root_cause_services(causes), "detections": list(detections),
+         "reopened_at": [int(t) for t in reopened or ()]}
+        for pid, opened, resolved, affected, causes, detections, reopened in result.rows
     ]
 
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 STATUSES = ("open", "acknowledged", "resolved")
 RESOLUTIONS = ("", "detections_resolved", "timeout", "max_duration", "merged")
 ROLES = ("trigger", "member", "symptom", "keepalive", "resolve", "merged")
+MAX_REOPENS = 50  # reopen times a problem keeps
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class Problem:
     ack_comment: str = ""
     reopens: tuple[int, ...] = ()  # reopen times inside the flap window
     flapping: bool = False
+    reopened_at: tuple[int, ...] = ()  # every reopen time (the latest MAX_REOPENS)
 
     @property
     def detection_ids(self) -> tuple[str, ...]:
@@ -149,7 +151,8 @@ class Problem:
         """The full problem as a JSON-ready dict (alert ``data``, state, CLI detail)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)
                if f.name not in ("members", "links", "root_causes")}
-        for key in ("affected", "hosts", "symptoms", "potential_causes", "reopens"):
+        for key in ("affected", "hosts", "symptoms", "potential_causes", "reopens",
+                    "reopened_at"):
             out[key] = list(out[key])
         out["root_causes"] = [c.to_wire() for c in self.root_causes]
         out["detection_ids"] = list(self.detection_ids)
@@ -161,7 +164,8 @@ class Problem:
     def from_wire(cls, data: Mapping[str, Any]) -> Problem:
         """The inverse of :meth:`to_wire`."""
         values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-        for key in ("affected", "hosts", "symptoms", "potential_causes", "reopens"):
+        for key in ("affected", "hosts", "symptoms", "potential_causes", "reopens",
+                    "reopened_at"):
             values[key] = tuple(values.get(key, ()))
         values["root_causes"] = tuple(
             RootCause(c["service"], c["score"], tuple(c.get("evidence", ())), c.get("host", ""))
@@ -217,6 +221,7 @@ def problems_table(problems: Sequence[Problem]) -> pa.Table:
         "resolution": pa.array([x.resolution for x in p], pa.string()),
         "merged_into": pa.array([x.merged_into for x in p], pa.string()),
         "acknowledged_by": pa.array([x.acknowledged_by for x in p], pa.string()),
+        "reopened_at": pa.array([list(x.reopened_at) for x in p], pa.list_(ts)),
     })
 
 

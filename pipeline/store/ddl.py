@@ -130,7 +130,8 @@ CREATE TABLE IF NOT EXISTS {db}.problems (
     runbook          String,
     resolution       LowCardinality(String),  -- detections_resolved, timeout, merged ...
     merged_into      String,
-    acknowledged_by  String
+    acknowledged_by  String,
+    reopened_at      Array(DateTime64(3, 'UTC'))  -- every time it reopened (same id)
 ) ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(opened_at)
 ORDER BY (scope, id)""",

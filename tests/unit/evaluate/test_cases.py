@@ -100,3 +100,14 @@ def test_load_cases_and_format_detection(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(CaseLabelsError, match="not JSON"):
         load_cases(tmp_path / "bad.json")
+
+
+def test_a_problem_reopened_in_a_case_window_counts_from_its_reopening():
+    cases = parse_cases(LABELS)
+    result = evaluate_cases(cases, [
+        {"id": "p", "opened_at": 2 * MIN, "root_causes": ["checkout"],
+         "reopened_at": [5 * MIN, 20 * MIN + 30_000]},  # resolved, then back for c2
+    ])
+    assert [o.problem_ids for o in result.outcomes] == [(), ("p",), (), ()]
+    assert result.outcomes[1].time_to_detect_ms == 30_000
+    assert result.false_problem_ids == ()

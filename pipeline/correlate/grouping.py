@@ -6,9 +6,10 @@ Otherwise it joins the *live* problems it relates to (open, and firing or active
 half of ``relatedness_window_ms``, and still current), strongest relation first:
 
 3. same service or host (unless it is a local fault - a category outside
-   ``symptom_categories`` - on a service that is only a symptom of the root cause),
-   or a ``peer.service``-style label naming an affected service (or vice versa), or an
-   edge observation (label ``caller``) seen from an affected service;
+   ``symptom_categories`` - that began after the root cause's trouble, on a service that
+   only shows symptoms of it), or a ``peer.service``-style label naming an affected
+   service (or vice versa), or an edge observation (label ``caller``) seen from an
+   affected service;
 2. a symptom (error, latency, connectivity) of a service that depends on the problem's
    failing root cause, up to ``max_symptom_hops`` calls away (inhibition: folded in), or
    the same caller's calls to another callee going wrong at once;
@@ -187,8 +188,14 @@ def relation(det: Detection, p: Problem, graph: Graph,
 
     places = [m for m in members if m.service == s or (det.host and m.host == det.host)]
     if places:
-        local_on_symptom = (not symptom and explained(s) and all(
-            m.category in settings.symptom_categories for m in places))
+        # a local fault (a category outside symptom_categories) on a service that so far
+        # only shows symptoms of the root cause, and that began after the root's trouble,
+        # is a problem of its own; one that began with it may be the cause
+        root_onset = min((m.onset for m in p.members if m.service == top), default=None)
+        local_on_symptom = (not symptom and explained(s) and root_onset is not None
+                            and change_point(det) > root_onset
+                            and all(m.category in settings.symptom_categories
+                                    for m in places))
         if not local_on_symptom:
             same = "same service" if any(m.service == s for m in places) else "same host"
             return 3, f"{same} ({s if same == 'same service' else det.host})"

@@ -40,6 +40,7 @@ from pipeline.events.problem import Link, Member, Problem
 from pipeline.events.times import format_ms
 from pipeline.settings import CorrelateSettings
 
+CAUSE_LAG_MS = 120_000  # a cause may show this much later than its effect (detection delay)
 _DEPLOY = re.compile(r"deploy|rollout|release", re.IGNORECASE)
 _SEVERITY_STRENGTH = {"low": 0.2, "medium": 0.4, "high": 0.6, "critical": 0.8}
 
@@ -214,8 +215,13 @@ def relation(det: Detection, p: Problem, graph: Graph,
     if symptom and (why := symptom_of_root(s, p, graph, settings.symptom_categories,
                                            horizon, alive)):
         return 2, why
+    onset = change_point(det)
     for x in sorted(services):
-        if s in graph.callees(x) and not explained(x):
+        # a callee's trouble explains its caller's only if it began no later than that
+        # (within a window or two of detection delay): a callee going wrong minutes
+        # after its caller did is not what made the caller fail
+        if s in graph.callees(x) and not explained(x) and any(
+                m.service == x and onset <= m.onset + CAUSE_LAG_MS for m in members):
             return 1, f"adjacent: {x} calls {s}"
         if x in graph.callees(s) and symptom:
             return 1, f"adjacent: {s} calls {x}"

@@ -119,19 +119,33 @@ def run_simulations(args: argparse.Namespace) -> int:
             start = 1_764_000_000_000
             sim = simulate(system, start, int(args.hours * 3_600_000), seed, mixed=True,
                            interval_ms=10_000)
-            path = Path(tmp) / f"sim-{seed}.ndjson"
-            write_ndjson(sim, path)
             write_call_graph(system, Path(tmp) / "dependencies.yaml")
             settings = _settings(args)
             settings = dataclasses.replace(settings, correlate=dataclasses.replace(
                 settings.correlate, dependencies=str(Path(tmp) / "dependencies.yaml")))
-            tables = read_tables(path)
-            store = None if args.no_graph else EmbeddedStore(Path(tmp) / "store", ttl_days=0)
-            if store is not None:
-                store.ensure_schema()
-            result = OfflinePipeline(settings, store=store).run(tables, step_ms=args.step_ms)
-            if store is not None:
-                store.close()
+            recording = (args.cache / f"sim-{seed}-{args.hours:g}h.{args.tag}.steps.jsonl.gz"
+                         if args.cache else None)
+            if args.rerun and recording is not None and recording.exists():
+                with gzip.open(recording, "rb") as fh:
+                    result = OfflinePipeline(settings, engines={}).rerun(
+                        orjson.loads(line) for line in fh)
+            else:
+                path = Path(tmp) / f"sim-{seed}.ndjson"
+                write_ndjson(sim, path)
+                tables = read_tables(path)
+                store = (None if args.no_graph
+                         else EmbeddedStore(Path(tmp) / "store", ttl_days=0))
+                if store is not None:
+                    store.ensure_schema()
+                pipeline = OfflinePipeline(settings, store=store)
+                pipeline.record = [] if recording is not None else None
+                result = pipeline.run(tables, step_ms=args.step_ms)
+                if store is not None:
+                    store.close()
+                if recording is not None:
+                    with gzip.open(recording, "wb") as fh:
+                        for step in pipeline.record:
+                            fh.write(orjson.dumps(step) + b"\n")
         dets = [{"id": d.id, "time": d.time, "service": d.service}
                 for d in result.detections if d.state == "firing"]
         ev = evaluate(sim.labels, result.problem_rows(), dets)

@@ -177,11 +177,16 @@ def relation(det: Detection, p: Problem, graph: Graph,
         return 3, f"{where}, {m.category} trouble continuing since {format_ms(m.onset)}"
     members = [m for m in p.members if m.onset >= horizon
                and (m.resolved_ms if m.state == "resolved" else m.last_ms) >= alive]
-    if not members:
-        return None
+    symptom = det.category in settings.symptom_categories
+    # a symptom of the problem's failing root may be confirmed late (a rule's long
+    # window): its own change point must fall near the root's failure
+    since = change_point(det) - settings.relatedness_window_ms // 2
+    if not members:  # no recent change: only a symptom of the problem's failing root
+        why = (symptom_of_root(s, p, graph, settings.symptom_categories, since, alive)
+               if symptom else None)
+        return (2, why) if why else None
     services = ({m.service for m in members} | {m.peer for m in members if m.peer}
                 | {m.labels["caller"] for m in members if m.labels.get("caller")})
-    symptom = det.category in settings.symptom_categories
     top = p.root_causes[0].service if p.root_causes else ""
 
     def explained(x: str) -> bool:  # x's trouble is already put down to a root below it
@@ -213,7 +218,7 @@ def relation(det: Detection, p: Problem, graph: Graph,
         if seen:
             return 2, f"{caller}'s calls to {s} and to {_list(seen)} went wrong at once"
     if symptom and (why := symptom_of_root(s, p, graph, settings.symptom_categories,
-                                           horizon, alive)):
+                                           since, alive)):
         return 2, why
     onset = change_point(det)
     for x in sorted(services):

@@ -29,6 +29,7 @@ from pathlib import Path
 import orjson
 
 import pipeline.correlate.grouping as grouping
+import pipeline.correlate.inhibit as inhibit
 from pipeline.evaluate.cases import evaluate_cases, load_cases
 from pipeline.evaluate.offline import OfflinePipeline
 from pipeline.settings import Settings
@@ -49,7 +50,7 @@ def score(recording: list[dict], cases, params: dict) -> tuple[float, float, flo
     step.correlator_settings = dataclasses.replace(
         step.correlator_settings, relatedness_window_ms=params["relatedness_window_ms"],
         alive_ms=params["alive_ms"])
-    grouping.CAUSE_LAG_MS = params["cause_lag_ms"]
+    grouping.CAUSE_LAG_MS = inhibit.CAUSE_LAG_MS = params["cause_lag_ms"]
     result = pipeline.rerun(recording)
     ev = evaluate_cases(cases, result.problem_rows())
     return ev.ac_at(1), ev.ac_at(3), ev.problems_per_case

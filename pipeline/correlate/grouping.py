@@ -34,13 +34,13 @@ from dataclasses import replace
 import orjson
 
 from pipeline.correlate.graph import Graph
-from pipeline.correlate.inhibit import symptom_of_root
+from pipeline.correlate.inhibit import CAUSE_LAG_MS, symptom_of_root
 from pipeline.events.detection import SEVERITIES, Detection
 from pipeline.events.problem import Link, Member, Problem
 from pipeline.events.times import format_ms
 from pipeline.settings import CorrelateSettings
 
-CAUSE_LAG_MS = 120_000  # a cause may show this much later than its effect (detection delay)
+ONSET_LAG_MS = 60_000  # change points this close count as simultaneous (one window)
 _DEPLOY = re.compile(r"deploy|rollout|release", re.IGNORECASE)
 _SEVERITY_STRENGTH = {"low": 0.2, "medium": 0.4, "high": 0.6, "critical": 0.8}
 
@@ -110,9 +110,15 @@ def strength(det: Detection) -> float:
 
 
 def change_point(det: Detection) -> int:
-    """When the detected change began: the start of the window or run of points that
-    decided it (a model's first point out of band), not when it was confirmed."""
-    return det.window_start if 0 < det.window_start <= det.time else det.time
+    """When the detected change began, not when it was confirmed: a model's first point
+    out of band (its window start); for a rule, the evaluation before its condition began
+    to hold (``for`` plus one step before it fired), within its aggregation window."""
+    start = det.window_start if 0 < det.window_start <= det.time else det.time
+    ev = det.evidence
+    if "window" in ev and isinstance(ev.get("for_ms"), int):  # a rule's evidence
+        step = ev.get("step_ms") if isinstance(ev.get("step_ms"), int) else 0
+        return max(start, det.time - ev["for_ms"] - step)
+    return start
 
 
 def deviation(det: Detection) -> float:
@@ -195,11 +201,12 @@ def relation(det: Detection, p: Problem, graph: Graph,
     places = [m for m in members if m.service == s or (det.host and m.host == det.host)]
     if places:
         # a local fault (a category outside symptom_categories) on a service that so far
-        # only shows symptoms of the root cause, and that began after the root's trouble,
-        # is a problem of its own; one that began with it may be the cause
+        # only shows symptoms of the root cause, and that began after the root's trouble
+        # (beyond detection delays), is a problem of its own; one that began with it may
+        # be the cause
         root_onset = min((m.onset for m in p.members if m.service == top), default=None)
         local_on_symptom = (not symptom and explained(s) and root_onset is not None
-                            and change_point(det) > root_onset
+                            and change_point(det) > root_onset + ONSET_LAG_MS
                             and all(m.category in settings.symptom_categories
                                     for m in places))
         if not local_on_symptom:

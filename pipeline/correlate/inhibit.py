@@ -22,9 +22,11 @@ from pipeline.events.matchers import all_match
 from pipeline.events.problem import Problem
 from pipeline.settings import CorrelateSettings, InhibitRule
 
+CAUSE_LAG_MS = 120_000  # a cause may show this much later than its effect (detection delay)
+
 
 def failing_root(p: Problem, symptom_categories: Sequence[str], since: int | None = None,
-                 alive: int | None = None) -> str:
+                 alive: int | None = None, until: int | None = None) -> str:
     """The top root-cause service of ``p`` when it fails its callers now, else empty.
 
     Failing means a firing member on it shows errors, latency or unreachability (a
@@ -32,7 +34,8 @@ def failing_root(p: Problem, symptom_categories: Sequence[str], since: int | Non
     failing peer. A service with only, say, a memory trend is not failing yet. With
     ``since``, only members that began firing at or after it count (a failure that
     started long before explains no fresh onset); with ``alive``, only those confirmed
-    at or after it.
+    at or after it; with ``until``, only those that began at or before it (a failure that
+    began later explains no earlier symptom).
     """
     if not p.active or not p.root_causes:
         return ""
@@ -40,6 +43,7 @@ def failing_root(p: Problem, symptom_categories: Sequence[str], since: int | Non
     return root if any(((m.service == root and m.category in symptom_categories)
                         or m.peer == root) and (since is None or m.onset >= since)
                        and (alive is None or m.last_ms >= alive)
+                       and (until is None or m.onset <= until)
                        for m in p.firing) else ""
 
 
@@ -67,7 +71,8 @@ def fold_candidates(problems: Sequence[Problem], graph: Graph,
                 continue
             root = failing_root(source, settings.symptom_categories,
                                 target.opened_at - window // 2,
-                                target.opened_at - settings.alive_ms)
+                                target.opened_at - settings.alive_ms,
+                                target.opened_at + CAUSE_LAG_MS)
             if not root:
                 continue
             if not (source.opened_at - window <= target.opened_at

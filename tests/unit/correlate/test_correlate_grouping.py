@@ -116,9 +116,10 @@ def test_local_fault_on_a_symptom_service_opens_its_own_problem():
               det("db_connection_errors", "orders", T0 + 10 * SEC, category="connectivity",
                   signal="logs", labels={"peer.service": "postgres"})])
     assert len(run.open()) == 1
-    run.feed([det("memory_growth", "orders", T0 + 60 * SEC, category="resource",
+    # orders' memory began growing two minutes after postgres failed: not its cause
+    run.feed([det("memory_growth", "orders", T0 + 3 * MIN, category="resource",
                   severity="medium"),
-              det("memory_growth", "auth", T0 + 70 * SEC, category="resource",
+              det("memory_growth", "auth", T0 + 3 * MIN + 10 * SEC, category="resource",
                   severity="medium")])
     problems = run.open()
     assert len(problems) == 3
@@ -228,3 +229,23 @@ def test_a_member_its_detector_stopped_confirming_relates_nothing():
     run.feed([det("latency_high", "orders", T0, category="performance")])  # never again
     run.feed([det("latency_high", "api", T0 + 7 * MIN, category="performance")])
     assert len(run.open()) == 2  # orders' alarm is 7 min old, unconfirmed: not current
+
+
+def test_a_change_point_is_when_the_trouble_began_not_when_it_was_confirmed():
+    from dataclasses import replace
+
+    from pipeline.correlate.grouping import change_point
+
+    model = det("model:robust-seasonal", "orders", T0 + 4 * MIN, category="performance")
+    assert change_point(replace(model, window_start=T0)) == T0  # first point out of band
+    rule = replace(det("elevated-error-rate", "api", T0 + 15 * MIN), window_start=T0,
+                   evidence={"window": "10m", "for_ms": 5 * MIN, "step_ms": MIN})
+    assert change_point(rule) == T0 + 9 * MIN  # held for `for`, not at the previous step
+
+
+def test_an_earlier_symptom_problem_is_not_folded_into_a_failure_that_began_after_it():
+    run = Run()
+    run.feed([det("error_rate_above_5pct", "api", T0)])  # api alone, first
+    run.feed([det("heartbeat_missing", "postgres", T0 + 4 * MIN, severity="critical",
+                  host="pg-primary-1")])  # postgres fails 4 minutes later
+    assert len(run.open()) == 2

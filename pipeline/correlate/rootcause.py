@@ -18,6 +18,8 @@ with readable evidence:
 - first (0.20): its change point (the onset of its earliest anomaly) is the problem's
   first; decays with the delay (2 min scale);
 - cause (0.30): a cause-type detection of its own (``cause_categories``), not a drop;
+  divided by the number of candidates that have one (queues filling in every caller of a
+  failing database point at none of them);
 - deploy (0.10): a deploy or a ``service.version`` change shows on it;
 - deviation (0.10): the largest deviation from its own baseline of the problem (log
   scale, in band half-widths; a rule's observed/threshold).
@@ -91,6 +93,9 @@ def rank(members: Sequence[Member], graph: Graph,
            for c, ms in by_service.items()}
     top_dev = max(dev.values())
     below = {c: _anomalous_below(c, set(by_service), graph) for c in by_service}
+    caused = sum(1 for c, ms in by_service.items() if any(
+        m.category in settings.cause_categories and not m.drop and edge_of(m) is None
+        for m in ms)) or 1
     firsts = sorted(set(onset.values()))
     scored = []
     for c in sorted(by_service):
@@ -117,9 +122,10 @@ def rank(members: Sequence[Member], graph: Graph,
         if c in common:
             ev.append(common[c])
         causes = [m for m in own if m.category in settings.cause_categories and not m.drop]
-        if causes:
-            f["cause"] = 1.0
-            ev.append(f"cause-type signal: {causes[0].title} ({causes[0].category})")
+        if causes:  # shared by n candidates, it points at none of them in particular
+            f["cause"] = 1.0 / caused
+            ev.append(f"cause-type signal: {causes[0].title} ({causes[0].category})"
+                      + (f", as on {caused - 1} other candidate(s)" if caused > 1 else ""))
         deploy = _deploy(own, onset[c], settings.deploy_lookback_ms)
         if deploy:
             f["deploy"] = 1.0

@@ -126,7 +126,8 @@ def test_a_resource_drop_is_not_a_cause_type_signal():
     idle, busy = worker(2.0), worker(99.0)
     assert not any(e.startswith("cause-type") for e in idle.evidence)
     assert any(e.startswith("cause-type") for e in busy.evidence)
-    assert idle.score == pytest.approx(busy.score - 0.3)
+    # the coordinator has a cause-type signal too: the busy worker's counts half
+    assert idle.score == pytest.approx(busy.score - 0.3 / 2)
 
 
 def _edge(caller, callee, t, **kw):
@@ -175,3 +176,16 @@ def test_the_change_point_not_the_confirmation_orders_candidates():
                     graph={"a": ["c"]})
     assert causes[0].service == "c"
     assert any("first to go anomalous" in e for e in causes[0].evidence)
+
+
+def test_a_cause_type_signal_every_caller_shows_points_at_none_of_them():
+    """Queues filling up in every caller of a failing database are effects."""
+    dets = [det("heartbeat_missing", "postgres", T0, severity="critical", host="pg-1")]
+    for svc in ("orders", "inventory", "api"):
+        dets.append(det("model:robust-seasonal", svc, T0, category="resource",
+                        labels={"metric": "queue.depth"}, observed=90, threshold=0.6,
+                        score=0.9, evidence={"expected": 4.0, "band_low": 0.0,
+                                             "band_high": 12.0}))
+    causes = ranked(dets)
+    assert causes[0].service == "postgres"
+    assert any("as on 2 other candidate(s)" in e for c in causes[1:] for e in c.evidence)

@@ -115,10 +115,14 @@ def change_point(det: Detection) -> int:
     to hold (``for`` plus one step before it fired), within its aggregation window."""
     start = det.window_start if 0 < det.window_start <= det.time else det.time
     ev = det.evidence
-    if "window" in ev and isinstance(ev.get("for_ms"), int):  # a rule's evidence
+    if _is_rule(det):
         step = ev.get("step_ms") if isinstance(ev.get("step_ms"), int) else 0
         return max(start, det.time - ev["for_ms"] - step)
     return start
+
+
+def _is_rule(det: Detection) -> bool:
+    return "window" in det.evidence and isinstance(det.evidence.get("for_ms"), int)
 
 
 def deviation(det: Detection) -> float:
@@ -170,7 +174,10 @@ def relation(det: Detection, p: Problem, graph: Graph,
     that recovered long ago: a detection must be causally close, in the graph and in
     time, to a change of the problem."""
     s = det.service
-    horizon = det.time - settings.relatedness_window_ms // 2  # changes this close: linked
+    # changes that began this close are linked: to when the detection's trouble began
+    # for a rule (it says when its condition began to hold), else to when it came
+    horizon = (change_point(det) if _is_rule(det) else det.time) \
+        - settings.relatedness_window_ms // 2
     # a series firing for longer (and confirmed recently) still takes in the same kind of
     # trouble on its own service or host (a memory growth, then memory above its limit)
     alive = det.time - settings.alive_ms  # a firing member confirmed since is current

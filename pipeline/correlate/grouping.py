@@ -34,13 +34,12 @@ from dataclasses import replace
 import orjson
 
 from pipeline.correlate.graph import Graph
-from pipeline.correlate.inhibit import CAUSE_LAG_MS, symptom_of_root
+from pipeline.correlate.inhibit import CAUSE_LAG_MS, ONSET_LAG_MS, symptom_of_root
 from pipeline.events.detection import SEVERITIES, Detection
 from pipeline.events.problem import Link, Member, Problem
 from pipeline.events.times import format_ms
 from pipeline.settings import CorrelateSettings
 
-ONSET_LAG_MS = 60_000  # change points this close count as simultaneous (one window)
 _DEPLOY = re.compile(r"deploy|rollout|release", re.IGNORECASE)
 _SEVERITY_STRENGTH = {"low": 0.2, "medium": 0.4, "high": 0.6, "critical": 0.8}
 

@@ -6,7 +6,8 @@ Two forms, both pure:
   ``symptom_categories``) on a service that depends, within ``max_symptom_hops`` calls,
   on a problem's failing root cause is folded into that problem
   (:func:`symptom_of_root`, used by grouping); a whole problem made only of such symptoms
-  is folded into the root cause's problem (:func:`fold_candidates`).
+  is folded into the root cause's problem, and two problems opened within a minute that
+  blame the same root cause are one (:func:`fold_candidates`).
 - *Rules* (Alertmanager's ``inhibit_rules``): while a problem matching ``source`` is open,
   a problem matching ``target`` with equal values for the ``equal`` names is not alerted
   (:func:`rule_mute`).
@@ -23,6 +24,7 @@ from pipeline.events.problem import Problem
 from pipeline.settings import CorrelateSettings, InhibitRule
 
 CAUSE_LAG_MS = 120_000  # a cause may show this much later than its effect (detection delay)
+ONSET_LAG_MS = 60_000  # change points this close count as simultaneous (one window)
 
 
 def failing_root(p: Problem, symptom_categories: Sequence[str], since: int | None = None,
@@ -62,6 +64,9 @@ def fold_candidates(problems: Sequence[Problem], graph: Graph,
                     settings: CorrelateSettings) -> tuple[Problem, Problem, str] | None:
     """The first (target, source, reason): ``target`` is only symptoms of ``source``'s root."""
     window = settings.relatedness_window_ms
+    twice = same_root(problems, ONSET_LAG_MS)
+    if twice is not None:
+        return twice
     ordered = sorted((p for p in problems if p.active), key=lambda p: (p.opened_at, p.id))
     for source in ordered:
         if not failing_root(source, settings.symptom_categories):
@@ -82,6 +87,23 @@ def fold_candidates(problems: Sequence[Problem], graph: Graph,
                    and root in graph.dependencies(m.service) for m in target.members):
                 return target, source, (f"inhibited: {', '.join(target.affected)} depend on "
                                         f"{root}, the failing root cause of {source.id}")
+    return None
+
+
+def same_root(problems: Sequence[Problem], window_ms: int,
+              ) -> tuple[Problem, Problem, str] | None:
+    """Two open problems that opened within ``window_ms`` of each other and blame the same
+    root cause first: one incident seen twice (e.g. its detections reached the correlator
+    in separate batches before either could relate to the other)."""
+    ordered = sorted((p for p in problems if p.active and p.root_causes),
+                     key=lambda p: (p.opened_at, p.id))
+    for i, a in enumerate(ordered):
+        for b in ordered[i + 1:]:
+            if b.opened_at - a.opened_at > window_ms:
+                break
+            root = a.root_causes[0].service
+            if b.root_causes[0].service == root:
+                return b, a, f"the same root cause ({root}), opened together"
     return None
 
 

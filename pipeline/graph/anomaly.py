@@ -10,7 +10,8 @@ buckets:
   tail edge (the bin above which at most ``tail`` of the baseline lies, probability
   ``p``); the score is the binomial tail probability of ``x`` or more of ``n`` given
   ``p``, on the models' calibrated 0-1 scale; it fires only when at least half the
-  calls are in that tail (a shift of the typical call, not a few outliers);
+  calls are in that tail and the bucket's median call is at least ``min_shift`` (1.5)
+  times the usual one (a shift of the typical call that matters, not a few outliers);
 - *faster*: the same on the lower tail (a callee failing fast, answering from an error
   path, looks like this when spans carry no status);
 - *errors*: the binomial tail of the failed calls given the edge's usual error ratio.
@@ -52,11 +53,12 @@ class EdgeModel:
     """Latency baselines and error ratios of every edge; state is plain data."""
 
     def __init__(self, min_calls: int = 20, tail: float = 0.1, half_life: float = 60.0,
-                 threshold: float = 0.6, clear: float | None = None,
+                 min_shift: float = 1.5, threshold: float = 0.6, clear: float | None = None,
                  error_rate: float = 0.05, error_prior: float = 0.01,
                  min_errors: int = 3) -> None:
         self.min_calls = min_calls  # baseline calls before an edge is tested
         self.tail = tail
+        self.min_shift = min_shift  # the typical call at least this much slower (faster)
         self.decay = 0.5 ** (1.0 / half_life)
         self.threshold = threshold
         self.clear = 0.7 * threshold if clear is None else clear
@@ -107,12 +109,16 @@ class EdgeModel:
         beyond = (lambda b: b > edge_bin) if kind == "slower" else (lambda b: b < edge_bin)
         x = sum(c for b, c in s.hist if beyond(b))
         score = _score(x, s.calls, p)
-        if 2 * x < s.calls:  # a few outliers, not the typical call
+        usual = self._median(base, total)
+        ratio = s.p50_ms / usual if usual > 0 else math.inf
+        shift = ratio if kind == "slower" else (1.0 / ratio if ratio > 0 else math.inf)
+        if 2 * x < s.calls or shift < self.min_shift:
+            # a few outliers, or a typical call barely changed: not worth a problem
             score = min(score, self.clear - 1e-9)
         key = f"{edge}|{kind}"
         since = self.firing.get(key)
         limit = bin_floor_ms(edge_bin + (1 if kind == "slower" else 0))
-        evidence = {"expected": self._median(base, total),
+        evidence = {"expected": usual,
                     "band_low": 0.0 if kind == "slower" else limit,
                     "band_high": limit if kind == "slower" else math.inf,
                     "beyond": x, "baseline_share": round(p, 4), "drop": kind == "faster"}
@@ -135,11 +141,12 @@ class EdgeModel:
 
     @staticmethod
     def _median(base: Mapping[int, float], total: float) -> float:
+        """The baseline's median call (ms), at the geometric middle of its bin."""
         mass = 0.0
         for b in sorted(base):
             mass += base[b]
             if mass >= total / 2:
-                return bin_floor_ms(b)
+                return (bin_floor_ms(b) * bin_floor_ms(b + 1)) ** 0.5
         return 0.0
 
     def _errors(self, edge: str, s: EdgeStat, start: int, end: int) -> list[Detection]:

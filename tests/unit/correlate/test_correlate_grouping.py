@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tests.unit.correlate.support import MIN, SEC, T0, Run, again, cleared, det, kinds
 
 
@@ -249,3 +251,16 @@ def test_an_earlier_symptom_problem_is_not_folded_into_a_failure_that_began_afte
     run.feed([det("heartbeat_missing", "postgres", T0 + 4 * MIN, severity="critical",
                   host="pg-primary-1")])  # postgres fails 4 minutes later
     assert len(run.open()) == 2
+
+
+def test_two_problems_opened_together_blaming_the_same_root_are_one():
+    from pipeline.correlate.inhibit import same_root
+
+    run = Run()
+    run.feed([det("heartbeat_missing", "postgres", T0, host="pg-primary-1")])
+    first = run.open()[0]
+    # a second problem on the same root, as if its detections came in another batch
+    # before any could relate (built directly: the correlator would have joined them)
+    second = replace(first, id="p-other", opened_at=T0 + 30 * SEC)
+    assert same_root([first, second], MIN)[:2] == (second, first)
+    assert same_root([first, replace(second, opened_at=T0 + 3 * MIN)], MIN) is None

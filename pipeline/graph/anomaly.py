@@ -10,7 +10,7 @@ buckets:
   tail edge (the bin above which at most ``tail`` of the baseline lies, probability
   ``p``); the score is the binomial tail probability of ``x`` or more of ``n`` given
   ``p``, on the models' calibrated 0-1 scale; it fires only when at least half the
-  calls are in that tail and the bucket's median call is at least ``min_shift`` (1.5)
+  calls are in that tail and the bucket's median call is at least ``min_shift`` (2)
   times the usual one (a shift of the typical call that matters, not a few outliers);
 - *faster*: the same on the lower tail (a callee failing fast, answering from an error
   path, looks like this when spans carry no status);
@@ -53,7 +53,7 @@ class EdgeModel:
     """Latency baselines and error ratios of every edge; state is plain data."""
 
     def __init__(self, min_calls: int = 20, tail: float = 0.1, half_life: float = 60.0,
-                 min_shift: float = 1.5, threshold: float = 0.6, clear: float | None = None,
+                 min_shift: float = 2.0, threshold: float = 0.6, clear: float | None = None,
                  error_rate: float = 0.05, error_prior: float = 0.01,
                  min_errors: int = 3) -> None:
         self.min_calls = min_calls  # baseline calls before an edge is tested

@@ -213,17 +213,26 @@ def test_a_long_running_background_problem_does_not_absorb_a_fresh_onset():
 def test_a_change_joins_the_problem_that_changed_with_it_and_says_why():
     run = Run()
     background = _background(run, 60)
-    run.feed([det("error_rate_above_5pct", "auth", T0 + 61 * MIN)])  # fresh, own problem
-    out = run.feed([det("latency_high", "api", T0 + 62 * MIN, category="performance")])
+    # auth fails 3 min after its CPU was last seen out of band: a fresh onset of its own
+    run.feed([det("error_rate_above_5pct", "auth", T0 + 63 * MIN)])
+    out = run.feed([det("latency_high", "api", T0 + 64 * MIN, category="performance")])
     fresh = out[-1].problem
     assert fresh.id != background and set(fresh.affected) == {"api", "auth"}
     joined = {m.service: m.joined for m in fresh.members}
     assert joined["api"].startswith("inhibited: api depends on auth")
     # the same kind of trouble on the background's own host continues the background
-    run.feed([det("memory_above_85pct", "auth", T0 + 63 * MIN, category="resource",
+    run.feed([det("memory_above_85pct", "auth", T0 + 65 * MIN, category="resource",
                   host="auth-1")])
     p = run.problem(background)
     assert "resource trouble continuing since" in p.members[-1].joined
+
+
+def test_a_service_own_ongoing_resource_trouble_takes_in_its_symptoms():
+    """A memory leak, then the service slows down (garbage collection): one problem."""
+    run = Run()
+    background = _background(run, 60)
+    run.feed([det("latency_high", "auth", T0 + 60 * MIN + 30 * SEC, category="performance")])
+    assert [p.id for p in run.open()] == [background]
 
 
 def test_a_member_its_detector_stopped_confirming_relates_nothing():

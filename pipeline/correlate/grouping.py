@@ -180,14 +180,13 @@ def relation(det: Detection, p: Problem, graph: Graph,
     # a series firing for longer (and confirmed recently) still takes in the same kind of
     # trouble on its own service or host (a memory growth, then memory above its limit)
     alive = det.time - settings.alive_ms  # a firing member confirmed since is current
-    symptom = det.category in settings.symptom_categories
     began = change_point(det)
     ongoing = [m for m in p.members if m.onset < horizon and m.state == "firing"
                and m.last_ms >= alive and (m.category == det.category or (
-                   # its own resource trouble, still confirmed when the symptom began,
-                   # explains a symptom of the service (memory pressure, then latency)
-                   symptom and m.category in settings.cause_categories and not m.drop
-                   and m.last_ms >= began))
+                   # its own resource trouble, still confirmed when the slowdown began,
+                   # explains the service slowing down (memory pressure, then latency)
+                   det.category == "performance" and m.category == "resource"
+                   and not m.drop and m.last_ms >= began))
                and (m.service == s or (det.host and m.host == det.host))]
     if ongoing:
         m = ongoing[0]

@@ -170,17 +170,32 @@ def _report(args: argparse.Namespace, text: str, data: dict) -> None:
 
 def _evaluate_cases(args: argparse.Namespace, settings: Settings, query) -> int:
     """Score the stored problems against real fault cases (see pipeline.evaluate.cases)."""
+    import sys
+
+    from pipeline.errors import TocsinError
     from pipeline.evaluate.cases import CASE_AFTER_MS, CASE_BEFORE_MS, evaluate_cases, load_cases
-    from pipeline.evaluate.load import load_problems_between
+    from pipeline.evaluate.load import load_problems_between, telemetry_range
     from pipeline.evaluate.report import case_result_to_dict, format_case_table
+    from pipeline.events.times import format_ms
     from pipeline.simulate import parse_duration_ms
 
     cases = load_cases(args.labels)
     after = parse_duration_ms(args.slack) if args.slack else CASE_AFTER_MS
     before = parse_duration_ms(args.before) if args.before else CASE_BEFORE_MS
+    stored = telemetry_range(query, settings.store.database)
+    if stored is None:
+        raise TocsinError("no telemetry stored: replay the recording first (tocsin produce)")
+    # only the cases whose start the stored telemetry covers (a replay of one day, or of
+    # a few case files, is scored on those cases alone)
+    covered = [c for c in cases if stored[0] <= c.start_ms <= stored[1]]
+    if len(covered) < len(cases):
+        print(f"scoring the {len(covered)} of {len(cases)} cases that began within the "
+              f"stored telemetry ({format_ms(stored[0])} .. {format_ms(stored[1])})",
+              file=sys.stderr)
+    cases = covered
     lo = min((c.start_ms for c in cases), default=0) - before
     hi = max((c.end_ms for c in cases), default=0) + after
-    _wait_for_worker(args, settings, max((c.end_ms for c in cases), default=0) + after)
+    _wait_for_worker(args, settings, min(hi, stored[1]))
     problems = load_problems_between(query, settings.store.database, lo, hi)
     result = evaluate_cases(cases, problems, before_ms=before, after_ms=after)
     _report(args, format_case_table(result), case_result_to_dict(result))

@@ -52,6 +52,21 @@ def load_problems_between(query: Query, database: str, lo: int, hi: int,
     ]
 
 
+def telemetry_range(query: Query, database: str) -> tuple[int, int] | None:
+    """First and last event time (epoch ms) of the stored metrics, logs and spans, or
+    None when none is stored."""
+    parts = [f"SELECT min({t}) AS lo, max({t}) AS hi, count() AS n FROM {database}.{table}"
+             for table, t in (("metrics", "time"), ("logs", "time"), ("spans", "start"))]
+    result = query("SELECT toUnixTimestamp64Milli(min(lo)), toUnixTimestamp64Milli(max(hi)) "
+                   f"FROM ({' UNION ALL '.join(parts)}) WHERE n > 0")
+    if not result.rows or result.rows[0][0] is None:
+        return None
+    lo, hi = result.rows[0]
+    if int(hi) <= 0:  # min/max of no rows at all
+        return None
+    return int(lo), int(hi)
+
+
 def load_detections(query: Query, database: str, labels: Labels,
                     slack_ms: int) -> list[dict[str, Any]]:
     """Detections (firing) in the labelled range."""

@@ -36,6 +36,7 @@ from pipeline.events.columns import SIGNAL_OF_KIND, TIME_COLUMN
 from pipeline.events.detection import Detection
 from pipeline.events.problem import Problem
 from pipeline.events.schema import RawMessage, RecordKind
+from pipeline.events.sizes import value_budget
 from pipeline.events.slices import TICK_KEY, Tick, encode_ticks, split_by_service
 from pipeline.graph.step import SOURCE as GRAPH_SOURCE
 from pipeline.graph.step import GraphStep
@@ -148,6 +149,8 @@ class OfflinePipeline:
         self.graph = GraphStep(graph, settings.correlate.scope) \
             if store is not None and graph is not None and graph.enabled else None
         self.scope = settings.correlate.scope
+        # as the ingest agent: every by-service value within the topic's message limit
+        self._value_budget = value_budget(settings.kafka.max_message_bytes, b"k" * 1024)
         self._detect_states: dict[tuple[str, str], bytes] = {}
         self._correlate_states: dict[str, bytes] = {}
         self._graph_state: bytes | None = None
@@ -189,7 +192,8 @@ class OfflinePipeline:
         """One batch: the by-service messages of ``pieces`` and ticks at ``tick_ms``."""
         messages = []
         for signal, table in pieces:
-            for key, value in split_by_service(signal, table):
+            forwarded = split_by_service(signal, table, self._value_budget)
+            for key, value in forwarded.messages:
                 messages.append(DetectMessage(0, key, value))
         ticks = [Tick(f"{s}/0", tick_ms, False) for s in ("metrics", "logs", "traces")]
         messages.append(DetectMessage(0, TICK_KEY, encode_ticks(ticks)))

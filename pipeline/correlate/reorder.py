@@ -77,6 +77,8 @@ class Reorder:
         if not data:
             return cls()
         # sources kept before watermarks were per partition were named by worker
-        # (host:port, no '/'): such a source would never tick again, so it is dropped
+        # (host:port, no '/'): such a source would never tick again, so it is dropped;
+        # other sources (the service-graph step's, an offline run's) are kept
         return cls(tuple(Detection.from_wire(d) for d in data["held"]),
-                   {str(k): int(v) for k, v in data["sources"].items() if "/" in str(k)})
+                   {str(k): int(v) for k, v in data["sources"].items()
+                    if "/" in str(k) or ":" not in str(k)})

@@ -99,6 +99,9 @@ def test_sources_named_by_worker_are_dropped_when_state_is_loaded():
     tick again and would hold every detection back, so loading drops them."""
     old = {"held": [], "sources": {"host-a:6066": T0, P0: T0 + MIN}}
     assert Reorder.from_wire(old).sources == {P0: T0 + MIN}
+    # the service-graph step's own source is no worker: it stays
+    graph = {"held": [], "sources": {"service-graph": T0, P0: T0 + MIN}}
+    assert Reorder.from_wire(graph).sources == {"service-graph": T0, P0: T0 + MIN}
 
 
 def test_reorder_ignores_a_worker_far_behind_and_bounds_what_it_holds():

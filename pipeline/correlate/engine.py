@@ -254,6 +254,13 @@ class Correlator:
             return
         if related:
             chosen = [(r[1], p) for r, p in related if r[0] == best]
+            if len(chosen) > 1:
+                # a detection bridges problems that began at once (one incident seen in
+                # pieces); one that began well before the others is an earlier incident,
+                # left apart: the detection joins those that began last
+                latest = max(_began(p) for _, p in chosen)
+                chosen = [(why, p) for why, p in chosen
+                          if latest - _began(p) <= s.relatedness_window_ms // 2]
             why, survivor = chosen[0]
             if len(chosen) > 1:
                 survivor = self._merge(w, survivor, [p for _, p in chosen[1:]], det.time,
@@ -349,3 +356,8 @@ def _reason(notes: list[str], why: str) -> str:
     if len(notes) > MAX_NOTES:
         shown.append(f"and {len(notes) - MAX_NOTES} more")
     return "; ".join([*shown, why] if why else shown)
+
+
+def _began(p: Problem) -> int:
+    """When ``p`` last began: opened, or reopened since."""
+    return max([p.opened_at, *p.reopened_at])

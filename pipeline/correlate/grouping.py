@@ -183,15 +183,20 @@ def relation(det: Detection, p: Problem, graph: Graph,
     began = change_point(det)
     ongoing = [m for m in p.members if m.onset < horizon and m.state == "firing"
                and m.last_ms >= alive and (m.category == det.category or (
-                   # its own resource trouble, still confirmed when the slowdown began,
-                   # explains the service slowing down (memory pressure, then latency)
+                   # its own resource trouble, still confirmed when the slowdown began
+                   # and begun within the relatedness window before it, explains the
+                   # service slowing down (memory pressure, then latency); a resource
+                   # trouble older than that is background, not this slowdown's cause
                    det.category == "performance" and m.category == "resource"
-                   and not m.drop and m.last_ms >= began))
+                   and not m.drop and m.last_ms >= began
+                   and m.onset >= began - settings.relatedness_window_ms))
                and (m.service == s or (det.host and m.host == det.host))]
     if ongoing:
+        # weaker than a recent change: a detection that also relates to a fresh problem
+        # joins that one instead of bridging it into the long-running one
         m = ongoing[0]
         where = f"same service ({s})" if m.service == s else f"same host ({det.host})"
-        return 3, f"{where}, {m.category} trouble continuing since {format_ms(m.onset)}"
+        return 2, f"{where}, {m.category} trouble continuing since {format_ms(m.onset)}"
     members = [m for m in p.members if m.onset >= horizon
                and (m.resolved_ms if m.state == "resolved" else m.last_ms) >= alive]
     symptom = det.category in settings.symptom_categories

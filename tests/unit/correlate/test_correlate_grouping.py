@@ -87,6 +87,21 @@ def test_detection_bridging_two_problems_merges_them():
     assert roles == ["merged", "symptom"]  # orders depends on both failing roots
 
 
+def test_a_detection_bridging_an_older_incident_and_a_fresh_one_joins_the_fresh_one():
+    """Problems that began minutes apart are separate incidents: a detection relating to
+    both joins the one that began last, nothing is merged."""
+    run = Run()
+    run.feed([det("error_rate_above_5pct", "payments", T0)])
+    run.feed([det("latency_high", "payments", T0 + 4 * MIN, category="performance")])
+    run.feed([det("db_connection_errors", "inventory", T0 + 8 * MIN,
+                  category="connectivity", signal="logs")])
+    older, fresh = sorted(run.open(), key=lambda p: p.opened_at)
+    out = run.feed([det("error_rate_above_5pct", "orders", T0 + 8 * MIN + 20 * SEC)])
+    assert "merged" not in {d.kind for d in out} and len(run.open()) == 2
+    assert "orders" in run.problem(fresh.id).affected
+    assert "orders" not in run.problem(older.id).affected
+
+
 def test_symptoms_of_a_failing_root_are_folded_in():
     run = Run()
     run.feed([det("heartbeat_missing", "postgres", T0, severity="critical",
@@ -220,19 +235,40 @@ def test_a_change_joins_the_problem_that_changed_with_it_and_says_why():
     assert fresh.id != background and set(fresh.affected) == {"api", "auth"}
     joined = {m.service: m.joined for m in fresh.members}
     assert joined["api"].startswith("inhibited: api depends on auth")
-    # the same kind of trouble on the background's own host continues the background
+    # more trouble on auth: the fresh change on auth is a closer relation than the
+    # background's continuing trouble on the same host, and no bridge between the two
     run.feed([det("memory_above_85pct", "auth", T0 + 65 * MIN, category="resource",
+                  host="auth-1")])
+    fresh = run.problem(fresh.id)
+    assert fresh.members[-1].joined == "same service (auth)"
+    assert run.problem(background).status == "open" and len(run.open()) == 2
+    # with nothing fresh around, the same kind of trouble continues the background
+    run = Run()
+    background = _background(run, 60)
+    run.feed([det("memory_above_85pct", "auth", T0 + 61 * MIN, category="resource",
                   host="auth-1")])
     p = run.problem(background)
     assert "resource trouble continuing since" in p.members[-1].joined
 
 
 def test_a_service_own_ongoing_resource_trouble_takes_in_its_symptoms():
-    """A memory leak, then the service slows down (garbage collection): one problem."""
+    """Memory above its limit, then the service slows down (garbage collection): one
+    problem; a slowdown an hour into a resource trouble that has not changed since is a
+    fresh onset (the trouble is background, not this slowdown's cause)."""
+    run = Run()
+    background = _background(run, 60)
+    run.feed([det("memory_above_85pct", "auth", T0 + 52 * MIN, category="resource",
+                  host="auth-1")])
+    run.feed([again(det("memory_above_85pct", "auth", T0 + 52 * MIN, category="resource",
+                        host="auth-1"), T0 + 60 * MIN)])
+    run.feed([det("latency_high", "auth", T0 + 60 * MIN + 30 * SEC, category="performance")])
+    assert [p.id for p in run.open()] == [background]
+    assert "resource trouble continuing since" in run.problem(background).members[-1].joined
+
     run = Run()
     background = _background(run, 60)
     run.feed([det("latency_high", "auth", T0 + 60 * MIN + 30 * SEC, category="performance")])
-    assert [p.id for p in run.open()] == [background]
+    assert len(run.open()) == 2
 
 
 def test_a_member_its_detector_stopped_confirming_relates_nothing():

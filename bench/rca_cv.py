@@ -45,11 +45,11 @@ DEFAULTS = {"relatedness_window_ms": 10 * MIN, "alive_ms": 6 * MIN, "cause_lag_m
 
 def score(recording: list[dict], cases, params: dict) -> tuple[float, float, float]:
     """(AC@1, AC@3, problems per case) of one recording under ``params``."""
-    pipeline = OfflinePipeline(Settings(), engines={})
-    step = pipeline.correlate
-    step.correlator_settings = dataclasses.replace(
-        step.correlator_settings, relatedness_window_ms=params["relatedness_window_ms"],
-        alive_ms=params["alive_ms"])
+    settings = Settings()
+    settings = dataclasses.replace(settings, correlate=dataclasses.replace(
+        settings.correlate, relatedness_window_ms=params["relatedness_window_ms"],
+        alive_ms=params["alive_ms"]))
+    pipeline = OfflinePipeline(settings, engines={})
     grouping.CAUSE_LAG_MS = inhibit.CAUSE_LAG_MS = params["cause_lag_ms"]
     result = pipeline.rerun(recording)
     ev = evaluate_cases(cases, result.problem_rows())

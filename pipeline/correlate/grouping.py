@@ -12,13 +12,18 @@ half of ``relatedness_window_ms``, and still current), strongest relation first:
    affected service;
 2. a symptom (error, latency, connectivity) of a service that depends on the problem's
    failing root cause, up to ``max_symptom_hops`` calls away (inhibition: folded in), or
-   the same caller's calls to another callee going wrong at once;
+   the same caller's calls to another callee going wrong at once, or trouble continuing
+   on the same service or host: a series of the same category firing for longer and
+   confirmed within ``alive_ms``, or (for a slowdown) its own resource trouble that began
+   within ``relatedness_window_ms`` before it;
 1. adjacent in the call graph (a caller's symptom; or a dependency of an affected service
    whose trouble is not already put down to a root cause below it), a caller failing the
    same way as another caller of the same dependency within half the relatedness window,
    or sharing a ``relate_labels`` value.
 
-Several problems at the best strength are merged (the detection bridges them). The
+Several problems at the best strength that began (opened or reopened) within half of
+``relatedness_window_ms`` of each other are merged (the detection bridges them); one that
+began earlier is another incident, left apart (the detection joins the later ones). The
 detector that fired on the root-cause service of a problem resolved within
 ``reopen_window_ms`` firing there again reopens it, unless a relation of strength 2 or 3
 holds; with no relation at all, a new problem opens.

@@ -146,6 +146,10 @@ def run_simulations(args: argparse.Namespace) -> int:
                     with gzip.open(recording, "wb") as fh:
                         for step in pipeline.record:
                             fh.write(orjson.dumps(step) + b"\n")
+        if args.dump:
+            with open(args.dump, "a") as fh:
+                for p in sorted(result.problems.values(), key=lambda p: p.opened_at):
+                    fh.write(json.dumps({"seed": seed, **p.to_wire()}) + "\n")
         dets = [{"id": d.id, "time": d.time, "service": d.service}
                 for d in result.detections if d.state == "firing"]
         ev = evaluate(sim.labels, result.problem_rows(), dets)

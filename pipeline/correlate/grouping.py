@@ -279,14 +279,18 @@ def _list(items: list[str], limit: int = 3) -> str:
 
 def recurs_in(det: Detection, p: Problem, settings: CorrelateSettings) -> str | None:
     """Why ``det`` is a recurrence of resolved ``p`` (reopen), or None: the same detector
-    must fire again on ``p``'s top root-cause service - a symptom service acting up, or a
+    must fire again on ``p``'s top root-cause service, on the same kind of trouble (its
+    category) and, for a model, the same metric - a symptom service acting up, or a
     different failure of the same service, is a new problem."""
     if p.active or p.resolution not in ("detections_resolved", "timeout") or not p.root_causes:
         return None
     if p.resolved_at is None or det.time - p.resolved_at > settings.reopen_window_ms:
         return None
     root = p.root_causes[0].service
+    metric = det.labels.get("metric", "")
     if det.service == root and any(m.service == root and m.detector == det.detector
+                                   and m.category == det.category
+                                   and m.labels.get("metric", "") == metric
                                    for m in p.members):
         return f"{det.detector} on {det.service}, its root cause, fired again"
     return None

@@ -40,12 +40,13 @@ from pipeline.evaluate.cases import Case, evaluate_cases, load_cases
 from pipeline.evaluate.offline import OfflinePipeline, read_tables
 from pipeline.evaluate.report import case_result_to_dict, format_case_table
 from pipeline.events.columns import TIME_COLUMN
-from pipeline.settings import Settings
+from pipeline.settings import Settings, load_settings
 from pipeline.store.embedded import EmbeddedStore
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings()
+    """The worker's settings as ``TOCSIN_*`` variables and ``TOCSIN_CONFIG`` give them."""
+    settings = load_settings()
     if args.no_graph and hasattr(settings, "graph"):
         settings = dataclasses.replace(
             settings, graph=dataclasses.replace(settings.graph, enabled=False))

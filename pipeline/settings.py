@@ -354,7 +354,7 @@ class GraphSettings:
     bucket_ms: int = 60_000  # one row per edge and bucket
     pair_window_ms: int = 300_000  # a parent span may start this long before its child
     topology_ms: int = 86_400_000  # edges seen this recently make the correlator's graph
-    min_calls: int = 20  # calls of an edge in its latency baseline before it is tested
+    min_calls: int = 10  # calls of an edge in its latency baseline before it is tested
 
 
 @dataclass(frozen=True)

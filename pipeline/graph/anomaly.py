@@ -52,7 +52,7 @@ def _score(x: int, n: int, p: float) -> float:
 class EdgeModel:
     """Latency baselines and error ratios of every edge; state is plain data."""
 
-    def __init__(self, min_calls: int = 20, tail: float = 0.1, half_life: float = 60.0,
+    def __init__(self, min_calls: int = 10, tail: float = 0.1, half_life: float = 60.0,
                  min_shift: float = 2.0, threshold: float = 0.6, clear: float | None = None,
                  error_rate: float = 0.05, error_prior: float = 0.01,
                  min_errors: int = 3) -> None:

@@ -112,7 +112,7 @@ def rank(members: Sequence[Member], graph: Graph,
             f["deviation"] = dev[c] / top_dev
             best = max(ms, key=lambda m: (m.deviation, -m.first_ms))
             if dev[c] == top_dev and len(by_service) > 1:
-                ev.append(f"largest deviation from its own baseline: {_deviation(best)}")
+                ev.append(f"strongest deviation from its own baseline: {_deviation(best)}")
         own = [m for m in ms if edge_of(m) is None or m.service == c and c in common]
         edges = [m for m in ms if edge_of(m) is not None]
         if edges and c not in common:

@@ -75,7 +75,8 @@ def member_from(det: Detection, settings: CorrelateSettings) -> Member:
         potential_causes=tuple(det.potential_causes), drop=_is_drop(det, observed),
         score=_finite(det.score), band_low=_number(det.evidence.get("band_low")),
         band_high=_number(det.evidence.get("band_high")),
-        onset_ms=change_point(det), deviation=deviation(det))
+        onset_ms=change_point(det), deviation=deviation(det),
+        growing=det.evidence.get("kind") == "trend")
 
 
 def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Member:
@@ -188,13 +189,14 @@ def relation(det: Detection, p: Problem, graph: Graph,
     began = change_point(det)
     ongoing = [m for m in p.members if m.onset < horizon and m.state == "firing"
                and m.last_ms >= alive and (m.category == det.category or (
-                   # its own resource trouble, still confirmed when the slowdown began
-                   # and begun within the relatedness window before it, explains the
-                   # service slowing down (memory pressure, then latency); a resource
-                   # trouble older than that is background, not this slowdown's cause
+                   # its own resource trouble, still confirmed when the slowdown began,
+                   # explains the service slowing down (memory pressure, then latency)
+                   # while it is growing (a trend alarm) or if it began within the
+                   # relatedness window before it; a resource level reached longer ago
+                   # is background, not this slowdown's cause
                    det.category == "performance" and m.category == "resource"
                    and not m.drop and m.last_ms >= began
-                   and m.onset >= began - settings.relatedness_window_ms))
+                   and (m.growing or m.onset >= began - settings.relatedness_window_ms)))
                and (m.service == s or (det.host and m.host == det.host))]
     if ongoing:
         # weaker than a recent change: a detection that also relates to a fresh problem

@@ -56,6 +56,7 @@ class Member:
     onset_ms: int | None = None  # when it last began firing (None: first_ms)
     deviation: float = 0.0  # strongest distance from its own baseline, in band half-widths
     joined: str = ""  # why it joined the problem (the relation that linked it)
+    growing: bool = False  # a growth (trend) alarm: the trouble is still worsening
 
     @property
     def onset(self) -> int:

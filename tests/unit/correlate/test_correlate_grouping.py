@@ -270,6 +270,17 @@ def test_a_service_own_ongoing_resource_trouble_takes_in_its_symptoms():
     run.feed([det("latency_high", "auth", T0 + 60 * MIN + 30 * SEC, category="performance")])
     assert len(run.open()) == 2
 
+    # a growth alarm (a trend rule) is still worsening: an hour on, it explains a slowdown
+    run = Run()
+    growth = det("memory-growth", "auth", T0, category="resource", host="auth-1",
+                 evidence={"kind": "trend"})
+    run.feed([growth])
+    for k in range(1, 13):
+        run.feed([again(growth, T0 + k * 5 * MIN)])
+    [leak] = run.open()
+    run.feed([det("latency_high", "auth", T0 + 60 * MIN + 30 * SEC, category="performance")])
+    assert [p.id for p in run.open()] == [leak.id]
+
 
 def test_a_member_its_detector_stopped_confirming_relates_nothing():
     run = Run()

@@ -21,6 +21,7 @@ from typing import Any
 
 import faust
 import orjson
+import pyarrow as pa
 from aiokafka.partitioner import murmur2
 
 from pipeline.agents.batches import BatchRunners, BatchSteps

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from pipeline.graph.step import SOURCE as GRAPH_SOURCE
 from pipeline.graph.step import GraphStep
 from pipeline.settings import Settings
 from pipeline.store.base import Store
+from pipeline.store.history import recent_metrics
 
 REPLAY_NOW_MS = 4_102_444_800_000  # 2100-01-01: recorded data is never "in the future"
 DECODE_CHUNK = 20_000
@@ -141,8 +142,16 @@ class OfflinePipeline:
     def __init__(self, settings: Settings, engines: Mapping[str, Engine] | None = None,
                  store: Store | None = None) -> None:
         self.settings = settings
+        detect = settings.detect
+        history = None
+        if store is not None and detect.warmup_history_ms > 0 \
+                and detect.warmup_history_points > 0:
+            def history(service: str, series: Sequence[tuple[str, str]], before_ms: int,
+                        ) -> Mapping[str, Any]:  # as the detect agent: from the store
+                return recent_metrics(store, service, series, before_ms,
+                                      detect.warmup_history_ms, detect.warmup_history_points)
         self.detect = DetectionStep(engines if engines is not None else build_engines(settings),
-                                    settings.detect.allowed_lateness_ms)
+                                    detect.allowed_lateness_ms, history)
         self.correlate = CorrelationStep(settings.correlate)
         self.store = store
         graph = getattr(settings, "graph", None)

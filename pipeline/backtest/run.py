@@ -95,7 +95,7 @@ class Replay:
         self.learned: dict[str, set[str]] = {}
         self.result = ReplayResult()
         self._window: int | None = None
-        self._sent: dict[int, int] | None = None  # watermark sent per partition
+        self._sent: int | None = None  # the watermark sent last
         self._started = clock()
 
     def feed(self, chunk: Chunk) -> None:
@@ -137,12 +137,11 @@ class Replay:
             return
         wire: list[bytes] = [d.to_json() for d in out.detections]
         if self._sent is None:  # announced first, as the detect agent does
-            self._sent = {}
-            wire.insert(0, orjson.dumps({"tick": -1, "source": f"{SOURCE}/0"}))
-        for partition, mark in sorted(out.partition_watermarks.items()):
-            if mark > self._sent.get(partition, -2):  # each partition's watermark, as sent
-                self._sent[partition] = mark
-                wire.append(orjson.dumps({"tick": mark, "source": f"{SOURCE}/{partition}"}))
+            self._sent = -1
+            wire.insert(0, orjson.dumps({"tick": -1, "source": SOURCE}))
+        if out.watermark_ms > self._sent:  # the worker's watermark, as sent
+            self._sent = out.watermark_ms
+            wire.append(orjson.dumps({"tick": out.watermark_ms, "source": SOURCE}))
         if wire:
             self._correlate(wire)
 

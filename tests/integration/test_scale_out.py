@@ -5,10 +5,13 @@ lost: every record is stored by one of them and the incident still becomes a pro
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from pipeline.api.probes import READYZ_PATH
 from pipeline.cli import main
 from pipeline.kafka import find_free_port
 from tests.conftest import pipeline_env
@@ -39,6 +42,16 @@ def event_ids(worker: WorkerProcess, table: str) -> set[int]:
 
 def assigned(worker: WorkerProcess, topic: str) -> list[int]:
     return worker.status().get("assigned", {}).get(topic, [])
+
+
+def ready(worker: WorkerProcess) -> bool:
+    """``/readyz`` answers 200: partitions assigned and no rebalance in progress."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}{READYZ_PATH}",
+                                    timeout=30) as answer:
+            return answer.status == 200
+    except urllib.error.HTTPError:
+        return False
 
 
 def wait_for_both(a: WorkerProcess, b: WorkerProcess, predicate, what: str,
@@ -79,6 +92,9 @@ def test_two_workers_split_the_partitions_and_survive_one_killed(kafka_broker, n
         for w in (a, b):
             w.wait_until(lambda w: assigned(w, by_service) and assigned(w, metrics_topic),
                          timeout_s=600, what="a share of the partitions")
+        # records arriving while the group still rebalances can be skipped on partitions
+        # with nothing committed yet (a known hole, see the README): produce once stable
+        wait_for_both(a, b, lambda: ready(a) and ready(b), what="a stable group")
         assert not set(assigned(a, by_service)) & set(assigned(b, by_service))
         assert main(["produce", str(first), "--quiet"]) == 0
         stored_first = sum(1 for line in first.open() if '"type":"metric"' in line)

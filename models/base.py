@@ -21,8 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 from river.base import AnomalyDetector
 
+from models.calibration import log10p_from_score
 from pipeline.errors import TocsinError
 
 
@@ -81,6 +83,61 @@ class Finding:
     severity: str = ""  # empty: from the score
     threshold: float | None = None  # the model's alarm level; None: the engine's
     keepalive: bool = False  # a firing alarm re-sent; ``time`` is the keep-alive tick
+
+
+class ColumnarSeriesDetector(Detector):
+    """A per-series metric model whose state is numpy columns: the band search and
+    river's one-series contract, shared by the models that score with ``evaluate`` (an
+    evaluation with ``expected`` and ``scale``), learn with ``update`` and say how
+    surprising a value is with ``_log10p_at``."""
+
+    threshold: float
+    _state: Any
+
+    def band(self, s: np.ndarray, ev: Any, threshold: float) -> tuple[np.ndarray,
+                                                                         np.ndarray]:
+        """Per series, the values (low, high) that score below ``threshold`` (bisection);
+        an empty band (low = high = expected) when the expected value itself scores past it."""
+        target = log10p_from_score(threshold)
+        out = []
+        for side in (-1.0, 1.0):
+            lo = np.zeros(ev.expected.size)
+            hi = np.maximum(ev.scale, 1e-9) * 64.0
+            for _ in range(8):  # widen until the far end scores past the threshold
+                inside = self._log10p_at(s, ev, ev.expected + side * hi) > target
+                if not inside.any():
+                    break
+                hi = np.where(inside, hi * 8.0, hi)
+            for _ in range(40):
+                mid = 0.5 * (lo + hi)
+                inside = self._log10p_at(s, ev, ev.expected + side * mid) > target
+                lo, hi = np.where(inside, mid, lo), np.where(inside, hi, mid)
+            out.append(ev.expected + side * lo)
+        return out[0], out[1]
+
+    # -- the river contract for one series -------------------------------------------------
+
+    def _point(self, x: Mapping[str, Any] | float) -> tuple[np.ndarray, np.ndarray]:
+        value, time_ms = metric_input(x)
+        return np.array([value]), np.array([float(time_ms)])
+
+    def score_one(self, x: Mapping[str, Any] | float) -> float:
+        """Calibrated 0–1 score of ``x`` (``{"value", "time"}``); the model is unchanged."""
+        xs, ts = self._point(x)
+        return float(self.evaluate(self._state, xs, ts).score[0])
+
+    def learn_one(self, x: Mapping[str, Any] | float) -> None:
+        """Learn ``x``."""
+        xs, ts = self._point(x)
+        self.update(self._state, xs, ts, self.evaluate(self._state, xs, ts))
+
+    def explain_one(self, x: Mapping[str, Any] | float) -> dict[str, Any]:
+        """Expected value and the band of values below the threshold, for ``x``."""
+        xs, ts = self._point(x)
+        ev = self.evaluate(self._state, xs, ts)
+        low, high = self.band(self._state, ev, self.threshold)
+        return {"expected": float(ev.expected[0]), "band_low": float(low[0]),
+                "band_high": float(high[0])}
 
 
 def keepalive_due(sent_ms: int, now_ms: int, keepalive_ms: int) -> int | None:

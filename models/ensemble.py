@@ -43,19 +43,16 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from models.base import Detector, metric_input
+from models.base import ColumnarSeriesDetector
 from models.calibration import (
     EVT_ROWS,
     evt_prior,
     evt_tail_log10,
     evt_update,
-    log10p_from_score,
     score_from_log10p,
 )
 
@@ -115,7 +112,7 @@ def _twice(value: float | np.ndarray) -> float | np.ndarray:
     return np.concatenate((a, a)) if a.ndim else value
 
 
-class SeasonalEnsemble(Detector):
+class SeasonalEnsemble(ColumnarSeriesDetector):
     """Level and (opt-in) context families on one calibrated scale.
 
     Rates are per point unless said otherwise; ``season_rate`` is per day. See the
@@ -321,51 +318,6 @@ class SeasonalEnsemble(Detector):
         if np.any(self.context):
             lp = np.minimum(lp, ev.lp_ctx)
         return np.minimum(lp + np.log10(self._families()), 0.0)
-
-    def band(self, s: np.ndarray, ev: Evaluation, threshold: float) -> tuple[np.ndarray,
-                                                                         np.ndarray]:
-        """Per series, the values (low, high) that score below ``threshold`` (bisection);
-        an empty band (low = high = expected) when the context family alone is past it."""
-        target = log10p_from_score(threshold)
-        out = []
-        for side in (-1.0, 1.0):
-            lo = np.zeros(ev.expected.size)
-            hi = np.maximum(ev.scale, 1e-9) * 64.0
-            for _ in range(8):  # widen until the far end scores past the threshold
-                inside = self._log10p_at(s, ev, ev.expected + side * hi) > target
-                if not inside.any():
-                    break
-                hi = np.where(inside, hi * 8.0, hi)
-            for _ in range(40):
-                mid = 0.5 * (lo + hi)
-                inside = self._log10p_at(s, ev, ev.expected + side * mid) > target
-                lo, hi = np.where(inside, mid, lo), np.where(inside, hi, mid)
-            out.append(ev.expected + side * lo)
-        return out[0], out[1]
-
-    # -- the river contract for one series -------------------------------------------------
-
-    def _point(self, x: Mapping[str, Any] | float) -> tuple[np.ndarray, np.ndarray]:
-        value, time_ms = metric_input(x)
-        return np.array([value]), np.array([float(time_ms)])
-
-    def score_one(self, x: Mapping[str, Any] | float) -> float:
-        """Calibrated 0–1 score of ``x`` (``{"value", "time"}``); the model is unchanged."""
-        xs, ts = self._point(x)
-        return float(self.evaluate(self._state, xs, ts).score[0])
-
-    def learn_one(self, x: Mapping[str, Any] | float) -> None:
-        """Learn ``x``."""
-        xs, ts = self._point(x)
-        self.update(self._state, xs, ts, self.evaluate(self._state, xs, ts))
-
-    def explain_one(self, x: Mapping[str, Any] | float) -> dict[str, Any]:
-        """Expected value and the band of values below the threshold, for ``x``."""
-        xs, ts = self._point(x)
-        ev = self.evaluate(self._state, xs, ts)
-        low, high = self.band(self._state, ev, self.threshold)
-        return {"expected": float(ev.expected[0]), "band_low": float(low[0]),
-                "band_high": float(high[0])}
 
     @classmethod
     def _unit_test_params(cls):

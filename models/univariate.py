@@ -37,16 +37,13 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from models.base import Detector, metric_input
+from models.base import ColumnarSeriesDetector
 from models.calibration import (
     LEVELS,
-    log10p_from_score,
     prior_freq,
     score_from_log10p,
     tail_log10,
@@ -84,7 +81,7 @@ class Evaluation:
         return Evaluation(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
 
-class RobustSeasonal(Detector):
+class RobustSeasonal(ColumnarSeriesDetector):
     """Robust, seasonal, self-calibrating univariate scorer (see the module docstring).
 
     Rates are per point unless said otherwise; ``season_rate`` is per day.
@@ -213,50 +210,6 @@ class RobustSeasonal(Detector):
         both = tail_log10(np.abs(np.concatenate([z, gz])),
                           np.concatenate([s[LOCAL_CAL].T, s[GLOBAL_CAL].T]))
         return (1.0 - self.global_weight) * both[:k] + self.global_weight * both[k:]
-
-    def band(self, s: np.ndarray, ev: Evaluation, threshold: float) -> tuple[np.ndarray,
-                                                                         np.ndarray]:
-        """Per series, the values (low, high) that score below ``threshold`` (bisection)."""
-        target = log10p_from_score(threshold)
-        out = []
-        for side in (-1.0, 1.0):
-            lo = np.zeros(ev.expected.size)
-            hi = np.maximum(ev.scale, 1e-9) * 64.0
-            for _ in range(8):  # widen until the far end scores past the threshold
-                inside = self._log10p_at(s, ev, ev.expected + side * hi) > target
-                if not inside.any():
-                    break
-                hi = np.where(inside, hi * 8.0, hi)
-            for _ in range(40):
-                mid = 0.5 * (lo + hi)
-                inside = self._log10p_at(s, ev, ev.expected + side * mid) > target
-                lo, hi = np.where(inside, mid, lo), np.where(inside, hi, mid)
-            out.append(ev.expected + side * lo)
-        return out[0], out[1]
-
-    # -- the river contract for one series -------------------------------------------------
-
-    def _point(self, x: Mapping[str, Any] | float) -> tuple[np.ndarray, np.ndarray]:
-        value, time_ms = metric_input(x)
-        return np.array([value]), np.array([float(time_ms)])
-
-    def score_one(self, x: Mapping[str, Any] | float) -> float:
-        """Calibrated 0–1 score of ``x`` (``{"value", "time"}``); the model is unchanged."""
-        xs, ts = self._point(x)
-        return float(self.evaluate(self._state, xs, ts).score[0])
-
-    def learn_one(self, x: Mapping[str, Any] | float) -> None:
-        """Learn ``x``."""
-        xs, ts = self._point(x)
-        self.update(self._state, xs, ts, self.evaluate(self._state, xs, ts))
-
-    def explain_one(self, x: Mapping[str, Any] | float) -> dict[str, Any]:
-        """Expected value and the band of values below the threshold, for ``x``."""
-        xs, ts = self._point(x)
-        ev = self.evaluate(self._state, xs, ts)
-        low, high = self.band(self._state, ev, self.threshold)
-        return {"expected": float(ev.expected[0]), "band_low": float(low[0]),
-                "band_high": float(high[0])}
 
     @property
     def n_fields(self) -> int:

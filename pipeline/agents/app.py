@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -24,7 +24,6 @@ from pipeline.agents.detect import DetectCounters, register_detect_agent
 from pipeline.agents.health import Health, describe_ranges
 from pipeline.agents.ingest import register_ingest_agents
 from pipeline.agents.ops import register_ops_pages, worker_status
-from pipeline.agents.rewind import rewind_uncommitted
 from pipeline.api.metrics import WorkerMetrics
 from pipeline.api.web import (
     HEALTH_PATH,
@@ -313,15 +312,6 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
         pipeline.correlation_table = register_correlate_agent(
             app, settings, CorrelationStep(settings.correlate), writer,
             pipeline.correlate_counters, runners, new_runner, faults)
-
-    own_topics = {getattr(settings.topics, f.name) for f in fields(settings.topics)
-                  if isinstance(getattr(settings.topics, f.name), str)}
-
-    @app.on_partitions_assigned.connect
-    async def rewind_fresh_partitions(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        """Partitions with nothing committed start from their beginning (see
-        ``pipeline.agents.rewind``)."""
-        await rewind_uncommitted(app, assigned, own_topics)
 
     @app.on_partitions_revoked.connect
     async def settle_batches(sender: Any, revoked: Any, **kwargs: Any) -> None:

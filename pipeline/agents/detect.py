@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,11 +83,6 @@ def source_lags(ticks: Mapping[str, Any], watermark_ms: int,
             for name, t in ticks.items()}
 
 
-def watermark_source(topic: str, partition: int) -> str:
-    """The name a by-service partition's watermark goes by on the detections topic."""
-    return f"{topic}/{partition}"
-
-
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` (murmur2, as producers do)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
@@ -132,9 +128,8 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
     # a candidate in shadow warms up from history as the current detectors do
     shadow_step = (DetectionStep(shadow, settings.detect.allowed_lateness_ms, history)
                    if shadow else None)
-    # the correlator waits for the watermark of every by-service partition, whichever
-    # worker owns it (see pipeline.correlate.reorder)
-    sent: dict[int, int] = {}
+    # the correlator waits for every detect worker's watermark: name this one stably
+    source = f"{socket.gethostname()}:{settings.worker.web_port}"
 
     max_bytes = settings.kafka.max_message_bytes
     scope_key = settings.correlate.scope.encode()  # one scope, one partition, in order
@@ -207,18 +202,10 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
         for d in result.detections:
             counters.shadow[d.state] = counters.shadow.get(d.state, 0) + 1
 
-    async def send_watermarks(marks: Mapping[int, int]) -> None:
-        pending = [
-            await app.producer.send(
-                settings.topics.detections, scope_key,
-                orjson.dumps({"tick": int(mark),
-                              "source": watermark_source(settings.topics.by_service, p)}),
-                None, None, None)
-            for p, mark in sorted(marks.items()) if mark > sent.get(p, -2)
-        ]
-        await asyncio.gather(*pending)
-        for p, mark in marks.items():
-            sent[p] = max(mark, sent.get(p, -2))
+    async def send_watermark(watermark_ms: int) -> None:
+        await app.producer.send(settings.topics.detections, scope_key,
+                                orjson.dumps({"tick": int(watermark_ms), "source": source}),
+                                None, None, None)
 
     async def detect_batch(stream: Any, events: Any, steps: BatchSteps) -> None:
         result = await steps.once("step", lambda: run_step(events))
@@ -227,9 +214,8 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
             await steps.once("publish", lambda: publish(result))
             await steps.once("detections", lambda: writer.insert(
                 "detections", detections_table(result.detections)))
-        if result.partition_watermarks:
-            await steps.once("watermark",
-                             lambda: send_watermarks(result.partition_watermarks))
+        if result.watermark_ms > counters.watermark_ms:
+            await steps.once("watermark", lambda: send_watermark(result.watermark_ms))
         if shadow_step is not None:
             await run_shadow(stream, events, steps)
         faults.check("detect.after")
@@ -248,10 +234,9 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
     runner = runners.add(new_runner("tocsin.detect", detect_batch))
 
     async def detect(stream: Any) -> None:
-        # announce every partition before the first detections, so the correlator waits
-        # for their watermarks instead of taking detections in as they come (-1: nothing
-        # passed yet; a partition already further on ignores it)
-        await send_watermarks({p: -1 for p in range(partitions)})
+        # announce this worker before its first detections, so the correlator waits for
+        # its watermark instead of taking them in as they come (-1: nothing passed yet)
+        await send_watermark(-1)
         await runner.run(stream)
 
     app.agent(topic, name="tocsin.detect")(detect)

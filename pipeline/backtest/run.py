@@ -6,14 +6,15 @@ forwarded (:func:`pipeline.events.slices.split_by_service`) and goes through a
 time is in, a tick (how far event time got, as ingest sends it) lets windows close. The
 detections, followed by the detection watermark, go through a
 :class:`~pipeline.correlate.step.CorrelationStep` as the correlate agent hands them over.
-States live in dicts of bytes, as they would in the agents' tables. Nothing is written
-anywhere: no topic, no table.
+States live in dicts of bytes, as they would in the agents' tables. The correlator's call
+graph is the one the worker's service-graph step stored for the range (the edge anomalies
+themselves are not replayed). Nothing is written anywhere: no topic, no table.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +83,8 @@ class Replay:
     detections with a time in ``[keep_from_ms, keep_to_ms)`` are kept."""
 
     def __init__(self, settings: Settings, engines: Mapping[str, Any], keep_from_ms: int,
-                 keep_to_ms: int, clock: Callable[[], float] = time.perf_counter) -> None:
+                 keep_to_ms: int, clock: Callable[[], float] = time.perf_counter,
+                 topology: Mapping[str, Sequence[str]] | None = None) -> None:
         self.detect = DetectionStep(engines, settings.detect.allowed_lateness_ms)
         self.correlate = (CorrelationStep(settings.correlate)
                           if settings.correlate.enabled else None)
@@ -92,10 +94,10 @@ class Replay:
         self.clock = clock
         self.detect_states: dict[tuple[str, str], bytes] = {}
         self.correlate_states: dict[str, bytes] = {}
-        self.learned: dict[str, set[str]] = {}
+        self.topology = {k: tuple(v) for k, v in (topology or {}).items()}
         self.result = ReplayResult()
         self._window: int | None = None
-        self._sent: dict[int, int] | None = None  # watermark sent per partition
+        self._sent: int | None = None  # the watermark sent last
         self._started = clock()
 
     def feed(self, chunk: Chunk) -> None:
@@ -129,28 +131,24 @@ class Replay:
         states.update(out.states)
         self.result.late_records += out.late_records
         self.result.errors += out.errors
-        for caller, callee, _calls, _last in out.edges:
-            self.learned.setdefault(caller, set()).add(callee)
         lo, hi = self.keep
         self.result.detections += [Found.of(d) for d in out.detections if lo <= d.time < hi]
         if self.correlate is None:
             return
         wire: list[bytes] = [d.to_json() for d in out.detections]
         if self._sent is None:  # announced first, as the detect agent does
-            self._sent = {}
-            wire.insert(0, orjson.dumps({"tick": -1, "source": f"{SOURCE}/0"}))
-        for partition, mark in sorted(out.partition_watermarks.items()):
-            if mark > self._sent.get(partition, -2):  # each partition's watermark, as sent
-                self._sent[partition] = mark
-                wire.append(orjson.dumps({"tick": mark, "source": f"{SOURCE}/{partition}"}))
+            self._sent = -1
+            wire.insert(0, orjson.dumps({"tick": -1, "source": SOURCE}))
+        if out.watermark_ms > self._sent:  # the worker's watermark, as sent
+            self._sent = out.watermark_ms
+            wire.append(orjson.dumps({"tick": out.watermark_ms, "source": SOURCE}))
         if wire:
             self._correlate(wire)
 
     def _correlate(self, values: Iterable[bytes]) -> None:
         assert self.correlate is not None
         messages = [CorrelateMessage(self.scope, False, v) for v in values]
-        learned = {k: sorted(v) for k, v in self.learned.items()}
-        out = self.correlate.run(messages, self.correlate_states.get, learned)
+        out = self.correlate.run(messages, self.correlate_states.get, self.topology)
         self.correlate_states.update(out.states)
         for decision in out.decisions:
             self.result.problems[decision.problem.id] = decision.problem

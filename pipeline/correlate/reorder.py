@@ -5,15 +5,13 @@ reach the detections topic out of event-time order (in a fast replay, by up to t
 run). Grouping depends on order - a database outage seen callers-first looks like several
 problems - so the correlator holds each detection until event time has passed it.
 
-Event time is what the detect workers say, per partition of the by-service topic (the
-*source* ``<topic>/<partition>``): a worker announces every partition when it starts (a
-tick at -1), and after each batch sends a tick for each partition whose watermark moved
-(lateness included). Whichever worker owns a partition, its watermark goes on from where
-the previous owner left it, so a worker that stops or dies holds nothing back once its
-partitions are reassigned. A held detection is released once the slowest partition's
-watermark reaches its time; a source that lags the fastest by more than ``max_lag_ms``
-no longer holds the others back. With no ticks at all (a producer of detections other
-than the detect agent) nothing is held.
+Event time is what the detect workers say: a worker announces itself when it starts (a
+tick at -1), and after each batch sends a tick with its watermark (every partition it
+is assigned has passed it, lateness included) and its name.
+A held detection is released once the slowest worker's watermark reaches its time; a
+worker whose watermark lags the fastest one by more than ``max_lag_ms`` (stopped, or
+replaced after a rebalance) no longer holds the others back. With no ticks at all (a
+producer of detections other than the detect agent) nothing is held.
 """
 
 from __future__ import annotations
@@ -33,7 +31,7 @@ class Reorder:
     """Held detections and each detect worker's watermark, for one scope."""
 
     held: tuple[Detection, ...] = ()
-    sources: Mapping[str, int] = field(default_factory=dict)  # partition -> watermark (ms)
+    sources: Mapping[str, int] = field(default_factory=dict)  # worker -> watermark (ms)
 
     def tick(self, source: str, watermark_ms: int) -> Reorder:
         """``source`` has passed ``watermark_ms`` (watermarks never go back)."""
@@ -76,9 +74,5 @@ class Reorder:
         """The inverse of :meth:`to_wire` (None: an empty buffer)."""
         if not data:
             return cls()
-        # sources kept before watermarks were per partition were named by worker
-        # (host:port, no '/'): such a source would never tick again, so it is dropped;
-        # other sources (the service-graph step's, an offline run's) are kept
         return cls(tuple(Detection.from_wire(d) for d in data["held"]),
-                   {str(k): int(v) for k, v in data["sources"].items()
-                    if "/" in str(k) or ":" not in str(k)})
+                   {str(k): int(v) for k, v in data["sources"].items()})

@@ -66,8 +66,6 @@ class StepResult:
     late_records: int = 0
     slices: int = 0
     watermark_ms: int = -1  # event time every partition seen has passed (the slowest one)
-    # by-service partition -> its watermark, for the partitions that advanced in this step
-    partition_watermarks: dict[int, int] = field(default_factory=dict)
     errors: int = 0  # engine failures, logged with the service they concern
     seeded: int = 0  # series warmed up from stored history
     history_errors: int = 0  # history reads that failed (the series start cold)
@@ -165,7 +163,6 @@ class DetectionStep:
                 if watermark <= self._advanced.get(message.partition, watermark - 1):
                     continue
                 self._advanced[message.partition] = watermark
-                result.partition_watermarks[message.partition] = watermark
                 # the services stored on the partition, and those met first in this step
                 services = set(services_on(message.partition)) | new_on[message.partition]
                 for service in sorted(services):

@@ -69,48 +69,24 @@ def test_problem_shorter_than_group_wait_is_never_alerted():
 
 # -- the reorder buffer ------------------------------------------------------------------
 
-P0, P1 = "by_service/0", "by_service/1"  # sources: partitions of the by-service topic
-
-
-def test_reorder_holds_until_the_slowest_partition_passes():
+def test_reorder_holds_until_the_slowest_worker_passes():
     late, early = det("a", "orders", T0 + 2 * MIN), det("b", "postgres", T0 + MIN)
-    r = Reorder().tick(P0, T0).tick(P1, T0 + 5 * MIN).hold([late, early])
+    r = Reorder().tick("w1", T0).tick("w2", T0 + 5 * MIN).hold([late, early])
     r, ready, wm = r.release()
     assert ready == [] and wm == T0 and len(r.held) == 2
-    r, ready, wm = r.tick(P0, T0 + 90 * SEC).release()
+    r, ready, wm = r.tick("w1", T0 + 90 * SEC).release()
     assert ready == [early] and wm == T0 + 90 * SEC and r.held == (late,)
-    r, ready, _ = r.tick(P0, T0 - MIN).release()  # watermarks never go back
-    assert ready == [] and r.sources[P0] == T0 + 90 * SEC
-
-
-def test_a_partition_moved_to_another_worker_goes_on_from_its_watermark():
-    """The new owner of a partition replays from the last committed offset and announces
-    it at -1: neither takes its watermark back, and its next ticks carry it forward."""
-    d = det("a", "orders", T0 + 2 * MIN)
-    r = Reorder().tick(P0, T0 + MIN).tick(P1, T0 + 3 * MIN).hold([d])
-    r = r.tick(P0, -1).tick(P0, T0)  # the new owner's announcement and replayed ticks
-    assert r.sources[P0] == T0 + MIN and r.release()[1] == []
-    r, ready, wm = r.tick(P0, T0 + 2 * MIN).release()
-    assert ready == [d] and wm == T0 + 2 * MIN
-
-
-def test_sources_named_by_worker_are_dropped_when_state_is_loaded():
-    """State written when watermarks were per worker (host:port): those sources never
-    tick again and would hold every detection back, so loading drops them."""
-    old = {"held": [], "sources": {"host-a:6066": T0, P0: T0 + MIN}}
-    assert Reorder.from_wire(old).sources == {P0: T0 + MIN}
-    # the service-graph step's own source is no worker: it stays
-    graph = {"held": [], "sources": {"service-graph": T0, P0: T0 + MIN}}
-    assert Reorder.from_wire(graph).sources == {"service-graph": T0, P0: T0 + MIN}
+    r, ready, _ = r.tick("w1", T0 - MIN).release()  # watermarks never go back
+    assert ready == [] and r.sources["w1"] == T0 + 90 * SEC
 
 
 def test_reorder_ignores_a_worker_far_behind_and_bounds_what_it_holds():
     d = det("a", "orders", T0 + 2 * MIN)
-    r = Reorder().tick(P0, T0).tick(P1, T0 + 40 * MIN).hold([d])
+    r = Reorder().tick("gone", T0).tick("live", T0 + 40 * MIN).hold([d])
     _, ready, wm = r.release(max_lag_ms=30 * MIN)
     assert ready == [d] and wm == T0 + 40 * MIN
     many = [det("a", "orders", T0 + i * SEC) for i in range(10)]
-    r, ready, _ = Reorder().tick(P0, T0 - MIN).hold(many).release(max_held=4)
+    r, ready, _ = Reorder().tick("w", T0 - MIN).hold(many).release(max_held=4)
     assert ready == many[:6] and list(r.held) == many[6:]
 
 
@@ -118,7 +94,7 @@ def test_reorder_without_ticks_holds_nothing_and_round_trips():
     d = det("a", "orders", T0)
     r, ready, wm = Reorder().hold([d, d]).release()
     assert ready == [d] and wm is None and r.held == ()
-    held = Reorder().tick(P0, T0).hold([det("b", "api", T0 + MIN, score=0.5)])
+    held = Reorder().tick("w", T0).hold([det("b", "api", T0 + MIN, score=0.5)])
     assert Reorder.from_wire(orjson.loads(orjson.dumps(held.to_wire()))) == held
 
 
@@ -131,7 +107,7 @@ def test_step_puts_callers_first_detections_back_in_order(tmp_path):
     graph = tmp_path / "graph.yaml"
     graph.write_text(yaml.safe_dump({k: list(v) for k, v in TOPOLOGY.items()}))
     step = CorrelationStep(CorrelateSettings(dependencies=str(graph)))
-    tick = orjson.dumps({"tick": -1, "source": P0})  # the worker announces its partition
+    tick = orjson.dumps({"tick": -1, "source": "w"})  # the worker announces itself
     batches = [[Message("default", False, tick)],
                [Message("default", False, d.to_json()) for d in callers[:4]],
                [Message("default", False, d.to_json()) for d in callers[4:]],
@@ -142,7 +118,7 @@ def test_step_puts_callers_first_detections_back_in_order(tmp_path):
         state, decisions = result.states["default"], decisions + result.decisions
     assert decisions == []  # all held: event time has not passed them
     assert len(CorrelationState.from_bytes(state).reorder.held) == len(db)
-    done = orjson.dumps({"tick": max(d.time for d in db), "source": P0})
+    done = orjson.dumps({"tick": max(d.time for d in db), "source": "w"})
     result = step.run([Message("default", False, done)], lambda scope: state)
     opened = {d.problem.id: d.problem for d in result.decisions}
     live = [p for p in opened.values() if not p.merged_into]

@@ -122,17 +122,6 @@ def test_step_watermark_waits_for_every_assigned_partition():
     assert step.run([_tick(NOW + 2)], lambda e, s: None, lambda p: []).watermark_ms == NOW + 2
 
 
-def test_step_reports_each_partition_that_advanced():
-    """The correlator follows each by-service partition's watermark, not a worker's."""
-    step = DetectionStep({"e": _WindowCloser({})}, 1_000)
-    one = replace(_tick(NOW - 10_000), partition=1)
-    out = step.run([_tick(NOW), one], lambda e, s: None, lambda p: [], (0, 1))
-    assert out.partition_watermarks == {0: NOW - 1_000, 1: NOW - 11_000}
-    again = step.run([_tick(NOW), replace(_tick(NOW), partition=1)], lambda e, s: None,
-                     lambda p: [], (0, 1))
-    assert again.partition_watermarks == {1: NOW - 1_000}  # partition 0 did not move
-
-
 def test_a_service_first_met_in_a_step_is_advanced_by_its_ticks():
     """postgres has no stored state before this step: its slice and then a tick arrive
     together; the tick must close its windows now, before the step's watermark goes out

@@ -32,6 +32,8 @@ from pipeline.correlate.grouping import (
     relation,
     series_key,
     update_member,
+    was_live,
+    with_late_member,
     with_member,
 )
 from pipeline.correlate.inhibit import fold_candidates, rule_mute
@@ -269,6 +271,14 @@ class Correlator:
             member = replace(member_from(det, s), joined=why)
             p = self._link(w, with_member(survivor, member), det, role)
             self._derive(w, p, ctx, det.time, f"{where} joined: {why}", lazy=True)
+            return
+        late = [(r, p) for p in w.problems.values() if det.time < w.now
+                and was_live(p, det.time, s) and (r := relation(det, p, ctx.graph, s))]
+        if late:  # it arrived after its problem resolved: it joins it, nothing reopens
+            (_, why), p = max(late, key=lambda x: (x[0][0], x[1].opened_at, x[1].id))
+            member = replace(member_from(det, s), joined=f"{why} (arrived late)")
+            p = self._link(w, with_late_member(p, member), det, "member")
+            w.put(p, f"{where} joined after the problem resolved: {why}")
             return
         pid = problem_id(self.scope, det)
         while pid in w.problems:

@@ -167,6 +167,13 @@ def is_live(p: Problem, t: int, settings: CorrelateSettings) -> bool:
     return t - p.last_firing_ms <= horizon
 
 
+def was_live(p: Problem, t: int, settings: CorrelateSettings) -> bool:
+    """Whether ``p``, resolved since, still took in detections at ``t`` (for a detection
+    that arrives after event time has moved past it)."""
+    return (not p.active and not p.merged_into and p.resolved_at is not None
+            and p.opened_at - settings.relatedness_window_ms <= t <= p.resolved_at)
+
+
 def relation(det: Detection, p: Problem, graph: Graph,
              settings: CorrelateSettings) -> tuple[int, str] | None:
     """How strongly ``det`` relates to ``p`` (3, 2 or 1) and why; None when unrelated.
@@ -312,6 +319,13 @@ def with_member(p: Problem, member: Member) -> Problem:
     clear = None if firing else max((m.resolved_ms or 0) for m in members)
     last = max(p.last_firing_ms, member.last_ms)
     return replace(p, members=members, clear_since=clear, last_firing_ms=last)
+
+
+def with_late_member(p: Problem, member: Member) -> Problem:
+    """Resolved ``p`` with ``member`` added or replaced (by key) as resolved with it; its
+    status and times stay as they are."""
+    member = replace(member, state="resolved", resolved_ms=p.resolved_at)
+    return replace(p, members=tuple(m for m in p.members if m.key != member.key) + (member,))
 
 
 def merge(survivor: Problem, victims: list[Problem], t: int) -> tuple[Problem, list[Problem],

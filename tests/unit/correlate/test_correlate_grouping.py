@@ -320,3 +320,44 @@ def test_two_problems_opened_together_blaming_the_same_root_are_one():
     second = replace(first, id="p-other", opened_at=T0 + 30 * SEC)
     assert same_root([first, second], MIN)[:2] == (second, first)
     assert same_root([first, replace(second, opened_at=T0 + 3 * MIN)], MIN) is None
+
+
+def test_a_caller_and_its_failing_calls_join_in_either_order():
+    """orders' own errors and its failing calls to inventory (an edge observation) are one
+    incident whichever of the two the correlator takes in first (detections of the same
+    minute arrive in one batch, ordered by id)."""
+    own = det("database-connection-errors", "orders", T0, category="connectivity")
+    edge = det("service-graph", "inventory", T0, category="availability", signal="traces",
+               labels={"caller": "orders", "callee": "inventory",
+                       "series": "edge.errors.ratio"})
+    for first, second in ((own, edge), (edge, own)):
+        run = Run()
+        run.feed([first])
+        out = run.feed([second])
+        assert len(run.open()) == 1, [p.affected for p in run.open()]
+        assert {"orders", "inventory"} <= set(run.open()[0].affected)
+        assert "orders" in out[-1].reason
+
+
+def test_a_detection_arriving_after_its_problem_resolved_joins_it_without_reopening():
+    """An edge observation of the outage's minute that reaches the correlator after event
+    time moved on (and the outage's problem resolved) belongs to that problem: it joins
+    it, resolved, and opens nothing."""
+    run = Run()
+    first = det("error_rate_above_5pct", "api", T0)
+    run.feed([first])
+    run.feed([cleared(first, T0 + 2 * MIN)])
+    run.tick(T0 + 30 * MIN)
+    (outage,) = [p for p in run.state.problems.values()]
+    assert outage.status == "resolved"
+    late = det("service-graph", "api", T0 + MIN, labels={"caller": "gateway",
+                                                         "series": "edge.errors"})
+    out = run.feed([late], now=T0 + 30 * MIN)
+    assert run.open() == []
+    p = run.problem(outage.id)
+    assert p.status == "resolved" and late.id in p.detection_ids
+    assert any("arrived late" in m.joined and m.state == "resolved" for m in p.members)
+    assert "joined after the problem resolved" in out[-1].reason
+    # a detection of a time the problem did not cover still opens its own
+    run.feed([det("error_rate_above_5pct", "payments", T0 + 40 * MIN)])
+    assert len(run.open()) == 1

@@ -24,6 +24,7 @@ from pipeline.evaluate.load import _root_cause_services
 from pipeline.events.problem import Problem
 from pipeline.settings import Settings
 from pipeline.simulate.labels import Labels
+from pipeline.store.base import QueryResult
 
 ReadArrow = Callable[[str], pa.Table]
 
@@ -108,7 +109,7 @@ def replay(settings: Settings, read: ReadArrow, candidate: Candidate | None, spa
     topology = stored_topology(read, settings.store.database, span,
                                settings.graph.topology_ms)
     run = Replay(settings, engines_with(settings, candidate), span.from_ms, span.to_ms,
-                 topology=topology)
+                 topology=topology, query=lambda sql: QueryResult.from_arrow(read(sql)))
     for chunk in stored.chunks(span.from_ms - span.warmup_ms, span.to_ms, span.chunk_ms):
         run.feed(chunk)
         if on_progress is not None:

@@ -33,6 +33,36 @@ def metric_category(name: str) -> str:
     return "performance"
 
 
+PEER_ATTRIBUTES = ("peer.service", "server.address", "db.system")
+
+
+def peer_series(columns: Mapping[str, Any], rows: np.ndarray) -> dict[int, tuple[str, dict]]:
+    """Per-edge metric points among ``rows``: position in ``rows`` -> (series key suffix,
+    identifying attributes). A point naming a peer (``peer.service``, ``server.address``
+    or ``db.system``) is one edge's series, identified by all of its attributes (so two
+    peers, or two reporters of one edge, are not one series); other points: none.
+    """
+    attrs = columns.get("attributes")
+    if attrs is None or not len(rows):
+        return {}
+    if not isinstance(attrs, (pa.Array, pa.ChunkedArray)):
+        attrs = pa.array(list(attrs), pa.map_(pa.string(), pa.string()))
+    import pyarrow.compute as pc
+
+    picked = attrs.take(pa.array(rows, pa.int64()))
+    named = None
+    for key in PEER_ATTRIBUTES:
+        found = pc.is_valid(pc.map_lookup(picked, key, "first"))
+        named = found if named is None else pc.or_(named, found)
+    where = np.flatnonzero(named.to_numpy(zero_copy_only=False)) if named is not None else []
+    out: dict[int, tuple[str, dict]] = {}
+    for n in np.asarray(where).tolist():
+        items = picked[n].as_py() or []
+        identity = {str(k): str(v) for k, v in sorted(items)}
+        out[n] = ("|" + ",".join(f"{k}={v}" for k, v in identity.items()), identity)
+    return out
+
+
 def values_of(columns: Mapping[str, Any], name: str) -> list[Any]:
     """A column as a list of Python values (Arrow timestamps as epoch ms)."""
     col = columns[name]

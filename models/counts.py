@@ -108,6 +108,8 @@ class CountScore:
     band_high: float
     score: float
     age: int  # windows since the key was first seen (0: new in this window)
+    drop: float = 0.0  # score of the lower tail: far fewer than usual (0 for rare keys)
+    band_low: float = 0.0  # the fewest the baseline accepts at the threshold
 
 
 class CountBaselines:
@@ -147,10 +149,16 @@ class CountBaselines:
         age = np.where(self.age < 0, 0.0, self.age + 1.0)
         z = 2.0 * (np.sqrt(c + 0.375) - np.sqrt(self.mean + 0.375)) / np.sqrt(self.disp)
         score = np.where(c >= self.min_count, score_from_log10p(log10_upper_tail(z)), 0.0)
+        # a drop (a statement logged far less, or no more) is only meaningful for a key
+        # usually seen at least twice the smallest burst count per window
+        drop = np.where(self.mean >= 2.0 * self.min_count,
+                        score_from_log10p(log10_upper_tail(-z)), 0.0)
         zt = z_for_score(self.threshold)
         high = (np.sqrt(self.mean + 0.375) + 0.5 * zt * np.sqrt(self.disp)) ** 2 - 0.375
+        low = np.maximum(np.sqrt(self.mean + 0.375) - 0.5 * zt * np.sqrt(self.disp),
+                         np.sqrt(0.375)) ** 2 - 0.375
         out = {key: CountScore(float(c[i]), float(self.mean[i]), float(high[i]),
-                               float(score[i]), int(age[i]))
+                               float(score[i]), int(age[i]), float(drop[i]), float(low[i]))
                for i, key in enumerate(self.keys) if seen[i]}
         raw_z2 = (z * np.sqrt(self.disp)) ** 2
         self.disp = np.where(seen, np.maximum(1.0, self.disp + self.rate

@@ -37,7 +37,7 @@ import numpy as np
 from models.analytics import AnalyticsModel, LogPatterns, TraceRED
 from models.base import Detector, Finding, ModelError, keepalive_due
 from models.calibration import severity_of
-from models.columns import metric_category, times_of, values_of
+from models.columns import metric_category, peer_series, times_of, values_of
 from models.ensemble import SeasonalEnsemble
 from models.logs import LogAnalytics
 from models.multivariate import FEATURE_METRICS, FEATURES, ServiceVectorHST
@@ -229,7 +229,9 @@ class ModelEngine:
         values = np.asarray(values_of(columns, "value"), dtype=np.float64)
         keep = np.fromiter((name not in SKIP_METRICS for name in names), bool, len(names))
         idx = np.flatnonzero(keep & np.isfinite(values))
-        keys = [f"{hosts[i]}|{names[i]}" for i in idx.tolist()]
+        edges = peer_series(columns, idx)  # per-edge series: identified by attributes
+        keys = [f"{hosts[i]}|{names[i]}{edges[n][0] if n in edges else ''}"
+                for n, i in enumerate(idx.tolist())]
         bank = state.metrics
         bank.adopt(self.metric_detector)
         slots = bank.slots(keys)
@@ -245,14 +247,17 @@ class ModelEngine:
                         "band_high": high, "model": self.metric_model}
             if i in res.reasons:
                 evidence["resolution"] = res.reasons[i]
+            edge = edges.get(i, ("", {}))[1]
+            where = (f"to {edge['peer.service']}" if "peer.service" in edge
+                     else f"on {hosts[j]}")
             findings.append(Finding(
                 self.metric_model, "metrics", "firing" if keep else kind, res.ticks.get(i, t),
                 names[j], res.peaks[i], float(values[j]), res.since.get(i, t), t,
                 host=hosts[j], keepalive=keep,
                 category=metric_category(names[j]),
-                title=f"{names[j]} on {hosts[j]} is {values[j]:.4g}, expected about "
+                title=f"{names[j]} {where} is {values[j]:.4g}, expected about "
                       f"{res.expected[i]:.4g}",
-                labels={"host": hosts[j], "metric": names[j]}, evidence=evidence))
+                labels={"host": hosts[j], "metric": names[j], **edge}, evidence=evidence))
         if self.vector:
             findings += self._vector(times, names, values, state)
         return findings, {"points": int(idx.size), "series": len(bank)}
@@ -263,8 +268,11 @@ class ModelEngine:
         ones worth seeding from stored history before :meth:`process`."""
         names, hosts = values_of(columns, "name"), values_of(columns, "host")
         known = state.metrics.index
-        out = {(h, n) for h, n in zip(hosts, names, strict=True)
-               if n not in SKIP_METRICS and f"{h}|{n}" not in known}
+        # a per-edge series (a point naming its peer) is learned live, not seeded: the
+        # history is read by host and metric, which would mix the edges
+        edges = peer_series(columns, np.arange(len(names)))
+        out = {(h, n) for r, (h, n) in enumerate(zip(hosts, names, strict=True))
+               if r not in edges and n not in SKIP_METRICS and f"{h}|{n}" not in known}
         return sorted(out)
 
     def seed(self, state: ServiceModelState, history: Mapping[str, Any]) -> int:

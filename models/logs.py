@@ -8,10 +8,13 @@ scores every count against its own baseline:
 - a *template burst*: a known template far above its usual count;
 - a *new template in volume*: a template first seen in this window, at least
   ``min_count`` times (after the service's warm-up, so start-up chatter never alarms);
-- *error-severity rate out of band*: the ERROR+FATAL count above its usual band.
+- *error-severity rate out of band*: the ERROR+FATAL count above its usual band;
+- *a template dropped or vanished*: a template usually logged at least twice
+  ``min_count`` times a window, now far less or not at all (a code path no longer taken,
+  e.g. after a code defect).
 
-Bursts and error rates must hold for two windows in a row (a one-window blip does not
-alarm); a new template fires in the window it appears.
+Bursts, drops and error rates must hold for two windows in a row (a one-window blip does
+not alarm); a new template fires in the window it appears.
 
 A key fires when its score reaches the threshold and resolves when a later window scores
 below the clear level; with ``keepalive_ms`` a window that keeps it firing re-sends it
@@ -38,6 +41,7 @@ from models.counts import CountBaselines, Windows
 
 MODEL = LogPatterns.name
 ERRORS_KEY = "severity:error"
+DROP = "|drop"  # alarm key suffix of a template logged far less than usual
 _ERROR_SEVERITY = 17  # OpenTelemetry ERROR range start
 _DRAIN_PARAMS = ("sim_th", "depth", "max_children", "max_clusters")
 _MASKS = (
@@ -214,12 +218,53 @@ class LogAnalytics:
                     self.sent[key] = tick
                     out.append(replace(self._finding(key, "firing", since, end, cs),
                                        time=tick, keepalive=True))
+            out += self._drops(scores, warm, start, end, keepalive_ms)
+        return out
+
+    def _drops(self, scores: Mapping[str, Any], warm: bool, start: int, end: int,
+               keepalive_ms: int) -> list[Finding]:
+        """Templates logged far less than usual, or no more (two windows in a row)."""
+        out: list[Finding] = []
+        for key, cs in scores.items():
+            if key == ERRORS_KEY:
+                continue
+            dkey = f"{key}{DROP}"
+            since = self.firing.get(dkey)
+            if since is None and warm and cs.drop >= self.config.threshold:
+                first = self.pending.pop(dkey, None)
+                if first is None:
+                    self.pending[dkey] = start
+                    continue
+                self.firing[dkey], self.sent[dkey] = first, end
+                self.fired_on[dkey] = self.hosts.get(key, "")
+                out.append(self._finding(dkey, "firing", first, end, cs))
+                continue
+            self.pending.pop(dkey, None)
+            if since is None:
+                continue
+            if cs.drop < self.config.clear:
+                del self.firing[dkey]
+                out.append(self._finding(dkey, "resolved", since, end, cs))
+                self.sent.pop(dkey, None)
+                self.fired_on.pop(dkey, None)
+            elif (tick := keepalive_due(self.sent.get(dkey, since), end,
+                                        keepalive_ms)) is not None:
+                self.sent[dkey] = tick
+                out.append(replace(self._finding(dkey, "firing", since, end, cs),
+                                   time=tick, keepalive=True))
         return out
 
     def _finding(self, key: str, state: str, start: int, end: int, cs: Any) -> Finding:
         if key == ERRORS_KEY:
             template, kind, worst = "ERROR and FATAL records", "error_rate", _ERROR_SEVERITY
             title = f"error-severity logs out of band: {cs.count:.0f} in the window"
+        elif key.endswith(DROP):
+            cid = int(key[1:-len(DROP)])
+            template, worst = self.miner.template(cid), self.miner.severity.get(cid, 9)
+            kind = "vanished_template" if cs.count == 0 else "template_drop"
+            what = "log template vanished" if cs.count == 0 else "log template dropped"
+            title = (f"{what}: {template[:120]} ({cs.count:.0f} in the window, usually "
+                     f"{cs.expected:.0f})")
         else:
             cid = int(key[1:])
             template, worst = self.miner.template(cid), self.miner.severity.get(cid, 9)
@@ -227,13 +272,17 @@ class LogAnalytics:
             what = "new log template" if kind == "new_template" else "log template burst"
             title = f"{what}: {template[:120]} ({cs.count:.0f} in the window)"
         category = log_category(template, worst) if key != ERRORS_KEY else "availability"
+        if key.endswith(DROP):  # a code path no longer taken: what the service does changed
+            category = "availability"
         severity = "high" if worst >= 21 and state == "firing" else ""
-        host = self.fired_on.get(key, self.hosts.get(key, ""))
-        return Finding(MODEL, "logs", state, end, key, cs.score, cs.count, start, end,
+        host = self.fired_on.get(key, self.hosts.get(key.removesuffix(DROP), ""))
+        score = cs.drop if key.endswith(DROP) else cs.score
+        return Finding(MODEL, "logs", state, end, key, score, cs.count, start, end,
                        host=host, category=category, title=title,
                        labels={"template_id": key}, severity=severity,
                        threshold=self.config.threshold,
-                       evidence={"expected": cs.expected, "band_low": 0.0,
+                       evidence={"expected": cs.expected,
+                                 "band_low": cs.band_low if key.endswith(DROP) else 0.0,
                                  "band_high": cs.band_high, "model": MODEL, "kind": kind,
                                  "template": template, "window_ms": self.config.window_ms})
 

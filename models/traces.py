@@ -2,8 +2,9 @@
 
 Spans are bucketed by start time into tumbling windows per *operation*: the service's
 server/consumer spans by span name, and its outgoing calls (client/producer spans) by
-callee, as ``-> callee``. When a window closes, each operation yields rate (spans/s),
-errors and duration percentiles (p50, p95, p99):
+callee, as ``-> callee`` (their detections name the callee in ``peer.service``). When a
+window closes, each operation yields rate (spans/s), errors and duration percentiles
+(p50, p95, p99):
 
 - durations (log-scaled, so a 2 ms and a 2 s operation are alike) are scored like
   metrics by a :class:`~models.series.SeriesBank` of
@@ -69,6 +70,11 @@ def _rate_detector(config: TraceRED) -> RobustSeasonal:
     # rates are scored as counts per window on Anscombe's scale, 2 sqrt(count + 3/8), where
     # Poisson noise has a standard deviation of about 1: a scale under half of it is noise
     return _series_detector(config, abs_floor=0.5)
+
+
+def _peer(op: str) -> dict[str, str]:
+    """The callee an outgoing operation (``-> callee``) names, as a label."""
+    return {"peer.service": op[3:]} if op.startswith("-> ") else {}
 
 
 def _anscombe(count: float) -> float:
@@ -193,7 +199,7 @@ class TraceAnalytics:
                 category="performance" if name != "rate" else "availability",
                 title=f"{service} {op}: {what} {observed:.4g}"
                       f"{'' if name == 'rate' else ' ms'} (expected {expected:.4g})",
-                labels={"operation": op, "series": f"trace.{name}"},
+                labels={"operation": op, "series": f"trace.{name}", **_peer(op)},
                 threshold=self.config.threshold,
                 evidence={"expected": expected, "band_low": max(low, 0.0),
                           "band_high": high, "model": f"{MODEL}/{self.detector.name}",
@@ -233,7 +239,8 @@ class TraceAnalytics:
             MODEL, "traces", state, end if tick is None else tick, op, score, ratio, first,
             end, keepalive=tick is not None, category="availability",
             title=f"{op}: {errors} of {n} spans failed (usual error ratio {p0:.3g})",
-            labels={"operation": op, "series": "trace.errors"}, threshold=cfg.threshold,
+            labels={"operation": op, "series": "trace.errors", **_peer(op)},
+            threshold=cfg.threshold,
             evidence={"expected": p0, "band_low": 0.0,
                       "band_high": float(binom.isf(10 ** -(cfg.threshold * 8), n, p0) / n),
                       "model": MODEL, "series": "trace.errors", "errors": errors,

@@ -254,6 +254,7 @@ class CorrelateSettings:
     flap_threshold: int = 3  # … this many make a problem flapping
     flap_hold_ms: int = 15 * MINUTE_MS  # resolve hold of a flapping problem
     relatedness_window_ms: int = 10 * MINUTE_MS  # how close in time detections relate
+    alive_ms: int = 6 * MINUTE_MS  # a firing member unconfirmed this long relates nothing
     max_symptom_hops: int = 4  # how far up the call graph symptoms are folded
     escalate_spread: tuple[int, ...] = (3, 6)  # affected services raising severity a level
     escalate_after_ms: tuple[int, ...] = (HOUR_MS, 4 * HOUR_MS)  # open this long: +1 level
@@ -339,6 +340,24 @@ def _fail(name: str, value: Any, expected: str) -> NoReturn:
 
 
 @dataclass(frozen=True)
+class GraphSettings:
+    """The service graph learned from spans, per time bucket (``pipeline/graph``).
+
+    Client and server spans of different services are paired by trace id and span id in
+    the store, one bucket at a time once detection's event time has passed it; each edge
+    caller -> callee gets calls, errors and client-side latency percentiles per bucket,
+    stored in ``service_edges``, scored for anomalies (attributed to the callee) and fed
+    to the correlator.
+    """
+
+    enabled: bool = True
+    bucket_ms: int = 60_000  # one row per edge and bucket
+    pair_window_ms: int = 300_000  # a parent span may start this long before its child
+    topology_ms: int = 86_400_000  # edges seen this recently make the correlator's graph
+    min_calls: int = 10  # calls of an edge in its latency baseline before it is tested
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     """The Faust worker: consumer group id, state directory and its web server."""
 
@@ -389,6 +408,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     detect: DetectSettings = field(default_factory=DetectSettings)
     correlate: CorrelateSettings = field(default_factory=CorrelateSettings)
+    graph: GraphSettings = field(default_factory=GraphSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     query: QuerySettings = field(default_factory=QuerySettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
@@ -440,6 +460,9 @@ _POSITIVE = {
     ("notify", "max_attempts"),
     ("notify", "backoff_initial_ms"),
     ("notify", "backoff_max_ms"),
+    ("graph", "bucket_ms"),
+    ("graph", "topology_ms"),
+    ("graph", "min_calls"),
 }
 MIN_MESSAGE_BYTES = 65_536
 """The smallest ``kafka.max_message_bytes`` accepted: ticks and state chunks must fit."""
@@ -449,7 +472,8 @@ _NON_NEGATIVE = {("store", "ttl_days"), ("ingest", "max_future_ms"), ("worker", 
                  ("detect", "warmup_history_ms"), ("detect", "warmup_history_points"),
                  ("detect", "accept_points"),
                  ("query", "max_execution_time_s"), ("query", "max_memory_bytes"),
-                 ("query", "max_result_rows"), ("notify", "lookback_ms")}
+                 ("query", "max_result_rows"), ("notify", "lookback_ms"),
+                 ("graph", "pair_window_ms")}
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -7,13 +7,17 @@ versions, their links and their changes (``problem_changes``) go to ClickHouse a
 to the alerts topic before the batch's offsets are acknowledged. A failing batch is
 retried in place by its :class:`~pipeline.agents.batches.BatchRunner`; the correlation
 step runs once per batch (its result is kept across attempts).
+
+The worker owning a scope's partition also runs the scope's service-graph step after
+each batch (``pipeline.graph``): it pairs the spans of the buckets detection has passed
+in the store, stores the edges and edge detections, and hands those detections and its
+tick to the correlation step in the same batch; its state sits in the same table.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,10 +35,12 @@ from pipeline.correlate import (
     problem_detections_table,
     problems_table,
 )
-from pipeline.correlate.step import CorrelationStep, Message
-from pipeline.errors import StoreError
+from pipeline.correlate.step import CorrelationStep, Message, source_watermark
+from pipeline.events.detection import detections_table
 from pipeline.events.faults import Faults
 from pipeline.events.sizes import MessageTooLarge, value_budget
+from pipeline.graph.step import SOURCE as GRAPH_SOURCE
+from pipeline.graph.step import GraphResult, GraphStep, edges_table
 from pipeline.kafka.transport import CORRELATION_TABLE
 from pipeline.settings import Settings
 from pipeline.store.writer import StoreWriter
@@ -55,6 +61,7 @@ class CorrelateCounters:
     event_time_ms: dict[str, int] = field(default_factory=dict)  # per scope
     shadow_dropped: int = 0  # shadow candidates' detections, never correlated
     diagnostics: int = 0  # automated diagnostics runs (one per problem and root cause)
+    watermark_ms: int = -1  # event time every detection source (and the graph) passed
 
 
 def is_shadow(headers: Any) -> bool:
@@ -76,7 +83,6 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
     table = app.Table(CORRELATION_TABLE, partitions=topics.partitions, key_type=bytes,
                       value_type=bytes, help="open problems, alert tracks, silences per scope")
     max_bytes = settings.kafka.max_message_bytes
-    graph: dict[str, Any] = {"edges": {}, "read_at": 0.0}
     diagnostician = Diagnostician(writer) if settings.correlate.diagnostics else None
 
     async def diagnose(decisions: list) -> list:
@@ -88,27 +94,49 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
         counters.diagnostics = diagnostician.runs
         return attached
 
-    async def learned_call_graph() -> dict[str, list[str]]:
-        """Edges learned from traces, read from the store at most every 30 s."""
-        if time.monotonic() - graph["read_at"] >= 30.0:
-            graph["read_at"] = time.monotonic()
-            try:
-                rows = (await writer.query(
-                    f"SELECT caller, groupArray(callee) FROM {writer.store.database}"
-                    ".service_edges GROUP BY caller")).rows
-                graph["edges"] = {caller: list(callees) for caller, callees in rows}
-            except StoreError as exc:  # the static graph still serves
-                log.warning("reading the learned call graph failed: %s", exc)
-        return graph["edges"]
+    scope = settings.correlate.scope
+    graph_step = (GraphStep(settings.graph, scope, writer.store.database)
+                  if settings.graph.enabled else None)
+    graph_key = f"{scope}\x00{GRAPH_SOURCE}".encode()
+    learned: dict[str, Any] = {"topology": None}
+
+    def topology() -> dict[str, tuple[str, ...]]:
+        """The call graph the graph step has learned (read from its state once)."""
+        if learned["topology"] is None:
+            learned["topology"] = (graph_step.topology(get_value(table, graph_key))
+                                   if graph_step is not None else {})
+        return learned["topology"]
 
     async def run_step(events: Any) -> Any:
-        learned = await learned_call_graph()
         shadow = [is_shadow(e.message.headers) for e in events]
         counters.shadow_dropped += sum(shadow)
         messages = [Message((e.message.key or b"").decode(),
                             e.message.topic == topics.control, e.message.value)
                     for e, dropped in zip(events, shadow, strict=True) if not dropped]
-        return step.run(messages, lambda scope: get_value(table, scope.encode()), learned)
+        return step.run(messages, lambda key: get_value(table, key.encode()), topology())
+
+    async def run_graph() -> GraphResult:
+        """Pair the spans of the buckets detection has passed (a blocking store query)."""
+        assert graph_step is not None
+        watermark = source_watermark(get_value(table, scope.encode()), GRAPH_SOURCE)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, graph_step.run, watermark, writer.store.query, get_value(table, graph_key))
+
+    async def store_graph(result: GraphResult) -> None:
+        if result.edges:
+            await writer.insert("service_edges", edges_table(result.edges,
+                                                             settings.graph.bucket_ms))
+        if result.detections:
+            await writer.insert("detections", detections_table(result.detections))
+
+    async def write_graph_state(stream: Any, event: Any, result: GraphResult) -> None:
+        previous = stream.current_event
+        try:
+            stream._set_current_event(event)  # the scope's changelog partition
+            set_value(table, graph_key, result.state, max_bytes)
+        finally:
+            stream._set_current_event(previous)
+        learned["topology"] = result.topology
 
     async def write_states(stream: Any, events: Any, result: Any) -> None:
         last_of = {(e.message.key or b"").decode(): e for e in events}
@@ -148,26 +176,53 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
         for kind in sent:
             counters.alerts_by_type[kind] = counters.alerts_by_type.get(kind, 0) + 1
 
-    async def correlate_batch(stream: Any, events: Any, steps: BatchSteps) -> None:
-        result = await steps.once("step", lambda: run_step(events))
-        await steps.once("states", lambda: write_states(stream, events, result))
+    async def apply(stream: Any, events: Any, result: Any, steps: BatchSteps,
+                    prefix: str) -> None:
+        """Write a correlation result: states, problems, alerts (each once per batch)."""
+        await steps.once(prefix + "states", lambda: write_states(stream, events, result))
         if result.feedback:
-            await steps.once("feedback", lambda: writer.insert(
+            await steps.once(prefix + "feedback", lambda: writer.insert(
                 "feedback", feedback_table(result.feedback)))
         decisions = result.decisions
         if decisions and diagnostician is not None:
-            decisions = await steps.once("diagnostics", lambda: diagnose(decisions))
+            decisions = await steps.once(prefix + "diagnostics",
+                                         lambda: diagnose(decisions))
         alerts = [d for d in decisions if d.notify]
         if decisions:
-            await steps.once("problems", lambda: store_problems(decisions))
+            await steps.once(prefix + "problems", lambda: store_problems(decisions))
             if alerts:
-                await steps.once("alerts", lambda: send_alerts(alerts))
-        faults.check("correlate.after")
+                await steps.once(prefix + "alerts", lambda: send_alerts(alerts))
+
+    def count(result: Any) -> None:
         counters.rejected += result.rejected
         counters.open_problems.update(result.open_problems)
         counters.event_time_ms.update(result.event_time_ms)
-        for d in decisions:
+        for d in result.decisions:
             counters.decisions[d.kind] = counters.decisions.get(d.kind, 0) + 1
+
+    async def correlate_batch(stream: Any, events: Any, steps: BatchSteps) -> None:
+        result = await steps.once("step", lambda: run_step(events))
+        await apply(stream, events, result, steps, "")
+        again = None
+        own = [e for e in events if (e.message.key or b"").decode() == scope]
+        if graph_step is not None and own:
+            graph = await steps.once("graph", run_graph)
+            await steps.once("graph.store", lambda: store_graph(graph))
+            await steps.once("graph.state",
+                             lambda: write_graph_state(stream, own[-1], graph))
+            more = [Message(scope, False, m) for m in graph.messages]
+            if more:  # the edge detections and the graph's tick, in the same batch
+                again = await steps.once("graph.step", lambda: _run(more))
+                await apply(stream, own, again, steps, "graph.")
+        faults.check("correlate.after")
+        count(result)
+        if again is not None:  # after the first: its open problems are the latest
+            count(again)
+        counters.watermark_ms = max(counters.watermark_ms,
+                                    source_watermark(get_value(table, scope.encode())))
+
+    async def _run(messages: list[Message]) -> Any:
+        return step.run(messages, lambda key: get_value(table, key.encode()), topology())
 
     runner = runners.add(new_runner("tocsin.correlate", correlate_batch))
 

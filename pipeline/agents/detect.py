@@ -83,16 +83,6 @@ def source_lags(ticks: Mapping[str, Any], watermark_ms: int,
             for name, t in ticks.items()}
 
 
-def edges_table(edges: list[tuple[str, str, int, int]]) -> pa.Table:
-    """Learned caller → callee edges as rows of the ``service_edges`` table."""
-    return pa.table({
-        "caller": pa.array([e[0] for e in edges], pa.string()),
-        "callee": pa.array([e[1] for e in edges], pa.string()),
-        "calls": pa.array([e[2] for e in edges], pa.uint64()),
-        "last_seen": pa.array([e[3] for e in edges], pa.timestamp("ms", tz="UTC")),
-    })
-
-
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` (murmur2, as producers do)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
@@ -224,9 +214,6 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
             await steps.once("publish", lambda: publish(result))
             await steps.once("detections", lambda: writer.insert(
                 "detections", detections_table(result.detections)))
-        if result.edges:
-            await steps.once("edges", lambda: writer.insert(
-                "service_edges", edges_table(result.edges)))
         if result.watermark_ms > counters.watermark_ms:
             await steps.once("watermark", lambda: send_watermark(result.watermark_ms))
         if shadow_step is not None:

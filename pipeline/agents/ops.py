@@ -111,6 +111,8 @@ def worker_status(pipeline: Any, now_ms: int) -> dict[str, Any]:
             "alerts_by_type": correlate.alerts_by_type,
             "open_problems": correlate.open_problems,
             "event_time_ms": correlate.event_time_ms,
+            # event time every detection source (and the service graph) has passed
+            "watermark_ms": correlate.watermark_ms,
             "rejected": correlate.rejected,
             "not_sent": correlate.not_sent,
             "shadow_dropped": correlate.shadow_dropped,

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from pipeline.api.web import QUERY_PATH, check_served_by, client_headers
+from pipeline.api.web import QUERY_PATH, STATUS_PATH, check_served_by, client_headers
 from pipeline.errors import StoreError, TocsinError
 from pipeline.settings import Settings
 from pipeline.store import QueryResult, ReadLimits, ReadRefused, open_store
@@ -60,6 +60,24 @@ def call_worker(settings: Settings, path: str, payload: dict | None = None,
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         raise WorkerUnreachable(f"no worker answers at {url} (is `tocsin worker` running, "
                                 "with the same TOCSIN_WORKER_WEB_PORT?)") from None
+
+
+def worker_status(settings: Settings, timeout_s: float = 10.0) -> dict | None:
+    """The running worker's status page, or None when no worker answers."""
+    try:
+        return call_worker(settings, STATUS_PATH, None, timeout_s)
+    except (WorkerUnreachable, ValueError):
+        return None
+
+
+def caught_up(status: dict, end_ms: int, lateness_ms: int) -> bool:
+    """Whether a worker's detectors and correlator have passed ``end_ms`` (the last
+    record's time) as far as event time can go: every detector's watermark trails the
+    newest record by the allowed lateness."""
+    target = end_ms - lateness_ms
+    detect = status.get("detect", {}).get("watermark_ms", -1)
+    correlate = status.get("correlate", {}).get("watermark_ms", target)
+    return detect >= target and correlate >= target - 60_000
 
 
 def _ask_worker(settings: Settings, sql: str, timeout_s: float) -> QueryResult | None:

@@ -24,6 +24,7 @@ from pipeline.evaluate.load import _root_cause_services
 from pipeline.events.problem import Problem
 from pipeline.settings import Settings
 from pipeline.simulate.labels import Labels
+from pipeline.store.base import QueryResult
 
 ReadArrow = Callable[[str], pa.Table]
 
@@ -87,11 +88,28 @@ def stored_problems(read: ReadArrow, database: str, scope: str,
     return out
 
 
+def stored_topology(read: ReadArrow, database: str, span: Range,
+                    topology_ms: int) -> dict[str, tuple[str, ...]]:
+    """The call graph the worker's service-graph step stored for ``span`` (its edges seen
+    up to ``topology_ms`` before the start): caller -> callees."""
+    rows = _rows(read(
+        f"SELECT DISTINCT caller, callee FROM {database}.service_edges WHERE bucket >= "
+        f"fromUnixTimestamp64Milli({span.from_ms - topology_ms}, 'UTC') AND bucket < "
+        f"fromUnixTimestamp64Milli({span.to_ms}, 'UTC') ORDER BY caller, callee"))
+    graph: dict[str, list[str]] = {}
+    for r in rows:
+        graph.setdefault(r["caller"], []).append(r["callee"])
+    return {caller: tuple(callees) for caller, callees in graph.items()}
+
+
 def replay(settings: Settings, read: ReadArrow, candidate: Candidate | None, span: Range,
            on_progress: Callable[[Progress], None] | None = None) -> ReplayResult:
     """The candidate's detections and problems over ``span`` (nothing is written)."""
     stored = StoredTelemetry(read, settings.store.database, span.services)
-    run = Replay(settings, engines_with(settings, candidate), span.from_ms, span.to_ms)
+    topology = stored_topology(read, settings.store.database, span,
+                               settings.graph.topology_ms)
+    run = Replay(settings, engines_with(settings, candidate), span.from_ms, span.to_ms,
+                 topology=topology, query=lambda sql: QueryResult.from_arrow(read(sql)))
     for chunk in stored.chunks(span.from_ms - span.warmup_ms, span.to_ms, span.chunk_ms):
         run.feed(chunk)
         if on_progress is not None:

@@ -6,14 +6,17 @@ forwarded (:func:`pipeline.events.slices.split_by_service`) and goes through a
 time is in, a tick (how far event time got, as ingest sends it) lets windows close. The
 detections, followed by the detection watermark, go through a
 :class:`~pipeline.correlate.step.CorrelationStep` as the correlate agent hands them over.
-States live in dicts of bytes, as they would in the agents' tables. Nothing is written
+States live in dicts of bytes, as they would in the agents' tables. Given a store query,
+the correlate agent's service-graph step runs after each correlation batch as in the
+worker: it pairs the stored spans into edges, and its edge detections and tick go to the
+correlator (the call graph starts from the edges the worker stored). Nothing is written
 anywhere: no topic, no table.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +29,9 @@ from pipeline.detect.step import DetectionStep, Message
 from pipeline.events.detection import Detection
 from pipeline.events.problem import Problem
 from pipeline.events.slices import TICK_KEY, Tick, encode_ticks, split_by_service
+from pipeline.graph.step import GraphStep
 from pipeline.settings import Settings
+from pipeline.store.base import QueryResult
 
 SOURCE = "backtest"
 
@@ -82,7 +87,9 @@ class Replay:
     detections with a time in ``[keep_from_ms, keep_to_ms)`` are kept."""
 
     def __init__(self, settings: Settings, engines: Mapping[str, Any], keep_from_ms: int,
-                 keep_to_ms: int, clock: Callable[[], float] = time.perf_counter) -> None:
+                 keep_to_ms: int, clock: Callable[[], float] = time.perf_counter,
+                 topology: Mapping[str, Sequence[str]] | None = None,
+                 query: Callable[[str], QueryResult] | None = None) -> None:
         self.detect = DetectionStep(engines, settings.detect.allowed_lateness_ms)
         self.correlate = (CorrelationStep(settings.correlate)
                           if settings.correlate.enabled else None)
@@ -92,7 +99,13 @@ class Replay:
         self.clock = clock
         self.detect_states: dict[tuple[str, str], bytes] = {}
         self.correlate_states: dict[str, bytes] = {}
-        self.learned: dict[str, set[str]] = {}
+        self.topology = {k: tuple(v) for k, v in (topology or {}).items()}
+        # the correlate agent's service-graph step, pairing the stored spans
+        self.graph = (GraphStep(settings.graph, self.scope, settings.store.database)
+                      if query is not None and settings.graph.enabled and self.correlate
+                      else None)
+        self.query = query
+        self.graph_state: bytes | None = None
         self.result = ReplayResult()
         self._window: int | None = None
         self._sent: int | None = None  # the watermark sent last
@@ -102,6 +115,8 @@ class Replay:
         """One chunk of stored rows; a chunk of a later stretch first closes the last."""
         if self._window is not None and chunk.start_ms != self._window:
             self._tick()
+        if self.graph is not None and self.graph_state is None:
+            self._graph(chunk.start_ms)  # the pairing starts with the telemetry
         self._window = chunk.start_ms
         forwarded = split_by_service(chunk.signal, chunk.table, self.max_bytes)
         self._step([Message(0, key, value) for key, value in forwarded.messages])
@@ -129,8 +144,6 @@ class Replay:
         states.update(out.states)
         self.result.late_records += out.late_records
         self.result.errors += out.errors
-        for caller, callee, _calls, _last in out.edges:
-            self.learned.setdefault(caller, set()).add(callee)
         lo, hi = self.keep
         self.result.detections += [Found.of(d) for d in out.detections if lo <= d.time < hi]
         if self.correlate is None:
@@ -144,12 +157,26 @@ class Replay:
             wire.append(orjson.dumps({"tick": out.watermark_ms, "source": SOURCE}))
         if wire:
             self._correlate(wire)
+        if self.graph is not None and self._sent >= 0:
+            self._graph(self._sent)
+
+    def _graph(self, watermark_ms: int) -> None:
+        """The service-graph step after a correlation batch, as the correlate agent runs
+        it: edge detections and the graph's tick go to the correlator."""
+        assert self.graph is not None and self.query is not None
+        out = self.graph.run(watermark_ms, self.query, self.graph_state)
+        self.graph_state = out.state
+        for caller, callees in out.topology.items():
+            self.topology[caller] = tuple(sorted({*self.topology.get(caller, ()), *callees}))
+        lo, hi = self.keep
+        self.result.detections += [Found.of(d) for d in out.detections if lo <= d.time < hi]
+        if out.messages:
+            self._correlate(out.messages)
 
     def _correlate(self, values: Iterable[bytes]) -> None:
         assert self.correlate is not None
         messages = [CorrelateMessage(self.scope, False, v) for v in values]
-        learned = {k: sorted(v) for k, v in self.learned.items()}
-        out = self.correlate.run(messages, self.correlate_states.get, learned)
+        out = self.correlate.run(messages, self.correlate_states.get, self.topology)
         self.correlate_states.update(out.states)
         for decision in out.decisions:
             self.result.problems[decision.problem.id] = decision.problem

@@ -28,6 +28,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pipeline.api.query import caught_up
 from pipeline.api.web import QUERY_PATH, STATUS_PATH, client_headers
 from pipeline.errors import TocsinError
 from pipeline.evaluate import evaluate, format_table, result_to_dict
@@ -169,6 +170,15 @@ async def _stream(settings, simulation, speed, progress, task, live, worker) -> 
             status = await loop.run_in_executor(pool, worker.call, STATUS_PATH, None,
                                                 LIVE_TIMEOUT_S)
             if sum(status["stored"].values()) + sum(status["rejected"].values()) >= sent:
+                break
+            await asyncio.sleep(0.5)
+        # score only once every detector (and the correlator) has passed the last record
+        last_ms = simulation.end_ms - simulation.labels.interval_ms
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            status = await loop.run_in_executor(pool, worker.call, STATUS_PATH, None,
+                                                LIVE_TIMEOUT_S)
+            if caught_up(status, last_ms, settings.detect.allowed_lateness_ms):
                 break
             await asyncio.sleep(0.5)
         live.update(await loop.run_in_executor(pool, _live_view, progress, worker))

@@ -138,21 +138,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("evaluate", help="score stored problems against simulation labels "
-                       "or operators' feedback",
-                       description="--labels: per incident: detected, time to detect, split "
-                       "into how many problems; false alarms per simulated day; root-cause "
-                       "AC@1/AC@3; pairwise grouping precision/recall/F1. --feedback: over "
-                       "the problems opened between --from and --to, precision, false-alarm "
-                       "rate and root-cause accuracy from operators' verdicts. Prints a "
-                       "table, writes JSON.")
-    p.add_argument("--labels", help="labels file of a simulation run")
+    p = sub.add_parser("evaluate", help="score stored problems against labels or operators' "
+                       "feedback",
+                       description="--labels with simulation labels (an object with "
+                       "incidents): per incident detected, time to detect, split into how "
+                       "many problems; false alarms per simulated day; root-cause AC@1/AC@3; "
+                       "pairwise grouping precision/recall/F1. --labels with case labels of "
+                       "real faults (a JSON list of id, start, end in epoch ms, "
+                       "root_cause_service, optional fault_type): per case detected, time to "
+                       "detect, problems, rank of the root cause; AC@1/3/5, Avg@5 and false "
+                       "problems, per fault type; a problem counts for a case only if it "
+                       "opened within [start - --before, end + --slack]. --feedback: over the "
+                       "problems opened between --from and --to, precision, false-alarm rate "
+                       "and root-cause accuracy from operators' verdicts. Prints a table, "
+                       "writes JSON.")
+    p.add_argument("--labels", help="labels file of a simulation run, or case labels")
     p.add_argument("--feedback", action="store_true",
                    help="score from the feedback table instead of labels")
     p.add_argument("--from", dest="from_", help="range start (RFC 3339 or epoch ms)")
     p.add_argument("--to", help="range end (RFC 3339 or epoch ms; default: now)")
-    p.add_argument("--json", help="JSON output path (default: LABELS.evaluation.json)")
+    p.add_argument("--json", help="JSON output path (default: LABELS.evaluation.json; "
+                   "'-': print only the JSON)")
     p.add_argument("--slack", default="5m", help="matching slack after an incident ends")
+    p.add_argument("--before", default="1m",
+                   help="case labels: a problem may open this long before a case starts")
+    p.add_argument("--wait", type=float, default=600.0,
+                   help="seconds to wait for a running worker's detectors to pass the last "
+                   "labelled record (0: score at once)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="the whole pipeline on a simulated system, live",

@@ -32,6 +32,8 @@ from pipeline.correlate.grouping import (
     relation,
     series_key,
     update_member,
+    was_live,
+    with_late_member,
     with_member,
 )
 from pipeline.correlate.inhibit import fold_candidates, rule_mute
@@ -214,16 +216,21 @@ class Correlator:
         key = series_key(det)
         where = f"{det.detector} on {det.service}"
         if det.state == "resolved":
-            owner = next((p for p in sorted(w.problems.values(), key=lambda p: not p.active)
-                          if p.member(key) is not None), None)
+            owner = max((p for p in w.problems.values() if p.member(key) is not None),
+                        key=lambda p: (p.active, p.member(key).last_ms), default=None)
             if owner is not None:
                 m = owner.member(key)
                 p = self._link(w, with_member(owner, update_member(m, det, s)), det, "resolve")
                 every = "; every member resolved" if p.active and p.clear_since else ""
                 w.put(p, f"{where} resolved{every}")
             return
-        owner = next((p for p in w.active() if p.member(key) is not None), None)
-        if owner is not None:
+        # the series' problem takes a keep-alive, or a flap (firing again soon after it
+        # was last seen firing); a series that resolved after being silent for longer
+        # than alive_ms and fires again is a fresh onset, related like a new detection
+        owner = max((p for p in w.active() if p.member(key) is not None),
+                    key=lambda p: p.member(key).last_ms, default=None)
+        if owner is not None and (owner.member(key).state == "firing"
+                                  or owner.member(key).last_ms >= det.time - s.alive_ms):
             m = owner.member(key)
             p = self._link(w, with_member(owner, update_member(m, det, s)), det, "keepalive")
             self._derive(w, p, ctx, det.time,
@@ -239,7 +246,8 @@ class Correlator:
             p, why = max(recurring, key=lambda x: (x[0].resolved_at or 0, x[0].id))
             p = reopen(p, det.time, s)
             old = p.member(key)
-            member = update_member(old, det, s) if old else member_from(det, s)
+            member = update_member(old, det, s) if old else replace(
+                member_from(det, s), joined=f"reopened the problem: {why}")
             p = self._link(w, with_member(p, member), det, "member")
             w.reopened.add(p.id)
             flap = (f"; flapping ({len(p.reopens)} reopens within flap_window)"
@@ -248,19 +256,36 @@ class Correlator:
             return
         if related:
             chosen = [(r[1], p) for r, p in related if r[0] == best]
+            if len(chosen) > 1:
+                # a detection bridges problems that began at once (one incident seen in
+                # pieces); one that began well before the others is an earlier incident,
+                # left apart: the detection joins those that began last
+                latest = max(_began(p) for _, p in chosen)
+                chosen = [(why, p) for why, p in chosen
+                          if latest - _began(p) <= s.relatedness_window_ms // 2]
             why, survivor = chosen[0]
             if len(chosen) > 1:
                 survivor = self._merge(w, survivor, [p for _, p in chosen[1:]], det.time,
                                        f"bridged by {where}", ctx)
             role = "symptom" if why.startswith("inhibited") else "member"
-            p = self._link(w, with_member(survivor, member_from(det, s)), det, role)
+            member = replace(member_from(det, s), joined=why)
+            p = self._link(w, with_member(survivor, member), det, role)
             self._derive(w, p, ctx, det.time, f"{where} joined: {why}", lazy=True)
+            return
+        late = [(r, p) for p in w.problems.values() if det.time < w.now
+                and was_live(p, det.time, s) and (r := relation(det, p, ctx.graph, s))]
+        if late:  # it arrived after its problem resolved: it joins it, nothing reopens
+            (_, why), p = max(late, key=lambda x: (x[0][0], x[1].opened_at, x[1].id))
+            member = replace(member_from(det, s), joined=f"{why} (arrived late)")
+            p = self._link(w, with_late_member(p, member), det, "member")
+            w.put(p, f"{where} joined after the problem resolved: {why}")
             return
         pid = problem_id(self.scope, det)
         while pid in w.problems:
             pid = problem_id(self.scope, replace(det, id=pid))
         p = Problem(pid, 0, self.scope, "open", det.time, det.time, last_firing_ms=det.time)
-        p = self._link(w, with_member(p, member_from(det, s)), det, "trigger")
+        member = replace(member_from(det, s), joined="opened the problem")
+        p = self._link(w, with_member(p, member), det, "trigger")
         self._derive(w, p, ctx, det.time, f"opened by {where}: {det.title}")
 
     def _link(self, w: _Work, p: Problem, det: Detection, role: str) -> Problem:
@@ -341,3 +366,8 @@ def _reason(notes: list[str], why: str) -> str:
     if len(notes) > MAX_NOTES:
         shown.append(f"and {len(notes) - MAX_NOTES} more")
     return "; ".join([*shown, why] if why else shown)
+
+
+def _began(p: Problem) -> int:
+    """When ``p`` last began: opened, or reopened since."""
+    return max([p.opened_at, *p.reopened_at])

@@ -2,19 +2,28 @@
 
 A firing detection of a series already in an open problem refreshes it (a keep-alive).
 Otherwise it joins the *live* problems it relates to (open, and firing or active within
-``relatedness_window_ms``), strongest relation first:
+``relatedness_window_ms``) through a member that *changed recently* (began firing within
+half of ``relatedness_window_ms``, and still current), strongest relation first:
 
 3. same service or host (unless it is a local fault - a category outside
-   ``symptom_categories`` - on a service that is only a symptom of the root cause),
-   or a ``peer.service``-style label naming an affected service (or vice versa);
+   ``symptom_categories`` - that began after the root cause's trouble, on a service that
+   only shows symptoms of it), or a ``peer.service``-style label naming an affected
+   service (or vice versa), or an edge observation (label ``caller``) seen from an
+   affected service;
 2. a symptom (error, latency, connectivity) of a service that depends on the problem's
-   failing root cause, up to ``max_symptom_hops`` calls away (inhibition: folded in);
+   failing root cause, up to ``max_symptom_hops`` calls away (inhibition: folded in), or
+   the same caller's calls to another callee going wrong at once, or trouble continuing
+   on the same service or host: a series of the same category firing for longer and
+   confirmed within ``alive_ms``, or (for a slowdown) its own resource trouble that began
+   within ``relatedness_window_ms`` before it;
 1. adjacent in the call graph (a caller's symptom; or a dependency of an affected service
    whose trouble is not already put down to a root cause below it), a caller failing the
    same way as another caller of the same dependency within half the relatedness window,
    or sharing a ``relate_labels`` value.
 
-Several problems at the best strength are merged (the detection bridges them). The
+Several problems at the best strength that began (opened or reopened) within half of
+``relatedness_window_ms`` of each other are merged (the detection bridges them); one that
+began earlier is another incident, left apart (the detection joins the later ones). The
 detector that fired on the root-cause service of a problem resolved within
 ``reopen_window_ms`` firing there again reopens it, unless a relation of strength 2 or 3
 holds; with no relation at all, a new problem opens.
@@ -30,7 +39,7 @@ from dataclasses import replace
 import orjson
 
 from pipeline.correlate.graph import Graph
-from pipeline.correlate.inhibit import symptom_of_root
+from pipeline.correlate.inhibit import CAUSE_LAG_MS, ONSET_LAG_MS, symptom_of_root
 from pipeline.events.detection import SEVERITIES, Detection
 from pipeline.events.problem import Link, Member, Problem
 from pipeline.events.times import format_ms
@@ -65,7 +74,9 @@ def member_from(det: Detection, settings: CorrelateSettings) -> Member:
         labels=dict(det.labels), symptoms=tuple(det.symptoms),
         potential_causes=tuple(det.potential_causes), drop=_is_drop(det, observed),
         score=_finite(det.score), band_low=_number(det.evidence.get("band_low")),
-        band_high=_number(det.evidence.get("band_high")))
+        band_high=_number(det.evidence.get("band_high")),
+        onset_ms=change_point(det), deviation=deviation(det),
+        growing=det.evidence.get("kind") == "trend")
 
 
 def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Member:
@@ -77,6 +88,8 @@ def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Mem
     return replace(
         m, state="firing", resolved_ms=None, last_ms=max(m.last_ms, det.time),
         first_ms=min(m.first_ms, det.time) if m.state == "firing" else m.first_ms,
+        onset_ms=m.onset if m.state == "firing" else change_point(det),
+        deviation=max(m.deviation, new.deviation),
         severity=max(m.severity, new.severity, key=SEVERITIES.index),
         strength=max(m.strength, new.strength),
         observed=new.observed if stronger else m.observed,
@@ -101,6 +114,41 @@ def strength(det: Detection) -> float:
     return _SEVERITY_STRENGTH.get(det.severity, 0.2)
 
 
+def change_point(det: Detection) -> int:
+    """When the detected change began, not when it was confirmed: a model's first point
+    out of band (its window start); for a rule, the evaluation before its condition began
+    to hold (``for`` plus one step before it fired), within its aggregation window."""
+    start = det.window_start if 0 < det.window_start <= det.time else det.time
+    ev = det.evidence
+    if _is_rule(det):
+        step = ev.get("step_ms") if isinstance(ev.get("step_ms"), int) else 0
+        return max(start, det.time - ev["for_ms"] - step)
+    return start
+
+
+def _is_rule(det: Detection) -> bool:
+    return "window" in det.evidence and isinstance(det.evidence.get("for_ms"), int)
+
+
+def deviation(det: Detection) -> float:
+    """How far the detection's value is from its series' own baseline, in half-widths of
+    the band the model accepts (1: at the band's edge); for a rule, observed/threshold
+    (or its inverse below a lower threshold); 0 when neither is known."""
+    ev = det.evidence
+    o = _finite(det.observed)
+    expected, low, high = (ev.get(k) for k in ("expected", "band_low", "band_high"))
+    if o is not None and all(isinstance(x, (int, float)) and math.isfinite(x)
+                             for x in (expected, low, high)):
+        if o >= expected:
+            return round((o - expected) / max(high - expected, 1e-12), 4)
+        return round((expected - o) / max(expected - low, 1e-12), 4)
+    t = _finite(det.threshold)
+    if o and t:
+        ratio = abs(o / t)
+        return round(max(ratio, 1 / ratio), 4)
+    return 0.0
+
+
 def peer_of(det: Detection, settings: CorrelateSettings) -> str:
     """The service a detection names as its failing peer (labels, then evidence)."""
     for key in settings.peer_labels:
@@ -119,19 +167,62 @@ def is_live(p: Problem, t: int, settings: CorrelateSettings) -> bool:
     return t - p.last_firing_ms <= horizon
 
 
+def was_live(p: Problem, t: int, settings: CorrelateSettings) -> bool:
+    """Whether ``p``, resolved since, still took in detections at ``t`` (for a detection
+    that arrives after event time has moved past it)."""
+    return (not p.active and not p.merged_into and p.resolved_at is not None
+            and p.opened_at - settings.relatedness_window_ms <= t <= p.resolved_at)
+
+
 def relation(det: Detection, p: Problem, graph: Graph,
              settings: CorrelateSettings) -> tuple[int, str] | None:
     """How strongly ``det`` relates to ``p`` (3, 2 or 1) and why; None when unrelated.
 
-    Only the problem's *live* members count: firing, or resolved within
-    ``relatedness_window_ms`` of the detection (a problem kept open by one member must
-    not take in a new incident through services that recovered long ago)."""
+    Only members that *changed recently* count: they began firing within half of
+    ``relatedness_window_ms`` before the detection (the window in which failures count
+    as beginning at once), and are current: their detector
+    confirmed them, or they resolved, within ``alive_ms``. A problem kept open by a long-running
+    (background) member does not take in a fresh onset elsewhere, nor through services
+    that recovered long ago: a detection must be causally close, in the graph and in
+    time, to a change of the problem."""
     s = det.service
-    horizon = det.time - settings.relatedness_window_ms
-    members = [m for m in p.members
-               if m.state == "firing" or (m.resolved_ms or m.last_ms) >= horizon]
-    services = {m.service for m in members} | {m.peer for m in members if m.peer}
+    # changes that began this close are linked: to when the detection's trouble began
+    # for a rule (it says when its condition began to hold), else to when it came
+    horizon = (change_point(det) if _is_rule(det) else det.time) \
+        - settings.relatedness_window_ms // 2
+    # a series firing for longer (and confirmed recently) still takes in the same kind of
+    # trouble on its own service or host (a memory growth, then memory above its limit)
+    alive = det.time - settings.alive_ms  # a firing member confirmed since is current
+    began = change_point(det)
+    ongoing = [m for m in p.members if m.onset < horizon and m.state == "firing"
+               and m.last_ms >= alive and (m.category == det.category or (
+                   # its own resource trouble, still confirmed when the slowdown began,
+                   # explains the service slowing down (memory pressure, then latency)
+                   # while it is growing (a trend alarm) or if it began within the
+                   # relatedness window before it; a resource level reached longer ago
+                   # is background, not this slowdown's cause
+                   det.category == "performance" and m.category == "resource"
+                   and not m.drop and m.last_ms >= began
+                   and (m.growing or m.onset >= began - settings.relatedness_window_ms)))
+               and (m.service == s or (det.host and m.host == det.host))]
+    if ongoing:
+        # weaker than a recent change: a detection that also relates to a fresh problem
+        # joins that one instead of bridging it into the long-running one
+        m = ongoing[0]
+        where = f"same service ({s})" if m.service == s else f"same host ({det.host})"
+        return 2, f"{where}, {m.category} trouble continuing since {format_ms(m.onset)}"
+    members = [m for m in p.members if m.onset >= horizon
+               and (m.resolved_ms if m.state == "resolved" else m.last_ms) >= alive]
     symptom = det.category in settings.symptom_categories
+    # a symptom of the problem's failing root may be confirmed late (a rule's long
+    # window): its own change point must fall near the root's failure
+    since = change_point(det) - settings.relatedness_window_ms // 2
+    if not members:  # no recent change: only a symptom of the problem's failing root
+        why = (symptom_of_root(s, p, graph, settings.symptom_categories, since, alive)
+               if symptom else None)
+        return (2, why) if why else None
+    services = ({m.service for m in members} | {m.peer for m in members if m.peer}
+                | {m.labels["caller"] for m in members if m.labels.get("caller")})
     top = p.root_causes[0].service if p.root_causes else ""
 
     def explained(x: str) -> bool:  # x's trouble is already put down to a root below it
@@ -139,8 +230,15 @@ def relation(det: Detection, p: Problem, graph: Graph,
 
     places = [m for m in members if m.service == s or (det.host and m.host == det.host)]
     if places:
-        local_on_symptom = (not symptom and explained(s) and all(
-            m.category in settings.symptom_categories for m in places))
+        # a local fault (a category outside symptom_categories) on a service that so far
+        # only shows symptoms of the root cause, and that began after the root's trouble
+        # (beyond detection delays), is a problem of its own; one that began with it may
+        # be the cause
+        root_onset = min((m.onset for m in p.members if m.service == top), default=None)
+        local_on_symptom = (not symptom and explained(s) and root_onset is not None
+                            and change_point(det) > root_onset + ONSET_LAG_MS
+                            and all(m.category in settings.symptom_categories
+                                    for m in places))
         if not local_on_symptom:
             same = "same service" if any(m.service == s for m in places) else "same host"
             return 3, f"{same} ({s if same == 'same service' else det.host})"
@@ -149,10 +247,23 @@ def relation(det: Detection, p: Problem, graph: Graph,
         return 3, f"{s} reports failures of {peer}"
     if any(m.peer == s for m in members):
         return 3, f"{s} is named as failing by detections of this problem"
-    if symptom and (why := symptom_of_root(s, p, graph, settings.symptom_categories)):
+    caller = det.labels.get("caller", "")  # an edge observation: seen from the caller
+    if caller and caller != s:
+        if caller in services:
+            return 3, f"seen from {caller}, a service of this problem, calling {s}"
+        seen = sorted({m.service for m in members if m.labels.get("caller") == caller})
+        if seen:
+            return 2, f"{caller}'s calls to {s} and to {_list(seen)} went wrong at once"
+    if symptom and (why := symptom_of_root(s, p, graph, settings.symptom_categories,
+                                           since, alive)):
         return 2, why
+    onset = change_point(det)
     for x in sorted(services):
-        if s in graph.callees(x) and not explained(x):
+        # a callee's trouble explains its caller's only if it began no later than that
+        # (within a window or two of detection delay): a callee going wrong minutes
+        # after its caller did is not what made the caller fail
+        if s in graph.callees(x) and not explained(x) and any(
+                m.service == x and onset <= m.onset + CAUSE_LAG_MS for m in members):
             return 1, f"adjacent: {x} calls {s}"
         if x in graph.callees(s) and symptom:
             return 1, f"adjacent: {s} calls {x}"
@@ -170,16 +281,25 @@ def relation(det: Detection, p: Problem, graph: Graph,
     return None
 
 
+def _list(items: list[str], limit: int = 3) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more"
+                                       if len(items) > limit else "")
+
+
 def recurs_in(det: Detection, p: Problem, settings: CorrelateSettings) -> str | None:
     """Why ``det`` is a recurrence of resolved ``p`` (reopen), or None: the same detector
-    must fire again on ``p``'s top root-cause service - a symptom service acting up, or a
+    must fire again on ``p``'s top root-cause service, on the same kind of trouble (its
+    category) and, for a model, the same metric - a symptom service acting up, or a
     different failure of the same service, is a new problem."""
     if p.active or p.resolution not in ("detections_resolved", "timeout") or not p.root_causes:
         return None
     if p.resolved_at is None or det.time - p.resolved_at > settings.reopen_window_ms:
         return None
     root = p.root_causes[0].service
+    metric = det.labels.get("metric", "")
     if det.service == root and any(m.service == root and m.detector == det.detector
+                                   and m.category == det.category
+                                   and m.labels.get("metric", "") == metric
                                    for m in p.members):
         return f"{det.detector} on {det.service}, its root cause, fired again"
     return None
@@ -199,6 +319,13 @@ def with_member(p: Problem, member: Member) -> Problem:
     clear = None if firing else max((m.resolved_ms or 0) for m in members)
     last = max(p.last_firing_ms, member.last_ms)
     return replace(p, members=members, clear_since=clear, last_firing_ms=last)
+
+
+def with_late_member(p: Problem, member: Member) -> Problem:
+    """Resolved ``p`` with ``member`` added or replaced (by key) as resolved with it; its
+    status and times stay as they are."""
+    member = replace(member, state="resolved", resolved_ms=p.resolved_at)
+    return replace(p, members=tuple(m for m in p.members if m.key != member.key) + (member,))
 
 
 def merge(survivor: Problem, victims: list[Problem], t: int) -> tuple[Problem, list[Problem],

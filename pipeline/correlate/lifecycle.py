@@ -21,7 +21,7 @@ from pipeline.alerts.notify import digest
 from pipeline.correlate.graph import Graph
 from pipeline.correlate.rootcause import rank
 from pipeline.events.detection import MODEL_PREFIX, SEVERITIES
-from pipeline.events.problem import Member, Problem
+from pipeline.events.problem import MAX_REOPENS, Member, Problem
 from pipeline.knowledge import KnowledgeBase
 from pipeline.settings import CorrelateSettings
 
@@ -41,7 +41,7 @@ def derive(p: Problem, ctx: Context) -> Problem:
     """``p`` with every member-derived field recomputed (severity: see :func:`escalate`)."""
     if not p.members:
         return p
-    causes = rank(p.members, ctx.graph, ctx.settings)
+    causes = rank(episode(p), ctx.graph, ctx.settings)
     order = {c.service: i for i, c in enumerate(causes)}
     firsts: dict[str, int] = {}
     for m in p.members:
@@ -70,6 +70,16 @@ def derive(p: Problem, ctx: Context) -> Problem:
                                  diag.potential_causes),
         diagnostic_plan={**diag.diagnostic_plan, "knowledge_rules": list(diag.rules)},
         runbook=diag.runbook)
+
+
+def episode(p: Problem) -> tuple[Member, ...]:
+    """The members of the problem's current episode: after a reopen, those that fired
+    since (an earlier episode's recovered members say nothing about this onset)."""
+    if not p.reopens:
+        return p.members
+    cut = p.reopens[-1]
+    current = tuple(m for m in p.members if m.state == "firing" or (m.resolved_ms or 0) >= cut)
+    return current or p.members
 
 
 def confidence(members: Sequence[Member]) -> float:
@@ -144,6 +154,7 @@ def reopen(p: Problem, t: int, settings: CorrelateSettings) -> Problem:
     """``p`` open again at ``t`` (same id), with its flapping state updated."""
     reopens = tuple(r for r in (*p.reopens, t) if r >= t - settings.flap_window_ms)
     return replace(p, status="open", resolved_at=None, resolution="", reopens=reopens,
+                   reopened_at=(*p.reopened_at, t)[-MAX_REOPENS:],
                    flapping=len(reopens) >= settings.flap_threshold, acknowledged_at=None,
                    acknowledged_by="", ack_comment="")
 

@@ -45,12 +45,14 @@ class Reorder:
         more = tuple(d for d in detections if d.id not in ids and not ids.add(d.id))
         return Reorder(self.held + more, self.sources) if more else self
 
-    def watermark(self, max_lag_ms: int = MAX_LAG_MS) -> int | None:
-        """Event time every live detect worker has passed; None before any tick."""
-        if not self.sources:
+    def watermark(self, max_lag_ms: int = MAX_LAG_MS, exclude: str = "") -> int | None:
+        """Event time every live detect worker (but ``exclude``) has passed; None before
+        any tick."""
+        sources = {k: v for k, v in self.sources.items() if k != exclude}
+        if not sources:
             return None
-        lead = max(self.sources.values())
-        return min(w for w in self.sources.values() if w >= lead - max_lag_ms)
+        lead = max(sources.values())
+        return min(w for w in sources.values() if w >= lead - max_lag_ms)
 
     def release(self, max_lag_ms: int = MAX_LAG_MS, max_held: int = MAX_HELD,
                 ) -> tuple[Reorder, list[Detection], int | None]:

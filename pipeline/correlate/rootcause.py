@@ -1,18 +1,32 @@
-"""Rank root-cause candidates of a problem from its members and the call graph.
+"""Rank root-cause candidates of a problem by what the data shows at the onset.
 
-Each affected service (and each service other detections name as their failing peer) is
-scored in 0..1 as a weighted sum of six signals, each with readable evidence:
+**Attribution.** Each member is evidence about one service: its own, or - for an edge
+observation (a caller's calls to a callee got slower or fail: a metric naming
+``peer.service``, or a service-graph edge detection) - the callee's, since a network
+delay or a failing dependency shows on the callers' side of the call. When the calls
+of one caller to two or more callees are anomalous together and none of those callees
+explains the others (they do not all depend on one of them), the common factor is the
+caller (a CPU-starved caller times every call as slow, a caller returning early makes
+every call fast): those edge observations are put down to the caller.
 
-| signal | weight | 1.0 when |
-|---|---|---|
-| graph | 0.30 | every other failing service depends on it (halved if it depends on one) |
-| first | 0.20 | it went anomalous (or was named) first (decays with the delay, 2 min scale) |
-| cause | 0.30 | a cause-type detection (``cause_categories``), not a drop (idle CPU is an effect) |
-| deploy | 0.10 | a deploy or a ``service.version`` change shows on it |
-| strength | 0.05 | it has the strongest deviation of the problem |
-| named | 0.05 | every detection on other services names it as ``peer.service`` |
+**Scores.** Every candidate is scored in 0..1 as a weighted sum of five signals, each
+with readable evidence:
 
-A single-service problem has that service first with graph = 1.
+- graph (0.30): 1.0 when every other anomalous service depends on it (within
+  ``max_symptom_hops`` calls) and changed no earlier than it; halved when an anomalous
+  dependency of its own changed no later than it (the deepest anomalous callee wins);
+- first (0.20): its change point (the onset of its earliest anomaly) is the problem's
+  first; decays with the delay (2 min scale);
+- cause (0.30): a cause-type detection of its own (``cause_categories``), not a drop;
+  divided by the number of candidates that have one (queues filling in every caller of a
+  failing database point at none of them);
+- deploy (0.10): a deploy or a ``service.version`` change shows on it;
+- deviation (0.10): the largest deviation from its own baseline of the problem (log
+  scale, in band half-widths; a rule's observed/threshold).
+
+Change points come from the detections (the start of the anomaly, not when it was
+confirmed); "no later" allows ``ONSET_TOLERANCE_MS`` (one detection window). A single
+candidate has graph = 1.
 """
 
 from __future__ import annotations
@@ -26,79 +40,123 @@ from pipeline.events.problem import Member, RootCause
 from pipeline.events.times import format_ms
 from pipeline.settings import CorrelateSettings
 
-WEIGHTS = {"graph": 0.30, "first": 0.20, "cause": 0.30, "deploy": 0.10, "strength": 0.05,
-           "named": 0.05}
+WEIGHTS = {"graph": 0.30, "first": 0.20, "cause": 0.30, "deploy": 0.10, "deviation": 0.10}
 FIRST_DECAY_MS = 120_000
+ONSET_TOLERANCE_MS = 60_000
+
+
+def edge_of(m: Member) -> tuple[str, str] | None:
+    """(caller, callee) when ``m`` observes calls between two services, else None."""
+    caller = m.labels.get("caller", "")
+    if caller and caller != m.service:
+        return caller, m.service
+    if m.peer and m.peer != m.service:
+        return m.service, m.peer
+    return None
+
+
+def attribute(members: Sequence[Member], graph: Graph) -> tuple[dict[str, list[Member]],
+                                                                dict[str, str]]:
+    """Members by the service they are evidence about, and why a caller took the blame
+    for its own calls (per caller)."""
+    callees: dict[str, set[str]] = defaultdict(set)
+    for m in members:
+        edge = edge_of(m)
+        if edge is not None:
+            callees[edge[0]].add(edge[1])
+    common: dict[str, str] = {}
+    for caller, seen in callees.items():
+        known = graph.callees(caller) | seen
+        # one of them explains the others when they all depend on it (a shared database)
+        shared = any(all(o == d or d in graph.dependencies(o) for o in seen) for d in seen)
+        if len(seen) >= 2 and not shared:
+            common[caller] = (f"its calls to {len(seen)} of its {len(known)} callees are "
+                              "anomalous together, and none of them explains the others: "
+                              "the common factor is the caller")
+    by_service: dict[str, list[Member]] = defaultdict(list)
+    for m in members:
+        edge = edge_of(m)
+        target = m.service if edge is None else edge[0] if edge[0] in common else edge[1]
+        by_service[target].append(m)
+    return by_service, common
 
 
 def rank(members: Sequence[Member], graph: Graph,
          settings: CorrelateSettings) -> tuple[RootCause, ...]:
-    """Candidates best first (ties: earliest anomaly, then name), at most max_root_causes."""
+    """Candidates best first (ties: earliest onset, then name), at most max_root_causes."""
     if not members:
         return ()
-    by_service: dict[str, list[Member]] = defaultdict(list)
-    for m in members:
-        by_service[m.service].append(m)
-    affected = set(by_service)
-    named = Counter(m.peer for m in members if m.peer and m.peer != m.service)
-    t0 = min(m.first_ms for m in members)
-    top_strength = max(m.strength for m in members)
-    firsts = sorted({min(x.first_ms for x in ms) for ms in by_service.values()})
-    failing = affected | set(named)
+    by_service, common = attribute(members, graph)
+    onset = {c: min(m.onset for m in ms) for c, ms in by_service.items()}
+    t0 = min(onset.values())
+    dev = {c: max(math.log1p(max(m.deviation, 0.0)) for m in ms)
+           for c, ms in by_service.items()}
+    top_dev = max(dev.values())
+    below = {c: _anomalous_below(c, set(by_service), graph) for c in by_service}
+    caused = sum(1 for c, ms in by_service.items() if any(
+        m.category in settings.cause_categories and not m.drop and edge_of(m) is None
+        for m in ms)) or 1
+    firsts = sorted(set(onset.values()))
     scored = []
-    for c in sorted(failing):
-        ms = by_service.get(c, [])
+    for c in sorted(by_service):
+        ms = by_service[c]
         ev: list[str] = []
-        f = {"graph": _graph(c, failing, graph, ev), "named": 0.0, "first": 0.0,
-             "strength": 0.0, "cause": 0.0, "deploy": 0.0}
-        others = len(members) - len(ms)
-        if named[c]:
-            f["named"] = named[c] / max(1, others)
-            ev.append(f"named as the failing peer by {named[c]} detection(s) of other services")
-        first = min((m.first_ms for m in ms), default=None)
-        if first is None:
-            named_at = min(m.first_ms for m in members if m.peer == c)
-            f["first"] = math.exp(-(named_at - t0) / FIRST_DECAY_MS)
+        f = dict.fromkeys(WEIGHTS, 0.0)
+        f["graph"] = _graph(c, onset, below, ev)
+        f["first"] = math.exp(-(onset[c] - t0) / FIRST_DECAY_MS)
+        if onset[c] == t0 and len(by_service) > 1:
+            later = next((t for t in firsts if t > t0), None)
+            lead = f", {(later - t0) / 1000:g} s before the next service" if later else ""
+            ev.append(f"first to go anomalous (at {format_ms(onset[c])}{lead})")
+        if top_dev > 0:
+            f["deviation"] = dev[c] / top_dev
+            best = max(ms, key=lambda m: (m.deviation, -m.first_ms))
+            if dev[c] == top_dev and len(by_service) > 1:
+                ev.append(f"strongest deviation from its own baseline: {_deviation(best)}")
+        own = [m for m in ms if edge_of(m) is None or m.service == c and c in common]
+        edges = [m for m in ms if edge_of(m) is not None]
+        if edges and c not in common:
+            callers = sorted({edge_of(m)[0] for m in edges})
+            ev.append(f"named as the failing peer by {len(edges)} detection(s) of other "
+                      f"services: calls to it from {_names(callers)} ({edges[0].title})")
+        if c in common:
+            ev.append(common[c])
+        causes = [m for m in own if m.category in settings.cause_categories and not m.drop]
+        if causes:  # shared by n candidates, it points at none of them in particular
+            f["cause"] = 1.0 / caused
+            ev.append(f"cause-type signal: {causes[0].title} ({causes[0].category})"
+                      + (f", as on {caused - 1} other candidate(s)" if caused > 1 else ""))
+        deploy = _deploy(own, onset[c], settings.deploy_lookback_ms)
+        if deploy:
+            f["deploy"] = 1.0
+            ev.append(f"recent deploy: {deploy}")
+        if not own:
             ev.append("no detection of its own yet")
-        else:
-            f["first"] = math.exp(-(first - t0) / FIRST_DECAY_MS)
-            if first == t0 and len(affected) > 1:
-                later = next((t for t in firsts if t > t0), None)
-                lead = f", {(later - t0) / 1000:g} s before the next service" if later else ""
-                ev.append(f"first to go anomalous (at {format_ms(first)}{lead})")
-            best = max(ms, key=lambda m: (m.strength, -m.first_ms))
-            if top_strength > 0:
-                f["strength"] = best.strength / top_strength
-                if best.strength == top_strength and len(affected) > 1:
-                    ev.append(f"strongest deviation: {_deviation(best)}")
-            causes = [m for m in ms if m.category in settings.cause_categories and not m.drop]
-            if causes:
-                f["cause"] = 1.0
-                ev.append(f"cause-type signal: {causes[0].title} ({causes[0].category})")
-            deploy = _deploy(ms, first, settings.deploy_lookback_ms)
-            if deploy:
-                f["deploy"] = 1.0
-                ev.append(f"recent deploy: {deploy}")
         score = round(sum(WEIGHTS[k] * v for k, v in f.items()), 3)
-        host = _host(ms)
-        scored.append((-score, first if first is not None else t0, c, RootCause(
-            c, score, tuple(ev), host)))
+        scored.append((-score, onset[c], c, RootCause(c, score, tuple(ev), _host(own))))
     scored.sort(key=lambda x: x[:3])
     return tuple(x[3] for x in scored[: settings.max_root_causes])
 
 
-def _graph(c: str, failing: set[str], graph: Graph, ev: list[str]) -> float:
-    others = len(failing) - (c in failing)
+def _anomalous_below(c: str, candidates: set[str], graph: Graph) -> set[str]:
+    """Candidates ``c`` depends on (within ``max_hops`` calls)."""
+    return set(graph.dependencies(c)) & candidates - {c}
+
+
+def _graph(c: str, onset: dict[str, int], below: dict[str, set[str]], ev: list[str],
+           ) -> float:
+    others = len(onset) - 1
     if not others:
         return 1.0
-    dependents = sorted((graph.dependents(c) & failing) - {c})
-    failing_deps = sorted((graph.dependencies(c) & failing) - {c})
-    if dependents:
-        ev.append(f"upstream in the call graph of {len(dependents)}/{others} other "
-                  f"failing services ({_names(dependents)})")
-    if failing_deps:
-        ev.append(f"itself depends on failing {_names(failing_deps)}")
-    return len(dependents) / others * (0.5 if failing_deps else 1.0)
+    tol = ONSET_TOLERANCE_MS
+    upstream = sorted(d for d in onset if c in below[d] and onset[c] <= onset[d] + tol)
+    deeper = sorted(e for e in below[c] if onset[e] <= onset[c] + tol)
+    if upstream:
+        ev.append(f"upstream in the call graph of {len(upstream)}/{others} other anomalous "
+                  f"services ({_names(upstream)}), which changed with or after it")
+    if deeper:
+        ev.append(f"itself depends on anomalous {_names(deeper)}, which changed no later")
+    return len(upstream) / others * (0.5 if deeper else 1.0)
 
 
 def _deploy(ms: Sequence[Member], first: int, lookback_ms: int) -> str:
@@ -124,6 +182,8 @@ def _deviation(m: Member) -> str:
         return f"{m.title} ({value}anomaly score {m.score:.2f}{limit})"
     if m.observed is not None and m.threshold is not None:
         return f"{m.title} (observed {m.observed:.4g} vs threshold {m.threshold:.4g})"
+    if m.deviation:
+        return f"{m.title} ({m.deviation:.3g} band half-widths out)"
     return f"{m.title} (strength {m.strength:.2f})"
 
 

@@ -63,6 +63,15 @@ def with_dependencies(settings: CorrelateSettings) -> CorrelateSettings:
     return replace(settings, static_dependencies=merged)
 
 
+def source_watermark(state: bytes | None, exclude: str = "") -> int:
+    """How far every detection source of a stored scope state (but ``exclude``) got in
+    event time; -1 before any tick."""
+    if state is None:
+        return -1
+    wm = CorrelationState.from_bytes(state).reorder.watermark(exclude=exclude)
+    return -1 if wm is None else wm
+
+
 @dataclass(frozen=True)
 class Message:
     """A detections-topic or control-topic message as the step needs it."""

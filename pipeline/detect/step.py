@@ -66,7 +66,6 @@ class StepResult:
     late_records: int = 0
     slices: int = 0
     watermark_ms: int = -1  # event time every partition seen has passed (the slowest one)
-    edges: list[tuple[str, str, int, int]] = field(default_factory=list)  # learned calls
     errors: int = 0  # engine failures, logged with the service they concern
     seeded: int = 0  # series warmed up from stored history
     history_errors: int = 0  # history reads that failed (the series start cold)
@@ -212,10 +211,6 @@ class DetectionStep:
         elif self._advanced:
             result.watermark_ms = min(self._advanced.values())
         result.states = {key: state.to_bytes() for key, state in live.items()}
-        for (name, _service), state in live.items():
-            call_graph = getattr(self.engines[name], "call_graph", None)
-            if call_graph is not None:
-                result.edges.extend(call_graph(state))
         return result
 
     def _warm_up(self, engine: Any, piece: Any, state: Any, result: StepResult) -> None:

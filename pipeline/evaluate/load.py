@@ -25,11 +25,20 @@ def load_problems(query: Query, database: str, labels: Labels,
                   slack_ms: int) -> list[dict[str, Any]]:
     """Latest version of every problem whose lifetime overlaps the labelled range (a
     problem merged into another counts as that one, whose detections it handed over)."""
-    lo, hi = labels.start_ms - slack_ms, labels.end_ms + slack_ms
+    return load_problems_between(query, database, labels.start_ms - slack_ms,
+                                 labels.end_ms + slack_ms)
+
+
+def load_problems_between(query: Query, database: str, lo: int, hi: int,
+                          ) -> list[dict[str, Any]]:
+    """Latest version of every problem (not merged away) whose lifetime overlaps
+    ``[lo, hi]`` (epoch ms)."""
     result = query(
         "SELECT id, toUnixTimestamp64Milli(opened_at), "
         "if(resolved_at IS NULL, NULL, toUnixTimestamp64Milli(assumeNotNull(resolved_at))), "
-        f"affected, root_causes, detection_ids FROM {database}.problems "
+        "affected, root_causes, detection_ids, "
+        "arrayMap(t -> toUnixTimestamp64Milli(t), reopened_at) "
+        f"FROM {database}.problems "
         f"WHERE merged_into = '' AND toUnixTimestamp64Milli(opened_at) <= {hi} "
         "AND (resolved_at IS NULL OR "
         f"toUnixTimestamp64Milli(assumeNotNull(resolved_at)) >= {lo}) ORDER BY opened_at, id"
@@ -37,9 +46,25 @@ def load_problems(query: Query, database: str, labels: Labels,
     return [
         {"id": pid, "opened_at": int(opened), "resolved_at": None if resolved is None
          else int(resolved), "affected": list(affected),
-         "root_causes": _root_cause_services(causes), "detections": list(detections)}
-        for pid, opened, resolved, affected, causes, detections in result.rows
+         "root_causes": _root_cause_services(causes), "detections": list(detections),
+         "reopened_at": [int(t) for t in reopened or ()]}
+        for pid, opened, resolved, affected, causes, detections, reopened in result.rows
     ]
+
+
+def telemetry_range(query: Query, database: str) -> tuple[int, int] | None:
+    """First and last event time (epoch ms) of the stored metrics, logs and spans, or
+    None when none is stored."""
+    parts = [f"SELECT min({t}) AS lo, max({t}) AS hi, count() AS n FROM {database}.{table}"
+             for table, t in (("metrics", "time"), ("logs", "time"), ("spans", "start"))]
+    result = query("SELECT toUnixTimestamp64Milli(min(lo)), toUnixTimestamp64Milli(max(hi)) "
+                   f"FROM ({' UNION ALL '.join(parts)}) WHERE n > 0")
+    if not result.rows or result.rows[0][0] is None:
+        return None
+    lo, hi = result.rows[0]
+    if int(hi) <= 0:  # min/max of no rows at all
+        return None
+    return int(lo), int(hi)
 
 
 def load_detections(query: Query, database: str, labels: Labels,

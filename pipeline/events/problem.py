@@ -20,6 +20,7 @@ import pyarrow as pa
 STATUSES = ("open", "acknowledged", "resolved")
 RESOLUTIONS = ("", "detections_resolved", "timeout", "max_duration", "merged")
 ROLES = ("trigger", "member", "symptom", "keepalive", "resolve", "merged")
+MAX_REOPENS = 50  # reopen times a problem keeps
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,15 @@ class Member:
     score: float | None = None  # a model's anomaly score at the strongest deviation
     band_low: float | None = None  # the model's expected band there (evidence), if any
     band_high: float | None = None
+    onset_ms: int | None = None  # when it last began firing (None: first_ms)
+    deviation: float = 0.0  # strongest distance from its own baseline, in band half-widths
+    joined: str = ""  # why it joined the problem (the relation that linked it)
+    growing: bool = False  # a growth (trend) alarm: the trouble is still worsening
+
+    @property
+    def onset(self) -> int:
+        """When the series last began firing."""
+        return self.first_ms if self.onset_ms is None else self.onset_ms
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,7 @@ class Problem:
     ack_comment: str = ""
     reopens: tuple[int, ...] = ()  # reopen times inside the flap window
     flapping: bool = False
+    reopened_at: tuple[int, ...] = ()  # every reopen time (the latest MAX_REOPENS)
 
     @property
     def detection_ids(self) -> tuple[str, ...]:
@@ -141,7 +152,8 @@ class Problem:
         """The full problem as a JSON-ready dict (alert ``data``, state, CLI detail)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)
                if f.name not in ("members", "links", "root_causes")}
-        for key in ("affected", "hosts", "symptoms", "potential_causes", "reopens"):
+        for key in ("affected", "hosts", "symptoms", "potential_causes", "reopens",
+                    "reopened_at"):
             out[key] = list(out[key])
         out["root_causes"] = [c.to_wire() for c in self.root_causes]
         out["detection_ids"] = list(self.detection_ids)
@@ -153,7 +165,8 @@ class Problem:
     def from_wire(cls, data: Mapping[str, Any]) -> Problem:
         """The inverse of :meth:`to_wire`."""
         values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-        for key in ("affected", "hosts", "symptoms", "potential_causes", "reopens"):
+        for key in ("affected", "hosts", "symptoms", "potential_causes", "reopens",
+                    "reopened_at"):
             values[key] = tuple(values.get(key, ()))
         values["root_causes"] = tuple(
             RootCause(c["service"], c["score"], tuple(c.get("evidence", ())), c.get("host", ""))
@@ -209,6 +222,7 @@ def problems_table(problems: Sequence[Problem]) -> pa.Table:
         "resolution": pa.array([x.resolution for x in p], pa.string()),
         "merged_into": pa.array([x.merged_into for x in p], pa.string()),
         "acknowledged_by": pa.array([x.acknowledged_by for x in p], pa.string()),
+        "reopened_at": pa.array([list(x.reopened_at) for x in p], pa.list_(ts)),
     })
 
 

@@ -130,7 +130,8 @@ CREATE TABLE IF NOT EXISTS {db}.problems (
     runbook          String,
     resolution       LowCardinality(String),  -- detections_resolved, timeout, merged ...
     merged_into      String,
-    acknowledged_by  String
+    acknowledged_by  String,
+    reopened_at      Array(DateTime64(3, 'UTC'))  -- every time it reopened (same id)
 ) ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(opened_at)
 ORDER BY (scope, id)""",
@@ -163,12 +164,20 @@ PARTITION BY toYYYYMM(time)
 ORDER BY (problem_id, version, time, kind)""",
     "service_edges": """
 CREATE TABLE IF NOT EXISTS {db}.service_edges (
+    bucket    DateTime64(3, 'UTC'),           -- start of the time bucket
+    bucket_ms UInt32,                         -- its length
     caller    LowCardinality(String),
     callee    LowCardinality(String),
+    source    LowCardinality(String),         -- spans (paired), attribute, metrics
     calls     UInt64,
-    last_seen DateTime64(3, 'UTC')
-) ENGINE = ReplacingMergeTree(last_seen)
-ORDER BY (caller, callee)""",
+    errors    UInt64,
+    p50_ms    Float64,                        -- client-side latency percentiles
+    p95_ms    Float64,
+    p99_ms    Float64
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMMDD(bucket)
+ORDER BY (caller, callee, bucket, source)
+{ttl_bucket}""",
     # the buckets behind an OTLP histogram point's stored quantiles: the interval's
     # counts (a cumulative histogram's increase since its previous point), bucket i
     # holding (lower[i], upper[i]]; enough to recompute any quantile or merge series
@@ -257,10 +266,12 @@ def schema_statements(database: str, ttl_days: int, cluster: str = "") -> list[s
     ``cluster``, replicated local tables and the distributed tables over them."""
     ttl = f"TTL toDateTime(time) + INTERVAL {ttl_days} DAY" if ttl_days else ""
     ttl_start = f"TTL toDateTime(start) + INTERVAL {ttl_days} DAY" if ttl_days else ""
+    ttl_bucket = f"TTL toDateTime(bucket) + INTERVAL {ttl_days} DAY" if ttl_days else ""
     on = f" ON CLUSTER {cluster}" if cluster else ""
     statements = [f"CREATE DATABASE IF NOT EXISTS {database}{on}"]
     for name in TABLES:
-        statement = _TEMPLATES[name].format(db=database, ttl=ttl, ttl_start=ttl_start).strip()
+        statement = _TEMPLATES[name].format(db=database, ttl=ttl, ttl_start=ttl_start,
+                                            ttl_bucket=ttl_bucket).strip()
         if cluster:
             statements += _clustered(statement, database, name, cluster)
         else:

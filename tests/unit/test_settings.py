@@ -119,6 +119,19 @@ def test_query_limits_from_toml_and_environment(tmp_path):
         load_settings(environ={"TOCSIN_QUERY_MAX_RESULT_ROWS": "-1"})
 
 
+def test_graph_settings_from_toml_and_environment(tmp_path):
+    defaults = load_settings(environ={}).graph
+    assert (defaults.enabled, defaults.bucket_ms, defaults.pair_window_ms,
+            defaults.topology_ms) == (True, 60_000, 300_000, 86_400_000)
+    config = tmp_path / "g.toml"
+    config.write_text('[graph]\nbucket_ms = "30s"\nenabled = false\n')
+    graph = load_settings(config, environ={"TOCSIN_GRAPH_PAIR_WINDOW_MS": "2m"}).graph
+    assert (graph.enabled, graph.bucket_ms, graph.pair_window_ms) == (False, 30_000, 120_000)
+    with pytest.raises(SettingsError, match="setting graph.bucket_ms "
+                       r"\(TOCSIN_GRAPH_BUCKET_MS\): must be > 0"):
+        load_settings(environ={"TOCSIN_GRAPH_BUCKET_MS": "0"})
+
+
 def test_store_kinds_and_identity(tmp_path):
     embedded = load_settings(environ={"TOCSIN_STORE_PATH": str(tmp_path / "s")}).store
     assert embedded.embedded and embedded.in_process

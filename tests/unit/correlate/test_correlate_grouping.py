@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.unit.correlate.support import MIN, SEC, T0, Run, cleared, det, kinds
+from dataclasses import replace
+
+from tests.unit.correlate.support import MIN, SEC, T0, Run, again, cleared, det, kinds
 
 
 def test_same_service_joins_one_problem():
@@ -85,6 +87,21 @@ def test_detection_bridging_two_problems_merges_them():
     assert roles == ["merged", "symptom"]  # orders depends on both failing roots
 
 
+def test_a_detection_bridging_an_older_incident_and_a_fresh_one_joins_the_fresh_one():
+    """Problems that began minutes apart are separate incidents: a detection relating to
+    both joins the one that began last, nothing is merged."""
+    run = Run()
+    run.feed([det("error_rate_above_5pct", "payments", T0)])
+    run.feed([det("latency_high", "payments", T0 + 4 * MIN, category="performance")])
+    run.feed([det("db_connection_errors", "inventory", T0 + 8 * MIN,
+                  category="connectivity", signal="logs")])
+    older, fresh = sorted(run.open(), key=lambda p: p.opened_at)
+    out = run.feed([det("error_rate_above_5pct", "orders", T0 + 8 * MIN + 20 * SEC)])
+    assert "merged" not in {d.kind for d in out} and len(run.open()) == 2
+    assert "orders" in run.problem(fresh.id).affected
+    assert "orders" not in run.problem(older.id).affected
+
+
 def test_symptoms_of_a_failing_root_are_folded_in():
     run = Run()
     run.feed([det("heartbeat_missing", "postgres", T0, severity="critical",
@@ -116,9 +133,10 @@ def test_local_fault_on_a_symptom_service_opens_its_own_problem():
               det("db_connection_errors", "orders", T0 + 10 * SEC, category="connectivity",
                   signal="logs", labels={"peer.service": "postgres"})])
     assert len(run.open()) == 1
-    run.feed([det("memory_growth", "orders", T0 + 60 * SEC, category="resource",
+    # orders' memory began growing two minutes after postgres failed: not its cause
+    run.feed([det("memory_growth", "orders", T0 + 3 * MIN, category="resource",
                   severity="medium"),
-              det("memory_growth", "auth", T0 + 70 * SEC, category="resource",
+              det("memory_growth", "auth", T0 + 3 * MIN + 10 * SEC, category="resource",
                   severity="medium")])
     problems = run.open()
     assert len(problems) == 3
@@ -180,3 +198,166 @@ def test_members_that_recovered_long_ago_relate_nothing():
     run.feed([api])
     out = run.feed([det("error_rate_above_5pct", "auth", T0 + 2 * MIN)])
     assert "adjacent: api calls auth" in out[-1].reason
+
+
+def _background(run, minutes):
+    """auth's CPU out of band for ``minutes``, re-confirmed every 5 min (keep-alives)."""
+    cpu = det("model:robust-seasonal", "auth", T0, category="resource", host="auth-1",
+              labels={"metric": "k8s.pod.cpu.utilization"})
+    run.feed([cpu])
+    for k in range(1, minutes // 5 + 1):
+        run.feed([again(cpu, T0 + k * 5 * MIN)])
+    return run.open()[0].id
+
+
+def test_a_long_running_background_problem_does_not_absorb_a_fresh_onset():
+    run = Run()
+    background = _background(run, 60)
+    # an hour later api (a caller of auth) slows down: a fresh onset, its own problem
+    out = run.feed([det("latency_high", "api", T0 + 61 * MIN, category="performance")])
+    assert len(run.open()) == 2 and out[-1].kind == "opened"
+    fresh = next(p for p in run.open() if p.id != background)
+    assert fresh.affected == ("api",) and fresh.members[0].joined == "opened the problem"
+    # auth failing a minute after its caller slowed down: linked to that fresh change,
+    # not to auth's background trouble
+    out = run.feed([det("error_rate_above_5pct", "auth", T0 + 62 * MIN)])
+    assert len(run.open()) == 2 and out[-1].problem.id == fresh.id
+    assert "adjacent: api calls auth" in out[-1].problem.members[-1].joined
+
+
+def test_a_change_joins_the_problem_that_changed_with_it_and_says_why():
+    run = Run()
+    background = _background(run, 60)
+    # auth fails 3 min after its CPU was last seen out of band: a fresh onset of its own
+    run.feed([det("error_rate_above_5pct", "auth", T0 + 63 * MIN)])
+    out = run.feed([det("latency_high", "api", T0 + 64 * MIN, category="performance")])
+    fresh = out[-1].problem
+    assert fresh.id != background and set(fresh.affected) == {"api", "auth"}
+    joined = {m.service: m.joined for m in fresh.members}
+    assert joined["api"].startswith("inhibited: api depends on auth")
+    # more trouble on auth: the fresh change on auth is a closer relation than the
+    # background's continuing trouble on the same host, and no bridge between the two
+    run.feed([det("memory_above_85pct", "auth", T0 + 65 * MIN, category="resource",
+                  host="auth-1")])
+    fresh = run.problem(fresh.id)
+    assert fresh.members[-1].joined == "same service (auth)"
+    assert run.problem(background).status == "open" and len(run.open()) == 2
+    # with nothing fresh around, the same kind of trouble continues the background
+    run = Run()
+    background = _background(run, 60)
+    run.feed([det("memory_above_85pct", "auth", T0 + 61 * MIN, category="resource",
+                  host="auth-1")])
+    p = run.problem(background)
+    assert "resource trouble continuing since" in p.members[-1].joined
+
+
+def test_a_service_own_ongoing_resource_trouble_takes_in_its_symptoms():
+    """Memory above its limit, then the service slows down (garbage collection): one
+    problem; a slowdown an hour into a resource trouble that has not changed since is a
+    fresh onset (the trouble is background, not this slowdown's cause)."""
+    run = Run()
+    background = _background(run, 60)
+    run.feed([det("memory_above_85pct", "auth", T0 + 52 * MIN, category="resource",
+                  host="auth-1")])
+    run.feed([again(det("memory_above_85pct", "auth", T0 + 52 * MIN, category="resource",
+                        host="auth-1"), T0 + 60 * MIN)])
+    run.feed([det("latency_high", "auth", T0 + 60 * MIN + 30 * SEC, category="performance")])
+    assert [p.id for p in run.open()] == [background]
+    assert "resource trouble continuing since" in run.problem(background).members[-1].joined
+
+    run = Run()
+    background = _background(run, 60)
+    run.feed([det("latency_high", "auth", T0 + 60 * MIN + 30 * SEC, category="performance")])
+    assert len(run.open()) == 2
+
+    # a growth alarm (a trend rule) is still worsening: an hour on, it explains a slowdown
+    run = Run()
+    growth = det("memory-growth", "auth", T0, category="resource", host="auth-1",
+                 evidence={"kind": "trend"})
+    run.feed([growth])
+    for k in range(1, 13):
+        run.feed([again(growth, T0 + k * 5 * MIN)])
+    [leak] = run.open()
+    run.feed([det("latency_high", "auth", T0 + 60 * MIN + 30 * SEC, category="performance")])
+    assert [p.id for p in run.open()] == [leak.id]
+
+
+def test_a_member_its_detector_stopped_confirming_relates_nothing():
+    run = Run()
+    run.feed([det("latency_high", "orders", T0, category="performance")])  # never again
+    run.feed([det("latency_high", "api", T0 + 7 * MIN, category="performance")])
+    assert len(run.open()) == 2  # orders' alarm is 7 min old, unconfirmed: not current
+
+
+def test_a_change_point_is_when_the_trouble_began_not_when_it_was_confirmed():
+    from dataclasses import replace
+
+    from pipeline.correlate.grouping import change_point
+
+    model = det("model:robust-seasonal", "orders", T0 + 4 * MIN, category="performance")
+    assert change_point(replace(model, window_start=T0)) == T0  # first point out of band
+    rule = replace(det("elevated-error-rate", "api", T0 + 15 * MIN), window_start=T0,
+                   evidence={"window": "10m", "for_ms": 5 * MIN, "step_ms": MIN})
+    assert change_point(rule) == T0 + 9 * MIN  # held for `for`, not at the previous step
+
+
+def test_an_earlier_symptom_problem_is_not_folded_into_a_failure_that_began_after_it():
+    run = Run()
+    run.feed([det("error_rate_above_5pct", "api", T0)])  # api alone, first
+    run.feed([det("heartbeat_missing", "postgres", T0 + 4 * MIN, severity="critical",
+                  host="pg-primary-1")])  # postgres fails 4 minutes later
+    assert len(run.open()) == 2
+
+
+def test_two_problems_opened_together_blaming_the_same_root_are_one():
+    from pipeline.correlate.inhibit import same_root
+
+    run = Run()
+    run.feed([det("heartbeat_missing", "postgres", T0, host="pg-primary-1")])
+    first = run.open()[0]
+    # a second problem on the same root, as if its detections came in another batch
+    # before any could relate (built directly: the correlator would have joined them)
+    second = replace(first, id="p-other", opened_at=T0 + 30 * SEC)
+    assert same_root([first, second], MIN)[:2] == (second, first)
+    assert same_root([first, replace(second, opened_at=T0 + 3 * MIN)], MIN) is None
+
+
+def test_a_caller_and_its_failing_calls_join_in_either_order():
+    """orders' own errors and its failing calls to inventory (an edge observation) are one
+    incident whichever of the two the correlator takes in first (detections of the same
+    minute arrive in one batch, ordered by id)."""
+    own = det("database-connection-errors", "orders", T0, category="connectivity")
+    edge = det("service-graph", "inventory", T0, category="availability", signal="traces",
+               labels={"caller": "orders", "callee": "inventory",
+                       "series": "edge.errors.ratio"})
+    for first, second in ((own, edge), (edge, own)):
+        run = Run()
+        run.feed([first])
+        out = run.feed([second])
+        assert len(run.open()) == 1, [p.affected for p in run.open()]
+        assert {"orders", "inventory"} <= set(run.open()[0].affected)
+        assert "orders" in out[-1].reason
+
+
+def test_a_detection_arriving_after_its_problem_resolved_joins_it_without_reopening():
+    """An edge observation of the outage's minute that reaches the correlator after event
+    time moved on (and the outage's problem resolved) belongs to that problem: it joins
+    it, resolved, and opens nothing."""
+    run = Run()
+    first = det("error_rate_above_5pct", "api", T0)
+    run.feed([first])
+    run.feed([cleared(first, T0 + 2 * MIN)])
+    run.tick(T0 + 30 * MIN)
+    (outage,) = [p for p in run.state.problems.values()]
+    assert outage.status == "resolved"
+    late = det("service-graph", "api", T0 + MIN, labels={"caller": "gateway",
+                                                         "series": "edge.errors"})
+    out = run.feed([late], now=T0 + 30 * MIN)
+    assert run.open() == []
+    p = run.problem(outage.id)
+    assert p.status == "resolved" and late.id in p.detection_ids
+    assert any("arrived late" in m.joined and m.state == "resolved" for m in p.members)
+    assert "joined after the problem resolved" in out[-1].reason
+    # a detection of a time the problem did not cover still opens its own
+    run.feed([det("error_rate_above_5pct", "payments", T0 + 40 * MIN)])
+    assert len(run.open()) == 1

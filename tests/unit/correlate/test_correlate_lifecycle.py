@@ -79,6 +79,22 @@ def test_recurrence_within_reopen_window_reopens_same_problem():
     assert len(run.state.problems) == 1
 
 
+def test_a_model_firing_on_another_metric_of_the_root_is_a_new_problem_not_a_reopen():
+    """A model detector covers every metric of a service: its CPU alarm, resolved, does
+    not make a later latency alarm of the same service a recurrence."""
+    run = Run(resolve_hold_ms=MIN, reopen_window_ms=30 * MIN)
+    cpu = det("model:robust-seasonal", "api", T0, category="resource",
+              labels={"metric": "system.cpu.utilization"})
+    run.feed([cpu, cleared(cpu, T0 + MIN)])
+    run.tick(T0 + 3 * MIN)
+    first = next(iter(run.state.problems))
+    latency = det("model:robust-seasonal", "api", T0 + 20 * MIN, category="performance",
+                  labels={"metric": "http.server.duration.p99"})
+    out = run.feed([latency])
+    assert out[0].kind == "opened" and out[0].problem.id != first
+    assert run.problem(first).status == "resolved"
+
+
 def test_recurrence_after_reopen_window_is_a_new_problem():
     run = Run(resolve_hold_ms=MIN, reopen_window_ms=10 * MIN)
     a = det("error_rate_above_5pct", "orders", T0)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from pipeline.correlate import Graph
 from pipeline.correlate.grouping import member_from
 from pipeline.correlate.rootcause import rank
-from tests.unit.correlate.support import SEC, SHOP, T0, det, settings
+from tests.unit.correlate.support import MIN, SEC, SHOP, T0, det, settings
 
 
 def ranked(dets, graph=SHOP, **overrides):
@@ -30,7 +32,8 @@ def test_db_outage_ranks_the_database_first_even_when_callers_fire_first():
             host="pg-primary-1", observed=0, threshold=1),
     ])
     assert causes[0].service == "postgres" and causes[0].host == "pg-primary-1"
-    assert any("upstream in the call graph of 4/4" in e for e in causes[0].evidence)
+    # inventory's only detection names postgres: it is evidence about postgres
+    assert any("upstream in the call graph of 3/3" in e for e in causes[0].evidence)
     assert any("named as the failing peer by 2" in e for e in causes[0].evidence)
     assert [c.score for c in causes] == sorted((c.score for c in causes), reverse=True)
     assert causes[-1].service == "gateway"
@@ -123,4 +126,66 @@ def test_a_resource_drop_is_not_a_cause_type_signal():
     idle, busy = worker(2.0), worker(99.0)
     assert not any(e.startswith("cause-type") for e in idle.evidence)
     assert any(e.startswith("cause-type") for e in busy.evidence)
-    assert idle.score == pytest.approx(busy.score - 0.3)
+    # the coordinator has a cause-type signal too: the busy worker's counts half
+    assert idle.score == pytest.approx(busy.score - 0.3 / 2)
+
+
+def _edge(caller, callee, t, **kw):
+    """A service-graph edge detection: raised on the callee, naming the caller."""
+    return det("service-graph", callee, t, category="performance", signal="traces",
+               labels={"caller": caller, "callee": callee, "series": "edge.latency.slower"},
+               observed=250.0, threshold=0.6, score=0.99,
+               evidence={"expected": 8.0, "band_low": 0.0, "band_high": 20.0, "kind": "edge"},
+               **kw)
+
+
+def test_a_delay_seen_only_by_callers_ranks_the_callee():
+    """Network delay on postgres: its own metrics are quiet; its callers' calls to it and
+    their own latency show it."""
+    causes = ranked([
+        det("latency_high", "orders", T0, category="performance", observed=900,
+            threshold=500),
+        _edge("orders", "postgres", T0 + 5 * SEC),
+        _edge("inventory", "postgres", T0 + 5 * SEC),
+        det("latency_high", "api", T0 + 20 * SEC, category="performance", observed=1200,
+            threshold=500),
+    ])
+    assert [c.service for c in causes][:1] == ["postgres"]
+    assert any("calls to it from inventory, orders" in e for e in causes[0].evidence)
+    assert "no detection of its own yet" in causes[0].evidence
+
+
+def test_a_caller_slow_on_most_of_its_calls_is_the_common_factor():
+    """orders CPU-starved: every call it makes looks slow; its callees are fine."""
+    causes = ranked([
+        _edge("orders", "postgres", T0),
+        _edge("orders", "cache", T0),
+        _edge("orders", "payments", T0),
+        det("latency_high", "api", T0 + 20 * SEC, category="performance"),
+    ])
+    assert causes[0].service == "orders"
+    assert any("3 of its 4 callees are anomalous together" in e for e in causes[0].evidence)
+    assert {c.service for c in causes} == {"orders", "api"}
+
+
+def test_the_change_point_not_the_confirmation_orders_candidates():
+    """A metric model confirms 4 points after the change; a trace window right away."""
+    late = replace(det("model:robust-seasonal", "c", T0 + 4 * MIN, category="performance"),
+                   window_start=T0)  # changed at T0
+    causes = ranked([det("latency_high", "a", T0 + 60 * SEC, category="performance"), late],
+                    graph={"a": ["c"]})
+    assert causes[0].service == "c"
+    assert any("first to go anomalous" in e for e in causes[0].evidence)
+
+
+def test_a_cause_type_signal_every_caller_shows_points_at_none_of_them():
+    """Queues filling up in every caller of a failing database are effects."""
+    dets = [det("heartbeat_missing", "postgres", T0, severity="critical", host="pg-1")]
+    for svc in ("orders", "inventory", "api"):
+        dets.append(det("model:robust-seasonal", svc, T0, category="resource",
+                        labels={"metric": "queue.depth"}, observed=90, threshold=0.6,
+                        score=0.9, evidence={"expected": 4.0, "band_low": 0.0,
+                                             "band_high": 12.0}))
+    causes = ranked(dets)
+    assert causes[0].service == "postgres"
+    assert any("as on 2 other candidate(s)" in e for c in causes[1:] for e in c.evidence)

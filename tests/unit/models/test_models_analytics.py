@@ -141,3 +141,37 @@ def test_trace_rate_counting_noise_does_not_alarm_but_a_collapse_does():
     assert drop and drop[0].state == "firing" and drop[0].category == "availability"
     assert drop[0].observed == pytest.approx(20 / 60)
     assert drop[0].evidence["expected"] == pytest.approx(120 / 60, rel=0.05)
+
+
+def test_a_statement_logged_far_less_or_no_more_alarms_with_its_template():
+    """A code defect: a statement logged ~49 times a minute drops to 5, another vanishes;
+    a rare one going quiet says nothing."""
+    logs = LogAnalytics(LogPatterns(warmup_windows=3))
+    minute = 60_000
+    out = []
+
+    def window(k, charged, rendered, rare):
+        bodies = ([f"charged card {i} for order {k}" for i in range(charged)]
+                  + [f"rendered page home in {i} ms" for i in range(rendered)]
+                  + ["cache warmed"] * rare)
+        t = [k * minute + i for i in range(len(bodies))]
+        logs.add(t, ["h-1"] * len(t), [9] * len(t), bodies)
+        out.extend(logs.advance((k + 1) * minute + 20_000))
+
+    for k in range(80):  # long enough for the baselines to settle
+        window(k, 49 + k % 3, 30, 1 if k % 4 == 0 else 0)
+    assert [f for f in out if f.state == "firing"] == []
+    for k in range(80, 83):
+        window(k, 5, 0, 0)
+    fired = [f for f in out if f.state == "firing"]
+    kinds = sorted(f.evidence["kind"] for f in fired)
+    assert kinds == ["template_drop", "vanished_template"]
+    drop = next(f for f in fired if f.evidence["kind"] == "template_drop")
+    assert "charged card" in drop.evidence["template"] and drop.observed == 5
+    assert drop.window_start == 80 * minute and drop.host == "h-1"  # two windows in a row
+    assert drop.evidence["expected"] > 40 and drop.evidence["band_low"] > 5
+    for k in range(83, 86):
+        window(k, 50, 30, 0)
+    resolved = [f for f in out if f.state == "resolved"]
+    assert sorted(f.labels["template_id"] for f in resolved) == sorted(
+        f.labels["template_id"] for f in fired)

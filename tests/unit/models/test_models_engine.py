@@ -225,3 +225,36 @@ def test_state_saved_under_one_version_restores_under_another(db_outage, tmp_pat
     assert restored.traces.bank.keys == saved.traces.bank.keys
     again = ServiceModelState.from_bytes(restored.to_bytes(), eng)
     assert again.to_bytes() == restored.to_bytes()
+
+
+def test_a_metric_naming_a_peer_is_one_series_per_edge():
+    """Per-edge latency (a mesh's, on the caller): the edges to two peers, each seen by
+    two reporters, are four series; only the edge that shifts alarms, naming its peer."""
+    import numpy as np
+    import orjson
+
+    from pipeline.events.codec import decode_values
+    from pipeline.events.schema import RecordKind
+
+    eng = ModelEngine(warmup_points=20, confirm_points=2)
+    state = eng.new_state()
+    found = []
+    for k in range(40):
+        records = []
+        for peer, base in (("cart", 0.004), ("ads", 0.02)):
+            for reporter in ("source", "destination"):
+                shift = 0.25 if peer == "cart" and k >= 35 else 0.0
+                records.append({
+                    "type": "metric", "time": START + k * MIN, "service.name": "front",
+                    "name": "rpc.edge.duration.p50", "unit": "s",
+                    "value": float(base * (1 + 0.05 * np.sin(k)) + shift),
+                    "attributes": {"peer.service": peer, "istio.reporter": reporter}})
+        cols = decode_values(RecordKind.METRIC, [orjson.dumps(records)],
+                             now_ms=START + 10**9).columns
+        state, dets, _ = eng.process("metrics", cols, state)
+        found += dets
+    assert len(state.metrics) == 4
+    fired = firing(found)
+    assert fired and {d.labels["peer.service"] for d in fired} == {"cart"}
+    assert {d.labels["istio.reporter"] for d in fired} == {"source", "destination"}
+    assert "rpc.edge.duration.p50 to cart" in fired[0].title

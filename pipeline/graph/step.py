@@ -1,0 +1,148 @@
+"""One service-graph step: pair the spans of the buckets event time has passed (no Faust).
+
+The correlate agent runs it before each correlation step with detection's watermark (the
+event time every detect worker has passed, so every span before it is stored), a
+function that queries the store, and the step's stored state. For every whole bucket
+since the last run (at most ``MAX_BUCKETS_PER_RUN`` at a time) it runs the bounded
+pairing queries of :mod:`pipeline.graph.pairing`, scores the edges
+(:class:`~pipeline.graph.anomaly.EdgeModel`) and returns:
+
+- rows for ``service_edges`` (one per edge and bucket);
+- edge detections, and the messages that carry them onto the detections path followed
+  by a tick of this step's own source, ``service-graph``: the correlator then holds other
+  detections until the graph has caught up, so edge detections are not late;
+- the topology the correlator reasons over: every edge seen within ``topology_ms``.
+
+A first run starts ``pair_window_ms`` before the watermark (no unbounded backfill).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from pipeline.events.detection import Detection
+from pipeline.graph.anomaly import EdgeModel
+from pipeline.graph.pairing import EdgeStat, edge_stats, metric_edges_sql, pairing_sql
+from pipeline.settings import GraphSettings
+from pipeline.store.base import QueryResult
+
+SOURCE = "service-graph"
+MAX_BUCKETS_PER_RUN = 60  # a worker far behind catches up an hour of buckets per step
+STATE_FORMAT = 1
+
+
+@dataclass
+class GraphResult:
+    """What one step produced (see the module docstring)."""
+
+    state: bytes
+    detections: list[Detection] = field(default_factory=list)
+    messages: list[bytes] = field(default_factory=list)
+    edges: list[EdgeStat] = field(default_factory=list)
+    topology: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def edge_rows(self) -> list[dict[str, Any]]:
+        """The edges as ``service_edges`` rows."""
+        return [{"bucket": e.bucket_ms, "caller": e.caller, "callee": e.callee,
+                 "source": e.source, "calls": e.calls, "errors": e.errors,
+                 "p50_ms": e.p50_ms, "p95_ms": e.p95_ms, "p99_ms": e.p99_ms}
+                for e in self.edges]
+
+
+def edges_table(edges: list[EdgeStat], bucket_ms: int) -> pa.Table:
+    """Edge statistics as rows of the ``service_edges`` table."""
+    return pa.table({
+        "bucket": pa.array([e.bucket_ms for e in edges], pa.timestamp("ms", tz="UTC")),
+        "bucket_ms": pa.array([bucket_ms] * len(edges), pa.uint32()),
+        "caller": pa.array([e.caller for e in edges], pa.string()),
+        "callee": pa.array([e.callee for e in edges], pa.string()),
+        "source": pa.array([e.source for e in edges], pa.string()),
+        "calls": pa.array([e.calls for e in edges], pa.uint64()),
+        "errors": pa.array([e.errors for e in edges], pa.uint64()),
+        "p50_ms": pa.array([e.p50_ms for e in edges], pa.float64()),
+        "p95_ms": pa.array([e.p95_ms for e in edges], pa.float64()),
+        "p99_ms": pa.array([e.p99_ms for e in edges], pa.float64()),
+    })
+
+
+class GraphStep:
+    """Pairs, scores and remembers service edges for one correlation scope."""
+
+    def __init__(self, settings: GraphSettings, scope: str = "default",
+                 database: str = "tocsin") -> None:
+        self.settings = settings
+        self.scope = scope
+        self.database = database
+
+    def topology(self, stored: bytes | None) -> dict[str, tuple[str, ...]]:
+        """The call graph (caller -> callees) a stored state holds."""
+        return _topology(_State.from_bytes(stored, self.settings.min_calls).edges)
+
+    def run(self, watermark_ms: int, query: Callable[[str], QueryResult],
+            stored: bytes | None) -> GraphResult:
+        """Process every whole bucket before ``watermark_ms`` not done yet."""
+        s = self.settings
+        state = _State.from_bytes(stored, s.min_calls)
+        hi = (watermark_ms // s.bucket_ms) * s.bucket_ms if watermark_ms >= 0 else -1
+        if state.done_until < 0 and hi >= 0:
+            start = watermark_ms - s.pair_window_ms
+            state.done_until = (start // s.bucket_ms) * s.bucket_ms
+        result = GraphResult(b"")
+        if hi > state.done_until >= 0:
+            lo = state.done_until
+            hi = min(hi, lo + MAX_BUCKETS_PER_RUN * s.bucket_ms)
+            rows = query(pairing_sql(self.database, lo, hi, s.bucket_ms, s.pair_window_ms))
+            metric = query(metric_edges_sql(self.database, lo, hi, s.bucket_ms))
+            result.edges = edge_stats(rows.rows, metric.rows)
+            result.detections = state.model.score(
+                [e for e in result.edges if e.source != "metrics"], s.bucket_ms)
+            for e in result.edges:
+                seen = state.edges.setdefault(f"{e.caller}\t{e.callee}", [0, 0])
+                seen[0] = max(seen[0], e.bucket_ms + s.bucket_ms)
+                seen[1] += e.calls
+            state.done_until = hi
+            result.messages = [d.to_json() for d in result.detections]
+        if state.done_until >= 0:
+            result.messages.append(orjson.dumps({"tick": state.done_until, "source": SOURCE}))
+            horizon = state.done_until - s.topology_ms
+            state.edges = {k: v for k, v in state.edges.items() if v[0] >= horizon}
+        result.topology = _topology(state.edges)
+        result.state = state.to_bytes()
+        return result
+
+
+def _topology(edges: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    topology: dict[str, set[str]] = {}
+    for key in edges:
+        caller, callee = key.split("\t")
+        topology.setdefault(caller, set()).add(callee)
+    return {k: tuple(sorted(v)) for k, v in sorted(topology.items())}
+
+
+@dataclass
+class _State:
+    """Buckets done, edges seen (for the topology) and the edge model."""
+
+    done_until: int
+    edges: dict[str, list[int]]  # "caller\tcallee" -> [last bucket end, calls]
+    model: EdgeModel
+
+    @classmethod
+    def from_bytes(cls, data: bytes | None, min_calls: int) -> _State:
+        model = EdgeModel(min_calls=min_calls)
+        if not data:
+            return cls(-1, {}, model)
+        raw: Mapping[str, Any] = orjson.loads(data)
+        model.load(raw["model"])
+        return cls(int(raw["done_until"]), {k: list(v) for k, v in raw["edges"].items()},
+                   model)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps({"format": STATE_FORMAT, "done_until": self.done_until,
+                             "edges": self.edges, "model": self.model.to_dict()})

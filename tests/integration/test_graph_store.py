@@ -1,0 +1,106 @@
+"""The service graph from spans paired in a real embedded ClickHouse store."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from pipeline.events.codec import decode_values
+from pipeline.events.detection import Detection
+from pipeline.events.schema import RecordKind
+from pipeline.graph.step import SOURCE, GraphStep
+from pipeline.settings import GraphSettings
+from pipeline.store import EmbeddedStore
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_700_000_040_000  # a minute boundary
+MIN = 60_000
+FAR = 4_102_444_800_000
+
+
+def _hex(text: str, digits: int) -> str:
+    return text.encode().hex().rjust(digits, "0")[-digits:]
+
+
+def span(trace, sid, service, start, ms, kind, parent="", attrs=None, status="ok"):
+    """A span; ids are readable names turned into the hex ids the codec wants."""
+    trace, sid = _hex(trace, 32), _hex(sid, 16)
+    parent = _hex(parent, 16) if parent else ""
+    out = {"type": "span", "trace_id": trace, "span_id": sid, "service.name": service,
+           "name": f"{service}-op", "start": start, "duration_ms": ms, "status": status,
+           "kind": kind, "attributes": attrs or {}}
+    if parent:
+        out["parent_span_id"] = parent
+    return out
+
+
+def call(i, start, ms, callee="cart"):
+    """front's server span, its client span, and the callee's server span (no peer)."""
+    t = f"{i:04d}{start}"
+    return [span(t, f"a{i}", "front", start, ms + 2, "server"),
+            span(t, f"b{i}", "front", start + 1, ms, "client", f"a{i}"),
+            span(t, f"c{i}", callee, start + 1, ms - 1, "server", f"b{i}")]
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = EmbeddedStore(tmp_path / "store", ttl_days=0)
+    s.ensure_schema()
+    yield s
+    s.close()
+
+
+def insert(store, records):
+    by_kind = {"span": RecordKind.SPAN, "metric": RecordKind.METRIC}
+    for kind, rk in by_kind.items():
+        rows = [r for r in records if r["type"] == kind]
+        if rows:
+            batch = decode_values(rk, [orjson.dumps(rows)], now_ms=FAR)
+            assert not batch.rejections
+            store.insert_arrow("spans" if kind == "span" else "metrics", batch.to_arrow())
+
+
+def test_spans_of_different_services_pair_into_edges_per_bucket(store):
+    records = []
+    for k in range(3):  # three usual minutes, then a delayed one
+        records += [r for i in range(25) for r in call(i, T0 + k * MIN + i * 1000, 8.0)]
+    records += [r for i in range(25) for r in call(i, T0 + 3 * MIN + i * 1000, 250.0)]
+    # a database call named by attribute only; a client span naming a peer that also has
+    # its child span (counted once, by the pair); a parent far too old to pair
+    records += [span("db1", "d1", "cart", T0 + 5_000, 3.0, "client",
+                     attrs={"db.system": "redis"}),
+                span("x1", "x1", "front", T0 + 6_000, 9.0, "client",
+                     attrs={"peer.service": "ads"}),
+                span("x1", "x2", "ads", T0 + 6_001, 7.0, "server", "x1"),
+                span("old", "o1", "front", T0 - 30 * MIN, 5.0, "client"),
+                span("old", "o2", "slow", T0 + 10_000, 4.0, "server", "o1")]
+    records += [{"type": "metric", "time": T0 + 2_000, "service.name": "front",
+                 "name": "rpc.edge.duration.p50", "value": 0.004, "unit": "s",
+                 "attributes": {"peer.service": "email"}}]
+    insert(store, records)
+
+    step = GraphStep(GraphSettings(bucket_ms=MIN, pair_window_ms=5 * MIN, min_calls=20))
+    first = step.run(T0 + 3 * MIN + 30_000, store.query, None)  # the first 3 buckets only
+    rows = {(e.caller, e.callee, e.bucket_ms, e.source): e for e in first.edges}
+    cart = rows[("front", "cart", T0, "spans")]
+    assert (cart.calls, cart.errors, cart.p50_ms) == (25, 0, 8.0)  # the client span's time
+    assert sum(c for _, c in cart.hist) == 25
+    assert rows[("cart", "redis", T0, "attribute")].calls == 1
+    assert rows[("front", "ads", T0, "spans")].calls == 1  # not also as an attribute edge
+    assert ("front", "ads", T0, "attribute") not in rows
+    assert not any(e.callee == "slow" for e in first.edges)  # parent outside the window
+    assert rows[("front", "email", T0, "metrics")].calls == 0
+    assert first.topology == {"cart": ("redis",), "front": ("ads", "cart", "email")}
+    assert first.detections == []
+    assert orjson.loads(first.messages[-1]) == {"tick": T0 + 3 * MIN, "source": SOURCE}
+
+    second = step.run(T0 + 4 * MIN + 1, store.query, first.state)  # the delayed bucket
+    assert [e.bucket_ms for e in second.edges] == [T0 + 3 * MIN]
+    fired = [Detection.from_wire(orjson.loads(m)) for m in second.messages[:-1]]
+    assert [(d.service, d.state, d.labels["caller"]) for d in fired] == [
+        ("cart", "firing", "front")]
+    assert fired == second.detections
+    assert step.run(T0 + 4 * MIN + 2, store.query, second.state).edges == []  # nothing new
+    rows = [r["bucket"] for r in second.edge_rows]
+    assert rows == [T0 + 3 * MIN]

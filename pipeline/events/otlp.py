@@ -30,6 +30,7 @@ from pipeline.events.otlp_metrics import map_metrics
 from pipeline.events.otlp_records import map_logs, map_spans
 from pipeline.events.otlp_rows import OtlpBatch, OtlpRows
 from pipeline.events.otlp_series import SeriesMemory
+from pipeline.events.otlp_wire import WireFallback, map_metrics_wire, metrics_decoder
 from pipeline.events.schema import RawMessage, RecordKind, Rejection
 
 ENCODINGS = ("auto", "otlp_proto", "otlp_json")
@@ -84,15 +85,19 @@ def _rollback(rows: OtlpRows, mark: tuple[int, ...]) -> None:
 
 
 def decode_otlp(kind: RecordKind, messages: Sequence[RawMessage], limits: DecodeLimits,
-                memory: SeriesMemory | None = None, encoding: str = "auto") -> OtlpBatch:
+                memory: SeriesMemory | None = None, encoding: str = "auto",
+                decoder: str | None = None) -> OtlpBatch:
     """Decode a batch of OTLP messages of one signal; never raises on bad input.
 
     Histogram points also give ``metric_buckets`` rows, in the batch's ``buckets``.
     ``memory`` holds the previous point of cumulative metric series across batches (a
-    fresh one when None: every cumulative series then only seeds).
+    fresh one when None: every cumulative series then only seeds). ``decoder`` picks how
+    protobuf metrics are read (see :func:`~pipeline.events.otlp_wire.metrics_decoder`:
+    ``auto``, ``c`` or ``python``); both give the same rows.
     """
     if encoding not in ENCODINGS:
         raise ValueError(f"OTLP encoding {encoding!r} is not one of {', '.join(ENCODINGS)}")
+    wire = kind is RecordKind.METRIC and metrics_decoder(decoder) == "c"
     memory = memory if memory is not None else SeriesMemory()
     rows = OtlpRows(kind)
     rejections: list[Rejection] = []
@@ -104,8 +109,17 @@ def decode_otlp(kind: RecordKind, messages: Sequence[RawMessage], limits: Decode
         if problem:
             rejections.append(Rejection(msg, -1, problem, value))
             continue
+        candidates = _candidates(value, encoding)
+        if wire and candidates[0] == "otlp_proto":
+            try:  # the C scanner; it changes nothing when it gives the message back
+                count = map_metrics_wire(value, m, rows, memory)
+            except WireFallback:
+                count = None
+            if count:  # none: the protobuf library says why
+                encodings[m] = "otlp_proto"
+                continue
         data, reason = None, ""
-        for candidate in _candidates(value, encoding):
+        for candidate in candidates:
             data, why = parse_message(kind, value, candidate)
             if data is not None:
                 encodings[m] = candidate
@@ -135,6 +149,8 @@ def decode_otlp(kind: RecordKind, messages: Sequence[RawMessage], limits: Decode
     def payload(m: int, record: Any) -> bytes:
         if encodings[m] == "otlp_json":
             return record_json(record)
+        if isinstance(record, bytes):  # a record as the C scanner found it: its own bytes
+            return record
         return record.SerializeToString()
 
     return rows.finish(messages, limits, payload, rejections)
@@ -142,7 +158,8 @@ def decode_otlp(kind: RecordKind, messages: Sequence[RawMessage], limits: Decode
 
 def decode_otlp_values(kind: RecordKind, values: Sequence[bytes], now_ms: int,
                        memory: SeriesMemory | None = None, encoding: str = "auto",
-                       topic: str = "-") -> OtlpBatch:
+                       topic: str = "-", decoder: str | None = None) -> OtlpBatch:
     """Decode bare message values (no Kafka position): for tests, benchmarks, notebooks."""
     messages = [RawMessage(topic, 0, i, v) for i, v in enumerate(values)]
-    return decode_otlp(kind, messages, DecodeLimits(now_ms=now_ms), memory, encoding)
+    return decode_otlp(kind, messages, DecodeLimits(now_ms=now_ms), memory, encoding,
+                       decoder)

@@ -75,6 +75,13 @@ class OtlpRows:
             b[column].append(value)
         self.bucket_rows.append(first_row)
 
+    def extend_buckets(self, first_rows: list[int], columns: dict[str, list[Any]]) -> None:
+        """Many points' buckets at once (``columns`` as :data:`BUCKET_COLUMNS`, counts as
+        floats); each kept only if its row in ``first_rows`` is."""
+        for name, values in columns.items():
+            self.buckets[name].extend(values)
+        self.bucket_rows.extend(first_rows)
+
     def reject(self, message: int, ordinal: int, origin: Any, reason: str) -> None:
         """A record that cannot become a row at all (bad ids, missing fields ...)."""
         self.early.append((message, ordinal, origin, reason))
@@ -184,15 +191,9 @@ def shared_string_maps(dicts: list[dict[str, str]]) -> pa.MapArray:
     >>> shared_string_maps([shared, {}, shared]).to_pylist()
     [[('a', '1')], [], [('a', '1')]]
     """
-    first: dict[int, int] = {}
-    unique: list[dict[str, str]] = []
-    index = []
-    for d in dicts:
-        i = first.get(id(d))
-        if i is None:
-            i = first[id(d)] = len(unique)
-            unique.append(d)
-        index.append(i)
+    ids = np.fromiter(map(id, dicts), dtype=np.uint64, count=len(dicts))
+    _, first, index = np.unique(ids, return_index=True, return_inverse=True)
+    unique = [dicts[i] for i in first.tolist()]
     offsets = np.zeros(len(unique) + 1, dtype=np.int32)
     np.cumsum(np.fromiter(map(len, unique), dtype=np.int32, count=len(unique)),
               out=offsets[1:])
@@ -201,7 +202,7 @@ def shared_string_maps(dicts: list[dict[str, str]]) -> pa.MapArray:
     maps = pa.MapArray.from_arrays(pa.array(offsets), keys, values)
     if len(unique) == len(dicts):
         return maps
-    return maps.take(pa.array(index, type=pa.int32()))
+    return maps.take(pa.array(index.astype(np.int32).reshape(-1)))
 
 
 def _mark(bad: dict[int, str], row: int, reason: str) -> None:

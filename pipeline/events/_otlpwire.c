@@ -56,9 +56,15 @@ static const uint8_t B2_SIGMA[12][16] = {
 static inline uint64_t rotr64(uint64_t x, int r) { return (x >> r) | (x << (64 - r)); }
 
 static inline uint64_t load64(const uint8_t *p) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+#else
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
     return v;
+#endif
 }
 
 #define B2_G(a, b, c, d, x, y)                \
@@ -162,6 +168,61 @@ static int buf_append(buf_t *b, const void *p, size_t n) {
     return 0;
 }
 
+/* ------------------------------------------- byte strings of one scope -> a number */
+
+/* Open addressing over (pointer, length) keys into the message being scanned; used per
+ * scope to hash each distinct attribute set once and to number the attribute regions. */
+typedef struct {
+    const uint8_t *key;
+    size_t len;
+    uint64_t fnv, value;
+} slot_t;
+
+typedef struct {
+    slot_t *slots;
+    size_t cap, used; /* cap: a power of two */
+} table_t;
+
+static uint64_t fnv1a(const uint8_t *p, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+static void table_clear(table_t *t) {
+    if (t->slots) memset(t->slots, 0, t->cap * sizeof(slot_t));
+    t->used = 0;
+}
+
+/* the slot of key (its key is NULL when the key is new: fill it, then count it used) */
+static slot_t *table_find(table_t *t, const uint8_t *key, size_t len, uint64_t fnv) {
+    size_t i = (size_t)fnv & (t->cap - 1);
+    for (;;) {
+        slot_t *slot = &t->slots[i];
+        if (!slot->key || (slot->fnv == fnv && slot->len == len && !memcmp(slot->key, key, len)))
+            return slot;
+        i = (i + 1) & (t->cap - 1);
+    }
+}
+
+static int table_grow(table_t *t) {
+    if ((t->used + 1) * 2 <= t->cap) return 0;
+    size_t cap = t->cap ? t->cap * 2 : 256;
+    slot_t *old = t->slots;
+    size_t old_cap = t->cap;
+    t->slots = PyMem_Calloc(cap, sizeof(slot_t));
+    if (!t->slots) {
+        t->slots = old;
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->cap = cap;
+    for (size_t i = 0; i < old_cap; i++)
+        if (old[i].key) *table_find(t, old[i].key, old[i].len, old[i].fnv) = old[i];
+    PyMem_Free(old);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- the scan */
 
 /* one data point of a gauge, sum or histogram; mirrored by a numpy dtype in otlp_wire.py */
@@ -183,7 +244,8 @@ typedef struct {
     Py_ssize_t at;       /* where: byte offset in the message */
     buf_t points, counts, bounds;
     PyObject *resources, *scopes, *metrics, *regions; /* lists */
-    PyObject *region_index[2];                        /* per scope: region bytes -> index */
+    table_t regions_of[2]; /* per scope: region bytes -> region index (number, histogram) */
+    table_t hashes;        /* per scope: a point's bytes after its times -> blake2b */
     int64_t ordinal;
 } scan_t;
 
@@ -325,26 +387,22 @@ static void histogram_quantiles(point_t *pt, const uint64_t *counts, const doubl
 
 /* the index of a data point's attribute region (exemplars + attributes) in this scope */
 static int region_of(scan_t *s, int cls, Py_ssize_t scope, const uint8_t *a, const uint8_t *b) {
-    PyObject *key = PyBytes_FromStringAndSize((const char *)a, b - a);
-    if (!key) return -2;
-    PyObject *found = PyDict_GetItemWithError(s->region_index[cls], key);
-    if (found) {
-        Py_DECREF(key);
-        return (int)PyLong_AsLong(found);
-    }
-    if (PyErr_Occurred()) {
-        Py_DECREF(key);
-        return -2;
-    }
+    table_t *t = &s->regions_of[cls];
+    if (table_grow(t) < 0) return -2;
+    uint64_t fnv = fnv1a(a, b - a);
+    slot_t *slot = table_find(t, a, b - a, fnv);
+    if (slot->key) return (int)slot->value;
     Py_ssize_t index = PyList_GET_SIZE(s->regions);
-    PyObject *num = PyLong_FromSsize_t(index);
-    PyObject *entry = Py_BuildValue("(niO)", scope, cls, key);
-    int bad = !num || !entry || PyDict_SetItem(s->region_index[cls], key, num) < 0 ||
-              PyList_Append(s->regions, entry) < 0;
-    Py_XDECREF(num);
+    PyObject *entry = Py_BuildValue("(niy#)", scope, cls, (const char *)a, (Py_ssize_t)(b - a));
+    int bad = !entry || PyList_Append(s->regions, entry) < 0;
     Py_XDECREF(entry);
-    Py_DECREF(key);
-    return bad ? -2 : (int)index;
+    if (bad) return -2;
+    slot->key = a;
+    slot->len = b - a;
+    slot->fnv = fnv;
+    slot->value = (uint64_t)index;
+    t->used++;
+    return (int)index;
 }
 
 /* One NumberDataPoint (cls 0) or HistogramDataPoint (cls 1). Returns 0, -1 (WireError in
@@ -441,9 +499,19 @@ static int scan_point(scan_t *s, int cls, const uint8_t *p, const uint8_t *end,
     const uint8_t *rest = p;
     while (rest < end && (rest[0] & 0x87) == 1) rest += 9;
     if (rest > end) rest = end;
-    b2_t h = *prefix;
-    b2_update(&h, rest, end - rest);
-    pt.event = b2_final(&h) + name_id + pt.time * GOLDEN;
+    if (table_grow(&s->hashes) < 0) return -2;
+    uint64_t fnv = fnv1a(rest, end - rest);
+    slot_t *slot = table_find(&s->hashes, rest, end - rest, fnv);
+    if (!slot->key) {
+        b2_t h = *prefix;
+        b2_update(&h, rest, end - rest);
+        slot->key = rest;
+        slot->len = end - rest;
+        slot->fnv = fnv;
+        slot->value = b2_final(&h);
+        s->hashes.used++;
+    }
+    pt.event = slot->value + name_id + pt.time * GOLDEN;
     if (!region_a) region_a = region_b = end;
     int region = region_of(s, cls, scope, region_a, region_b);
     if (region < 0) return -2;
@@ -619,8 +687,9 @@ static int scan_scope_metrics(scan_t *s, const uint8_t *p, const uint8_t *end,
     b2_update(&prefix, resource, resource_len);
     b2_update(&prefix, name ? name : (const uint8_t *)"", name_len);
     b2_update(&prefix, (const uint8_t *)"", 1);
-    PyDict_Clear(s->region_index[0]);
-    PyDict_Clear(s->region_index[1]);
+    table_clear(&s->regions_of[0]);
+    table_clear(&s->regions_of[1]);
+    table_clear(&s->hashes);
     while (p < end) {
         field_t f;
         if (next_field(s, &p, end, &f) < 0) return -1;
@@ -690,11 +759,7 @@ static PyObject *scan_metrics(PyObject *self, PyObject *arg) {
     s.scopes = PyList_New(0);
     s.metrics = PyList_New(0);
     s.regions = PyList_New(0);
-    s.region_index[0] = PyDict_New();
-    s.region_index[1] = PyDict_New();
-    if (!s.resources || !s.scopes || !s.metrics || !s.regions || !s.region_index[0] ||
-        !s.region_index[1])
-        goto done;
+    if (!s.resources || !s.scopes || !s.metrics || !s.regions) goto done;
     const uint8_t *p = view.buf, *end = p + view.len;
     int r = 0;
     while (p < end && r == 0) {
@@ -728,8 +793,9 @@ done:
     Py_XDECREF(s.scopes);
     Py_XDECREF(s.metrics);
     Py_XDECREF(s.regions);
-    Py_XDECREF(s.region_index[0]);
-    Py_XDECREF(s.region_index[1]);
+    PyMem_Free(s.regions_of[0].slots);
+    PyMem_Free(s.regions_of[1].slots);
+    PyMem_Free(s.hashes.slots);
     PyMem_Free(s.points.data);
     PyMem_Free(s.counts.data);
     PyMem_Free(s.bounds.data);
@@ -752,7 +818,8 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_otlpwire",
-                                    "Tocsin's OTLP metrics wire scanner (C).", -1, methods};
+                                    "Tocsin's OTLP metrics wire scanner (C).", -1, methods,
+                                    NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__otlpwire(void) {
     PyObject *m = PyModule_Create(&module);

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
@@ -71,16 +72,18 @@ def parse_message(kind: RecordKind, value: bytes, encoding: str) -> tuple[Any, s
 
 
 def _mark(rows: OtlpRows) -> tuple[int, ...]:
-    return (len(rows.event_ids), len(rows.early), len(rows.bucket_rows))
+    return (len(rows.event_ids), len(rows.early), len(rows.bucket_rows),
+            len(rows.buckets["event_id"]))
 
 
 def _rollback(rows: OtlpRows, mark: tuple[int, ...]) -> None:
-    n, early, buckets = mark
+    n, early, bucket_rows, buckets = mark
     for values in (*rows.columns.values(), rows.event_ids, rows.message, rows.ordinal,
                    rows.origin):
         del values[n:]
     del rows.early[early:]
-    for values in (*rows.buckets.values(), rows.bucket_rows):
+    del rows.bucket_rows[bucket_rows:]
+    for values in rows.buckets.values():
         del values[buckets:]
 
 
@@ -149,8 +152,9 @@ def decode_otlp(kind: RecordKind, messages: Sequence[RawMessage], limits: Decode
     def payload(m: int, record: Any) -> bytes:
         if encodings[m] == "otlp_json":
             return record_json(record)
-        if isinstance(record, bytes):  # a record as the C scanner found it: its own bytes
-            return record
+        if isinstance(record, (int, np.integer)):  # the C scanner's: where it lies
+            at = int(record)
+            return bytes(messages[m].value[at >> 32:at & 0xFFFFFFFF])
         return record.SerializeToString()
 
     return rows.finish(messages, limits, payload, rejections)

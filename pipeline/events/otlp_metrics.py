@@ -129,7 +129,7 @@ class _Emitter:
                   buckets: tuple[list[float], list[float], list[float]],
                   seconds: float) -> None:
         """A histogram point's rows, and its buckets for the ``metric_buckets`` table."""
-        first = len(self.columns[0])
+        first = self.rows.row_count()
         self.derived(time_ms, name, unit, attrs, event_id, ordinal, point, values)
         if values and sum(buckets[2]) > 0:
             self.rows.add_buckets(first, time_ms, self.service, self.host, name, unit,

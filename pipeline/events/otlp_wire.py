@@ -18,10 +18,10 @@ Which decoder runs is chosen in one place, :func:`metrics_decoder`.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint, NumberDataPoint
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
@@ -33,7 +33,7 @@ from pipeline.events.otlp_metrics import (
     point_attributes,
     rate_unit,
 )
-from pipeline.events.otlp_rows import OtlpRows
+from pipeline.events.otlp_rows import OtlpRows, shared_string_maps
 from pipeline.events.otlp_series import (
     QUANTILES,
     SeriesMemory,
@@ -50,7 +50,6 @@ except ImportError:  # built without a C compiler: the protobuf library path onl
     _otlpwire = None
 
 DECODERS = ("auto", "c", "python")
-DECODER_ENV = "TOCSIN_OTLP_DECODER"
 
 POINT = np.dtype([(name, "=u8") for name in ("time", "start", "event", "count", "total")]
                  + [(name, "=f8") for name in ("value", "sum", "min", "max", "lower0", "top",
@@ -74,13 +73,10 @@ class WireFallback(Exception):
 
 
 def metrics_decoder(requested: str | None = None) -> str:
-    """The OTLP metrics decoder to use: ``c`` or ``python``.
-
-    ``requested`` (else the ``TOCSIN_OTLP_DECODER`` environment variable, else ``auto``):
-    ``auto`` takes the C scanner when it was built, ``c`` insists on it, ``python`` is the
-    protobuf library path.
-    """
-    choice = requested or os.environ.get(DECODER_ENV) or "auto"
+    """The OTLP metrics decoder to use, ``c`` or ``python``, for ``requested`` (setting
+    ``ingest.otlp_decoder``): ``auto`` (or None) takes the C scanner when it was built,
+    ``c`` insists on it, ``python`` is the protobuf library path."""
+    choice = requested or "auto"
     if choice not in DECODERS:
         raise ValueError(f"OTLP decoder {choice!r} is not one of {', '.join(DECODERS)}")
     if choice == "c" and _otlpwire is None:
@@ -126,15 +122,16 @@ class _Prepared:
             if resource.SerializeToString(deterministic=True) != raw:
                 raise WireFallback("a resource is not in the canonical encoding")
             where.append(resource_fields(attributes_dict(resource.attributes)))
-        self.scopes = []  # (service, host, attributes base, scope key)
+        self.scopes = []  # (service, host, attributes base, scope key, scope bytes)
         for r, raw, name in scopes:
             scope = InstrumentationScope.FromString(raw)
             if scope.name.encode() != name:
                 raise WireFallback("a scope name read differently")
             service, host, kept = where[r]
             self.scopes.append((service, host, scope_attributes(scope, kept),
-                                resources[r] + name + b"\x00"))
+                                resources[r] + name + b"\x00", raw))
         self.attrs: list[dict[str, str]] = []
+        self.region_bytes = [raw for _, _, raw in regions]
         for s, cls, raw in regions:
             point = (HistogramDataPoint if cls else NumberDataPoint).FromString(raw)
             if point.SerializeToString() != raw:
@@ -195,8 +192,9 @@ def map_metrics_wire(value: bytes, message: int, rows: OtlpRows, memory: SeriesM
     out = _Rows()
     buckets: list[int] = []  # the points giving a metric_buckets row
     intervals: dict[int, float] = {}
-    bucket_lists: dict[int, tuple[list, list, list]] = {}
-    rejects: list[tuple[int, bytes, str]] = []  # in message order, as the protobuf path
+    bucket_lists: dict[int, tuple[float, float, list]] = {}
+    rejects: list[tuple[int, int, str]] = []  # in message order, as the protobuf path
+    delta_buckets = (np.zeros(0, np.int64), np.zeros(0))  # points, their intervals
 
     plain = np.flatnonzero((plan == 0) & ~flagged)
     out.add(plain, 0, 0, pts["value"][plain])
@@ -207,7 +205,7 @@ def map_metrics_wire(value: bytes, message: int, rows: OtlpRows, memory: SeriesM
         h = pts[hist]
         mismatch = (h["ncounts"] > 0) & (h["ncounts"] != h["nbounds"] + 1)
         for i in hist[mismatch].tolist():
-            _reject_counts(rejects, value, pts[i], prep)
+            _reject_counts(rejects, pts[i], prep)
         hist, h = hist[~mismatch], h[~mismatch]
         started = h["start"] != 0
         seconds = np.where(started, (h["time"].astype(np.int64) - h["start"].astype(np.int64))
@@ -225,36 +223,37 @@ def map_metrics_wire(value: bytes, message: int, rows: OtlpRows, memory: SeriesM
         first_q = started.astype(np.int64) + both
         for k, column in enumerate(("q50", "q95", "q99")):
             out.add(hist[quantiles], first_q[quantiles] + k, P50 + k, h[column][quantiles])
-        for i, s in zip(hist[quantiles].tolist(), seconds[quantiles].tolist(), strict=True):
-            buckets.append(i)
-            intervals[i] = s
+        delta_buckets = (hist[quantiles], seconds[quantiles])
 
     stateful = np.flatnonzero(((plan == 1) | (plan == 3)) & ~flagged)
     if len(stateful):
         _stateful(prep, stateful.tolist(), plan, out, buckets, intervals, bucket_lists,
-                  memory, rejects, value)
+                  memory, rejects)
     for ordinal, payload, reason in sorted(rejects, key=lambda r: r[0]):
         rows.reject(message, ordinal, payload, reason)
 
     point, sub, code, values = out.ordered()
-    _append(prep, value, message, rows, point, sub, code, values, buckets, intervals,
-            bucket_lists)
+    bucket_points = np.concatenate([delta_buckets[0], np.asarray(buckets, dtype=np.int64)])
+    bucket_intervals = np.concatenate([delta_buckets[1], np.asarray(
+        [intervals[i] for i in buckets], dtype=np.float64)])
+    order = np.argsort(bucket_points, kind="stable")
+    _append(prep, message, rows, point, sub, code, values, bucket_points[order],
+            bucket_intervals[order], bucket_lists)
     return n_points
 
 
-def _reject_counts(rejects: list[tuple[int, bytes, str]], value: bytes, pt: Any,
-                   prep: _Prepared) -> None:
+def _reject_counts(rejects: list[tuple[int, int, str]], pt: Any, prep: _Prepared) -> None:
     name = prep.metrics[int(pt["metric"])][1]
     nc, nb = int(pt["ncounts"]), int(pt["nbounds"])
-    rejects.append((int(pt["ordinal"]), value[int(pt["origin_start"]):int(pt["origin_end"])],
+    rejects.append((int(pt["ordinal"]), int(pt["origin_start"]) << 32 | int(pt["origin_end"]),
                     f"histogram {name!r}: {nc} bucket counts for {nb} bounds "
                     f"(expected {nb + 1})"))
 
 
 def _stateful(prep: _Prepared, indexes: list[int], plan: np.ndarray, out: _Rows,
               buckets: list[int], intervals: dict[int, float],
-              bucket_lists: dict[int, tuple[list, list, list]], memory: SeriesMemory,
-              rejects: list[tuple[int, bytes, str]], value: bytes) -> None:
+              bucket_lists: dict[int, tuple[float, float, list]], memory: SeriesMemory,
+              rejects: list[tuple[int, int, str]]) -> None:
     """Cumulative sums and histograms, point by point in message order (the series memory
     sees them as the protobuf path shows them to it)."""
     pts = prep.points
@@ -263,18 +262,19 @@ def _stateful(prep: _Prepared, indexes: list[int], plan: np.ndarray, out: _Rows,
     values, metric_of, region_of = sel["value"].tolist(), sel["metric"].tolist(), \
         sel["region"].tolist()
     kinds = plan[indexes].tolist()
-    keys: dict[tuple[int, int], tuple] = {}
     rate_points, rate_values = [], []
     hist_points, hist_subs, hist_codes, hist_values = [], [], [], []
     counters = memory.counters
-    swap = memory.swap
+    swap, interned = memory.swap, memory.interned.get
+    scopes, metrics, regions = prep.scopes, prep.metrics, prep.region_bytes
     for j, i in enumerate(indexes):
-        metric, region = metric_of[j], region_of[j]
-        key = keys.get((metric, region))
+        metric, region = metrics[metric_of[j]], region_of[j]
+        _, _, _, scope_key, scope = scopes[metric[0]]
+        handle = (scope_key, scope, metric[1], regions[region])  # resource and scope as read
+        key = interned(handle)
         if key is None:
-            scope_key = prep.scopes[prep.metrics[metric][0]][3]
-            key = keys[(metric, region)] = (scope_key, prep.metrics[metric][1],
-                                            frozenset(prep.attrs[region].items()))
+            key = memory.intern(handle, (scope_key, metric[1],
+                                         frozenset(prep.attrs[region].items())))
         start, now = starts[j], times[j]
         if kinds[j] == 1:
             v = values[j]
@@ -292,7 +292,7 @@ def _stateful(prep: _Prepared, indexes: list[int], plan: np.ndarray, out: _Rows,
         pt = pts[i]
         nc, nb = int(pt["ncounts"]), int(pt["nbounds"])
         if nc and nc != nb + 1:
-            _reject_counts(rejects, value, pt, prep)
+            _reject_counts(rejects, pt, prep)
             continue
         c0, b0 = int(pt["counts_off"]), int(pt["bounds_off"])
         counts = prep.counts[c0:c0 + nc].tolist()
@@ -323,7 +323,7 @@ def _stateful(prep: _Prepared, indexes: list[int], plan: np.ndarray, out: _Rows,
             row_values += [(P50 + k, q) for k, q in enumerate(qs)]
             buckets.append(i)
             intervals[i] = seconds
-            bucket_lists[i] = (lowers, uppers, [float(c) for c in bucket_counts])
+            bucket_lists[i] = (lowers[0], uppers[-1], bucket_counts)
         for sub, (code, v) in enumerate(row_values):
             hist_points.append(i)
             hist_subs.append(sub)
@@ -333,72 +333,107 @@ def _stateful(prep: _Prepared, indexes: list[int], plan: np.ndarray, out: _Rows,
     out.add(hist_points, hist_subs, hist_codes, hist_values)
 
 
-def _append(prep: _Prepared, value: bytes, message: int, rows: OtlpRows, point: np.ndarray,
-            sub: np.ndarray, code: np.ndarray, values: np.ndarray, buckets: list[int],
-            intervals: dict[int, float], bucket_lists: dict[int, tuple[list, list, list]]
+def _append(prep: _Prepared, message: int, rows: OtlpRows, point: np.ndarray,
+            sub: np.ndarray, code: np.ndarray, values: np.ndarray, buckets: np.ndarray,
+            intervals: np.ndarray, bucket_lists: dict[int, tuple[float, float, list]]
             ) -> None:
-    """The ordered rows into the batch's columns, and the points' bucket rows."""
+    """The ordered rows into the batch, as one chunk, with the points' bucket rows
+    (``buckets``: their points, ascending; ``intervals``: their intervals in seconds)."""
     pts = prep.points
-    n_metrics = len(prep.metrics)
-    names = np.empty((n_metrics, len(SUFFIXES)), dtype=object)
-    units = np.empty((n_metrics, len(SUFFIXES)), dtype=object)
+    names = np.empty((len(prep.metrics), len(SUFFIXES)), dtype=object)
+    units = np.empty((len(prep.metrics), len(SUFFIXES)), dtype=object)
     for m, entry in enumerate(prep.metrics):
         name, unit = entry[1], entry[2]
-        names[m] = [name, *(f"{name}.{s}" for s in SUFFIXES[1:])]
-        units[m] = [unit, rate_unit(unit), "1/s", rate_unit(unit), unit, unit, unit]
+        rate = rate_unit(unit)
+        names[m] = _derived_names(name)
+        units[m] = (unit, rate, "1/s", rate, unit, unit, unit)
     scope_of_metric = np.asarray([entry[0] for entry in prep.metrics], dtype=np.int64)
-    scope_services = np.empty(len(prep.scopes), dtype=object)
-    scope_hosts = np.empty(len(prep.scopes), dtype=object)
-    scope_services[:] = [s[0] for s in prep.scopes]
-    scope_hosts[:] = [s[1] for s in prep.scopes]
-    attrs = np.empty(len(prep.attrs), dtype=object)
-    attrs[:] = prep.attrs
+    services = _objects([s[0] for s in prep.scopes])
+    hosts = _objects([s[1] for s in prep.scopes])
+    attrs = shared_string_maps(prep.attrs)  # one map per attribute set, taken per row
 
-    sel = pts[point]
-    metric = sel["metric"].astype(np.int64)
+    metric = pts["metric"][point].astype(np.int64)
     scope = scope_of_metric[metric]
-    first_row = len(rows.event_ids)
-    c = rows.columns
-    c["time"].extend((sel["time"] // 1_000_000).tolist())
-    c["service"].extend(scope_services[scope].tolist())
-    c["host"].extend(scope_hosts[scope].tolist())
-    c["name"].extend(names[metric, code].tolist())
-    c["value"].extend(values.tolist())
-    c["unit"].extend(units[metric, code].tolist())
-    c["attributes"].extend(attrs[sel["region"]].tolist())
-    rows.event_ids.extend((sel["event"] + sub.astype(np.uint64) * np.uint64(_GOLDEN))
-                          .tolist())
-    rows.message.extend([message] * len(point))
-    rows.ordinal.extend(sel["ordinal"].tolist())
-    # each point's own bytes (a rejected row's payload), once per point
-    used, inverse = np.unique(point, return_inverse=True)
-    origins = np.empty(len(used), dtype=object)
-    origins[:] = [value[a:b] for a, b in zip(pts["origin_start"][used].tolist(),
-                                             pts["origin_end"][used].tolist(), strict=True)]
-    rows.origin.extend(origins[inverse].tolist())
-    if not buckets:
+    # where each row's point lies in the message (a rejected row's payload): start << 32 | end
+    origins = (pts["origin_start"][point] << 32) | pts["origin_end"][point]
+    first_row = rows.row_count()
+    columns = {
+        "time": (pts["time"][point] // 1_000_000).astype(np.int64),
+        "service": services[scope], "host": hosts[scope], "name": names[metric, code],
+        "value": values, "unit": units[metric, code],
+        "attributes": attrs.take(pa.array(pts["region"][point])),
+        "event_id": pts["event"][point] + sub.astype(np.uint64) * np.uint64(_GOLDEN),
+        "message": np.full(len(point), message, dtype=np.int64),
+        "ordinal": pts["ordinal"][point], "origin": origins}
+    if not len(buckets):
+        rows.add_chunk(columns)
         return
-    buckets.sort()
-    at = (np.searchsorted(point, np.asarray(buckets, dtype=np.int64)) + first_row).tolist()
+    at = np.searchsorted(point, buckets) + first_row
     b = pts[buckets]
-    metric = b["metric"].astype(np.int64)
-    scope = scope_of_metric[metric]
-    bounds_all = prep.bounds.tolist()
-    counts_all = prep.counts.astype(np.float64).tolist()
-    lowers, uppers, counts = [], [], []
-    for i, nc, b0, nb, c0, low, top in zip(
-            buckets, b["ncounts"].tolist(), b["bounds_off"].tolist(), b["nbounds"].tolist(),
-            b["counts_off"].tolist(), b["lower0"].tolist(), b["top"].tolist(), strict=True):
-        lists = bucket_lists.get(i)
-        if lists is None:  # a delta point: its own buckets, as the scanner bounded them
-            bounds = bounds_all[b0:b0 + nb]
-            lists = ([low, *bounds][:nc], [*bounds, top][:nc], counts_all[c0:c0 + nc])
-        lowers.append(lists[0])
-        uppers.append(lists[1])
-        counts.append(lists[2])
-    rows.extend_buckets(at, {
-        "event_id": b["event"].tolist(), "time": (b["time"] // 1_000_000).tolist(),
-        "service": scope_services[scope].tolist(), "host": scope_hosts[scope].tolist(),
-        "name": names[metric, 0].tolist(), "unit": units[metric, 0].tolist(),
-        "interval_s": [intervals[i] for i in buckets], "lower": lowers, "upper": uppers,
-        "counts": counts, "attributes": attrs[b["region"]].tolist()})
+    b_metric = b["metric"].astype(np.int64)
+    b_scope = scope_of_metric[b_metric]
+    rows.add_chunk(columns, pa.table({
+        "event_id": pa.array(b["event"]),
+        "time": pa.array((b["time"] // 1_000_000).astype(np.int64),
+                         pa.timestamp("ms", tz="UTC")),
+        "service": pa.array(services[b_scope], pa.string()),
+        "host": pa.array(hosts[b_scope], pa.string()),
+        "name": pa.array(names[b_metric, 0], pa.string()),
+        "unit": pa.array(units[b_metric, 0], pa.string()),
+        "interval_s": pa.array(intervals, pa.float64()),
+        **_bucket_lists(prep, buckets.tolist(), b, bucket_lists),
+        "attributes": attrs.take(pa.array(b["region"])),
+    }), at.tolist())
+
+
+_NAMES: dict[str, tuple[str, ...]] = {}
+
+
+def _derived_names(name: str) -> tuple[str, ...]:
+    names = _NAMES.get(name)
+    if names is None:
+        if len(_NAMES) > 100_000:
+            _NAMES.clear()
+        names = _NAMES[name] = (name, *(f"{name}.{s}" for s in SUFFIXES[1:]))
+    return names
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _bucket_lists(prep: _Prepared, buckets: list[int], b: np.ndarray,
+                  bucket_lists: dict[int, tuple[float, float, list]]) -> dict[str, pa.Array]:
+    """lower, upper, counts of each point's buckets, as Arrow lists built from offsets:
+    bucket j of a point runs from its lower (j = 0) or bound j-1, to bound j or its top."""
+    lower0, top = b["lower0"].copy(), b["top"].copy()
+    n = b["ncounts"].astype(np.int64)
+    counts_from = b["counts_off"].astype(np.int64)
+    counts = prep.counts.astype(np.float64)
+    if bucket_lists:  # cumulative points: their buckets are differences, made in Python
+        extra: list[float] = []
+        for k, i in enumerate(buckets):
+            found = bucket_lists.get(i)
+            if found is not None:
+                lower0[k], top[k], differences = found
+                counts_from[k] = len(counts) + len(extra)
+                extra.extend(differences)
+        counts = np.concatenate([counts, np.asarray(extra, dtype=np.float64)])
+    offsets = np.zeros(len(n) + 1, dtype=np.int32)
+    np.cumsum(n, out=offsets[1:])
+    owner = np.repeat(np.arange(len(n)), n)
+    j = np.arange(offsets[-1]) - offsets[:-1].astype(np.int64)[owner]
+    bound = b["bounds_off"].astype(np.int64)[owner] + j
+    nb = b["nbounds"].astype(np.int64)[owner]
+    bounds = prep.bounds
+    lower = np.where(j == 0, lower0[owner], bounds[np.clip(bound - 1, 0, None)]
+                     if len(bounds) else 0.0)
+    upper = np.where(j < nb, bounds[np.minimum(bound, len(bounds) - 1)]
+                     if len(bounds) else 0.0, top[owner])
+    arrow_offsets = pa.array(offsets)
+    return {"lower": pa.ListArray.from_arrays(arrow_offsets, pa.array(lower)),
+            "upper": pa.ListArray.from_arrays(arrow_offsets, pa.array(upper)),
+            "counts": pa.ListArray.from_arrays(
+                arrow_offsets, pa.array(counts[counts_from[owner] + j]))}

@@ -114,10 +114,16 @@ def decode_otlp(kind: RecordKind, messages: Sequence[RawMessage], limits: Decode
             continue
         candidates = _candidates(value, encoding)
         if wire and candidates[0] == "otlp_proto":
+            mark = _mark(rows)
             try:  # the C scanner; it changes nothing when it gives the message back
                 count = map_metrics_wire(value, m, rows, memory)
             except WireFallback:
                 count = None
+            except Exception as exc:  # as the library path: the message goes
+                _rollback(rows, mark)
+                rejections.append(Rejection(msg, -1, f"cannot map this OTLP message: "
+                                            f"{type(exc).__name__}: {exc}", value))
+                continue
             if count:  # none: the protobuf library says why
                 encodings[m] = "otlp_proto"
                 continue

@@ -206,7 +206,7 @@ def map_metrics(data: Any, message: int, rows: OtlpRows, memory: SeriesMemory) -
                         o_col.append(ordinal)
                         p_col.append(dp)
                         continue
-                    key = (scope_key, name, series)
+                    key = (scope_key, name, which, series)  # a renamed type: a new series
                     if which == "sum":
                         _cumulative_sum(emit, memory, key, dp, time_ms, name, unit, attrs,
                                         event_id, ordinal)

@@ -62,6 +62,7 @@ if _otlpwire is not None and POINT.itemsize != _otlpwire.POINT_SIZE:  # a stale 
     _otlpwire = None
 HAS_SUM = 1
 GAUGE, SUM, HISTOGRAM = 0, 1, 2
+_WHICH = {SUM: "sum", HISTOGRAM: "histogram"}  # the type in a series key, as the library's
 # a row's name and unit: 0 the metric's own, then the derived rows' suffixes
 SUFFIXES = ("", "rate", "count_rate", "sum_rate", *(quantile_suffix(q) for q in QUANTILES))
 RATE, COUNT_RATE, SUM_RATE, P50 = 1, 2, 3, 4
@@ -270,10 +271,11 @@ def _stateful(prep: _Prepared, indexes: list[int], plan: np.ndarray, out: _Rows,
     for j, i in enumerate(indexes):
         metric, region = metrics[metric_of[j]], region_of[j]
         _, _, _, scope_key, scope = scopes[metric[0]]
-        handle = (scope_key, scope, metric[1], regions[region])  # resource and scope as read
+        # the resource and scope as read, the metric's name and type, its attributes
+        handle = (scope_key, scope, metric[1], metric[3], regions[region])
         key = interned(handle)
         if key is None:
-            key = memory.intern(handle, (scope_key, metric[1],
+            key = memory.intern(handle, (scope_key, metric[1], _WHICH[metric[3]],
                                          frozenset(prep.attrs[region].items())))
         start, now = starts[j], times[j]
         if kinds[j] == 1:

@@ -803,6 +803,64 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(quantiles_doc,
+"quantiles(counts, bounds, spans) -> bytes\n\n"
+"Bucket quantiles of explicit-bounds histograms without min/max (cumulative differences):\n"
+"counts (uint64) and bounds (float64) packed; spans: per histogram (counts offset, counts,\n"
+"bounds offset, bounds) as int64. Returns per histogram (lower, top, p50, p95, p99, total)\n"
+"as float64, as pipeline.events.otlp_series computes them.");
+
+static PyObject *quantiles(PyObject *self, PyObject *args) {
+    Py_buffer cv, bv, sv;
+    if (!PyArg_ParseTuple(args, "y*y*y*", &cv, &bv, &sv)) return NULL;
+    PyObject *out = NULL;
+    size_t nc_all = cv.len / 8, nb_all = bv.len / 8, n = sv.len / 32;
+    double *res = PyMem_Malloc((n ? n : 1) * 6 * sizeof(double));
+    if (!res) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (size_t k = 0; k < n; k++) {
+        int64_t span[4];
+        memcpy(span, (const char *)sv.buf + 32 * k, 32);
+        if (span[0] < 0 || span[1] < 0 || span[2] < 0 || span[3] < 0 ||
+            span[1] > 0x7fffffff || span[3] > 0x7fffffff ||
+            (uint64_t)span[0] + (uint64_t)span[1] > nc_all ||
+            (uint64_t)span[2] + (uint64_t)span[3] > nb_all) {
+            PyErr_SetString(PyExc_ValueError, "quantiles: a span outside its buffer");
+            goto done;
+        }
+        point_t pt;
+        memset(&pt, 0, sizeof pt);
+        pt.ncounts = (int32_t)span[1];
+        pt.nbounds = (int32_t)span[3];
+        uint64_t total = 0;
+        const uint64_t *counts = (const uint64_t *)cv.buf + span[0];
+        for (int i = 0; i < pt.ncounts; i++) {
+            if (total + counts[i] < total) {
+                PyErr_SetString(PyExc_OverflowError, "quantiles: bucket counts overflow");
+                goto done;
+            }
+            total += counts[i];
+        }
+        histogram_quantiles(&pt, counts, (const double *)bv.buf + span[2]);
+        double *r = res + 6 * k;
+        r[0] = pt.lower0;
+        r[1] = pt.top;
+        r[2] = pt.q50;
+        r[3] = pt.q95;
+        r[4] = pt.q99;
+        r[5] = (double)pt.count_total;
+    }
+    out = PyBytes_FromStringAndSize((const char *)res, (Py_ssize_t)(n * 6 * sizeof(double)));
+done:
+    PyMem_Free(res);
+    PyBuffer_Release(&cv);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&sv);
+    return out;
+}
+
 static PyObject *blake2b64(PyObject *self, PyObject *arg) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
@@ -813,6 +871,7 @@ static PyObject *blake2b64(PyObject *self, PyObject *arg) {
 
 static PyMethodDef methods[] = {
     {"scan_metrics", scan_metrics, METH_O, scan_metrics_doc},
+    {"quantiles", quantiles, METH_VARARGS, quantiles_doc},
     {"blake2b64", blake2b64, METH_O,
      "blake2b64(data) -> int: BLAKE2b with an 8-byte digest, read little-endian."},
     {NULL, NULL, 0, NULL}};

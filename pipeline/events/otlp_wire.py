@@ -18,7 +18,7 @@ Which decoder runs is chosen in one place, :func:`metrics_decoder`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -37,8 +37,6 @@ from pipeline.events.otlp_rows import OtlpRows, shared_string_maps
 from pipeline.events.otlp_series import (
     QUANTILES,
     SeriesMemory,
-    bucket_quantiles,
-    explicit_buckets,
     positive_rate,
     quantile_suffix,
 )
@@ -152,6 +150,19 @@ class _Prepared:
         self.plans = np.asarray(plans, dtype=np.int8)
 
 
+class _Differences(NamedTuple):
+    """Cumulative histogram points with buckets since their previous point (ascending):
+    their intervals, lowest and highest bucket edges, and the differences of counts
+    (``counts[starts[k]:]`` for point k)."""
+
+    points: np.ndarray
+    seconds: np.ndarray
+    lower0: np.ndarray
+    top: np.ndarray
+    counts: np.ndarray
+    starts: np.ndarray
+
+
 class _Rows:
     """The message's rows before ordering: (point, sub-row, name code, value) each."""
 
@@ -191,9 +202,7 @@ def map_metrics_wire(value: bytes, message: int, rows: OtlpRows, memory: SeriesM
     flagged = (pts["flags"] & NO_RECORDED_VALUE) != 0
     memory.counters.no_recorded_value += int(np.count_nonzero(flagged))
     out = _Rows()
-    buckets: list[int] = []  # the points giving a metric_buckets row
-    intervals: dict[int, float] = {}
-    bucket_lists: dict[int, tuple[float, float, list]] = {}
+    differences: list[_Differences] = []  # cumulative histograms' buckets, if any
     rejects: list[tuple[int, int, str]] = []  # in message order, as the protobuf path
     delta_buckets = (np.zeros(0, np.int64), np.zeros(0))  # points, their intervals
 
@@ -228,18 +237,19 @@ def map_metrics_wire(value: bytes, message: int, rows: OtlpRows, memory: SeriesM
 
     stateful = np.flatnonzero(((plan == 1) | (plan == 3)) & ~flagged)
     if len(stateful):
-        _stateful(prep, stateful.tolist(), plan, out, buckets, intervals, bucket_lists,
-                  memory, rejects)
+        _stateful(prep, stateful.tolist(), plan, out, differences, memory, rejects)
     for ordinal, payload, reason in sorted(rejects, key=lambda r: r[0]):
         rows.reject(message, ordinal, payload, reason)
 
     point, sub, code, values = out.ordered()
-    bucket_points = np.concatenate([delta_buckets[0], np.asarray(buckets, dtype=np.int64)])
-    bucket_intervals = np.concatenate([delta_buckets[1], np.asarray(
-        [intervals[i] for i in buckets], dtype=np.float64)])
+    diff = differences[0] if differences else None
+    bucket_points, bucket_intervals = delta_buckets
+    if diff is not None:
+        bucket_points = np.concatenate([bucket_points, diff.points])
+        bucket_intervals = np.concatenate([bucket_intervals, diff.seconds])
     order = np.argsort(bucket_points, kind="stable")
     _append(prep, message, rows, point, sub, code, values, bucket_points[order],
-            bucket_intervals[order], bucket_lists)
+            bucket_intervals[order], diff)
     return n_points
 
 
@@ -252,8 +262,7 @@ def _reject_counts(rejects: list[tuple[int, int, str]], pt: Any, prep: _Prepared
 
 
 def _stateful(prep: _Prepared, indexes: list[int], plan: np.ndarray, out: _Rows,
-              buckets: list[int], intervals: dict[int, float],
-              bucket_lists: dict[int, tuple[float, float, list]], memory: SeriesMemory,
+              differences: list[_Differences], memory: SeriesMemory,
               rejects: list[tuple[int, int, str]]) -> None:
     """Cumulative sums and histograms, point by point in message order (the series memory
     sees them as the protobuf path shows them to it)."""
@@ -264,7 +273,9 @@ def _stateful(prep: _Prepared, indexes: list[int], plan: np.ndarray, out: _Rows,
         sel["region"].tolist()
     kinds = plan[indexes].tolist()
     rate_points, rate_values = [], []
-    hist_points, hist_subs, hist_codes, hist_values = [], [], [], []
+    since: list[tuple] = []  # cumulative histograms: (point, previous point's fields)
+    since_counts: list[int] = []  # and the previous point's bucket counts, one after another
+    nc_of = None
     counters = memory.counters
     swap, interned = memory.swap, memory.interned.get
     scopes, metrics, regions = prep.scopes, prep.metrics, prep.region_bytes
@@ -291,16 +302,20 @@ def _stateful(prep: _Prepared, indexes: list[int], plan: np.ndarray, out: _Rows,
             rate_points.append(i)
             rate_values.append(positive_rate(increase, (now - before) / 1e9))
             continue
-        pt = pts[i]
-        nc, nb = int(pt["ncounts"]), int(pt["nbounds"])
+        if nc_of is None:  # the first cumulative histogram: its columns, once
+            nc_of, nb_of = sel["ncounts"].tolist(), sel["nbounds"].tolist()
+            c0_of, b0_of = sel["counts_off"].tolist(), sel["bounds_off"].tolist()
+            count_of, sum_of = sel["count"].tolist(), sel["sum"].tolist()
+            has_of = sel["has"].tolist()
+            all_counts, all_bounds = prep.counts.tolist(), prep.bounds.tolist()
+        nc, nb = nc_of[j], nb_of[j]
         if nc and nc != nb + 1:
-            _reject_counts(rejects, pt, prep)
+            _reject_counts(rejects, pts[i], prep)
             continue
-        c0, b0 = int(pt["counts_off"]), int(pt["bounds_off"])
-        counts = prep.counts[c0:c0 + nc].tolist()
-        bounds = prep.bounds[b0:b0 + nb].tolist()
-        count = int(pt["count"])
-        total = float(pt["sum"]) if int(pt["has"]) & HAS_SUM else None
+        c0, b0 = c0_of[j], b0_of[j]
+        counts, bounds = all_counts[c0:c0 + nc], all_bounds[b0:b0 + nb]
+        count = count_of[j]
+        total = sum_of[j] if has_of[j] & HAS_SUM else None
         previous = swap(key, (start, now, count, total, counts, bounds))
         if previous is None:
             continue
@@ -308,37 +323,70 @@ def _stateful(prep: _Prepared, indexes: list[int], plan: np.ndarray, out: _Rows,
         if p_bounds != bounds or len(p_counts) != len(counts):
             counters.resets += 1
             continue
-        d_counts = [c - p for c, p in zip(counts, p_counts, strict=True)]
-        if min(d_counts, default=0) < 0 or count < p_count or (start and start != p_start):
-            counters.resets += 1
-            d_counts, d_count, d_total = counts, count, total
-        else:
-            d_count = count - p_count
-            d_total = None if total is None or p_total is None else total - p_total
-        seconds = (now - before) / 1e9
-        lowers, uppers, bucket_counts = explicit_buckets(bounds, d_counts)
-        row_values = [(COUNT_RATE, positive_rate(d_count, seconds))]
-        if d_total is not None:
-            row_values.append((SUM_RATE, positive_rate(d_total, seconds)))
-        if bucket_counts and sum(bucket_counts) > 0:
-            qs = bucket_quantiles(lowers, uppers, bucket_counts)
-            row_values += [(P50 + k, q) for k, q in enumerate(qs)]
-            buckets.append(i)
-            intervals[i] = seconds
-            bucket_lists[i] = (lowers[0], uppers[-1], bucket_counts)
-        for sub, (code, v) in enumerate(row_values):
-            hist_points.append(i)
-            hist_subs.append(sub)
-            hist_codes.append(code)
-            hist_values.append(v)
+        since.append((i, p_start, before, p_count, p_total))
+        since_counts.extend(p_counts)
+    if since:
+        _cumulative_histograms(prep, since, since_counts, out, differences, counters)
     out.add(rate_points, 0, RATE, rate_values)
-    out.add(hist_points, hist_subs, hist_codes, hist_values)
+
+
+def _cumulative_histograms(prep: _Prepared, since: list[tuple], since_counts: list[int],
+                           out: _Rows, differences: list[_Differences], counters: Any) -> None:
+    """Rates and quantiles of cumulative histogram points from their previous points, all
+    at once, as :func:`~pipeline.events.otlp_metrics._histogram` computes them one by one."""
+    idx = np.asarray([s[0] for s in since], dtype=np.int64)
+    p_start = np.asarray([s[1] for s in since], dtype=np.uint64)
+    before = np.asarray([s[2] for s in since], dtype=np.int64)
+    p_count = np.asarray([s[3] for s in since], dtype=np.uint64)
+    p_has_total = np.asarray([s[4] is not None for s in since])
+    p_total = np.asarray([np.nan if s[4] is None else s[4] for s in since], dtype=np.float64)
+    p = prep.points[idx]
+    nc = p["ncounts"].astype(np.int64)
+    offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+    np.cumsum(nc, out=offsets[1:])
+    owner = np.repeat(np.arange(len(idx)), nc)
+    j = np.arange(offsets[-1]) - offsets[:-1][owner]
+    now = prep.counts[p["counts_off"].astype(np.int64)[owner] + j]
+    then = np.asarray(since_counts, dtype=np.uint64)
+    went_down = np.bincount(owner[now < then], minlength=len(idx)) > 0
+    start, count, total = p["start"], p["count"], p["sum"]
+    reset = went_down | (count < p_count) | ((start != 0) & (start != p_start))
+    counters.resets += int(np.count_nonzero(reset))
+    d_counts = np.where(reset[owner], now, now - np.where(reset[owner], 0, then))
+    d_count = np.where(reset, count, count - np.where(reset, 0, p_count))
+    has_total = (p["has"] & HAS_SUM) != 0
+    d_has_total = has_total & (reset | p_has_total)
+    d_total = np.where(reset, total, total - p_total)
+    seconds = (p["time"].astype(np.int64) - before) / 1e9
+    positive = seconds > 0
+    safe = np.where(positive, seconds, 1.0)
+    count_rate = np.where(positive, d_count / safe, np.nan)
+    sum_rate = np.where(positive, d_total / safe, np.nan)
+    spans = np.stack([offsets[:-1], nc, p["bounds_off"].astype(np.int64),
+                      p["nbounds"].astype(np.int64)], axis=1)
+    q = np.frombuffer(_otlpwire.quantiles(np.ascontiguousarray(d_counts, dtype=np.uint64),
+                                          prep.bounds, np.ascontiguousarray(spans)),
+                      np.float64).reshape(-1, 6)
+    out.add(idx, 0, COUNT_RATE, count_rate)
+    out.add(idx[d_has_total], 1, SUM_RATE, sum_rate[d_has_total])
+    has_q = q[:, 5] > 0
+    first_q = 1 + d_has_total.astype(np.int64)
+    for k in range(3):
+        out.add(idx[has_q], first_q[has_q] + k, P50 + k, q[has_q, 2 + k])
+    k = np.flatnonzero(has_q)
+    n_q = nc[k]
+    starts = np.zeros(len(k) + 1, dtype=np.int64)
+    np.cumsum(n_q, out=starts[1:])
+    q_owner = np.repeat(np.arange(len(k)), n_q)
+    q_j = np.arange(starts[-1]) - starts[:-1][q_owner]
+    differences.append(_Differences(idx[k], seconds[k], q[k, 0], q[k, 1],
+                                    d_counts[offsets[k][q_owner] + q_j].astype(np.float64),
+                                    starts[:-1]))
 
 
 def _append(prep: _Prepared, message: int, rows: OtlpRows, point: np.ndarray,
             sub: np.ndarray, code: np.ndarray, values: np.ndarray, buckets: np.ndarray,
-            intervals: np.ndarray, bucket_lists: dict[int, tuple[float, float, list]]
-            ) -> None:
+            intervals: np.ndarray, diff: _Differences | None) -> None:
     """The ordered rows into the batch, as one chunk, with the points' bucket rows
     (``buckets``: their points, ascending; ``intervals``: their intervals in seconds)."""
     pts = prep.points
@@ -383,7 +431,7 @@ def _append(prep: _Prepared, message: int, rows: OtlpRows, point: np.ndarray,
         "name": pa.array(names[b_metric, 0], pa.string()),
         "unit": pa.array(units[b_metric, 0], pa.string()),
         "interval_s": pa.array(intervals, pa.float64()),
-        **_bucket_lists(prep, buckets.tolist(), b, bucket_lists),
+        **_bucket_lists(prep, buckets, b, diff),
         "attributes": attrs.take(pa.array(b["region"])),
     }), at.tolist())
 
@@ -406,23 +454,19 @@ def _objects(values: list[Any]) -> np.ndarray:
     return out
 
 
-def _bucket_lists(prep: _Prepared, buckets: list[int], b: np.ndarray,
-                  bucket_lists: dict[int, tuple[float, float, list]]) -> dict[str, pa.Array]:
+def _bucket_lists(prep: _Prepared, buckets: np.ndarray, b: np.ndarray,
+                  diff: _Differences | None) -> dict[str, pa.Array]:
     """lower, upper, counts of each point's buckets, as Arrow lists built from offsets:
     bucket j of a point runs from its lower (j = 0) or bound j-1, to bound j or its top."""
     lower0, top = b["lower0"].copy(), b["top"].copy()
     n = b["ncounts"].astype(np.int64)
     counts_from = b["counts_off"].astype(np.int64)
     counts = prep.counts.astype(np.float64)
-    if bucket_lists:  # cumulative points: their buckets are differences, made in Python
-        extra: list[float] = []
-        for k, i in enumerate(buckets):
-            found = bucket_lists.get(i)
-            if found is not None:
-                lower0[k], top[k], differences = found
-                counts_from[k] = len(counts) + len(extra)
-                extra.extend(differences)
-        counts = np.concatenate([counts, np.asarray(extra, dtype=np.float64)])
+    if diff is not None:  # cumulative points: their buckets are the differences
+        at = np.searchsorted(buckets, diff.points)
+        lower0[at], top[at] = diff.lower0, diff.top
+        counts_from[at] = len(counts) + diff.starts
+        counts = np.concatenate([counts, diff.counts])
     offsets = np.zeros(len(n) + 1, dtype=np.int32)
     np.cumsum(n, out=offsets[1:])
     owner = np.repeat(np.arange(len(n)), n)

@@ -145,8 +145,9 @@ class OtlpRows:
                         for part in parts]
                 cols[name] = maps[0] if len(maps) == 1 else pa.concat_arrays(maps) \
                     if maps else shared_string_maps([])
-            else:
-                cols[name] = list(chain.from_iterable(parts))
+            else:  # lists, or object arrays (a chunk's): tolist is their fast way out
+                cols[name] = list(chain.from_iterable(
+                    part.tolist() if isinstance(part, np.ndarray) else part for part in parts))
         ids = _concat([chunk["event_id"] for chunk in chunks], np.uint64)
         msg = _concat([chunk["message"] for chunk in chunks], np.int64)
         ordinal = _concat([chunk["ordinal"] for chunk in chunks], np.int64)

@@ -402,19 +402,27 @@ def _append(prep: _Prepared, message: int, rows: OtlpRows, point: np.ndarray,
     hosts = _objects([s[1] for s in prep.scopes])
     attrs = shared_string_maps(prep.attrs)  # one map per attribute set, taken per row
 
-    metric = pts["metric"][point].astype(np.int64)
+    # the rows come point by point: read each point's fields once, then repeat them
+    firsts = np.flatnonzero(np.diff(point, prepend=-1))
+    per_point = pts[point[firsts]]
+    repeat = np.diff(np.append(firsts, len(point)))
+
+    def each(values: np.ndarray) -> np.ndarray:
+        return np.repeat(values, repeat)
+
+    metric = each(per_point["metric"].astype(np.int64))
     scope = scope_of_metric[metric]
     # where each row's point lies in the message (a rejected row's payload): start << 32 | end
-    origins = (pts["origin_start"][point] << 32) | pts["origin_end"][point]
+    origins = each((per_point["origin_start"] << 32) | per_point["origin_end"])
     first_row = rows.row_count()
     columns = {
-        "time": (pts["time"][point] // 1_000_000).astype(np.int64),
+        "time": each((per_point["time"] // 1_000_000).astype(np.int64)),
         "service": services[scope], "host": hosts[scope], "name": names[metric, code],
         "value": values, "unit": units[metric, code],
-        "attributes": attrs.take(pa.array(pts["region"][point])),
-        "event_id": pts["event"][point] + sub.astype(np.uint64) * np.uint64(_GOLDEN),
+        "attributes": attrs.take(pa.array(each(per_point["region"]))),
+        "event_id": each(per_point["event"]) + sub.astype(np.uint64) * np.uint64(_GOLDEN),
         "message": np.full(len(point), message, dtype=np.int64),
-        "ordinal": pts["ordinal"][point], "origin": origins}
+        "ordinal": each(per_point["ordinal"]), "origin": origins}
     if not len(buckets):
         rows.add_chunk(columns)
         return

@@ -25,6 +25,7 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint, NumberDataPoint
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
+from pipeline.errors import DecodeError, SettingsError
 from pipeline.events.otlp_metrics import (
     DELTA,
     NO_RECORDED_VALUE,
@@ -68,7 +69,7 @@ GAUGE, SUM, HISTOGRAM = 0, 1, 2
 _WHICH = {SUM: "sum", HISTOGRAM: "histogram"}  # the type in a series key, as the library's
 
 
-class WireFallback(Exception):
+class WireFallback(DecodeError):
     """The scanner cannot read this message as the protobuf library does (the reason):
     map it with the library. Raised before any row or series memory is changed."""
 
@@ -79,9 +80,10 @@ def metrics_decoder(requested: str | None = None) -> str:
     ``c`` insists on it, ``python`` is the protobuf library path."""
     choice = requested or "auto"
     if choice not in DECODERS:
-        raise ValueError(f"OTLP decoder {choice!r} is not one of {', '.join(DECODERS)}")
+        raise SettingsError(f"ingest.otlp_decoder: {choice!r} is not one of "
+                            f"{', '.join(DECODERS)}")
     if choice == "c" and _otlpwire is None:
-        raise ValueError("OTLP decoder 'c' asked for, but the C extension "
+        raise SettingsError("ingest.otlp_decoder: 'c' asked for, but the C extension "
                          "pipeline.events._otlpwire is not built (pip install -e . with a "
                          "C compiler and the Python headers)")
     if choice == "auto":

@@ -32,6 +32,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     SummaryDataPoint,
 )
 
+from pipeline.errors import SettingsError
 from pipeline.events.otlp import decode_otlp_values
 from pipeline.events.otlp_rows import OtlpRows
 from pipeline.events.otlp_series import SeriesMemory
@@ -145,7 +146,7 @@ def test_decoder_choice() -> None:
     assert metrics_decoder() == "c"
     assert metrics_decoder("auto") == "c"
     assert metrics_decoder("python") == "python"
-    with pytest.raises(ValueError, match="'fast' is not one of auto, c, python"):
+    with pytest.raises(SettingsError, match="'fast' is not one of auto, c, python"):
         metrics_decoder("fast")
     assert "C wire scanner" in describe_decoder("c")
     assert "protobuf library" in describe_decoder("python")

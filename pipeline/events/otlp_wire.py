@@ -182,9 +182,10 @@ def map_metrics_wire(value: bytes, message: int, rows: OtlpRows, memory: SeriesM
     if len(hist):
         h = pts[hist]
         mismatch = (h["ncounts"] > 0) & (h["ncounts"] != h["nbounds"] + 1)
-        for i in hist[mismatch].tolist():
-            _reject_counts(rejects, pts[i], prep)
-        hist, h = hist[~mismatch], h[~mismatch]
+        if mismatch.any():
+            for i in hist[mismatch].tolist():
+                _reject_counts(rejects, pts[i], prep)
+            hist, h = hist[~mismatch], h[~mismatch]
         started = h["start"] != 0
         seconds = np.where(started, (h["time"].astype(np.int64) - h["start"].astype(np.int64))
                            / 1e9, 0.0)

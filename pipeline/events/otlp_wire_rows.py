@@ -127,13 +127,8 @@ def append_rows(prep: Any, message: int, rows: OtlpRows, point: np.ndarray,
     """The ordered rows into the batch, as one chunk, with the points' bucket rows
     (``buckets``: their points, ascending; ``intervals``: their intervals in seconds)."""
     pts = prep.points
-    names = np.empty((len(prep.metrics), len(SUFFIXES)), dtype=object)
-    units = np.empty((len(prep.metrics), len(SUFFIXES)), dtype=object)
-    for m, entry in enumerate(prep.metrics):
-        name, unit = entry[1], entry[2]
-        rate = rate_unit(unit)
-        names[m] = _derived_names(name)
-        units[m] = (unit, rate, "1/s", rate, unit, unit, unit)
+    names = _table([_derived_names(entry[1]) for entry in prep.metrics])
+    units = _table([_derived_units(entry[2]) for entry in prep.metrics])
     scope_of_metric = np.asarray([entry[0] for entry in prep.metrics], dtype=np.int64)
     services = _objects([s[0] for s in prep.scopes])
     hosts = _objects([s[1] for s in prep.scopes])
@@ -191,6 +186,27 @@ def _derived_names(name: str) -> tuple[str, ...]:
             _NAMES.clear()
         names = _NAMES[name] = (name, *(f"{name}.{s}" for s in SUFFIXES[1:]))
     return names
+
+
+_UNITS: dict[str, tuple[str, ...]] = {}
+
+
+def _derived_units(unit: str) -> tuple[str, ...]:
+    units = _UNITS.get(unit)
+    if units is None:
+        if len(_UNITS) > 10_000:
+            _UNITS.clear()
+        rate = rate_unit(unit)
+        units = _UNITS[unit] = (unit, rate, "1/s", rate, unit, unit, unit)
+    return units
+
+
+def _table(rows: list[tuple[str, ...]]) -> np.ndarray:
+    """Equal-length tuples of strings as a 2-D object array (empty: zero rows)."""
+    out = np.empty((len(rows), len(SUFFIXES)), dtype=object)
+    if rows:
+        out[:] = rows
+    return out
 
 
 def _objects(values: list[Any]) -> np.ndarray:

@@ -6,19 +6,22 @@ Kafka exporter sends them: ``MetricsData`` messages of ``--per-message`` points 
 attribute set (5 ``http.route`` x 2 ``http.request.method``): 100 points per resource,
 as an SDK exports them. ``--mix`` picks the metric type: ``gauge``,
 ``sum`` (cumulative monotonic counters: rates from the series memory), ``histogram``
-(delta, 12 buckets: 5 rows per point) or ``mixed`` (a third each). Then times, best of
-``--repeat`` runs, in CPU seconds of this process (``time.process_time``: per core, and
-fair on a busy machine):
+(delta, 12 buckets: 5 rows per point), ``cumulative-histogram`` (the same buckets
+growing: rates and quantiles from differences) or ``mixed`` (gauge, sum, histogram). Then
+times, best of ``--repeat`` runs, in CPU seconds of this process (``time.process_time``:
+per core, and fair on a busy machine):
 
 1. ``otlp_proto -> columns``: :func:`pipeline.events.otlp.decode_otlp` (protobuf parse,
-   mapping, checks, event ids), the figure the issue's target (>= 200 k points/s) is for;
+   mapping, checks, event ids), the figure the issue's target (>= 200 k points/s) is for,
+   for each OTLP metrics decoder side by side: ``c`` (the C wire scanner, when built) and
+   ``python`` (the protobuf library);
 2. ``... + Arrow``: the same plus the Arrow table the store takes;
 3. ``otlp_json -> columns``: the same points as OTLP/JSON (one run only: it is slow);
 4. ``Tocsin JSON -> columns``: the same points as Tocsin's JSON records (gauges only:
    one row per point), through :func:`pipeline.events.codec.decode_messages`.
 
     .venv/bin/python bench/otlp_bench.py [--points 200000] [--per-message 1000]
-        [--mix gauge|sum|histogram|mixed] [--repeat 3] [--json]
+        [--mix gauge|sum|histogram|cumulative-histogram|mixed] [--repeat 3] [--json]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import MetricsData
 from pipeline.events.codec import DecodeLimits, decode_messages
 from pipeline.events.otlp import decode_otlp
 from pipeline.events.otlp_series import SeriesMemory
+from pipeline.events.otlp_wire import metrics_decoder
 from pipeline.events.schema import RawMessage, RecordKind
 from pipeline.simulate.otlp import encode
 
@@ -57,7 +61,9 @@ def build(points: int, per_message: int, mix: str) -> tuple[list[bytes], list[by
     attribute set (5 routes x 2 methods), so a resource gives 100 points.
     """
     kinds = {"gauge": ["gauge"], "sum": ["sum"], "histogram": ["histogram"],
+             "cumulative-histogram": ["cumulative-histogram"],
              "mixed": ["gauge", "sum", "histogram"]}[mix]
+    start_ns = (NOW_MS - 7_200_000) * 1_000_000  # cumulative series started before
     combos = [(r, m) for r in ROUTES for m in METHODS]
     protos, jsons, made, round_, resource = [], [], 0, 0, 0
     while made < points:
@@ -87,6 +93,8 @@ def build(points: int, per_message: int, mix: str) -> tuple[list[bytes], list[by
                     metric.sum.is_monotonic = True
                 elif kind == "histogram":
                     metric.histogram.aggregation_temporality = 1
+                elif kind == "cumulative-histogram":
+                    metric.histogram.aggregation_temporality = 2
                 for k, (route, method) in enumerate(combos[:n - in_message]):
                     attrs = [_kv("http.route", route), _kv("http.request.method", method)]
                     value = float(round_ * 10 + k)
@@ -95,10 +103,17 @@ def build(points: int, per_message: int, mix: str) -> tuple[list[bytes], list[by
                             time_unix_nano=t_ns, start_time_unix_nano=t_ns - 10 * 10**9,
                             count=60, sum=3000.0, explicit_bounds=BOUNDS,
                             bucket_counts=[1, 2, 5, 10, 15, 10, 8, 4, 2, 1, 1, 1])
-                    else:
+                    elif kind == "cumulative-histogram":
+                        grown = round_ + 1 + k
+                        dp = metric.histogram.data_points.add(
+                            time_unix_nano=t_ns, start_time_unix_nano=start_ns,
+                            count=60 * grown, sum=3000.0 * grown, explicit_bounds=BOUNDS,
+                            bucket_counts=[c * grown for c in
+                                           (1, 2, 5, 10, 15, 10, 8, 4, 2, 1, 1, 1)])
+                    else:  # a counter's start stays; a gauge's is not read
                         body = metric.sum if kind == "sum" else metric.gauge
                         dp = body.data_points.add(time_unix_nano=t_ns,
-                                                  start_time_unix_nano=t_ns - 10**12,
+                                                  start_time_unix_nano=start_ns,
                                                   as_double=value)
                     dp.attributes.extend(attrs)
                     records.append({"time": t_ns // 1_000_000, "service.name": f"svc-{s}",
@@ -127,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=200_000)
     parser.add_argument("--per-message", type=int, default=1_000)
-    parser.add_argument("--mix", choices=("gauge", "sum", "histogram", "mixed"),
-                        default="gauge")
+    parser.add_argument("--mix", choices=("gauge", "sum", "histogram", "cumulative-histogram",
+                                          "mixed"), default="gauge")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args(argv)
@@ -144,18 +159,23 @@ def main(argv: list[str] | None = None) -> int:
     def memory() -> SeriesMemory:  # fresh per run: each series' first point seeds it
         return SeriesMemory(max_series=1_000_000)
 
-    rows = len(decode_otlp(RecordKind.METRIC, proto_msgs, limits, memory()))  # warm-up
+    decoders = ["c", "python"] if metrics_decoder() == "c" else ["python"]
+    rows = 0
+    for decoder in decoders:  # warm-up, and both decoders give the same rows
+        rows = len(decode_otlp(RecordKind.METRIC, proto_msgs, limits, memory(),
+                               decoder=decoder))
     figures = {"points": points, "messages": len(protos), "mix": args.mix,
                "rows": rows, "protobuf_backend": api_implementation.Type(),
+               "decoders": decoders,
                "bytes_per_point_proto": round(sum(map(len, protos)) / points, 1)}
-    cases = {
-        "otlp_proto -> columns": lambda: decode_otlp(
-            RecordKind.METRIC, proto_msgs, limits, memory()),
-        "otlp_proto -> columns + Arrow": lambda: decode_otlp(
-            RecordKind.METRIC, proto_msgs, limits, memory()).to_arrow(),
-        "otlp_json -> columns": lambda: decode_otlp(
-            RecordKind.METRIC, otlp_json_msgs, limits, memory()),
-    }
+    cases: dict[str, Callable[[], object]] = {}
+    for decoder in decoders:
+        cases[f"otlp_proto -> columns [{decoder}]"] = lambda d=decoder: decode_otlp(
+            RecordKind.METRIC, proto_msgs, limits, memory(), decoder=d)
+        cases[f"otlp_proto -> columns + Arrow [{decoder}]"] = lambda d=decoder: decode_otlp(
+            RecordKind.METRIC, proto_msgs, limits, memory(), decoder=d).to_arrow()
+    cases["otlp_json -> columns"] = lambda: decode_otlp(
+        RecordKind.METRIC, otlp_json_msgs, limits, memory())
     if args.mix == "gauge":
         cases["Tocsin JSON -> columns"] = lambda: decode_messages(
             RecordKind.METRIC, json_msgs, limits)
@@ -167,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         # one run of it is enough
         seconds = best_cpu_s(run, 1 if label.startswith("otlp_json") else args.repeat)
         figures[label] = round(points / seconds)
-        print(f"  {label:<32} {points / seconds:>12,.0f} points/s")
+        print(f"  {label:<42} {points / seconds:>12,.0f} points/s")
     if args.json:
         print(json.dumps(figures))
     return 0

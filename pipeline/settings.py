@@ -152,6 +152,7 @@ class IngestSettings:
     otlp: bool = True  # consume the otlp_* topics
     otlp_encoding: str = "auto"  # of the otlp_* topics: auto, otlp_proto or otlp_json
     otlp_max_series: int = 100_000  # cumulative metric series remembered for rates
+    otlp_decoder: str = "auto"  # OTLP protobuf metrics: auto (C when built), c or python
 
 
 @dataclass(frozen=True)
@@ -442,6 +443,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("kafka", "sasl_mechanism"): ("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
     ("worker", "log_level"): ("crit", "error", "warn", "info", "debug"),
     ("ingest", "otlp_encoding"): ("auto", "otlp_proto", "otlp_json"),
+    ("ingest", "otlp_decoder"): ("auto", "c", "python"),
 }
 _POSITIVE = {
     ("topics", "partitions"),

@@ -63,8 +63,25 @@ def _hash(data: bytes) -> int:
     return int.from_bytes(blake2b(data, digest_size=8).digest(), "little")
 
 
-def _rate_unit(unit: str) -> str:
+def rate_unit(unit: str) -> str:
+    """The unit of a per-second rate of a quantity in ``unit``.
+
+    >>> rate_unit("By"), rate_unit("1"), rate_unit("")
+    ('By/s', '1/s', '1/s')
+    """
     return f"{unit}/s" if unit and unit != "1" else "1/s"
+
+
+def point_attributes(base: dict[str, str], attributes: Any) -> dict[str, str]:
+    """A data point's attributes (repeated ``KeyValue``) over ``base`` (the resource's and
+    scope's), as strings."""
+    attrs = dict(base)
+    for kv in attributes:
+        v = kv.value
+        text = v.string_value
+        attrs[kv.key] = text if text or v.WhichOneof("value") == "string_value" \
+            else text_value(v)
+    return attrs
 
 
 class _Emitter:
@@ -112,7 +129,7 @@ class _Emitter:
                   buckets: tuple[list[float], list[float], list[float]],
                   seconds: float) -> None:
         """A histogram point's rows, and its buckets for the ``metric_buckets`` table."""
-        first = len(self.columns[0])
+        first = self.rows.row_count()
         self.derived(time_ms, name, unit, attrs, event_id, ordinal, point, values)
         if values and sum(buckets[2]) > 0:
             self.rows.add_buckets(first, time_ms, self.service, self.host, name, unit,
@@ -170,12 +187,7 @@ def map_metrics(data: Any, message: int, rows: OtlpRows, memory: SeriesMemory) -
                     rest = raw[pos:]  # attributes, and exemplars/buckets if any
                     known = seen.get(rest)
                     if known is None:
-                        attrs = dict(base)  # the resource's and scope's, then the point's
-                        for kv in dp.attributes:
-                            v = kv.value
-                            text = v.string_value
-                            attrs[kv.key] = text if text or v.WhichOneof("value") == \
-                                "string_value" else text_value(v)
+                        attrs = point_attributes(base, dp.attributes)
                         known = seen[rest] = (attrs, _hash(scope_key + rest),
                                               frozenset(attrs.items()))
                     attrs, attrs_id, series = known
@@ -194,7 +206,7 @@ def map_metrics(data: Any, message: int, rows: OtlpRows, memory: SeriesMemory) -
                         o_col.append(ordinal)
                         p_col.append(dp)
                         continue
-                    key = (scope_key, name, series)
+                    key = (scope_key, name, which, series)  # a renamed type: a new series
                     if which == "sum":
                         _cumulative_sum(emit, memory, key, dp, time_ms, name, unit, attrs,
                                         event_id, ordinal)
@@ -223,7 +235,7 @@ def _cumulative_sum(emit: _Emitter, memory: SeriesMemory, key: tuple, dp: Any, t
         increase = value
     seconds = (dp.time_unix_nano - before) / 1e9
     emit.derived(time_ms, name, unit, attrs, event_id, ordinal, dp,
-                 [("rate", _rate_unit(unit), positive_rate(increase, seconds))])
+                 [("rate", rate_unit(unit), positive_rate(increase, seconds))])
 
 
 def _delta_seconds(dp: Any) -> float:
@@ -236,7 +248,7 @@ def _rates(count: float, total: float | None, seconds: float, unit: str
            ) -> list[tuple[str, str, float]]:
     out = [("count_rate", "1/s", positive_rate(count, seconds))]
     if total is not None:
-        out.append(("sum_rate", _rate_unit(unit), positive_rate(total, seconds)))
+        out.append(("sum_rate", rate_unit(unit), positive_rate(total, seconds)))
     return out
 
 

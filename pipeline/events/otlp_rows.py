@@ -10,9 +10,10 @@ row into a :class:`Rejection` whose payload is that record alone, re-encoded.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import accumulate, chain
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,42 @@ class OtlpRows:
         self.early: list[tuple[int, int, Any, str]] = []  # rejected while mapping
         self.buckets: dict[str, list[Any]] = {name: [] for name in BUCKET_COLUMNS}
         self.bucket_rows: list[int] = []  # the first metric row of each bucket row's point
+        # rows added whole (add_chunk) and the row-by-row ones before them, in order
+        self._chunks: list[dict[str, Any]] = []
+        self._chunk_rows = 0
+        self._bucket_tables: list[pa.Table] = []
+
+    def row_count(self) -> int:
+        """Rows so far (the next row's index)."""
+        return self._chunk_rows + len(self.event_ids)
+
+    def _seal(self) -> None:
+        """Move the row-by-row rows (and buckets) into a chunk, keeping their order."""
+        if self.event_ids:
+            self._chunks.append({**self.columns, "event_id": self.event_ids,
+                                 "message": self.message, "ordinal": self.ordinal,
+                                 "origin": self.origin})
+            self._chunk_rows += len(self.event_ids)
+            self.columns = {name: [] for name in self.columns}
+            self.event_ids, self.message, self.ordinal, self.origin = [], [], [], []
+        if self.buckets["event_id"]:
+            self._bucket_tables.append(bucket_table(self.buckets))
+            self.buckets = {name: [] for name in BUCKET_COLUMNS}
+
+    def add_chunk(self, columns: dict[str, Any], buckets: pa.Table | None = None,
+                  bucket_rows: Sequence[int] = ()) -> None:
+        """Many rows at once, after those added so far.
+
+        ``columns`` as :attr:`columns` plus ``event_id``, ``message``, ``ordinal`` and
+        ``origin`` (arrays or lists of one length; ``attributes`` a list of dicts or a map
+        array); ``buckets`` their bucket rows (a table as :func:`bucket_table` makes), each
+        kept only if its row in ``bucket_rows`` (an index from :meth:`row_count`) is."""
+        self._seal()
+        self._chunks.append(columns)
+        self._chunk_rows += len(columns["event_id"])
+        if buckets is not None and len(buckets):
+            self._bucket_tables.append(buckets)
+            self.bucket_rows.extend(bucket_rows)
 
     def add_buckets(self, first_row: int, time_ms: int, service: str, host: str, name: str,
                     unit: str, interval_s: float,
@@ -75,6 +112,13 @@ class OtlpRows:
             b[column].append(value)
         self.bucket_rows.append(first_row)
 
+    def extend_buckets(self, first_rows: list[int], columns: dict[str, list[Any]]) -> None:
+        """Many points' buckets at once (``columns`` as :data:`BUCKET_COLUMNS`, counts as
+        floats); each kept only if its row in ``first_rows`` is."""
+        for name, values in columns.items():
+            self.buckets[name].extend(values)
+        self.bucket_rows.extend(first_rows)
+
     def reject(self, message: int, ordinal: int, origin: Any, reason: str) -> None:
         """A record that cannot become a row at all (bad ids, missing fields ...)."""
         self.early.append((message, ordinal, origin, reason))
@@ -86,30 +130,45 @@ class OtlpRows:
 
         ``payload(message_index, record)`` encodes a rejected record for the dead letter.
         """
-        n = len(self.event_ids)
+        self._seal()
+        chunks = self._chunks
+        n = self._chunk_rows
         cols: dict[str, Any] = {}
-        for name, values in self.columns.items():
+        for name in self.columns:
+            parts = [chunk[name] for chunk in chunks]
             if name in _NUMBERS:
                 dtype = np.uint8 if name == "severity_number" else (
                     np.int64 if name in ("time", "start") else np.float64)
-                cols[name] = np.asarray(values, dtype=dtype) if n else np.zeros(0, dtype)
-            else:
-                cols[name] = values
+                cols[name] = _concat(parts, dtype)
+            elif name == "attributes":  # dicts, or already a map array (a chunk's)
+                maps = [part if isinstance(part, pa.Array) else shared_string_maps(part)
+                        for part in parts]
+                cols[name] = maps[0] if len(maps) == 1 else pa.concat_arrays(maps) \
+                    if maps else shared_string_maps([])
+            else:  # lists, or object arrays (a chunk's): tolist is their fast way out
+                cols[name] = list(chain.from_iterable(
+                    part.tolist() if isinstance(part, np.ndarray) else part for part in parts))
+        ids = _concat([chunk["event_id"] for chunk in chunks], np.uint64)
+        msg = _concat([chunk["message"] for chunk in chunks], np.int64)
+        ordinal = _concat([chunk["ordinal"] for chunk in chunks], np.int64)
+        starts = list(accumulate((len(chunk["event_id"]) for chunk in chunks), initial=0))
+
+        def origin(row: int) -> Any:  # the record of a row, found in its chunk
+            k = bisect_right(starts, row) - 1
+            return chunk_origins[k][row - starts[k]]
+
+        chunk_origins = [chunk["origin"] for chunk in chunks]
         bad: dict[int, str] = {}
         self._check(cols, limits, bad)
-        for m, ordinal, origin, reason in self.early:
-            rejections.append(Rejection(messages[m], ordinal, reason, payload(m, origin)))
+        for m, index, record, reason in self.early:
+            rejections.append(Rejection(messages[m], index, reason, payload(m, record)))
         seen: set[tuple[int, int]] = set()
         for row in sorted(bad):
-            where = (self.message[row], self.ordinal[row])
+            where = (int(msg[row]), int(ordinal[row]))
             if where not in seen:  # a data point's rows share one rejection
                 seen.add(where)
                 rejections.append(Rejection(messages[where[0]], where[1], bad[row],
-                                            payload(where[0], self.origin[row])))
-        cols["attributes"] = shared_string_maps(cols["attributes"])
-        ids = np.asarray(self.event_ids, dtype=np.uint64) if n else np.zeros(0, np.uint64)
-        msg = np.asarray(self.message, dtype=np.int64) if n else np.zeros(0, np.int64)
-        ordinal = np.asarray(self.ordinal, dtype=np.int64) if n else np.zeros(0, np.int64)
+                                            payload(where[0], origin(row))))
         if bad:
             keep = np.ones(n, dtype=bool)
             keep[list(bad)] = False
@@ -123,18 +182,13 @@ class OtlpRows:
     def _bucket_table(self, bad: dict[int, str]) -> pa.Table | None:
         if not self.bucket_rows:
             return None
-        keep = [i for i, row in enumerate(self.bucket_rows) if row not in bad]
-        b = {name: [values[i] for i in keep] for name, values in self.buckets.items()}
-        return pa.table({
-            "event_id": pa.array(b["event_id"], pa.uint64()),
-            "time": pa.array(b["time"], pa.timestamp("ms", tz="UTC")),
-            **{name: pa.array(b[name], pa.string())
-               for name in ("service", "host", "name", "unit")},
-            "interval_s": pa.array(b["interval_s"], pa.float64()),
-            **{name: pa.array(b[name], pa.list_(pa.float64()))
-               for name in ("lower", "upper", "counts")},
-            "attributes": shared_string_maps(b["attributes"]),
-        })
+        tables = self._bucket_tables
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        if bad:
+            dropped = np.isin(np.asarray(self.bucket_rows, dtype=np.int64),
+                              np.fromiter(bad, dtype=np.int64, count=len(bad)))
+            table = table.filter(pa.array(~dropped))
+        return table
 
     def _check(self, cols: dict[str, Any], limits: DecodeLimits, bad: dict[int, str]) -> None:
         column, otlp_name = TIME_FIELD[self.kind]
@@ -176,6 +230,29 @@ class OtlpRows:
                     _mark(bad, row, f"{what}: must not be empty")
 
 
+def bucket_table(columns: dict[str, Any]) -> pa.Table:
+    """``metric_buckets`` rows (columns as :data:`BUCKET_COLUMNS`, lists) as a table."""
+    return pa.table({
+        "event_id": pa.array(columns["event_id"], pa.uint64()),
+        "time": pa.array(columns["time"], pa.timestamp("ms", tz="UTC")),
+        **{name: pa.array(columns[name], pa.string())
+           for name in ("service", "host", "name", "unit")},
+        "interval_s": pa.array(columns["interval_s"], pa.float64()),
+        **{name: columns[name] if isinstance(columns[name], pa.Array)
+           else pa.array(columns[name], pa.list_(pa.float64()))
+           for name in ("lower", "upper", "counts")},
+        "attributes": shared_string_maps(columns["attributes"]),
+    })
+
+
+def _concat(parts: list[Any], dtype: Any) -> np.ndarray:
+    if not parts:
+        return np.zeros(0, dtype)
+    arrays = [np.asarray(part, dtype=dtype) if len(part) else np.zeros(0, dtype)
+              for part in parts]
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
 def shared_string_maps(dicts: list[dict[str, str]]) -> pa.MapArray:
     """Dicts of strings as an Arrow map array; a dict object shared by many rows (the
     mappers share one per attribute set) is converted once and then taken by index.
@@ -184,15 +261,9 @@ def shared_string_maps(dicts: list[dict[str, str]]) -> pa.MapArray:
     >>> shared_string_maps([shared, {}, shared]).to_pylist()
     [[('a', '1')], [], [('a', '1')]]
     """
-    first: dict[int, int] = {}
-    unique: list[dict[str, str]] = []
-    index = []
-    for d in dicts:
-        i = first.get(id(d))
-        if i is None:
-            i = first[id(d)] = len(unique)
-            unique.append(d)
-        index.append(i)
+    ids = np.fromiter(map(id, dicts), dtype=np.uint64, count=len(dicts))
+    _, first, index = np.unique(ids, return_index=True, return_inverse=True)
+    unique = list(dicts) if len(first) == len(dicts) else [dicts[i] for i in first.tolist()]
     offsets = np.zeros(len(unique) + 1, dtype=np.int32)
     np.cumsum(np.fromiter(map(len, unique), dtype=np.int32, count=len(unique)),
               out=offsets[1:])
@@ -201,7 +272,7 @@ def shared_string_maps(dicts: list[dict[str, str]]) -> pa.MapArray:
     maps = pa.MapArray.from_arrays(pa.array(offsets), keys, values)
     if len(unique) == len(dicts):
         return maps
-    return maps.take(pa.array(index, type=pa.int32()))
+    return maps.take(pa.array(index.astype(np.int32).reshape(-1)))
 
 
 def _mark(bad: dict[int, str], row: int, reason: str) -> None:

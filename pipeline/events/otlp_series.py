@@ -52,6 +52,16 @@ class SeriesMemory:
     max_series: int = 100_000
     counters: SeriesCounters = field(default_factory=SeriesCounters)
     _points: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    # series keys by how a decoder recognises them cheaply (its own hashable), so that a
+    # series' key is built once and the same object is looked up afterwards
+    interned: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def intern(self, handle: Hashable, key: Hashable) -> Hashable:
+        """Remember ``key`` as the series key known by ``handle`` (``interned[handle]``)."""
+        if len(self.interned) >= 2 * self.max_series:
+            self.interned.clear()
+        self.interned[handle] = key
+        return key
 
     def __len__(self) -> int:
         return len(self._points)

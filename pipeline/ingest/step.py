@@ -17,6 +17,7 @@ from pipeline.events.codec import DecodedBatch, DecodeLimits, decode_messages
 from pipeline.events.deadletter import deadletter_table, describe
 from pipeline.events.otlp import decode_otlp
 from pipeline.events.otlp_series import SeriesMemory
+from pipeline.events.otlp_wire import describe_decoder, metrics_decoder
 from pipeline.events.schema import SPECS, FieldType, RawMessage, RecordKind
 from pipeline.events.times import format_ms
 from pipeline.settings import IngestSettings
@@ -81,10 +82,13 @@ class Ingestor:
         # the previous point of each cumulative OTLP metric series (for rates): kept in
         # memory, so a restart forgets it and each series' next point only seeds it
         self.otlp_series = SeriesMemory(settings.otlp_max_series)
+        self.otlp_decoder = metrics_decoder(settings.otlp_decoder)
+        log.info("%s", describe_decoder(self.otlp_decoder))
 
     def _decode_otlp(self, kind: RecordKind, messages: Sequence[RawMessage],
                      limits: DecodeLimits) -> DecodedBatch:
-        return decode_otlp(kind, messages, limits, self.otlp_series, self.settings.otlp_encoding)
+        return decode_otlp(kind, messages, limits, self.otlp_series, self.settings.otlp_encoding,
+                           self.otlp_decoder)
 
     async def ingest(
         self, kind: RecordKind, messages: Sequence[RawMessage], now_ms: int, otlp: bool = False

@@ -1,0 +1,903 @@
+/*
+ * Tocsin's OTLP metrics wire scanner: walks the protobuf encoding of a MetricsData /
+ * ExportMetricsServiceRequest (field 1: ResourceMetrics) and returns, per data point of
+ * gauges, sums and histograms, the numbers Tocsin stores, with event ids already hashed.
+ *
+ * Written for Tocsin from the protobuf wire format and opentelemetry-proto's
+ * metrics.proto / common.proto / resource.proto field numbers; BLAKE2b from RFC 7693.
+ *
+ * Contract with pipeline/events/otlp_wire.py: the scanner only accepts what it can read
+ * exactly as the protobuf library (upb) reads it. Data points must be in the canonical
+ * encoding (fields in ascending order, each singular field once, packed repeated numbers,
+ * minimal varints, implicit-presence fields not written at their default), because their
+ * bytes are hashed into event ids and kept as rejection payloads, where the Python path
+ * uses the library's re-encoding. Anything else -- truncated or malformed bytes, groups,
+ * a field twice, a field the scanner does not know inside a data point -- raises
+ * WireError naming what and where, and the caller decodes that message with the
+ * protobuf library instead (which gives today's reason if the message is really bad).
+ * Unknown fields outside data points are skipped. Every read is bounds-checked.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+
+static PyObject *WireError;
+
+/* ---------------------------------------------------------------- BLAKE2b-64 (RFC 7693) */
+
+typedef struct {
+    uint64_t h[8];
+    uint64_t t;
+    uint8_t buf[128];
+    size_t n;
+} b2_t;
+
+static const uint64_t B2_IV[8] = {
+    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL,
+    0xa54ff53a5f1d36f1ULL, 0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL,
+    0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL};
+
+static const uint8_t B2_SIGMA[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3}};
+
+static inline uint64_t rotr64(uint64_t x, int r) { return (x >> r) | (x << (64 - r)); }
+
+static inline uint64_t load64(const uint8_t *p) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+#else
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+#endif
+}
+
+#define B2_G(a, b, c, d, x, y)                \
+    do {                                      \
+        v[a] = v[a] + v[b] + (x);             \
+        v[d] = rotr64(v[d] ^ v[a], 32);       \
+        v[c] = v[c] + v[d];                   \
+        v[b] = rotr64(v[b] ^ v[c], 24);       \
+        v[a] = v[a] + v[b] + (y);             \
+        v[d] = rotr64(v[d] ^ v[a], 16);       \
+        v[c] = v[c] + v[d];                   \
+        v[b] = rotr64(v[b] ^ v[c], 63);       \
+    } while (0)
+
+static void b2_compress(b2_t *s, const uint8_t *block, int last) {
+    uint64_t m[16], v[16];
+    for (int i = 0; i < 16; i++) m[i] = load64(block + 8 * i);
+    for (int i = 0; i < 8; i++) {
+        v[i] = s->h[i];
+        v[i + 8] = B2_IV[i];
+    }
+    v[12] ^= s->t; /* messages here are far below 2**64 bytes: the high counter stays 0 */
+    if (last) v[14] = ~v[14];
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *sg = B2_SIGMA[r];
+        B2_G(0, 4, 8, 12, m[sg[0]], m[sg[1]]);
+        B2_G(1, 5, 9, 13, m[sg[2]], m[sg[3]]);
+        B2_G(2, 6, 10, 14, m[sg[4]], m[sg[5]]);
+        B2_G(3, 7, 11, 15, m[sg[6]], m[sg[7]]);
+        B2_G(0, 5, 10, 15, m[sg[8]], m[sg[9]]);
+        B2_G(1, 6, 11, 12, m[sg[10]], m[sg[11]]);
+        B2_G(2, 7, 8, 13, m[sg[12]], m[sg[13]]);
+        B2_G(3, 4, 9, 14, m[sg[14]], m[sg[15]]);
+    }
+    for (int i = 0; i < 8; i++) s->h[i] ^= v[i] ^ v[i + 8];
+}
+
+static void b2_init(b2_t *s) {
+    memcpy(s->h, B2_IV, sizeof s->h);
+    s->h[0] ^= 0x01010000ULL ^ 8; /* no key, 8-byte digest */
+    s->t = 0;
+    s->n = 0;
+}
+
+static void b2_update(b2_t *s, const uint8_t *p, size_t len) {
+    while (len > 0) {
+        if (s->n == 128) { /* a full block is compressed only once more data follows */
+            s->t += 128;
+            b2_compress(s, s->buf, 0);
+            s->n = 0;
+        }
+        size_t take = 128 - s->n;
+        if (take > len) take = len;
+        memcpy(s->buf + s->n, p, take);
+        s->n += take;
+        p += take;
+        len -= take;
+    }
+}
+
+/* the digest read as a little-endian integer (int.from_bytes(digest, "little")) */
+static uint64_t b2_final(b2_t *s) {
+    s->t += s->n;
+    memset(s->buf + s->n, 0, 128 - s->n);
+    b2_compress(s, s->buf, 1);
+    return s->h[0];
+}
+
+static uint64_t b2_hash(const uint8_t *p, size_t len) {
+    b2_t s;
+    b2_init(&s);
+    b2_update(&s, p, len);
+    return b2_final(&s);
+}
+
+/* ---------------------------------------------------------------- growable buffers */
+
+typedef struct {
+    char *data;
+    size_t len, cap; /* in bytes */
+} buf_t;
+
+static int buf_reserve(buf_t *b, size_t more) {
+    if (b->len + more <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + more) cap *= 2;
+    char *p = PyMem_Realloc(b->data, cap);
+    if (!p) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_append(buf_t *b, const void *p, size_t n) {
+    if (buf_reserve(b, n) < 0) return -1;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+/* ------------------------------------------- byte strings of one scope -> a number */
+
+/* Open addressing over (pointer, length) keys into the message being scanned; used per
+ * scope to hash each distinct attribute set once and to number the attribute regions. */
+typedef struct {
+    const uint8_t *key;
+    size_t len;
+    uint64_t fnv, value;
+} slot_t;
+
+typedef struct {
+    slot_t *slots;
+    size_t cap, used; /* cap: a power of two */
+} table_t;
+
+/* a table hash (not stored anywhere): 8 bytes at a time, then the tail, then mixed */
+static uint64_t fnv1a(const uint8_t *p, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ULL ^ n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) h = (h ^ load64(p + i)) * 0x100000001b3ULL, h ^= h >> 29;
+    for (; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+    h ^= h >> 32;
+    h *= 0xd6e8feb86659fd93ULL;
+    return h ^ (h >> 32);
+}
+
+static void table_clear(table_t *t) {
+    if (t->slots) memset(t->slots, 0, t->cap * sizeof(slot_t));
+    t->used = 0;
+}
+
+/* the slot of key (its key is NULL when the key is new: fill it, then count it used) */
+static slot_t *table_find(table_t *t, const uint8_t *key, size_t len, uint64_t fnv) {
+    size_t i = (size_t)fnv & (t->cap - 1);
+    for (;;) {
+        slot_t *slot = &t->slots[i];
+        if (!slot->key || (slot->fnv == fnv && slot->len == len && !memcmp(slot->key, key, len)))
+            return slot;
+        i = (i + 1) & (t->cap - 1);
+    }
+}
+
+static int table_grow(table_t *t) {
+    if ((t->used + 1) * 2 <= t->cap) return 0;
+    size_t cap = t->cap ? t->cap * 2 : 256;
+    slot_t *old = t->slots;
+    size_t old_cap = t->cap;
+    t->slots = PyMem_Calloc(cap, sizeof(slot_t));
+    if (!t->slots) {
+        t->slots = old;
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->cap = cap;
+    for (size_t i = 0; i < old_cap; i++)
+        if (old[i].key) *table_find(t, old[i].key, old[i].len, old[i].fnv) = old[i];
+    PyMem_Free(old);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the scan */
+
+/* one data point of a gauge, sum or histogram; mirrored by a numpy dtype in otlp_wire.py */
+typedef struct {
+    uint64_t time, start, event, count, count_total;
+    double value, sum, min, max, lower0, top, q50, q95, q99;
+    int64_t ordinal, origin_start, origin_end, counts_off, bounds_off;
+    int32_t metric, region, ncounts, nbounds;
+    uint32_t flags, has; /* has: 1 sum, 2 min, 4 max */
+} point_t;
+
+enum { HAS_SUM = 1, HAS_MIN = 2, HAS_MAX = 4 };
+enum { K_GAUGE = 0, K_SUM = 1, K_HISTOGRAM = 2, K_EXPONENTIAL = 3, K_SUMMARY = 4 };
+#define GOLDEN 0x9E3779B97F4A7C15ULL
+
+typedef struct {
+    const uint8_t *base; /* the whole message: offsets are from here */
+    const char *err;     /* what is wrong (static text) */
+    Py_ssize_t at;       /* where: byte offset in the message */
+    buf_t points, counts, bounds;
+    PyObject *resources, *scopes, *metrics, *regions; /* lists */
+    table_t regions_of[2]; /* per scope: region bytes -> region index (number, histogram) */
+    table_t hashes;        /* per scope: a point's bytes after its times -> blake2b */
+    int64_t ordinal;
+} scan_t;
+
+#define FAIL(s, what, where)                     \
+    do {                                         \
+        (s)->err = (what);                       \
+        (s)->at = (Py_ssize_t)((where) - (s)->base); \
+        return -1;                               \
+    } while (0)
+
+/* a varint at *p (< end); *minimal says whether it used the fewest bytes */
+static int read_varint(scan_t *s, const uint8_t **p, const uint8_t *end, uint64_t *out,
+                       int *minimal) {
+    const uint8_t *q = *p;
+    uint64_t v = 0;
+    for (int i = 0; i < 10; i++) {
+        if (q >= end) FAIL(s, "truncated varint", q);
+        uint8_t b = *q++;
+        if (i == 9 && b > 1) FAIL(s, "varint longer than 64 bits", q - 1);
+        v |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            if (minimal) *minimal = (i == 0 || b != 0);
+            *out = v;
+            *p = q;
+            return 0;
+        }
+    }
+    FAIL(s, "varint longer than 10 bytes", q);
+}
+
+typedef struct {
+    uint32_t field, wire;
+    const uint8_t *start; /* the tag's first byte */
+    const uint8_t *val;   /* wire 2: the payload; 0/1/5: the value's bytes */
+    size_t len;           /* wire 2: payload length */
+    uint64_t num;         /* wire 0: the varint; wire 1: the 8 bytes little-endian */
+    int minimal;          /* tag (and length or varint value) in the fewest bytes */
+} field_t;
+
+/* the next field at *p; fails on truncation, groups, wire types 6/7, field number 0 */
+static int next_field(scan_t *s, const uint8_t **p, const uint8_t *end, field_t *f) {
+    uint64_t tag;
+    int min_tag, min_val = 1;
+    f->start = *p;
+    if (read_varint(s, p, end, &tag, &min_tag) < 0) return -1;
+    if (tag >> 32) FAIL(s, "field number out of range", f->start);
+    f->field = (uint32_t)(tag >> 3);
+    f->wire = (uint32_t)(tag & 7);
+    if (f->field == 0) FAIL(s, "field number 0", f->start);
+    switch (f->wire) {
+    case 0:
+        f->val = *p;
+        if (read_varint(s, p, end, &f->num, &min_val) < 0) return -1;
+        break;
+    case 1:
+        if (end - *p < 8) FAIL(s, "truncated 64-bit field", *p);
+        f->val = *p;
+        f->num = load64(*p);
+        *p += 8;
+        break;
+    case 2: {
+        uint64_t len;
+        if (read_varint(s, p, end, &len, &min_val) < 0) return -1;
+        if (len > (uint64_t)(end - *p)) FAIL(s, "length-delimited field runs past its end", f->start);
+        f->val = *p;
+        f->len = (size_t)len;
+        *p += len;
+        break;
+    }
+    case 5:
+        if (end - *p < 4) FAIL(s, "truncated 32-bit field", *p);
+        f->val = *p;
+        *p += 4;
+        break;
+    case 3:
+    case 4:
+        FAIL(s, "group (wire type 3/4): read by the protobuf library", f->start);
+    default:
+        FAIL(s, "invalid wire type 6/7", f->start);
+    }
+    f->minimal = min_tag && min_val;
+    return 0;
+}
+
+static double as_double(uint64_t bits) {
+    double d;
+    memcpy(&d, &bits, 8);
+    return d;
+}
+
+/* the bucket quantiles of pipeline.events.otlp_series (explicit_buckets + bucket_quantiles),
+ * in the same floating-point operations, for q in 0.5, 0.95, 0.99 */
+static void histogram_quantiles(point_t *pt, const uint64_t *counts, const double *bounds) {
+    int nc = pt->ncounts, nb = pt->nbounds;
+    int has_min = pt->has & HAS_MIN, has_max = pt->has & HAS_MAX;
+    double low0, top;
+    if (nb == 0) {
+        low0 = has_min ? pt->min : 0.0;
+        top = has_max ? pt->max : low0;
+    } else {
+        double first_low = has_min ? pt->min : (bounds[0] > 0 ? 0.0 : bounds[0]);
+        low0 = (bounds[0] < first_low) ? bounds[0] : first_low;
+        top = (has_max && pt->max >= bounds[nb - 1]) ? pt->max : bounds[nb - 1];
+    }
+    pt->lower0 = low0;
+    pt->top = top;
+    pt->q50 = pt->q95 = pt->q99 = NAN;
+    int n = nc < nb + 1 ? nc : nb + 1;
+    uint64_t total = 0;
+    for (int i = 0; i < n; i++) total += counts[i];
+    pt->count_total = total;
+    if (n == 0 || total == 0) return;
+    static const double qs[3] = {0.5, 0.95, 0.99};
+    double *outs[3] = {&pt->q50, &pt->q95, &pt->q99};
+    for (int k = 0; k < 3; k++) {
+        double rank = qs[k] * (double)total;
+        int i = 0;
+        uint64_t cumulative = 0;
+        if (rank > 0) { /* bisect_left over the cumulative counts, capped at the last */
+            for (i = 0; i < n; i++) {
+                cumulative += counts[i];
+                if ((long double)cumulative >= (long double)rank) break;
+            }
+            if (i == n) i = n - 1; /* then cumulative is the total, the last one's end */
+            cumulative -= counts[i];
+        } else {
+            for (i = 0; i < n && counts[i] == 0; i++) cumulative += counts[i];
+        }
+        /* here cumulative = the counts below bucket i */
+        double lower = i == 0 ? low0 : bounds[i - 1];
+        double upper = i < nb ? bounds[i] : top;
+        uint64_t inside = counts[i];
+        double fraction = inside > 0 ? (rank - (double)cumulative) / (double)inside : 1.0;
+        double clamped = (0.0 > fraction) ? 0.0 : fraction;
+        clamped = (1.0 < clamped) ? 1.0 : clamped;
+        *outs[k] = lower + (upper - lower) * clamped;
+    }
+}
+
+/* the index of a data point's attribute region (exemplars + attributes) in this scope */
+static int region_of(scan_t *s, int cls, Py_ssize_t scope, const uint8_t *a, const uint8_t *b) {
+    table_t *t = &s->regions_of[cls];
+    if (table_grow(t) < 0) return -2;
+    uint64_t fnv = fnv1a(a, b - a);
+    slot_t *slot = table_find(t, a, b - a, fnv);
+    if (slot->key) return (int)slot->value;
+    Py_ssize_t index = PyList_GET_SIZE(s->regions);
+    PyObject *entry = Py_BuildValue("(niy#)", scope, cls, (const char *)a, (Py_ssize_t)(b - a));
+    int bad = !entry || PyList_Append(s->regions, entry) < 0;
+    Py_XDECREF(entry);
+    if (bad) return -2;
+    slot->key = a;
+    slot->len = b - a;
+    slot->fnv = fnv;
+    slot->value = (uint64_t)index;
+    t->used++;
+    return (int)index;
+}
+
+/* One NumberDataPoint (cls 0) or HistogramDataPoint (cls 1). Returns 0, -1 (WireError in
+ * s->err) or -2 (a Python error is set). */
+static int scan_point(scan_t *s, int cls, const uint8_t *p, const uint8_t *end,
+                      const b2_t *prefix, uint64_t name_id, int32_t metric, Py_ssize_t scope) {
+    point_t pt;
+    memset(&pt, 0, sizeof pt);
+    pt.origin_start = p - s->base;
+    pt.origin_end = end - s->base;
+    pt.metric = metric;
+    pt.ordinal = s->ordinal;
+    pt.counts_off = (int64_t)(s->counts.len / 8);
+    pt.bounds_off = (int64_t)(s->bounds.len / 8);
+    /* the field numbers of this point type: attributes, exemplars, flags */
+    uint32_t f_attrs = cls ? 9 : 7, f_exemplars = cls ? 8 : 5, f_flags = cls ? 10 : 8;
+    const uint8_t *region_a = NULL, *region_b = NULL;
+    uint32_t last = 0;
+    int has_double = 0, has_int = 0;
+    double dvalue = 0.0;
+    int64_t ivalue = 0;
+    const uint8_t *q = p;
+    while (q < end) {
+        field_t f;
+        if (next_field(s, &q, end, &f) < 0) return -1;
+        int repeated = f.field == f_attrs || f.field == f_exemplars;
+        if (!f.minimal) FAIL(s, "data point: a varint not in its shortest form", f.start);
+        if (f.field < last || (f.field == last && !repeated))
+            FAIL(s, "data point: fields out of order or repeated", f.start);
+        last = f.field;
+        if (repeated) {
+            if (f.wire != 2) FAIL(s, "data point: attributes/exemplars not length-delimited", f.start);
+            if (!region_a) region_a = f.start;
+            region_b = q;
+            continue;
+        }
+        if (f.field == f_flags) {
+            if (f.wire != 0 || f.num == 0 || f.num > 0xffffffffULL)
+                FAIL(s, "data point: flags not a canonical uint32", f.start);
+            pt.flags = (uint32_t)f.num;
+            continue;
+        }
+        if (f.field == 2 || f.field == 3 || (cls && f.field == 4)) { /* start, time, count */
+            if (f.wire != 1 || f.num == 0)
+                FAIL(s, "data point: fixed64 time/count not canonical", f.start);
+            if (f.field == 2) pt.start = f.num;
+            else if (f.field == 3) pt.time = f.num;
+            else pt.count = f.num;
+            continue;
+        }
+        if (!cls && (f.field == 4 || f.field == 6)) { /* as_double / as_int */
+            if (f.wire != 1) FAIL(s, "data point: value not a 64-bit field", f.start);
+            if (has_double || has_int) FAIL(s, "data point: two values", f.start);
+            if (f.field == 4) {
+                has_double = 1;
+                dvalue = as_double(f.num);
+            } else {
+                has_int = 1;
+                ivalue = (int64_t)f.num;
+            }
+            continue;
+        }
+        if (cls && (f.field == 5 || f.field == 11 || f.field == 12)) { /* sum, min, max */
+            if (f.wire != 1) FAIL(s, "histogram point: sum/min/max not a double", f.start);
+            double d = as_double(f.num);
+            if (f.field == 5) { pt.sum = d; pt.has |= HAS_SUM; }
+            else if (f.field == 11) { pt.min = d; pt.has |= HAS_MIN; }
+            else { pt.max = d; pt.has |= HAS_MAX; }
+            continue;
+        }
+        if (cls && (f.field == 6 || f.field == 7)) { /* packed bucket counts / bounds */
+            if (f.wire != 2 || f.len == 0 || f.len % 8)
+                FAIL(s, "histogram point: buckets not packed 64-bit numbers", f.start);
+            size_t n = f.len / 8;
+            if (n > 0x7fffffff) FAIL(s, "histogram point: too many buckets", f.start);
+            buf_t *out = f.field == 6 ? &s->counts : &s->bounds;
+            if (buf_reserve(out, f.len) < 0) return -2;
+            for (size_t i = 0; i < n; i++) {
+                uint64_t v = load64(f.val + 8 * i);
+                memcpy(out->data + out->len + 8 * i, &v, 8);
+            }
+            out->len += f.len;
+            if (f.field == 6) pt.ncounts = (int32_t)n;
+            else pt.nbounds = (int32_t)n;
+            continue;
+        }
+        FAIL(s, "data point: a field this scanner does not read", f.start);
+    }
+    if (pt.time >> 63 || pt.start >> 63) FAIL(s, "data point: time past year 2262", p);
+    /* the Python path's value: as_double or float(as_int) */
+    pt.value = dvalue != 0.0 ? dvalue : (double)ivalue;
+    /* the event id: blake2b(scope key + the point's bytes after its leading fixed64
+     * fields) + blake2b(name) + time * golden, as pipeline.events.otlp_metrics does */
+    const uint8_t *rest = p;
+    while (rest < end && (rest[0] & 0x87) == 1) rest += 9;
+    if (rest > end) rest = end;
+    if (table_grow(&s->hashes) < 0) return -2;
+    uint64_t fnv = fnv1a(rest, end - rest);
+    slot_t *slot = table_find(&s->hashes, rest, end - rest, fnv);
+    if (!slot->key) {
+        b2_t h = *prefix;
+        b2_update(&h, rest, end - rest);
+        slot->key = rest;
+        slot->len = end - rest;
+        slot->fnv = fnv;
+        slot->value = b2_final(&h);
+        s->hashes.used++;
+    }
+    pt.event = slot->value + name_id + pt.time * GOLDEN;
+    if (!region_a) region_a = region_b = end;
+    int region = region_of(s, cls, scope, region_a, region_b);
+    if (region < 0) return -2;
+    pt.region = region;
+    if (cls) {
+        if (pt.ncounts && pt.ncounts != pt.nbounds + 1) {
+            pt.lower0 = pt.top = pt.q50 = pt.q95 = pt.q99 = NAN;
+        } else {
+            uint64_t total = 0;
+            const uint64_t *counts = (const uint64_t *)(s->counts.data) + pt.counts_off;
+            for (int i = 0; i < pt.ncounts; i++) {
+                if (total + counts[i] < total) FAIL(s, "histogram point: bucket counts overflow", p);
+                total += counts[i];
+            }
+            histogram_quantiles(&pt, counts, (const double *)(s->bounds.data) + pt.bounds_off);
+        }
+    }
+    s->ordinal++;
+    return buf_append(&s->points, &pt, sizeof pt) < 0 ? -2 : 0;
+}
+
+static int check_utf8(scan_t *s, const field_t *f, const char *what) {
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)f->val, (Py_ssize_t)f->len, NULL);
+    if (!text) {
+        PyErr_Clear();
+        FAIL(s, what, f->start);
+    }
+    Py_DECREF(text);
+    return 0;
+}
+
+static int scan_metric(scan_t *s, const uint8_t *p, const uint8_t *end, const b2_t *prefix,
+                       Py_ssize_t scope) {
+    const uint8_t *name = NULL, *unit = NULL, *body = NULL, *metric_start = p;
+    size_t name_len = 0, unit_len = 0, body_len = 0;
+    int kind = -1, seen_desc = 0;
+    while (p < end) {
+        field_t f;
+        if (next_field(s, &p, end, &f) < 0) return -1;
+        switch (f.field) {
+        case 1:
+        case 2:
+        case 3:
+            if (f.wire != 2) FAIL(s, "metric: name/description/unit not a string", f.start);
+            if (check_utf8(s, &f, "metric: name/description/unit not valid UTF-8") < 0) return -1;
+            if (f.field == 1) {
+                if (name) FAIL(s, "metric: name twice", f.start);
+                name = f.val;
+                name_len = f.len;
+            } else if (f.field == 3) {
+                if (unit) FAIL(s, "metric: unit twice", f.start);
+                unit = f.val;
+                unit_len = f.len;
+            } else {
+                if (seen_desc) FAIL(s, "metric: description twice", f.start);
+                seen_desc = 1;
+            }
+            break;
+        case 5:
+        case 7:
+        case 9:
+        case 10:
+        case 11:
+            if (f.wire != 2) FAIL(s, "metric: data not a message", f.start);
+            if (body) FAIL(s, "metric: data twice", f.start);
+            body = f.val;
+            body_len = f.len;
+            kind = f.field == 5 ? K_GAUGE : f.field == 7 ? K_SUM : f.field == 9 ? K_HISTOGRAM
+                 : f.field == 10 ? K_EXPONENTIAL : K_SUMMARY;
+            break;
+        case 12:
+            FAIL(s, "metric: metadata (read by the protobuf library)", f.start);
+        default:
+            break; /* unknown: skipped */
+        }
+    }
+    if (kind < 0) FAIL(s, "metric without data (rejected by the protobuf path)", metric_start);
+    int64_t temporality = 0;
+    int monotonic = 0, seen_temporality = 0, seen_monotonic = 0;
+    int64_t first_point = (int64_t)(s->points.len / sizeof(point_t));
+    int64_t first_ordinal = s->ordinal;
+    int32_t metric = (int32_t)PyList_GET_SIZE(s->metrics);
+    uint64_t name_id = b2_hash(name ? name : (const uint8_t *)"", name_len);
+    const uint8_t *q = body, *bend = body + body_len;
+    while (q < bend) { /* first the body's scalars: they may follow the points */
+        field_t f;
+        if (next_field(s, &q, bend, &f) < 0) return -1;
+        if (f.field == 2 && kind != K_GAUGE && kind != K_SUMMARY) {
+            if (f.wire != 0 || seen_temporality || f.num > 2)
+                FAIL(s, "metric: aggregation temporality not 0, 1 or 2 once", f.start);
+            seen_temporality = 1;
+            temporality = (int64_t)f.num;
+        } else if (f.field == 3 && kind == K_SUM) {
+            if (f.wire != 0 || seen_monotonic || f.num > 1)
+                FAIL(s, "metric: is_monotonic not a bool once", f.start);
+            seen_monotonic = 1;
+            monotonic = (int)f.num;
+        } else if (f.field == 1 && f.wire != 2) {
+            FAIL(s, "metric: data points not messages", f.start);
+        }
+    }
+    q = body;
+    while (q < bend) {
+        field_t f;
+        if (next_field(s, &q, bend, &f) < 0) return -1;
+        if (f.field != 1) continue;
+        if (kind == K_EXPONENTIAL || kind == K_SUMMARY) {
+            s->ordinal++; /* read by the protobuf library, from the metric's bytes */
+            continue;
+        }
+        int r = scan_point(s, kind == K_HISTOGRAM, f.val, f.val + f.len, prefix, name_id,
+                           metric, scope);
+        if (r < 0) return r;
+    }
+    PyObject *entry = Py_BuildValue(
+        "(ns#s#iLiLLLLL)", scope, name ? (const char *)name : "", (Py_ssize_t)name_len,
+        unit ? (const char *)unit : "", (Py_ssize_t)unit_len, kind, (long long)temporality,
+        monotonic, (long long)first_point,
+        (long long)(s->points.len / sizeof(point_t)), (long long)(metric_start - s->base),
+        (long long)(end - s->base), (long long)first_ordinal);
+    if (!entry) return -2;
+    int r = PyList_Append(s->metrics, entry);
+    Py_DECREF(entry);
+    return r < 0 ? -2 : 0;
+}
+
+/* the value of the last occurrence of a length-delimited field, checking it is one */
+static int single_message(scan_t *s, const uint8_t *p, const uint8_t *end, uint32_t field,
+                          const char *what, const uint8_t **val, size_t *len) {
+    *val = NULL;
+    *len = 0;
+    while (p < end) {
+        field_t f;
+        if (next_field(s, &p, end, &f) < 0) return -1;
+        if (f.field != field) continue;
+        if (f.wire != 2 || *val) FAIL(s, what, f.start);
+        *val = f.val;
+        *len = f.len;
+    }
+    return 0;
+}
+
+static int scan_scope_metrics(scan_t *s, const uint8_t *p, const uint8_t *end,
+                              const uint8_t *resource, size_t resource_len,
+                              Py_ssize_t resource_index) {
+    const uint8_t *scope, *name = NULL;
+    size_t scope_len, name_len = 0;
+    if (single_message(s, p, end, 1, "scope metrics: scope twice or not a message", &scope,
+                       &scope_len) < 0)
+        return -1;
+    if (scope) { /* the scope's name (its field 1), for the series' key */
+        const uint8_t *q = scope, *qend = scope + scope_len;
+        while (q < qend) {
+            field_t f;
+            if (next_field(s, &q, qend, &f) < 0) return -1;
+            if (f.field == 1) {
+                if (f.wire != 2 || name) FAIL(s, "scope: name twice or not a string", f.start);
+                name = f.val;
+                name_len = f.len;
+            }
+        }
+    }
+    Py_ssize_t scope_index = PyList_GET_SIZE(s->scopes);
+    PyObject *entry = Py_BuildValue("(ny#y#)", resource_index,
+                                    scope ? (const char *)scope : "", (Py_ssize_t)scope_len,
+                                    name ? (const char *)name : "", (Py_ssize_t)name_len);
+    if (!entry) return -2;
+    int r = PyList_Append(s->scopes, entry);
+    Py_DECREF(entry);
+    if (r < 0) return -2;
+    b2_t prefix;
+    b2_init(&prefix);
+    b2_update(&prefix, resource, resource_len);
+    b2_update(&prefix, name ? name : (const uint8_t *)"", name_len);
+    b2_update(&prefix, (const uint8_t *)"", 1);
+    table_clear(&s->regions_of[0]);
+    table_clear(&s->regions_of[1]);
+    table_clear(&s->hashes);
+    while (p < end) {
+        field_t f;
+        if (next_field(s, &p, end, &f) < 0) return -1;
+        if (f.field == 2) {
+            if (f.wire != 2) FAIL(s, "scope metrics: metric not a message", f.start);
+            int r2 = scan_metric(s, f.val, f.val + f.len, &prefix, scope_index);
+            if (r2 < 0) return r2;
+        } else if (f.field == 3) {
+            if (f.wire != 2) FAIL(s, "scope metrics: schema_url not a string", f.start);
+            if (check_utf8(s, &f, "scope metrics: schema_url not valid UTF-8") < 0) return -1;
+        }
+    }
+    return 0;
+}
+
+static int scan_resource_metrics(scan_t *s, const uint8_t *p, const uint8_t *end) {
+    const uint8_t *resource;
+    size_t resource_len;
+    if (single_message(s, p, end, 1, "resource metrics: resource twice or not a message",
+                       &resource, &resource_len) < 0)
+        return -1;
+    Py_ssize_t index = PyList_GET_SIZE(s->resources);
+    PyObject *raw = PyBytes_FromStringAndSize(resource ? (const char *)resource : "",
+                                              (Py_ssize_t)resource_len);
+    if (!raw) return -2;
+    int r = PyList_Append(s->resources, raw);
+    Py_DECREF(raw);
+    if (r < 0) return -2;
+    while (p < end) {
+        field_t f;
+        if (next_field(s, &p, end, &f) < 0) return -1;
+        if (f.field == 2) {
+            if (f.wire != 2) FAIL(s, "resource metrics: scope metrics not a message", f.start);
+            int r2 = scan_scope_metrics(s, f.val, f.val + f.len,
+                                        resource ? resource : (const uint8_t *)"",
+                                        resource_len, index);
+            if (r2 < 0) return r2;
+        } else if (f.field == 3) {
+            if (f.wire != 2) FAIL(s, "resource metrics: schema_url not a string", f.start);
+            if (check_utf8(s, &f, "resource metrics: schema_url not valid UTF-8") < 0) return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *take_bytes(buf_t *b) {
+    return PyBytes_FromStringAndSize(b->data ? b->data : "", (Py_ssize_t)b->len);
+}
+
+PyDoc_STRVAR(scan_metrics_doc,
+"scan_metrics(data: bytes) -> (resources, scopes, metrics, regions, points, counts, bounds)\n\n"
+"Walk an encoded MetricsData / ExportMetricsServiceRequest. resources: each resource's\n"
+"bytes; scopes: (resource, scope bytes, scope name bytes); metrics: (scope, name, unit,\n"
+"kind, temporality, monotonic, first point, end point, byte start, byte end, first\n"
+"ordinal); regions: (scope, 0 number / 1 histogram, attribute+exemplar bytes); points:\n"
+"packed point records; counts / bounds: the histogram buckets, packed. Raises WireError\n"
+"(what, at which byte) for anything not read exactly as the protobuf library reads it.");
+
+static PyObject *scan_metrics(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    scan_t s;
+    memset(&s, 0, sizeof s);
+    s.base = view.buf;
+    PyObject *result = NULL;
+    s.resources = PyList_New(0);
+    s.scopes = PyList_New(0);
+    s.metrics = PyList_New(0);
+    s.regions = PyList_New(0);
+    if (!s.resources || !s.scopes || !s.metrics || !s.regions) goto done;
+    const uint8_t *p = view.buf, *end = p + view.len;
+    int r = 0;
+    while (p < end && r == 0) {
+        field_t f;
+        r = next_field(&s, &p, end, &f);
+        if (r == 0 && f.field == 1) {
+            if (f.wire != 2) {
+                s.err = "resource metrics not a message";
+                s.at = f.start - s.base;
+                r = -1;
+            } else {
+                r = scan_resource_metrics(&s, f.val, f.val + f.len);
+            }
+        }
+    }
+    if (r == -1) {
+        PyErr_Format(WireError, "%s (at byte %zd of %zd)", s.err, s.at, view.len);
+        goto done;
+    }
+    if (r < 0) goto done;
+    PyObject *points = take_bytes(&s.points), *counts = take_bytes(&s.counts),
+             *bounds = take_bytes(&s.bounds);
+    if (points && counts && bounds)
+        result = PyTuple_Pack(7, s.resources, s.scopes, s.metrics, s.regions, points, counts,
+                              bounds);
+    Py_XDECREF(points);
+    Py_XDECREF(counts);
+    Py_XDECREF(bounds);
+done:
+    Py_XDECREF(s.resources);
+    Py_XDECREF(s.scopes);
+    Py_XDECREF(s.metrics);
+    Py_XDECREF(s.regions);
+    PyMem_Free(s.regions_of[0].slots);
+    PyMem_Free(s.regions_of[1].slots);
+    PyMem_Free(s.hashes.slots);
+    PyMem_Free(s.points.data);
+    PyMem_Free(s.counts.data);
+    PyMem_Free(s.bounds.data);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+PyDoc_STRVAR(quantiles_doc,
+"quantiles(counts, bounds, spans) -> bytes\n\n"
+"Bucket quantiles of explicit-bounds histograms without min/max (cumulative differences):\n"
+"counts (uint64) and bounds (float64) packed; spans: per histogram (counts offset, counts,\n"
+"bounds offset, bounds) as int64. Returns per histogram (lower, top, p50, p95, p99, total)\n"
+"as float64, as pipeline.events.otlp_series computes them.");
+
+static PyObject *quantiles(PyObject *self, PyObject *args) {
+    Py_buffer cv, bv, sv;
+    if (!PyArg_ParseTuple(args, "y*y*y*", &cv, &bv, &sv)) return NULL;
+    PyObject *out = NULL;
+    size_t nc_all = cv.len / 8, nb_all = bv.len / 8, n = sv.len / 32;
+    double *res = PyMem_Malloc((n ? n : 1) * 6 * sizeof(double));
+    if (!res) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (size_t k = 0; k < n; k++) {
+        int64_t span[4];
+        memcpy(span, (const char *)sv.buf + 32 * k, 32);
+        if (span[0] < 0 || span[1] < 0 || span[2] < 0 || span[3] < 0 ||
+            span[1] > 0x7fffffff || span[3] > 0x7fffffff ||
+            (uint64_t)span[0] + (uint64_t)span[1] > nc_all ||
+            (uint64_t)span[2] + (uint64_t)span[3] > nb_all) {
+            PyErr_SetString(PyExc_ValueError, "quantiles: a span outside its buffer");
+            goto done;
+        }
+        point_t pt;
+        memset(&pt, 0, sizeof pt);
+        pt.ncounts = (int32_t)span[1];
+        pt.nbounds = (int32_t)span[3];
+        uint64_t total = 0;
+        const uint64_t *counts = (const uint64_t *)cv.buf + span[0];
+        for (int i = 0; i < pt.ncounts; i++) {
+            if (total + counts[i] < total) {
+                PyErr_SetString(PyExc_OverflowError, "quantiles: bucket counts overflow");
+                goto done;
+            }
+            total += counts[i];
+        }
+        histogram_quantiles(&pt, counts, (const double *)bv.buf + span[2]);
+        double *r = res + 6 * k;
+        r[0] = pt.lower0;
+        r[1] = pt.top;
+        r[2] = pt.q50;
+        r[3] = pt.q95;
+        r[4] = pt.q99;
+        r[5] = (double)pt.count_total;
+    }
+    out = PyBytes_FromStringAndSize((const char *)res, (Py_ssize_t)(n * 6 * sizeof(double)));
+done:
+    PyMem_Free(res);
+    PyBuffer_Release(&cv);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&sv);
+    return out;
+}
+
+static PyObject *blake2b64(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    uint64_t h = b2_hash(view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLongLong(h);
+}
+
+static PyMethodDef methods[] = {
+    {"scan_metrics", scan_metrics, METH_O, scan_metrics_doc},
+    {"quantiles", quantiles, METH_VARARGS, quantiles_doc},
+    {"blake2b64", blake2b64, METH_O,
+     "blake2b64(data) -> int: BLAKE2b with an 8-byte digest, read little-endian."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_otlpwire",
+                                    "Tocsin's OTLP metrics wire scanner (C).", -1, methods,
+                                    NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__otlpwire(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    WireError = PyErr_NewException("pipeline.events._otlpwire.WireError", PyExc_ValueError, NULL);
+    if (!WireError || PyModule_AddObject(m, "WireError", WireError) < 0) {
+        Py_XDECREF(WireError);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(WireError);
+    if (PyModule_AddIntConstant(m, "POINT_SIZE", (long)sizeof(point_t)) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,301 @@
+"""OTLP ``MetricsData`` protobuf into metric rows through the C wire scanner.
+
+The same rows, event ids, rejections and series memory as
+:func:`pipeline.events.otlp_metrics.map_metrics` (the protobuf library path), faster: the
+C extension ``pipeline.events._otlpwire`` walks the bytes once and returns every gauge,
+sum and histogram data point as a packed record (times, value, buckets, the event id
+already hashed, the bucket quantiles of a delta histogram); this module adds what is per
+resource, scope, metric or attribute set (read with the protobuf library, once each) and
+the per-series memory of cumulative points.
+
+:func:`map_metrics_wire` decides before it changes anything: when the scanner cannot
+read a message exactly as the protobuf library does (malformed bytes, a non-canonical
+encoding, exponential histograms or summaries) it raises :class:`WireFallback` with the
+reason, and the caller maps that message with the protobuf library instead.
+
+Which decoder runs is chosen in one place, :func:`metrics_decoder`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint, NumberDataPoint
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from pipeline.errors import DecodeError, SettingsError
+from pipeline.events.otlp_metrics import (
+    DELTA,
+    NO_RECORDED_VALUE,
+    point_attributes,
+)
+from pipeline.events.otlp_rows import OtlpRows
+from pipeline.events.otlp_series import (
+    SeriesMemory,
+    positive_rate,
+)
+from pipeline.events.otlp_values import attributes_dict, resource_fields, scope_attributes
+from pipeline.events.otlp_wire_rows import (
+    COUNT_RATE,
+    HAS_SUM,
+    P50,
+    RATE,
+    SUM_RATE,
+    Differences,
+    RowPlan,
+    append_rows,
+    cumulative_histograms,
+)
+
+try:
+    from pipeline.events import _otlpwire
+except ImportError:  # built without a C compiler: the protobuf library path only
+    _otlpwire = None
+
+DECODERS = ("auto", "c", "python")
+
+POINT = np.dtype([(name, "=u8") for name in ("time", "start", "event", "count", "total")]
+                 + [(name, "=f8") for name in ("value", "sum", "min", "max", "lower0", "top",
+                                               "q50", "q95", "q99")]
+                 + [(name, "=i8") for name in ("ordinal", "origin_start", "origin_end",
+                                               "counts_off", "bounds_off")]
+                 + [(name, "=i4") for name in ("metric", "region", "ncounts", "nbounds")]
+                 + [("flags", "=u4"), ("has", "=u4")])
+if _otlpwire is not None and POINT.itemsize != _otlpwire.POINT_SIZE:  # a stale build
+    _otlpwire = None
+GAUGE, SUM, HISTOGRAM = 0, 1, 2
+_WHICH = {SUM: "sum", HISTOGRAM: "histogram"}  # the type in a series key, as the library's
+
+
+class WireFallback(DecodeError):
+    """The scanner cannot read this message as the protobuf library does (the reason):
+    map it with the library. Raised before any row or series memory is changed."""
+
+
+def metrics_decoder(requested: str | None = None) -> str:
+    """The OTLP metrics decoder to use, ``c`` or ``python``, for ``requested`` (setting
+    ``ingest.otlp_decoder``): ``auto`` (or None) takes the C scanner when it was built,
+    ``c`` insists on it, ``python`` is the protobuf library path."""
+    choice = requested or "auto"
+    if choice not in DECODERS:
+        raise SettingsError(f"ingest.otlp_decoder: {choice!r} is not one of "
+                            f"{', '.join(DECODERS)}")
+    if choice == "c" and _otlpwire is None:
+        raise SettingsError("ingest.otlp_decoder: 'c' asked for, but the C extension "
+                         "pipeline.events._otlpwire is not built (pip install -e . with a "
+                         "C compiler and the Python headers)")
+    if choice == "auto":
+        return "c" if _otlpwire is not None else "python"
+    return choice
+
+
+def describe_decoder(decoder: str) -> str:
+    """One line for the start-up log: which OTLP metrics decoder runs, and why."""
+    if decoder == "c":
+        return "OTLP metrics decoder: C wire scanner (pipeline.events._otlpwire)"
+    why = "asked for" if _otlpwire is not None else "the C extension is not built"
+    return f"OTLP metrics decoder: protobuf library, pure Python ({why})"
+
+
+class _Prepared:
+    """What is per resource, scope, attribute set and metric, read and checked first."""
+
+    def __init__(self, value: bytes) -> None:
+        try:
+            scanned = _otlpwire.scan_metrics(value)
+        except _otlpwire.WireError as exc:
+            raise WireFallback(str(exc)) from exc
+        resources, scopes, metrics, regions, points, counts, bounds = scanned
+        try:
+            self._read(resources, scopes, metrics, regions)
+        except WireFallback:
+            raise
+        except Exception as exc:  # DecodeError ...: the library decides what is wrong
+            raise WireFallback(f"{type(exc).__name__}: {exc}") from exc
+        self.points = np.frombuffer(points, POINT)
+        self.counts = np.frombuffer(counts, np.uint64)
+        self.bounds = np.frombuffer(bounds, np.float64)
+
+    def _read(self, resources: list, scopes: list, metrics: list, regions: list) -> None:
+        where = []
+        for raw in resources:
+            resource = Resource.FromString(raw)
+            if resource.SerializeToString(deterministic=True) != raw:
+                raise WireFallback("a resource is not in the canonical encoding")
+            where.append(resource_fields(attributes_dict(resource.attributes)))
+        self.scopes = []  # (service, host, attributes base, scope key, scope bytes)
+        for r, raw, name in scopes:
+            scope = InstrumentationScope.FromString(raw)
+            if scope.name.encode() != name:
+                raise WireFallback("a scope name read differently")
+            service, host, kept = where[r]
+            self.scopes.append((service, host, scope_attributes(scope, kept),
+                                resources[r] + name + b"\x00", raw))
+        self.attrs: list[dict[str, str]] = []
+        self.region_bytes = [raw for _, _, raw in regions]
+        for s, cls, raw in regions:
+            point = (HistogramDataPoint if cls else NumberDataPoint).FromString(raw)
+            if point.SerializeToString() != raw:
+                raise WireFallback("a data point's attributes are not in the canonical "
+                                   "encoding")
+            self.attrs.append(point_attributes(self.scopes[s][2], point.attributes))
+        self.metrics = metrics
+        plans = []
+        for (_, _, _, kind, temporality, monotonic, *_rest) in metrics:
+            if kind > HISTOGRAM:
+                raise WireFallback("exponential histograms and summaries are read by the "
+                                   "protobuf library")
+            # 0 one plain row, 1 cumulative sum, 2 delta histogram, 3 cumulative histogram
+            plans.append(0 if kind == GAUGE or (kind == SUM and (
+                temporality == DELTA or not monotonic)) else 1 if kind == SUM
+                else 2 if temporality == DELTA else 3)
+        self.plans = np.asarray(plans, dtype=np.int8)
+
+
+def map_metrics_wire(value: bytes, message: int, rows: OtlpRows, memory: SeriesMemory) -> int:
+    """Append the rows of one encoded ``MetricsData`` (message ``message`` of the batch),
+    as :func:`~pipeline.events.otlp_metrics.map_metrics` does; returns how many data points
+    it held. Raises :class:`WireFallback` (having changed nothing) when the protobuf
+    library must read it."""
+    if _otlpwire is None:
+        raise WireFallback("the C extension is not built")
+    prep = _Prepared(value)
+    pts = prep.points
+    n_points = len(pts)
+    if not n_points:
+        return 0
+    plan = prep.plans[pts["metric"]]
+    flagged = (pts["flags"] & NO_RECORDED_VALUE) != 0
+    memory.counters.no_recorded_value += int(np.count_nonzero(flagged))
+    out = RowPlan()
+    differences: list[Differences] = []  # cumulative histograms' buckets, if any
+    rejects: list[tuple[int, int, str]] = []  # in message order, as the protobuf path
+    delta_buckets = (np.zeros(0, np.int64), np.zeros(0))  # points, their intervals
+
+    plain = np.flatnonzero((plan == 0) & ~flagged)
+    out.add(plain, 0, 0, pts["value"][plain])
+
+    # delta histograms: counts must match bounds; rates when a start time is set
+    hist = np.flatnonzero((plan == 2) & ~flagged)
+    if len(hist):
+        h = pts[hist]
+        mismatch = (h["ncounts"] > 0) & (h["ncounts"] != h["nbounds"] + 1)
+        if mismatch.any():
+            for i in hist[mismatch].tolist():
+                _reject_counts(rejects, pts[i], prep)
+            hist, h = hist[~mismatch], h[~mismatch]
+        started = h["start"] != 0
+        seconds = np.where(started, (h["time"].astype(np.int64) - h["start"].astype(np.int64))
+                           / 1e9, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            positive = seconds > 0
+            count_rate = np.where(positive, h["count"] / np.where(positive, seconds, 1.0),
+                                  np.nan)
+            sum_rate = np.where(positive, h["sum"] / np.where(positive, seconds, 1.0), np.nan)
+        has_sum = (h["has"] & HAS_SUM) != 0
+        out.add(hist[started], 0, COUNT_RATE, count_rate[started])
+        both = started & has_sum
+        out.add(hist[both], 1, SUM_RATE, sum_rate[both])
+        quantiles = h["total"] > 0
+        first_q = started.astype(np.int64) + both
+        for k, column in enumerate(("q50", "q95", "q99")):
+            out.add(hist[quantiles], first_q[quantiles] + k, P50 + k, h[column][quantiles])
+        delta_buckets = (hist[quantiles], seconds[quantiles])
+
+    stateful = np.flatnonzero(((plan == 1) | (plan == 3)) & ~flagged)
+    if len(stateful):
+        _stateful(prep, stateful.tolist(), plan, out, differences, memory, rejects)
+    for ordinal, payload, reason in sorted(rejects, key=lambda r: r[0]):
+        rows.reject(message, ordinal, payload, reason)
+
+    point, sub, code, values = out.ordered()
+    diff = differences[0] if differences else None
+    bucket_points, bucket_intervals = delta_buckets
+    if diff is not None:
+        bucket_points = np.concatenate([bucket_points, diff.points])
+        bucket_intervals = np.concatenate([bucket_intervals, diff.seconds])
+    order = np.argsort(bucket_points, kind="stable")
+    append_rows(prep, message, rows, point, sub, code, values, bucket_points[order],
+            bucket_intervals[order], diff)
+    return n_points
+
+
+def _reject_counts(rejects: list[tuple[int, int, str]], pt: Any, prep: _Prepared) -> None:
+    name = prep.metrics[int(pt["metric"])][1]
+    nc, nb = int(pt["ncounts"]), int(pt["nbounds"])
+    rejects.append((int(pt["ordinal"]), int(pt["origin_start"]) << 32 | int(pt["origin_end"]),
+                    f"histogram {name!r}: {nc} bucket counts for {nb} bounds "
+                    f"(expected {nb + 1})"))
+
+
+def _stateful(prep: _Prepared, indexes: list[int], plan: np.ndarray, out: RowPlan,
+              differences: list[Differences], memory: SeriesMemory,
+              rejects: list[tuple[int, int, str]]) -> None:
+    """Cumulative sums and histograms, point by point in message order (the series memory
+    sees them as the protobuf path shows them to it)."""
+    pts = prep.points
+    sel = pts[indexes]
+    starts, times = sel["start"].tolist(), sel["time"].tolist()
+    values, metric_of, region_of = sel["value"].tolist(), sel["metric"].tolist(), \
+        sel["region"].tolist()
+    kinds = plan[indexes].tolist()
+    rate_points, rate_values = [], []
+    since: list[tuple] = []  # cumulative histograms: (point, previous point's fields)
+    since_counts: list[int] = []  # and the previous point's bucket counts, one after another
+    nc_of = None
+    counters = memory.counters
+    swap, interned = memory.swap, memory.interned.get
+    scopes, metrics, regions = prep.scopes, prep.metrics, prep.region_bytes
+    for j, i in enumerate(indexes):
+        metric, region = metrics[metric_of[j]], region_of[j]
+        _, _, _, scope_key, scope = scopes[metric[0]]
+        # the resource and scope as read, the metric's name and type, its attributes
+        handle = (scope_key, scope, metric[1], metric[3], regions[region])
+        key = interned(handle)
+        if key is None:
+            key = memory.intern(handle, (scope_key, metric[1], _WHICH[metric[3]],
+                                         frozenset(prep.attrs[region].items())))
+        start, now = starts[j], times[j]
+        if kinds[j] == 1:
+            v = values[j]
+            previous = swap(key, (start, now, v))
+            if previous is None:
+                continue
+            p_start, before, last = previous
+            increase = v - last
+            if increase < 0 or (start and start != p_start):
+                counters.resets += 1
+                increase = v
+            rate_points.append(i)
+            rate_values.append(positive_rate(increase, (now - before) / 1e9))
+            continue
+        if nc_of is None:  # the first cumulative histogram: its columns, once
+            nc_of, nb_of = sel["ncounts"].tolist(), sel["nbounds"].tolist()
+            c0_of, b0_of = sel["counts_off"].tolist(), sel["bounds_off"].tolist()
+            count_of, sum_of = sel["count"].tolist(), sel["sum"].tolist()
+            has_of = sel["has"].tolist()
+            all_counts, all_bounds = prep.counts.tolist(), prep.bounds.tolist()
+        nc, nb = nc_of[j], nb_of[j]
+        if nc and nc != nb + 1:
+            _reject_counts(rejects, pts[i], prep)
+            continue
+        c0, b0 = c0_of[j], b0_of[j]
+        counts, bounds = all_counts[c0:c0 + nc], all_bounds[b0:b0 + nb]
+        count = count_of[j]
+        total = sum_of[j] if has_of[j] & HAS_SUM else None
+        previous = swap(key, (start, now, count, total, counts, bounds))
+        if previous is None:
+            continue
+        p_start, before, p_count, p_total, p_counts, p_bounds = previous
+        if p_bounds != bounds or len(p_counts) != len(counts):
+            counters.resets += 1
+            continue
+        since.append((i, p_start, before, p_count, p_total))
+        since_counts.extend(p_counts)
+    if since:
+        cumulative_histograms(prep, since, since_counts, out, differences, counters)
+    out.add(rate_points, 0, RATE, rate_values)
+
+

@@ -1,0 +1,246 @@
+"""Rows of the C wire scanner's data points, built for a whole message at once.
+
+:mod:`pipeline.events.otlp_wire` reads a message (``prep``: its points as packed records,
+their buckets, and what is per metric, scope and attribute set) and decides each point's
+rows; this module turns those decisions into one chunk of :class:`OtlpRows` columns and
+``metric_buckets`` rows, and computes the cumulative histograms' differences, rates and
+quantiles (in C, as :mod:`pipeline.events.otlp_series` rounds them) for all points at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.events.otlp_metrics import _GOLDEN, rate_unit
+from pipeline.events.otlp_rows import OtlpRows, shared_string_maps
+from pipeline.events.otlp_series import QUANTILES, quantile_suffix
+
+try:
+    from pipeline.events import _otlpwire
+except ImportError:  # only called when it was built
+    _otlpwire = None
+
+HAS_SUM = 1  # a point record's ``has`` bits (1 sum, 2 min, 4 max)
+# a row's name and unit: 0 the metric's own, then the derived rows' suffixes
+SUFFIXES = ("", "rate", "count_rate", "sum_rate", *(quantile_suffix(q) for q in QUANTILES))
+RATE, COUNT_RATE, SUM_RATE, P50 = 1, 2, 3, 4
+
+
+class Differences(NamedTuple):
+    """Cumulative histogram points with buckets since their previous point (ascending):
+    their intervals, lowest and highest bucket edges, and the differences of counts
+    (``counts[starts[k]:]`` for point k)."""
+
+    points: np.ndarray
+    seconds: np.ndarray
+    lower0: np.ndarray
+    top: np.ndarray
+    counts: np.ndarray
+    starts: np.ndarray
+
+
+class RowPlan:
+    """The message's rows before ordering: (point, sub-row, name code, value) each."""
+
+    def __init__(self) -> None:
+        self.point: list[np.ndarray] = []
+        self.sub: list[np.ndarray] = []
+        self.code: list[np.ndarray] = []
+        self.value: list[np.ndarray] = []
+
+    def add(self, point: Any, sub: Any, code: Any, value: Any) -> None:
+        """Rows of these points: sub-row numbers and name codes (arrays or one each)."""
+        n = len(point)
+        self.point.append(np.asarray(point, dtype=np.int64))
+        self.sub.append(np.broadcast_to(np.asarray(sub, dtype=np.int64), n))
+        self.code.append(np.broadcast_to(np.asarray(code, dtype=np.int64), n))
+        self.value.append(np.asarray(value, dtype=np.float64))
+
+    def ordered(self) -> tuple[np.ndarray, ...]:
+        """(point, sub, code, value) of every row, point by point, each point's in order."""
+        point, sub, code, value = (np.concatenate(parts) for parts in
+                                   (self.point, self.sub, self.code, self.value))
+        order = np.argsort(point * 8 + sub, kind="stable")
+        return point[order], sub[order], code[order], value[order]
+
+
+def cumulative_histograms(prep: Any, since: list[tuple], since_counts: list[int],
+                           out: RowPlan, differences: list[Differences], counters: Any) -> None:
+    """Rates and quantiles of cumulative histogram points from their previous points, all
+    at once, as :func:`~pipeline.events.otlp_metrics._histogram` computes them one by one."""
+    idx = np.asarray([s[0] for s in since], dtype=np.int64)
+    p_start = np.asarray([s[1] for s in since], dtype=np.uint64)
+    before = np.asarray([s[2] for s in since], dtype=np.int64)
+    p_count = np.asarray([s[3] for s in since], dtype=np.uint64)
+    p_has_total = np.asarray([s[4] is not None for s in since])
+    p_total = np.asarray([np.nan if s[4] is None else s[4] for s in since], dtype=np.float64)
+    p = prep.points[idx]
+    nc = p["ncounts"].astype(np.int64)
+    offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+    np.cumsum(nc, out=offsets[1:])
+    owner = np.repeat(np.arange(len(idx)), nc)
+    j = np.arange(offsets[-1]) - offsets[:-1][owner]
+    now = prep.counts[p["counts_off"].astype(np.int64)[owner] + j]
+    then = np.asarray(since_counts, dtype=np.uint64)
+    went_down = np.bincount(owner[now < then], minlength=len(idx)) > 0
+    start, count, total = p["start"], p["count"], p["sum"]
+    reset = went_down | (count < p_count) | ((start != 0) & (start != p_start))
+    counters.resets += int(np.count_nonzero(reset))
+    d_counts = np.where(reset[owner], now, now - np.where(reset[owner], 0, then))
+    d_count = np.where(reset, count, count - np.where(reset, 0, p_count))
+    has_total = (p["has"] & HAS_SUM) != 0
+    d_has_total = has_total & (reset | p_has_total)
+    d_total = np.where(reset, total, total - p_total)
+    seconds = (p["time"].astype(np.int64) - before) / 1e9
+    positive = seconds > 0
+    safe = np.where(positive, seconds, 1.0)
+    count_rate = np.where(positive, d_count / safe, np.nan)
+    sum_rate = np.where(positive, d_total / safe, np.nan)
+    spans = np.stack([offsets[:-1], nc, p["bounds_off"].astype(np.int64),
+                      p["nbounds"].astype(np.int64)], axis=1)
+    q = np.frombuffer(_otlpwire.quantiles(np.ascontiguousarray(d_counts, dtype=np.uint64),
+                                          prep.bounds, np.ascontiguousarray(spans)),
+                      np.float64).reshape(-1, 6)
+    out.add(idx, 0, COUNT_RATE, count_rate)
+    out.add(idx[d_has_total], 1, SUM_RATE, sum_rate[d_has_total])
+    has_q = q[:, 5] > 0
+    first_q = 1 + d_has_total.astype(np.int64)
+    for k in range(3):
+        out.add(idx[has_q], first_q[has_q] + k, P50 + k, q[has_q, 2 + k])
+    k = np.flatnonzero(has_q)
+    n_q = nc[k]
+    starts = np.zeros(len(k) + 1, dtype=np.int64)
+    np.cumsum(n_q, out=starts[1:])
+    q_owner = np.repeat(np.arange(len(k)), n_q)
+    q_j = np.arange(starts[-1]) - starts[:-1][q_owner]
+    differences.append(Differences(idx[k], seconds[k], q[k, 0], q[k, 1],
+                                    d_counts[offsets[k][q_owner] + q_j].astype(np.float64),
+                                    starts[:-1]))
+
+
+def append_rows(prep: Any, message: int, rows: OtlpRows, point: np.ndarray,
+            sub: np.ndarray, code: np.ndarray, values: np.ndarray, buckets: np.ndarray,
+            intervals: np.ndarray, diff: Differences | None) -> None:
+    """The ordered rows into the batch, as one chunk, with the points' bucket rows
+    (``buckets``: their points, ascending; ``intervals``: their intervals in seconds)."""
+    pts = prep.points
+    names = _table([_derived_names(entry[1]) for entry in prep.metrics])
+    units = _table([_derived_units(entry[2]) for entry in prep.metrics])
+    scope_of_metric = np.asarray([entry[0] for entry in prep.metrics], dtype=np.int64)
+    services = _objects([s[0] for s in prep.scopes])
+    hosts = _objects([s[1] for s in prep.scopes])
+    attrs = shared_string_maps(prep.attrs)  # one map per attribute set, taken per row
+
+    # the rows come point by point: read each point's fields once, then repeat them
+    firsts = np.flatnonzero(np.diff(point, prepend=-1))
+    per_point = pts[point[firsts]]
+    repeat = np.diff(np.append(firsts, len(point)))
+
+    def each(values: np.ndarray) -> np.ndarray:
+        return np.repeat(values, repeat)
+
+    metric = each(per_point["metric"].astype(np.int64))
+    scope = scope_of_metric[metric]
+    # where each row's point lies in the message (a rejected row's payload): start << 32 | end
+    origins = each((per_point["origin_start"] << 32) | per_point["origin_end"])
+    first_row = rows.row_count()
+    columns = {
+        "time": each((per_point["time"] // 1_000_000).astype(np.int64)),
+        "service": services[scope], "host": hosts[scope], "name": names[metric, code],
+        "value": values, "unit": units[metric, code],
+        "attributes": attrs.take(pa.array(each(per_point["region"]))),
+        "event_id": each(per_point["event"]) + sub.astype(np.uint64) * np.uint64(_GOLDEN),
+        "message": np.full(len(point), message, dtype=np.int64),
+        "ordinal": each(per_point["ordinal"]), "origin": origins}
+    if not len(buckets):
+        rows.add_chunk(columns)
+        return
+    at = np.searchsorted(point, buckets) + first_row
+    b = pts[buckets]
+    b_metric = b["metric"].astype(np.int64)
+    b_scope = scope_of_metric[b_metric]
+    rows.add_chunk(columns, pa.table({
+        "event_id": pa.array(b["event"]),
+        "time": pa.array((b["time"] // 1_000_000).astype(np.int64),
+                         pa.timestamp("ms", tz="UTC")),
+        "service": pa.array(services[b_scope], pa.string()),
+        "host": pa.array(hosts[b_scope], pa.string()),
+        "name": pa.array(names[b_metric, 0], pa.string()),
+        "unit": pa.array(units[b_metric, 0], pa.string()),
+        "interval_s": pa.array(intervals, pa.float64()),
+        **bucket_lists(prep, buckets, b, diff),
+        "attributes": attrs.take(pa.array(b["region"])),
+    }), at.tolist())
+
+
+_NAMES: dict[str, tuple[str, ...]] = {}
+
+
+def _derived_names(name: str) -> tuple[str, ...]:
+    names = _NAMES.get(name)
+    if names is None:
+        if len(_NAMES) > 100_000:
+            _NAMES.clear()
+        names = _NAMES[name] = (name, *(f"{name}.{s}" for s in SUFFIXES[1:]))
+    return names
+
+
+_UNITS: dict[str, tuple[str, ...]] = {}
+
+
+def _derived_units(unit: str) -> tuple[str, ...]:
+    units = _UNITS.get(unit)
+    if units is None:
+        if len(_UNITS) > 10_000:
+            _UNITS.clear()
+        rate = rate_unit(unit)
+        units = _UNITS[unit] = (unit, rate, "1/s", rate, unit, unit, unit)
+    return units
+
+
+def _table(rows: list[tuple[str, ...]]) -> np.ndarray:
+    """Equal-length tuples of strings as a 2-D object array (empty: zero rows)."""
+    out = np.empty((len(rows), len(SUFFIXES)), dtype=object)
+    if rows:
+        out[:] = rows
+    return out
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def bucket_lists(prep: Any, buckets: np.ndarray, b: np.ndarray,
+                  diff: Differences | None) -> dict[str, pa.Array]:
+    """lower, upper, counts of each point's buckets, as Arrow lists built from offsets:
+    bucket j of a point runs from its lower (j = 0) or bound j-1, to bound j or its top."""
+    lower0, top = b["lower0"].copy(), b["top"].copy()
+    n = b["ncounts"].astype(np.int64)
+    counts_from = b["counts_off"].astype(np.int64)
+    counts = prep.counts.astype(np.float64)
+    if diff is not None:  # cumulative points: their buckets are the differences
+        at = np.searchsorted(buckets, diff.points)
+        lower0[at], top[at] = diff.lower0, diff.top
+        counts_from[at] = len(counts) + diff.starts
+        counts = np.concatenate([counts, diff.counts])
+    offsets = np.zeros(len(n) + 1, dtype=np.int32)
+    np.cumsum(n, out=offsets[1:])
+    owner = np.repeat(np.arange(len(n)), n)
+    j = np.arange(offsets[-1]) - offsets[:-1].astype(np.int64)[owner]
+    bound = b["bounds_off"].astype(np.int64)[owner] + j
+    nb = b["nbounds"].astype(np.int64)[owner]
+    bounds = prep.bounds
+    lower = np.where(j == 0, lower0[owner], bounds[np.clip(bound - 1, 0, None)]
+                     if len(bounds) else 0.0)
+    upper = np.where(j < nb, bounds[np.minimum(bound, len(bounds) - 1)]
+                     if len(bounds) else 0.0, top[owner])
+    arrow_offsets = pa.array(offsets)
+    return {"lower": pa.ListArray.from_arrays(arrow_offsets, pa.array(lower)),
+            "upper": pa.ListArray.from_arrays(arrow_offsets, pa.array(upper)),
+            "counts": pa.ListArray.from_arrays(
+                arrow_offsets, pa.array(counts[counts_from[owner] + j]))}

@@ -19,7 +19,11 @@ from faust.web import Request, Response, View
 
 from pipeline.agents.batches import Backoff, BatchRunner, BatchRunners
 from pipeline.agents.console import register_console
-from pipeline.agents.correlate import CorrelateCounters, register_correlate_agent
+from pipeline.agents.correlate import (
+    CorrelateCounters,
+    held_silences,
+    register_correlate_agent,
+)
 from pipeline.agents.detect import DetectCounters, register_detect_agent
 from pipeline.agents.health import Health, describe_ranges
 from pipeline.agents.ingest import register_ingest_agents
@@ -188,22 +192,10 @@ def _register_pages(pipeline: Pipeline) -> None:
         """GET: the silences of every scope this worker holds."""
 
         async def get(self, request: Request) -> Response:
-            from pipeline.agents.tables import get_value, value_keys
-            from pipeline.correlate import CorrelationState
-
             refused = _refused(self, request, pipeline)
             if refused is not None:
                 return refused
-            table = pipeline.correlation_table
-            silences = []
-            if table is not None:
-                for key in value_keys(table):
-                    data = get_value(table, key)
-                    if data is None:
-                        continue
-                    state = CorrelationState.from_bytes(data)
-                    silences += [{"scope": key.decode(), **s.to_wire()}
-                                 for s in state.silences.values()]
+            silences = held_silences(pipeline.correlation_table)
             return _json(self, {"silences": silences})
 
     @app.page(RULES_RELOAD_PATH)

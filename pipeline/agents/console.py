@@ -322,19 +322,9 @@ def register_console(pipeline: Any) -> None:
             return await act(self, request, build, pages.problem_href(problem_id))
 
     def silences_held() -> list[dict[str, Any]]:
-        from pipeline.agents.tables import get_value, value_keys
-        from pipeline.correlate import CorrelationState
+        from pipeline.agents.correlate import held_silences
 
-        table = pipeline.correlation_table
-        held: list[dict[str, Any]] = []
-        if table is not None:
-            for key in value_keys(table):
-                data = get_value(table, key)
-                if data is not None:
-                    state = CorrelationState.from_bytes(data)
-                    held += [{"scope": key.decode(), **s.to_wire()}
-                             for s in state.silences.values()]
-        return held
+        return held_silences(pipeline.correlation_table)
 
     @app.page(f"{CONSOLE_PATH}/silences")
     class SilencesPage(View):

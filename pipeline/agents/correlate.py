@@ -26,10 +26,11 @@ import faust
 from pipeline.agents.batches import BatchRunners, BatchSteps
 from pipeline.agents.detect import SHADOW_HEADER
 from pipeline.agents.diagnose import Diagnostician
-from pipeline.agents.tables import get_value, set_value
+from pipeline.agents.tables import get_value, set_value, value_keys
 from pipeline.alerts.cloudevents import alert_type, problem_changes_table
 from pipeline.alerts.feedback import feedback_table
 from pipeline.correlate import (
+    CorrelationState,
     alert_key,
     alert_message,
     problem_detections_table,
@@ -71,6 +72,30 @@ def is_shadow(headers: Any) -> bool:
                for k, v in items)
 
 
+GRAPH_KEY_SEPARATOR = "\x00"  # scope + separator + source: a graph step's state
+
+
+def graph_state_key(scope: str) -> bytes:
+    """The correlation table's key of a scope's service-graph step state."""
+    return f"{scope}{GRAPH_KEY_SEPARATOR}{GRAPH_SOURCE}".encode()
+
+
+def held_silences(table: Any) -> list[dict[str, Any]]:
+    """The silences of every correlation scope in ``table`` (as wire dicts with their
+    scope); the graph steps' states kept in the same table are skipped."""
+    held: list[dict[str, Any]] = []
+    if table is None:
+        return held
+    for key in value_keys(table):
+        if GRAPH_KEY_SEPARATOR.encode() in key:
+            continue
+        data = get_value(table, key)
+        if data is not None:
+            held += [{"scope": key.decode(), **s.to_wire()}
+                     for s in CorrelationState.from_bytes(data).silences.values()]
+    return held
+
+
 def register_correlate_agent(app: faust.App, settings: Settings, step: CorrelationStep,
                              writer: StoreWriter, counters: CorrelateCounters,
                              runners: BatchRunners, new_runner: Any, faults: Faults) -> Any:
@@ -97,7 +122,7 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
     scope = settings.correlate.scope
     graph_step = (GraphStep(settings.graph, scope, writer.store.database)
                   if settings.graph.enabled else None)
-    graph_key = f"{scope}\x00{GRAPH_SOURCE}".encode()
+    graph_key = graph_state_key(scope)
     learned: dict[str, Any] = {"topology": None}
 
     def topology() -> dict[str, tuple[str, ...]]:

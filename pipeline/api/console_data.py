@@ -347,7 +347,7 @@ async def read_edges(read: Read, db: str, services: Sequence[str],
              if a in services or b in services}
     if services:
         listed = ", ".join(quote(s) for s in services)
-        result = await read(f"SELECT caller, callee FROM {db}.service_edges "
+        result = await read(f"SELECT DISTINCT caller, callee FROM {db}.service_edges "
                             f"WHERE caller IN ({listed}) OR callee IN ({listed}) LIMIT 500")
         edges |= {(str(a), str(b)) for a, b in result.rows}
     return sorted(edges)

@@ -95,10 +95,14 @@ def test_console_reads(store):
                                                 2000, 5_000))
     store.insert_arrow("metrics", metrics_table("orders", "http.server.error.ratio",
                                                 opened - 600_000, 100, 10_000))
-    store.insert_arrow("service_edges", pa.table({
-        "caller": ["orders", "api"], "callee": ["postgres", "orders"],
-        "calls": pa.array([10, 5], pa.uint64()),
-        "last_seen": pa.array([NOW, NOW], pa.timestamp("ms", tz="UTC"))}))
+    store.insert_arrow("service_edges", pa.table({  # two buckets of one edge, one of another
+        "bucket": pa.array([NOW - 120_000, NOW - 60_000, NOW - 60_000],
+                           pa.timestamp("ms", tz="UTC")),
+        "bucket_ms": pa.array([60_000] * 3, pa.uint32()),
+        "caller": ["orders", "orders", "api"], "callee": ["postgres", "postgres", "orders"],
+        "source": ["spans"] * 3, "calls": pa.array([10, 12, 5], pa.uint64()),
+        "errors": pa.array([0, 1, 0], pa.uint64()),
+        "p50_ms": [3.0, 3.5, 40.0], "p95_ms": [9.0, 9.5, 90.0], "p99_ms": [12.0, 13.0, 99.0]}))
 
     async def scenario() -> None:
         everything = await list_problems(read, "tocsin", Filters(since="60d"), NOW)

@@ -11,7 +11,8 @@ scores every count against its own baseline:
 - *error-severity rate out of band*: the ERROR+FATAL count above its usual band;
 - *a template dropped or vanished*: a template usually logged at least twice
   ``min_count`` times a window, now far less or not at all (a code path no longer taken,
-  e.g. after a code defect).
+  e.g. after a code defect); only templates below WARN severity (errors and warnings
+  going quiet are a recovery).
 
 Bursts, drops and error rates must hold for two windows in a row (a one-window blip does
 not alarm); a new template fires in the window it appears.
@@ -43,6 +44,7 @@ MODEL = LogPatterns.name
 ERRORS_KEY = "severity:error"
 DROP = "|drop"  # alarm key suffix of a template logged far less than usual
 _ERROR_SEVERITY = 17  # OpenTelemetry ERROR range start
+_WARN_SEVERITY = 13  # OpenTelemetry WARN range start
 _DRAIN_PARAMS = ("sim_th", "depth", "max_children", "max_clusters")
 _MASKS = (
     (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "UUID"),
@@ -226,8 +228,8 @@ class LogAnalytics:
         """Templates logged far less than usual, or no more (two windows in a row)."""
         out: list[Finding] = []
         for key, cs in scores.items():
-            if key == ERRORS_KEY:
-                continue
+            if key == ERRORS_KEY or self.miner.severity.get(int(key[1:]), 0) >= _WARN_SEVERITY:
+                continue  # warnings and errors going quiet is a recovery, not a lost path
             dkey = f"{key}{DROP}"
             since = self.firing.get(dkey)
             if since is None and warm and cs.drop >= self.config.threshold:

@@ -143,6 +143,32 @@ def test_trace_rate_counting_noise_does_not_alarm_but_a_collapse_does():
     assert drop[0].evidence["expected"] == pytest.approx(120 / 60, rel=0.05)
 
 
+def test_errors_going_quiet_after_a_burst_are_no_dropped_template():
+    """A failing dependency: ERROR lines burst for ten minutes, then stop (the recovery).
+    Their baseline learnt the burst, yet their going quiet is no lost code path."""
+    logs = LogAnalytics(LogPatterns(warmup_windows=3))
+    minute = 60_000
+    out = []
+
+    def window(k, failed, served):
+        bodies = ([f"request failed: GET /orders/{i} status=503" for i in range(failed)]
+                  + [f"served GET /orders/{i} in 12 ms" for i in range(served)])
+        severities = [17] * failed + [9] * served
+        t = [k * minute + i for i in range(len(bodies))]
+        logs.add(t, ["h-1"] * len(t), severities, bodies)
+        out.extend(logs.advance((k + 1) * minute + 20_000))
+
+    for k in range(60):
+        window(k, 30 + k % 5, 40)
+    for k in range(60, 70):
+        window(k, 300, 40)
+    for k in range(70, 80):
+        window(k, 2, 40)
+    kinds = {f.evidence["kind"] for f in out if f.state == "firing"}
+    assert "template_burst" in kinds or "error_rate" in kinds
+    assert not kinds & {"template_drop", "vanished_template"}, kinds
+
+
 def test_a_statement_logged_far_less_or_no_more_alarms_with_its_template():
     """A code defect: a statement logged ~49 times a minute drops to 5, another vanishes;
     a rare one going quiet says nothing."""

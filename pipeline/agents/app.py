@@ -37,6 +37,7 @@ from pipeline.api.web import (
 from pipeline.detect.engines import build_engines
 from pipeline.errors import StoreError, StoreUnavailable
 from pipeline.events.faults import Faults
+from pipeline.ingest.stages import StageTimes
 from pipeline.ingest.step import Ingestor
 from pipeline.kafka.transport import ssl_context
 from pipeline.settings import KafkaSettings, Settings
@@ -65,6 +66,7 @@ class Pipeline:
     health: Health = field(default_factory=Health)
     runners: BatchRunners = field(default_factory=BatchRunners)
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    stages: StageTimes = field(default_factory=StageTimes)  # seconds per stage (status)
 
 
 class TocsinApp(faust.App):
@@ -282,9 +284,12 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
     metrics = WorkerMetrics()  # this app's registry: never shared with another worker
     writer = StoreWriter(store, faults, on_insert=metrics.observe_insert,
                          on_read=metrics.observe_query)
-    ingestor = Ingestor(writer, settings.ingest, ttl_days=settings.store.ttl_days)
+    stages = StageTimes()
+    ingestor = Ingestor(writer, settings.ingest, ttl_days=settings.store.ttl_days,
+                        stages=stages)
     pipeline = Pipeline(app, settings, store, writer, ingestor, build_engines(settings),
-                        health=Health(worker.stuck_after_failures), metrics=metrics)
+                        health=Health(worker.stuck_after_failures), metrics=metrics,
+                        stages=stages)
     app.runners = runners = pipeline.runners
     app.shutdown_timeout_s = worker.shutdown_timeout_s
     backoff = Backoff(max_s=settings.ingest.store_retry_max_s)
@@ -293,7 +298,7 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
     def new_runner(name: str, handle: Any) -> BatchRunner:
         return BatchRunner(app, pipeline.health.agent(name), handle,
                            batch_size=settings.ingest.batch_size, within_s=within_s,
-                           backoff=backoff, observe=metrics.observe_batch)
+                           backoff=backoff, observe=metrics.observe_batch, stages=stages)
 
     register_ingest_agents(app, settings, pipeline.ingestor, runners, new_runner, faults)
     if pipeline.engines:

@@ -71,6 +71,13 @@ class KafkaSettings:
     # producers' max request size, ``max.message.bytes`` of the topics Tocsin creates, the
     # local broker's ``message.max.bytes`` and the consumers' per-partition fetch size
     max_message_bytes: int = 1_048_576
+    # how long the broker may hold a worker's fetch when no data is ready. Faust fixes it
+    # at 1500 ms, and a fetch held for an idle partition blocks every other fetch to
+    # that broker meanwhile: the agents wait for data that is there
+    fetch_max_wait_ms: int = 100
+    # bytes a fetch takes per partition (at least max_message_bytes): larger fetches,
+    # fewer round trips while a backlog is read
+    fetch_partition_bytes: int = 8_388_608
 
 
 @dataclass(frozen=True)
@@ -429,6 +436,8 @@ _POSITIVE = {
     ("ingest", "batch_size"),
     ("ingest", "batch_within_ms"),
     ("ingest", "max_message_bytes"),
+    ("kafka", "fetch_max_wait_ms"),
+    ("kafka", "fetch_partition_bytes"),
     ("ingest", "store_retry_max_s"),
     ("ingest", "otlp_max_series"),
     ("worker", "session_timeout_ms"),

@@ -82,6 +82,14 @@ class TocsinApp(faust.App):
 
     runners: BatchRunners | None = None
     shutdown_timeout_s: float = 30.0
+    fetch_max_wait_ms: int | None = None  # kafka.fetch_max_wait_ms (None: Faust's 1500)
+
+    def _new_transport(self) -> Any:
+        """Faust's aiokafka transport, its consumer waiting ``fetch_max_wait_ms`` at most
+        on a fetch (see ``pipeline.agents.transport``)."""
+        from pipeline.agents.transport import Transport
+
+        return Transport(self.conf.broker_consumer, self)
 
     async def on_stop(self) -> None:
         """Start the shutdown deadline, let the batches settle, then stop Faust."""
@@ -272,9 +280,11 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
         # every message this worker writes is sized within kafka.max_message_bytes; the
         # fetch size per partition is at least that
         producer_max_request_size=settings.kafka.max_message_bytes,
-        consumer_max_fetch_size=max(settings.kafka.max_message_bytes, 1_048_576),
+        consumer_max_fetch_size=max(settings.kafka.max_message_bytes,
+                                    settings.kafka.fetch_partition_bytes),
         autodiscover=False,
     )
+    app.fetch_max_wait_ms = settings.kafka.fetch_max_wait_ms
     if worker.web_host not in ("127.0.0.1", "localhost", "::1") and not worker.api_token:
         log.warning("the worker's pages (the query page included) listen on %s without "
                     "worker.api_token: anyone who reaches that address can query the store",

@@ -75,9 +75,8 @@ class KafkaSettings:
     # at 1500 ms, and a fetch held for an idle partition blocks every other fetch to
     # that broker meanwhile: the agents wait for data that is there
     fetch_max_wait_ms: int = 100
-    # bytes a fetch takes per partition (at least max_message_bytes): larger fetches,
-    # fewer round trips while a backlog is read
-    fetch_partition_bytes: int = 8_388_608
+    # bytes a fetch takes per partition at most (at least max_message_bytes is used)
+    fetch_partition_bytes: int = 1_048_576
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,12 @@ The detectors' cost is mostly per call (per service and series), not per record:
 batch holds several ingest batches' slices of the same service, with ticks between them,
 and processing them one by one calls every engine once per slice. A later slice is merged
 into the service's earlier one (its records appended, in order) when no tick between
-them can close a window those records belong to: every tick between them is at most
-``latest tick time - allowed lateness`` (a partition's watermark never passes the
-latest time of its ticks), so when each record of the later slice is after that bound,
-taking the slice before the ticks changes nothing the ticks do, and the engines see the
-same records in the same order, in fewer, larger calls. Otherwise (a record the ticks
-would make late) the slice stays in its place.
+them can close a window those records belong to: the ticks are replayed on a copy of the
+step's watermarks, and when each record of the later slice is after every watermark
+those ticks reach (progress minus the allowed lateness), taking the slice before the
+ticks changes nothing the ticks do, and the engines see the same records in the same
+order, in fewer, larger calls. Otherwise (a record the ticks would make late) the slice
+stays in its place.
 
 >>> import numpy as np
 >>> from pipeline.events.slices import ServiceSlice
@@ -22,9 +22,9 @@ would make late) the slice stays in its place.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -78,43 +78,47 @@ def merge_slices(a: ServiceSlice, b: ServiceSlice) -> ServiceSlice:
     return ServiceSlice(a.signal, a.service, columns)
 
 
-def operations(messages: Iterable[Any], latest_tick_ms: Callable[[int], int],
+class Progress(Protocol):
+    """What the coalescing needs of the step's watermarks: a tick's effect on a copy."""
+
+    def observe(self, partition: int, tick: Tick) -> int: ...
+
+
+def operations(messages: Iterable[Any], watermarks: Progress,
                allowed_lateness_ms: int) -> list[Operation]:
-    """The step's operations in order (see the module doc); ``latest_tick_ms(p)`` is the
-    latest tick time already known for partition ``p`` (-1: none)."""
+    """The step's operations in order (see the module doc); ``watermarks`` is a copy of
+    the step's (the ticks are replayed on it)."""
     ops: list[Operation] = []
-    latest: dict[int, int] = {}  # partition -> latest tick time so far
-    ticks_seen: dict[int, int] = {}  # partition -> ticks so far in this step
+    # partition -> the watermark each tick so far in this step can close up to
+    closes: dict[int, list[int]] = {}
     # (partition, signal, service) -> (index of its open operation, ticks seen then)
     open_ops: dict[tuple[int, str, str], tuple[int, int]] = {}
     for message in messages:
         p = message.partition
         if message.key == TICK_KEY:
             ticks = decode_ticks(message.value)
-            if p not in latest:
-                latest[p] = latest_tick_ms(p)
+            progress = None
             for tick in ticks:
-                latest[p] = max(latest[p], tick.time_ms)
-            ticks_seen[p] = ticks_seen.get(p, 0) + 1
+                progress = watermarks.observe(p, tick)
+            if progress is not None:
+                closes.setdefault(p, []).append(progress - allowed_lateness_ms)
             ops.append(Operation(p, ticks=ticks))
             continue
         piece = read_slice(message.key, message.value)
         key = (p, piece.signal, piece.service)
+        seen_now = len(closes.get(p, ()))
         opened = open_ops.get(key)
         if opened is not None:
             index, seen = opened
             earlier = ops[index].piece
             assert earlier is not None
-            if seen == ticks_seen.get(p, 0):
-                passable = True  # no tick between them
-            else:
-                first = _min_time(piece)
-                bound = latest.get(p, -1) - allowed_lateness_ms
-                passable = first is not None and first > bound
+            between = closes.get(p, [])[seen:]
+            first = _min_time(piece)
+            passable = not between or (first is not None and first > max(between))
             if passable and _same_shape(earlier, piece):
                 ops[index].piece = merge_slices(earlier, piece)
                 ops[index].messages += 1
                 continue
-        open_ops[key] = (len(ops), ticks_seen.get(p, 0))
+        open_ops[key] = (len(ops), seen_now)
         ops.append(Operation(p, piece=piece))
     return ops

@@ -102,11 +102,11 @@ class Watermarks:
         behind = [t.time_ms for t in ticks.values() if t.backlog]
         return min(behind) if behind else max(t.time_ms for t in ticks.values())
 
-    def latest(self, partition: int) -> int:
-        """The latest tick time seen on ``partition`` (-1: none): its watermark, before
-        lateness, is never past it."""
-        ticks = self._ticks.get(partition)
-        return max((t.time_ms for t in ticks.values()), default=-1) if ticks else -1
+    def copy(self) -> Watermarks:
+        """An independent copy (ticks can be replayed on it without touching this one)."""
+        other = Watermarks()
+        other._ticks = {p: dict(ticks) for p, ticks in self._ticks.items()}
+        return other
 
     def forget(self, partition: int) -> None:
         """Drop what is known of ``partition``."""
@@ -162,7 +162,8 @@ class DetectionStep:
 
         # each service's slices merged where no tick between them could close their
         # windows: the same records in the same order, in fewer engine calls
-        for op in operations(messages, self.watermarks.latest, self.allowed_lateness_ms):
+        for op in operations(messages, self.watermarks.copy(),
+                             self.allowed_lateness_ms):
             if op.ticks is not None:
                 if not op.ticks:
                     continue

@@ -102,7 +102,8 @@ class Figures:
     stored_rows: int = 0  # SELECT count() FROM tocsin.metrics
     ratio: float = 0.0
     worker_peak_mib: float = 0.0
-    worker_cpu_s: float = 0.0  # user + system CPU seconds of the worker, start to stop
+    worker_cpu_s: float = 0.0  # user + system CPU seconds of the worker, start to all stored
+    worker_cpu_detected_s: float = 0.0  # the same, start to the correlator caught up
     series: int = 0  # distinct (service, host, metric) series in the points
     last_event_ms: int = 0  # the latest event time among the points
     detected_after_s: float = float("nan")  # all stored -> detect watermark past the last
@@ -394,6 +395,7 @@ def run_worker(worker: Worker, figures: Figures, timeout_s: float,
     figures.worker_cpu_s = worker.cpu_s()
     if status["detect"]["engines"]:
         wait_for_detection(worker, figures, stored_at, lag_timeout_s, verbose)
+        figures.worker_cpu_detected_s = worker.cpu_s()
     rows = worker.query(f"SELECT count() FROM {settings_db(worker)}.metrics")
     figures.stored_rows = int(rows[0][0])
     if figures.stored_rows != total:
@@ -494,13 +496,17 @@ def print_table(f: Figures) -> None:
         ("ratio tocsin / ceiling", _ratio(f.ratio)),
         ("ratio tocsin / Faust agent", "n/a" if not f.ratio_faust or f.ratio_faust != f.ratio_faust
          else f"{f.ratio_faust:.1f}x"),
-        ("all stored -> detect watermark past the last point", _after(f.detected_after_s)),
-        ("all stored -> correlator past it", _after(f.correlated_after_s)),
+        ("all stored -> detect watermark past the last point",
+         _after(f.detected_after_s) if f.worker_cpu_detected_s else "detection off"),
+        ("all stored -> correlator past it",
+         _after(f.correlated_after_s) if f.worker_cpu_detected_s else "detection off"),
         ("worker start -> first stored row", f"{f.worker_first_row_s:.1f} s "
          f"({f.ingest_first_seen:,} rows at that poll)"),
         ("rows in tocsin.metrics", f"{f.stored_rows:,}"),
         ("worker peak memory (VmHWM)", f"{f.worker_peak_mib:,.0f} MiB"),
         ("worker CPU (user + system), start to all stored", f"{f.worker_cpu_s:.1f} s"),
+        ("worker CPU, start to the correlator caught up", f"{f.worker_cpu_detected_s:.1f} s"
+         if f.worker_cpu_detected_s else "detection off"),
         ("machine", f"{f.cpus} CPUs, 1-min load average {f.load_before:.2f} at start"),
     ]
     width = max(len(name) for name, _ in rows)

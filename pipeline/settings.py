@@ -166,10 +166,6 @@ class DetectSettings:
     online models' warm-up from stored history and level-shift policy."""
 
     enabled: bool = True
-    # by-service messages per detect batch at most: the slices of a service in one batch
-    # are merged where exact (pipeline.detect.coalesce), so larger batches mean fewer,
-    # larger engine calls
-    batch_size: int = 4000
     rules: str = ""  # comma-separated rule files or directories; empty: the built-in rules
     allowed_lateness_ms: int = 60_000
     keepalive_ms: int = 300_000  # re-send a firing detection: the correlator's liveness
@@ -447,7 +443,6 @@ _POSITIVE = {
     ("worker", "shutdown_timeout_s"),
     ("worker", "stuck_after_failures"),
     ("detect", "reload_interval_s"),
-    ("detect", "batch_size"),
     ("notify", "resend_interval_ms"),
     ("notify", "timeout_ms"),
     ("notify", "max_attempts"),

@@ -275,8 +275,7 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
         broker_commit_interval=1.0,
         broker_session_timeout=worker.session_timeout_ms / 1000,
         broker_heartbeat_interval=min(3.0, worker.session_timeout_ms / 3000),
-        stream_buffer_maxsize=max(4096, settings.ingest.batch_size * 2,
-                                  settings.detect.batch_size * 2),
+        stream_buffer_maxsize=max(4096, settings.ingest.batch_size * 2),
         stream_wait_empty=False,  # the batch runners settle instead (TocsinApp.on_stop)
         # every message this worker writes is sized within kafka.max_message_bytes; the
         # fetch size per partition is at least that
@@ -306,13 +305,9 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
     backoff = Backoff(max_s=settings.ingest.store_retry_max_s)
     within_s = settings.ingest.batch_within_ms / 1000
 
-    # the detect agent takes larger batches (detect.batch_size): see pipeline.detect.coalesce
-    batch_sizes = {"tocsin.detect": settings.detect.batch_size}
-
     def new_runner(name: str, handle: Any) -> BatchRunner:
         return BatchRunner(app, pipeline.health.agent(name), handle,
-                           batch_size=batch_sizes.get(name, settings.ingest.batch_size),
-                           within_s=within_s,
+                           batch_size=settings.ingest.batch_size, within_s=within_s,
                            backoff=backoff, observe=metrics.observe_batch, stages=stages)
 
     register_ingest_agents(app, settings, pipeline.ingestor, runners, new_runner, faults)

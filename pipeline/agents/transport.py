@@ -5,10 +5,10 @@ to change it. With several topics on one broker that stalls the agents: once a b
 keeps the consumer busy past aiokafka's prefetch backoff, aiokafka fetches only the
 partitions with nothing buffered (the idle log and trace topics), the broker holds that
 fetch up to ``fetch_max_wait_ms`` for data that never comes, and no other fetch goes to
-that broker meanwhile. The worker's consumer here is Faust's own, with aiokafka's
-``fetch_max_wait_ms`` set from ``kafka.fetch_max_wait_ms`` before it starts (aiokafka
-hands it to its fetcher in ``start()``); everything else (groups, assignment, commits,
-rebalances) is Faust's.
+that broker meanwhile. The worker's consumer here
+is Faust's own, with aiokafka's ``fetch_max_wait_ms`` set from ``kafka.fetch_max_wait_ms``
+before it starts (aiokafka hands it to its fetcher in ``start()``; the default is Faust's
+1500); everything else (groups, assignment, commits, rebalances) is Faust's.
 """
 
 from __future__ import annotations

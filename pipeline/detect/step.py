@@ -22,10 +22,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pipeline.detect.coalesce import operations
 from pipeline.events.detection import Detection
 from pipeline.events.printable import printable
-from pipeline.events.slices import Tick
+from pipeline.events.slices import TICK_KEY, Tick, decode_ticks, read_slice
 
 log = logging.getLogger("tocsin.detect")
 
@@ -102,12 +101,6 @@ class Watermarks:
         behind = [t.time_ms for t in ticks.values() if t.backlog]
         return min(behind) if behind else max(t.time_ms for t in ticks.values())
 
-    def copy(self) -> Watermarks:
-        """An independent copy (ticks can be replayed on it without touching this one)."""
-        other = Watermarks()
-        other._ticks = {p: dict(ticks) for p, ticks in self._ticks.items()}
-        return other
-
     def forget(self, partition: int) -> None:
         """Drop what is known of ``partition``."""
         self._ticks.pop(partition, None)
@@ -160,21 +153,19 @@ class DetectionStep:
                     else engine.state_from_bytes(stored)
             return live[key]
 
-        # each service's slices merged where no tick between them could close their
-        # windows: the same records in the same order, in fewer engine calls
-        for op in operations(messages, self.watermarks.copy(),
-                             self.allowed_lateness_ms):
-            if op.ticks is not None:
-                if not op.ticks:
+        for message in messages:
+            if message.key == TICK_KEY:
+                ticks = decode_ticks(message.value)
+                if not ticks:
                     continue
-                for tick in op.ticks:
-                    progress = self.watermarks.observe(op.partition, tick)
+                for tick in ticks:
+                    progress = self.watermarks.observe(message.partition, tick)
                 watermark = progress - self.allowed_lateness_ms
-                if watermark <= self._advanced.get(op.partition, watermark - 1):
+                if watermark <= self._advanced.get(message.partition, watermark - 1):
                     continue
-                self._advanced[op.partition] = watermark
+                self._advanced[message.partition] = watermark
                 # the services stored on the partition, and those met first in this step
-                services = set(services_on(op.partition)) | new_on[op.partition]
+                services = set(services_on(message.partition)) | new_on[message.partition]
                 for service in sorted(services):
                     for name, engine in self.engines.items():
                         try:
@@ -187,10 +178,9 @@ class DetectionStep:
                         live[(name, service)] = state
                         result.detections.extend(found)
                 continue
-            piece = op.piece
-            assert piece is not None
-            new_on[op.partition].add(piece.service)
-            result.slices += op.messages
+            piece = read_slice(message.key, message.value)
+            new_on[message.partition].add(piece.service)
+            result.slices += 1
             for name, engine in self.engines.items():
                 if piece.signal == "metrics" and self.history is not None \
                         and hasattr(engine, "seed"):

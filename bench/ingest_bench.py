@@ -13,12 +13,20 @@ messages of ``--per-message`` points (default 100) by :class:`TelemetryProducer`
    0.2 s and the rate is taken from the first poll that shows stored rows to the poll that
    shows all of them; ``SELECT count() FROM tocsin.metrics`` through ``/tocsin/query``
    must then answer exactly ``--points``;
-3. the ratio tocsin / ceiling, and
-4. the worker's peak resident memory (``VmHWM``), read just before it is stopped.
+3. the per-event Faust agent (``bench/faust_agent.py``: ``async for value in stream``,
+   orjson, a field check, a chdb insert every 10k rows), what a Faust user writes first,
+   on the same topic in its own group (``--no-faust`` skips it);
+4. the ratios tocsin / ceiling and tocsin / Faust agent; with detection on, the seconds
+   from the last row stored until the detect watermark, then the correlator, pass the
+   last point (minus the allowed lateness);
+5. the worker's time per stage (``stages`` on the status page: decode, store insert,
+   forward by service, each agent's wait for its next batch and its busy time), its
+   CPU seconds and its peak resident memory (``VmHWM``), read just before it is stopped.
 
     .venv/bin/python bench/ingest_bench.py [--points 1000000] [--per-message 100]
         [--bootstrap HOST:PORT] [--partitions 4] [--batch-size N] [--json]
-        [--verbose] [--worker-env NAME=VALUE ...] [--profile FILE]
+        [--verbose] [--worker-env NAME=VALUE ...] [--profile FILE] [--series N]
+        [--no-faust] [--lag-timeout S]
 
 Without ``--bootstrap`` a local broker is started on free ports and stopped at the end.
 See bench/README.md for what each figure means and the figures measured so far.
@@ -94,6 +102,18 @@ class Figures:
     stored_rows: int = 0  # SELECT count() FROM tocsin.metrics
     ratio: float = 0.0
     worker_peak_mib: float = 0.0
+    worker_cpu_s: float = 0.0  # user + system CPU seconds of the worker, start to all stored
+    worker_cpu_detected_s: float = 0.0  # the same, start to the correlator caught up
+    series: int = 0  # distinct (service, host, metric) series in the points
+    last_event_ms: int = 0  # the latest event time among the points
+    detected_after_s: float = float("nan")  # all stored -> detect watermark past the last
+    correlated_after_s: float = float("nan")  # all stored -> correlator past it too
+    faust_points: int = 0
+    faust_s: float = 0.0
+    faust_points_per_s: float = 0.0
+    faust_peak_mib: float = 0.0
+    ratio_faust: float = 0.0  # tocsin / the per-event Faust agent
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
     cpus: int = 0
     load_before: float = 0.0  # 1-minute load average when the run started
     status: dict[str, Any] = field(default_factory=dict)
@@ -102,8 +122,10 @@ class Figures:
 # --------------------------------------------------------------------------- points
 
 
-def make_points(n: int, now_ms: int, seed: int = 7) -> list[dict[str, Any]]:
-    """``n`` metric points in wire format: 200 services x 5 hosts x 5 metrics, last hour.
+def make_points(n: int, now_ms: int, seed: int = 7,
+                hosts_per_service: int = HOSTS_PER_SERVICE) -> list[dict[str, Any]]:
+    """``n`` metric points in wire format: 200 services x ``hosts_per_service`` hosts x 5
+    metrics (5 hosts: 5,000 series), last hour.
 
     Series are sampled in rounds (one point per series per round, like a scrape), the
     rounds spread evenly over the hour before ``now_ms``; values are drawn around a typical
@@ -115,7 +137,7 @@ def make_points(n: int, now_ms: int, seed: int = 7) -> list[dict[str, Any]]:
     for s in range(SERVICES):
         service = f"svc-{s:03d}"
         region = REGIONS[s % len(REGIONS)]
-        for h in range(HOSTS_PER_SERVICE):
+        for h in range(hosts_per_service):
             host = f"{service}-{h}"
             attrs = {"region": region, "az": f"{region}{'abc'[h % 3]}"}
             for name, unit, level, spread in METRICS:
@@ -144,7 +166,11 @@ def make_points(n: int, now_ms: int, seed: int = 7) -> list[dict[str, Any]]:
 async def produce(settings: Settings, points: list[dict[str, Any]], per_message: int) \
         -> tuple[float, int]:
     """Send ``points`` with TelemetryProducer; seconds from the first send to flushed."""
-    async with TelemetryProducer(settings, records_per_message=per_message) as producer:
+    # every message full (``per_message`` points of one service): no flush on event-time
+    # lag or wall time, so the messages are the same whatever the machine's speed
+    async with TelemetryProducer(settings, records_per_message=per_message,
+                                 max_event_lag_ms=2 * HOUR_MS,
+                                 max_wait_ms=3_600_000) as producer:
         began = time.perf_counter()
         await producer.send(RecordKind.METRIC, points)
         await producer.flush()
@@ -291,6 +317,12 @@ class Worker:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the worker process so far."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> str:
         """SIGTERM (SIGINT under cProfile, so it writes its file), SIGKILL after 20 s.
 
@@ -314,7 +346,7 @@ class Worker:
 
 
 def run_worker(worker: Worker, figures: Figures, timeout_s: float,
-               verbose: bool = False) -> None:
+               verbose: bool = False, lag_timeout_s: float = 120.0) -> None:
     """Start the worker, time the ingest from the status page, verify the row count."""
     total = figures.points
     last_stored = 0
@@ -358,11 +390,73 @@ def run_worker(worker: Worker, figures: Figures, timeout_s: float,
         figures.ingest_points_per_s = counted / figures.ingest_s
     else:  # everything landed before the first poll that saw rows: no rate to measure
         figures.ingest_points_per_s = float("nan")
+    stored_at = seen
+    figures.stages = status.get("stages", {})
+    figures.worker_cpu_s = worker.cpu_s()
+    if status["detect"]["engines"]:
+        wait_for_detection(worker, figures, stored_at, lag_timeout_s, verbose)
+        figures.worker_cpu_detected_s = worker.cpu_s()
     rows = worker.query(f"SELECT count() FROM {settings_db(worker)}.metrics")
     figures.stored_rows = int(rows[0][0])
     if figures.stored_rows != total:
         raise RuntimeError(f"SELECT count() answered {figures.stored_rows}, expected {total}")
     figures.worker_peak_mib = worker.peak_mib()
+
+
+def wait_for_detection(worker: Worker, figures: Figures, stored_at: float,
+                       timeout_s: float, verbose: bool) -> None:
+    """Poll until the detect watermark, then the correlator's event time, pass the last
+    point's time minus the allowed lateness (every window up to the last one evaluated,
+    its detections written and correlated); seconds after the last row was stored. A
+    figure stays NaN if it is not reached within ``timeout_s``."""
+    deadline = stored_at + timeout_s
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = worker.status() or status
+        seen = time.monotonic()
+        detect = status.get("detect", {})
+        target = figures.last_event_ms - detect.get("allowed_lateness_ms", 0)
+        if figures.detected_after_s != figures.detected_after_s \
+                and detect.get("watermark_ms", -1) >= target:
+            figures.detected_after_s = seen - stored_at
+        correlated = status.get("correlate", {}).get("event_time_ms", {})
+        if correlated and max(correlated.values()) >= target:
+            figures.correlated_after_s = seen - stored_at
+            break
+        time.sleep(POLL_S)
+    if verbose:
+        print(f"  detect watermark {status.get('detect', {}).get('watermark_ms')}, "
+              f"correlator {status.get('correlate', {}).get('event_time_ms')}, "
+              f"last point {figures.last_event_ms}", flush=True)
+    figures.status = status or figures.status
+    figures.stages = figures.status.get("stages", figures.stages)
+
+
+def run_faust_agent(bootstrap: str, topic: str, suffix: str, root: Path, expect: int,
+                    partitions: int, timeout_s: float) -> dict[str, Any]:
+    """The per-event Faust agent (``bench/faust_agent.py``) over the same topic, in a
+    child process of its own group; its figures (points, seconds, peak_mib)."""
+    result = root / "faust-agent.json"
+    log_path = root / "faust-agent.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "bench" / "faust_agent.py"), "--bootstrap", bootstrap,
+             "--topic", topic, "--group", f"faust-bench-{suffix}", "--store",
+             str(root / "faust-store"), "--expect", str(expect), "--result", str(result),
+             "--partitions", str(partitions)],
+            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise RuntimeError(f"the per-event Faust agent did not finish in {timeout_s:.0f}s:\n"
+                           f"{log_path.read_text(errors='replace')[-3000:]}") from None
+    if not result.exists():
+        raise RuntimeError(f"the per-event Faust agent exited with {proc.returncode}:\n"
+                           f"{log_path.read_text(errors='replace')[-3000:]}")
+    return json.loads(result.read_text())
 
 
 def settings_db(worker: Worker) -> str:
@@ -376,29 +470,56 @@ def _rate(value: float) -> str:
     return "n/a" if value != value else f"{value:,.0f}"  # NaN check
 
 
+def _ratio(value: float) -> str:
+    return "n/a" if value != value or not value else f"{value:.1%}"
+
+
+def _after(value: float) -> str:
+    return "not reached" if value != value else f"{value:.1f} s"
+
+
 def print_table(f: Figures) -> None:
     rows = [
         ("points (messages x per message)",
-         f"{f.points:,} ({f.messages:,} x {f.per_message})"),
+         f"{f.points:,} ({f.messages:,} x up to {f.per_message}), {f.series:,} series"),
         ("partitions / worker batch (messages)", f"{f.partitions} / {f.batch_size}"),
         ("producer (TelemetryProducer)",
          f"{_rate(f.produce_points_per_s)} points/s ({f.produce_s:.2f} s)"),
         ("ceiling (aiokafka getmany + orjson)",
          f"{_rate(f.ceiling_points_per_s)} points/s ({f.ceiling_s:.2f} s)"),
-        ("tocsin ingest into embedded ClickHouse",
+        ("per-event Faust agent (ingest only)",
+         f"{_rate(f.faust_points_per_s)} points/s ({f.faust_s:.2f} s, peak "
+         f"{f.faust_peak_mib:,.0f} MiB)" if f.faust_s else "not run"),
+        ("tocsin worker",
          f"{_rate(f.ingest_points_per_s)} points/s ({f.points - f.ingest_first_seen:,} "
          f"points in {f.ingest_s:.2f} s)"),
-        ("ratio ingest / ceiling", "n/a" if f.ratio != f.ratio else f"{f.ratio:.1%}"),
+        ("ratio tocsin / ceiling", _ratio(f.ratio)),
+        ("ratio tocsin / Faust agent", "n/a" if not f.ratio_faust or f.ratio_faust != f.ratio_faust
+         else f"{f.ratio_faust:.1f}x"),
+        ("all stored -> detect watermark past the last point",
+         _after(f.detected_after_s) if f.worker_cpu_detected_s else "detection off"),
+        ("all stored -> correlator past it",
+         _after(f.correlated_after_s) if f.worker_cpu_detected_s else "detection off"),
         ("worker start -> first stored row", f"{f.worker_first_row_s:.1f} s "
          f"({f.ingest_first_seen:,} rows at that poll)"),
         ("rows in tocsin.metrics", f"{f.stored_rows:,}"),
         ("worker peak memory (VmHWM)", f"{f.worker_peak_mib:,.0f} MiB"),
+        ("worker CPU (user + system), start to all stored", f"{f.worker_cpu_s:.1f} s"),
+        ("worker CPU, start to the correlator caught up", f"{f.worker_cpu_detected_s:.1f} s"
+         if f.worker_cpu_detected_s else "detection off"),
         ("machine", f"{f.cpus} CPUs, 1-min load average {f.load_before:.2f} at start"),
     ]
     width = max(len(name) for name, _ in rows)
     print()
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
+    if f.stages:
+        print("\n  worker stages (wall seconds holding a batch; threads overlap the loop)")
+        per = 100_000 / f.points
+        print(f"  {'stage':<34} {'seconds':>8} {'calls':>6} {'s per 100k points':>18}")
+        for name, st in sorted(f.stages.items(), key=lambda kv: -kv[1]["seconds"]):
+            print(f"  {name:<34} {st['seconds']:8.2f} {st['calls']:6d} "
+                  f"{st['seconds'] * per:18.3f}")
 
 
 # --------------------------------------------------------------------------- main
@@ -424,9 +545,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="print the stored counter whenever a poll sees it change")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="give up on the ingest after this many seconds")
+    parser.add_argument("--series", type=int, default=SERVICES * HOSTS_PER_SERVICE * len(METRICS),
+                        help="distinct series (200 services x 5 metrics x hosts: rounded "
+                        "to a multiple of 1,000); e.g. --series 1000000 with --points "
+                        "1000000: every point its own series")
+    parser.add_argument("--no-faust", action="store_true",
+                        help="skip the per-event Faust agent (the slowest of the three)")
+    parser.add_argument("--lag-timeout", type=float, default=180.0,
+                        help="after all rows are stored, wait this long at most for the "
+                        "detect watermark and the correlator to pass the last point")
     args = parser.parse_args(argv)
-    if args.points < 1 or args.per_message < 1 or args.partitions < 1:
-        parser.error("--points, --per-message and --partitions must be >= 1")
+    if args.points < 1 or args.per_message < 1 or args.partitions < 1 or args.series < 1:
+        parser.error("--points, --per-message, --partitions and --series must be >= 1")
     if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
     if any("=" not in item for item in args.worker_env):
@@ -464,13 +594,15 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(ensure_topics(settings))
 
         t = time.perf_counter()
-        points = make_points(args.points, int(time.time() * 1000))
-        print(f"generated {len(points):,} points in {time.perf_counter() - t:.1f}s",
-              flush=True)
+        hosts = max(1, round(args.series / (SERVICES * len(METRICS))))
+        points = make_points(args.points, int(time.time() * 1000), hosts_per_service=hosts)
+        figures.series = len({(p["service.name"], p["host.name"], p["name"]) for p in points})
+        figures.last_event_ms = max(p["time"] for p in points)
+        print(f"generated {len(points):,} points ({figures.series:,} series) in "
+              f"{time.perf_counter() - t:.1f}s", flush=True)
         figures.produce_s, sent = asyncio.run(produce(settings, points, args.per_message))
         del points
-        if sent != figures.messages:
-            raise RuntimeError(f"producer sent {sent} messages, expected {figures.messages}")
+        figures.messages = sent  # per service: ceil(its points / per_message)
         figures.produce_points_per_s = args.points / figures.produce_s
         print(f"produced {args.points:,} points in {sent:,} messages to {topic} in "
               f"{figures.produce_s:.1f}s", flush=True)
@@ -485,11 +617,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ceiling: read + decoded {figures.ceiling_points:,} points in "
               f"{figures.ceiling_s:.1f}s", flush=True)
 
+        if not args.no_faust:
+            faust = run_faust_agent(bootstrap, topic, suffix, root, args.points,
+                                    args.partitions, args.timeout)
+            if faust["points"] != args.points:
+                raise RuntimeError(f"the Faust agent stored {faust['points']} points, "
+                                   f"expected {args.points}")
+            figures.faust_points, figures.faust_s = faust["points"], faust["seconds"]
+            figures.faust_points_per_s = faust["points"] / faust["seconds"]
+            figures.faust_peak_mib = faust["peak_mib"]
+            print(f"per-event Faust agent: stored {faust['points']:,} points in "
+                  f"{faust['seconds']:.1f}s", flush=True)
+
         worker = Worker(env, root / "worker.log", args.profile)
-        run_worker(worker, figures, args.timeout, args.verbose)
+        run_worker(worker, figures, args.timeout, args.verbose, args.lag_timeout)
         figures.ratio = figures.ingest_points_per_s / figures.ceiling_points_per_s
-        print(f"tocsin: stored {figures.stored_rows:,} rows; status {figures.status}",
-              flush=True)
+        if figures.faust_points_per_s:
+            figures.ratio_faust = figures.ingest_points_per_s / figures.faust_points_per_s
+        print(f"tocsin: stored {figures.stored_rows:,} rows", flush=True)
+        if args.verbose:
+            print(f"status {figures.status}", flush=True)
     except BaseException:
         if worker is not None and worker.proc is not None:
             print(f"worker log tail:\n{worker.log_tail()}", file=sys.stderr)
@@ -514,6 +661,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         payload = asdict(figures)
         payload.pop("status")
+        payload.pop("stages")
         print(json.dumps({k: (None if isinstance(v, float) and v != v else
                               round(v, 3) if isinstance(v, float) else v)
                           for k, v in payload.items()}))

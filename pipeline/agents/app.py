@@ -41,6 +41,7 @@ from pipeline.api.web import (
 from pipeline.detect.engines import build_engines
 from pipeline.errors import StoreError, StoreUnavailable
 from pipeline.events.faults import Faults
+from pipeline.ingest.stages import StageTimes
 from pipeline.ingest.step import Ingestor
 from pipeline.kafka.transport import ssl_context
 from pipeline.settings import KafkaSettings, Settings
@@ -69,6 +70,7 @@ class Pipeline:
     health: Health = field(default_factory=Health)
     runners: BatchRunners = field(default_factory=BatchRunners)
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    stages: StageTimes = field(default_factory=StageTimes)  # seconds per stage (status)
 
 
 class TocsinApp(faust.App):
@@ -84,6 +86,14 @@ class TocsinApp(faust.App):
 
     runners: BatchRunners | None = None
     shutdown_timeout_s: float = 30.0
+    fetch_max_wait_ms: int | None = None  # kafka.fetch_max_wait_ms (None: Faust's 1500)
+
+    def _new_transport(self) -> Any:
+        """Faust's aiokafka transport, its consumer waiting ``fetch_max_wait_ms`` at most
+        on a fetch (see ``pipeline.agents.transport``)."""
+        from pipeline.agents.transport import Transport
+
+        return Transport(self.conf.broker_consumer, self)
 
     async def on_stop(self) -> None:
         """Start the shutdown deadline, let the batches settle, then stop Faust."""
@@ -262,9 +272,11 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
         # every message this worker writes is sized within kafka.max_message_bytes; the
         # fetch size per partition is at least that
         producer_max_request_size=settings.kafka.max_message_bytes,
-        consumer_max_fetch_size=max(settings.kafka.max_message_bytes, 1_048_576),
+        consumer_max_fetch_size=max(settings.kafka.max_message_bytes,
+                                    settings.kafka.fetch_partition_bytes),
         autodiscover=False,
     )
+    app.fetch_max_wait_ms = settings.kafka.fetch_max_wait_ms
     if worker.web_host not in ("127.0.0.1", "localhost", "::1") and not worker.api_token:
         log.warning("the worker's pages (the query page included) listen on %s without "
                     "worker.api_token: anyone who reaches that address can query the store",
@@ -274,9 +286,12 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
     metrics = WorkerMetrics()  # this app's registry: never shared with another worker
     writer = StoreWriter(store, faults, on_insert=metrics.observe_insert,
                          on_read=metrics.observe_query)
-    ingestor = Ingestor(writer, settings.ingest, ttl_days=settings.store.ttl_days)
+    stages = StageTimes()
+    ingestor = Ingestor(writer, settings.ingest, ttl_days=settings.store.ttl_days,
+                        stages=stages)
     pipeline = Pipeline(app, settings, store, writer, ingestor, build_engines(settings),
-                        health=Health(worker.stuck_after_failures), metrics=metrics)
+                        health=Health(worker.stuck_after_failures), metrics=metrics,
+                        stages=stages)
     app.runners = runners = pipeline.runners
     app.shutdown_timeout_s = worker.shutdown_timeout_s
     backoff = Backoff(max_s=settings.ingest.store_retry_max_s)
@@ -285,7 +300,7 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
     def new_runner(name: str, handle: Any) -> BatchRunner:
         return BatchRunner(app, pipeline.health.agent(name), handle,
                            batch_size=settings.ingest.batch_size, within_s=within_s,
-                           backoff=backoff, observe=metrics.observe_batch)
+                           backoff=backoff, observe=metrics.observe_batch, stages=stages)
 
     register_ingest_agents(app, settings, pipeline.ingestor, runners, new_runner, faults)
     if pipeline.engines:

@@ -45,6 +45,7 @@ from pipeline.agents.health import (
     describe_ranges,
     offset_ranges,
 )
+from pipeline.ingest.stages import StageTimes
 
 log = logging.getLogger("tocsin.agents")
 
@@ -99,9 +100,13 @@ class BatchRunner:
 
     def __init__(self, app: Any, health: AgentHealth, handle: BatchHandler, *,
                  batch_size: int, within_s: float, backoff: Backoff,
-                 observe: BatchObserver | None = None) -> None:
+                 observe: BatchObserver | None = None,
+                 stages: StageTimes | None = None) -> None:
         self.app = app
         self.observe = observe
+        # "<agent>.wait": waiting for the next batch (fetches included), "<agent>.busy":
+        # working on one, attempts and backoffs included
+        self.stages = stages if stages is not None else StageTimes()
         self.health = health
         self.handle = handle
         self.batch_size = batch_size
@@ -142,13 +147,16 @@ class BatchRunner:
         # runner's release makes an event committable.
         stream.enable_acks = False
         batches = stream.take_events(self.batch_size, self.within_s)
+        asked = time.monotonic()
         try:
             async for events in batches:
+                self.stages.add(f"{self.name}.wait", time.monotonic() - asked)
                 if self.app.should_stop:  # taken while stopping: leave it to the next worker
                     for event in events:
                         event.message.incref()
                     return
                 await self._complete(stream, events)
+                asked = time.monotonic()
         finally:
             # acknowledge (without committing anything held) now, not when the generator
             # is collected: after a clean stop the consumer's last commit then covers it
@@ -183,6 +191,7 @@ class BatchRunner:
                 log.warning("agent %s: %s done after %d failed attempts", self.name,
                             describe_ranges(ranges), self.health.consecutive_failures)
             self.health.succeeded()
+            self.stages.add(f"{self.name}.busy", time.monotonic() - started)
             if self.observe is not None:
                 self.observe(self.name, len(events), time.monotonic() - started)
             return True

@@ -199,8 +199,9 @@ def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingesto
                     app, settings, batch.rejections))
             faults.check(f"ingest.{name}.after")
             if settings.detect.enabled:
-                unforwarded = await steps.once("forward", lambda: forward_by_service(
-                    app, settings, batch, messages, source, ticks, now_ms))
+                with ingestor.stages.timed("ingest.forward"):
+                    unforwarded = await steps.once("forward", lambda: forward_by_service(
+                        app, settings, batch, messages, source, ticks, now_ms))
                 if unforwarded:
                     await steps.once("unforwarded", lambda: dead_letter_unforwarded(
                         app, settings, ingestor, kind, unforwarded, now_ms))

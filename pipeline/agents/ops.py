@@ -103,6 +103,7 @@ def worker_status(pipeline: Any, now_ms: int) -> dict[str, Any]:
             "seeded_series": detect.seeded_series,
             "history_errors": detect.history_errors,
         },
+        "stages": pipeline.stages.to_wire(),
         "reads": {"running": reads.running, "served": reads.served,
                   "refused": reads.refused, "failed": reads.failed},
         "correlate": {

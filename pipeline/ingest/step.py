@@ -20,6 +20,7 @@ from pipeline.events.otlp_series import SeriesMemory
 from pipeline.events.otlp_wire import describe_decoder, metrics_decoder
 from pipeline.events.schema import SPECS, FieldType, RawMessage, RecordKind
 from pipeline.events.times import format_ms
+from pipeline.ingest.stages import StageTimes
 from pipeline.settings import IngestSettings
 from pipeline.store.writer import StoreWriter
 
@@ -64,9 +65,11 @@ def older_than_ttl(batch: DecodedBatch, now_ms: int, ttl_days: int) -> tuple[int
 
 
 def _decode_to_arrow(decode: Callable[..., DecodedBatch], kind: RecordKind,
-                     messages: Sequence[RawMessage], limits: DecodeLimits) -> DecodedBatch:
-    batch = decode(kind, messages, limits)
-    batch.to_arrow()  # built here, off the event loop, and kept on the batch
+                     messages: Sequence[RawMessage], limits: DecodeLimits,
+                     stages: StageTimes) -> DecodedBatch:
+    with stages.timed("ingest.decode"):
+        batch = decode(kind, messages, limits)
+        batch.to_arrow()  # built here, off the event loop, and kept on the batch
     return batch
 
 
@@ -74,11 +77,12 @@ class Ingestor:
     """Turns batches of raw messages into stored rows and dead-letter rows."""
 
     def __init__(self, writer: StoreWriter, settings: IngestSettings,
-                 ttl_days: int = 0) -> None:
+                 ttl_days: int = 0, stages: StageTimes | None = None) -> None:
         self.writer = writer
         self.settings = settings
         self.ttl_days = ttl_days  # the store's (store.ttl_days), to warn of expiring rows
         self.counters = IngestCounters()
+        self.stages = stages if stages is not None else StageTimes()
         # the previous point of each cumulative OTLP metric series (for rates): kept in
         # memory, so a restart forgets it and each series' next point only seeds it
         self.otlp_series = SeriesMemory(settings.otlp_max_series)
@@ -99,8 +103,9 @@ class Ingestor:
         decode = self._decode_otlp if otlp else decode_messages
         # decoding in a thread keeps the event loop free to send the next fetch request
         batch = await asyncio.get_running_loop().run_in_executor(
-            None, _decode_to_arrow, decode, kind, messages, limits)
-        await self.writer.insert(SPECS[kind].table, batch.to_arrow())
+            None, _decode_to_arrow, decode, kind, messages, limits, self.stages)
+        with self.stages.timed("ingest.store"):
+            await self.writer.insert(SPECS[kind].table, batch.to_arrow())
         buckets = getattr(batch, "buckets", None)  # OTLP histograms' buckets
         if buckets is not None:
             await self.writer.insert("metric_buckets", buckets)

@@ -63,6 +63,7 @@ class CorrelateCounters:
     shadow_dropped: int = 0  # shadow candidates' detections, never correlated
     diagnostics: int = 0  # automated diagnostics runs (one per problem and root cause)
     watermark_ms: int = -1  # event time every detection source (and the graph) passed
+    edge_detections: dict[str, int] = field(default_factory=dict)  # service graph, by state
 
 
 def is_shadow(headers: Any) -> bool:
@@ -153,6 +154,8 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
                                                              settings.graph.bucket_ms))
         if result.detections:
             await writer.insert("detections", detections_table(result.detections))
+            for d in result.detections:
+                counters.edge_detections[d.state] = counters.edge_detections.get(d.state, 0) + 1
 
     async def write_graph_state(stream: Any, event: Any, result: GraphResult) -> None:
         previous = stream.current_event

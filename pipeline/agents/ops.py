@@ -118,6 +118,7 @@ def worker_status(pipeline: Any, now_ms: int) -> dict[str, Any]:
             "not_sent": correlate.not_sent,
             "shadow_dropped": correlate.shadow_dropped,
             "diagnostics": correlate.diagnostics,
+            "edge_detections": correlate.edge_detections,  # the service-graph step's
         },
     }
 

@@ -25,6 +25,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from pipeline.graph.anomaly import DETECTOR as EDGE_DETECTOR
+
 METRICS_PATH = "/metrics"
 # the classic text format every Prometheus version reads (the names need no escaping)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -137,7 +139,8 @@ def status_families(status: Mapping[str, Any]) -> list[Metric]:
     families.append(failures)
     families += _agent_families(status.get("agents") or {})
     families += _lag_families(status.get("consumer_lag") or [])
-    families += _detect_families(status.get("detect") or {})
+    families += _detect_families(status.get("detect") or {},
+                                 (status.get("correlate") or {}).get("edge_detections") or {})
     families += _correlate_families(status.get("correlate") or {})
     families += _read_families(status.get("reads") or {})
     return families
@@ -173,7 +176,8 @@ def _lag_families(lags: list[Mapping[str, Any]]) -> list[Metric]:
     return [lag]
 
 
-def _detect_families(detect: Mapping[str, Any]) -> list[Metric]:
+def _detect_families(detect: Mapping[str, Any],
+                     edge_detections: Mapping[str, int]) -> list[Metric]:
     if not detect.get("engines"):
         return []
     families: list[Metric] = []
@@ -197,7 +201,11 @@ def _detect_families(detect: Mapping[str, Any]) -> list[Metric]:
         families.append(family)
     detections = _counter("tocsin_detections_total", "Detections by detector and state",
                           ["detector", "state"])
-    for detector, states in sorted((detect.get("by_detector") or {}).items()):
+    # the detect agent's detectors, and the service-graph step's (it runs in the correlator)
+    by_detector = dict(detect.get("by_detector") or {})
+    if edge_detections:
+        by_detector[EDGE_DETECTOR] = dict(edge_detections)
+    for detector, states in sorted(by_detector.items()):
         for state, n in sorted(states.items()):
             detections.add_metric([detector, state], float(n))
     families.append(detections)

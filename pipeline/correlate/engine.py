@@ -274,10 +274,10 @@ class Correlator:
             return
         late = [(r, p) for p in w.problems.values() if det.time < w.now
                 and was_live(p, det.time, s) and (r := relation(det, p, ctx.graph, s))]
-        if late:  # it arrived after its problem resolved: it joins it, nothing reopens
+        if late:  # it came after its problem resolved: it joins it (ranked again), no reopen
             (_, why), p = max(late, key=lambda x: (x[0][0], x[1].opened_at, x[1].id))
             member = replace(member_from(det, s), joined=f"{why} (arrived late)")
-            p = self._link(w, with_late_member(p, member), det, "member")
+            p = self._link(w, derive(with_late_member(p, member), ctx), det, "member")
             w.put(p, f"{where} joined after the problem resolved: {why}")
             return
         pid = problem_id(self.scope, det)

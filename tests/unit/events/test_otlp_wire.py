@@ -33,12 +33,14 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 )
 
 from pipeline.errors import SettingsError
+from pipeline.events import otlp_wire
 from pipeline.events.otlp import decode_otlp_values
 from pipeline.events.otlp_rows import OtlpRows
 from pipeline.events.otlp_series import SeriesMemory
 from pipeline.events.otlp_wire import (
     WireFallback,
     describe_decoder,
+    forget_known,
     map_metrics_wire,
     metrics_decoder,
 )
@@ -471,3 +473,26 @@ def test_a_refused_message_changes_nothing() -> None:
     with pytest.raises(WireFallback, match="truncated|past its end"):
         map_metrics_wire(value[:-3], 0, rows, memory)
     assert rows.row_count() == 0 and len(memory) == 0 and not rows.early
+
+
+@pytest.mark.parametrize("limit", [1, 3, 100_000])
+def test_resources_scopes_and_attributes_read_once_give_the_same_rows(
+        limit: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resources, scopes and attribute sets are remembered by their bytes across messages
+    (also when the tables fill and start again): the rows stay the library's, and a
+    remembered entry never leaks into a message whose bytes differ."""
+    monkeypatch.setattr(otlp_wire, "KNOWN_LIMIT", limit)
+    forget_known()
+    rng = random.Random(limit)
+    messages = [_random_message(rng) for _ in range(12)]
+    # the same attribute bytes under other resources and scopes: each keeps its own base
+    same = [message([Metric(name="m", gauge=Gauge(data_points=[number(0, 1.0)]))],
+                    resource=resource, scope=scope)
+            for resource in ({"service.name": "a"}, {"service.name": "b", "k8s.ns": "x"})
+            for scope in (("s", "1"), ("s", "2"), ("", ""))]
+    first = decode_both([messages, same, messages + same])
+    again = decode_both([messages, same, messages + same])  # now all remembered
+    for a, b in zip(first, again, strict=True):
+        _same(a, b)
+    assert len({str(r) for b in first[1:2] for r in b.columns["attributes"].to_pylist()}) == 6
+    assert len(otlp_wire._REGIONS) <= limit

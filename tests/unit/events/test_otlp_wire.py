@@ -496,3 +496,31 @@ def test_resources_scopes_and_attributes_read_once_give_the_same_rows(
         _same(a, b)
     assert len({str(r) for b in first[1:2] for r in b.columns["attributes"].to_pylist()}) == 6
     assert len(otlp_wire._REGIONS) <= limit
+
+
+def test_names_units_and_services_too_long_only_where_they_are() -> None:
+    """The checks read a chunk's few distinct strings first: a name too long only with a
+    derived suffix (``.count_rate``), a unit or service too long, in one batch with good
+    rows, are rejected exactly as the library path rejects them."""
+    bounds = [1.0, 5.0]
+    edge = "n" * 250  # 256 long only as "<edge>.count_rate" or "<edge>.sum_rate"
+
+    def hist(name: str, unit: str = "ms") -> Metric:
+        return Metric(name=name, unit=unit, histogram=Histogram(
+            aggregation_temporality=1, data_points=[histogram_point(
+                i, [1, 2, i], bounds, sum=3.0, start_time_unix_nano=T0_NS - SECOND_NS)
+                for i in range(3)]))
+
+    values = [message([hist("ok"), hist(edge), hist("u", unit="u" * 65)]),
+              message([hist("ok")], resource={"service.name": "s" * 257}),
+              message([hist("ok"), Metric(name="g" * 257, gauge=Gauge(
+                  data_points=[number(0, 1.0)]))])]
+    assert all(scanned(v) for v in values)
+    batch, = decode_both([values])
+    reasons = {r.reason for r in batch.rejections}
+    assert any("longer than 256" in r for r in reasons)
+    assert any("longer than 64" in r for r in reasons)
+    assert "ok.p50" in batch.columns["name"]
+    assert f"{edge}.p50" in batch.columns["name"]  # only its too long rows go
+    assert f"{edge}.count_rate" not in batch.columns["name"]
+    assert "name: longer than 256 characters (261)" in reasons  # edge + ".count_rate"

@@ -6,10 +6,11 @@ Kafka exporter sends them: ``MetricsData`` messages of ``--per-message`` points 
 attribute set (5 ``http.route`` x 2 ``http.request.method``): 100 points per resource,
 as an SDK exports them. ``--mix`` picks the metric type: ``gauge``,
 ``sum`` (cumulative monotonic counters: rates from the series memory), ``histogram``
-(delta, 12 buckets: 5 rows per point), ``cumulative-histogram`` (the same buckets
-growing: rates and quantiles from differences) or ``mixed`` (gauge, sum, histogram). Then
-times, best of ``--repeat`` runs, in CPU seconds of this process (``time.process_time``:
-per core, and fair on a busy machine):
+(delta, 12 buckets: 5 rows per point; counts drawn per point from a seeded generator,
+so no two points hash alike, as in real traffic), ``cumulative-histogram`` (each
+series' buckets growing by such counts: rates and quantiles from differences) or
+``mixed`` (gauge, sum, histogram). Then times, best of ``--repeat`` runs, in CPU
+seconds of this process (``time.process_time``: per core, and fair on a busy machine):
 
 1. ``otlp_proto -> columns``: :func:`pipeline.events.otlp.decode_otlp` (protobuf parse,
    mapping, checks, event ids), the figure the issue's target (>= 200 k points/s) is for,
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from collections.abc import Callable
 
@@ -48,6 +50,16 @@ SERVICES, HOSTS, METRICS = 20, 5, 10
 ROUTES = ("/orders", "/orders/{id}", "/cart", "/checkout", "/search")
 METHODS = ("GET", "POST")
 BOUNDS = [5.0, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500]
+SHAPE = (1, 2, 5, 10, 15, 10, 8, 4, 2, 1, 1, 1)  # a latency histogram's typical buckets
+MIDDLES = (2.5, 7.5, 17.5, 37.5, 62.5, 87.5, 175, 375, 625, 875, 1750, 3000)
+
+
+def interval_counts(rng: random.Random) -> tuple[list[int], float]:
+    """One 10 s interval's bucket counts (about 60 requests, shaped as ``SHAPE``, varying
+    per point as real traffic does) and their sum."""
+    counts = [rng.randint(0, 2 * c) for c in SHAPE]
+    return counts, round(sum(c * m * rng.uniform(0.8, 1.2)
+                             for c, m in zip(counts, MIDDLES, strict=True)), 3)
 
 
 def _kv(key: str, value: str) -> KeyValue:
@@ -65,6 +77,8 @@ def build(points: int, per_message: int, mix: str) -> tuple[list[bytes], list[by
              "mixed": ["gauge", "sum", "histogram"]}[mix]
     start_ns = (NOW_MS - 7_200_000) * 1_000_000  # cumulative series started before
     combos = [(r, m) for r in ROUTES for m in METHODS]
+    rng = random.Random(12)  # histogram counts vary per point, the same every run
+    totals: dict[tuple, tuple[list[int], float]] = {}  # cumulative histograms so far
     protos, jsons, made, round_, resource = [], [], 0, 0, 0
     while made < points:
         data = MetricsData()
@@ -99,17 +113,22 @@ def build(points: int, per_message: int, mix: str) -> tuple[list[bytes], list[by
                     attrs = [_kv("http.route", route), _kv("http.request.method", method)]
                     value = float(round_ * 10 + k)
                     if kind == "histogram":
+                        counts, total = interval_counts(rng)
                         dp = metric.histogram.data_points.add(
                             time_unix_nano=t_ns, start_time_unix_nano=t_ns - 10 * 10**9,
-                            count=60, sum=3000.0, explicit_bounds=BOUNDS,
-                            bucket_counts=[1, 2, 5, 10, 15, 10, 8, 4, 2, 1, 1, 1])
+                            count=sum(counts), sum=total, explicit_bounds=BOUNDS,
+                            bucket_counts=counts)
                     elif kind == "cumulative-histogram":
-                        grown = round_ + 1 + k
+                        series = (s, h, j, k)
+                        counts, total = interval_counts(rng)
+                        before, before_total = totals.get(series, ([0] * len(SHAPE), 0.0))
+                        counts = [a + b for a, b in zip(before, counts, strict=True)]
+                        total = round(before_total + total, 3)
+                        totals[series] = (counts, total)
                         dp = metric.histogram.data_points.add(
                             time_unix_nano=t_ns, start_time_unix_nano=start_ns,
-                            count=60 * grown, sum=3000.0 * grown, explicit_bounds=BOUNDS,
-                            bucket_counts=[c * grown for c in
-                                           (1, 2, 5, 10, 15, 10, 8, 4, 2, 1, 1, 1)])
+                            count=sum(counts), sum=total, explicit_bounds=BOUNDS,
+                            bucket_counts=counts)
                     else:  # a counter's start stays; a gauge's is not read
                         body = metric.sum if kind == "sum" else metric.gauge
                         dp = body.data_points.add(time_unix_nano=t_ns,

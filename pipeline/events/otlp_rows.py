@@ -33,6 +33,9 @@ _OTLP_NAMES = {"service": "resource attribute 'service.name'", "host": "the host
                "name": "name", "unit": "unit", "body": "body"}
 
 
+# a chunk's optional entry: {string column: a set holding every value it has}, so that
+# checking the batch needs not collect each column's distinct values row by row
+VOCABULARY = "vocabulary"
 BUCKET_COLUMNS = ("event_id", "time", "service", "host", "name", "unit", "interval_s",
                   "lower", "upper", "counts", "attributes")
 
@@ -88,7 +91,8 @@ class OtlpRows:
 
         ``columns`` as :attr:`columns` plus ``event_id``, ``message``, ``ordinal`` and
         ``origin`` (arrays or lists of one length; ``attributes`` a list of dicts or a map
-        array); ``buckets`` their bucket rows (a table as :func:`bucket_table` makes), each
+        array), optionally :data:`VOCABULARY`; ``buckets`` their bucket rows (a table as
+        :func:`bucket_table` makes), each
         kept only if its row in ``bucket_rows`` (an index from :meth:`row_count`) is."""
         self._seal()
         self._chunks.append(columns)
@@ -134,6 +138,7 @@ class OtlpRows:
         chunks = self._chunks
         n = self._chunk_rows
         cols: dict[str, Any] = {}
+        distinct: dict[str, list[Any]] = {}
         for name in self.columns:
             parts = [chunk[name] for chunk in chunks]
             if name in _NUMBERS:
@@ -148,6 +153,9 @@ class OtlpRows:
             else:  # lists, or object arrays (a chunk's): tolist is their fast way out
                 cols[name] = list(chain.from_iterable(
                     part.tolist() if isinstance(part, np.ndarray) else part for part in parts))
+                # where its distinct values are: a chunk's vocabulary, else its values
+                distinct[name] = [chunk.get(VOCABULARY, {}).get(name, chunk[name])
+                                  for chunk in chunks]
         ids = _concat([chunk["event_id"] for chunk in chunks], np.uint64)
         msg = _concat([chunk["message"] for chunk in chunks], np.int64)
         ordinal = _concat([chunk["ordinal"] for chunk in chunks], np.int64)
@@ -159,7 +167,7 @@ class OtlpRows:
 
         chunk_origins = [chunk["origin"] for chunk in chunks]
         bad: dict[int, str] = {}
-        self._check(cols, limits, bad)
+        self._check(cols, limits, bad, distinct)
         for m, index, record, reason in self.early:
             rejections.append(Rejection(messages[m], index, reason, payload(m, record)))
         seen: set[tuple[int, int]] = set()
@@ -190,7 +198,11 @@ class OtlpRows:
             table = table.filter(pa.array(~dropped))
         return table
 
-    def _check(self, cols: dict[str, Any], limits: DecodeLimits, bad: dict[int, str]) -> None:
+    def _check(self, cols: dict[str, Any], limits: DecodeLimits, bad: dict[int, str],
+               distinct: dict[str, list[Any]]) -> None:
+        """Mark the bad rows of ``cols``; ``distinct``: per string column, collections
+        holding all its values (supersets will do: rows are read only when one of them is
+        too long or empty)."""
         column, otlp_name = TIME_FIELD[self.kind]
         times = cols[column]
         latest = limits.now_ms + limits.max_future_ms
@@ -215,7 +227,8 @@ class OtlpRows:
             values = cols[f.column]
             if not values or f.choices:
                 continue
-            lengths = {len(v) for v in set(values)} if f.column != "body" \
+            lengths = {len(v) for v in set().union(*distinct[f.column])} \
+                if f.column != "body" \
                 else set(map(len, values))
             required = f.column in _NOT_EMPTY
             too_long = f.max_length and max(lengths) > f.max_length

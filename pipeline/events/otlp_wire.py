@@ -99,6 +99,29 @@ def describe_decoder(decoder: str) -> str:
     return f"OTLP metrics decoder: protobuf library, pure Python ({why})"
 
 
+# What was read from resources, scopes and attribute regions, by their bytes: a stream
+# repeats the same few each interval, so each is parsed and checked once, not per message.
+# Entries are what the protobuf library read from exactly those bytes (and proved
+# canonical), never changed after, so a hit gives what reading them again would.
+_RESOURCES: dict[bytes, tuple[str, str, dict[str, str]]] = {}
+_SCOPES: dict[tuple[bytes, bytes, bytes], tuple] = {}
+_REGIONS: dict[tuple[bytes, bytes, int, bytes], dict[str, str]] = {}
+KNOWN_LIMIT = 100_000  # entries per table; past it the table starts again empty
+
+
+def _remember(table: dict, key: Any, value: Any) -> Any:
+    if len(table) >= KNOWN_LIMIT:
+        table.clear()
+    table[key] = value
+    return value
+
+
+def forget_known() -> None:
+    """Empty the tables of resources, scopes and attribute sets already read (tests)."""
+    for table in (_RESOURCES, _SCOPES, _REGIONS):
+        table.clear()
+
+
 class _Prepared:
     """What is per resource, scope, attribute set and metric, read and checked first."""
 
@@ -121,26 +144,40 @@ class _Prepared:
     def _read(self, resources: list, scopes: list, metrics: list, regions: list) -> None:
         where = []
         for raw in resources:
-            resource = Resource.FromString(raw)
-            if resource.SerializeToString(deterministic=True) != raw:
-                raise WireFallback("a resource is not in the canonical encoding")
-            where.append(resource_fields(attributes_dict(resource.attributes)))
+            fields = _RESOURCES.get(raw)
+            if fields is None:
+                resource = Resource.FromString(raw)
+                if resource.SerializeToString(deterministic=True) != raw:
+                    raise WireFallback("a resource is not in the canonical encoding")
+                fields = _remember(_RESOURCES, raw,
+                                   resource_fields(attributes_dict(resource.attributes)))
+            where.append(fields)
         self.scopes = []  # (service, host, attributes base, scope key, scope bytes)
         for r, raw, name in scopes:
-            scope = InstrumentationScope.FromString(raw)
-            if scope.name.encode() != name:
-                raise WireFallback("a scope name read differently")
-            service, host, kept = where[r]
-            self.scopes.append((service, host, scope_attributes(scope, kept),
-                                resources[r] + name + b"\x00", raw))
+            key = (resources[r], raw, name)
+            known = _SCOPES.get(key)
+            if known is None:
+                scope = InstrumentationScope.FromString(raw)
+                if scope.name.encode() != name:
+                    raise WireFallback("a scope name read differently")
+                service, host, kept = where[r]
+                known = _remember(_SCOPES, key, (service, host, scope_attributes(scope, kept),
+                                                 resources[r] + name + b"\x00", raw))
+            self.scopes.append(known)
         self.attrs: list[dict[str, str]] = []
         self.region_bytes = [raw for _, _, raw in regions]
         for s, cls, raw in regions:
-            point = (HistogramDataPoint if cls else NumberDataPoint).FromString(raw)
-            if point.SerializeToString() != raw:
-                raise WireFallback("a data point's attributes are not in the canonical "
-                                   "encoding")
-            self.attrs.append(point_attributes(self.scopes[s][2], point.attributes))
+            scope_key, scope_raw = self.scopes[s][3:]
+            key = (scope_key, scope_raw, cls, raw)
+            attrs = _REGIONS.get(key)
+            if attrs is None:
+                point = (HistogramDataPoint if cls else NumberDataPoint).FromString(raw)
+                if point.SerializeToString() != raw:
+                    raise WireFallback("a data point's attributes are not in the canonical "
+                                       "encoding")
+                attrs = _remember(_REGIONS, key,
+                                  point_attributes(self.scopes[s][2], point.attributes))
+            self.attrs.append(attrs)
         self.metrics = metrics
         plans = []
         for (_, _, _, kind, temporality, monotonic, *_rest) in metrics:

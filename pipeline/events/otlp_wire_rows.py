@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.events.otlp_metrics import _GOLDEN, rate_unit
-from pipeline.events.otlp_rows import OtlpRows, shared_string_maps
+from pipeline.events.otlp_rows import VOCABULARY, OtlpRows, shared_string_maps
 from pipeline.events.otlp_series import QUANTILES, quantile_suffix
 
 try:
@@ -154,7 +154,10 @@ def append_rows(prep: Any, message: int, rows: OtlpRows, point: np.ndarray,
         "attributes": attrs.take(pa.array(each(per_point["region"]))),
         "event_id": each(per_point["event"]) + sub.astype(np.uint64) * np.uint64(_GOLDEN),
         "message": np.full(len(point), message, dtype=np.int64),
-        "ordinal": each(per_point["ordinal"]), "origin": origins}
+        "ordinal": each(per_point["ordinal"]), "origin": origins,
+        # every string the rows can hold (a few per metric and scope): what the checks read
+        VOCABULARY: {"service": set(services.tolist()), "host": set(hosts.tolist()),
+                     "name": set(names.ravel().tolist()), "unit": set(units.ravel().tolist())}}
     if not len(buckets):
         rows.add_chunk(columns)
         return

@@ -33,12 +33,14 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 )
 
 from pipeline.errors import SettingsError
+from pipeline.events import otlp_wire
 from pipeline.events.otlp import decode_otlp_values
 from pipeline.events.otlp_rows import OtlpRows
 from pipeline.events.otlp_series import SeriesMemory
 from pipeline.events.otlp_wire import (
     WireFallback,
     describe_decoder,
+    forget_known,
     map_metrics_wire,
     metrics_decoder,
 )
@@ -471,3 +473,54 @@ def test_a_refused_message_changes_nothing() -> None:
     with pytest.raises(WireFallback, match="truncated|past its end"):
         map_metrics_wire(value[:-3], 0, rows, memory)
     assert rows.row_count() == 0 and len(memory) == 0 and not rows.early
+
+
+@pytest.mark.parametrize("limit", [1, 3, 100_000])
+def test_resources_scopes_and_attributes_read_once_give_the_same_rows(
+        limit: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resources, scopes and attribute sets are remembered by their bytes across messages
+    (also when the tables fill and start again): the rows stay the library's, and a
+    remembered entry never leaks into a message whose bytes differ."""
+    monkeypatch.setattr(otlp_wire, "KNOWN_LIMIT", limit)
+    forget_known()
+    rng = random.Random(limit)
+    messages = [_random_message(rng) for _ in range(12)]
+    # the same attribute bytes under other resources and scopes: each keeps its own base
+    same = [message([Metric(name="m", gauge=Gauge(data_points=[number(0, 1.0)]))],
+                    resource=resource, scope=scope)
+            for resource in ({"service.name": "a"}, {"service.name": "b", "k8s.ns": "x"})
+            for scope in (("s", "1"), ("s", "2"), ("", ""))]
+    first = decode_both([messages, same, messages + same])
+    again = decode_both([messages, same, messages + same])  # now all remembered
+    for a, b in zip(first, again, strict=True):
+        _same(a, b)
+    assert len({str(r) for b in first[1:2] for r in b.columns["attributes"].to_pylist()}) == 6
+    assert len(otlp_wire._REGIONS) <= limit
+
+
+def test_names_units_and_services_too_long_only_where_they_are() -> None:
+    """The checks read a chunk's few distinct strings first: a name too long only with a
+    derived suffix (``.count_rate``), a unit or service too long, in one batch with good
+    rows, are rejected exactly as the library path rejects them."""
+    bounds = [1.0, 5.0]
+    edge = "n" * 250  # 256 long only as "<edge>.count_rate" or "<edge>.sum_rate"
+
+    def hist(name: str, unit: str = "ms") -> Metric:
+        return Metric(name=name, unit=unit, histogram=Histogram(
+            aggregation_temporality=1, data_points=[histogram_point(
+                i, [1, 2, i], bounds, sum=3.0, start_time_unix_nano=T0_NS - SECOND_NS)
+                for i in range(3)]))
+
+    values = [message([hist("ok"), hist(edge), hist("u", unit="u" * 65)]),
+              message([hist("ok")], resource={"service.name": "s" * 257}),
+              message([hist("ok"), Metric(name="g" * 257, gauge=Gauge(
+                  data_points=[number(0, 1.0)]))])]
+    assert all(scanned(v) for v in values)
+    batch, = decode_both([values])
+    reasons = {r.reason for r in batch.rejections}
+    assert any("longer than 256" in r for r in reasons)
+    assert any("longer than 64" in r for r in reasons)
+    assert "ok.p50" in batch.columns["name"]
+    assert f"{edge}.p50" in batch.columns["name"]  # only its too long rows go
+    assert f"{edge}.count_rate" not in batch.columns["name"]
+    assert "name: longer than 256 characters (261)" in reasons  # edge + ".count_rate"

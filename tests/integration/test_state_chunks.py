@@ -77,6 +77,13 @@ def test_state_over_the_message_limit_survives_a_restart(kafka_broker, names, tm
         worker.wait_until(lambda w: w.status()["detect"]["watermark_ms"]
                           >= first[-1]["time"] - settings.detect.allowed_lateness_ms,
                           what="detection through the first part")
+        # table writes reach their changelogs through Faust's producer, a moment after
+        # the step: wait until every engine's state of the service is there
+        topics = [f"{settings.worker.app_id}-{engine_table(name)}-changelog"
+                  for name in build_engines(settings)]
+        worker.wait_until(lambda _: all(
+            read_value(asyncio.run(changelog(kafka_broker.bootstrap, t)).get, b"inventory")
+            is not None for t in topics), what="every engine's state in its changelog")
     finally:
         worker.kill()  # SIGKILL: the next worker has only the changelog
     chunked = []

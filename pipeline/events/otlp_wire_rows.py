@@ -9,6 +9,7 @@ quantiles (in C, as :mod:`pipeline.events.otlp_series` rounds them) for all poin
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -179,29 +180,15 @@ def append_rows(prep: Any, message: int, rows: OtlpRows, point: np.ndarray,
     }), at.tolist())
 
 
-_NAMES: dict[str, tuple[str, ...]] = {}
-
-
+@lru_cache(maxsize=100_000)
 def _derived_names(name: str) -> tuple[str, ...]:
-    names = _NAMES.get(name)
-    if names is None:
-        if len(_NAMES) > 100_000:
-            _NAMES.clear()
-        names = _NAMES[name] = (name, *(f"{name}.{s}" for s in SUFFIXES[1:]))
-    return names
+    return (name, *(f"{name}.{s}" for s in SUFFIXES[1:]))
 
 
-_UNITS: dict[str, tuple[str, ...]] = {}
-
-
+@lru_cache(maxsize=10_000)
 def _derived_units(unit: str) -> tuple[str, ...]:
-    units = _UNITS.get(unit)
-    if units is None:
-        if len(_UNITS) > 10_000:
-            _UNITS.clear()
-        rate = rate_unit(unit)
-        units = _UNITS[unit] = (unit, rate, "1/s", rate, unit, unit, unit)
-    return units
+    rate = rate_unit(unit)
+    return (unit, rate, "1/s", rate, unit, unit, unit)
 
 
 def _table(rows: list[tuple[str, ...]]) -> np.ndarray:

@@ -53,6 +53,7 @@ ANALYST_QUERIES = (
      "countIf(status = 'error') AS errors FROM tocsin.spans GROUP BY service, name "
      "ORDER BY p99_ms DESC LIMIT 5"),
 )
+CATCH_UP_STALL_S = 300.0  # no detector, correlator or store progress this long: stalled
 LIVE_TIMEOUT_S = 5.0  # the live view's calls: a slow answer is skipped, not waited for
 WORKER_STOP_S = 10  # the demo worker's shutdown bound (worker.shutdown_timeout_s)
 DETECTIONS_SQL = ("SELECT formatDateTime(time, '%H:%i') AS at, state, severity, title "
@@ -60,6 +61,40 @@ DETECTIONS_SQL = ("SELECT formatDateTime(time, '%H:%i') AS at, state, severity, 
 PROBLEMS_SQL = ("SELECT id, status, severity, category, title, "
                 "arrayStringConcat(affected, ',') AS affected "
                 "FROM tocsin.problems ORDER BY opened_at DESC LIMIT 8")
+
+
+@dataclass
+class CatchUp:
+    """Whether the worker has processed a run up to ``end_ms``: done, still moving (the
+    demo waits, with no deadline), or stalled (nothing moved for ``stall_s``)."""
+
+    end_ms: int
+    lateness_ms: int
+    stall_s: float = CATCH_UP_STALL_S
+    _mark: tuple[int, int, int] | None = None
+    _moved_s: float = 0.0
+
+    def observe(self, status: dict, now_s: float) -> str:
+        """``"done"``, ``"waiting"`` or ``"stalled"`` after one status reading at ``now_s``."""
+        if caught_up(status, self.end_ms, self.lateness_ms):
+            return "done"
+        mark = (status.get("detect", {}).get("watermark_ms", -1),
+                status.get("correlate", {}).get("watermark_ms", -1),
+                sum(status.get("stored", {}).values()))
+        if mark != self._mark:
+            self._mark, self._moved_s = mark, now_s
+        return "stalled" if now_s - self._moved_s >= self.stall_s else "waiting"
+
+    def behind_min(self, status: dict) -> float:
+        """Minutes of event time between the detectors' watermark and the run's end."""
+        watermark = status.get("detect", {}).get("watermark_ms", -1)
+        if watermark < 0:
+            return self.end_ms / 60_000  # nothing detected yet: the whole run
+        return max(0.0, (self.end_ms - self.lateness_ms - watermark) / 60_000)
+
+
+class DetectorsStalled(TocsinError):
+    """The worker stopped processing before the end of the run: scoring would mislead."""
 
 
 @dataclass
@@ -172,14 +207,23 @@ async def _stream(settings, simulation, speed, progress, task, live, worker) -> 
             if sum(status["stored"].values()) + sum(status["rejected"].values()) >= sent:
                 break
             await asyncio.sleep(0.5)
-        # score only once every detector (and the correlator) has passed the last record
-        last_ms = simulation.end_ms - simulation.labels.interval_ms
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
+        # score only once every detector (and the correlator) has passed the last record:
+        # on a slow machine that takes longer, and the demo says so and waits
+        catch_up = CatchUp(simulation.end_ms - simulation.labels.interval_ms,
+                           settings.detect.allowed_lateness_ms)
+        while True:
             status = await loop.run_in_executor(pool, worker.call, STATUS_PATH, None,
                                                 LIVE_TIMEOUT_S)
-            if caught_up(status, last_ms, settings.detect.allowed_lateness_ms):
+            state = catch_up.observe(status, time.monotonic())
+            if state == "done":
                 break
+            behind = catch_up.behind_min(status)
+            if state == "stalled":
+                raise DetectorsStalled(
+                    f"the worker made no progress for {catch_up.stall_s:.0f}s with its "
+                    f"detectors {behind:.0f} min of event time short of the end of the run; "
+                    "not scoring a half-processed run (see the worker log)")
+            progress.update(task, description=f"detection {behind:.0f} min behind; waiting")
             await asyncio.sleep(0.5)
         live.update(await loop.run_in_executor(pool, _live_view, progress, worker))
         return report.records
@@ -243,8 +287,9 @@ def run_demo(hours: float = 3.0, seed: int = 7, minutes: float = 1.0,
 
         progress = Progress(TextColumn("simulated minutes"), BarColumn(),
                             TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+                            TextColumn("{task.description}"),
                             TimeElapsedColumn())
-        task = progress.add_task("simulate", total=duration_ms / 60_000)
+        task = progress.add_task("", total=duration_ms / 60_000)
         with Live(console=console, refresh_per_second=4) as live:
             sent = asyncio.run(_stream(settings, simulation, speed, progress, task, live,
                                        worker))

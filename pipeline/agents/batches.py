@@ -27,6 +27,11 @@ therefore runs its batches through a :class:`BatchRunner`:
   partitions are processed but stay held too, until the consumer's next generation
   (a rebalance seeks back to the committed offset and delivers the batch again) or a
   restart. The agent's health lists those partitions (``held``).
+- *Only the current generation.* An event fetched before a rebalance is neither processed
+  nor acknowledged after it (counted as ``stale``): the consumer has been sought back to
+  the committed offsets and delivers it again, to this worker or to the partition's new
+  owner. Acknowledging it would let Faust commit past the records before it on a
+  partition with nothing committed yet (see ``pipeline.agents.transport``).
 """
 
 from __future__ import annotations
@@ -164,6 +169,9 @@ class BatchRunner:
 
     async def _complete(self, stream: Any, events: Sequence[Any]) -> bool:
         """Run one batch to success (True) or until it is given up (False)."""
+        events = self._current(events)
+        if not events:
+            return True
         for event in events:
             event.message.incref()  # hold: the consumer cannot commit it yet
         ranges = offset_ranges((e.message.topic, e.message.partition, e.message.offset)
@@ -206,6 +214,17 @@ class BatchRunner:
         finally:
             self._idle.set()
 
+    def _current(self, events: Sequence[Any]) -> Sequence[Any]:
+        """The events fetched in the consumer's current generation (see the module doc)."""
+        generation = self.app.consumer_generation_id
+        current = [e for e in events if e.message.generation_id == generation]
+        if len(current) < len(events):
+            stale = len(events) - len(current)
+            self.health.stale += stale
+            log.info("agent %s: %d events fetched before the last rebalance are left to be "
+                     "delivered again from the committed offsets", self.name, stale)
+        return current
+
     async def _release(self, stream: Any, events: Sequence[Any]) -> None:
         """Drop the hold of a completed batch, except on partitions with a batch left
         behind in the same consumer generation (see the module doc)."""
@@ -220,7 +239,7 @@ class BatchRunner:
             if held is not None and held[0] != message.generation_id:
                 del self._held[key]  # a new generation: delivered again from the commit
                 held = None
-            if held is None:
+            if held is None and message.generation_id == self.app.consumer_generation_id:
                 await stream.ack(event)  # release: the batch may be committed now
         self.health.held = tuple(r for _, r in self._held.values())
 

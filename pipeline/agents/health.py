@@ -65,6 +65,7 @@ class AgentHealth:
     consecutive_failures: int = 0  # failed attempts of the batch in hand
     given_up: int = 0  # batches left uncommitted on a stop or rebalance
     crashes: int = 0  # times the agent task ended while holding a batch
+    stale: int = 0  # events fetched before a rebalance, left to be delivered again
     last_error: str = ""
     last_failure_ms: int = -1
     ranges: tuple[OffsetRange, ...] = ()  # the batch in hand, or the last one that failed
@@ -108,7 +109,7 @@ class AgentHealth:
         """The record as a JSON-ready dict (for the status and health pages)."""
         return {"batches": self.batches, "failures": self.failures,
                 "consecutive_failures": self.consecutive_failures, "stuck": self.stuck,
-                "given_up": self.given_up, "crashes": self.crashes,
+                "given_up": self.given_up, "crashes": self.crashes, "stale": self.stale,
                 "last_error": self.last_error, "last_failure_ms": self.last_failure_ms,
                 "offsets": [r.to_wire() for r in self.ranges],
                 "held": [r.to_wire() for r in self.held]}

@@ -153,6 +153,8 @@ def _agent_families(agents: Mapping[str, Mapping[str, Any]]) -> list[Metric]:
          "failures", _counter),
         ("tocsin_agent_crashes_total", "Times an agent task ended while holding a batch",
          "crashes", _counter),
+        ("tocsin_agent_stale_events_total",
+         "Events fetched before a rebalance, left to be delivered again", "stale", _counter),
         ("tocsin_agent_batches_given_up_total",
          "Batches left uncommitted on a stop or rebalance", "given_up", _counter),
         ("tocsin_agent_consecutive_failures", "Failed attempts of the batch in hand",

@@ -870,6 +870,202 @@ done:
     return out;
 }
 
+/* ---------------------------------------------------------------- cumulative histograms */
+
+/* a series memory slot; mirrored by a numpy dtype in otlp_series_slots.py. The previous
+ * point: times, count, sum (value, when has_total), bucket counts and bounds as runs in
+ * two pools. */
+typedef struct {
+    uint64_t time, start, count;
+    double value;
+    int64_t counts_at, ncounts, bounds_at, nbounds, tick, code;
+    int8_t form, has_total;
+    uint8_t pad[6];
+} series_slot_t;
+
+/* what histogram_step found for one point */
+typedef struct {
+    double seconds, count_rate, sum_rate, lower0, top, q50, q95, q99;
+    uint64_t total;
+    int64_t status, has_sum;
+} step_t;
+
+enum { STEP_SEED = 0, STEP_LATE = 1, STEP_RELAYOUT = 2, STEP_SINCE = 3, STEP_RESET = 4 };
+
+PyDoc_STRVAR(histogram_step_doc,
+"histogram_step(points, counts, bounds, indexes, slots, fresh, state, counts_pool,\n"
+"               bounds_pool, counts_used, bounds_used)\n"
+"    -> (steps, differences, counts_used, bounds_used)\n\n"
+"Cumulative histogram points (records `indexes` (int64) of the scanned `points`, their\n"
+"buckets in `counts`/`bounds`) against the previous points of their series: `slots`\n"
+"(int64, distinct) in `state` (slot records), `fresh` (uint8: a new series, the point\n"
+"only seeds it). Per point a step record: seed, late (not newer: nothing changes),\n"
+"relayout (another bucket layout: a reset, the point seeds again), since (rates, the\n"
+"differences' quantiles as pipeline.events.otlp_series computes them) or reset (since,\n"
+"but a count went down or a new start time: counted from zero); `differences` holds\n"
+"the since and reset points' "
+"bucket differences (uint64) one after another. Then remembers every point but the late\n"
+"ones: runs of the same length over the slot's own, others appended to the pools (the\n"
+"caller leaves room for all). Nothing is changed when it raises.");
+
+static PyObject *histogram_step(PyObject *self, PyObject *args) {
+    Py_buffer pv, cv, bv, iv, sv, fv, stv, cpv, bpv;
+    Py_ssize_t counts_used, bounds_used;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*w*w*w*nn", &pv, &cv, &bv, &iv, &sv, &fv, &stv,
+                          &cpv, &bpv, &counts_used, &bounds_used))
+        return NULL;
+    PyObject *result = NULL, *steps_out = NULL, *diff_out = NULL;
+    step_t *steps = NULL;
+    uint64_t *diffs = NULL;
+    const point_t *points = pv.buf;
+    const uint64_t *counts = cv.buf;
+    const double *bounds = bv.buf;
+    const int64_t *indexes = iv.buf, *slot_of = sv.buf;
+    const uint8_t *fresh = fv.buf;
+    series_slot_t *state = stv.buf;
+    uint64_t *counts_pool = cpv.buf;
+    double *bounds_pool = bpv.buf;
+    Py_ssize_t n_points = pv.len / (Py_ssize_t)sizeof(point_t), n = iv.len / 8;
+    Py_ssize_t n_slots = stv.len / (Py_ssize_t)sizeof(series_slot_t);
+    Py_ssize_t n_counts = cv.len / 8, n_bounds = bv.len / 8;
+    Py_ssize_t pool_counts = cpv.len / 8, pool_bounds = bpv.len / 8;
+    if (sv.len / 8 != n || fv.len != n || counts_used < 0 || bounds_used < 0 ||
+        counts_used > pool_counts || bounds_used > pool_bounds) {
+        PyErr_SetString(PyExc_ValueError, "histogram_step: arguments of unequal lengths");
+        goto done;
+    }
+    /* first every check, and what each point gives, reading only */
+    Py_ssize_t need_counts = 0, need_bounds = 0, n_diffs = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        int64_t i = indexes[k], s = slot_of[k];
+        if (i < 0 || i >= n_points || s < 0 || s >= n_slots) {
+            PyErr_SetString(PyExc_ValueError, "histogram_step: a point or slot out of range");
+            goto done;
+        }
+        const point_t *pt = points + i;
+        const series_slot_t *prev = state + s;
+        if (pt->ncounts < 0 || pt->nbounds < 0 || pt->counts_off < 0 || pt->bounds_off < 0 ||
+            pt->counts_off + pt->ncounts > n_counts || pt->bounds_off + pt->nbounds > n_bounds ||
+            (!fresh[k] && (prev->ncounts < 0 || prev->nbounds < 0 || prev->counts_at < 0 ||
+                           prev->bounds_at < 0 ||
+                           prev->counts_at + prev->ncounts > counts_used ||
+                           prev->bounds_at + prev->nbounds > bounds_used))) {
+            PyErr_SetString(PyExc_ValueError, "histogram_step: buckets outside their buffer");
+            goto done;
+        }
+        need_counts += pt->ncounts;
+        need_bounds += pt->nbounds;
+        if (!fresh[k] && pt->time > prev->time && prev->ncounts == pt->ncounts)
+            n_diffs += pt->ncounts;
+    }
+    if (counts_used + need_counts > pool_counts || bounds_used + need_bounds > pool_bounds) {
+        PyErr_SetString(PyExc_ValueError, "histogram_step: no room left in the pools");
+        goto done;
+    }
+    steps = PyMem_Calloc(n ? (size_t)n : 1, sizeof(step_t));
+    diffs = PyMem_Malloc((n_diffs ? (size_t)n_diffs : 1) * 8);
+    if (!steps || !diffs) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t at = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const point_t *pt = points + indexes[k];
+        const series_slot_t *prev = state + slot_of[k];
+        step_t *st = steps + k;
+        if (fresh[k]) {
+            st->status = STEP_SEED;
+            continue;
+        }
+        if (pt->time <= prev->time) {
+            st->status = STEP_LATE;
+            continue;
+        }
+        int nc = pt->ncounts, nb = pt->nbounds;
+        const uint64_t *now = counts + pt->counts_off, *then = counts_pool + prev->counts_at;
+        const double *b = bounds + pt->bounds_off, *p_b = bounds_pool + prev->bounds_at;
+        int same = prev->ncounts == nc && prev->nbounds == nb;
+        for (int j = 0; same && j < nb; j++) same = b[j] == p_b[j]; /* NaN: not the same */
+        if (!same) {
+            st->status = STEP_RELAYOUT;
+            continue;
+        }
+        int reset = pt->count < prev->count || (pt->start && pt->start != prev->start);
+        for (int j = 0; !reset && j < nc; j++) reset = now[j] < then[j];
+        uint64_t *d = diffs + at, total = 0;
+        for (int j = 0; j < nc; j++) {
+            d[j] = reset ? now[j] : now[j] - then[j];
+            if (total + d[j] < total) {
+                PyErr_SetString(PyExc_OverflowError, "histogram_step: bucket counts overflow");
+                goto done;
+            }
+            total += d[j];
+        }
+        at += nc;
+        st->status = reset ? STEP_RESET : STEP_SINCE;
+        st->has_sum = (pt->has & HAS_SUM) && (reset || prev->has_total);
+        uint64_t d_count = reset ? pt->count : pt->count - prev->count;
+        double d_total = reset ? pt->sum : pt->sum - prev->value;
+        st->seconds = (double)(pt->time - prev->time) / 1e9; /* newer: no wrap */
+        st->count_rate = st->seconds > 0 ? (double)d_count / st->seconds : NAN;
+        st->sum_rate = st->seconds > 0 ? d_total / st->seconds : NAN;
+        point_t q;
+        memset(&q, 0, sizeof q);
+        q.ncounts = nc;
+        q.nbounds = nb;
+        histogram_quantiles(&q, d, b);
+        st->lower0 = q.lower0;
+        st->top = q.top;
+        st->q50 = q.q50;
+        st->q95 = q.q95;
+        st->q99 = q.q99;
+        st->total = q.count_total;
+    }
+    steps_out = PyBytes_FromStringAndSize((const char *)steps, n * (Py_ssize_t)sizeof(step_t));
+    diff_out = PyBytes_FromStringAndSize((const char *)diffs, at * 8);
+    if (!steps_out || !diff_out) goto done;
+    /* then remember the points (their slots are distinct: no point reads another's) */
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (steps[k].status == STEP_LATE) continue;
+        const point_t *pt = points + indexes[k];
+        series_slot_t *slot = state + slot_of[k];
+        if (fresh[k] || slot->ncounts != pt->ncounts) {
+            slot->counts_at = counts_used;
+            counts_used += pt->ncounts;
+        }
+        if (fresh[k] || slot->nbounds != pt->nbounds) {
+            slot->bounds_at = bounds_used;
+            bounds_used += pt->nbounds;
+        }
+        memcpy(counts_pool + slot->counts_at, counts + pt->counts_off, 8 * (size_t)pt->ncounts);
+        memcpy(bounds_pool + slot->bounds_at, bounds + pt->bounds_off, 8 * (size_t)pt->nbounds);
+        slot->ncounts = pt->ncounts;
+        slot->nbounds = pt->nbounds;
+        slot->time = pt->time;
+        slot->start = pt->start;
+        slot->count = pt->count;
+        slot->has_total = (pt->has & HAS_SUM) != 0;
+        slot->value = slot->has_total ? pt->sum : 0.0;
+        slot->form = 3;
+    }
+    result = Py_BuildValue("(OOnn)", steps_out, diff_out, counts_used, bounds_used);
+done:
+    Py_XDECREF(steps_out);
+    Py_XDECREF(diff_out);
+    PyMem_Free(steps);
+    PyMem_Free(diffs);
+    PyBuffer_Release(&pv);
+    PyBuffer_Release(&cv);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&iv);
+    PyBuffer_Release(&sv);
+    PyBuffer_Release(&fv);
+    PyBuffer_Release(&stv);
+    PyBuffer_Release(&cpv);
+    PyBuffer_Release(&bpv);
+    return result;
+}
+
 static PyObject *blake2b64(PyObject *self, PyObject *arg) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
@@ -881,6 +1077,7 @@ static PyObject *blake2b64(PyObject *self, PyObject *arg) {
 static PyMethodDef methods[] = {
     {"scan_metrics", scan_metrics, METH_O, scan_metrics_doc},
     {"quantiles", quantiles, METH_VARARGS, quantiles_doc},
+    {"histogram_step", histogram_step, METH_VARARGS, histogram_step_doc},
     {"blake2b64", blake2b64, METH_O,
      "blake2b64(data) -> int: BLAKE2b with an 8-byte digest, read little-endian."},
     {NULL, NULL, 0, NULL}};
@@ -899,7 +1096,9 @@ PyMODINIT_FUNC PyInit__otlpwire(void) {
         return NULL;
     }
     Py_INCREF(WireError);
-    if (PyModule_AddIntConstant(m, "POINT_SIZE", (long)sizeof(point_t)) < 0) {
+    if (PyModule_AddIntConstant(m, "POINT_SIZE", (long)sizeof(point_t)) < 0 ||
+        PyModule_AddIntConstant(m, "SLOT_SIZE", (long)sizeof(series_slot_t)) < 0 ||
+        PyModule_AddIntConstant(m, "STEP_SIZE", (long)sizeof(step_t)) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -25,6 +25,8 @@ import numpy as np
 SUM_COLUMNS, HISTOGRAM_COLUMNS = 1, 3  # a slot's form (0: a tuple, or free)
 _NEVER = np.iinfo(np.int64).max  # the tick of a free slot
 _QUEUE = 1024  # oldest slots found per scan of the ticks
+_COMPACT_FLOOR = 4096  # pools this small are never compacted
+_GARBAGE = 4  # a pool is compacted when it holds this many times the values in use
 
 
 SLOT = np.dtype([("time", "=u8"), ("start", "=u8"), ("count", "=u8"), ("value", "=f8"),
@@ -215,7 +217,7 @@ class SeriesSlots:
         live = np.flatnonzero(self.form == HISTOGRAM_COLUMNS)
         for pool, at, n in ((self.counts, self.counts_at, self.ncounts),
                             (self.bounds, self.bounds_at, self.nbounds)):
-            if pool.used < 4096 or pool.used < 4 * int(n[live].sum()):
+            if pool.used <= _COMPACT_FLOOR or pool.used < _GARBAGE * int(n[live].sum()):
                 continue
             kept = self.gather(pool, at[live], n[live])
             first = np.zeros(len(live), np.int64)
@@ -245,9 +247,11 @@ class SeriesSlots:
     def forget_codes(self, limit: int) -> None:
         """Start the codes again when more than ``limit`` were handed out (series come and
         go: a code is never reused, so they would grow without end)."""
-        if len(self.codes) <= limit and len(self.metric_ids) <= limit \
-                and len(self.attribute_ids) <= limit:
-            return
+        if len(self.codes) > limit or len(self.metric_ids) > limit \
+                or len(self.attribute_ids) > limit:
+            self._reset_codes()
+
+    def _reset_codes(self) -> None:
         self.metric_ids.clear()
         self.attribute_ids.clear()
         self.codes = np.zeros(0, np.int64)

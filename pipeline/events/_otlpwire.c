@@ -885,38 +885,57 @@ typedef struct {
 
 /* what histogram_step found for one point */
 typedef struct {
-    double seconds, count_rate, sum_rate, lower0, top, q50, q95, q99;
+    double seconds, count_rate, sum_rate;
     uint64_t total;
-    int64_t status, has_sum;
+    int status, has_sum;
+    point_t q; /* the differences' lowest edge, top and quantiles */
 } step_t;
+
+/* a row of a since point (see RowPlan in otlp_wire_rows.py) */
+typedef struct {
+    int64_t point, sub, code;
+    double value;
+} step_row_t;
+
+/* a since point with observations: its buckets (see Differences in otlp_wire_rows.py) */
+typedef struct {
+    int64_t point;
+    double seconds, lower0, top;
+    int64_t start;
+} step_buckets_t;
 
 enum { STEP_SEED = 0, STEP_LATE = 1, STEP_RELAYOUT = 2, STEP_SINCE = 3, STEP_RESET = 4 };
 
 PyDoc_STRVAR(histogram_step_doc,
 "histogram_step(points, counts, bounds, indexes, slots, fresh, state, counts_pool,\n"
-"               bounds_pool, counts_used, bounds_used)\n"
-"    -> (steps, differences, counts_used, bounds_used)\n\n"
+"               bounds_pool, counts_used, bounds_used, codes)\n"
+"    -> (rows, buckets, bucket_counts, late, resets, counts_used, bounds_used)\n\n"
 "Cumulative histogram points (records `indexes` (int64) of the scanned `points`, their\n"
 "buckets in `counts`/`bounds`) against the previous points of their series: `slots`\n"
 "(int64, distinct) in `state` (slot records), `fresh` (uint8: a new series, the point\n"
-"only seeds it). Per point a step record: seed, late (not newer: nothing changes),\n"
-"relayout (another bucket layout: a reset, the point seeds again), since (rates, the\n"
-"differences' quantiles as pipeline.events.otlp_series computes them) or reset (since,\n"
-"but a count went down or a new start time: counted from zero); `differences` holds\n"
-"the since and reset points' "
-"bucket differences (uint64) one after another. Then remembers every point but the late\n"
-"ones: runs of the same length over the slot's own, others appended to the pools (the\n"
-"caller leaves room for all). Nothing is changed when it raises.");
+"only seeds it). A point not newer than the previous one is late (nothing changes);\n"
+"another bucket layout is a reset and the point seeds again; else the point gives its\n"
+"rows since the previous point, as pipeline.events.otlp_metrics computes them (a count\n"
+"that went down or a new start time is a reset: counted from zero): `rows` (point, sub,\n"
+"code, value records; `codes`: the count rate's, sum rate's and p50's name codes), and\n"
+"for points with observations their `buckets` (point, seconds, lowest edge, top, where\n"
+"their differences start in `bucket_counts`, float64). Then remembers every point but\n"
+"the late ones: runs of the same length over the slot's own, others appended to the\n"
+"pools (the caller leaves room for all). Nothing is changed when it raises.");
 
 static PyObject *histogram_step(PyObject *self, PyObject *args) {
     Py_buffer pv, cv, bv, iv, sv, fv, stv, cpv, bpv;
-    Py_ssize_t counts_used, bounds_used;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*w*w*w*nn", &pv, &cv, &bv, &iv, &sv, &fv, &stv,
-                          &cpv, &bpv, &counts_used, &bounds_used))
+    Py_ssize_t counts_used, bounds_used, count_rate_code, sum_rate_code, p50_code;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*w*w*w*nn(nnn)", &pv, &cv, &bv, &iv, &sv, &fv,
+                          &stv, &cpv, &bpv, &counts_used, &bounds_used, &count_rate_code,
+                          &sum_rate_code, &p50_code))
         return NULL;
-    PyObject *result = NULL, *steps_out = NULL, *diff_out = NULL;
+    PyObject *result = NULL, *rows_out = NULL, *buckets_out = NULL, *counts_out = NULL;
     step_t *steps = NULL;
     uint64_t *diffs = NULL;
+    step_row_t *rows = NULL;
+    step_buckets_t *bucket_rows = NULL;
+    double *bucket_counts = NULL;
     const point_t *points = pv.buf;
     const uint64_t *counts = cv.buf;
     const double *bounds = bv.buf;
@@ -968,7 +987,7 @@ static PyObject *histogram_step(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
-    Py_ssize_t at = 0;
+    Py_ssize_t at = 0, n_rows = 0, n_buckets = 0, late = 0, resets = 0;
     for (Py_ssize_t k = 0; k < n; k++) {
         const point_t *pt = points + indexes[k];
         const series_slot_t *prev = state + slot_of[k];
@@ -979,6 +998,7 @@ static PyObject *histogram_step(PyObject *self, PyObject *args) {
         }
         if (pt->time <= prev->time) {
             st->status = STEP_LATE;
+            late++;
             continue;
         }
         int nc = pt->ncounts, nb = pt->nbounds;
@@ -988,6 +1008,7 @@ static PyObject *histogram_step(PyObject *self, PyObject *args) {
         for (int j = 0; same && j < nb; j++) same = b[j] == p_b[j]; /* NaN: not the same */
         if (!same) {
             st->status = STEP_RELAYOUT;
+            resets++;
             continue;
         }
         int reset = pt->count < prev->count || (pt->start && pt->start != prev->start);
@@ -1002,6 +1023,7 @@ static PyObject *histogram_step(PyObject *self, PyObject *args) {
             total += d[j];
         }
         at += nc;
+        resets += reset;
         st->status = reset ? STEP_RESET : STEP_SINCE;
         st->has_sum = (pt->has & HAS_SUM) && (reset || prev->has_total);
         uint64_t d_count = reset ? pt->count : pt->count - prev->count;
@@ -1009,21 +1031,45 @@ static PyObject *histogram_step(PyObject *self, PyObject *args) {
         st->seconds = (double)(pt->time - prev->time) / 1e9; /* newer: no wrap */
         st->count_rate = st->seconds > 0 ? (double)d_count / st->seconds : NAN;
         st->sum_rate = st->seconds > 0 ? d_total / st->seconds : NAN;
-        point_t q;
-        memset(&q, 0, sizeof q);
-        q.ncounts = nc;
-        q.nbounds = nb;
-        histogram_quantiles(&q, d, b);
-        st->lower0 = q.lower0;
-        st->top = q.top;
-        st->q50 = q.q50;
-        st->q95 = q.q95;
-        st->q99 = q.q99;
-        st->total = q.count_total;
+        st->q.ncounts = nc;
+        st->q.nbounds = nb;
+        histogram_quantiles(&st->q, d, b);
+        st->total = st->q.count_total;
+        n_rows += 1 + (st->has_sum != 0) + (st->total > 0 ? 3 : 0);
+        n_buckets += st->total > 0;
     }
-    steps_out = PyBytes_FromStringAndSize((const char *)steps, n * (Py_ssize_t)sizeof(step_t));
-    diff_out = PyBytes_FromStringAndSize((const char *)diffs, at * 8);
-    if (!steps_out || !diff_out) goto done;
+    /* the rows and buckets of the since points, in point order */
+    rows = PyMem_Malloc((n_rows ? (size_t)n_rows : 1) * sizeof(step_row_t));
+    bucket_rows = PyMem_Malloc((n_buckets ? (size_t)n_buckets : 1) * sizeof(step_buckets_t));
+    bucket_counts = PyMem_Malloc((at ? (size_t)at : 1) * sizeof(double));
+    if (!rows || !bucket_rows || !bucket_counts) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t r = 0, nb_rows = 0, from = 0, to = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const step_t *st = steps + k;
+        if (st->status < STEP_SINCE) continue;
+        int64_t point = indexes[k], nc = points[point].ncounts;
+        rows[r++] = (step_row_t){point, 0, count_rate_code, st->count_rate};
+        if (st->has_sum) rows[r++] = (step_row_t){point, 1, sum_rate_code, st->sum_rate};
+        if (st->total > 0) {
+            int64_t sub = 1 + (st->has_sum != 0);
+            rows[r++] = (step_row_t){point, sub, p50_code, st->q.q50};
+            rows[r++] = (step_row_t){point, sub + 1, p50_code + 1, st->q.q95};
+            rows[r++] = (step_row_t){point, sub + 2, p50_code + 2, st->q.q99};
+            bucket_rows[nb_rows++] = (step_buckets_t){point, st->seconds, st->q.lower0,
+                                                      st->q.top, to};
+            for (int64_t j = 0; j < nc; j++) bucket_counts[to + j] = (double)diffs[from + j];
+            to += nc;
+        }
+        from += nc;
+    }
+    rows_out = PyBytes_FromStringAndSize((const char *)rows, r * (Py_ssize_t)sizeof(step_row_t));
+    buckets_out = PyBytes_FromStringAndSize((const char *)bucket_rows,
+                                            nb_rows * (Py_ssize_t)sizeof(step_buckets_t));
+    counts_out = PyBytes_FromStringAndSize((const char *)bucket_counts, to * 8);
+    if (!rows_out || !buckets_out || !counts_out) goto done;
     /* then remember the points (their slots are distinct: no point reads another's) */
     for (Py_ssize_t k = 0; k < n; k++) {
         if (steps[k].status == STEP_LATE) continue;
@@ -1048,12 +1094,17 @@ static PyObject *histogram_step(PyObject *self, PyObject *args) {
         slot->value = slot->has_total ? pt->sum : 0.0;
         slot->form = 3;
     }
-    result = Py_BuildValue("(OOnn)", steps_out, diff_out, counts_used, bounds_used);
+    result = Py_BuildValue("(OOOnnnn)", rows_out, buckets_out, counts_out, late, resets,
+                           counts_used, bounds_used);
 done:
-    Py_XDECREF(steps_out);
-    Py_XDECREF(diff_out);
+    Py_XDECREF(rows_out);
+    Py_XDECREF(buckets_out);
+    Py_XDECREF(counts_out);
     PyMem_Free(steps);
     PyMem_Free(diffs);
+    PyMem_Free(rows);
+    PyMem_Free(bucket_rows);
+    PyMem_Free(bucket_counts);
     PyBuffer_Release(&pv);
     PyBuffer_Release(&cv);
     PyBuffer_Release(&bv);
@@ -1098,7 +1149,8 @@ PyMODINIT_FUNC PyInit__otlpwire(void) {
     Py_INCREF(WireError);
     if (PyModule_AddIntConstant(m, "POINT_SIZE", (long)sizeof(point_t)) < 0 ||
         PyModule_AddIntConstant(m, "SLOT_SIZE", (long)sizeof(series_slot_t)) < 0 ||
-        PyModule_AddIntConstant(m, "STEP_SIZE", (long)sizeof(step_t)) < 0) {
+        PyModule_AddIntConstant(m, "STEP_ROW_SIZE", (long)sizeof(step_row_t)) < 0 ||
+        PyModule_AddIntConstant(m, "STEP_BUCKETS_SIZE", (long)sizeof(step_buckets_t)) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -47,7 +47,8 @@ from pipeline.events.otlp_wire_rows import (
 from pipeline.events.otlp_wire_series import (
     CUMULATIVE_HISTOGRAM,
     HAS_SUM,
-    STEP,
+    STEP_BUCKETS,
+    STEP_ROW,
     cumulative_points,
     point_by_point,
 )
@@ -66,9 +67,11 @@ POINT = np.dtype([(name, "=u8") for name in ("time", "start", "event", "count", 
                                                "counts_off", "bounds_off")]
                  + [(name, "=i4") for name in ("metric", "region", "ncounts", "nbounds")]
                  + [("flags", "=u4"), ("has", "=u4")])
-if _otlpwire is not None and (POINT.itemsize, SLOT.itemsize, STEP.itemsize) != (
+if _otlpwire is not None and (
+        POINT.itemsize, SLOT.itemsize, STEP_ROW.itemsize, STEP_BUCKETS.itemsize) != (
         _otlpwire.POINT_SIZE, getattr(_otlpwire, "SLOT_SIZE", 0),
-        getattr(_otlpwire, "STEP_SIZE", 0)):  # a stale build
+        getattr(_otlpwire, "STEP_ROW_SIZE", 0),
+        getattr(_otlpwire, "STEP_BUCKETS_SIZE", 0)):  # a stale build
     _otlpwire = None
 GAUGE, SUM, HISTOGRAM = 0, 1, 2
 

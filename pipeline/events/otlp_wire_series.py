@@ -21,14 +21,16 @@ import numpy as np
 from pipeline.events.otlp_series import SeriesMemory, positive_rate
 from pipeline.events.otlp_series_slots import HISTOGRAM_COLUMNS, SUM_COLUMNS
 from pipeline.events.otlp_wire_rows import (
+    COUNT_RATE,
     HAS_SUM,
+    P50,
     RATE,
+    SUM_RATE,
     Differences,
     Picked,
     RowPlan,
     Since,
     cumulative_histograms,
-    since_rows,
 )
 
 try:
@@ -38,11 +40,10 @@ except ImportError:  # only called when it was built
 
 CUMULATIVE_SUM, CUMULATIVE_HISTOGRAM = 1, 3  # a point's plan (see otlp_wire)
 WHICH = {1: "sum", 2: "histogram"}  # a metric's type in a series key, as the library's
-# what the C extension's histogram_step says of each point
-STEP = np.dtype([(name, "=f8") for name in ("seconds", "count_rate", "sum_rate", "lower0",
-                                            "top", "q50", "q95", "q99")]
-                + [("total", "=u8"), ("status", "=i8"), ("has_sum", "=i8")])
-SEED, LATE, RELAYOUT, SINCE, RESET = range(5)
+# what the C extension's histogram_step gives: rows, and buckets of points with observations
+STEP_ROW = np.dtype([("point", "=i8"), ("sub", "=i8"), ("code", "=i8"), ("value", "=f8")])
+STEP_BUCKETS = np.dtype([("point", "=i8"), ("seconds", "=f8"), ("lower0", "=f8"),
+                         ("top", "=f8"), ("start", "=i8")])
 
 
 def cumulative_points(prep: Any, indexes: np.ndarray, kinds: np.ndarray,
@@ -140,24 +141,20 @@ def _histograms(prep: Any, slots: Any, memory: SeriesMemory, idx: np.ndarray, s:
     p = Picked(prep.points, idx)
     slots.counts.reserve(int(p["ncounts"].sum()))
     slots.bounds.reserve(int(p["nbounds"].sum()))
-    steps, diffs, slots.counts.used, slots.bounds.used = _otlpwire.histogram_step(
-        prep.points, prep.counts, prep.bounds, np.ascontiguousarray(idx, np.int64),
-        np.ascontiguousarray(s, np.int64), fresh.astype(np.uint8), slots.state,
-        slots.counts.data, slots.bounds.data, slots.counts.used, slots.bounds.used)
-    steps = np.frombuffer(steps, STEP)
-    status = steps["status"]
-    counted = np.bincount(status, minlength=5)
-    memory.counters.out_of_order += int(counted[LATE])
-    memory.counters.resets += int(counted[RELAYOUT] + counted[RESET])
-    k = np.flatnonzero(status >= SINCE)
-    if not len(k):
-        return
-    st = Picked(steps, k)
-    q = np.column_stack([st["lower0"], st["top"], st["q50"], st["q95"], st["q99"],
-                         st["total"].astype(np.float64)])
-    since_rows(idx[k], p["ncounts"][k].astype(np.int64), st["seconds"], st["count_rate"],
-               st["sum_rate"], st["has_sum"] != 0, q, np.frombuffer(diffs, np.uint64), out,
-               differences)
+    rows, buckets, bucket_counts, late, resets, slots.counts.used, slots.bounds.used = \
+        _otlpwire.histogram_step(
+            prep.points, prep.counts, prep.bounds, np.ascontiguousarray(idx, np.int64),
+            np.ascontiguousarray(s, np.int64), fresh.astype(np.uint8), slots.state,
+            slots.counts.data, slots.bounds.data, slots.counts.used, slots.bounds.used,
+            (COUNT_RATE, SUM_RATE, P50))
+    memory.counters.out_of_order += late
+    memory.counters.resets += resets
+    rows = np.frombuffer(rows, STEP_ROW)
+    out.add(rows["point"], rows["sub"], rows["code"], rows["value"])
+    buckets = np.frombuffer(buckets, STEP_BUCKETS)
+    differences.append(Differences(buckets["point"], buckets["seconds"], buckets["lower0"],
+                                   buckets["top"], np.frombuffer(bucket_counts, np.float64),
+                                   buckets["start"]))
 
 
 def point_by_point(prep: Any, indexes: list[int], kinds: list[int], memory: SeriesMemory,

@@ -1117,6 +1117,88 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(bucket_lists_doc,
+"bucket_lists(points, bounds, buckets, lower0, top, counts_from, counts)\n"
+"    -> (offsets, lower, upper, counts)\n\n"
+"The metric_buckets lists of the histogram points `buckets` (int64 indexes of the scanned\n"
+"`points`, their `bounds`): bucket j of a point runs from `lower0` (j = 0, float64 per\n"
+"point) or bound j-1 to bound j or `top`; its count is `counts[counts_from + j]`\n"
+"(float64; int64 per point). Returns int32 list offsets and float64 values, packed.");
+
+static PyObject *bucket_lists(PyObject *self, PyObject *args) {
+    Py_buffer pv, bv, iv, lv, tv, fv, cv;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*", &pv, &bv, &iv, &lv, &tv, &fv, &cv))
+        return NULL;
+    PyObject *result = NULL;
+    int32_t *offsets = NULL;
+    double *lower = NULL, *upper = NULL, *out_counts = NULL;
+    const point_t *points = pv.buf;
+    const double *bounds = bv.buf, *lower0 = lv.buf, *top = tv.buf, *counts = cv.buf;
+    const int64_t *idx = iv.buf, *counts_from = fv.buf;
+    Py_ssize_t n_points = pv.len / (Py_ssize_t)sizeof(point_t), n = iv.len / 8;
+    Py_ssize_t n_bounds = bv.len / 8, n_counts = cv.len / 8, total = 0;
+    if (lv.len / 8 != n || tv.len / 8 != n || fv.len / 8 != n) {
+        PyErr_SetString(PyExc_ValueError, "bucket_lists: arguments of unequal lengths");
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (idx[k] < 0 || idx[k] >= n_points) {
+            PyErr_SetString(PyExc_ValueError, "bucket_lists: a point out of range");
+            goto done;
+        }
+        const point_t *pt = points + idx[k];
+        if (pt->ncounts < 0 || pt->nbounds < 0 || pt->bounds_off < 0 || counts_from[k] < 0 ||
+            pt->bounds_off + pt->nbounds > n_bounds || counts_from[k] + pt->ncounts > n_counts) {
+            PyErr_SetString(PyExc_ValueError, "bucket_lists: buckets outside their buffer");
+            goto done;
+        }
+        total += pt->ncounts;
+        if (total > 0x7fffffff) {
+            PyErr_SetString(PyExc_OverflowError, "bucket_lists: too many buckets");
+            goto done;
+        }
+    }
+    offsets = PyMem_Malloc((size_t)(n + 1) * sizeof(int32_t));
+    lower = PyMem_Malloc((total ? (size_t)total : 1) * sizeof(double));
+    upper = PyMem_Malloc((total ? (size_t)total : 1) * sizeof(double));
+    out_counts = PyMem_Malloc((total ? (size_t)total : 1) * sizeof(double));
+    if (!offsets || !lower || !upper || !out_counts) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t at = 0;
+    offsets[0] = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const point_t *pt = points + idx[k];
+        int64_t bo = pt->bounds_off, nb = pt->nbounds;
+        for (int64_t j = 0; j < pt->ncounts; j++, at++) {
+            /* as numpy indexes them: clipped into the message's bounds, 0 when none */
+            int64_t below = bo + j - 1 < 0 ? 0 : bo + j - 1;
+            int64_t here = bo + j > n_bounds - 1 ? n_bounds - 1 : bo + j;
+            lower[at] = j == 0 ? lower0[k] : n_bounds ? bounds[below] : 0.0;
+            upper[at] = j < nb ? (n_bounds ? bounds[here] : 0.0) : top[k];
+            out_counts[at] = counts[counts_from[k] + j];
+        }
+        offsets[k + 1] = (int32_t)at;
+    }
+    result = Py_BuildValue("(y#y#y#y#)", (const char *)offsets, (Py_ssize_t)(n + 1) * 4,
+                           (const char *)lower, at * 8, (const char *)upper, at * 8,
+                           (const char *)out_counts, at * 8);
+done:
+    PyMem_Free(offsets);
+    PyMem_Free(lower);
+    PyMem_Free(upper);
+    PyMem_Free(out_counts);
+    PyBuffer_Release(&pv);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&iv);
+    PyBuffer_Release(&lv);
+    PyBuffer_Release(&tv);
+    PyBuffer_Release(&fv);
+    PyBuffer_Release(&cv);
+    return result;
+}
+
 static PyObject *blake2b64(PyObject *self, PyObject *arg) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
@@ -1129,6 +1211,7 @@ static PyMethodDef methods[] = {
     {"scan_metrics", scan_metrics, METH_O, scan_metrics_doc},
     {"quantiles", quantiles, METH_VARARGS, quantiles_doc},
     {"histogram_step", histogram_step, METH_VARARGS, histogram_step_doc},
+    {"bucket_lists", bucket_lists, METH_VARARGS, bucket_lists_doc},
     {"blake2b64", blake2b64, METH_O,
      "blake2b64(data) -> int: BLAKE2b with an 8-byte digest, read little-endian."},
     {NULL, NULL, 0, NULL}};

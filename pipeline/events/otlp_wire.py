@@ -71,7 +71,8 @@ if _otlpwire is not None and (
         POINT.itemsize, SLOT.itemsize, STEP_ROW.itemsize, STEP_BUCKETS.itemsize) != (
         _otlpwire.POINT_SIZE, getattr(_otlpwire, "SLOT_SIZE", 0),
         getattr(_otlpwire, "STEP_ROW_SIZE", 0),
-        getattr(_otlpwire, "STEP_BUCKETS_SIZE", 0)):  # a stale build
+        getattr(_otlpwire, "STEP_BUCKETS_SIZE", 0)) \
+        or not hasattr(_otlpwire, "bucket_lists"):  # a stale build
     _otlpwire = None
 GAUGE, SUM, HISTOGRAM = 0, 1, 2
 

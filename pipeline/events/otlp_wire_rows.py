@@ -195,11 +195,13 @@ def append_rows(prep: Any, message: int, rows: OtlpRows, point: np.ndarray,
     # where each row's point lies in the message (a rejected row's payload): start << 32 | end
     origins = each((per_point["origin_start"] << 32) | per_point["origin_end"])
     first_row = rows.row_count()
+    row_attrs = attrs.take(pa.array(each(per_point["region"])))
+    row_names, row_units = names[metric, code], units[metric, code]
+    row_services, row_hosts = services[scope], hosts[scope]
     columns = {
         "time": each((per_point["time"] // 1_000_000).astype(np.int64)),
-        "service": services[scope], "host": hosts[scope], "name": names[metric, code],
-        "value": values, "unit": units[metric, code],
-        "attributes": attrs.take(pa.array(each(per_point["region"]))),
+        "service": row_services, "host": row_hosts, "name": row_names,
+        "value": values, "unit": row_units, "attributes": row_attrs,
         "event_id": each(per_point["event"]) + sub.astype(np.uint64) * np.uint64(_GOLDEN),
         "message": np.full(len(point), message, dtype=np.int64),
         "ordinal": each(per_point["ordinal"]), "origin": origins,
@@ -213,17 +215,20 @@ def append_rows(prep: Any, message: int, rows: OtlpRows, point: np.ndarray,
     b = Picked(pts, buckets)
     b_metric = b["metric"].astype(np.int64)
     b_scope = scope_of_metric[b_metric]
+    lists = bucket_lists(prep, buckets, b, diff)
+    bucket_attrs = attrs.take(pa.array(b["region"]))
     rows.add_chunk(columns, pa.table({
         "event_id": pa.array(b["event"]),
         "time": pa.array((b["time"] // 1_000_000).astype(np.int64),
                          pa.timestamp("ms", tz="UTC")),
-        "service": pa.array(services[b_scope], pa.string()),
-        "host": pa.array(hosts[b_scope], pa.string()),
-        "name": pa.array(names[b_metric, 0], pa.string()),
-        "unit": pa.array(units[b_metric, 0], pa.string()),
+        # a few strings per message, converted once each, then taken per row
+        "service": pa.array(services, pa.string()).take(b_scope),
+        "host": pa.array(hosts, pa.string()).take(b_scope),
+        "name": pa.array(names[:, 0], pa.string()).take(b_metric),
+        "unit": pa.array(units[:, 0], pa.string()).take(b_metric),
         "interval_s": pa.array(intervals, pa.float64()),
-        **bucket_lists(prep, buckets, b, diff),
-        "attributes": attrs.take(pa.array(b["region"])),
+        **lists,
+        "attributes": bucket_attrs,
     }), at.tolist())
 
 
@@ -257,7 +262,6 @@ def bucket_lists(prep: Any, buckets: np.ndarray, b: Picked,
     """lower, upper, counts of each point's buckets, as Arrow lists built from offsets:
     bucket j of a point runs from its lower (j = 0) or bound j-1, to bound j or its top."""
     lower0, top = b["lower0"].copy(), b["top"].copy()
-    n = b["ncounts"].astype(np.int64)
     counts_from = b["counts_off"].astype(np.int64)
     counts = prep.counts.astype(np.float64)
     if diff is not None:  # cumulative points: their buckets are the differences
@@ -265,19 +269,11 @@ def bucket_lists(prep: Any, buckets: np.ndarray, b: Picked,
         lower0[at], top[at] = diff.lower0, diff.top
         counts_from[at] = len(counts) + diff.starts
         counts = np.concatenate([counts, diff.counts])
-    offsets = np.zeros(len(n) + 1, dtype=np.int32)
-    np.cumsum(n, out=offsets[1:])
-    owner = np.repeat(np.arange(len(n)), n)
-    j = np.arange(offsets[-1]) - offsets[:-1].astype(np.int64)[owner]
-    bound = b["bounds_off"].astype(np.int64)[owner] + j
-    nb = b["nbounds"].astype(np.int64)[owner]
-    bounds = prep.bounds
-    lower = np.where(j == 0, lower0[owner], bounds[np.clip(bound - 1, 0, None)]
-                     if len(bounds) else 0.0)
-    upper = np.where(j < nb, bounds[np.minimum(bound, len(bounds) - 1)]
-                     if len(bounds) else 0.0, top[owner])
-    arrow_offsets = pa.array(offsets)
-    return {"lower": pa.ListArray.from_arrays(arrow_offsets, pa.array(lower)),
-            "upper": pa.ListArray.from_arrays(arrow_offsets, pa.array(upper)),
-            "counts": pa.ListArray.from_arrays(
-                arrow_offsets, pa.array(counts[counts_from[owner] + j]))}
+    offsets, lower, upper, values = _otlpwire.bucket_lists(
+        prep.points, prep.bounds, np.ascontiguousarray(buckets, np.int64),
+        np.ascontiguousarray(lower0, np.float64), np.ascontiguousarray(top, np.float64),
+        np.ascontiguousarray(counts_from, np.int64), np.ascontiguousarray(counts, np.float64))
+    arrow_offsets = pa.array(np.frombuffer(offsets, np.int32))
+    return {name: pa.ListArray.from_arrays(arrow_offsets, pa.array(np.frombuffer(data,
+                                                                             np.float64)))
+            for name, data in (("lower", lower), ("upper", upper), ("counts", values))}

@@ -4,11 +4,12 @@ Cumulative monotonic sums become rates and cumulative histograms differences of 
 both against the previous point of their series (see
 :class:`~pipeline.events.otlp_series.SeriesMemory`). The protobuf library path swaps them
 one by one; :func:`cumulative_points` does the same for a whole message of the C wire
-scanner's points with numpy over the memory's columns
-(:class:`~pipeline.events.otlp_series_slots.SeriesSlots`), and gives exactly what the
-one-by-one swaps give: the same rates, previous points, counters and least recently seen
-order. When that order cannot be kept at once (a series twice in the message, or new
-series that would make the memory forget others) it returns None and
+scanner's points over the memory's columns
+(:class:`~pipeline.events.otlp_series_slots.SeriesSlots`): sums with numpy, histograms in
+the C extension (``histogram_step``: differences, rates, quantiles, bucket rows). It gives
+exactly what the one-by-one swaps give: the same rows, previous points, counters and least
+recently seen order. When that order cannot be kept at once (a series twice in the
+message, or new series that would make the memory forget others) it returns False and
 :func:`point_by_point` takes the message, as the library path would.
 """
 

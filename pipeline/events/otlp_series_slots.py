@@ -37,7 +37,7 @@ SLOT = np.dtype([("time", "=u8"), ("start", "=u8"), ("count", "=u8"), ("value", 
 
 def _column(name: str) -> property:
     """A field of every slot (a view: writes go to the slots)."""
-    return property(lambda self: self.state[name], doc=f"each slot's {name}")
+    return property(lambda self: self.columns[name], doc=f"each slot's {name}")
 
 
 class _Pool:
@@ -87,6 +87,7 @@ class SeriesSlots:
         self._queued = 0
         self.capacity = 0
         self.state = np.zeros(0, SLOT)  # the columns form, and each slot's tick and code
+        self.columns = {name: self.state[name] for name in SLOT.names}  # views of its fields
         self.counts = _Pool(np.uint64)
         self.bounds = _Pool(np.float64)
         self.compact_at = 1 << 16  # pool values in use past which compact() runs
@@ -121,6 +122,7 @@ class SeriesSlots:
         state["tick"][self.capacity:] = _NEVER
         state["code"][self.capacity:] = -1
         self.state = state
+        self.columns = {name: state[name] for name in SLOT.names}
         self.keys.extend([None] * (size - self.capacity))
         self.values.extend([None] * (size - self.capacity))
         self._free.extend(range(size - 1, self.capacity - 1, -1))

@@ -8,9 +8,13 @@ as an SDK exports them. ``--mix`` picks the metric type: ``gauge``,
 ``sum`` (cumulative monotonic counters: rates from the series memory), ``histogram``
 (delta, 12 buckets: 5 rows per point; counts drawn per point from a seeded generator,
 so no two points hash alike, as in real traffic), ``cumulative-histogram`` (each
-series' buckets growing by such counts: rates and quantiles from differences) or
-``mixed`` (gauge, sum, histogram). Then times, best of ``--repeat`` runs, in CPU
-seconds of this process (``time.process_time``: per core, and fair on a busy machine):
+series' buckets growing by such counts: rates and quantiles from differences),
+``exponential-histogram`` (cumulative, scale 3, the same counts over 12 buckets from
+offset 20), ``summary`` (count, sum and three quantiles) or ``mixed`` (gauge, sum,
+histogram). Exponential histograms and summaries are read by the protobuf library on
+both decoders (the C scanner hands their messages over). Then times, best of
+``--repeat`` runs, in CPU seconds of this process (``time.process_time``: per core, and
+fair on a busy machine):
 
 1. ``otlp_proto -> columns``: :func:`pipeline.events.otlp.decode_otlp` (protobuf parse,
    mapping, checks, event ids), the figure the issue's target (>= 200 k points/s) is for,
@@ -22,7 +26,8 @@ seconds of this process (``time.process_time``: per core, and fair on a busy mac
    one row per point), through :func:`pipeline.events.codec.decode_messages`.
 
     .venv/bin/python bench/otlp_bench.py [--points 200000] [--per-message 1000]
-        [--mix gauge|sum|histogram|cumulative-histogram|mixed] [--repeat 3] [--json]
+        [--mix gauge|sum|histogram|cumulative-histogram|exponential-histogram|summary|mixed]
+        [--repeat 3] [--decoder c|python] [--json]
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ def build(points: int, per_message: int, mix: str) -> tuple[list[bytes], list[by
     """
     kinds = {"gauge": ["gauge"], "sum": ["sum"], "histogram": ["histogram"],
              "cumulative-histogram": ["cumulative-histogram"],
+             "exponential-histogram": ["exponential-histogram"], "summary": ["summary"],
              "mixed": ["gauge", "sum", "histogram"]}[mix]
     start_ns = (NOW_MS - 7_200_000) * 1_000_000  # cumulative series started before
     combos = [(r, m) for r in ROUTES for m in METHODS]
@@ -109,6 +115,8 @@ def build(points: int, per_message: int, mix: str) -> tuple[list[bytes], list[by
                     metric.histogram.aggregation_temporality = 1
                 elif kind == "cumulative-histogram":
                     metric.histogram.aggregation_temporality = 2
+                elif kind == "exponential-histogram":
+                    metric.exponential_histogram.aggregation_temporality = 2
                 for k, (route, method) in enumerate(combos[:n - in_message]):
                     attrs = [_kv("http.route", route), _kv("http.request.method", method)]
                     value = float(round_ * 10 + k)
@@ -129,6 +137,25 @@ def build(points: int, per_message: int, mix: str) -> tuple[list[bytes], list[by
                             time_unix_nano=t_ns, start_time_unix_nano=start_ns,
                             count=sum(counts), sum=total, explicit_bounds=BOUNDS,
                             bucket_counts=counts)
+                    elif kind in ("exponential-histogram", "summary"):
+                        series = (s, h, j, k)
+                        counts, total = interval_counts(rng)
+                        before, before_total = totals.get(series, ([0] * len(SHAPE), 0.0))
+                        counts = [a + b for a, b in zip(before, counts, strict=True)]
+                        total = round(before_total + total, 3)
+                        totals[series] = (counts, total)
+                        if kind == "summary":
+                            dp = metric.summary.data_points.add(
+                                time_unix_nano=t_ns, start_time_unix_nano=start_ns,
+                                count=sum(counts), sum=total)
+                            for q, v in ((0.5, 40.0 + k), (0.95, 300.0 + k), (0.99, 900.0)):
+                                dp.quantile_values.add(quantile=q, value=v)
+                        else:
+                            dp = metric.exponential_histogram.data_points.add(
+                                time_unix_nano=t_ns, start_time_unix_nano=start_ns,
+                                count=sum(counts), sum=total, scale=3)
+                            dp.positive.offset = 20
+                            dp.positive.bucket_counts.extend(counts)
                     else:  # a counter's start stays; a gauge's is not read
                         body = metric.sum if kind == "sum" else metric.gauge
                         dp = body.data_points.add(time_unix_nano=t_ns,
@@ -147,14 +174,14 @@ def build(points: int, per_message: int, mix: str) -> tuple[list[bytes], list[by
     return protos, jsons, made
 
 
-def best_cpu_s(run: Callable[[], object], repeat: int) -> float:
-    """The fastest of ``repeat`` runs, in CPU seconds."""
+def cpu_s(run: Callable[[], object], repeat: int) -> list[float]:
+    """The CPU seconds of ``repeat`` runs, fastest first."""
     times = []
     for _ in range(repeat):
         start = time.process_time()
         run()
         times.append(time.process_time() - start)
-    return min(times)
+    return sorted(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,9 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=200_000)
     parser.add_argument("--per-message", type=int, default=1_000)
     parser.add_argument("--mix", choices=("gauge", "sum", "histogram", "cumulative-histogram",
-                                          "mixed"), default="gauge")
+                                          "exponential-histogram", "summary", "mixed"),
+                        default="gauge")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument("--decoder", choices=("c", "python"),
+                        help="only this OTLP metrics decoder's protobuf cases (no JSON cases)")
     args = parser.parse_args(argv)
 
     protos, jsons, points = build(args.points, args.per_message, args.mix)
@@ -178,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     def memory() -> SeriesMemory:  # fresh per run: each series' first point seeds it
         return SeriesMemory(max_series=1_000_000)
 
-    decoders = ["c", "python"] if metrics_decoder() == "c" else ["python"]
+    decoders = [args.decoder] if args.decoder else \
+        ["c", "python"] if metrics_decoder() == "c" else ["python"]
     rows = 0
     for decoder in decoders:  # warm-up, and both decoders give the same rows
         rows = len(decode_otlp(RecordKind.METRIC, proto_msgs, limits, memory(),
@@ -193,20 +224,22 @@ def main(argv: list[str] | None = None) -> int:
             RecordKind.METRIC, proto_msgs, limits, memory(), decoder=d)
         cases[f"otlp_proto -> columns + Arrow [{decoder}]"] = lambda d=decoder: decode_otlp(
             RecordKind.METRIC, proto_msgs, limits, memory(), decoder=d).to_arrow()
-    cases["otlp_json -> columns"] = lambda: decode_otlp(
-        RecordKind.METRIC, otlp_json_msgs, limits, memory())
-    if args.mix == "gauge":
+    if not args.decoder:
+        cases["otlp_json -> columns"] = lambda: decode_otlp(
+            RecordKind.METRIC, otlp_json_msgs, limits, memory())
+    if args.mix == "gauge" and not args.decoder:
         cases["Tocsin JSON -> columns"] = lambda: decode_messages(
             RecordKind.METRIC, json_msgs, limits)
     print(f"{points:,} points in {len(protos):,} messages ({args.mix}), {rows:,} rows; "
           f"protobuf backend {figures['protobuf_backend']}; CPU seconds, best of "
-          f"{args.repeat}")
+          f"{args.repeat} (median, slowest)")
     for label, run in cases.items():
         # OTLP/JSON is an order of magnitude slower (protobuf's pure-Python JSON parser):
         # one run of it is enough
-        seconds = best_cpu_s(run, 1 if label.startswith("otlp_json") else args.repeat)
-        figures[label] = round(points / seconds)
-        print(f"  {label:<42} {points / seconds:>12,.0f} points/s")
+        times = cpu_s(run, 1 if label.startswith("otlp_json") else args.repeat)
+        figures[label] = round(points / times[0])
+        print(f"  {label:<42} {points / times[0]:>12,.0f} points/s "
+              f"({points / times[len(times) // 2]:,.0f}, {points / times[-1]:,.0f})")
     if args.json:
         print(json.dumps(figures))
     return 0

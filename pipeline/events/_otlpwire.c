@@ -870,6 +870,335 @@ done:
     return out;
 }
 
+/* ---------------------------------------------------------------- cumulative histograms */
+
+/* a series memory slot; mirrored by a numpy dtype in otlp_series_slots.py. The previous
+ * point: times, count, sum (value, when has_total), bucket counts and bounds as runs in
+ * two pools. */
+typedef struct {
+    uint64_t time, start, count;
+    double value;
+    int64_t counts_at, ncounts, bounds_at, nbounds, tick, code;
+    int8_t form, has_total;
+    uint8_t pad[6];
+} series_slot_t;
+
+/* what histogram_step found for one point */
+typedef struct {
+    double seconds, count_rate, sum_rate;
+    uint64_t total;
+    int status, has_sum;
+    point_t q; /* the differences' lowest edge, top and quantiles */
+} step_t;
+
+/* a row of a since point (see RowPlan in otlp_wire_rows.py) */
+typedef struct {
+    int64_t point, sub, code;
+    double value;
+} step_row_t;
+
+/* a since point with observations: its buckets (see Differences in otlp_wire_rows.py) */
+typedef struct {
+    int64_t point;
+    double seconds, lower0, top;
+    int64_t start;
+} step_buckets_t;
+
+enum { STEP_SEED = 0, STEP_LATE = 1, STEP_RELAYOUT = 2, STEP_SINCE = 3, STEP_RESET = 4 };
+
+PyDoc_STRVAR(histogram_step_doc,
+"histogram_step(points, counts, bounds, indexes, slots, fresh, state, counts_pool,\n"
+"               bounds_pool, counts_used, bounds_used, codes)\n"
+"    -> (rows, buckets, bucket_counts, late, resets, counts_used, bounds_used)\n\n"
+"Cumulative histogram points (records `indexes` (int64) of the scanned `points`, their\n"
+"buckets in `counts`/`bounds`) against the previous points of their series: `slots`\n"
+"(int64, distinct) in `state` (slot records), `fresh` (uint8: a new series, the point\n"
+"only seeds it). A point not newer than the previous one is late (nothing changes);\n"
+"another bucket layout is a reset and the point seeds again; else the point gives its\n"
+"rows since the previous point, as pipeline.events.otlp_metrics computes them (a count\n"
+"that went down or a new start time is a reset: counted from zero): `rows` (point, sub,\n"
+"code, value records; `codes`: the count rate's, sum rate's and p50's name codes), and\n"
+"for points with observations their `buckets` (point, seconds, lowest edge, top, where\n"
+"their differences start in `bucket_counts`, float64). Then remembers every point but\n"
+"the late ones: runs of the same length over the slot's own, others appended to the\n"
+"pools (the caller leaves room for all). Nothing is changed when it raises.");
+
+static PyObject *histogram_step(PyObject *self, PyObject *args) {
+    Py_buffer pv, cv, bv, iv, sv, fv, stv, cpv, bpv;
+    Py_ssize_t counts_used, bounds_used, count_rate_code, sum_rate_code, p50_code;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*w*w*w*nn(nnn)", &pv, &cv, &bv, &iv, &sv, &fv,
+                          &stv, &cpv, &bpv, &counts_used, &bounds_used, &count_rate_code,
+                          &sum_rate_code, &p50_code))
+        return NULL;
+    PyObject *result = NULL, *rows_out = NULL, *buckets_out = NULL, *counts_out = NULL;
+    step_t *steps = NULL;
+    uint64_t *diffs = NULL;
+    step_row_t *rows = NULL;
+    step_buckets_t *bucket_rows = NULL;
+    double *bucket_counts = NULL;
+    const point_t *points = pv.buf;
+    const uint64_t *counts = cv.buf;
+    const double *bounds = bv.buf;
+    const int64_t *indexes = iv.buf, *slot_of = sv.buf;
+    const uint8_t *fresh = fv.buf;
+    series_slot_t *state = stv.buf;
+    uint64_t *counts_pool = cpv.buf;
+    double *bounds_pool = bpv.buf;
+    Py_ssize_t n_points = pv.len / (Py_ssize_t)sizeof(point_t), n = iv.len / 8;
+    Py_ssize_t n_slots = stv.len / (Py_ssize_t)sizeof(series_slot_t);
+    Py_ssize_t n_counts = cv.len / 8, n_bounds = bv.len / 8;
+    Py_ssize_t pool_counts = cpv.len / 8, pool_bounds = bpv.len / 8;
+    if (sv.len / 8 != n || fv.len != n || counts_used < 0 || bounds_used < 0 ||
+        counts_used > pool_counts || bounds_used > pool_bounds) {
+        PyErr_SetString(PyExc_ValueError, "histogram_step: arguments of unequal lengths");
+        goto done;
+    }
+    /* first every check, and what each point gives, reading only */
+    Py_ssize_t need_counts = 0, need_bounds = 0, n_diffs = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        int64_t i = indexes[k], s = slot_of[k];
+        if (i < 0 || i >= n_points || s < 0 || s >= n_slots) {
+            PyErr_SetString(PyExc_ValueError, "histogram_step: a point or slot out of range");
+            goto done;
+        }
+        const point_t *pt = points + i;
+        const series_slot_t *prev = state + s;
+        if (pt->ncounts < 0 || pt->nbounds < 0 || pt->counts_off < 0 || pt->bounds_off < 0 ||
+            pt->counts_off + pt->ncounts > n_counts || pt->bounds_off + pt->nbounds > n_bounds ||
+            (!fresh[k] && (prev->ncounts < 0 || prev->nbounds < 0 || prev->counts_at < 0 ||
+                           prev->bounds_at < 0 ||
+                           prev->counts_at + prev->ncounts > counts_used ||
+                           prev->bounds_at + prev->nbounds > bounds_used))) {
+            PyErr_SetString(PyExc_ValueError, "histogram_step: buckets outside their buffer");
+            goto done;
+        }
+        need_counts += pt->ncounts;
+        need_bounds += pt->nbounds;
+        if (!fresh[k] && pt->time > prev->time && prev->ncounts == pt->ncounts)
+            n_diffs += pt->ncounts;
+    }
+    if (counts_used + need_counts > pool_counts || bounds_used + need_bounds > pool_bounds) {
+        PyErr_SetString(PyExc_ValueError, "histogram_step: no room left in the pools");
+        goto done;
+    }
+    steps = PyMem_Calloc(n ? (size_t)n : 1, sizeof(step_t));
+    diffs = PyMem_Malloc((n_diffs ? (size_t)n_diffs : 1) * 8);
+    if (!steps || !diffs) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t at = 0, n_rows = 0, n_buckets = 0, late = 0, resets = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const point_t *pt = points + indexes[k];
+        const series_slot_t *prev = state + slot_of[k];
+        step_t *st = steps + k;
+        if (fresh[k]) {
+            st->status = STEP_SEED;
+            continue;
+        }
+        if (pt->time <= prev->time) {
+            st->status = STEP_LATE;
+            late++;
+            continue;
+        }
+        int nc = pt->ncounts, nb = pt->nbounds;
+        const uint64_t *now = counts + pt->counts_off, *then = counts_pool + prev->counts_at;
+        const double *b = bounds + pt->bounds_off, *p_b = bounds_pool + prev->bounds_at;
+        int same = prev->ncounts == nc && prev->nbounds == nb;
+        for (int j = 0; same && j < nb; j++) same = b[j] == p_b[j]; /* NaN: not the same */
+        if (!same) {
+            st->status = STEP_RELAYOUT;
+            resets++;
+            continue;
+        }
+        int reset = pt->count < prev->count || (pt->start && pt->start != prev->start);
+        for (int j = 0; !reset && j < nc; j++) reset = now[j] < then[j];
+        uint64_t *d = diffs + at, total = 0;
+        for (int j = 0; j < nc; j++) {
+            d[j] = reset ? now[j] : now[j] - then[j];
+            if (total + d[j] < total) {
+                PyErr_SetString(PyExc_OverflowError, "histogram_step: bucket counts overflow");
+                goto done;
+            }
+            total += d[j];
+        }
+        at += nc;
+        resets += reset;
+        st->status = reset ? STEP_RESET : STEP_SINCE;
+        st->has_sum = (pt->has & HAS_SUM) && (reset || prev->has_total);
+        uint64_t d_count = reset ? pt->count : pt->count - prev->count;
+        double d_total = reset ? pt->sum : pt->sum - prev->value;
+        st->seconds = (double)(pt->time - prev->time) / 1e9; /* newer: no wrap */
+        st->count_rate = st->seconds > 0 ? (double)d_count / st->seconds : NAN;
+        st->sum_rate = st->seconds > 0 ? d_total / st->seconds : NAN;
+        st->q.ncounts = nc;
+        st->q.nbounds = nb;
+        histogram_quantiles(&st->q, d, b);
+        st->total = st->q.count_total;
+        n_rows += 1 + (st->has_sum != 0) + (st->total > 0 ? 3 : 0);
+        n_buckets += st->total > 0;
+    }
+    /* the rows and buckets of the since points, in point order */
+    rows = PyMem_Malloc((n_rows ? (size_t)n_rows : 1) * sizeof(step_row_t));
+    bucket_rows = PyMem_Malloc((n_buckets ? (size_t)n_buckets : 1) * sizeof(step_buckets_t));
+    bucket_counts = PyMem_Malloc((at ? (size_t)at : 1) * sizeof(double));
+    if (!rows || !bucket_rows || !bucket_counts) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t r = 0, nb_rows = 0, from = 0, to = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const step_t *st = steps + k;
+        if (st->status < STEP_SINCE) continue;
+        int64_t point = indexes[k], nc = points[point].ncounts;
+        rows[r++] = (step_row_t){point, 0, count_rate_code, st->count_rate};
+        if (st->has_sum) rows[r++] = (step_row_t){point, 1, sum_rate_code, st->sum_rate};
+        if (st->total > 0) {
+            int64_t sub = 1 + (st->has_sum != 0);
+            rows[r++] = (step_row_t){point, sub, p50_code, st->q.q50};
+            rows[r++] = (step_row_t){point, sub + 1, p50_code + 1, st->q.q95};
+            rows[r++] = (step_row_t){point, sub + 2, p50_code + 2, st->q.q99};
+            bucket_rows[nb_rows++] = (step_buckets_t){point, st->seconds, st->q.lower0,
+                                                      st->q.top, to};
+            for (int64_t j = 0; j < nc; j++) bucket_counts[to + j] = (double)diffs[from + j];
+            to += nc;
+        }
+        from += nc;
+    }
+    rows_out = PyBytes_FromStringAndSize((const char *)rows, r * (Py_ssize_t)sizeof(step_row_t));
+    buckets_out = PyBytes_FromStringAndSize((const char *)bucket_rows,
+                                            nb_rows * (Py_ssize_t)sizeof(step_buckets_t));
+    counts_out = PyBytes_FromStringAndSize((const char *)bucket_counts, to * 8);
+    if (!rows_out || !buckets_out || !counts_out) goto done;
+    /* then remember the points (their slots are distinct: no point reads another's) */
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (steps[k].status == STEP_LATE) continue;
+        const point_t *pt = points + indexes[k];
+        series_slot_t *slot = state + slot_of[k];
+        if (fresh[k] || slot->ncounts != pt->ncounts) {
+            slot->counts_at = counts_used;
+            counts_used += pt->ncounts;
+        }
+        if (fresh[k] || slot->nbounds != pt->nbounds) {
+            slot->bounds_at = bounds_used;
+            bounds_used += pt->nbounds;
+        }
+        memcpy(counts_pool + slot->counts_at, counts + pt->counts_off, 8 * (size_t)pt->ncounts);
+        memcpy(bounds_pool + slot->bounds_at, bounds + pt->bounds_off, 8 * (size_t)pt->nbounds);
+        slot->ncounts = pt->ncounts;
+        slot->nbounds = pt->nbounds;
+        slot->time = pt->time;
+        slot->start = pt->start;
+        slot->count = pt->count;
+        slot->has_total = (pt->has & HAS_SUM) != 0;
+        slot->value = slot->has_total ? pt->sum : 0.0;
+        slot->form = 3;
+    }
+    result = Py_BuildValue("(OOOnnnn)", rows_out, buckets_out, counts_out, late, resets,
+                           counts_used, bounds_used);
+done:
+    Py_XDECREF(rows_out);
+    Py_XDECREF(buckets_out);
+    Py_XDECREF(counts_out);
+    PyMem_Free(steps);
+    PyMem_Free(diffs);
+    PyMem_Free(rows);
+    PyMem_Free(bucket_rows);
+    PyMem_Free(bucket_counts);
+    PyBuffer_Release(&pv);
+    PyBuffer_Release(&cv);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&iv);
+    PyBuffer_Release(&sv);
+    PyBuffer_Release(&fv);
+    PyBuffer_Release(&stv);
+    PyBuffer_Release(&cpv);
+    PyBuffer_Release(&bpv);
+    return result;
+}
+
+PyDoc_STRVAR(bucket_lists_doc,
+"bucket_lists(points, bounds, buckets, lower0, top, counts_from, counts)\n"
+"    -> (offsets, lower, upper, counts)\n\n"
+"The metric_buckets lists of the histogram points `buckets` (int64 indexes of the scanned\n"
+"`points`, their `bounds`): bucket j of a point runs from `lower0` (j = 0, float64 per\n"
+"point) or bound j-1 to bound j or `top`; its count is `counts[counts_from + j]`\n"
+"(float64; int64 per point). Returns int32 list offsets and float64 values, packed.");
+
+static PyObject *bucket_lists(PyObject *self, PyObject *args) {
+    Py_buffer pv, bv, iv, lv, tv, fv, cv;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*", &pv, &bv, &iv, &lv, &tv, &fv, &cv))
+        return NULL;
+    PyObject *result = NULL;
+    int32_t *offsets = NULL;
+    double *lower = NULL, *upper = NULL, *out_counts = NULL;
+    const point_t *points = pv.buf;
+    const double *bounds = bv.buf, *lower0 = lv.buf, *top = tv.buf, *counts = cv.buf;
+    const int64_t *idx = iv.buf, *counts_from = fv.buf;
+    Py_ssize_t n_points = pv.len / (Py_ssize_t)sizeof(point_t), n = iv.len / 8;
+    Py_ssize_t n_bounds = bv.len / 8, n_counts = cv.len / 8, total = 0;
+    if (lv.len / 8 != n || tv.len / 8 != n || fv.len / 8 != n) {
+        PyErr_SetString(PyExc_ValueError, "bucket_lists: arguments of unequal lengths");
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (idx[k] < 0 || idx[k] >= n_points) {
+            PyErr_SetString(PyExc_ValueError, "bucket_lists: a point out of range");
+            goto done;
+        }
+        const point_t *pt = points + idx[k];
+        if (pt->ncounts < 0 || pt->nbounds < 0 || pt->bounds_off < 0 || counts_from[k] < 0 ||
+            pt->bounds_off + pt->nbounds > n_bounds || counts_from[k] + pt->ncounts > n_counts) {
+            PyErr_SetString(PyExc_ValueError, "bucket_lists: buckets outside their buffer");
+            goto done;
+        }
+        total += pt->ncounts;
+        if (total > 0x7fffffff) {
+            PyErr_SetString(PyExc_OverflowError, "bucket_lists: too many buckets");
+            goto done;
+        }
+    }
+    offsets = PyMem_Malloc((size_t)(n + 1) * sizeof(int32_t));
+    lower = PyMem_Malloc((total ? (size_t)total : 1) * sizeof(double));
+    upper = PyMem_Malloc((total ? (size_t)total : 1) * sizeof(double));
+    out_counts = PyMem_Malloc((total ? (size_t)total : 1) * sizeof(double));
+    if (!offsets || !lower || !upper || !out_counts) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t at = 0;
+    offsets[0] = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const point_t *pt = points + idx[k];
+        int64_t bo = pt->bounds_off, nb = pt->nbounds;
+        for (int64_t j = 0; j < pt->ncounts; j++, at++) {
+            /* as numpy indexes them: clipped into the message's bounds, 0 when none */
+            int64_t below = bo + j - 1 < 0 ? 0 : bo + j - 1;
+            int64_t here = bo + j > n_bounds - 1 ? n_bounds - 1 : bo + j;
+            lower[at] = j == 0 ? lower0[k] : n_bounds ? bounds[below] : 0.0;
+            upper[at] = j < nb ? (n_bounds ? bounds[here] : 0.0) : top[k];
+            out_counts[at] = counts[counts_from[k] + j];
+        }
+        offsets[k + 1] = (int32_t)at;
+    }
+    result = Py_BuildValue("(y#y#y#y#)", (const char *)offsets, (Py_ssize_t)(n + 1) * 4,
+                           (const char *)lower, at * 8, (const char *)upper, at * 8,
+                           (const char *)out_counts, at * 8);
+done:
+    PyMem_Free(offsets);
+    PyMem_Free(lower);
+    PyMem_Free(upper);
+    PyMem_Free(out_counts);
+    PyBuffer_Release(&pv);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&iv);
+    PyBuffer_Release(&lv);
+    PyBuffer_Release(&tv);
+    PyBuffer_Release(&fv);
+    PyBuffer_Release(&cv);
+    return result;
+}
+
 static PyObject *blake2b64(PyObject *self, PyObject *arg) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
@@ -881,6 +1210,8 @@ static PyObject *blake2b64(PyObject *self, PyObject *arg) {
 static PyMethodDef methods[] = {
     {"scan_metrics", scan_metrics, METH_O, scan_metrics_doc},
     {"quantiles", quantiles, METH_VARARGS, quantiles_doc},
+    {"histogram_step", histogram_step, METH_VARARGS, histogram_step_doc},
+    {"bucket_lists", bucket_lists, METH_VARARGS, bucket_lists_doc},
     {"blake2b64", blake2b64, METH_O,
      "blake2b64(data) -> int: BLAKE2b with an 8-byte digest, read little-endian."},
     {NULL, NULL, 0, NULL}};
@@ -899,7 +1230,10 @@ PyMODINIT_FUNC PyInit__otlpwire(void) {
         return NULL;
     }
     Py_INCREF(WireError);
-    if (PyModule_AddIntConstant(m, "POINT_SIZE", (long)sizeof(point_t)) < 0) {
+    if (PyModule_AddIntConstant(m, "POINT_SIZE", (long)sizeof(point_t)) < 0 ||
+        PyModule_AddIntConstant(m, "SLOT_SIZE", (long)sizeof(series_slot_t)) < 0 ||
+        PyModule_AddIntConstant(m, "STEP_ROW_SIZE", (long)sizeof(step_row_t)) < 0 ||
+        PyModule_AddIntConstant(m, "STEP_BUCKETS_SIZE", (long)sizeof(step_buckets_t)) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
+
+from pipeline.events.otlp_series_slots import SeriesSlots
 
 QUANTILES = (0.5, 0.95, 0.99)
 
@@ -47,11 +48,16 @@ class SeriesCounters:
 
 @dataclass
 class SeriesMemory:
-    """The previous point of each cumulative series, least recently seen forgotten first."""
+    """The previous point of each cumulative series, least recently seen forgotten first.
+
+    The points live in :class:`~pipeline.events.otlp_series_slots.SeriesSlots`: as tuples
+    (:meth:`swap`, the protobuf library path's, one point at a time) or in columns (the C
+    wire scanner's path, a message's points at once); either reads the other's.
+    """
 
     max_series: int = 100_000
     counters: SeriesCounters = field(default_factory=SeriesCounters)
-    _points: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    slots: SeriesSlots = field(default_factory=SeriesSlots, repr=False, compare=False)
     # series keys by how a decoder recognises them cheaply (its own hashable), so that a
     # series' key is built once and the same object is looked up afterwards
     interned: dict = field(default_factory=dict, repr=False, compare=False)
@@ -64,7 +70,7 @@ class SeriesMemory:
         return key
 
     def __len__(self) -> int:
-        return len(self._points)
+        return len(self.slots)
 
     def swap(self, key: Hashable, point: tuple) -> tuple | None:
         """Remember ``point`` (its second element is the time) for ``key``; returns the
@@ -72,21 +78,27 @@ class SeriesMemory:
 
         A point not newer than the remembered one changes nothing and returns None.
         """
-        points = self._points
-        previous = points.get(key)
-        if previous is None:
-            points[key] = point
+        slots = self.slots
+        slot = slots.slot_of.get(key)
+        if slot is None:
+            slots.add(key, point)
             self.counters.seeded += 1
-            if len(points) > self.max_series:
-                points.popitem(last=False)
+            if len(slots) > self.max_series:
+                slots.remove(slots.oldest())
                 self.counters.evicted += 1
             return None
-        points.move_to_end(key)
+        slots.touch(slot)
+        previous = slots.point(slot)
         if point[1] <= previous[1]:
             self.counters.out_of_order += 1
             return None
-        points[key] = point
+        slots.set_point(slot, point)
         return previous
+
+    def previous(self, key: Hashable) -> tuple | None:
+        """The remembered point of ``key`` (None: none), without touching it (tests)."""
+        slot = self.slots.slot_of.get(key)
+        return None if slot is None else self.slots.point(slot)
 
 
 def bucket_quantiles(lowers: Sequence[float], uppers: Sequence[float],

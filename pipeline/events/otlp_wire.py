@@ -32,21 +32,25 @@ from pipeline.events.otlp_metrics import (
     point_attributes,
 )
 from pipeline.events.otlp_rows import OtlpRows
-from pipeline.events.otlp_series import (
-    SeriesMemory,
-    positive_rate,
-)
+from pipeline.events.otlp_series import SeriesMemory
+from pipeline.events.otlp_series_slots import SLOT
 from pipeline.events.otlp_values import attributes_dict, resource_fields, scope_attributes
 from pipeline.events.otlp_wire_rows import (
     COUNT_RATE,
-    HAS_SUM,
     P50,
-    RATE,
     SUM_RATE,
     Differences,
+    Picked,
     RowPlan,
     append_rows,
-    cumulative_histograms,
+)
+from pipeline.events.otlp_wire_series import (
+    CUMULATIVE_HISTOGRAM,
+    HAS_SUM,
+    STEP_BUCKETS,
+    STEP_ROW,
+    cumulative_points,
+    point_by_point,
 )
 
 try:
@@ -63,10 +67,14 @@ POINT = np.dtype([(name, "=u8") for name in ("time", "start", "event", "count", 
                                                "counts_off", "bounds_off")]
                  + [(name, "=i4") for name in ("metric", "region", "ncounts", "nbounds")]
                  + [("flags", "=u4"), ("has", "=u4")])
-if _otlpwire is not None and POINT.itemsize != _otlpwire.POINT_SIZE:  # a stale build
+if _otlpwire is not None and (
+        POINT.itemsize, SLOT.itemsize, STEP_ROW.itemsize, STEP_BUCKETS.itemsize) != (
+        _otlpwire.POINT_SIZE, getattr(_otlpwire, "SLOT_SIZE", 0),
+        getattr(_otlpwire, "STEP_ROW_SIZE", 0),
+        getattr(_otlpwire, "STEP_BUCKETS_SIZE", 0)) \
+        or not hasattr(_otlpwire, "bucket_lists"):  # a stale build
     _otlpwire = None
 GAUGE, SUM, HISTOGRAM = 0, 1, 2
-_WHICH = {SUM: "sum", HISTOGRAM: "histogram"}  # the type in a series key, as the library's
 
 
 class WireFallback(DecodeError):
@@ -105,7 +113,7 @@ def describe_decoder(decoder: str) -> str:
 # canonical), never changed after, so a hit gives what reading them again would.
 _RESOURCES: dict[bytes, tuple[str, str, dict[str, str]]] = {}
 _SCOPES: dict[tuple[bytes, bytes, bytes], tuple] = {}
-_REGIONS: dict[tuple[bytes, bytes, int, bytes], dict[str, str]] = {}
+_REGIONS: dict[tuple[bytes, bytes, int, bytes], tuple[dict[str, str], frozenset]] = {}
 KNOWN_LIMIT = 100_000  # entries per table; past it the table starts again empty
 
 
@@ -165,19 +173,21 @@ class _Prepared:
                                                  resources[r] + name + b"\x00", raw))
             self.scopes.append(known)
         self.attrs: list[dict[str, str]] = []
+        self.attr_sets: list[frozenset] = []  # the same, as in series keys
         self.region_bytes = [raw for _, _, raw in regions]
         for s, cls, raw in regions:
             scope_key, scope_raw = self.scopes[s][3:]
             key = (scope_key, scope_raw, cls, raw)
-            attrs = _REGIONS.get(key)
-            if attrs is None:
+            known = _REGIONS.get(key)
+            if known is None:
                 point = (HistogramDataPoint if cls else NumberDataPoint).FromString(raw)
                 if point.SerializeToString() != raw:
                     raise WireFallback("a data point's attributes are not in the canonical "
                                        "encoding")
-                attrs = _remember(_REGIONS, key,
-                                  point_attributes(self.scopes[s][2], point.attributes))
-            self.attrs.append(attrs)
+                attrs = point_attributes(self.scopes[s][2], point.attributes)
+                known = _remember(_REGIONS, key, (attrs, frozenset(attrs.items())))
+            self.attrs.append(known[0])
+            self.attr_sets.append(known[1])
         self.metrics = metrics
         plans = []
         for (_, _, _, kind, temporality, monotonic, *_rest) in metrics:
@@ -217,12 +227,12 @@ def map_metrics_wire(value: bytes, message: int, rows: OtlpRows, memory: SeriesM
     # delta histograms: counts must match bounds; rates when a start time is set
     hist = np.flatnonzero((plan == 2) & ~flagged)
     if len(hist):
-        h = pts[hist]
+        h = Picked(pts, hist)
         mismatch = (h["ncounts"] > 0) & (h["ncounts"] != h["nbounds"] + 1)
         if mismatch.any():
             for i in hist[mismatch].tolist():
                 _reject_counts(rejects, pts[i], prep)
-            hist, h = hist[~mismatch], h[~mismatch]
+            hist, h = hist[~mismatch], h.where(~mismatch)
         started = h["start"] != 0
         seconds = np.where(started, (h["time"].astype(np.int64) - h["start"].astype(np.int64))
                            / 1e9, 0.0)
@@ -243,7 +253,7 @@ def map_metrics_wire(value: bytes, message: int, rows: OtlpRows, memory: SeriesM
 
     stateful = np.flatnonzero(((plan == 1) | (plan == 3)) & ~flagged)
     if len(stateful):
-        _stateful(prep, stateful.tolist(), plan, out, differences, memory, rejects)
+        _stateful(prep, stateful, plan, out, differences, memory, rejects)
     for ordinal, payload, reason in sorted(rejects, key=lambda r: r[0]):
         rows.reject(message, ordinal, payload, reason)
 
@@ -267,72 +277,18 @@ def _reject_counts(rejects: list[tuple[int, int, str]], pt: Any, prep: _Prepared
                     f"(expected {nb + 1})"))
 
 
-def _stateful(prep: _Prepared, indexes: list[int], plan: np.ndarray, out: RowPlan,
+def _stateful(prep: _Prepared, indexes: np.ndarray, plan: np.ndarray, out: RowPlan,
               differences: list[Differences], memory: SeriesMemory,
               rejects: list[tuple[int, int, str]]) -> None:
-    """Cumulative sums and histograms, point by point in message order (the series memory
-    sees them as the protobuf path shows them to it)."""
+    """Cumulative sums and histograms through the series memory: the whole message at
+    once, or point by point in message order when only that gives the same memory."""
     pts = prep.points
-    sel = pts[indexes]
-    starts, times = sel["start"].tolist(), sel["time"].tolist()
-    values, metric_of, region_of = sel["value"].tolist(), sel["metric"].tolist(), \
-        sel["region"].tolist()
-    kinds = plan[indexes].tolist()
-    rate_points, rate_values = [], []
-    since: list[tuple] = []  # cumulative histograms: (point, previous point's fields)
-    since_counts: list[int] = []  # and the previous point's bucket counts, one after another
-    nc_of = None
-    counters = memory.counters
-    swap, interned = memory.swap, memory.interned.get
-    scopes, metrics, regions = prep.scopes, prep.metrics, prep.region_bytes
-    for j, i in enumerate(indexes):
-        metric, region = metrics[metric_of[j]], region_of[j]
-        _, _, _, scope_key, scope = scopes[metric[0]]
-        # the resource and scope as read, the metric's name and type, its attributes
-        handle = (scope_key, scope, metric[1], metric[3], regions[region])
-        key = interned(handle)
-        if key is None:
-            key = memory.intern(handle, (scope_key, metric[1], _WHICH[metric[3]],
-                                         frozenset(prep.attrs[region].items())))
-        start, now = starts[j], times[j]
-        if kinds[j] == 1:
-            v = values[j]
-            previous = swap(key, (start, now, v))
-            if previous is None:
-                continue
-            p_start, before, last = previous
-            increase = v - last
-            if increase < 0 or (start and start != p_start):
-                counters.resets += 1
-                increase = v
-            rate_points.append(i)
-            rate_values.append(positive_rate(increase, (now - before) / 1e9))
-            continue
-        if nc_of is None:  # the first cumulative histogram: its columns, once
-            nc_of, nb_of = sel["ncounts"].tolist(), sel["nbounds"].tolist()
-            c0_of, b0_of = sel["counts_off"].tolist(), sel["bounds_off"].tolist()
-            count_of, sum_of = sel["count"].tolist(), sel["sum"].tolist()
-            has_of = sel["has"].tolist()
-            all_counts, all_bounds = prep.counts.tolist(), prep.bounds.tolist()
-        nc, nb = nc_of[j], nb_of[j]
-        if nc and nc != nb + 1:
-            _reject_counts(rejects, pts[i], prep)
-            continue
-        c0, b0 = c0_of[j], b0_of[j]
-        counts, bounds = all_counts[c0:c0 + nc], all_bounds[b0:b0 + nb]
-        count = count_of[j]
-        total = sum_of[j] if has_of[j] & HAS_SUM else None
-        previous = swap(key, (start, now, count, total, counts, bounds))
-        if previous is None:
-            continue
-        p_start, before, p_count, p_total, p_counts, p_bounds = previous
-        if p_bounds != bounds or len(p_counts) != len(counts):
-            counters.resets += 1
-            continue
-        since.append((i, p_start, before, p_count, p_total))
-        since_counts.extend(p_counts)
-    if since:
-        cumulative_histograms(prep, since, since_counts, out, differences, counters)
-    out.add(rate_points, 0, RATE, rate_values)
-
-
+    kinds = plan[indexes]
+    sel = Picked(pts, indexes)
+    nc = sel["ncounts"].astype(np.int64)
+    bad = (kinds == CUMULATIVE_HISTOGRAM) & (nc > 0) & (nc != sel["nbounds"] + 1)
+    for i in indexes[bad].tolist():  # rejected: the memory never sees them
+        _reject_counts(rejects, pts[i], prep)
+    indexes, kinds = indexes[~bad], kinds[~bad]
+    if not cumulative_points(prep, indexes, kinds, memory, out, differences):
+        point_by_point(prep, indexes.tolist(), kinds.tolist(), memory, out, differences)

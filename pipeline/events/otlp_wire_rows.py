@@ -24,8 +24,8 @@ try:
 except ImportError:  # only called when it was built
     _otlpwire = None
 
-HAS_SUM = 1  # a point record's ``has`` bits (1 sum, 2 min, 4 max)
 # a row's name and unit: 0 the metric's own, then the derived rows' suffixes
+HAS_SUM = 1  # a point record's ``has`` bits (1 sum, 2 min, 4 max)
 SUFFIXES = ("", "rate", "count_rate", "sum_rate", *(quantile_suffix(q) for q in QUANTILES))
 RATE, COUNT_RATE, SUM_RATE, P50 = 1, 2, 3, 4
 
@@ -41,6 +41,43 @@ class Differences(NamedTuple):
     top: np.ndarray
     counts: np.ndarray
     starts: np.ndarray
+
+
+class Picked:
+    """Some records of a structured array (``records[index]``), read field by field:
+    numpy copies whole records of a structured dtype slowly, one field is a plain take."""
+
+    def __init__(self, records: np.ndarray, index: Any) -> None:
+        self.records = records
+        self.index = index
+        self._fields: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        values = self._fields.get(name)
+        if values is None:
+            values = self._fields[name] = self.records[name][self.index]
+        return values
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def where(self, mask: np.ndarray) -> Picked:
+        """The records where ``mask`` is true."""
+        return Picked(self.records, np.asarray(self.index)[mask])
+
+
+class Since(NamedTuple):
+    """Cumulative histogram points (ascending) with the previous point of their series:
+    its start, time, count, whether it had a sum, the sum (NaN: none), and its bucket
+    counts (one point's after another)."""
+
+    points: np.ndarray
+    start: np.ndarray
+    time: np.ndarray
+    count: np.ndarray
+    has_total: np.ndarray
+    total: np.ndarray
+    counts: np.ndarray
 
 
 class RowPlan:
@@ -68,24 +105,20 @@ class RowPlan:
         return point[order], sub[order], code[order], value[order]
 
 
-def cumulative_histograms(prep: Any, since: list[tuple], since_counts: list[int],
-                           out: RowPlan, differences: list[Differences], counters: Any) -> None:
+def cumulative_histograms(prep: Any, since: Since, out: RowPlan,
+                          differences: list[Differences], counters: Any) -> None:
     """Rates and quantiles of cumulative histogram points from their previous points, all
     at once, as :func:`~pipeline.events.otlp_metrics._histogram` computes them one by one."""
-    idx = np.asarray([s[0] for s in since], dtype=np.int64)
-    p_start = np.asarray([s[1] for s in since], dtype=np.uint64)
-    before = np.asarray([s[2] for s in since], dtype=np.int64)
-    p_count = np.asarray([s[3] for s in since], dtype=np.uint64)
-    p_has_total = np.asarray([s[4] is not None for s in since])
-    p_total = np.asarray([np.nan if s[4] is None else s[4] for s in since], dtype=np.float64)
-    p = prep.points[idx]
+    idx, p_start, before, p_count = since.points, since.start, since.time, since.count
+    p_has_total, p_total = since.has_total, since.total
+    p = Picked(prep.points, idx)
     nc = p["ncounts"].astype(np.int64)
     offsets = np.zeros(len(idx) + 1, dtype=np.int64)
     np.cumsum(nc, out=offsets[1:])
     owner = np.repeat(np.arange(len(idx)), nc)
     j = np.arange(offsets[-1]) - offsets[:-1][owner]
     now = prep.counts[p["counts_off"].astype(np.int64)[owner] + j]
-    then = np.asarray(since_counts, dtype=np.uint64)
+    then = since.counts
     went_down = np.bincount(owner[now < then], minlength=len(idx)) > 0
     start, count, total = p["start"], p["count"], p["sum"]
     reset = went_down | (count < p_count) | ((start != 0) & (start != p_start))
@@ -105,21 +138,35 @@ def cumulative_histograms(prep: Any, since: list[tuple], since_counts: list[int]
     q = np.frombuffer(_otlpwire.quantiles(np.ascontiguousarray(d_counts, dtype=np.uint64),
                                           prep.bounds, np.ascontiguousarray(spans)),
                       np.float64).reshape(-1, 6)
+    since_rows(idx, nc, seconds, count_rate, sum_rate, d_has_total, q, d_counts, out,
+               differences)
+
+
+def since_rows(idx: np.ndarray, nc: np.ndarray, seconds: np.ndarray, count_rate: np.ndarray,
+               sum_rate: np.ndarray, has_sum: np.ndarray, q: np.ndarray, d_counts: np.ndarray,
+               out: RowPlan, differences: list[Differences]) -> None:
+    """The rows of cumulative histogram points ``idx`` (ascending) since their previous
+    points: count rate, sum rate where ``has_sum``, quantiles where the interval saw
+    observations (``q``: lowest edge, top, p50, p95, p99, observations per point), and
+    their buckets' differences (``d_counts``, ``nc`` per point) for ``metric_buckets``."""
     out.add(idx, 0, COUNT_RATE, count_rate)
-    out.add(idx[d_has_total], 1, SUM_RATE, sum_rate[d_has_total])
+    out.add(idx[has_sum], 1, SUM_RATE, sum_rate[has_sum])
     has_q = q[:, 5] > 0
-    first_q = 1 + d_has_total.astype(np.int64)
+    first_q = 1 + has_sum.astype(np.int64)
     for k in range(3):
         out.add(idx[has_q], first_q[has_q] + k, P50 + k, q[has_q, 2 + k])
     k = np.flatnonzero(has_q)
+    offsets = np.zeros(len(idx), dtype=np.int64)
+    if len(idx):
+        np.cumsum(nc[:-1], out=offsets[1:])
     n_q = nc[k]
     starts = np.zeros(len(k) + 1, dtype=np.int64)
     np.cumsum(n_q, out=starts[1:])
     q_owner = np.repeat(np.arange(len(k)), n_q)
     q_j = np.arange(starts[-1]) - starts[:-1][q_owner]
     differences.append(Differences(idx[k], seconds[k], q[k, 0], q[k, 1],
-                                    d_counts[offsets[k][q_owner] + q_j].astype(np.float64),
-                                    starts[:-1]))
+                                   d_counts[offsets[k][q_owner] + q_j].astype(np.float64),
+                                   starts[:-1]))
 
 
 def append_rows(prep: Any, message: int, rows: OtlpRows, point: np.ndarray,
@@ -137,7 +184,7 @@ def append_rows(prep: Any, message: int, rows: OtlpRows, point: np.ndarray,
 
     # the rows come point by point: read each point's fields once, then repeat them
     firsts = np.flatnonzero(np.diff(point, prepend=-1))
-    per_point = pts[point[firsts]]
+    per_point = Picked(pts, point[firsts])
     repeat = np.diff(np.append(firsts, len(point)))
 
     def each(values: np.ndarray) -> np.ndarray:
@@ -148,11 +195,13 @@ def append_rows(prep: Any, message: int, rows: OtlpRows, point: np.ndarray,
     # where each row's point lies in the message (a rejected row's payload): start << 32 | end
     origins = each((per_point["origin_start"] << 32) | per_point["origin_end"])
     first_row = rows.row_count()
+    row_attrs = attrs.take(pa.array(each(per_point["region"])))
+    row_names, row_units = names[metric, code], units[metric, code]
+    row_services, row_hosts = services[scope], hosts[scope]
     columns = {
         "time": each((per_point["time"] // 1_000_000).astype(np.int64)),
-        "service": services[scope], "host": hosts[scope], "name": names[metric, code],
-        "value": values, "unit": units[metric, code],
-        "attributes": attrs.take(pa.array(each(per_point["region"]))),
+        "service": row_services, "host": row_hosts, "name": row_names,
+        "value": values, "unit": row_units, "attributes": row_attrs,
         "event_id": each(per_point["event"]) + sub.astype(np.uint64) * np.uint64(_GOLDEN),
         "message": np.full(len(point), message, dtype=np.int64),
         "ordinal": each(per_point["ordinal"]), "origin": origins,
@@ -163,20 +212,23 @@ def append_rows(prep: Any, message: int, rows: OtlpRows, point: np.ndarray,
         rows.add_chunk(columns)
         return
     at = np.searchsorted(point, buckets) + first_row
-    b = pts[buckets]
+    b = Picked(pts, buckets)
     b_metric = b["metric"].astype(np.int64)
     b_scope = scope_of_metric[b_metric]
+    lists = bucket_lists(prep, buckets, b, diff)
+    bucket_attrs = attrs.take(pa.array(b["region"]))
     rows.add_chunk(columns, pa.table({
         "event_id": pa.array(b["event"]),
         "time": pa.array((b["time"] // 1_000_000).astype(np.int64),
                          pa.timestamp("ms", tz="UTC")),
-        "service": pa.array(services[b_scope], pa.string()),
-        "host": pa.array(hosts[b_scope], pa.string()),
-        "name": pa.array(names[b_metric, 0], pa.string()),
-        "unit": pa.array(units[b_metric, 0], pa.string()),
+        # a few strings per message, converted once each, then taken per row
+        "service": pa.array(services, pa.string()).take(b_scope),
+        "host": pa.array(hosts, pa.string()).take(b_scope),
+        "name": pa.array(names[:, 0], pa.string()).take(b_metric),
+        "unit": pa.array(units[:, 0], pa.string()).take(b_metric),
         "interval_s": pa.array(intervals, pa.float64()),
-        **bucket_lists(prep, buckets, b, diff),
-        "attributes": attrs.take(pa.array(b["region"])),
+        **lists,
+        "attributes": bucket_attrs,
     }), at.tolist())
 
 
@@ -205,12 +257,11 @@ def _objects(values: list[Any]) -> np.ndarray:
     return out
 
 
-def bucket_lists(prep: Any, buckets: np.ndarray, b: np.ndarray,
+def bucket_lists(prep: Any, buckets: np.ndarray, b: Picked,
                   diff: Differences | None) -> dict[str, pa.Array]:
     """lower, upper, counts of each point's buckets, as Arrow lists built from offsets:
     bucket j of a point runs from its lower (j = 0) or bound j-1, to bound j or its top."""
     lower0, top = b["lower0"].copy(), b["top"].copy()
-    n = b["ncounts"].astype(np.int64)
     counts_from = b["counts_off"].astype(np.int64)
     counts = prep.counts.astype(np.float64)
     if diff is not None:  # cumulative points: their buckets are the differences
@@ -218,19 +269,11 @@ def bucket_lists(prep: Any, buckets: np.ndarray, b: np.ndarray,
         lower0[at], top[at] = diff.lower0, diff.top
         counts_from[at] = len(counts) + diff.starts
         counts = np.concatenate([counts, diff.counts])
-    offsets = np.zeros(len(n) + 1, dtype=np.int32)
-    np.cumsum(n, out=offsets[1:])
-    owner = np.repeat(np.arange(len(n)), n)
-    j = np.arange(offsets[-1]) - offsets[:-1].astype(np.int64)[owner]
-    bound = b["bounds_off"].astype(np.int64)[owner] + j
-    nb = b["nbounds"].astype(np.int64)[owner]
-    bounds = prep.bounds
-    lower = np.where(j == 0, lower0[owner], bounds[np.clip(bound - 1, 0, None)]
-                     if len(bounds) else 0.0)
-    upper = np.where(j < nb, bounds[np.minimum(bound, len(bounds) - 1)]
-                     if len(bounds) else 0.0, top[owner])
-    arrow_offsets = pa.array(offsets)
-    return {"lower": pa.ListArray.from_arrays(arrow_offsets, pa.array(lower)),
-            "upper": pa.ListArray.from_arrays(arrow_offsets, pa.array(upper)),
-            "counts": pa.ListArray.from_arrays(
-                arrow_offsets, pa.array(counts[counts_from[owner] + j]))}
+    offsets, lower, upper, values = _otlpwire.bucket_lists(
+        prep.points, prep.bounds, np.ascontiguousarray(buckets, np.int64),
+        np.ascontiguousarray(lower0, np.float64), np.ascontiguousarray(top, np.float64),
+        np.ascontiguousarray(counts_from, np.int64), np.ascontiguousarray(counts, np.float64))
+    arrow_offsets = pa.array(np.frombuffer(offsets, np.int32))
+    return {name: pa.ListArray.from_arrays(arrow_offsets, pa.array(np.frombuffer(data,
+                                                                             np.float64)))
+            for name, data in (("lower", lower), ("upper", upper), ("counts", values))}

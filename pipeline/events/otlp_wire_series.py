@@ -1,0 +1,229 @@
+"""The cumulative points of one message through the series memory, all at once.
+
+Cumulative monotonic sums become rates and cumulative histograms differences of buckets,
+both against the previous point of their series (see
+:class:`~pipeline.events.otlp_series.SeriesMemory`). The protobuf library path swaps them
+one by one; :func:`cumulative_points` does the same for a whole message of the C wire
+scanner's points over the memory's columns
+(:class:`~pipeline.events.otlp_series_slots.SeriesSlots`): sums with numpy, histograms in
+the C extension (``histogram_step``: differences, rates, quantiles, bucket rows). It gives
+exactly what the one-by-one swaps give: the same rows, previous points, counters and least
+recently seen order. When that order cannot be kept at once (a series twice in the
+message, or new series that would make the memory forget others) it returns False and
+:func:`point_by_point` takes the message, as the library path would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipeline.events.otlp_series import SeriesMemory, positive_rate
+from pipeline.events.otlp_series_slots import HISTOGRAM_COLUMNS, SUM_COLUMNS
+from pipeline.events.otlp_wire_rows import (
+    COUNT_RATE,
+    HAS_SUM,
+    P50,
+    RATE,
+    SUM_RATE,
+    Differences,
+    Picked,
+    RowPlan,
+    Since,
+    cumulative_histograms,
+)
+
+try:
+    from pipeline.events import _otlpwire
+except ImportError:  # only called when it was built
+    _otlpwire = None
+
+CUMULATIVE_SUM, CUMULATIVE_HISTOGRAM = 1, 3  # a point's plan (see otlp_wire)
+WHICH = {1: "sum", 2: "histogram"}  # a metric's type in a series key, as the library's
+# what the C extension's histogram_step gives: rows, and buckets of points with observations
+STEP_ROW = np.dtype([("point", "=i8"), ("sub", "=i8"), ("code", "=i8"), ("value", "=f8")])
+STEP_BUCKETS = np.dtype([("point", "=i8"), ("seconds", "=f8"), ("lower0", "=f8"),
+                         ("top", "=f8"), ("start", "=i8")])
+
+
+def cumulative_points(prep: Any, indexes: np.ndarray, kinds: np.ndarray,
+                      memory: SeriesMemory, out: RowPlan,
+                      differences: list[Differences]) -> bool:
+    """Swap the cumulative points ``indexes`` of ``prep`` (ascending; ``kinds``: 1 sum, 3
+    histogram; bucket counts already checked against bounds) into ``memory`` at once, and
+    plan their rows. False, having changed nothing the library path reads, when it cannot
+    be done at once (then :func:`point_by_point`)."""
+    slots = memory.slots
+    slots.forget_codes(2 * memory.max_series + 1024)
+    if slots.counts.used + slots.bounds.used > slots.compact_at:
+        slots.compact()
+    sel = Picked(prep.points, indexes)
+    metric_of = sel["metric"].astype(np.int64)
+    region_of = sel["region"].astype(np.int64)
+    metric_ids = np.zeros(len(prep.metrics), np.int64)
+    metric_keys: dict[int, tuple] = {}
+    for m in np.flatnonzero(np.bincount(metric_of)).tolist():
+        scope, name, _, kind = prep.metrics[m][:4]
+        metric_keys[m] = (prep.scopes[scope][3], name, WHICH[kind])
+        metric_ids[m] = slots.metric_id(metric_keys[m])
+    attribute_ids = np.zeros(len(prep.attrs), np.int64)
+    for r in np.flatnonzero(np.bincount(region_of)).tolist():
+        attribute_ids[r] = slots.attribute_id(prep.attr_sets[r])
+    codes = (metric_ids[metric_of] << 32) | attribute_ids[region_of]
+    ordered = np.sort(codes)
+    if (ordered[1:] == ordered[:-1]).any():
+        return False  # a series twice: the second sees the first
+    slot = slots.find(codes)
+    unknown = np.flatnonzero(slot < 0)
+    new_keys = []
+    if len(unknown):
+        known_at, known_slots = [], []
+        for k, m, r in zip(unknown.tolist(), metric_of[unknown].tolist(),
+                           region_of[unknown].tolist(), strict=True):
+            key = (*metric_keys[m], prep.attr_sets[r])
+            s = slots.slot_of.get(key)  # the library path's, or known before by another code
+            if s is None:
+                new_keys.append((k, key))
+            else:
+                known_at.append(k)
+                known_slots.append(s)
+        if len(slots) + len(new_keys) > memory.max_series:
+            return False  # new series would make it forget others, one by one
+        if known_at:
+            slot[known_at] = known_slots
+            slots.register(codes[known_at], np.asarray(known_slots, np.int64))
+    fresh = slot < 0
+    is_sum = kinds == CUMULATIVE_SUM
+    existing = np.flatnonzero(~fresh)
+    for k in existing[slots.form[slot[existing]] == 0].tolist():  # kept as tuples
+        slots.to_columns(int(slot[k]), SUM_COLUMNS if is_sum[k] else HISTOGRAM_COLUMNS)
+    if new_keys:
+        at = np.asarray([k for k, _ in new_keys], np.int64)
+        slot[at] = [slots.add(key, None) for _, key in new_keys]
+        slots.register(codes[at], slot[at])
+        memory.counters.seeded += len(new_keys)
+    if is_sum.any():
+        _sums(slots, memory, indexes[is_sum], sel.where(is_sum), slot[is_sum], fresh[is_sum],
+              out)
+    if not is_sum.all():
+        _histograms(prep, slots, memory, indexes[~is_sum], slot[~is_sum], fresh[~is_sum],
+                    out, differences)
+    slots.tick[slot] = slots.clock + np.arange(len(slot))  # seen now, in message order
+    slots.clock += len(slot)
+    return True
+
+
+def _sums(slots: Any, memory: SeriesMemory, idx: np.ndarray, p: Picked, s: np.ndarray,
+          fresh: np.ndarray, out: RowPlan) -> None:
+    """Cumulative sums: rates since their previous points (a reset counts from zero)."""
+    late = ~fresh & (p["time"] <= slots.time[s])
+    memory.counters.out_of_order += int(np.count_nonzero(late))
+    seen = ~fresh & ~late
+    value, start, time, sq = p["value"][seen], p["start"][seen], p["time"][seen], s[seen]
+    increase = value - slots.value[sq]
+    reset = (increase < 0) | ((start != 0) & (start != slots.start[sq]))
+    memory.counters.resets += int(np.count_nonzero(reset))
+    increase = np.where(reset, value, increase)
+    seconds = (time - slots.time[sq]).astype(np.float64) / 1e9
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rates = np.where(seconds > 0, increase / np.where(seconds > 0, seconds, 1.0), np.nan)
+    out.add(idx[seen], 0, RATE, rates)
+    kept = ~late  # remember the points, not the late ones
+    s = s[kept]
+    slots.start[s], slots.time[s], slots.value[s] = p["start"][kept], p["time"][kept], \
+        p["value"][kept]
+    slots.form[s] = SUM_COLUMNS
+
+
+def _histograms(prep: Any, slots: Any, memory: SeriesMemory, idx: np.ndarray, s: np.ndarray,
+                fresh: np.ndarray, out: RowPlan, differences: list[Differences]) -> None:
+    """Cumulative histograms: differences since their previous points, in C."""
+    p = Picked(prep.points, idx)
+    slots.counts.reserve(int(p["ncounts"].sum()))
+    slots.bounds.reserve(int(p["nbounds"].sum()))
+    rows, buckets, bucket_counts, late, resets, slots.counts.used, slots.bounds.used = \
+        _otlpwire.histogram_step(
+            prep.points, prep.counts, prep.bounds, np.ascontiguousarray(idx, np.int64),
+            np.ascontiguousarray(s, np.int64), fresh.astype(np.uint8), slots.state,
+            slots.counts.data, slots.bounds.data, slots.counts.used, slots.bounds.used,
+            (COUNT_RATE, SUM_RATE, P50))
+    memory.counters.out_of_order += late
+    memory.counters.resets += resets
+    rows = np.frombuffer(rows, STEP_ROW)
+    out.add(rows["point"], rows["sub"], rows["code"], rows["value"])
+    buckets = np.frombuffer(buckets, STEP_BUCKETS)
+    differences.append(Differences(buckets["point"], buckets["seconds"], buckets["lower0"],
+                                   buckets["top"], np.frombuffer(bucket_counts, np.float64),
+                                   buckets["start"]))
+
+
+def point_by_point(prep: Any, indexes: list[int], kinds: list[int], memory: SeriesMemory,
+                   out: RowPlan, differences: list[Differences]) -> None:
+    """As :func:`cumulative_points`, one point after another through
+    :meth:`SeriesMemory.swap` (as the library path: the order of swaps decides)."""
+    pts = prep.points
+    sel = Picked(pts, indexes)
+    starts, times = sel["start"].tolist(), sel["time"].tolist()
+    values, metric_of, region_of = sel["value"].tolist(), sel["metric"].tolist(), \
+        sel["region"].tolist()
+    rate_points, rate_values = [], []
+    since: list[tuple] = []  # cumulative histograms: (point, previous point's fields)
+    since_counts: list[int] = []  # and the previous point's bucket counts, one after another
+    nc_of = None
+    counters = memory.counters
+    swap, interned = memory.swap, memory.interned.get
+    scopes, metrics, regions = prep.scopes, prep.metrics, prep.region_bytes
+    for j, i in enumerate(indexes):
+        metric, region = metrics[metric_of[j]], region_of[j]
+        _, _, _, scope_key, scope = scopes[metric[0]]
+        # the resource and scope as read, the metric's name and type, its attributes
+        handle = (scope_key, scope, metric[1], metric[3], regions[region])
+        key = interned(handle)
+        if key is None:
+            key = memory.intern(handle, (scope_key, metric[1], WHICH[metric[3]],
+                                         prep.attr_sets[region]))
+        start, now = starts[j], times[j]
+        if kinds[j] == CUMULATIVE_SUM:
+            v = values[j]
+            previous = swap(key, (start, now, v))
+            if previous is None:
+                continue
+            p_start, before, last = previous
+            increase = v - last
+            if increase < 0 or (start and start != p_start):
+                counters.resets += 1
+                increase = v
+            rate_points.append(i)
+            rate_values.append(positive_rate(increase, (now - before) / 1e9))
+            continue
+        if nc_of is None:  # the first cumulative histogram: its columns, once
+            nc_of, nb_of = sel["ncounts"].tolist(), sel["nbounds"].tolist()
+            c0_of, b0_of = sel["counts_off"].tolist(), sel["bounds_off"].tolist()
+            count_of, sum_of = sel["count"].tolist(), sel["sum"].tolist()
+            has_of = sel["has"].tolist()
+            all_counts, all_bounds = prep.counts.tolist(), prep.bounds.tolist()
+        nc, nb = nc_of[j], nb_of[j]
+        c0, b0 = c0_of[j], b0_of[j]
+        counts, bounds = all_counts[c0:c0 + nc], all_bounds[b0:b0 + nb]
+        count = count_of[j]
+        total = sum_of[j] if has_of[j] & HAS_SUM else None
+        previous = swap(key, (start, now, count, total, counts, bounds))
+        if previous is None:
+            continue
+        p_start, before, p_count, p_total, p_counts, p_bounds = previous
+        if p_bounds != bounds or len(p_counts) != len(counts):
+            counters.resets += 1
+            continue
+        since.append((i, p_start, before, p_count, p_total))
+        since_counts.extend(p_counts)
+    if since:
+        cumulative_histograms(prep, Since(
+            np.asarray([s[0] for s in since], np.int64),
+            np.asarray([s[1] for s in since], np.uint64),
+            np.asarray([s[2] for s in since], np.int64),
+            np.asarray([s[3] for s in since], np.uint64),
+            np.asarray([s[4] is not None for s in since], bool),
+            np.asarray([np.nan if s[4] is None else s[4] for s in since], np.float64),
+            np.asarray(since_counts, np.uint64)), out, differences, counters)
+    out.add(rate_points, 0, RATE, rate_values)

@@ -55,13 +55,15 @@ from pipeline.evaluate.nab import (  # noqa: E402
 
 PUBLISHED = {"Windowed Gaussian": 39.6, "Skyline": 58.2, "CAD OSE": 69.9,
              "Numenta HTM": 70.1, "ARTime": 74.9}
-THRESHOLDS = (0.25, 0.3, 0.35, 0.4, 0.45)
+THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55)
 RESTS = (100, 200)
 VARIANTS: dict[str, tuple[Callable[..., Any], dict[str, float]]] = {
     "robust-seasonal (previous default)": (RobustSeasonal, {}),
+    "ensemble: level family only (before)": (SeasonalEnsemble,
+                                              {"likelihood": 0, "threshold": 0.35}),
+    "ensemble: no rest after an alarm": (SeasonalEnsemble, {"rest_points": 0}),
     "ensemble: tails not learnt (tail_rate 0)": (SeasonalEnsemble, {"tail_rate": 0}),
-    "ensemble: local statistic mixed in (0.3)": (SeasonalEnsemble, {"global_weight": 0.7}),
-    "ensemble: level family (default)": (SeasonalEnsemble, {}),
+    "ensemble: level + likelihood (default)": (SeasonalEnsemble, {}),
     "ensemble + context tier (opt-in)": (SeasonalEnsemble, {"context": 1}),
 }
 """The ablation: each family's contribution, under the same tuning."""

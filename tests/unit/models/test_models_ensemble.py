@@ -133,3 +133,25 @@ def test_engine_seeds_only_the_series_it_does_not_know():
     assert engine.seed(state, history) == 1
     assert engine.missing_series(cols, state) == []
     assert engine.seed(state, history) == 0
+
+
+def _raw_scores(det, values):
+    s = det.new_state(1)
+    out = np.zeros(values.size)
+    for i, x in enumerate(values):
+        xs, t = np.array([x]), np.array([T0 + i * MIN], dtype=float)
+        ev = det.evaluate(s, xs, t)
+        det.update(s, xs, t, ev)
+        out[i] = ev.raw[0]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_likelihood_family_turns_a_sustained_moderate_shift_into_a_clear_score(seed):
+    values = noise(1040, seed)
+    values[1000:] += 3.0  # 3 sigma for 40 points: no single point is extreme
+    with_family = _raw_scores(SeasonalEnsemble(), values)
+    level_only = _raw_scores(SeasonalEnsemble(likelihood=False), values)
+    assert with_family[1000:].max() > 0.9 and level_only[1000:].max() < THRESHOLD
+    # and the noise before it stays under the model's own threshold (0.45)
+    assert with_family[300:1000].max() < SeasonalEnsemble().threshold

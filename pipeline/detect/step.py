@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from pipeline.events.detection import Detection
 from pipeline.events.printable import printable
-from pipeline.events.slices import TICK_KEY, Tick, decode_ticks, read_slice
+from pipeline.events.slices import TICK_KEY, ServiceSlice, Tick, decode_ticks, read_slice
 
 log = logging.getLogger("tocsin.detect")
 
@@ -122,8 +122,9 @@ class DetectionStep:
     """Applies engines to messages in order, touching each service's state once."""
 
     def __init__(self, engines: Mapping[str, Engine], allowed_lateness_ms: int,
-                 history: HistoryReader | None = None) -> None:
+                 history: HistoryReader | None = None, batched: bool = True) -> None:
         self.engines = dict(engines)
+        self.batched = batched
         self.allowed_lateness_ms = allowed_lateness_ms
         self.history = history
         self.watermarks = Watermarks()
@@ -137,6 +138,7 @@ class DetectionStep:
         reads (the result's watermark waits for each of them; None: those seen)."""
         result = StepResult()
         live: dict[tuple[str, str], Any] = {}
+        staged: dict[str, list[tuple[ServiceSlice, Any]]] = defaultdict(list)
         new_on: dict[int, set[str]] = defaultdict(set)
         if assigned is not None:
             for partition in set(self._advanced) - set(assigned):  # revoked
@@ -184,24 +186,23 @@ class DetectionStep:
                 if piece.signal == "metrics" and self.history is not None \
                         and hasattr(engine, "seed"):
                     self._warm_up(engine, piece, state_of(name, piece.service), result)
+                out: Any
                 try:
-                    state, found, stats = engine.process(piece.signal, piece.columns,
-                                                         state_of(name, piece.service))
-                except Exception:  # one engine's bug must not stop the stream
-                    result.errors += 1
-                    log.exception("%s failed on %d %s records of %s; its state is kept",
-                                  name, len(piece.columns.get("service", ())), piece.signal,
-                                  printable(piece.service))
-                    continue
-                live[(name, piece.service)] = state
-                result.detections.extend(found)
-                late = _late_count(stats)
-                if late:
-                    result.late_records += late
-                    log.warning("%s: %d %s records of %s arrived later than the allowed "
-                                "lateness (%d ms) and were counted, not windowed",
-                                name, late, piece.signal, printable(piece.service),
-                                self.allowed_lateness_ms)
+                    if self.batched and hasattr(engine, "stage"):
+                        handle = engine.stage(piece.signal, piece.columns,
+                                              state_of(name, piece.service))
+                        if handle is not None:  # scored with the others after the loop
+                            staged[name].append((piece, handle))
+                            continue
+                    out = engine.process(piece.signal, piece.columns,
+                                         state_of(name, piece.service))
+                except Exception as exc:  # one engine's bug must not stop the stream
+                    out = exc
+                self._take(name, piece, out, live, result)
+        for name, items in staged.items():
+            for (piece, _), out in zip(items, self._process_staged(name, items, state_of),
+                                       strict=True):
+                self._take(name, piece, out, live, result)
         # detections leave in event-time order: a step closes each service's windows in
         # turn, and whoever reads them (the correlator) should not see time go backwards
         result.detections.sort(key=lambda d: (d.time, d.id))
@@ -212,6 +213,45 @@ class DetectionStep:
             result.watermark_ms = min(self._advanced.values())
         result.states = {key: state.to_bytes() for key, state in live.items()}
         return result
+
+    def _process_staged(self, name: str, items: list[tuple[ServiceSlice, Any]],
+                        state_of: Callable[[str, str], Any]) -> list[Any]:
+        """The staged slices of engine ``name`` scored together; one by one if that
+        fails (it changes no state when it does)."""
+        engine = self.engines[name]
+        try:
+            return list(engine.process_staged([handle for _, handle in items]))
+        except Exception:
+            log.exception("%s failed scoring %d slices together; scoring them one by one",
+                          name, len(items))
+        outs: list[Any] = []
+        for piece, _ in items:
+            try:
+                outs.append(engine.process(piece.signal, piece.columns,
+                                           state_of(name, piece.service)))
+            except Exception as exc:
+                outs.append(exc)
+        return outs
+
+    def _take(self, name: str, piece: ServiceSlice, out: Any, live: dict[tuple[str, str], Any],
+              result: StepResult) -> None:
+        """Keep what ``engine.process`` gave for one slice, or log what it raised."""
+        if isinstance(out, Exception):
+            result.errors += 1
+            log.error("%s failed on %d %s records of %s; its state is kept", name,
+                      len(piece.columns.get("service", ())), piece.signal,
+                      printable(piece.service), exc_info=out)
+            return
+        state, found, stats = out
+        live[(name, piece.service)] = state
+        result.detections.extend(found)
+        late = _late_count(stats)
+        if late:
+            result.late_records += late
+            log.warning("%s: %d %s records of %s arrived later than the allowed "
+                        "lateness (%d ms) and were counted, not windowed",
+                        name, late, piece.signal, printable(piece.service),
+                        self.allowed_lateness_ms)
 
     def _warm_up(self, engine: Any, piece: Any, state: Any, result: StepResult) -> None:
         """Seed the slice's metric series the engine has no state for from history."""

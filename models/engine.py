@@ -181,9 +181,11 @@ class ModelEngine:
                 changed = True
         return changed
 
-    def new_state(self) -> ServiceModelState:
-        """Fresh model state for one service."""
-        return ServiceModelState(self.metric_detector, self.vector_template.clone(),
+    def new_state(self, vector: ServiceVectorHST | None = None) -> ServiceModelState:
+        """Fresh model state for one service (around ``vector``, a restored service
+        vector detector, if given; else a clone of the current one)."""
+        return ServiceModelState(self.metric_detector,
+                                 self.vector_template.clone() if vector is None else vector,
                                  LogAnalytics(self.log_model), TraceAnalytics(self.trace_model))
 
     def _sync(self, state: ServiceModelState) -> None:
@@ -334,9 +336,11 @@ class ModelEngine:
         # a per-edge series (a point naming its peer) is learned live, not seeded: the
         # history is read by host and metric, which would mix the edges
         edges = peer_series(columns, np.arange(len(names)))
-        out = {(h, n) for r, (h, n) in enumerate(zip(hosts, names, strict=True))
-               if r not in edges and n not in SKIP_METRICS and f"{h}|{n}" not in known}
-        return sorted(out)
+        pairs = (set(zip(hosts, names, strict=True)) if not edges else
+                 {(h, n) for r, (h, n) in enumerate(zip(hosts, names, strict=True))
+                  if r not in edges})
+        return sorted((h, n) for h, n in pairs
+                      if n not in SKIP_METRICS and f"{h}|{n}" not in known)
 
     def seed(self, state: ServiceModelState, history: Mapping[str, Any]) -> int:
         """Teach series without state their history (metric columns ``time``, ``host``,

@@ -49,13 +49,13 @@ def ticks(source: str, time_ms: int) -> list[Message]:
     return [Message(p, TICK_KEY, value) for p in range(PARTITIONS)]
 
 
-def run(steps: list[list[Message]], batched: bool, history: Any = None
-        ) -> tuple[list[Any], dict[tuple[str, str], Any], int]:
+def run(steps: list[list[Message]], batched: bool, history: Any = None,
+        history_many: Any = None) -> tuple[list[Any], dict[tuple[str, str], Any], int]:
     """Every detection, the last states (decoded) and the series seeded."""
     settings = load_settings(environ={})
     engines = {"models": build_engines(settings)["models"]}  # the rules are not batched
     step = DetectionStep(engines, settings.detect.allowed_lateness_ms, history,
-                         batched=batched)
+                         batched=batched, history_many=history_many)
     stored: dict[tuple[str, str], bytes] = {}
     detections, seeded = [], 0
     for messages in steps:
@@ -87,10 +87,12 @@ def same(a: Any, b: Any, where: str = "") -> None:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
 
-def assert_equivalent(steps: list[list[Message]], history: Any = None) -> list[Any]:
+def assert_equivalent(steps: list[list[Message]], history: Any = None,
+                      history_many: Any = None) -> list[Any]:
     """The batched step finds what the per-slice step finds; returns its detections."""
     old, old_states, old_seeded = run(steps, batched=False, history=history)
-    new, new_states, new_seeded = run(steps, batched=True, history=history)
+    new, new_states, new_seeded = run(steps, batched=True, history=history,
+                                      history_many=history_many)
     assert new_seeded == old_seeded
     assert len(new) == len(old)
     for i, (d_old, d_new) in enumerate(zip(old, new, strict=True)):
@@ -182,7 +184,8 @@ def test_a_nab_series_is_detected_alike_batched_or_slice_by_slice():
 
 
 def test_series_warmed_up_from_history_are_detected_alike():
-    """New series seeded from stored history (as a restarted worker reads it) first."""
+    """New series seeded from stored history (as a restarted worker reads it) first; the
+    batched step asks for the history of all services new in a step in one read."""
     def stored(service: str, series: Any, before_ms: int) -> dict[str, Any]:
         n = 200
         rng = np.random.default_rng(zlib.crc32(f"{service}{before_ms}".encode()))
@@ -192,6 +195,28 @@ def test_series_warmed_up_from_history_are_detected_alike():
                 "name": [m for _ in range(n) for _, m in pairs],
                 "value": 50.0 + rng.standard_normal(n * len(pairs))}
 
+    reads: list[int] = []
+
+    def many(requests: Any) -> list[dict[str, Any]]:
+        services = [service for service, _, _ in requests]
+        assert len(set(services)) == len(services)
+        reads.append(len(requests))
+        return [stored(*request) for request in requests]
+
     steps = simulator_steps(8, 6)
-    detections = assert_equivalent(steps, history=stored)
+    detections = assert_equivalent(steps, history=stored, history_many=many)
     assert any(d.detector.startswith("model:") for d in detections)
+    assert reads and reads[0] >= 10  # every service of the first step in one read
+    assert len(reads) < len(steps) + 2  # a read per step (and round) at most
+
+
+def test_a_failed_batch_history_read_counts_each_service_and_they_start_cold():
+    def down(requests: Any) -> list[dict[str, Any]]:
+        raise RuntimeError("the store is down")
+
+    settings = load_settings(environ={})
+    step = DetectionStep({"models": build_engines(settings)["models"]}, 60_000,
+                         history=lambda *a: {}, history_many=down)
+    out = step.run(simulator_steps(1, 6)[0], lambda e, s: None, lambda p: [])
+    services = {key[1] for key in out.states}
+    assert out.history_errors == len(services) > 3 and out.seeded == 0 and out.errors == 0

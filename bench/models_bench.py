@@ -3,7 +3,9 @@
 1. µs per point and bytes of state per series for each metric detector: the seasonal
    ensemble (the default; and its opt-in context tier) and the robust seasonal scorer
    through the series bank at several batch widths (how many series a batch touches),
-   and the per-object river-based detectors.
+   1,000 series in 40 services' banks scored one bank after another or together
+   (``process_banks``, as the detect step does), and the per-object river-based
+   detectors.
 2. Time to first possible detection of a new series: a series sampled once a minute
    shifts by 20 sigma at its k-th point; the first k at which the engine's alarm fires
    (threshold 0.6, 4 points out of band), cold and seeded with an hour of history.
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import ModelEngine  # noqa: E402
 from models.ensemble import SeasonalEnsemble  # noqa: E402
 from models.forecast import ForecastResidual, HalfSpaceTreesScorer  # noqa: E402
-from models.series import SeriesBank  # noqa: E402
+from models.series import SeriesBank, process_banks  # noqa: E402
 from models.univariate import RobustSeasonal  # noqa: E402
 from pipeline.detect.replay import split_by_service  # noqa: E402
 from pipeline.events.codec import decode_values  # noqa: E402
@@ -52,6 +54,28 @@ def bank_cost(width: int, rounds: int, detector=None) -> tuple[float, int]:
                      0.6, 0.42, 3)
     elapsed = time.perf_counter() - began
     return elapsed / (rounds * width) * 1e6, bank.bytes_per_series
+
+
+def banks_cost(services: int, per_service: int, rounds: int, joint: bool) -> float:
+    """µs per point when ``services`` banks of ``per_service`` series each take a batch
+    (one point per series): each bank's ``process`` in turn (as the detect step scored
+    one service after another), or all banks in one :func:`process_banks` call (as it
+    does now)."""
+    rng = np.random.default_rng(0)
+    banks = [SeriesBank(SeasonalEnsemble()) for _ in range(services)]
+    slots = [b.slots([f"s{i}" for i in range(per_service)]) for b in banks]
+    values = 50 + rng.standard_normal((rounds, services, per_service))
+    began = time.perf_counter()
+    for r in range(rounds):
+        times = np.full(per_service, T0 + r * 10_000, dtype=np.int64)
+        parts = [(b, s, times, values[r, k])
+                 for k, (b, s) in enumerate(zip(banks, slots, strict=True))]
+        if joint:
+            process_banks(parts, 0.6, 0.42, 3)
+        else:
+            for bank, s, t, v in parts:
+                bank.process(s, t, v, 0.6, 0.42, 3)
+    return (time.perf_counter() - began) / (rounds * services * per_service) * 1e6
 
 
 def first_detection(seeded: bool, seeds: int = 20, longest: int = 120) -> tuple[int, float]:
@@ -130,6 +154,10 @@ def main() -> None:
             us, size = bank_cost(width, rounds, make())
             print(f"  {label:34s} series bank, {width:>7,} series per batch: "
                   f"{us:8.2f} µs/point, {size} B/series")
+    for joint in (False, True):
+        how = ("one process_banks call" if joint else "one bank after another")
+        print(f"  seasonal-ensemble, 1,000 series as 40 services' banks of 25, {how}: "
+              f"{banks_cost(40, 25, 100, joint):8.2f} µs/point")
     for seeded in (False, True):
         k, delay = first_detection(seeded)
         how = "seeded with 1 h of history" if seeded else "cold, no history"

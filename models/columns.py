@@ -49,15 +49,18 @@ def peer_series(columns: Mapping[str, Any], rows: np.ndarray) -> dict[int, tuple
         attrs = pa.array(list(attrs), pa.map_(pa.string(), pa.string()))
     import pyarrow.compute as pc
 
-    picked = attrs.take(pa.array(rows, pa.int64()))
-    named = None
+    named = None  # over the whole column: cheaper than taking the rows first
     for key in PEER_ATTRIBUTES:
-        found = pc.is_valid(pc.map_lookup(picked, key, "first"))
+        found = pc.is_valid(pc.map_lookup(attrs, key, "first"))
         named = found if named is None else pc.or_(named, found)
-    where = np.flatnonzero(named.to_numpy(zero_copy_only=False)) if named is not None else []
+    assert named is not None
+    where = np.flatnonzero(named.to_numpy(zero_copy_only=False)[np.asarray(rows)])
+    if not where.size:
+        return {}
+    picked = attrs.take(pa.array(np.asarray(rows)[where], pa.int64()))
     out: dict[int, tuple[str, dict]] = {}
-    for n in np.asarray(where).tolist():
-        items = picked[n].as_py() or []
+    for m, n in enumerate(where.tolist()):
+        items = picked[m].as_py() or []
         identity = {str(k): str(v) for k, v in sorted(items)}
         out[n] = ("|" + ",".join(f"{k}={v}" for k, v in identity.items()), identity)
     return out

@@ -29,7 +29,8 @@ since it was last sent. Event time only: nothing here reads the clock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ from models.ensemble import SeasonalEnsemble
 from models.logs import LogAnalytics
 from models.multivariate import FEATURE_METRICS, FEATURES, ServiceVectorHST
 from models.registry import ModelRegistry
+from models.series import BankResult, process_banks
 from models.service_state import ServiceModelState
 from models.traces import TraceAnalytics
 from models.univariate import RobustSeasonal
@@ -60,6 +62,20 @@ _OTHERS: dict[str, type[Detector | AnalyticsModel]] = {
 SKIP_METRICS = frozenset({"heartbeat"})  # constant while up; absence is a rule's job
 _FEATURE_OF = {metric: feature for feature, metrics in FEATURE_METRICS.items()
                for metric in metrics}
+
+
+@dataclass
+class StagedMetrics:
+    """One service's metric slice, ready to score: columns, kept rows, series slots."""
+
+    state: ServiceModelState
+    times: np.ndarray
+    names: list[str]
+    hosts: list[str]
+    values: np.ndarray
+    idx: np.ndarray  # rows scored (finite values of metrics not skipped)
+    edges: dict[int, tuple[str, dict[str, str]]]  # per-edge series, by position in idx
+    slots: np.ndarray  # bank slot of each scored row
 
 
 class ModelEngine:
@@ -165,9 +181,11 @@ class ModelEngine:
                 changed = True
         return changed
 
-    def new_state(self) -> ServiceModelState:
-        """Fresh model state for one service."""
-        return ServiceModelState(self.metric_detector, self.vector_template.clone(),
+    def new_state(self, vector: ServiceVectorHST | None = None) -> ServiceModelState:
+        """Fresh model state for one service (around ``vector``, a restored service
+        vector detector, if given; else a clone of the current one)."""
+        return ServiceModelState(self.metric_detector,
+                                 self.vector_template.clone() if vector is None else vector,
                                  LogAnalytics(self.log_model), TraceAnalytics(self.trace_model))
 
     def _sync(self, state: ServiceModelState) -> None:
@@ -222,8 +240,52 @@ class ModelEngine:
         """Caller → callee edges seen in this service's spans: (caller, callee, count, last)."""
         return state.traces.call_graph()
 
+    def stage(self, signal: str, columns: Mapping[str, Any], state: ServiceModelState
+              ) -> StagedMetrics | None:
+        """The first half of :meth:`process` for a metric slice: the service named, its
+        series given slots; :meth:`process_staged` then scores many staged slices (of
+        any services) together. None for other signals and empty slices: process them."""
+        if signal != "metrics" or "service" not in columns:
+            return None
+        services = values_of(columns, "service")
+        if not len(services):
+            return None
+        state.service = state.service or services[0]
+        self._sync(state)
+        return self._stage(columns, state)
+
+    def process_staged(self, staged: Sequence[StagedMetrics]
+                       ) -> list[tuple[ServiceModelState, list[Detection], dict[str, int]]
+                                 | Exception]:
+        """Score staged metric slices as :meth:`process` would one after the other, with
+        the series of every slice in one bank's rounds (see
+        :func:`~models.series.process_banks`). If that raises, no state has changed and
+        the slices may be processed one by one; a slice whose findings fail afterwards
+        gets its exception in its place."""
+        results = process_banks([(s.state.metrics, s.slots, s.times[s.idx], s.values[s.idx])
+                                 for s in staged], self.threshold, self.clear,
+                                self.confirm_points, self.accept_points, self.keepalive_ms)
+        out: list[Any] = []
+        for s, res in zip(staged, results, strict=True):
+            try:
+                findings, stats = self._findings(s, res)
+                stats["records"] = len(s.names)
+                out.append((s.state, [self._detection(f, s.state.service) for f in findings],
+                            stats))
+            except Exception as exc:  # noqa: BLE001 - the caller logs it for that slice
+                out.append(exc)
+        return out
+
     def _metrics(self, columns: Mapping[str, Any], state: ServiceModelState
                  ) -> tuple[list[Finding], dict[str, int]]:
+        staged = self._stage(columns, state)
+        res = state.metrics.process(staged.slots, staged.times[staged.idx],
+                                    staged.values[staged.idx], self.threshold, self.clear,
+                                    self.confirm_points, self.accept_points,
+                                    self.keepalive_ms)
+        return self._findings(staged, res)
+
+    def _stage(self, columns: Mapping[str, Any], state: ServiceModelState) -> StagedMetrics:
         times = times_of(columns, "time")
         names, hosts = values_of(columns, "name"), values_of(columns, "host")
         values = np.asarray(values_of(columns, "value"), dtype=np.float64)
@@ -232,11 +294,14 @@ class ModelEngine:
         edges = peer_series(columns, idx)  # per-edge series: identified by attributes
         keys = [f"{hosts[i]}|{names[i]}{edges[n][0] if n in edges else ''}"
                 for n, i in enumerate(idx.tolist())]
-        bank = state.metrics
-        bank.adopt(self.metric_detector)
-        slots = bank.slots(keys)
-        res = bank.process(slots, times[idx], values[idx], self.threshold, self.clear,
-                           self.confirm_points, self.accept_points, self.keepalive_ms)
+        state.metrics.adopt(self.metric_detector)
+        return StagedMetrics(state, times, names, hosts, values, idx, edges,
+                             state.metrics.slots(keys))
+
+    def _findings(self, staged: StagedMetrics, res: BankResult
+                  ) -> tuple[list[Finding], dict[str, int]]:
+        state, times, names, hosts = staged.state, staged.times, staged.names, staged.hosts
+        values, idx, edges = staged.values, staged.idx, staged.edges
         findings = []
         for i, kind in res.events:
             j = int(idx[i])
@@ -260,7 +325,7 @@ class ModelEngine:
                 labels={"host": hosts[j], "metric": names[j], **edge}, evidence=evidence))
         if self.vector:
             findings += self._vector(times, names, values, state)
-        return findings, {"points": int(idx.size), "series": len(bank)}
+        return findings, {"points": int(idx.size), "series": len(state.metrics)}
 
     def missing_series(self, columns: Mapping[str, Any], state: ServiceModelState
                        ) -> list[tuple[str, str]]:
@@ -271,9 +336,11 @@ class ModelEngine:
         # a per-edge series (a point naming its peer) is learned live, not seeded: the
         # history is read by host and metric, which would mix the edges
         edges = peer_series(columns, np.arange(len(names)))
-        out = {(h, n) for r, (h, n) in enumerate(zip(hosts, names, strict=True))
-               if r not in edges and n not in SKIP_METRICS and f"{h}|{n}" not in known}
-        return sorted(out)
+        pairs = (set(zip(hosts, names, strict=True)) if not edges else
+                 {(h, n) for r, (h, n) in enumerate(zip(hosts, names, strict=True))
+                  if r not in edges})
+        return sorted((h, n) for h, n in pairs
+                      if n not in SKIP_METRICS and f"{h}|{n}" not in known)
 
     def seed(self, state: ServiceModelState, history: Mapping[str, Any]) -> int:
         """Teach series without state their history (metric columns ``time``, ``host``,

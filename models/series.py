@@ -124,15 +124,19 @@ class SeriesBank:
 
     def process(self, slots: np.ndarray, times: np.ndarray, values: np.ndarray,
                 threshold: float, clear: float, confirm_points: int = 1,
-                accept_points: int = 360, keepalive_ms: int = 0) -> BankResult:
+                accept_points: int = 360, keepalive_ms: int = 0,
+                sequence: np.ndarray | None = None) -> BankResult:
         """Score then learn every point; report alarm changes in event-time order (plus
-        keep-alives of firing series every ``keepalive_ms``; 0: none)."""
+        keep-alives of firing series every ``keepalive_ms``; 0: none). With
+        ``sequence`` (one number per point) a series takes its points by sequence
+        first, then by time: the points of several batches, each fed in turn."""
         n = len(slots)
         result = BankResult(np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n))
         if n == 0:
             return result
         times = np.asarray(times, dtype=np.int64)
-        order = np.argsort(times, kind="stable")
+        order = (np.argsort(times, kind="stable") if sequence is None
+                 else np.lexsort((times, sequence)))
         by_slot = order[np.argsort(slots[order], kind="stable")]
         grouped = slots[by_slot]
         starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
@@ -318,6 +322,77 @@ class SeriesBank:
         bank.band[:, :k] = np.asarray(head["band"]).reshape(2, k)
         bank.calm_band[:, :k] = np.asarray(head.get("calm_band", head["band"])).reshape(2, k)
         return bank
+
+
+_ALARM_ROWS = ("firing", "since", "sent", "streak", "accept", "armed", "peak")
+
+
+def process_banks(parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.ndarray]],
+                  threshold: float, clear: float, confirm_points: int = 1,
+                  accept_points: int = 360, keepalive_ms: int = 0) -> list[BankResult]:
+    """:meth:`SeriesBank.process` of several ``(bank, slots, times, values)`` parts, in
+    turn, as one: the touched series of every bank become the columns of one joint
+    bank, so a round of numpy math scores one point of every series of every part (the
+    banks of many services at once) instead of one bank's. A series sees its points in
+    part order, then time order, as when each part is processed after the one before;
+    the result is the same, part by part. The banks must score with one detector layout.
+
+    >>> from models.univariate import RobustSeasonal
+    >>> a, b = SeriesBank(RobustSeasonal(warmup=2)), SeriesBank(RobustSeasonal(warmup=2))
+    >>> parts = [(a, a.slots(["x"]), np.array([1]), np.array([1.0])),
+    ...          (b, b.slots(["x", "y"]), np.array([1, 1]), np.array([2.0, 3.0]))]
+    >>> [r.expected.tolist() for r in process_banks(parts, 0.5, 0.4)]
+    [[1.0], [2.0, 3.0]]
+    """
+    if not parts:
+        return []
+    detector = parts[0][0].detector
+    touched: dict[int, tuple[SeriesBank, list[np.ndarray]]] = {}
+    for bank, slots, _, _ in parts:
+        if _layout(bank.detector) != _layout(detector):
+            raise ModelError(f"process_banks: a bank scores with {_layout(bank.detector)}, "
+                             f"another with {_layout(detector)}; adopt one detector first")
+        touched.setdefault(id(bank), (bank, []))[1].append(np.asarray(slots, dtype=np.intp))
+    joint = SeriesBank(detector, capacity=0)
+    columns: dict[int, tuple[int, np.ndarray]] = {}  # bank -> (offset, its slots)
+    offset = 0
+    for key, (_, slot_lists) in touched.items():
+        used = np.unique(np.concatenate(slot_lists))
+        columns[key] = (offset, used)
+        offset += used.size
+    banks = [(bank, columns[key]) for key, (bank, _) in touched.items()]
+    joint.state = np.concatenate([b.state[:, u] for b, (_, u) in banks], axis=1)
+    for name in _ALARM_ROWS:
+        setattr(joint, name, np.concatenate([getattr(b, name)[u] for b, (_, u) in banks]))
+    joint.band = np.concatenate([b.band[:, u] for b, (_, u) in banks], axis=1)
+    joint.calm_band = np.concatenate([b.calm_band[:, u] for b, (_, u) in banks], axis=1)
+    sizes = [len(slots) for _, slots, _, _ in parts]
+    starts = np.r_[0, np.cumsum(sizes)].astype(np.intp)
+    slots = np.concatenate([columns[id(bank)][0] + np.searchsorted(columns[id(bank)][1], s)
+                            for bank, s, _, _ in parts]).astype(np.intp)
+    times = np.concatenate([np.asarray(t, dtype=np.int64) for _, _, t, _ in parts])
+    values = np.concatenate([np.asarray(v, dtype=np.float64) for _, _, _, v in parts])
+    sequence = np.repeat(np.arange(len(parts)), sizes)
+    res = joint.process(slots, times, values, threshold, clear, confirm_points,
+                        accept_points, keepalive_ms, sequence=sequence)
+    for bank, (start, used) in banks:
+        stop = start + used.size
+        bank.state[:, used] = joint.state[:, start:stop]
+        for name in _ALARM_ROWS:
+            getattr(bank, name)[used] = getattr(joint, name)[start:stop]
+        bank.band[:, used] = joint.band[:, start:stop]
+        bank.calm_band[:, used] = joint.calm_band[:, start:stop]
+    out = [BankResult(res.score[a:b], res.raw[a:b], res.expected[a:b], res.scale[a:b])
+           for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True)]
+    for p, kind in res.events:
+        part = int(np.searchsorted(starts, p, side="right")) - 1
+        local, into = p - int(starts[part]), out[part]
+        into.events.append((local, kind))
+        for name in ("bands", "peaks", "ticks", "since", "reasons"):
+            found = getattr(res, name)
+            if p in found:
+                getattr(into, name)[local] = found[p]
+    return out
 
 
 def _layout(detector: SeriesDetector) -> str:

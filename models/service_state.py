@@ -17,9 +17,10 @@ from models.traces import TraceAnalytics
 
 
 class StateFactory(Protocol):
-    """What restores a state: an engine that makes new, configured states."""
+    """What restores a state: an engine that makes new, configured states (around a
+    given service vector detector, when one is restored)."""
 
-    def new_state(self) -> ServiceModelState: ...
+    def new_state(self, vector: ServiceVectorHST | None = None) -> ServiceModelState: ...
 
 _STATE_VERSION = 1
 
@@ -63,11 +64,11 @@ class ServiceModelState:
         if obj.get("v") != _STATE_VERSION:
             raise ModelError(f"service model state version {obj.get('v')!r}, expected "
                              f"{_STATE_VERSION}")
-        state = engine.new_state()
+        # the stored vector detector replaces a fresh one: not cloned just to be dropped
+        state = engine.new_state(vector=pickle.loads(bytes.fromhex(obj["vector"])))
         state.service = obj["service"]
         state.metrics = SeriesBank.from_bytes(bytes.fromhex(obj["metrics"]),
                                               state.metrics.detector)
-        state.vector = pickle.loads(bytes.fromhex(obj["vector"]))
         state.vector_pending = obj["vector_pending"]
         state.vector_done_until = obj["vector_done_until"]
         state.vector_firing = obj["vector_firing"]

@@ -34,7 +34,7 @@ from pipeline.events.sizes import MessageTooLarge, value_budget
 from pipeline.events.slices import TICK_KEY
 from pipeline.kafka.transport import engine_table
 from pipeline.settings import Settings
-from pipeline.store.history import recent_metrics
+from pipeline.store.history import recent_metrics, recent_metrics_many
 from pipeline.store.writer import StoreWriter
 
 log = logging.getLogger("tocsin.detect")
@@ -115,7 +115,7 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
                         value_type=bytes, help=f"per-service state of the {name} engine")
         for name in [*engines, *shadow]
     }
-    history = None
+    history = history_many = None
     if settings.detect.warmup_history_ms > 0 and settings.detect.warmup_history_points > 0:
         lookback = settings.detect.warmup_history_ms
         points = settings.detect.warmup_history_points
@@ -124,10 +124,15 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
                     ) -> dict[str, Any]:  # runs in the step's worker thread
             return recent_metrics(writer.store, service, series, before_ms, lookback, points)
 
-    step = DetectionStep(engines, settings.detect.allowed_lateness_ms, history)
+        def history_many(requests: Sequence[tuple[str, Sequence[tuple[str, str]], int]]
+                         ) -> list[dict[str, Any]]:  # one read for a step's new services
+            return recent_metrics_many(writer.store, requests, lookback, points)
+
+    step = DetectionStep(engines, settings.detect.allowed_lateness_ms, history,
+                         history_many=history_many)
     # a candidate in shadow warms up from history as the current detectors do
-    shadow_step = (DetectionStep(shadow, settings.detect.allowed_lateness_ms, history)
-                   if shadow else None)
+    shadow_step = (DetectionStep(shadow, settings.detect.allowed_lateness_ms, history,
+                                 history_many=history_many) if shadow else None)
     # the correlator waits for every detect worker's watermark: name this one stably
     source = f"{socket.gethostname()}:{settings.worker.web_port}"
 

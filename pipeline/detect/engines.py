@@ -147,6 +147,14 @@ class ModelEngineRunner:
         """Let event time pass for a service."""
         return self.engine.advance(state, watermark_ms)
 
+    def stage(self, signal: str, columns: Mapping[str, Any], state: Any) -> Any:
+        """A metric slice made ready to score with others (None: process it alone)."""
+        return self.engine.stage(signal, columns, state)
+
+    def process_staged(self, staged: Sequence[Any]) -> list:
+        """Score staged slices of any services together, as one by one."""
+        return self.engine.process_staged(staged)
+
     def call_graph(self, state: Any) -> list[tuple[str, str, int, int]]:
         """Caller → callee edges learned from a service's spans."""
         return self.engine.call_graph(state)

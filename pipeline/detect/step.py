@@ -6,12 +6,21 @@ per (engine, service), to be written once per batch, and the detections to publi
 Engines (the rule engine of ``detectors``, the model engine of ``models``) share one
 shape, :class:`Engine`.
 
+Batched (the default): an engine that can *stage* slices (``stage`` and
+``process_staged``, as the model engine does) gets every metric slice of the step, of
+every service, scored together after the other messages, one numpy round per point of a
+series instead of per point of a series of one service; a service's slices still come
+in order, so the detections are those of scoring them one by one (``batched=False``).
+The model engine's metric state does not depend on ticks, so deferring it past them
+changes nothing.
+
 Warm-up from history: when an engine can seed series (``missing_series`` and ``seed``,
 as the model engine does) and the step has a :data:`HistoryReader`, the metric series of
 a slice that the engine has no state for are first taught their recent stored history,
-one bounded read per service and slice, so a restarted, rebalanced or new worker is not
-blind while its models warm up. A failed read is logged and counted; detection goes on
-cold.
+one bounded read per service and slice (batched, with a :data:`HistoryBatchReader`: one
+read for the first slices of all services, one for the second ...), so a restarted,
+rebalanced or new worker is not blind while its models warm up. A failed read is logged
+and counted; detection goes on cold.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from typing import Any, Protocol
 
 from pipeline.events.detection import Detection
 from pipeline.events.printable import printable
-from pipeline.events.slices import TICK_KEY, Tick, decode_ticks, read_slice
+from pipeline.events.slices import TICK_KEY, ServiceSlice, Tick, decode_ticks, read_slice
 
 log = logging.getLogger("tocsin.detect")
 
@@ -77,6 +86,12 @@ HistoryReader = Callable[[str, Sequence[tuple[str, str]], int], Mapping[str, Any
 ``name``, ``value``) of those series' recent points before ``before_ms``."""
 
 
+HistoryBatchReader = Callable[[Sequence[tuple[str, Sequence[tuple[str, str]], int]]],
+                              Sequence[Mapping[str, Any]]]
+"""Many :data:`HistoryReader` requests ``(service, [(host, metric)], before_ms)`` at
+once (services distinct), one answer each in order."""
+
+
 class Watermarks:
     """Event-time progress per partition: the slowest source with a backlog decides.
 
@@ -122,8 +137,11 @@ class DetectionStep:
     """Applies engines to messages in order, touching each service's state once."""
 
     def __init__(self, engines: Mapping[str, Engine], allowed_lateness_ms: int,
-                 history: HistoryReader | None = None) -> None:
+                 history: HistoryReader | None = None, batched: bool = True,
+                 history_many: HistoryBatchReader | None = None) -> None:
         self.engines = dict(engines)
+        self.batched = batched
+        self.history_many = history_many if history is not None else None
         self.allowed_lateness_ms = allowed_lateness_ms
         self.history = history
         self.watermarks = Watermarks()
@@ -137,6 +155,7 @@ class DetectionStep:
         reads (the result's watermark waits for each of them; None: those seen)."""
         result = StepResult()
         live: dict[tuple[str, str], Any] = {}
+        deferred: dict[str, list[ServiceSlice]] = defaultdict(list)
         new_on: dict[int, set[str]] = defaultdict(set)
         if assigned is not None:
             for partition in set(self._advanced) - set(assigned):  # revoked
@@ -181,27 +200,19 @@ class DetectionStep:
             new_on[message.partition].add(piece.service)
             result.slices += 1
             for name, engine in self.engines.items():
+                if self.batched and piece.signal == "metrics" and hasattr(engine, "stage"):
+                    deferred[name].append(piece)  # warmed up and scored after the loop
+                    continue
                 if piece.signal == "metrics" and self.history is not None \
                         and hasattr(engine, "seed"):
                     self._warm_up(engine, piece, state_of(name, piece.service), result)
-                try:
-                    state, found, stats = engine.process(piece.signal, piece.columns,
-                                                         state_of(name, piece.service))
-                except Exception:  # one engine's bug must not stop the stream
-                    result.errors += 1
-                    log.exception("%s failed on %d %s records of %s; its state is kept",
-                                  name, len(piece.columns.get("service", ())), piece.signal,
-                                  printable(piece.service))
-                    continue
-                live[(name, piece.service)] = state
-                result.detections.extend(found)
-                late = _late_count(stats)
-                if late:
-                    result.late_records += late
-                    log.warning("%s: %d %s records of %s arrived later than the allowed "
-                                "lateness (%d ms) and were counted, not windowed",
-                                name, late, piece.signal, printable(piece.service),
-                                self.allowed_lateness_ms)
+                self._take(name, piece, _process(engine, piece, state_of(name, piece.service)),
+                           live, result)
+        for name, pieces in deferred.items():
+            items = self._stage(name, pieces, state_of, live, result)
+            for (piece, _), out in zip(items, self._process_staged(name, items, state_of),
+                                       strict=True):
+                self._take(name, piece, out, live, result)
         # detections leave in event-time order: a step closes each service's windows in
         # turn, and whoever reads them (the correlator) should not see time go backwards
         result.detections.sort(key=lambda d: (d.time, d.id))
@@ -212,6 +223,125 @@ class DetectionStep:
             result.watermark_ms = min(self._advanced.values())
         result.states = {key: state.to_bytes() for key, state in live.items()}
         return result
+
+    def _stage(self, name: str, pieces: list[ServiceSlice],
+               state_of: Callable[[str, str], Any], live: dict[tuple[str, str], Any],
+               result: StepResult) -> list[tuple[ServiceSlice, Any]]:
+        """Warm up and stage engine ``name``'s metric slices, in rounds: the k-th slice
+        of every service in round k, whose history reads go out together; a service's
+        slices stay in order, each after the one before (as one by one)."""
+        engine = self.engines[name]
+        rounds: list[list[ServiceSlice]] = []
+        met: dict[str, int] = defaultdict(int)
+        for piece in pieces:
+            k = met[piece.service]
+            met[piece.service] += 1
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append(piece)
+        staged: list[tuple[ServiceSlice, Any]] = []
+        for group in rounds:
+            histories: dict[int, Any] = {}
+            if self.history is not None and hasattr(engine, "seed"):
+                histories = self._read_histories(name, group, state_of, result)
+            for n, piece in enumerate(group):
+                state = state_of(name, piece.service)
+                if n in histories:
+                    try:
+                        result.seeded += engine.seed(state, histories[n])
+                    except Exception:
+                        result.errors += 1
+                        log.exception("seeding series of %s from history failed",
+                                      printable(piece.service))
+                try:
+                    handle = engine.stage(piece.signal, piece.columns, state)
+                except Exception as exc:  # one engine's bug must not stop the stream
+                    self._take(name, piece, exc, live, result)
+                    continue
+                if handle is None:  # nothing to score together (an empty slice)
+                    self._take(name, piece, _process(engine, piece, state), live, result)
+                else:
+                    staged.append((piece, handle))
+        return staged
+
+    def _read_histories(self, name: str, group: list[ServiceSlice],
+                        state_of: Callable[[str, str], Any], result: StepResult
+                        ) -> dict[int, Any]:
+        """The stored history of the series each slice of ``group`` (one per service)
+        has no state for, by position in ``group``; in one read with ``history_many``.
+        A failed read is logged and counted per slice; those series start cold."""
+        assert self.history is not None
+        engine = self.engines[name]
+        asked: list[tuple[int, str, Sequence[tuple[str, str]], int]] = []
+        for n, piece in enumerate(group):
+            try:
+                missing = engine.missing_series(piece.columns, state_of(name, piece.service))
+                if missing:
+                    asked.append((n, piece.service, missing,
+                                  int(min(piece.columns["time"]))))
+            except Exception:
+                result.history_errors += 1
+                log.exception("finding the series of %s to warm up failed; they start cold",
+                              printable(piece.service))
+        if not asked:
+            return {}
+        if self.history_many is not None:
+            try:
+                answers = self.history_many([(s, m, b) for _, s, m, b in asked])
+                return {n: answer for (n, _, _, _), answer in zip(asked, answers, strict=True)}
+            except Exception:  # the store may be down: detection goes on, cold
+                result.history_errors += len(asked)
+                log.exception("reading the history of %d services failed; their new series "
+                              "start cold", len(asked))
+                return {}
+        out: dict[int, Any] = {}
+        for n, service, missing, before in asked:
+            try:
+                out[n] = self.history(service, missing, before)
+            except Exception:
+                result.history_errors += 1
+                log.exception("reading the history of %d series of %s failed; they start "
+                              "cold", len(missing), printable(service))
+        return out
+
+    def _process_staged(self, name: str, items: list[tuple[ServiceSlice, Any]],
+                        state_of: Callable[[str, str], Any]) -> list[Any]:
+        """The staged slices of engine ``name`` scored together; one by one if that
+        fails (it changes no state when it does)."""
+        engine = self.engines[name]
+        try:
+            return list(engine.process_staged([handle for _, handle in items]))
+        except Exception:
+            log.exception("%s failed scoring %d slices together; scoring them one by one",
+                          name, len(items))
+        outs: list[Any] = []
+        for piece, _ in items:
+            try:
+                outs.append(engine.process(piece.signal, piece.columns,
+                                           state_of(name, piece.service)))
+            except Exception as exc:
+                outs.append(exc)
+        return outs
+
+    def _take(self, name: str, piece: ServiceSlice, out: Any, live: dict[tuple[str, str], Any],
+              result: StepResult) -> None:
+        """Keep what ``engine.process`` gave for one slice, or log what it raised."""
+        if isinstance(out, Exception):
+            result.errors += 1
+            log.error("%s failed on %d %s records of %s; its state is kept", name,
+                      len(piece.columns.get("service", ())), piece.signal,
+                      printable(piece.service), exc_info=out)
+            return
+        state, found, stats = out
+        live[(name, piece.service)] = state
+        result.detections.extend(found)
+        late = _late_count(stats)
+        if late:
+            result.late_records += late
+            log.warning("%s: %d %s records of %s arrived later than the allowed "
+                        "lateness (%d ms) and were counted, not windowed",
+                        name, late, piece.signal, printable(piece.service),
+                        self.allowed_lateness_ms)
 
     def _warm_up(self, engine: Any, piece: Any, state: Any, result: StepResult) -> None:
         """Seed the slice's metric series the engine has no state for from history."""
@@ -233,6 +363,14 @@ class DetectionStep:
             result.errors += 1
             log.exception("seeding %d series of %s from history failed", len(missing),
                           piece.service)
+
+
+def _process(engine: Engine, piece: ServiceSlice, state: Any) -> Any:
+    """``engine.process`` of one slice, or the exception it raised."""
+    try:
+        return engine.process(piece.signal, piece.columns, state)
+    except Exception as exc:  # one engine's bug must not stop the stream
+        return exc
 
 
 def _late_count(stats: Any) -> int:

@@ -1,6 +1,7 @@
 """Recent history of metric series, read back to warm up models that have no state.
 
-One bounded query per service: the last ``max_points`` points of each asked (host,
+One bounded query per service (or one statement for the requests of many services,
+:func:`recent_metrics_many`): the last ``max_points`` points of each asked (host,
 metric) series in ``[before - lookback, before)``, as metric columns the model engine's
 ``seed`` takes. ClickHouse's ``LIMIT n BY`` bounds the points per series; the table's
 order key (service, name, host, time) makes the range read cheap.
@@ -49,6 +50,71 @@ def recent_metrics(store: Store, service: str, series: Sequence[tuple[str, str]]
                                    max_points)).rows
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
     return _columns(rows)
+
+
+MAX_SQL_CHARS = 200_000
+"""Longest statement :func:`recent_metrics_many` sends (ClickHouse's ``max_query_size``
+is 256 KiB by default); more requests go in several statements."""
+
+
+def many_sql(database: str, requests: Sequence[tuple[str, Sequence[tuple[str, str]], int]],
+             lookback_ms: int, max_points: int) -> str:
+    """One statement for requests of distinct services: the rows of each request's
+    :func:`history_sql` (the window per service, ``LIMIT n BY`` per series), tagged with
+    the service."""
+    triples = ", ".join(f"({sql_string(svc)}, {sql_string(h)}, {sql_string(n)})"
+                        for svc, series, _ in requests for h, n in series)
+    services = ", ".join(sql_string(svc) for svc, _, _ in requests)
+    names = ", ".join(sorted({sql_string(n) for _, series, _ in requests for _, n in series}))
+    befores = ", ".join(str(int(b)) for _, _, b in requests)
+    low = min(int(b) for _, _, b in requests) - lookback_ms
+    high = max(int(b) for _, _, b in requests)
+    before = f"transform(service, [{services}], [{befores}], toInt64(0))"
+    return (
+        "SELECT service, host, name, toUnixTimestamp64Milli(time) AS t, value "
+        f"FROM {database}.metrics WHERE service IN ({services}) AND name IN ({names}) "
+        f"AND (service, host, name) IN ({triples}) "
+        f"AND time >= fromUnixTimestamp64Milli({int(low)}) "
+        f"AND time < fromUnixTimestamp64Milli({int(high)}) "
+        f"AND t >= {before} - {int(lookback_ms)} AND t < {before} "
+        f"ORDER BY service, host, name, t DESC LIMIT {int(max_points)} BY service, host, name")
+
+
+def recent_metrics_many(store: Store, requests: Sequence[tuple[str, Sequence[tuple[str, str]],
+                                                                int]],
+                        lookback_ms: int, max_points: int,
+                        max_sql_chars: int = MAX_SQL_CHARS) -> list[dict[str, Any]]:
+    """:func:`recent_metrics` of many ``(service, series, before_ms)`` requests in as
+    few statements as fit ``max_sql_chars`` (:func:`many_sql`; a service asked twice
+    goes in another statement): the same rows, one answer per request, in order."""
+    answers: list[list[tuple[Any, ...]]] = [[] for _ in requests]
+    if lookback_ms <= 0 or max_points <= 0:
+        return [_columns([]) for _ in requests]
+    group: dict[str, int] = {}  # service -> request index, in the statement being built
+    size = 0
+
+    def flush() -> None:
+        nonlocal size
+        if group:
+            sql = many_sql(store.database, [requests[i] for i in group.values()], lookback_ms,
+                           max_points)
+            for row in store.query(sql).rows:
+                answers[group[str(row[0])]].append(tuple(row[1:]))
+        group.clear()
+        size = 0
+
+    for i, (service, series, _) in enumerate(requests):
+        if not series:
+            continue
+        cost = sum(len(service) + len(h) + len(n) + 16 for h, n in series) + 2 * len(service)
+        if service in group or (group and size + cost > max_sql_chars - 2_000):
+            flush()
+        group[service] = i
+        size += cost
+    flush()
+    for rows in answers:
+        rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    return [_columns(rows) for rows in answers]
 
 
 def _columns(rows: list[tuple[Any, ...]]) -> dict[str, Any]:

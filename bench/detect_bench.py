@@ -1,0 +1,119 @@
+"""The detect step alone, offline, on the ingest benchmark's workload.
+
+The points of ``bench/ingest_bench.py`` (200 services x 5 hosts x 5 metrics by default)
+are decoded, cut into ingest batches of ``--batch`` messages of ``--per-message`` points
+and forwarded per service as the ingest agent does (one Arrow slice per service and batch,
+a tick per partition after each batch). Each batch is one :class:`DetectionStep` run with
+the worker's default engines (rules and models), metric slices of all services scored
+together (``--per-slice``: one by one, as before); states go through bytes between steps
+as through the worker's tables. No broker, no store: ``--history`` adds a history reader
+that returns nothing (the cost of asking, not of a query).
+
+    .venv/bin/python bench/detect_bench.py [--points 200000] [--profile FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ingest_bench import make_points  # noqa: E402
+
+from pipeline.agents.detect import partition_of  # noqa: E402
+from pipeline.detect.engines import build_engines  # noqa: E402
+from pipeline.detect.step import DetectionStep, Message  # noqa: E402
+from pipeline.events.codec import decode_values  # noqa: E402
+from pipeline.events.schema import RecordKind  # noqa: E402
+from pipeline.events.slices import TICK_KEY, Tick, encode_ticks, split_by_service  # noqa: E402
+from pipeline.settings import load_settings  # noqa: E402
+
+NOW_MS = 1_764_000_000_000
+logging.getLogger("tocsin.detect").setLevel(logging.ERROR)  # late records are counted
+
+
+def step_batches(points: list[dict[str, Any]], per_message: int, batch: int,
+                 partitions: int) -> list[list[Message]]:
+    """The by-service messages each ingest batch forwards, slices then ticks."""
+    out = []
+    size = per_message * batch
+    for start in range(0, len(points), size):
+        chunk = points[start:start + size]
+        values = [orjson.dumps(chunk[i:i + per_message])
+                  for i in range(0, len(chunk), per_message)]
+        decoded = decode_values(RecordKind.METRIC, values, NOW_MS + 60_000)
+        forwarded = split_by_service("metrics", decoded.to_arrow(), 1 << 20)
+        messages = [Message(partition_of(k, partitions), k, v) for k, v in forwarded.messages]
+        tick = encode_ticks([Tick("metrics/0", max(p["time"] for p in chunk), False)])
+        messages += [Message(p, TICK_KEY, tick) for p in range(partitions)]
+        out.append(messages)
+    return out
+
+
+def run(batches: list[list[Message]], history: bool, batched: bool = True,
+        only: str | None = None) -> tuple[float, list, int]:
+    """CPU seconds in the step, every detection, history reads."""
+    settings = load_settings(environ={})
+    engines = build_engines(settings)
+    if only:
+        engines = {only: engines[only]}
+    reads = [0]
+
+    def nothing(service: str, series: Any, before_ms: int) -> dict[str, Any]:
+        reads[0] += 1
+        return {"time": [], "host": [], "name": [], "value": []}
+
+    step = DetectionStep(engines, settings.detect.allowed_lateness_ms,
+                         nothing if history else None, batched=batched)
+    states: dict[tuple[str, str], bytes] = {}
+    detections = []
+    spent = 0.0
+    for messages in batches:
+        began = time.process_time()
+        result = step.run(messages, lambda e, s: states.get((e, s)),
+                          lambda p: sorted({s for _, s in states}))
+        spent += time.process_time() - began
+        states.update(result.states)
+        detections += result.detections
+    return spent, detections, reads[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench; print seconds per 100k points."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--points", type=int, default=200_000)
+    parser.add_argument("--per-message", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=1000, help="messages per ingest batch")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--history", action="store_true")
+    parser.add_argument("--profile", metavar="FILE")
+    parser.add_argument("--only", choices=("rules", "models"), help="run one engine")
+    parser.add_argument("--per-slice", action="store_true",
+                        help="score each metric slice alone (the step before batching)")
+    args = parser.parse_args(argv)
+    points = make_points(args.points, NOW_MS)
+    batches = step_batches(points, args.per_message, args.batch, args.partitions)
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler:
+        profiler.enable()
+    spent, detections, reads = run(batches, args.history, not args.per_slice, args.only)
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+    print(f"{args.points:,} points in {len(batches)} steps: {spent:.2f} CPU s in the step, "
+          f"{spent / args.points * 1e5:.2f} s per 100k points, {len(detections)} detections, "
+          f"{reads} history reads")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

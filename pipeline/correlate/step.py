@@ -26,6 +26,7 @@ from pipeline.correlate import (
     Correlator,
     Decision,
 )
+from pipeline.correlate.reorder import Reorder
 from pipeline.errors import SettingsError
 from pipeline.events.detection import Detection
 from pipeline.events.printable import printable
@@ -70,6 +71,33 @@ def source_watermark(state: bytes | None, exclude: str = "") -> int:
         return -1
     wm = CorrelationState.from_bytes(state).reorder.watermark(exclude=exclude)
     return -1 if wm is None else wm
+
+
+def detection_progress(state: bytes | None, values: Iterable[bytes], exclude: str,
+                       ) -> tuple[int, int]:
+    """Where a scope stands once a batch's ticks are in: the event time every detection
+    source but ``exclude`` will have passed (-1 before any tick), and the event time the
+    correlator has already passed (-1 if none).
+
+    ``state`` is the scope's stored state, ``values`` the batch's detections-topic
+    messages of that scope. The service-graph step runs up to the first before the
+    correlation step takes the batch in (its edge detections are then never late), and
+    never pairs buckets before the second (their detections would be).
+    """
+    stored = CorrelationState.from_bytes(state) if state is not None else None
+    reorder = stored.reorder if stored is not None else Reorder()
+    for value in values:
+        if b'"tick"' not in value:
+            continue
+        try:
+            data = orjson.loads(value)
+            if "tick" in data:
+                reorder = reorder.tick(str(data.get("source", "")), int(data["tick"]))
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            continue  # the step reports it
+    wm = reorder.watermark(exclude=exclude)
+    passed = stored.now_ms if stored is not None and stored.now_ms > 0 else -1
+    return (-1 if wm is None else wm), passed
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def source_watermark(state: bytes | None, exclude: str = "") -> int:
     event time; -1 before any tick."""
     if state is None:
         return -1
-    wm = CorrelationState.from_bytes(state).reorder.watermark(exclude=exclude)
+    wm = CorrelationState.progress_of(state)[0].watermark(exclude=exclude)
     return -1 if wm is None else wm
 
 
@@ -84,8 +84,8 @@ def detection_progress(state: bytes | None, values: Iterable[bytes], exclude: st
     correlation step takes the batch in (its edge detections are then never late), and
     never pairs buckets before the second (their detections would be).
     """
-    stored = CorrelationState.from_bytes(state) if state is not None else None
-    reorder = stored.reorder if stored is not None else Reorder()
+    reorder, now_ms = (CorrelationState.progress_of(state) if state is not None
+                       else (Reorder(), 0))
     for value in values:
         if b'"tick"' not in value:
             continue
@@ -96,7 +96,7 @@ def detection_progress(state: bytes | None, values: Iterable[bytes], exclude: st
         except (orjson.JSONDecodeError, TypeError, ValueError):
             continue  # the step reports it
     wm = reorder.watermark(exclude=exclude)
-    passed = stored.now_ms if stored is not None and stored.now_ms > 0 else -1
+    passed = now_ms if now_ms > 0 else -1
     return (-1 if wm is None else wm), passed
 
 

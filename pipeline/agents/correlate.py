@@ -8,10 +8,12 @@ to the alerts topic before the batch's offsets are acknowledged. A failing batch
 retried in place by its :class:`~pipeline.agents.batches.BatchRunner`; the correlation
 step runs once per batch (its result is kept across attempts).
 
-The worker owning a scope's partition also runs the scope's service-graph step after
-each batch (``pipeline.graph``): it pairs the spans of the buckets detection has passed
-in the store, stores the edges and edge detections, and hands those detections and its
-tick to the correlation step in the same batch; its state sits in the same table.
+The worker owning a scope's partition also runs the scope's service-graph step
+(``pipeline.graph``) *before* each correlation step: it pairs the spans of the buckets
+the batch's detection watermark passes in the store, stores the edges and edge
+detections, and hands those detections and its tick to the correlation step ahead of the
+batch, so the correlator's event time never passes a bucket whose edge detections are
+still to come; its state sits in the same table.
 """
 
 from __future__ import annotations
@@ -36,7 +38,12 @@ from pipeline.correlate import (
     problem_detections_table,
     problems_table,
 )
-from pipeline.correlate.step import CorrelationStep, Message, source_watermark
+from pipeline.correlate.step import (
+    CorrelationStep,
+    Message,
+    detection_progress,
+    source_watermark,
+)
 from pipeline.events.detection import detections_table
 from pipeline.events.faults import Faults
 from pipeline.events.sizes import MessageTooLarge, value_budget
@@ -133,20 +140,27 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
                                    if graph_step is not None else {})
         return learned["topology"]
 
-    async def run_step(events: Any) -> Any:
+    def messages_of(events: Any) -> list[Message]:
         shadow = [is_shadow(e.message.headers) for e in events]
         counters.shadow_dropped += sum(shadow)
-        messages = [Message((e.message.key or b"").decode(),
-                            e.message.topic == topics.control, e.message.value)
-                    for e, dropped in zip(events, shadow, strict=True) if not dropped]
+        return [Message((e.message.key or b"").decode(), e.message.topic == topics.control,
+                        e.message.value)
+                for e, dropped in zip(events, shadow, strict=True) if not dropped]
+
+    async def run_step(messages: list[Message]) -> Any:
         return step.run(messages, lambda key: get_value(table, key.encode()), topology())
 
-    async def run_graph() -> GraphResult:
-        """Pair the spans of the buckets detection has passed (a blocking store query)."""
+    async def run_graph(messages: list[Message]) -> GraphResult:
+        """Pair the spans of the buckets the batch's detection watermark passes (a
+        blocking store query)."""
         assert graph_step is not None
-        watermark = source_watermark(get_value(table, scope.encode()), GRAPH_SOURCE)
+        watermark, passed = detection_progress(
+            get_value(table, scope.encode()),
+            [m.value for m in messages if m.scope == scope and not m.is_control],
+            GRAPH_SOURCE)
         return await asyncio.get_running_loop().run_in_executor(
-            None, graph_step.run, watermark, writer.store.query, get_value(table, graph_key))
+            None, graph_step.run, watermark, writer.store.query, get_value(table, graph_key),
+            passed)
 
     async def store_graph(result: GraphResult) -> None:
         if result.edges:
@@ -204,22 +218,21 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
         for kind in sent:
             counters.alerts_by_type[kind] = counters.alerts_by_type.get(kind, 0) + 1
 
-    async def apply(stream: Any, events: Any, result: Any, steps: BatchSteps,
-                    prefix: str) -> None:
+    async def apply(stream: Any, events: Any, result: Any, steps: BatchSteps) -> None:
         """Write a correlation result: states, problems, alerts (each once per batch)."""
-        await steps.once(prefix + "states", lambda: write_states(stream, events, result))
+        await steps.once("states", lambda: write_states(stream, events, result))
         if result.feedback:
-            await steps.once(prefix + "feedback", lambda: writer.insert(
+            await steps.once("feedback", lambda: writer.insert(
                 "feedback", feedback_table(result.feedback)))
         decisions = result.decisions
         if decisions and diagnostician is not None:
-            decisions = await steps.once(prefix + "diagnostics",
+            decisions = await steps.once("diagnostics",
                                          lambda: diagnose(decisions))
         alerts = [d for d in decisions if d.notify]
         if decisions:
-            await steps.once(prefix + "problems", lambda: store_problems(decisions))
+            await steps.once("problems", lambda: store_problems(decisions))
             if alerts:
-                await steps.once(prefix + "alerts", lambda: send_alerts(alerts))
+                await steps.once("alerts", lambda: send_alerts(alerts))
 
     def count(result: Any) -> None:
         counters.rejected += result.rejected
@@ -229,28 +242,21 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
             counters.decisions[d.kind] = counters.decisions.get(d.kind, 0) + 1
 
     async def correlate_batch(stream: Any, events: Any, steps: BatchSteps) -> None:
-        result = await steps.once("step", lambda: run_step(events))
-        await apply(stream, events, result, steps, "")
-        again = None
+        messages = steps.value("messages", lambda: messages_of(events))
         own = [e for e in events if (e.message.key or b"").decode() == scope]
-        if graph_step is not None and own:
-            graph = await steps.once("graph", run_graph)
+        if graph_step is not None and own:  # first the graph, up to the batch's watermark
+            graph = await steps.once("graph", lambda: run_graph(messages))
             await steps.once("graph.store", lambda: store_graph(graph))
             await steps.once("graph.state",
                              lambda: write_graph_state(stream, own[-1], graph))
-            more = [Message(scope, False, m) for m in graph.messages]
-            if more:  # the edge detections and the graph's tick, in the same batch
-                again = await steps.once("graph.step", lambda: _run(more))
-                await apply(stream, own, again, steps, "graph.")
+            # its edge detections and tick ahead of the batch, in the same step
+            messages = [Message(scope, False, m) for m in graph.messages] + messages
+        result = await steps.once("step", lambda: run_step(messages))
+        await apply(stream, events, result, steps)
         faults.check("correlate.after")
         count(result)
-        if again is not None:  # after the first: its open problems are the latest
-            count(again)
         counters.watermark_ms = max(counters.watermark_ms,
                                     source_watermark(get_value(table, scope.encode())))
-
-    async def _run(messages: list[Message]) -> Any:
-        return step.run(messages, lambda key: get_value(table, key.encode()), topology())
 
     runner = runners.add(new_runner("tocsin.correlate", correlate_batch))
 

@@ -7,10 +7,11 @@ time is in, a tick (how far event time got, as ingest sends it) lets windows clo
 detections, followed by the detection watermark, go through a
 :class:`~pipeline.correlate.step.CorrelationStep` as the correlate agent hands them over.
 States live in dicts of bytes, as they would in the agents' tables. Given a store query,
-the correlate agent's service-graph step runs after each correlation batch as in the
-worker: it pairs the stored spans into edges, and its edge detections and tick go to the
-correlator (the call graph starts from the edges the worker stored). Nothing is written
-anywhere: no topic, no table.
+the correlate agent's service-graph step runs before each correlation batch as in the
+worker: it pairs the stored spans of the buckets the batch's watermark passes into edges,
+and its edge detections and tick go to the correlator ahead of the batch (the call graph
+starts from the edges the worker stored). Nothing is written anywhere: no topic, no
+table.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from typing import Any
 import orjson
 
 from pipeline.backtest.stored import Chunk, max_time_ms
-from pipeline.correlate.step import CorrelationStep
+from pipeline.correlate.step import CorrelationStep, detection_progress
 from pipeline.correlate.step import Message as CorrelateMessage
 from pipeline.detect.step import DetectionStep, Message
 from pipeline.events.detection import Detection
 from pipeline.events.problem import Problem
 from pipeline.events.slices import TICK_KEY, Tick, encode_ticks, split_by_service
+from pipeline.graph.step import SOURCE as GRAPH_SOURCE
 from pipeline.graph.step import GraphStep
 from pipeline.settings import Settings
 from pipeline.store.base import QueryResult
@@ -115,8 +117,6 @@ class Replay:
         """One chunk of stored rows; a chunk of a later stretch first closes the last."""
         if self._window is not None and chunk.start_ms != self._window:
             self._tick()
-        if self.graph is not None and self.graph_state is None:
-            self._graph(chunk.start_ms)  # the pairing starts with the telemetry
         self._window = chunk.start_ms
         forwarded = split_by_service(chunk.signal, chunk.table, self.max_bytes)
         self._step([Message(0, key, value) for key, value in forwarded.messages])
@@ -155,23 +155,25 @@ class Replay:
         if out.watermark_ms > self._sent:  # the worker's watermark, as sent
             self._sent = out.watermark_ms
             wire.append(orjson.dumps({"tick": out.watermark_ms, "source": SOURCE}))
+        if self.graph is not None:
+            wire = self._graph(wire) + wire
         if wire:
             self._correlate(wire)
-        if self.graph is not None and self._sent >= 0:
-            self._graph(self._sent)
 
-    def _graph(self, watermark_ms: int) -> None:
-        """The service-graph step after a correlation batch, as the correlate agent runs
-        it: edge detections and the graph's tick go to the correlator."""
+    def _graph(self, batch: list[bytes]) -> list[bytes]:
+        """The service-graph step before a correlation batch, as the correlate agent runs
+        it: up to the watermark the batch brings; its edge detections and tick, to go to
+        the correlator ahead of the batch."""
         assert self.graph is not None and self.query is not None
-        out = self.graph.run(watermark_ms, self.query, self.graph_state)
+        watermark, passed = detection_progress(self.correlate_states.get(self.scope), batch,
+                                               GRAPH_SOURCE)
+        out = self.graph.run(watermark, self.query, self.graph_state, passed)
         self.graph_state = out.state
         for caller, callees in out.topology.items():
             self.topology[caller] = tuple(sorted({*self.topology.get(caller, ()), *callees}))
         lo, hi = self.keep
         self.result.detections += [Found.of(d) for d in out.detections if lo <= d.time < hi]
-        if out.messages:
-            self._correlate(out.messages)
+        return out.messages
 
     def _correlate(self, values: Iterable[bytes]) -> None:
         assert self.correlate is not None

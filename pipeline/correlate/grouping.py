@@ -196,13 +196,15 @@ def relation(det: Detection, p: Problem, graph: Graph,
     began = change_point(det)
     ongoing = [m for m in p.members if m.onset < horizon and m.state == "firing"
                and m.last_ms >= alive and (m.category == det.category or (
-                   # its own resource trouble, still confirmed when the slowdown began,
+                   # its own resource trouble, still current (confirmed within
+                   # alive_ms: detectors re-confirm at their keep-alive cadence, so the
+                   # last confirmation may fall just before the slowdown began),
                    # explains the service slowing down (memory pressure, then latency)
                    # while it is growing (a trend alarm) or if it began within the
                    # relatedness window before it; a resource level reached longer ago
                    # is background, not this slowdown's cause
                    det.category == "performance" and m.category == "resource"
-                   and not m.drop and m.last_ms >= began
+                   and not m.drop
                    and (m.growing or m.onset >= began - settings.relatedness_window_ms)))
                and (m.service == s or (det.host and m.host == det.host))]
     if ongoing:

@@ -12,6 +12,13 @@ A held detection is released once the slowest worker's watermark reaches its tim
 worker whose watermark lags the fastest one by more than ``max_lag_ms`` (stopped, or
 replaced after a rebalance) no longer holds the others back. With no ticks at all (a
 producer of detections other than the detect agent) nothing is held.
+
+The service-graph step (``GRAPH_SOURCE``) ticks too, but it *follows* detection: it
+runs up to the detect workers' watermark before each correlation step, so it is always
+a bucket or less behind them. It is never the lead, and it stops holding the others
+back only when it lags the slowest live detect worker by more than ``max_lag_ms`` (the
+graph step was turned off): a fast jump of detection's event time cannot make the
+correlator pass buckets whose edge detections are still to come.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pipeline.events.detection import Detection
 
 MAX_LAG_MS = 30 * 60_000  # a detect worker this far behind the fastest one is ignored
 MAX_HELD = 2_000  # beyond this many held detections the oldest are released early
+GRAPH_SOURCE = "service-graph"  # the service-graph step's ticks: it follows detection
 
 
 @dataclass(frozen=True)
@@ -46,13 +54,17 @@ class Reorder:
         return Reorder(self.held + more, self.sources) if more else self
 
     def watermark(self, max_lag_ms: int = MAX_LAG_MS, exclude: str = "") -> int | None:
-        """Event time every live detect worker (but ``exclude``) has passed; None before
-        any tick."""
+        """Event time every live detect worker (but ``exclude``) and the graph step have
+        passed; None before any tick."""
         sources = {k: v for k, v in self.sources.items() if k != exclude}
-        if not sources:
-            return None
-        lead = max(sources.values())
-        return min(w for w in sources.values() if w >= lead - max_lag_ms)
+        detect = [w for k, w in sources.items() if k != GRAPH_SOURCE]
+        if not detect:
+            return min(sources.values()) if sources else None
+        lead = max(detect)
+        slowest = min(w for w in detect if w >= lead - max_lag_ms)
+        graph = sources.get(GRAPH_SOURCE)
+        return slowest if graph is None or graph < slowest - max_lag_ms \
+            else min(slowest, graph)
 
     def release(self, max_lag_ms: int = MAX_LAG_MS, max_held: int = MAX_HELD,
                 ) -> tuple[Reorder, list[Detection], int | None]:

@@ -26,6 +26,7 @@ from pipeline.correlate import (
     Correlator,
     Decision,
 )
+from pipeline.correlate.reorder import Reorder
 from pipeline.errors import SettingsError
 from pipeline.events.detection import Detection
 from pipeline.events.printable import printable
@@ -68,8 +69,35 @@ def source_watermark(state: bytes | None, exclude: str = "") -> int:
     event time; -1 before any tick."""
     if state is None:
         return -1
-    wm = CorrelationState.from_bytes(state).reorder.watermark(exclude=exclude)
+    wm = CorrelationState.progress_of(state)[0].watermark(exclude=exclude)
     return -1 if wm is None else wm
+
+
+def detection_progress(state: bytes | None, values: Iterable[bytes], exclude: str,
+                       ) -> tuple[int, int]:
+    """Where a scope stands once a batch's ticks are in: the event time every detection
+    source but ``exclude`` will have passed (-1 before any tick), and the event time the
+    correlator has already passed (-1 if none).
+
+    ``state`` is the scope's stored state, ``values`` the batch's detections-topic
+    messages of that scope. The service-graph step runs up to the first before the
+    correlation step takes the batch in (its edge detections are then never late), and
+    never pairs buckets before the second (their detections would be).
+    """
+    reorder, now_ms = (CorrelationState.progress_of(state) if state is not None
+                       else (Reorder(), 0))
+    for value in values:
+        if b'"tick"' not in value:
+            continue
+        try:
+            data = orjson.loads(value)
+            if "tick" in data:
+                reorder = reorder.tick(str(data.get("source", "")), int(data["tick"]))
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            continue  # the step reports it
+    wm = reorder.watermark(exclude=exclude)
+    passed = now_ms if now_ms > 0 else -1
+    return (-1 if wm is None else wm), passed
 
 
 @dataclass(frozen=True)

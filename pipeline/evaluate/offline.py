@@ -25,7 +25,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from pipeline.correlate.step import CorrelationStep, source_watermark
+from pipeline.correlate.step import CorrelationStep, detection_progress
 from pipeline.correlate.step import Message as CorrelateMessage
 from pipeline.detect.engines import build_engines
 from pipeline.detect.step import DetectionStep, Engine
@@ -215,15 +215,17 @@ class OfflinePipeline:
         out = [CorrelateMessage(scope, False, d.to_json()) for d in res.detections]
         out.append(CorrelateMessage(scope, False, orjson.dumps(
             {"tick": int(res.watermark_ms), "source": SOURCE})))
-        self._correlate(out)
-        if self.graph is not None:  # as the correlate agent: then the graph, then its output
-            watermark = source_watermark(self._correlate_states.get(scope), GRAPH_SOURCE)
-            graph = self.graph.run(watermark, self.store.query, self._graph_state)
+        if self.graph is not None:  # as the correlate agent: the graph first, up to the
+            # batch's watermark; its edge detections and tick go ahead of the batch
+            watermark, passed = detection_progress(self._correlate_states.get(scope),
+                                                   [m.value for m in out], GRAPH_SOURCE)
+            graph = self.graph.run(watermark, self.store.query, self._graph_state, passed)
             self._graph_state = graph.state
             self.topology = graph.topology
             self.result.detections.extend(graph.detections)
             self.result.edges.extend(graph.edge_rows)
-            self._correlate([CorrelateMessage(scope, False, m) for m in graph.messages])
+            out = [CorrelateMessage(scope, False, m) for m in graph.messages] + out
+        self._correlate(out)
 
     def _correlate(self, messages: list[CorrelateMessage]) -> None:
         if self.record is not None:

@@ -113,6 +113,12 @@ def pairing_sql(database: str, lo_ms: int, hi_ms: int, bucket_ms: int,
         "GROUP BY caller, callee, bucket, source ORDER BY bucket, caller, callee, source")
 
 
+def first_span_sql(database: str, lo_ms: int, hi_ms: int) -> str:
+    """The first span's start in ``[lo_ms, hi_ms)``, as one row ``(start_ms, spans)``."""
+    return (f"SELECT {_ms('min(start)')}, count() FROM {database}.spans "
+            f"WHERE {_between('start', lo_ms, hi_ms)}")
+
+
 def metric_edges_sql(database: str, lo_ms: int, hi_ms: int, bucket_ms: int) -> str:
     """Edges named by metric points' ``peer.service`` in ``[lo_ms, hi_ms)``, as rows
     ``(caller, callee, bucket, points)``."""

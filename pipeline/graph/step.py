@@ -1,19 +1,24 @@
 """One service-graph step: pair the spans of the buckets event time has passed (no Faust).
 
-The correlate agent runs it before each correlation step with detection's watermark (the
-event time every detect worker has passed, so every span before it is stored), a
-function that queries the store, and the step's stored state. For every whole bucket
-since the last run (at most ``MAX_BUCKETS_PER_RUN`` at a time) it runs the bounded
-pairing queries of :mod:`pipeline.graph.pairing`, scores the edges
-(:class:`~pipeline.graph.anomaly.EdgeModel`) and returns:
+The correlate agent runs it before each correlation step, with the watermark that
+step will see (the event time every detect worker has passed once the batch's ticks are
+in, so every span before it is stored: :func:`~pipeline.correlate.step.detection_progress`),
+a function that queries the store, and the step's stored state. For every whole bucket
+since the last run it runs the bounded pairing queries of :mod:`pipeline.graph.pairing`
+(``MAX_BUCKETS_PER_RUN`` buckets per query, as many queries as it takes to catch up),
+scores the edges (:class:`~pipeline.graph.anomaly.EdgeModel`) and returns:
 
 - rows for ``service_edges`` (one per edge and bucket);
 - edge detections, and the messages that carry them onto the detections path followed
-  by a tick of this step's own source, ``service-graph``: the correlator then holds other
-  detections until the graph has caught up, so edge detections are not late;
+  by a tick of this step's own source, ``service-graph``. They go to the correlator
+  *with* the batch, ahead of it: the correlator's event time (the least of every
+  source's) never passes a bucket before that bucket's edge detections are in;
 - the topology the correlator reasons over: every edge seen within ``topology_ms``.
 
-A first run starts ``pair_window_ms`` before the watermark (no unbounded backfill).
+A first run starts at the first span stored within ``topology_ms`` before the watermark,
+but not before the event time the correlator has already passed (the edges of those
+buckets would come late): a worker started on a fresh store and a replay of what it
+stored pair the same buckets.
 """
 
 from __future__ import annotations
@@ -25,14 +30,21 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from pipeline.correlate.reorder import GRAPH_SOURCE
 from pipeline.events.detection import Detection
 from pipeline.graph.anomaly import EdgeModel
-from pipeline.graph.pairing import EdgeStat, edge_stats, metric_edges_sql, pairing_sql
+from pipeline.graph.pairing import (
+    EdgeStat,
+    edge_stats,
+    first_span_sql,
+    metric_edges_sql,
+    pairing_sql,
+)
 from pipeline.settings import GraphSettings
 from pipeline.store.base import QueryResult
 
-SOURCE = "service-graph"
-MAX_BUCKETS_PER_RUN = 60  # a worker far behind catches up an hour of buckets per step
+SOURCE = GRAPH_SOURCE
+MAX_BUCKETS_PER_RUN = 60  # buckets paired per query (a step far behind runs several)
 STATE_FORMAT = 1
 
 
@@ -85,29 +97,30 @@ class GraphStep:
         return _topology(_State.from_bytes(stored, self.settings.min_calls).edges)
 
     def run(self, watermark_ms: int, query: Callable[[str], QueryResult],
-            stored: bytes | None) -> GraphResult:
-        """Process every whole bucket before ``watermark_ms`` not done yet."""
+            stored: bytes | None, passed_ms: int = -1) -> GraphResult:
+        """Process every whole bucket before ``watermark_ms`` not done yet; a first run
+        pairs nothing before ``passed_ms`` (the correlator's event time)."""
         s = self.settings
         state = _State.from_bytes(stored, s.min_calls)
         hi = (watermark_ms // s.bucket_ms) * s.bucket_ms if watermark_ms >= 0 else -1
         if state.done_until < 0 and hi >= 0:
-            start = watermark_ms - s.pair_window_ms
-            state.done_until = (start // s.bucket_ms) * s.bucket_ms
+            state.done_until = self._first_bucket(watermark_ms, passed_ms, hi, query)
         result = GraphResult(b"")
-        if hi > state.done_until >= 0:
+        while hi > state.done_until >= 0:
             lo = state.done_until
-            hi = min(hi, lo + MAX_BUCKETS_PER_RUN * s.bucket_ms)
-            rows = query(pairing_sql(self.database, lo, hi, s.bucket_ms, s.pair_window_ms))
-            metric = query(metric_edges_sql(self.database, lo, hi, s.bucket_ms))
-            result.edges = edge_stats(rows.rows, metric.rows)
-            result.detections = state.model.score(
-                [e for e in result.edges if e.source != "metrics"], s.bucket_ms)
-            for e in result.edges:
+            upto = min(hi, lo + MAX_BUCKETS_PER_RUN * s.bucket_ms)
+            rows = query(pairing_sql(self.database, lo, upto, s.bucket_ms, s.pair_window_ms))
+            metric = query(metric_edges_sql(self.database, lo, upto, s.bucket_ms))
+            edges = edge_stats(rows.rows, metric.rows)
+            result.edges += edges
+            result.detections += state.model.score(
+                [e for e in edges if e.source != "metrics"], s.bucket_ms)
+            for e in edges:
                 seen = state.edges.setdefault(f"{e.caller}\t{e.callee}", [0, 0])
                 seen[0] = max(seen[0], e.bucket_ms + s.bucket_ms)
                 seen[1] += e.calls
-            state.done_until = hi
-            result.messages = [d.to_json() for d in result.detections]
+            state.done_until = upto
+        result.messages = [d.to_json() for d in result.detections]
         if state.done_until >= 0:
             result.messages.append(orjson.dumps({"tick": state.done_until, "source": SOURCE}))
             horizon = state.done_until - s.topology_ms
@@ -115,6 +128,19 @@ class GraphStep:
         result.topology = _topology(state.edges)
         result.state = state.to_bytes()
         return result
+
+    def _first_bucket(self, watermark_ms: int, passed_ms: int, hi: int,
+                      query: Callable[[str], QueryResult]) -> int:
+        """Where a first run starts: the bucket of the first span stored within
+        ``topology_ms`` before the watermark and not before ``passed_ms``; ``hi`` (the
+        watermark's bucket) when there is none."""
+        s = self.settings
+        lo = max(watermark_ms - s.topology_ms, passed_ms, 0)
+        rows = query(first_span_sql(self.database, lo, watermark_ms)).rows
+        first = rows[0][0] if rows and rows[0] and rows[0][1] else None
+        if first is None:
+            return hi
+        return min(hi, (max(int(first), lo) // s.bucket_ms) * s.bucket_ms)
 
 
 def _topology(edges: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:

@@ -37,12 +37,16 @@ def simulate(env: dict[str, str], monkeypatch, labels_path, duration: str,
 
 
 def wait_for_all(worker: WorkerProcess, labels: dict) -> None:
-    """Until detection has seen event time reach the end of the run and the correlator
-    has gone quiet."""
+    """Until detection has seen event time reach the end of the run, the correlator has
+    taken in all of it and has gone quiet."""
     lateness_ms = 60_000
     last = labels["end_ms"] - labels.get("interval_ms", 10_000) - lateness_ms
     worker.wait_until(lambda w: w.status()["detect"]["watermark_ms"] >= last,
                       timeout_s=240, what="detection to reach the end of the run")
+    # the correlator's event time follows the service-graph step's ticks, which stop at
+    # the last whole minute detection passed
+    worker.wait_until(lambda w: w.status()["correlate"]["watermark_ms"] >= last - 60_000,
+                      timeout_s=240, what="the correlator to reach the end of the run")
     seen = {"decisions": -1}
 
     def settled(w: WorkerProcess) -> bool:

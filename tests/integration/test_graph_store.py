@@ -73,7 +73,7 @@ def test_spans_of_different_services_pair_into_edges_per_bucket(store):
                 span("x1", "x1", "front", T0 + 6_000, 9.0, "client",
                      attrs={"peer.service": "ads"}),
                 span("x1", "x2", "ads", T0 + 6_001, 7.0, "server", "x1"),
-                span("old", "o1", "front", T0 - 30 * MIN, 5.0, "client"),
+                span("old", "o1", "front", T0 - 90 * MIN, 5.0, "client"),
                 span("old", "o2", "slow", T0 + 10_000, 4.0, "server", "o1")]
     records += [{"type": "metric", "time": T0 + 2_000, "service.name": "front",
                  "name": "rpc.edge.duration.p50", "value": 0.004, "unit": "s",

@@ -280,6 +280,16 @@ def test_a_service_own_ongoing_resource_trouble_takes_in_its_symptoms():
     [leak] = run.open()
     run.feed([det("latency_high", "auth", T0 + 60 * MIN + 30 * SEC, category="performance")])
     assert [p.id for p in run.open()] == [leak.id]
+    # its last keep-alive came before the slowdown began: still current (confirmed
+    # within alive_ms), so the slowdown joins it whatever the keep-alive's phase
+    run = Run()
+    run.feed([growth])
+    for k in range(1, 13):
+        run.feed([again(growth, T0 + k * 5 * MIN)])
+    [leak] = run.open()
+    run.feed([det("latency_high", "auth", T0 + 63 * MIN, category="performance")])
+    assert [p.id for p in run.open()] == [leak.id]
+    assert "resource trouble continuing since" in run.problem(leak.id).members[-1].joined
 
 
 def test_a_member_its_detector_stopped_confirming_relates_nothing():

@@ -67,6 +67,16 @@ def interval_counts(rng: random.Random) -> tuple[list[int], float]:
                              for c, m in zip(counts, MIDDLES, strict=True)), 3)
 
 
+
+def running_totals(totals: dict, series: tuple, rng) -> tuple[list[int], float]:
+    """A cumulative series' bucket counts and sum after one more interval."""
+    counts, total = interval_counts(rng)
+    before, before_total = totals.get(series, ([0] * len(SHAPE), 0.0))
+    counts = [a + b for a, b in zip(before, counts, strict=True)]
+    total = round(before_total + total, 3)
+    totals[series] = (counts, total)
+    return counts, total
+
 def _kv(key: str, value: str) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=value))
 
@@ -128,22 +138,14 @@ def build(points: int, per_message: int, mix: str) -> tuple[list[bytes], list[by
                             bucket_counts=counts)
                     elif kind == "cumulative-histogram":
                         series = (s, h, j, k)
-                        counts, total = interval_counts(rng)
-                        before, before_total = totals.get(series, ([0] * len(SHAPE), 0.0))
-                        counts = [a + b for a, b in zip(before, counts, strict=True)]
-                        total = round(before_total + total, 3)
-                        totals[series] = (counts, total)
+                        counts, total = running_totals(totals, series, rng)
                         dp = metric.histogram.data_points.add(
                             time_unix_nano=t_ns, start_time_unix_nano=start_ns,
                             count=sum(counts), sum=total, explicit_bounds=BOUNDS,
                             bucket_counts=counts)
                     elif kind in ("exponential-histogram", "summary"):
                         series = (s, h, j, k)
-                        counts, total = interval_counts(rng)
-                        before, before_total = totals.get(series, ([0] * len(SHAPE), 0.0))
-                        counts = [a + b for a, b in zip(before, counts, strict=True)]
-                        total = round(before_total + total, 3)
-                        totals[series] = (counts, total)
+                        counts, total = running_totals(totals, series, rng)
                         if kind == "summary":
                             dp = metric.summary.data_points.add(
                                 time_unix_nano=t_ns, start_time_unix_nano=start_ns,

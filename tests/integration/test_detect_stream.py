@@ -14,6 +14,7 @@ from pipeline.cli import main
 from pipeline.kafka import find_free_port
 from tests.conftest import pipeline_env
 from tests.cpu_load import busy_cores
+from tests.simulated_day import pinned_run_args
 from tests.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -28,7 +29,7 @@ def simulate(env: dict[str, str], monkeypatch, labels_path, duration: str,
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     args = ["simulate", "--duration", duration, "--seed", "11", "--labels", str(labels_path),
-            "--no-progress"]
+            "--no-progress", *pinned_run_args(labels_path.parent, duration)]
     args += ["--incidents", incidents] if incidents else ["--quiet-run"]
     args += ["--graph", str(graph)] if graph else []
     args += ["--allow-overlap"] if allow_overlap else []

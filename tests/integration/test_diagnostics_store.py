@@ -16,6 +16,7 @@ from pipeline.events.codec import _arrow_table
 from pipeline.events.schema import SPECS
 from pipeline.knowledge.diagnostics import diagnostic_queries, evidence
 from pipeline.store import EmbeddedStore
+from tests.simulated_day import pinned_run_args
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,7 @@ def test_checks_of_a_bad_deploy(tmp_path):
     ndjson, labels_path = tmp_path / "run.ndjson", tmp_path / "labels.json"
     assert main(["simulate", "--duration", "50m", "--seed", "5", "--incidents",
                  "bad_deploy:orders@30m+15m", "--out", str(ndjson), "--labels",
-                 str(labels_path), "--no-progress"]) == 0
+                 str(labels_path), "--no-progress", *pinned_run_args(tmp_path, "50m")]) == 0
     [incident] = json.loads(labels_path.read_text())["incidents"]
     version = incident["params"]["new_version"]
     store = EmbeddedStore(tmp_path / "store", "tocsin", ttl_days=0)

@@ -21,6 +21,7 @@ from pipeline.kafka import find_free_port
 from tests.alertmanager_process import AlertmanagerProcess, alertmanager_binary
 from tests.conftest import pipeline_env
 from tests.integration.test_detect_stream import wait_for_all
+from tests.simulated_day import pinned_system
 from tests.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -87,8 +88,11 @@ def test_problem_opens_updates_and_resolves_in_alertmanager(kafka_broker, names,
         monkeypatch.setenv(key, value)
     # the outage is still going on when this first stretch of telemetry ends (20 min ago)
     start_ms = (int(time.time()) // 60 - 70) * 60_000
+    # both stretches see the load of a run ending at the shop's daily peak, whatever the hour
+    system = str(pinned_system(tmp_path / "system.yaml", start_ms + 70 * 60_000))
     first = simulate(tmp_path / "labels.json", start_ms, "50m", 11,
-                     "--incidents", "db_outage@30m+20m", "--graph", str(graph))
+                     "--incidents", "db_outage@30m+20m", "--graph", str(graph),
+                     "--system", system)
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     notify = NotifyProcess(env, tmp_path / "notify.log")
     logs = (worker.log, lambda: notify.log(), am.log)
@@ -146,7 +150,8 @@ def test_problem_opens_updates_and_resolves_in_alertmanager(kafka_broker, names,
         # Alertmanager received, not an alert left to expire)
         resolves = am.metric("alertmanager_alerts_received_total", status="resolved",
                              version="v2")
-        second = simulate(tmp_path / "labels2.json", first["end_ms"], "15m", 12, "--quiet-run")
+        second = simulate(tmp_path / "labels2.json", first["end_ms"], "15m", 12, "--quiet-run",
+                          "--system", system)
         wait_for_all(worker, second)
         wait_for(lambda: worker.query(f"SELECT status FROM tocsin.problems FINAL "
                                       f"WHERE id = '{problem_id}'") == [["resolved"]],

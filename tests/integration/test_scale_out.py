@@ -17,6 +17,7 @@ from pipeline.api.probes import READYZ_PATH
 from pipeline.cli import main
 from pipeline.kafka import find_free_port
 from tests.conftest import pipeline_env
+from tests.simulated_day import pinned_run_args
 from tests.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -81,7 +82,8 @@ def test_two_workers_split_the_partitions_and_survive_one_killed(kafka_broker, n
     run, labels_path = tmp_path / "run.ndjson", tmp_path / "labels.json"
     assert main(["simulate", "--duration", "100m", "--seed", "5", "--incidents",
                  "db_outage@70m+10m", "--out", str(run), "--labels", str(labels_path),
-                 "--graph", str(graph), "--no-progress"]) == 0
+                 "--graph", str(graph), "--no-progress",
+                 *pinned_run_args(tmp_path, "100m")]) == 0
     labels = json.loads(labels_path.read_text())
     outage = labels["incidents"][0]
     first, second, counts = split_run(run, labels["start_ms"] + 40 * MIN)
@@ -188,7 +190,8 @@ def test_records_arriving_while_a_second_worker_joins_are_all_stored(kafka_broke
         monkeypatch.setenv(key, value)
     run = tmp_path / "run.ndjson"
     assert main(["simulate", "--duration", "60m", "--seed", "9", "--out", str(run),
-                 "--labels", str(tmp_path / "labels.json"), "--no-progress"]) == 0
+                 "--labels", str(tmp_path / "labels.json"), "--no-progress",
+                 *pinned_run_args(tmp_path, "60m")]) == 0
     chunks, counts = chunks_by_minute(run, tmp_path / "minutes")
     ingest_topics = {env_a["TOCSIN_TOPICS_METRICS"], env_a["TOCSIN_TOPICS_LOGS"],
                      env_a["TOCSIN_TOPICS_TRACES"]}

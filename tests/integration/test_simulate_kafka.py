@@ -11,6 +11,7 @@ import yaml
 from pipeline.cli import main
 from pipeline.kafka import find_free_port
 from tests.conftest import pipeline_env
+from tests.simulated_day import pinned_run_args
 from tests.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ def test_simulated_db_outage_is_stored_inside_its_labelled_window(kafka_broker, 
     graph_path = tmp_path / "graph.yaml"
     assert main(["simulate", "--duration", "40m", "--seed", "3", "--incidents",
                  "db_outage@15m+10m", "--labels", str(labels_path), "--no-progress",
-                 "--graph", str(graph_path)]) == 0
+                 "--graph", str(graph_path), *pinned_run_args(tmp_path, "40m")]) == 0
     wrote = re.search(r"wrote ([\d,]+) logs, ([\d,]+) metrics, ([\d,]+) spans",
                       capsys.readouterr().out)
     assert wrote is not None
@@ -82,7 +83,7 @@ def test_simulation_as_otlp_is_stored_like_the_collector_would_send_it(kafka_bro
         monkeypatch.setenv(key, value)
     assert main(["simulate", "--duration", "10m", "--seed", "5", "--quiet-run",
                  "--format", "otlp-proto", "--labels", str(tmp_path / "labels.json"),
-                 "--no-progress"]) == 0
+                 "--no-progress", *pinned_run_args(tmp_path, "10m")]) == 0
     wrote = capsys.readouterr().out.split("wrote ", 1)[1].split(" to ")[0]
     sent = {kind.rstrip("s"): int(n.replace(",", "")) for n, kind in
             (part.split() for part in wrote.split(", "))}

@@ -178,7 +178,6 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
             set_value(table, graph_key, result.state, max_bytes)
         finally:
             stream._set_current_event(previous)
-        learned["topology"] = result.topology
 
     async def write_states(stream: Any, events: Any, result: Any) -> None:
         last_of = {(e.message.key or b"").decode(): e for e in events}
@@ -244,15 +243,21 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
     async def correlate_batch(stream: Any, events: Any, steps: BatchSteps) -> None:
         messages = steps.value("messages", lambda: messages_of(events))
         own = [e for e in events if (e.message.key or b"").decode() == scope]
+        graph = None
         if graph_step is not None and own:  # first the graph, up to the batch's watermark
             graph = await steps.once("graph", lambda: run_graph(messages))
             await steps.once("graph.store", lambda: store_graph(graph))
-            await steps.once("graph.state",
-                             lambda: write_graph_state(stream, own[-1], graph))
+            learned["topology"] = graph.topology
             # its edge detections and tick ahead of the batch, in the same step
             messages = [Message(scope, False, m) for m in graph.messages] + messages
         result = await steps.once("step", lambda: run_step(messages))
         await apply(stream, events, result, steps)
+        if graph is not None:
+            # only once the correlator's own state holds the edge detections: a crash
+            # before this pairs the buckets again on replay (a repeat the correlator
+            # ignores) instead of finding them done and losing their detections
+            await steps.once("graph.state",
+                             lambda: write_graph_state(stream, own[-1], graph))
         faults.check("correlate.after")
         count(result)
         counters.watermark_ms = max(counters.watermark_ms,

@@ -17,7 +17,11 @@ the operator's policy for a series that settled at a new level, once the model h
 scored the new level as normal (raw score below ``clear``) for ``accept_points``
 points in a row (``accepted``; 0: never, the alarm holds until the series returns).
 An operator sees one alert per episode with the band that explains it, however the
-model's calibration adapts meanwhile.
+model's calibration adapts meanwhile. When the band is empty (the model scores even its
+expected value past the threshold: a run of surprising points, not one value, is what it
+finds unusual, e.g. a spike met as a rest period ends) no value can fall inside it, so
+such an alarm follows the raw score instead: it confirms while the score stays at the
+threshold and returns once it is under ``clear``; it used to hold until ``accepted``.
 
 With ``keepalive_ms`` a firing series also reports a *keep-alive* at a point that keeps
 it firing once its time reaches the next tick ``fired + k * keepalive_ms`` (the latest
@@ -168,21 +172,25 @@ class SeriesBank:
             result.score[pos], result.raw[pos] = ev.score, ev.raw
             result.expected[pos], result.scale[pos] = ev.expected, ev.scale
             if arm.any() or self.armed[cols].any() or self.firing[cols].any():
-                self._alarms(cols, pos, x, ev, arm, clear, confirm_points, accept_points,
-                             keepalive_ms, times, result, changes)
+                self._alarms(cols, pos, x, ev, arm, threshold, clear, confirm_points,
+                             accept_points, keepalive_ms, times, result, changes)
         changes.sort()
         result.events = [(p, state) for _, p, state in changes]
         return result
 
     def _alarms(self, cols: np.ndarray, pos: np.ndarray, x: np.ndarray, ev: Any,
-                arm: np.ndarray, clear: float, confirm_points: int, accept_points: int,
-                keepalive_ms: int, times: np.ndarray, result: BankResult,
-                changes: list[tuple[int, int, str]]) -> None:
+                arm: np.ndarray, threshold: float, clear: float, confirm_points: int,
+                accept_points: int, keepalive_ms: int, times: np.ndarray,
+                result: BankResult, changes: list[tuple[int, int, str]]) -> None:
         """Advance the alarm state of one round's series (see the module docstring)."""
         firing, armed = self.firing[cols], self.armed[cols]
         low, high = self.band[0, cols], self.band[1, cols]
-        out = (x < low) | (x > high)
-        back = (x >= self.calm_band[0, cols]) & (x <= self.calm_band[1, cols])
+        calm_low, calm_high = self.calm_band[0, cols], self.calm_band[1, cols]
+        # an empty band: the model scored even its expected value past the level, so it is
+        # the series' recent run that surprises it, not a value; the alarm follows the score
+        valued = low < high
+        out = np.where(valued, (x < low) | (x > high), ev.raw >= threshold)
+        back = np.where(valued, (x >= calm_low) & (x <= calm_high), ev.raw < clear)
         counting = armed | arm
         streak = np.where(counting, np.where(out, self.streak[cols] + 1, 0),
                           np.where(firing & back, self.streak[cols] + 1, 0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from models import RobustSeasonal, SeriesBank
+from models.ensemble import SeasonalEnsemble
 from models.univariate import N_FIELDS
 
 T0 = 1_718_000_000_000
@@ -50,6 +51,31 @@ def test_alarm_changes_fire_once_and_resolve():
     states = [(int(times[i]), s) for i, s in res.events]
     assert [s for _, s in states] == ["firing", "resolved"]
     assert states[0][0] == int(times[202])  # confirmed on the third point over threshold
+
+
+def test_an_alarm_with_an_empty_band_follows_the_score_and_clears():
+    # a spike met just as the rest after an earlier alarm ends: the model's likelihood
+    # family (a run of surprising points) scores even the expected value past the
+    # threshold, so the band of accepted values is empty; ordinary points after the
+    # spike must neither confirm nor hold the alarm (it used to fire and hold an hour,
+    # until the 360 points of ``accepted``)
+    det = SeasonalEnsemble(threshold=0.6, rest_points=180, warmup=10)
+    rng = np.random.default_rng(1)
+    values = 0.155 + 0.017 * rng.standard_normal(1300)
+    values[700] = 0.5  # an alarm: the model rests 180 points
+    times = T0 + np.arange(values.size, dtype=np.int64) * 10_000
+    for start in (876, 877, 878, 879):  # the spike's last points come after the rest
+        spiked = values.copy()
+        spiked[start:start + 3] = 0.5
+        bank = SeriesBank(det)
+        res = bank.process(bank.slots(["s"] * spiked.size), times, spiked, 0.6, 0.42,
+                           confirm_points=4, accept_points=360)
+        fired = [p for p, kind in res.events if kind == "firing"]
+        resolved = [p for p, kind in res.events if kind == "resolved"]
+        assert len(fired) == len(resolved) <= 1
+        for f, r in zip(fired, resolved, strict=True):
+            assert r - f < 30, (start, f, r)  # 5 minutes at most, not the accept period
+            assert res.reasons[r] == "returned"
 
 
 def test_state_round_trip_and_size():

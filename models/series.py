@@ -21,7 +21,9 @@ model's calibration adapts meanwhile. When the band is empty (the model scores e
 expected value past the threshold: a run of surprising points, not one value, is what it
 finds unusual, e.g. a spike met as a rest period ends) no value can fall inside it, so
 such an alarm follows the raw score instead: it confirms while the score stays at the
-threshold and returns once it is under ``clear``; it used to hold until ``accepted``.
+threshold and returns once it is under ``clear``. Likewise an empty *calm* band: the
+series returns once its values are back inside the alarm's band and score under
+``clear``. Both used to hold until ``accepted``.
 
 With ``keepalive_ms`` a firing series also reports a *keep-alive* at a point that keeps
 it firing once its time reaches the next tick ``fired + k * keepalive_ms`` (the latest
@@ -189,8 +191,10 @@ class SeriesBank:
         # an empty band: the model scored even its expected value past the level, so it is
         # the series' recent run that surprises it, not a value; the alarm follows the score
         valued = low < high
-        out = np.where(valued, (x < low) | (x > high), ev.raw >= threshold)
-        back = np.where(valued, (x >= calm_low) & (x <= calm_high), ev.raw < clear)
+        inside = (x >= low) & (x <= high)
+        out = np.where(valued, ~inside, ev.raw >= threshold)
+        back = np.where(calm_low < calm_high, (x >= calm_low) & (x <= calm_high),
+                        (inside | ~valued) & (ev.raw < clear))
         counting = armed | arm
         streak = np.where(counting, np.where(out, self.streak[cols] + 1, 0),
                           np.where(firing & back, self.streak[cols] + 1, 0))

@@ -78,6 +78,25 @@ def test_an_alarm_with_an_empty_band_follows_the_score_and_clears():
             assert res.reasons[r] == "returned"
 
 
+def test_an_alarm_with_an_empty_calm_band_returns_inside_its_band():
+    # armed while the model's likelihood family was already up: the band of values under
+    # the threshold is fine, the narrower one under ``clear`` empty; values back inside
+    # the band and scoring under ``clear`` return the alarm (they used to hold it an hour)
+    det = SeasonalEnsemble(threshold=0.6, rest_points=180, warmup=10)
+    rng = np.random.default_rng(2)
+    values = 0.55 + 0.004 * rng.standard_normal(520)
+    times = T0 + np.arange(values.size, dtype=np.int64) * 10_000
+    bank = SeriesBank(det)
+    slots = bank.slots(["s"] * 500)
+    bank.process(slots, times[:500], values[:500], 0.6, 0.42)
+    bank.firing[0], bank.band[:, 0], bank.calm_band[:, 0] = True, (0.527, 0.570), 0.5514
+    res = bank.process(bank.slots(["s"] * 20), times[500:], values[500:], 0.6, 0.42,
+                       confirm_points=4)
+    assert [kind for _, kind in res.events] == ["resolved"]
+    assert res.reasons[res.events[0][0]] == "returned"
+    assert res.events[0][0] == 3  # the fourth point back
+
+
 def test_state_round_trip_and_size():
     det = RobustSeasonal(warmup=10)
     keys, times, values = points(4, 120)

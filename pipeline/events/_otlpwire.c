@@ -1624,6 +1624,91 @@ done:
     return result;
 }
 
+/* ---------------------------------------------------------------- map columns */
+
+/* the int32 offsets of an Arrow array: n + 1 of them, from 0, never going down, the last
+ * at most `limit` */
+static int offsets_ok(const int32_t *o, Py_ssize_t n, Py_ssize_t limit) {
+    if (o[0] != 0 || o[n] > limit) return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (o[i + 1] < o[i]) return 0;
+    return 1;
+}
+
+PyDoc_STRVAR(map_take_doc,
+"map_take(offsets, key_offsets, key_data, item_offsets, item_data, rows)\n"
+"    -> (offsets, key_offsets, key_data, item_offsets, item_data)\n\n"
+"The buffers of an Arrow map<string, string> array (no nulls, offsets from 0) taken at\n"
+"`rows` (int64): the same as Array.take, copying each entry's bytes once. Raises\n"
+"OverflowError past int32 offsets (the caller then takes with Arrow).");
+
+static PyObject *map_take(PyObject *self, PyObject *args) {
+    Py_buffer ov, kov, kdv, iov, idv, rv;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*", &ov, &kov, &kdv, &iov, &idv, &rv)) return NULL;
+    PyObject *result = NULL, *out[5] = {NULL, NULL, NULL, NULL, NULL};
+    const int32_t *offsets = ov.buf, *k_off = kov.buf, *i_off = iov.buf;
+    const char *k_data = kdv.buf, *i_data = idv.buf;
+    const int64_t *rows = rv.buf;
+    Py_ssize_t n_maps = ov.len / 4 - 1, n_entries = kov.len / 4 - 1, n = rv.len / 8;
+    if (n_maps < 0 || n_entries < 0 || iov.len != kov.len ||
+        !offsets_ok(offsets, n_maps, n_entries) || !offsets_ok(k_off, n_entries, kdv.len) ||
+        !offsets_ok(i_off, n_entries, idv.len)) {
+        PyErr_SetString(PyExc_ValueError, "map_take: offsets outside their buffers");
+        goto done;
+    }
+    int64_t entries = 0, k_bytes = 0, i_bytes = 0; /* of the result */
+    for (Py_ssize_t r = 0; r < n; r++) {
+        int64_t m = rows[r];
+        if (m < 0 || m >= n_maps) {
+            PyErr_SetString(PyExc_IndexError, "map_take: a row out of range");
+            goto done;
+        }
+        int32_t a = offsets[m], b = offsets[m + 1];
+        entries += b - a;
+        k_bytes += k_off[b] - k_off[a];
+        i_bytes += i_off[b] - i_off[a];
+    }
+    if (entries > INT32_MAX || k_bytes > INT32_MAX || i_bytes > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "map_take: past int32 offsets");
+        goto done;
+    }
+    out[0] = PyBytes_FromStringAndSize(NULL, (n + 1) * 4);
+    out[1] = PyBytes_FromStringAndSize(NULL, (entries + 1) * 4);
+    out[2] = PyBytes_FromStringAndSize(NULL, k_bytes);
+    out[3] = PyBytes_FromStringAndSize(NULL, (entries + 1) * 4);
+    out[4] = PyBytes_FromStringAndSize(NULL, i_bytes);
+    if (!out[0] || !out[1] || !out[2] || !out[3] || !out[4]) goto done;
+    int32_t *o = (int32_t *)PyBytes_AS_STRING(out[0]), *ko = (int32_t *)PyBytes_AS_STRING(out[1]),
+            *io = (int32_t *)PyBytes_AS_STRING(out[3]);
+    char *kd = PyBytes_AS_STRING(out[2]), *id = PyBytes_AS_STRING(out[4]);
+    int32_t e = 0, kb = 0, ib = 0;
+    o[0] = ko[0] = io[0] = 0;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        int32_t a = offsets[rows[r]], b = offsets[rows[r] + 1];
+        /* a map's entries are contiguous in both children: copy their bytes at once */
+        int32_t k_len = k_off[b] - k_off[a], i_len = i_off[b] - i_off[a];
+        memcpy(kd + kb, k_data + k_off[a], (size_t)k_len);
+        memcpy(id + ib, i_data + i_off[a], (size_t)i_len);
+        for (int32_t j = a; j < b; j++, e++) {
+            ko[e + 1] = kb + (k_off[j + 1] - k_off[a]);
+            io[e + 1] = ib + (i_off[j + 1] - i_off[a]);
+        }
+        kb += k_len;
+        ib += i_len;
+        o[r + 1] = e;
+    }
+    result = PyTuple_Pack(5, out[0], out[1], out[2], out[3], out[4]);
+done:
+    for (int i = 0; i < 5; i++) Py_XDECREF(out[i]);
+    PyBuffer_Release(&ov);
+    PyBuffer_Release(&kov);
+    PyBuffer_Release(&kdv);
+    PyBuffer_Release(&iov);
+    PyBuffer_Release(&idv);
+    PyBuffer_Release(&rv);
+    return result;
+}
+
 static PyObject *blake2b64(PyObject *self, PyObject *arg) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
@@ -1638,6 +1723,7 @@ static PyMethodDef methods[] = {
     {"histogram_step", histogram_step, METH_VARARGS, histogram_step_doc},
     {"bucket_lists", bucket_lists, METH_VARARGS, bucket_lists_doc},
     {"exponential_step", exponential_step, METH_VARARGS, exponential_step_doc},
+    {"map_take", map_take, METH_VARARGS, map_take_doc},
     {"blake2b64", blake2b64, METH_O,
      "blake2b64(data) -> int: BLAKE2b with an 8-byte digest, read little-endian."},
     {NULL, NULL, 0, NULL}};

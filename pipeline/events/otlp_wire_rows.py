@@ -16,7 +16,13 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.events.otlp_metrics import _GOLDEN, rate_unit
-from pipeline.events.otlp_rows import VOCABULARY, OtlpRows, shared_string_maps
+from pipeline.events.otlp_rows import (
+    VOCABULARY,
+    MapRows,
+    OtlpRows,
+    shared_string_maps,
+    take_maps,
+)
 from pipeline.events.otlp_series import QUANTILES, quantile_suffix
 from pipeline.events.otlp_series_slots import runs
 
@@ -220,7 +226,7 @@ def append_rows(prep: Any, message: int, rows: OtlpRows, point: np.ndarray,
     # where each row's point lies in the message (a rejected row's payload): start << 32 | end
     origins = each((per_point["origin_start"] << 32) | per_point["origin_end"])
     first_row = rows.row_count()
-    row_attrs = attrs.take(pa.array(each(per_point["region"])))
+    row_attrs = MapRows(attrs, each(per_point["region"].astype(np.int64)))
     row_names, row_units = names[metric, code], units[metric, code]
     row_services, row_hosts = services[scope], hosts[scope]
     columns = {
@@ -236,20 +242,20 @@ def append_rows(prep: Any, message: int, rows: OtlpRows, point: np.ndarray,
     if not len(buckets) and not exponential:
         rows.add_chunk(columns)
         return
-    b = Picked(pts, buckets)
-    lists = bucket_arrays(prep, buckets, b, diff)
+    lists = bucket_arrays(prep, buckets, Picked(pts, buckets), diff) if len(buckets) \
+        else None
     for part in exponential:  # merged in point order
-        buckets, intervals, lists = _merge(
-            buckets, intervals, lists, part.points, part.seconds,
-            (np.append(part.starts, len(part.lower)), part.lower, part.upper, part.counts))
-        b = Picked(pts, buckets)
+        more = (np.append(part.starts, len(part.lower)), part.lower, part.upper, part.counts)
+        buckets, intervals, lists = (part.points, part.seconds, more) if lists is None \
+            else _merge(buckets, intervals, lists, part.points, part.seconds, more)
+    b = Picked(pts, buckets)
     at = np.searchsorted(point, buckets) + first_row
     b_metric = b["metric"].astype(np.int64)
     b_scope = scope_of_metric[b_metric]
     arrow_offsets = pa.array(lists[0].astype(np.int32))
     lists = {name: pa.ListArray.from_arrays(arrow_offsets, pa.array(values))
              for name, values in zip(("lower", "upper", "counts"), lists[1:], strict=True)}
-    bucket_attrs = attrs.take(pa.array(b["region"]))
+    bucket_attrs = take_maps(attrs, b["region"])
     rows.add_chunk(columns, pa.table({
         "event_id": pa.array(b["event"]),
         "time": pa.array((b["time"] // 1_000_000).astype(np.int64),

@@ -505,9 +505,10 @@ static int exp_bounds_ok(const point_t *pt) {
     return 1;
 }
 
-/* One data point of class cls (C_NUMBER ... C_SUMMARY). Returns 0, -1 (WireError in
- * s->err) or -2 (a Python error is set). */
-static int scan_point(scan_t *s, int cls, const uint8_t *p, const uint8_t *end,
+/* One data point of class cls (C_NUMBER ... C_SUMMARY; delta: of a delta metric, when
+ * a histogram's quantiles are its own). Returns 0, -1 (WireError in s->err) or -2 (a
+ * Python error is set). */
+static int scan_point(scan_t *s, int cls, int delta, const uint8_t *p, const uint8_t *end,
                       const b2_t *prefix, uint64_t name_id, int32_t metric, Py_ssize_t scope) {
     point_t pt;
     memset(&pt, 0, sizeof pt);
@@ -666,7 +667,9 @@ static int scan_point(scan_t *s, int cls, const uint8_t *p, const uint8_t *end,
                 if (total + counts[i] < total) FAIL(s, "histogram point: bucket counts overflow", p);
                 total += counts[i];
             }
-            histogram_quantiles(&pt, counts, (const double *)(s->bounds.data) + pt.bounds_off);
+            /* a cumulative point's quantiles are those of its differences (histogram_step) */
+            if (delta)
+                histogram_quantiles(&pt, counts, (const double *)(s->bounds.data) + pt.bounds_off);
         }
     } else if (cls == C_EXPONENTIAL) { /* Python's sums of counts are exact: no overflow */
         uint64_t total = pt.zero_count;
@@ -769,7 +772,8 @@ static int scan_metric(scan_t *s, const uint8_t *p, const uint8_t *end, const b2
         if (f.field != 1) continue;
         int cls = kind == K_HISTOGRAM ? C_HISTOGRAM : kind == K_EXPONENTIAL ? C_EXPONENTIAL
                 : kind == K_SUMMARY ? C_SUMMARY : C_NUMBER;
-        int r = scan_point(s, cls, f.val, f.val + f.len, prefix, name_id, metric, scope);
+        int r = scan_point(s, cls, temporality == 1, f.val, f.val + f.len, prefix, name_id,
+                           metric, scope);
         if (r < 0) return r;
     }
     PyObject *entry = Py_BuildValue(

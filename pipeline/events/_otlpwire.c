@@ -1713,6 +1713,78 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(string_maps_doc,
+"string_maps(dicts) -> (offsets, key_offsets, key_data, item_offsets, item_data)\n\n"
+"The buffers of an Arrow map<string, string> array of `dicts` (a list of dicts of str to\n"
+"str, in their order), keys and values UTF-8 encoded. Raises TypeError on anything else\n"
+"(the caller then builds it with Arrow).");
+
+static PyObject *string_maps(PyObject *self, PyObject *arg) {
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "string_maps: a list of dicts");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg), entries = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *d = PyList_GET_ITEM(arg, i);
+        if (!PyDict_CheckExact(d)) {
+            PyErr_SetString(PyExc_TypeError, "string_maps: a list of dicts");
+            return NULL;
+        }
+        entries += PyDict_GET_SIZE(d);
+    }
+    if (entries > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "string_maps: past int32 offsets");
+        return NULL;
+    }
+    PyObject *result = NULL;
+    int32_t *offsets = PyMem_Malloc((size_t)(n + 1) * 4);
+    int32_t *k_off = PyMem_Malloc((size_t)(entries + 1) * 4);
+    int32_t *i_off = PyMem_Malloc((size_t)(entries + 1) * 4);
+    buf_t keys = {NULL, 0, 0}, items = {NULL, 0, 0};
+    if (!offsets || !k_off || !i_off) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t e = 0;
+    offsets[0] = k_off[0] = i_off[0] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *d = PyList_GET_ITEM(arg, i), *key, *value;
+        Py_ssize_t pos = 0, entry = 0;
+        while (PyDict_Next(d, &pos, &key, &value)) { /* insertion order, as dict.items() */
+            Py_ssize_t k_len, v_len;
+            const char *k, *v;
+            if (!PyUnicode_CheckExact(key) || !PyUnicode_CheckExact(value) || ++entry > PyDict_GET_SIZE(d)) {
+                PyErr_SetString(PyExc_TypeError, "string_maps: keys and values must be str");
+                goto done;
+            }
+            if (!(k = PyUnicode_AsUTF8AndSize(key, &k_len)) ||
+                !(v = PyUnicode_AsUTF8AndSize(value, &v_len)) ||
+                buf_append(&keys, k, (size_t)k_len) < 0 || buf_append(&items, v, (size_t)v_len) < 0)
+                goto done;
+            if (keys.len > INT32_MAX || items.len > INT32_MAX) {
+                PyErr_SetString(PyExc_OverflowError, "string_maps: past int32 offsets");
+                goto done;
+            }
+            e++;
+            k_off[e] = (int32_t)keys.len;
+            i_off[e] = (int32_t)items.len;
+        }
+        offsets[i + 1] = (int32_t)e;
+    }
+    result = Py_BuildValue("(y#y#y#y#y#)", (const char *)offsets, (n + 1) * 4, (const char *)k_off,
+                           (e + 1) * 4, keys.data ? keys.data : "", (Py_ssize_t)keys.len,
+                           (const char *)i_off, (e + 1) * 4, items.data ? items.data : "",
+                           (Py_ssize_t)items.len);
+done:
+    PyMem_Free(offsets);
+    PyMem_Free(k_off);
+    PyMem_Free(i_off);
+    PyMem_Free(keys.data);
+    PyMem_Free(items.data);
+    return result;
+}
+
 static PyObject *blake2b64(PyObject *self, PyObject *arg) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
@@ -1728,6 +1800,7 @@ static PyMethodDef methods[] = {
     {"bucket_lists", bucket_lists, METH_VARARGS, bucket_lists_doc},
     {"exponential_step", exponential_step, METH_VARARGS, exponential_step_doc},
     {"map_take", map_take, METH_VARARGS, map_take_doc},
+    {"string_maps", string_maps, METH_O, string_maps_doc},
     {"blake2b64", blake2b64, METH_O,
      "blake2b64(data) -> int: BLAKE2b with an 8-byte digest, read little-endian."},
     {NULL, NULL, 0, NULL}};

@@ -282,19 +282,12 @@ def take_maps(maps: pa.MapArray, index: np.ndarray) -> pa.MapArray:
             or items.type != pa.string():
         return maps.take(pa.array(index))
     try:
-        offsets, key_offsets, key_data, item_offsets, item_data = _otlpwire.map_take(
+        buffers = _otlpwire.map_take(
             maps.buffers()[1], keys.buffers()[1], keys.buffers()[2] or b"",
             items.buffers()[1], items.buffers()[2] or b"", index)
     except OverflowError:  # more than int32 offsets hold
         return maps.take(pa.array(index))
-    n = len(key_offsets) // 4 - 1
-
-    def strings(offsets: bytes, data: bytes) -> pa.Array:
-        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
-
-    return pa.MapArray.from_arrays(pa.array(np.frombuffer(offsets, np.int32)),
-                                   strings(key_offsets, key_data),
-                                   strings(item_offsets, item_data))
+    return _from_buffers(*buffers)
 
 
 def _map_column(parts: list[Any]) -> pa.MapArray:
@@ -330,15 +323,44 @@ def shared_string_maps(dicts: list[dict[str, str]]) -> pa.MapArray:
     ids = np.fromiter(map(id, dicts), dtype=np.uint64, count=len(dicts))
     _, first, index = np.unique(ids, return_index=True, return_inverse=True)
     unique = list(dicts) if len(first) == len(dicts) else [dicts[i] for i in first.tolist()]
-    offsets = np.zeros(len(unique) + 1, dtype=np.int32)
-    np.cumsum(np.fromiter(map(len, unique), dtype=np.int32, count=len(unique)),
-              out=offsets[1:])
-    keys = pa.array(list(chain.from_iterable(unique)), type=pa.string())
-    values = pa.array(list(chain.from_iterable(map(dict.values, unique))), type=pa.string())
-    maps = pa.MapArray.from_arrays(pa.array(offsets), keys, values)
+    maps = _built_maps(unique)
+    if maps is None:  # no C extension, or values it does not take: Arrow builds them
+        offsets = np.zeros(len(unique) + 1, dtype=np.int32)
+        np.cumsum(np.fromiter(map(len, unique), dtype=np.int32, count=len(unique)),
+                  out=offsets[1:])
+        keys = pa.array(list(chain.from_iterable(unique)), type=pa.string())
+        values = pa.array(list(chain.from_iterable(map(dict.values, unique))),
+                          type=pa.string())
+        maps = pa.MapArray.from_arrays(pa.array(offsets), keys, values)
     if len(unique) == len(dicts):
         return maps
-    return maps.take(pa.array(index.astype(np.int32).reshape(-1)))
+    return take_maps(maps, index.reshape(-1))
+
+
+def _built_maps(dicts: list[dict[str, str]]) -> pa.MapArray | None:
+    """Dicts of str as an Arrow map array built by the C extension (one pass, no Python
+    lists of every key and value); None when it is not built or refuses them."""
+    if _otlpwire is None or not hasattr(_otlpwire, "string_maps"):
+        return None
+    try:
+        offsets, key_offsets, key_data, item_offsets, item_data = \
+            _otlpwire.string_maps(dicts)
+    except (TypeError, ValueError, OverflowError):  # UnicodeError is a ValueError
+        return None
+    return _from_buffers(offsets, key_offsets, key_data, item_offsets, item_data)
+
+
+def _from_buffers(offsets: bytes, key_offsets: bytes, key_data: bytes, item_offsets: bytes,
+                  item_data: bytes) -> pa.MapArray:
+    """A map<string, string> array of these buffers (int32 offsets, UTF-8 data)."""
+    n = len(key_offsets) // 4 - 1
+
+    def strings(offsets: bytes, data: bytes) -> pa.Array:
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+
+    return pa.MapArray.from_arrays(pa.array(np.frombuffer(offsets, np.int32)),
+                                   strings(key_offsets, key_data),
+                                   strings(item_offsets, item_data))
 
 
 def _mark(bad: dict[int, str], row: int, reason: str) -> None:

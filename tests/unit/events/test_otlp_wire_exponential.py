@@ -23,6 +23,7 @@ import pytest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     ExponentialHistogram,
     ExponentialHistogramDataPoint,
+    Histogram,
     Metric,
     Summary,
     SummaryDataPoint,
@@ -34,7 +35,14 @@ from pipeline.events.otlp_series import SeriesMemory
 from pipeline.events.otlp_wire import WireFallback
 from pipeline.events.schema import RecordKind
 from tests.unit.events.otlp_support import NOW_MS, SECOND_NS, T0_NS, key_values
-from tests.unit.events.test_otlp_wire import _field, _same, decode_both, message, scanned
+from tests.unit.events.test_otlp_wire import (
+    _field,
+    _same,
+    decode_both,
+    histogram_point,
+    message,
+    scanned,
+)
 
 pytest.importorskip("pipeline.events._otlpwire",
                     reason="the C extension is not built (no C compiler?)")
@@ -335,3 +343,25 @@ def test_bounds_out_of_range_go_to_the_library() -> None:
     assert not scanned(far)
     out = decode_both([[far]])
     assert "OverflowError" in out[0].rejections[0].reason
+
+
+def test_explicit_and_exponential_buckets_in_one_message(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bucket rows of explicit and exponential histograms, delta and cumulative, come in
+    point order whichever kind each point is."""
+    fallbacks = counting_fallbacks(monkeypatch)
+
+    def batch(t: int) -> list[bytes]:
+        return [message([
+            expo("e_delta", [ep(t, positive=(1, [t, 2]), sum=1.0)], temporality=1),
+            Metric(name="h", histogram=Histogram(aggregation_temporality=1, data_points=[
+                histogram_point(t, [1, t, 0], [1.0, 2.0], start_time_unix_nano=START)])),
+            expo("e_cum", [ep(t, positive=(0, [t, 2 * t]), route=r) for r in ("/a", "/b")]),
+            Metric(name="hc", histogram=Histogram(aggregation_temporality=2, data_points=[
+                histogram_point(t, [t, t, t], [1.0, 2.0], start_time_unix_nano=START)])),
+            expo("e_delta2", [ep(t, negative=(0, [3]))], temporality=1)])]
+
+    out = decode_both([batch(1), batch(2), batch(3)])
+    assert not fallbacks
+    assert out[2].buckets["name"].to_pylist() == \
+        ["e_delta", "h", "e_cum", "e_cum", "hc", "e_delta2"]

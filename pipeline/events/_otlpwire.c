@@ -1,7 +1,9 @@
 /*
  * Tocsin's OTLP metrics wire scanner: walks the protobuf encoding of a MetricsData /
  * ExportMetricsServiceRequest (field 1: ResourceMetrics) and returns, per data point of
- * gauges, sums and histograms, the numbers Tocsin stores, with event ids already hashed.
+ * gauges, sums, histograms, exponential histograms and summaries, the numbers Tocsin
+ * stores, with event ids already hashed. Also the series-memory steps of cumulative
+ * histograms (explicit and exponential) and the copying of attribute map columns.
  *
  * Written for Tocsin from the protobuf wire format and opentelemetry-proto's
  * metrics.proto / common.proto / resource.proto field numbers; BLAKE2b from RFC 7693.

@@ -11,8 +11,7 @@ so no two points hash alike, as in real traffic), ``cumulative-histogram`` (each
 series' buckets growing by such counts: rates and quantiles from differences),
 ``exponential-histogram`` (cumulative, scale 3, the same counts over 12 buckets from
 offset 20), ``summary`` (count, sum and three quantiles) or ``mixed`` (gauge, sum,
-histogram). Exponential histograms and summaries are read by the protobuf library on
-both decoders (the C scanner hands their messages over). Then times, best of
+histogram). Then times, best of
 ``--repeat`` runs, in CPU seconds of this process (``time.process_time``: per core, and
 fair on a busy machine):
 

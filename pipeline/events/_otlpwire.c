@@ -1,7 +1,9 @@
 /*
  * Tocsin's OTLP metrics wire scanner: walks the protobuf encoding of a MetricsData /
  * ExportMetricsServiceRequest (field 1: ResourceMetrics) and returns, per data point of
- * gauges, sums and histograms, the numbers Tocsin stores, with event ids already hashed.
+ * gauges, sums, histograms, exponential histograms and summaries, the numbers Tocsin
+ * stores, with event ids already hashed. Also the series-memory steps of cumulative
+ * histograms (explicit and exponential) and the copying of attribute map columns.
  *
  * Written for Tocsin from the protobuf wire format and opentelemetry-proto's
  * metrics.proto / common.proto / resource.proto field numbers; BLAKE2b from RFC 7693.
@@ -22,6 +24,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
+#include <float.h>
 
 static PyObject *WireError;
 
@@ -234,17 +237,24 @@ static int table_grow(table_t *t) {
 
 /* ---------------------------------------------------------------- the scan */
 
-/* one data point of a gauge, sum or histogram; mirrored by a numpy dtype in otlp_wire.py */
+/* one data point; mirrored by a numpy dtype in otlp_wire.py. Exponential histograms:
+ * value is the zero threshold, the counts run holds the positive buckets' counts then the
+ * negative ones' (nneg of them). Summaries: the bounds run holds (quantile, value) pairs. */
 typedef struct {
     uint64_t time, start, event, count, count_total;
     double value, sum, min, max, lower0, top, q50, q95, q99;
     int64_t ordinal, origin_start, origin_end, counts_off, bounds_off;
     int32_t metric, region, ncounts, nbounds;
     uint32_t flags, has; /* has: 1 sum, 2 min, 4 max */
+    uint64_t zero_count;
+    int32_t scale, pos_offset, neg_offset, nneg;
 } point_t;
 
 enum { HAS_SUM = 1, HAS_MIN = 2, HAS_MAX = 4 };
 enum { K_GAUGE = 0, K_SUM = 1, K_HISTOGRAM = 2, K_EXPONENTIAL = 3, K_SUMMARY = 4 };
+/* a data point's message type: NumberDataPoint, HistogramDataPoint,
+ * ExponentialHistogramDataPoint, SummaryDataPoint */
+enum { C_NUMBER = 0, C_HISTOGRAM = 1, C_EXPONENTIAL = 2, C_SUMMARY = 3 };
 #define GOLDEN 0x9E3779B97F4A7C15ULL
 
 typedef struct {
@@ -253,7 +263,7 @@ typedef struct {
     Py_ssize_t at;       /* where: byte offset in the message */
     buf_t points, counts, bounds;
     PyObject *resources, *scopes, *metrics, *regions; /* lists */
-    table_t regions_of[2]; /* per scope: region bytes -> region index (number, histogram) */
+    table_t regions_of[4]; /* per scope and point type: region bytes -> region index */
     table_t hashes;        /* per scope: a point's bytes after its times -> blake2b */
     int64_t ordinal;
 } scan_t;
@@ -414,9 +424,93 @@ static int region_of(scan_t *s, int cls, Py_ssize_t scope, const uint8_t *a, con
     return (int)index;
 }
 
-/* One NumberDataPoint (cls 0) or HistogramDataPoint (cls 1). Returns 0, -1 (WireError in
- * s->err) or -2 (a Python error is set). */
-static int scan_point(scan_t *s, int cls, const uint8_t *p, const uint8_t *end,
+/* an exponential histogram's Buckets message (offset: sint32, field 1; counts: packed
+ * uint64 varints, field 2), canonical only; its counts are appended to s->counts */
+static int scan_buckets(scan_t *s, const field_t *bf, int32_t *offset, int32_t *n) {
+    const uint8_t *q = bf->val, *end = bf->val + bf->len;
+    uint32_t last = 0;
+    while (q < end) {
+        field_t f;
+        if (next_field(s, &q, end, &f) < 0) return -1;
+        if (!f.minimal || f.field <= last)
+            FAIL(s, "exponential buckets: not in the canonical encoding", f.start);
+        last = f.field;
+        if (f.field == 1) { /* zigzag: 0 is not written, and it must fit 32 bits */
+            if (f.wire != 0 || f.num == 0 || f.num > 0xffffffffULL)
+                FAIL(s, "exponential buckets: offset not a canonical sint32", f.start);
+            uint32_t z = (uint32_t)f.num;
+            *offset = (int32_t)((z >> 1) ^ (0u - (z & 1u)));
+        } else if (f.field == 2) {
+            if (f.wire != 2 || f.len == 0)
+                FAIL(s, "exponential buckets: counts not packed varints", f.start);
+            const uint8_t *c = f.val, *cend = f.val + f.len;
+            while (c < cend) {
+                uint64_t v;
+                int minimal;
+                const uint8_t *at = c;
+                if (read_varint(s, &c, cend, &v, &minimal) < 0) return -1;
+                if (!minimal) FAIL(s, "exponential buckets: a count not in its shortest form", at);
+                if (*n == 0x7fffffff) FAIL(s, "exponential buckets: too many", at);
+                if (buf_append(&s->counts, &v, 8) < 0) return -2;
+                (*n)++;
+            }
+        } else {
+            FAIL(s, "exponential buckets: a field this scanner does not read", f.start);
+        }
+    }
+    return 0;
+}
+
+/* a summary's ValueAtQuantile (quantile: double, field 1; value: double, field 2; neither
+ * written when its bits are 0), canonical only; the pair is appended to s->bounds */
+static int scan_quantile(scan_t *s, const field_t *qf) {
+    const uint8_t *q = qf->val, *end = qf->val + qf->len;
+    uint32_t last = 0;
+    double pair[2] = {0.0, 0.0};
+    while (q < end) {
+        field_t f;
+        if (next_field(s, &q, end, &f) < 0) return -1;
+        if (!f.minimal || f.field <= last || f.field > 2 || f.wire != 1 || f.num == 0)
+            FAIL(s, "summary quantile: not in the canonical encoding", f.start);
+        last = f.field;
+        pair[f.field - 1] = as_double(f.num);
+    }
+    return buf_append(&s->bounds, pair, sizeof pair) < 0 ? -2 : 0;
+}
+
+/* pow as Python's float ** computes it, when it gives a finite number of normal size:
+ * 0 if so, else 1 (Python raises OverflowError past the range; below it, the scanner
+ * lets the protobuf library decide) */
+static int pow_ok(double x, double y, double *out) {
+    *out = pow(x, y);
+    return !(isfinite(*out) && fabs(*out) >= DBL_MIN);
+}
+
+/* 2 ** (2 ** -scale), the exponential buckets' base (see otlp_series.exponential_buckets) */
+static int exp_base(int32_t scale, double *base) {
+    double t;
+    return pow_ok(2.0, -(double)scale, &t) || pow_ok(2.0, t, base);
+}
+
+/* whether every bound of an exponential histogram's buckets is computed without an
+ * overflow: base ** k for k in [offset, offset + n] (monotonic in k: its two ends) */
+static int exp_bounds_ok(const point_t *pt) {
+    double base, x;
+    if (exp_base(pt->scale, &base)) return 0;
+    int npos = pt->ncounts - pt->nneg;
+    if (npos && (pow_ok(base, (double)pt->pos_offset, &x) ||
+                 pow_ok(base, (double)pt->pos_offset + npos, &x)))
+        return 0;
+    if (pt->nneg && (pow_ok(base, (double)pt->neg_offset, &x) ||
+                     pow_ok(base, (double)pt->neg_offset + pt->nneg, &x)))
+        return 0;
+    return 1;
+}
+
+/* One data point of class cls (C_NUMBER ... C_SUMMARY; delta: of a delta metric, when
+ * a histogram's quantiles are its own). Returns 0, -1 (WireError in s->err) or -2 (a
+ * Python error is set). */
+static int scan_point(scan_t *s, int cls, int delta, const uint8_t *p, const uint8_t *end,
                       const b2_t *prefix, uint64_t name_id, int32_t metric, Py_ssize_t scope) {
     point_t pt;
     memset(&pt, 0, sizeof pt);
@@ -426,8 +520,11 @@ static int scan_point(scan_t *s, int cls, const uint8_t *p, const uint8_t *end,
     pt.ordinal = s->ordinal;
     pt.counts_off = (int64_t)(s->counts.len / 8);
     pt.bounds_off = (int64_t)(s->bounds.len / 8);
-    /* the field numbers of this point type: attributes, exemplars, flags */
-    uint32_t f_attrs = cls ? 9 : 7, f_exemplars = cls ? 8 : 5, f_flags = cls ? 10 : 8;
+    /* the field numbers of this point type: attributes, exemplars, flags, count (fixed64)
+     * (exponential histograms' exemplars are left to the protobuf library: 0 here) */
+    static const uint32_t F_ATTRS[4] = {7, 9, 1, 7}, F_EXEMPLARS[4] = {5, 8, 0, 0},
+                          F_FLAGS[4] = {8, 10, 10, 8}, F_COUNT[4] = {0, 4, 4, 4};
+    uint32_t f_attrs = F_ATTRS[cls], f_exemplars = F_EXEMPLARS[cls], f_flags = F_FLAGS[cls];
     const uint8_t *region_a = NULL, *region_b = NULL;
     uint32_t last = 0;
     int has_double = 0, has_int = 0;
@@ -437,12 +534,13 @@ static int scan_point(scan_t *s, int cls, const uint8_t *p, const uint8_t *end,
     while (q < end) {
         field_t f;
         if (next_field(s, &q, end, &f) < 0) return -1;
-        int repeated = f.field == f_attrs || f.field == f_exemplars;
+        int region = f.field == f_attrs || f.field == f_exemplars;
+        int repeated = region || (cls == C_SUMMARY && f.field == 6);
         if (!f.minimal) FAIL(s, "data point: a varint not in its shortest form", f.start);
         if (f.field < last || (f.field == last && !repeated))
             FAIL(s, "data point: fields out of order or repeated", f.start);
         last = f.field;
-        if (repeated) {
+        if (region) {
             if (f.wire != 2) FAIL(s, "data point: attributes/exemplars not length-delimited", f.start);
             if (!region_a) region_a = f.start;
             region_b = q;
@@ -454,15 +552,18 @@ static int scan_point(scan_t *s, int cls, const uint8_t *p, const uint8_t *end,
             pt.flags = (uint32_t)f.num;
             continue;
         }
-        if (f.field == 2 || f.field == 3 || (cls && f.field == 4)) { /* start, time, count */
+        /* start, time, count, zero count: fixed64, not written when 0 */
+        if (f.field == 2 || f.field == 3 || f.field == F_COUNT[cls] ||
+            (cls == C_EXPONENTIAL && f.field == 7)) {
             if (f.wire != 1 || f.num == 0)
                 FAIL(s, "data point: fixed64 time/count not canonical", f.start);
             if (f.field == 2) pt.start = f.num;
             else if (f.field == 3) pt.time = f.num;
+            else if (f.field == 7) pt.zero_count = f.num;
             else pt.count = f.num;
             continue;
         }
-        if (!cls && (f.field == 4 || f.field == 6)) { /* as_double / as_int */
+        if (cls == C_NUMBER && (f.field == 4 || f.field == 6)) { /* as_double / as_int */
             if (f.wire != 1) FAIL(s, "data point: value not a 64-bit field", f.start);
             if (has_double || has_int) FAIL(s, "data point: two values", f.start);
             if (f.field == 4) {
@@ -474,15 +575,23 @@ static int scan_point(scan_t *s, int cls, const uint8_t *p, const uint8_t *end,
             }
             continue;
         }
-        if (cls && (f.field == 5 || f.field == 11 || f.field == 12)) { /* sum, min, max */
-            if (f.wire != 1) FAIL(s, "histogram point: sum/min/max not a double", f.start);
+        /* doubles: sum, min, max (optional: written even when 0); a summary's sum and an
+         * exponential histogram's zero threshold (implicit: never written as 0) */
+        int f_sum = f.field == 5 && cls != C_NUMBER;
+        int f_min = (cls == C_HISTOGRAM && f.field == 11) || (cls == C_EXPONENTIAL && f.field == 12);
+        int f_max = (cls == C_HISTOGRAM && f.field == 12) || (cls == C_EXPONENTIAL && f.field == 13);
+        int f_zero = cls == C_EXPONENTIAL && f.field == 14;
+        if (f_sum || f_min || f_max || f_zero) {
+            if (f.wire != 1 || ((cls == C_SUMMARY || f_zero) && f.num == 0))
+                FAIL(s, "data point: sum/min/max/zero threshold not a canonical double", f.start);
             double d = as_double(f.num);
-            if (f.field == 5) { pt.sum = d; pt.has |= HAS_SUM; }
-            else if (f.field == 11) { pt.min = d; pt.has |= HAS_MIN; }
-            else { pt.max = d; pt.has |= HAS_MAX; }
+            if (f_sum) { pt.sum = d; pt.has |= HAS_SUM; }
+            else if (f_min) { pt.min = d; pt.has |= HAS_MIN; }
+            else if (f_max) { pt.max = d; pt.has |= HAS_MAX; }
+            else pt.value = d;
             continue;
         }
-        if (cls && (f.field == 6 || f.field == 7)) { /* packed bucket counts / bounds */
+        if (cls == C_HISTOGRAM && (f.field == 6 || f.field == 7)) { /* packed counts / bounds */
             if (f.wire != 2 || f.len == 0 || f.len % 8)
                 FAIL(s, "histogram point: buckets not packed 64-bit numbers", f.start);
             size_t n = f.len / 8;
@@ -498,11 +607,36 @@ static int scan_point(scan_t *s, int cls, const uint8_t *p, const uint8_t *end,
             else pt.nbounds = (int32_t)n;
             continue;
         }
+        if (cls == C_EXPONENTIAL && f.field == 6) { /* scale: sint32, 0 not written */
+            if (f.wire != 0 || f.num == 0 || f.num > 0xffffffffULL)
+                FAIL(s, "exponential histogram point: scale not a canonical sint32", f.start);
+            uint32_t z = (uint32_t)f.num;
+            pt.scale = (int32_t)((z >> 1) ^ (0u - (z & 1u)));
+            continue;
+        }
+        if (cls == C_EXPONENTIAL && (f.field == 8 || f.field == 9)) { /* positive, negative */
+            if (f.wire != 2) FAIL(s, "exponential histogram point: buckets not a message", f.start);
+            int32_t n = 0;
+            int r = scan_buckets(s, &f, f.field == 8 ? &pt.pos_offset : &pt.neg_offset, &n);
+            if (r < 0) return r;
+            if (f.field == 9) pt.nneg = n;
+            if (n > 0x7fffffff - pt.ncounts) FAIL(s, "exponential histogram point: too many buckets", f.start);
+            pt.ncounts += n;
+            continue;
+        }
+        if (cls == C_SUMMARY && f.field == 6) { /* quantile values */
+            if (f.wire != 2) FAIL(s, "summary point: quantile values not messages", f.start);
+            int r = scan_quantile(s, &f);
+            if (r < 0) return r;
+            if (pt.nbounds > 0x7ffffffd) FAIL(s, "summary point: too many quantiles", f.start);
+            pt.nbounds += 2;
+            continue;
+        }
         FAIL(s, "data point: a field this scanner does not read", f.start);
     }
     if (pt.time >> 63 || pt.start >> 63) FAIL(s, "data point: time past year 2262", p);
     /* the Python path's value: as_double or float(as_int) */
-    pt.value = dvalue != 0.0 ? dvalue : (double)ivalue;
+    if (cls == C_NUMBER) pt.value = dvalue != 0.0 ? dvalue : (double)ivalue;
     /* the event id: blake2b(scope key + the point's bytes after its leading fixed64
      * fields) + blake2b(name) + time * golden, as pipeline.events.otlp_metrics does */
     const uint8_t *rest = p;
@@ -525,22 +659,33 @@ static int scan_point(scan_t *s, int cls, const uint8_t *p, const uint8_t *end,
     int region = region_of(s, cls, scope, region_a, region_b);
     if (region < 0) return -2;
     pt.region = region;
-    if (cls) {
+    const uint64_t *counts = (const uint64_t *)(s->counts.data) + pt.counts_off;
+    if (cls == C_HISTOGRAM) {
         if (pt.ncounts && pt.ncounts != pt.nbounds + 1) {
             pt.lower0 = pt.top = pt.q50 = pt.q95 = pt.q99 = NAN;
         } else {
             uint64_t total = 0;
-            const uint64_t *counts = (const uint64_t *)(s->counts.data) + pt.counts_off;
             for (int i = 0; i < pt.ncounts; i++) {
                 if (total + counts[i] < total) FAIL(s, "histogram point: bucket counts overflow", p);
                 total += counts[i];
             }
-            histogram_quantiles(&pt, counts, (const double *)(s->bounds.data) + pt.bounds_off);
+            /* a cumulative point's quantiles are those of its differences (histogram_step) */
+            if (delta)
+                histogram_quantiles(&pt, counts, (const double *)(s->bounds.data) + pt.bounds_off);
         }
+    } else if (cls == C_EXPONENTIAL) { /* Python's sums of counts are exact: no overflow */
+        uint64_t total = pt.zero_count;
+        for (int i = 0; i < pt.ncounts; i++) {
+            if (total + counts[i] < total) FAIL(s, "exponential histogram point: counts overflow", p);
+            total += counts[i];
+        }
+        if (!exp_bounds_ok(&pt))
+            FAIL(s, "exponential histogram point: bucket bounds out of range (library)", p);
     }
     s->ordinal++;
     return buf_append(&s->points, &pt, sizeof pt) < 0 ? -2 : 0;
 }
+
 
 static int check_utf8(scan_t *s, const field_t *f, const char *what) {
     PyObject *text = PyUnicode_DecodeUTF8((const char *)f->val, (Py_ssize_t)f->len, NULL);
@@ -627,11 +772,9 @@ static int scan_metric(scan_t *s, const uint8_t *p, const uint8_t *end, const b2
         field_t f;
         if (next_field(s, &q, bend, &f) < 0) return -1;
         if (f.field != 1) continue;
-        if (kind == K_EXPONENTIAL || kind == K_SUMMARY) {
-            s->ordinal++; /* read by the protobuf library, from the metric's bytes */
-            continue;
-        }
-        int r = scan_point(s, kind == K_HISTOGRAM, f.val, f.val + f.len, prefix, name_id,
+        int cls = kind == K_HISTOGRAM ? C_HISTOGRAM : kind == K_EXPONENTIAL ? C_EXPONENTIAL
+                : kind == K_SUMMARY ? C_SUMMARY : C_NUMBER;
+        int r = scan_point(s, cls, temporality == 1, f.val, f.val + f.len, prefix, name_id,
                            metric, scope);
         if (r < 0) return r;
     }
@@ -696,8 +839,7 @@ static int scan_scope_metrics(scan_t *s, const uint8_t *p, const uint8_t *end,
     b2_update(&prefix, resource, resource_len);
     b2_update(&prefix, name ? name : (const uint8_t *)"", name_len);
     b2_update(&prefix, (const uint8_t *)"", 1);
-    table_clear(&s->regions_of[0]);
-    table_clear(&s->regions_of[1]);
+    for (int c = 0; c < 4; c++) table_clear(&s->regions_of[c]);
     table_clear(&s->hashes);
     while (p < end) {
         field_t f;
@@ -753,7 +895,8 @@ PyDoc_STRVAR(scan_metrics_doc,
 "Walk an encoded MetricsData / ExportMetricsServiceRequest. resources: each resource's\n"
 "bytes; scopes: (resource, scope bytes, scope name bytes); metrics: (scope, name, unit,\n"
 "kind, temporality, monotonic, first point, end point, byte start, byte end, first\n"
-"ordinal); regions: (scope, 0 number / 1 histogram, attribute+exemplar bytes); points:\n"
+"ordinal); regions: (scope, point type 0 number / 1 histogram / 2 exponential histogram /\n"
+"3 summary, attribute+exemplar bytes); points:\n"
 "packed point records; counts / bounds: the histogram buckets, packed. Raises WireError\n"
 "(what, at which byte) for anything not read exactly as the protobuf library reads it.");
 
@@ -802,8 +945,7 @@ done:
     Py_XDECREF(s.scopes);
     Py_XDECREF(s.metrics);
     Py_XDECREF(s.regions);
-    PyMem_Free(s.regions_of[0].slots);
-    PyMem_Free(s.regions_of[1].slots);
+    for (int c = 0; c < 4; c++) PyMem_Free(s.regions_of[c].slots);
     PyMem_Free(s.hashes.slots);
     PyMem_Free(s.points.data);
     PyMem_Free(s.counts.data);
@@ -1117,6 +1259,295 @@ done:
     return result;
 }
 
+/* ---------------------------------------------------------------- exponential histograms */
+
+/* quantiles of buckets (lo[i], up[i]] holding counts[i] (total: their sum, > 0), in the
+ * floating-point operations of otlp_series.bucket_quantiles, for q in 0.5, 0.95, 0.99 */
+static void bucket_quantiles3(const double *lo, const double *up, const uint64_t *counts,
+                              int n, uint64_t total, double out[3]) {
+    static const double qs[3] = {0.5, 0.95, 0.99};
+    for (int k = 0; k < 3; k++) {
+        double rank = qs[k] * (double)total; /* > 0 */
+        uint64_t cumulative = 0;
+        int i;
+        for (i = 0; i < n; i++) { /* bisect_left over the cumulative counts, capped */
+            cumulative += counts[i];
+            if ((long double)cumulative >= (long double)rank) break;
+        }
+        if (i == n) i = n - 1;
+        cumulative -= counts[i]; /* the counts below bucket i */
+        double fraction = counts[i] > 0 ? (rank - (double)cumulative) / (double)counts[i] : 1.0;
+        double clamped = (0.0 > fraction) ? 0.0 : fraction;
+        clamped = (1.0 < clamped) ? 1.0 : clamped;
+        out[k] = lo[i] + (up[i] - lo[i]) * clamped;
+    }
+}
+
+/* base ** k for k = offset ... offset + n (n + 1 values), as Python's float ** int */
+static void exp_powers(double base, int64_t offset, int n, double *out) {
+    for (int i = 0; i <= n; i++) out[i] = pow(base, (double)(offset + i));
+}
+
+/* (lowers, uppers, counts) as otlp_series.exponential_buckets builds them: the negative
+ * buckets from the highest index down, the zero bucket when it holds any, then the positive
+ * ones; returns how many. `powers`: scratch room for max(npos, nneg) + 1 doubles. */
+static int exp_buckets(int32_t scale, uint64_t zero, double zero_threshold, int64_t poff,
+                       const uint64_t *pos, int npos, int64_t noff, const uint64_t *neg,
+                       int nneg, double *powers, double *lo, double *up, uint64_t *c) {
+    double base = pow(2.0, pow(2.0, -(double)scale));
+    int n = 0;
+    exp_powers(base, noff, nneg, powers);
+    for (int i = nneg - 1; i >= 0; i--, n++) {
+        lo[n] = -powers[i + 1];
+        up[n] = -powers[i];
+        c[n] = neg[i];
+    }
+    if (zero) {
+        lo[n] = -zero_threshold;
+        up[n] = zero_threshold;
+        c[n++] = zero;
+    }
+    exp_powers(base, poff, npos, powers);
+    for (int i = 0; i < npos; i++, n++) {
+        lo[n] = powers[i];
+        up[n] = powers[i + 1];
+        c[n] = pos[i];
+    }
+    return n;
+}
+
+/* current - previous of one range of exponential buckets (otlp_series.subtract_indexed):
+ * 1 when a previous count has no bucket now or more than it (a reset), else 0 */
+static int subtract_indexed(int64_t off, uint64_t *out, int n, int64_t p_off,
+                            const uint64_t *prev, int64_t pn) {
+    for (int64_t j = 0; j < pn; j++) {
+        if (!prev[j]) continue;
+        int64_t i = p_off + j - off;
+        if (i < 0 || i >= n || out[i] < prev[j]) return 1;
+        out[i] -= prev[j];
+    }
+    return 0;
+}
+
+/* a series slot's exponential histogram, in its counts run: this header, then the
+ * positive counts, then the negative ones */
+enum { EXP_ZERO, EXP_SCALE, EXP_POS_OFFSET, EXP_NEG_OFFSET, EXP_NPOS, EXP_HEADER };
+enum { EXP_KNOWN = 0, EXP_FRESH = 1, EXP_DELTA = 2 }; /* a point's mode */
+
+PyDoc_STRVAR(exponential_step_doc,
+"exponential_step(points, counts, indexes, slots, modes, state, counts_pool, counts_used,\n"
+"                 codes) -> (rows, buckets, lower, upper, bucket_counts, late, resets,\n"
+"                            counts_used)\n\n"
+"Exponential histogram points (records `indexes` (int64) of the scanned `points`, their\n"
+"buckets in `counts`), by `modes` (uint8): 2 delta (its own buckets; `slots` not read),\n"
+"1 the first point of a new series (seeds it), 0 against the previous point of its series\n"
+"in `slots` (int64, distinct) of `state`: not newer is late (nothing changes), another\n"
+"scale is a reset (the point seeds again), else the differences since it, bucket by\n"
+"bucket index (a count gone down, a new start time: a reset, counted from zero), as\n"
+"pipeline.events.otlp_metrics computes them. Gives `rows` (point, sub, code, value; `codes`:\n"
+"the count rate's, sum rate's and p50's name codes) and, for points with observations,\n"
+"`buckets` (point, seconds, 0, 0, where its lists start) with the lists' values (float64).\n"
+"Then remembers every cumulative point but the late ones in its slot (its counts run in\n"
+"`counts_pool`: the caller leaves room for 5 + its buckets each). Nothing is changed when\n"
+"it raises.");
+
+static PyObject *exponential_step(PyObject *self, PyObject *args) {
+    Py_buffer pv, cv, iv, sv, mv, stv, cpv;
+    Py_ssize_t counts_used, count_rate_code, sum_rate_code, p50_code;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*w*w*n(nnn)", &pv, &cv, &iv, &sv, &mv, &stv, &cpv,
+                          &counts_used, &count_rate_code, &sum_rate_code, &p50_code))
+        return NULL;
+    PyObject *result = NULL;
+    uint8_t *status = NULL;
+    step_row_t *rows = NULL;
+    step_buckets_t *bucket_rows = NULL;
+    double *lower = NULL, *upper = NULL, *values = NULL, *powers = NULL;
+    uint64_t *d = NULL;
+    const point_t *points = pv.buf;
+    const uint64_t *counts = cv.buf;
+    const int64_t *indexes = iv.buf, *slot_of = sv.buf;
+    const uint8_t *modes = mv.buf;
+    series_slot_t *state = stv.buf;
+    uint64_t *pool = cpv.buf;
+    Py_ssize_t n_points = pv.len / (Py_ssize_t)sizeof(point_t), n = iv.len / 8;
+    Py_ssize_t n_slots = stv.len / (Py_ssize_t)sizeof(series_slot_t), n_counts = cv.len / 8;
+    Py_ssize_t pool_counts = cpv.len / 8, need = 0, most = 0, max_values = 0;
+    if (sv.len / 8 != n || mv.len != n || counts_used < 0 || counts_used > pool_counts) {
+        PyErr_SetString(PyExc_ValueError, "exponential_step: arguments of unequal lengths");
+        goto done;
+    }
+    /* first every check, reading only */
+    for (Py_ssize_t k = 0; k < n; k++) {
+        int64_t i = indexes[k], s = slot_of[k];
+        if (i < 0 || i >= n_points || modes[k] > EXP_DELTA ||
+            (modes[k] != EXP_DELTA && (s < 0 || s >= n_slots))) {
+            PyErr_SetString(PyExc_ValueError, "exponential_step: a point or slot out of range");
+            goto done;
+        }
+        const point_t *pt = points + i;
+        if (pt->ncounts < 0 || pt->nneg < 0 || pt->nneg > pt->ncounts || pt->counts_off < 0 ||
+            pt->counts_off + pt->ncounts > n_counts) {
+            PyErr_SetString(PyExc_ValueError, "exponential_step: buckets outside their buffer");
+            goto done;
+        }
+        if (modes[k] == EXP_KNOWN) {
+            const series_slot_t *prev = state + s;
+            if (prev->ncounts < EXP_HEADER || prev->counts_at < 0 ||
+                prev->counts_at + prev->ncounts > counts_used ||
+                pool[prev->counts_at + EXP_NPOS] > (uint64_t)(prev->ncounts - EXP_HEADER)) {
+                PyErr_SetString(PyExc_ValueError, "exponential_step: a slot outside its pool");
+                goto done;
+            }
+        }
+        if (modes[k] != EXP_DELTA) need += EXP_HEADER + pt->ncounts;
+        if (pt->ncounts + 1 > most) most = pt->ncounts + 1;
+        max_values += pt->ncounts + 1;
+    }
+    if (counts_used + need > pool_counts) {
+        PyErr_SetString(PyExc_ValueError, "exponential_step: no room left in the pool");
+        goto done;
+    }
+    status = PyMem_Calloc(n ? (size_t)n : 1, 1);
+    rows = PyMem_Malloc((n ? (size_t)n : 1) * 5 * sizeof(step_row_t));
+    bucket_rows = PyMem_Malloc((n ? (size_t)n : 1) * sizeof(step_buckets_t));
+    lower = PyMem_Malloc((size_t)(max_values + 1) * sizeof(double));
+    upper = PyMem_Malloc((size_t)(max_values + 1) * sizeof(double));
+    values = PyMem_Malloc((size_t)(max_values + 1) * sizeof(double));
+    powers = PyMem_Malloc((size_t)(most + 1) * sizeof(double));
+    d = PyMem_Malloc((size_t)(2 * most + 1) * sizeof(uint64_t)); /* differences, then buckets */
+    if (!status || !rows || !bucket_rows || !lower || !upper || !values || !powers || !d) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* then each point's rows and buckets (outputs only) */
+    Py_ssize_t r = 0, nb_rows = 0, at = 0, late = 0, resets = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const point_t *pt = points + indexes[k];
+        const uint64_t *now = counts + pt->counts_off;
+        int npos = pt->ncounts - pt->nneg, nneg = pt->nneg;
+        uint64_t d_zero = pt->zero_count, d_count = pt->count;
+        double d_total = pt->sum, seconds;
+        int has_sum = (pt->has & HAS_SUM) != 0, rates = 1;
+        memcpy(d, now, 8 * (size_t)pt->ncounts); /* positive then negative */
+        if (modes[k] == EXP_FRESH) {
+            status[k] = 1; /* remember */
+            continue;
+        }
+        if (modes[k] == EXP_DELTA) { /* rates only with a start time */
+            rates = pt->start != 0;
+            seconds = rates ? (double)((int64_t)pt->time - (int64_t)pt->start) / 1e9 : 0.0;
+        } else {
+            const series_slot_t *prev = state + slot_of[k];
+            const uint64_t *run = pool + prev->counts_at;
+            if (pt->time <= prev->time) {
+                late++;
+                continue;
+            }
+            status[k] = 1;
+            if ((int64_t)run[EXP_SCALE] != pt->scale) { /* rescaled: seeds again */
+                resets++;
+                continue;
+            }
+            int64_t p_npos = (int64_t)run[EXP_NPOS];
+            int reset = subtract_indexed(pt->pos_offset, d, npos, (int64_t)run[EXP_POS_OFFSET],
+                                         run + EXP_HEADER, p_npos) ||
+                        subtract_indexed(pt->neg_offset, d + npos, nneg,
+                                         (int64_t)run[EXP_NEG_OFFSET],
+                                         run + EXP_HEADER + p_npos,
+                                         prev->ncounts - EXP_HEADER - p_npos) ||
+                        pt->zero_count < run[EXP_ZERO] || pt->count < prev->count ||
+                        (pt->start && pt->start != prev->start);
+            if (reset) {
+                resets++;
+                memcpy(d, now, 8 * (size_t)pt->ncounts);
+                has_sum = has_sum != 0;
+            } else {
+                d_zero = pt->zero_count - run[EXP_ZERO];
+                d_count = pt->count - prev->count;
+                has_sum = has_sum && prev->has_total;
+                d_total = pt->sum - prev->value;
+            }
+            seconds = (double)(pt->time - prev->time) / 1e9; /* newer: no wrap */
+        }
+        uint64_t *c = d + most;
+        int nb = exp_buckets(pt->scale, d_zero, pt->value, pt->pos_offset, d, npos,
+                             pt->neg_offset, d + npos, nneg, powers, lower + at, upper + at, c);
+        uint64_t total = 0;
+        for (int j = 0; j < nb; j++) {
+            if (total + c[j] < total) {
+                PyErr_SetString(PyExc_OverflowError, "exponential_step: counts overflow");
+                goto done;
+            }
+            total += c[j];
+        }
+        int64_t point = indexes[k], sub = 0;
+        if (rates) {
+            rows[r++] = (step_row_t){point, sub++, count_rate_code,
+                                     seconds > 0 ? (double)d_count / seconds : NAN};
+            if (has_sum)
+                rows[r++] = (step_row_t){point, sub++, sum_rate_code,
+                                         seconds > 0 ? d_total / seconds : NAN};
+        }
+        if (total > 0) {
+            double q[3];
+            bucket_quantiles3(lower + at, upper + at, c, nb, total, q);
+            for (int j = 0; j < 3; j++)
+                rows[r++] = (step_row_t){point, sub++, p50_code + j, q[j]};
+            bucket_rows[nb_rows++] = (step_buckets_t){point, seconds, 0.0, 0.0, at};
+            for (int j = 0; j < nb; j++) values[at + j] = (double)c[j];
+            at += nb;
+        }
+    }
+    /* then remember the points (their slots are distinct: no point reads another's) */
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (!status[k]) continue;
+        const point_t *pt = points + indexes[k];
+        series_slot_t *slot = state + slot_of[k];
+        int64_t length = EXP_HEADER + pt->ncounts;
+        if (modes[k] == EXP_FRESH || slot->ncounts != length) {
+            slot->counts_at = counts_used;
+            counts_used += length;
+        }
+        uint64_t *run = pool + slot->counts_at;
+        run[EXP_ZERO] = pt->zero_count;
+        run[EXP_SCALE] = (uint64_t)(int64_t)pt->scale;
+        run[EXP_POS_OFFSET] = (uint64_t)(int64_t)pt->pos_offset;
+        run[EXP_NEG_OFFSET] = (uint64_t)(int64_t)pt->neg_offset;
+        run[EXP_NPOS] = (uint64_t)(pt->ncounts - pt->nneg);
+        memcpy(run + EXP_HEADER, counts + pt->counts_off, 8 * (size_t)pt->ncounts);
+        slot->ncounts = length;
+        slot->nbounds = slot->bounds_at = 0;
+        slot->time = pt->time;
+        slot->start = pt->start;
+        slot->count = pt->count;
+        slot->has_total = (pt->has & HAS_SUM) != 0;
+        slot->value = slot->has_total ? pt->sum : 0.0;
+        slot->form = 4;
+    }
+    result = Py_BuildValue("(y#y#y#y#y#nnn)", (const char *)rows,
+                           r * (Py_ssize_t)sizeof(step_row_t), (const char *)bucket_rows,
+                           nb_rows * (Py_ssize_t)sizeof(step_buckets_t), (const char *)lower,
+                           at * 8, (const char *)upper, at * 8, (const char *)values, at * 8,
+                           late, resets, counts_used);
+done:
+    PyMem_Free(status);
+    PyMem_Free(rows);
+    PyMem_Free(bucket_rows);
+    PyMem_Free(lower);
+    PyMem_Free(upper);
+    PyMem_Free(values);
+    PyMem_Free(powers);
+    PyMem_Free(d);
+    PyBuffer_Release(&pv);
+    PyBuffer_Release(&cv);
+    PyBuffer_Release(&iv);
+    PyBuffer_Release(&sv);
+    PyBuffer_Release(&mv);
+    PyBuffer_Release(&stv);
+    PyBuffer_Release(&cpv);
+    return result;
+}
+
 PyDoc_STRVAR(bucket_lists_doc,
 "bucket_lists(points, bounds, buckets, lower0, top, counts_from, counts)\n"
 "    -> (offsets, lower, upper, counts)\n\n"
@@ -1199,6 +1630,163 @@ done:
     return result;
 }
 
+/* ---------------------------------------------------------------- map columns */
+
+/* the int32 offsets of an Arrow array: n + 1 of them, from 0, never going down, the last
+ * at most `limit` */
+static int offsets_ok(const int32_t *o, Py_ssize_t n, Py_ssize_t limit) {
+    if (o[0] != 0 || o[n] > limit) return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (o[i + 1] < o[i]) return 0;
+    return 1;
+}
+
+PyDoc_STRVAR(map_take_doc,
+"map_take(offsets, key_offsets, key_data, item_offsets, item_data, rows)\n"
+"    -> (offsets, key_offsets, key_data, item_offsets, item_data)\n\n"
+"The buffers of an Arrow map<string, string> array (no nulls, offsets from 0) taken at\n"
+"`rows` (int64): the same as Array.take, copying each entry's bytes once. Raises\n"
+"OverflowError past int32 offsets (the caller then takes with Arrow).");
+
+static PyObject *map_take(PyObject *self, PyObject *args) {
+    Py_buffer ov, kov, kdv, iov, idv, rv;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*", &ov, &kov, &kdv, &iov, &idv, &rv)) return NULL;
+    PyObject *result = NULL, *out[5] = {NULL, NULL, NULL, NULL, NULL};
+    const int32_t *offsets = ov.buf, *k_off = kov.buf, *i_off = iov.buf;
+    const char *k_data = kdv.buf, *i_data = idv.buf;
+    const int64_t *rows = rv.buf;
+    Py_ssize_t n_maps = ov.len / 4 - 1, n_entries = kov.len / 4 - 1, n = rv.len / 8;
+    if (n_maps < 0 || n_entries < 0 || iov.len != kov.len ||
+        !offsets_ok(offsets, n_maps, n_entries) || !offsets_ok(k_off, n_entries, kdv.len) ||
+        !offsets_ok(i_off, n_entries, idv.len)) {
+        PyErr_SetString(PyExc_ValueError, "map_take: offsets outside their buffers");
+        goto done;
+    }
+    int64_t entries = 0, k_bytes = 0, i_bytes = 0; /* of the result */
+    for (Py_ssize_t r = 0; r < n; r++) {
+        int64_t m = rows[r];
+        if (m < 0 || m >= n_maps) {
+            PyErr_SetString(PyExc_IndexError, "map_take: a row out of range");
+            goto done;
+        }
+        int32_t a = offsets[m], b = offsets[m + 1];
+        entries += b - a;
+        k_bytes += k_off[b] - k_off[a];
+        i_bytes += i_off[b] - i_off[a];
+    }
+    if (entries > INT32_MAX || k_bytes > INT32_MAX || i_bytes > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "map_take: past int32 offsets");
+        goto done;
+    }
+    out[0] = PyBytes_FromStringAndSize(NULL, (n + 1) * 4);
+    out[1] = PyBytes_FromStringAndSize(NULL, (entries + 1) * 4);
+    out[2] = PyBytes_FromStringAndSize(NULL, k_bytes);
+    out[3] = PyBytes_FromStringAndSize(NULL, (entries + 1) * 4);
+    out[4] = PyBytes_FromStringAndSize(NULL, i_bytes);
+    if (!out[0] || !out[1] || !out[2] || !out[3] || !out[4]) goto done;
+    int32_t *o = (int32_t *)PyBytes_AS_STRING(out[0]), *ko = (int32_t *)PyBytes_AS_STRING(out[1]),
+            *io = (int32_t *)PyBytes_AS_STRING(out[3]);
+    char *kd = PyBytes_AS_STRING(out[2]), *id = PyBytes_AS_STRING(out[4]);
+    int32_t e = 0, kb = 0, ib = 0;
+    o[0] = ko[0] = io[0] = 0;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        int32_t a = offsets[rows[r]], b = offsets[rows[r] + 1];
+        /* a map's entries are contiguous in both children: copy their bytes at once */
+        int32_t k_len = k_off[b] - k_off[a], i_len = i_off[b] - i_off[a];
+        memcpy(kd + kb, k_data + k_off[a], (size_t)k_len);
+        memcpy(id + ib, i_data + i_off[a], (size_t)i_len);
+        for (int32_t j = a; j < b; j++, e++) {
+            ko[e + 1] = kb + (k_off[j + 1] - k_off[a]);
+            io[e + 1] = ib + (i_off[j + 1] - i_off[a]);
+        }
+        kb += k_len;
+        ib += i_len;
+        o[r + 1] = e;
+    }
+    result = PyTuple_Pack(5, out[0], out[1], out[2], out[3], out[4]);
+done:
+    for (int i = 0; i < 5; i++) Py_XDECREF(out[i]);
+    PyBuffer_Release(&ov);
+    PyBuffer_Release(&kov);
+    PyBuffer_Release(&kdv);
+    PyBuffer_Release(&iov);
+    PyBuffer_Release(&idv);
+    PyBuffer_Release(&rv);
+    return result;
+}
+
+PyDoc_STRVAR(string_maps_doc,
+"string_maps(dicts) -> (offsets, key_offsets, key_data, item_offsets, item_data)\n\n"
+"The buffers of an Arrow map<string, string> array of `dicts` (a list of dicts of str to\n"
+"str, in their order), keys and values UTF-8 encoded. Raises TypeError on anything else\n"
+"(the caller then builds it with Arrow).");
+
+static PyObject *string_maps(PyObject *self, PyObject *arg) {
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "string_maps: a list of dicts");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg), entries = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *d = PyList_GET_ITEM(arg, i);
+        if (!PyDict_CheckExact(d)) {
+            PyErr_SetString(PyExc_TypeError, "string_maps: a list of dicts");
+            return NULL;
+        }
+        entries += PyDict_GET_SIZE(d);
+    }
+    if (entries > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "string_maps: past int32 offsets");
+        return NULL;
+    }
+    PyObject *result = NULL;
+    int32_t *offsets = PyMem_Malloc((size_t)(n + 1) * 4);
+    int32_t *k_off = PyMem_Malloc((size_t)(entries + 1) * 4);
+    int32_t *i_off = PyMem_Malloc((size_t)(entries + 1) * 4);
+    buf_t keys = {NULL, 0, 0}, items = {NULL, 0, 0};
+    if (!offsets || !k_off || !i_off) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t e = 0;
+    offsets[0] = k_off[0] = i_off[0] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *d = PyList_GET_ITEM(arg, i), *key, *value;
+        Py_ssize_t pos = 0, entry = 0;
+        while (PyDict_Next(d, &pos, &key, &value)) { /* insertion order, as dict.items() */
+            Py_ssize_t k_len, v_len;
+            const char *k, *v;
+            if (!PyUnicode_CheckExact(key) || !PyUnicode_CheckExact(value) || ++entry > PyDict_GET_SIZE(d)) {
+                PyErr_SetString(PyExc_TypeError, "string_maps: keys and values must be str");
+                goto done;
+            }
+            if (!(k = PyUnicode_AsUTF8AndSize(key, &k_len)) ||
+                !(v = PyUnicode_AsUTF8AndSize(value, &v_len)) ||
+                buf_append(&keys, k, (size_t)k_len) < 0 || buf_append(&items, v, (size_t)v_len) < 0)
+                goto done;
+            if (keys.len > INT32_MAX || items.len > INT32_MAX) {
+                PyErr_SetString(PyExc_OverflowError, "string_maps: past int32 offsets");
+                goto done;
+            }
+            e++;
+            k_off[e] = (int32_t)keys.len;
+            i_off[e] = (int32_t)items.len;
+        }
+        offsets[i + 1] = (int32_t)e;
+    }
+    result = Py_BuildValue("(y#y#y#y#y#)", (const char *)offsets, (n + 1) * 4, (const char *)k_off,
+                           (e + 1) * 4, keys.data ? keys.data : "", (Py_ssize_t)keys.len,
+                           (const char *)i_off, (e + 1) * 4, items.data ? items.data : "",
+                           (Py_ssize_t)items.len);
+done:
+    PyMem_Free(offsets);
+    PyMem_Free(k_off);
+    PyMem_Free(i_off);
+    PyMem_Free(keys.data);
+    PyMem_Free(items.data);
+    return result;
+}
+
 static PyObject *blake2b64(PyObject *self, PyObject *arg) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
@@ -1212,6 +1800,9 @@ static PyMethodDef methods[] = {
     {"quantiles", quantiles, METH_VARARGS, quantiles_doc},
     {"histogram_step", histogram_step, METH_VARARGS, histogram_step_doc},
     {"bucket_lists", bucket_lists, METH_VARARGS, bucket_lists_doc},
+    {"exponential_step", exponential_step, METH_VARARGS, exponential_step_doc},
+    {"map_take", map_take, METH_VARARGS, map_take_doc},
+    {"string_maps", string_maps, METH_O, string_maps_doc},
     {"blake2b64", blake2b64, METH_O,
      "blake2b64(data) -> int: BLAKE2b with an 8-byte digest, read little-endian."},
     {NULL, NULL, 0, NULL}};

@@ -14,7 +14,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +23,11 @@ from pipeline.events.codec import DecodedBatch, DecodeLimits
 from pipeline.events.columns import keep_rows
 from pipeline.events.schema import SPECS, FieldType, RawMessage, RecordKind, Rejection
 from pipeline.events.times import MIN_TIME_MS, format_ms
+
+try:
+    from pipeline.events import _otlpwire
+except ImportError:  # built without a C compiler: Arrow's take
+    _otlpwire = None
 
 TIME_FIELD = {RecordKind.METRIC: ("time", "time_unix_nano"),
               RecordKind.LOG: ("time", "time_unix_nano"),
@@ -145,11 +150,8 @@ class OtlpRows:
                 dtype = np.uint8 if name == "severity_number" else (
                     np.int64 if name in ("time", "start") else np.float64)
                 cols[name] = _concat(parts, dtype)
-            elif name == "attributes":  # dicts, or already a map array (a chunk's)
-                maps = [part if isinstance(part, pa.Array) else shared_string_maps(part)
-                        for part in parts]
-                cols[name] = maps[0] if len(maps) == 1 else pa.concat_arrays(maps) \
-                    if maps else shared_string_maps([])
+            elif name == "attributes":  # dicts, or already maps (a chunk's)
+                cols[name] = _map_column(parts)
             else:  # lists, or object arrays (a chunk's): tolist is their fast way out
                 cols[name] = list(chain.from_iterable(
                     part.tolist() if isinstance(part, np.ndarray) else part for part in parts))
@@ -258,6 +260,50 @@ def bucket_table(columns: dict[str, Any]) -> pa.Table:
     })
 
 
+class MapRows(NamedTuple):
+    """A map column whose rows repeat a few maps: ``maps`` (an Arrow map array) taken at
+    ``index`` (int64), built when the batch is finished (one copy for all its chunks)."""
+
+    maps: pa.MapArray
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def take_maps(maps: pa.MapArray, index: np.ndarray) -> pa.MapArray:
+    """``maps.take(index)`` for maps of strings: by the C extension when it was built
+    (Arrow's take of a map array costs about ten times the copy it makes), else Arrow's."""
+    index = np.ascontiguousarray(index, np.int64)
+    keys, items = maps.keys, maps.items
+    if _otlpwire is None or not hasattr(_otlpwire, "map_take") or maps.offset \
+            or maps.null_count or keys.null_count or items.null_count \
+            or keys.offset or items.offset or keys.type != pa.string() \
+            or items.type != pa.string():
+        return maps.take(pa.array(index))
+    try:
+        buffers = _otlpwire.map_take(
+            maps.buffers()[1], keys.buffers()[1], keys.buffers()[2] or b"",
+            items.buffers()[1], items.buffers()[2] or b"", index)
+    except OverflowError:  # more than int32 offsets hold
+        return maps.take(pa.array(index))
+    return _from_buffers(*buffers)
+
+
+def _map_column(parts: list[Any]) -> pa.MapArray:
+    """A map column from its chunks' parts (lists of dicts, map arrays, :class:`MapRows`)."""
+    if parts and all(isinstance(part, MapRows) for part in parts):  # one take for all
+        first = np.zeros(len(parts), np.int64)
+        np.cumsum([len(part.maps) for part in parts[:-1]], out=first[1:])
+        return take_maps(pa.concat_arrays([part.maps for part in parts]),
+                         np.concatenate([part.index + at for part, at in
+                                         zip(parts, first.tolist(), strict=True)]))
+    maps = [take_maps(*part) if isinstance(part, MapRows) else part
+            if isinstance(part, pa.Array) else shared_string_maps(part) for part in parts]
+    return maps[0] if len(maps) == 1 else pa.concat_arrays(maps) if maps \
+        else shared_string_maps([])
+
+
 def _concat(parts: list[Any], dtype: Any) -> np.ndarray:
     if not parts:
         return np.zeros(0, dtype)
@@ -277,15 +323,44 @@ def shared_string_maps(dicts: list[dict[str, str]]) -> pa.MapArray:
     ids = np.fromiter(map(id, dicts), dtype=np.uint64, count=len(dicts))
     _, first, index = np.unique(ids, return_index=True, return_inverse=True)
     unique = list(dicts) if len(first) == len(dicts) else [dicts[i] for i in first.tolist()]
-    offsets = np.zeros(len(unique) + 1, dtype=np.int32)
-    np.cumsum(np.fromiter(map(len, unique), dtype=np.int32, count=len(unique)),
-              out=offsets[1:])
-    keys = pa.array(list(chain.from_iterable(unique)), type=pa.string())
-    values = pa.array(list(chain.from_iterable(map(dict.values, unique))), type=pa.string())
-    maps = pa.MapArray.from_arrays(pa.array(offsets), keys, values)
+    maps = _built_maps(unique)
+    if maps is None:  # no C extension, or values it does not take: Arrow builds them
+        offsets = np.zeros(len(unique) + 1, dtype=np.int32)
+        np.cumsum(np.fromiter(map(len, unique), dtype=np.int32, count=len(unique)),
+                  out=offsets[1:])
+        keys = pa.array(list(chain.from_iterable(unique)), type=pa.string())
+        values = pa.array(list(chain.from_iterable(map(dict.values, unique))),
+                          type=pa.string())
+        maps = pa.MapArray.from_arrays(pa.array(offsets), keys, values)
     if len(unique) == len(dicts):
         return maps
-    return maps.take(pa.array(index.astype(np.int32).reshape(-1)))
+    return take_maps(maps, index.reshape(-1))
+
+
+def _built_maps(dicts: list[dict[str, str]]) -> pa.MapArray | None:
+    """Dicts of str as an Arrow map array built by the C extension (one pass, no Python
+    lists of every key and value); None when it is not built or refuses them."""
+    if _otlpwire is None or not hasattr(_otlpwire, "string_maps"):
+        return None
+    try:
+        offsets, key_offsets, key_data, item_offsets, item_data = \
+            _otlpwire.string_maps(dicts)
+    except (TypeError, ValueError, OverflowError):  # UnicodeError is a ValueError
+        return None
+    return _from_buffers(offsets, key_offsets, key_data, item_offsets, item_data)
+
+
+def _from_buffers(offsets: bytes, key_offsets: bytes, key_data: bytes, item_offsets: bytes,
+                  item_data: bytes) -> pa.MapArray:
+    """A map<string, string> array of these buffers (int32 offsets, UTF-8 data)."""
+    n = len(key_offsets) // 4 - 1
+
+    def strings(offsets: bytes, data: bytes) -> pa.Array:
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+
+    return pa.MapArray.from_arrays(pa.array(np.frombuffer(offsets, np.int32)),
+                                   strings(key_offsets, key_data),
+                                   strings(item_offsets, item_data))
 
 
 def _mark(bad: dict[int, str], row: int, reason: str) -> None:

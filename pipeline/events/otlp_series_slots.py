@@ -22,7 +22,10 @@ from collections.abc import Hashable
 
 import numpy as np
 
-SUM_COLUMNS, HISTOGRAM_COLUMNS = 1, 3  # a slot's form (0: a tuple, or free)
+# a slot's form (0: a tuple, or free): which columns hold its previous point
+SUM_COLUMNS, SUMMARY_COLUMNS, HISTOGRAM_COLUMNS, EXPONENTIAL_COLUMNS = 1, 2, 3, 4
+# an exponential histogram's counts run starts with these (then positive, negative counts)
+EXP_HEADER = 5  # zero count, scale, positive offset, negative offset, positive buckets
 _NEVER = np.iinfo(np.int64).max  # the tick of a free slot
 _QUEUE = 1024  # oldest slots found per scan of the ticks
 _COMPACT_FLOOR = 4096  # pools this small are never compacted
@@ -182,14 +185,25 @@ class SeriesSlots:
         value = self.values[slot]
         if value is not None:
             return value
-        start, time = int(self.start[slot]), int(self.time[slot])
-        if self.form[slot] == SUM_COLUMNS:
+        start, time, form = int(self.start[slot]), int(self.time[slot]), self.form[slot]
+        if form == SUM_COLUMNS:
             return start, time, float(self.value[slot])
+        if form == SUMMARY_COLUMNS:
+            return start, time, int(self.count[slot]), float(self.value[slot])
         c, nc = int(self.counts_at[slot]), int(self.ncounts[slot])
         b, nb = int(self.bounds_at[slot]), int(self.nbounds[slot])
         total = float(self.value[slot]) if self.has_total[slot] else None
-        return (start, time, int(self.count[slot]), total,
-                self.counts.data[c:c + nc].tolist(), self.bounds.data[b:b + nb].tolist())
+        run = self.counts.data[c:c + nc]
+        if form == EXPONENTIAL_COLUMNS:
+            zero = int(run[0])
+            scale, positive_offset, negative_offset, n_positive = \
+                run[1:EXP_HEADER].view(np.int64).tolist()
+            counts = run[EXP_HEADER:].tolist()
+            return (start, time, int(self.count[slot]), total, scale, zero,
+                    (positive_offset, counts[:n_positive]),
+                    (negative_offset, counts[n_positive:]))
+        return (start, time, int(self.count[slot]), total, run.tolist(),
+                self.bounds.data[b:b + nb].tolist())
 
     def set_point(self, slot: int, point: tuple) -> None:
         """Keep ``point`` (the tuple form) as the previous point of ``slot``."""
@@ -197,7 +211,8 @@ class SeriesSlots:
         self.form[slot] = 0
 
     def to_columns(self, slot: int, form: int) -> None:
-        """Move the tuple of ``slot`` (a cumulative sum's or histogram's) into columns."""
+        """Move the tuple of ``slot`` (a cumulative sum's, summary's or histogram's) into
+        columns (``form``)."""
         point = self.values[slot]
         self.values[slot] = None
         self.form[slot] = form
@@ -205,10 +220,23 @@ class SeriesSlots:
         if form == SUM_COLUMNS:
             self.value[slot] = point[2]
             return
-        _, _, count, total, counts, bounds = point
-        self.count[slot] = count
+        self.count[slot] = point[2]
+        if form == SUMMARY_COLUMNS:
+            self.value[slot] = point[3]
+            return
+        total = point[3]
         self.has_total[slot] = total is not None
         self.value[slot] = 0.0 if total is None else total
+        if form == EXPONENTIAL_COLUMNS:
+            _, _, _, _, scale, zero, (p_offset, p_counts), (n_offset, n_counts) = point
+            mask = (1 << 64) - 1  # signed numbers as their two's complement
+            run = np.asarray([zero, scale & mask, p_offset & mask, n_offset & mask,
+                              len(p_counts), *p_counts, *n_counts], np.uint64)
+            self.counts_at[slot] = self.counts.append(run)
+            self.ncounts[slot] = len(run)
+            self.bounds_at[slot] = self.nbounds[slot] = 0
+            return
+        counts, bounds = point[4], point[5]
         self.counts_at[slot] = self.counts.append(np.asarray(counts, np.uint64))
         self.ncounts[slot] = len(counts)
         self.bounds_at[slot] = self.bounds.append(np.asarray(bounds, np.float64))
@@ -216,7 +244,8 @@ class SeriesSlots:
 
     def compact(self) -> None:
         """Drop pool values no slot holds any more (when most are garbage)."""
-        live = np.flatnonzero(self.form == HISTOGRAM_COLUMNS)
+        live = np.flatnonzero((self.form == HISTOGRAM_COLUMNS)
+                              | (self.form == EXPONENTIAL_COLUMNS))
         for pool, at, n in ((self.counts, self.counts_at, self.ncounts),
                             (self.bounds, self.bounds_at, self.nbounds)):
             if pool.used <= _COMPACT_FLOOR or pool.used < _GARBAGE * int(n[live].sum()):

@@ -2,15 +2,17 @@
 
 The same rows, event ids, rejections and series memory as
 :func:`pipeline.events.otlp_metrics.map_metrics` (the protobuf library path), faster: the
-C extension ``pipeline.events._otlpwire`` walks the bytes once and returns every gauge,
-sum and histogram data point as a packed record (times, value, buckets, the event id
-already hashed, the bucket quantiles of a delta histogram); this module adds what is per
+C extension ``pipeline.events._otlpwire`` walks the bytes once and returns every data
+point (gauge, sum, histogram, exponential histogram, summary) as a packed record (times,
+value, buckets or quantiles, the event id already hashed, the bucket quantiles of a delta
+histogram); this module adds what is per
 resource, scope, metric or attribute set (read with the protobuf library, once each) and
 the per-series memory of cumulative points.
 
 :func:`map_metrics_wire` decides before it changes anything: when the scanner cannot
 read a message exactly as the protobuf library does (malformed bytes, a non-canonical
-encoding, exponential histograms or summaries) it raises :class:`WireFallback` with the
+encoding, exemplars of exponential histograms, metric metadata) it raises
+:class:`WireFallback` with the
 reason, and the caller maps that message with the protobuf library instead.
 
 Which decoder runs is chosen in one place, :func:`metrics_decoder`.
@@ -22,7 +24,12 @@ from typing import Any
 
 import numpy as np
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
-from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint, NumberDataPoint
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    ExponentialHistogramDataPoint,
+    HistogramDataPoint,
+    NumberDataPoint,
+    SummaryDataPoint,
+)
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from pipeline.errors import DecodeError, SettingsError
@@ -45,11 +52,17 @@ from pipeline.events.otlp_wire_rows import (
     append_rows,
 )
 from pipeline.events.otlp_wire_series import (
+    CUMULATIVE_EXPONENTIAL,
     CUMULATIVE_HISTOGRAM,
+    DELTA_EXPONENTIAL,
     HAS_SUM,
+    STATEFUL,
     STEP_BUCKETS,
     STEP_ROW,
+    SUMMARY,
+    ExponentialBuckets,
     cumulative_points,
+    exponential_points,
     point_by_point,
 )
 
@@ -66,15 +79,19 @@ POINT = np.dtype([(name, "=u8") for name in ("time", "start", "event", "count", 
                  + [(name, "=i8") for name in ("ordinal", "origin_start", "origin_end",
                                                "counts_off", "bounds_off")]
                  + [(name, "=i4") for name in ("metric", "region", "ncounts", "nbounds")]
-                 + [("flags", "=u4"), ("has", "=u4")])
+                 + [("flags", "=u4"), ("has", "=u4"), ("zero_count", "=u8")]
+                 + [(name, "=i4") for name in ("scale", "pos_offset", "neg_offset", "nneg")])
 if _otlpwire is not None and (
         POINT.itemsize, SLOT.itemsize, STEP_ROW.itemsize, STEP_BUCKETS.itemsize) != (
         _otlpwire.POINT_SIZE, getattr(_otlpwire, "SLOT_SIZE", 0),
         getattr(_otlpwire, "STEP_ROW_SIZE", 0),
         getattr(_otlpwire, "STEP_BUCKETS_SIZE", 0)) \
-        or not hasattr(_otlpwire, "bucket_lists"):  # a stale build
+        or not hasattr(_otlpwire, "exponential_step"):  # a stale build
     _otlpwire = None
-GAUGE, SUM, HISTOGRAM = 0, 1, 2
+GAUGE, SUM, HISTOGRAM, EXPONENTIAL, SUMMARY_KIND = 0, 1, 2, 3, 4
+# a region's point type (see scan_metrics): the message its attributes are read as
+POINT_TYPES = (NumberDataPoint, HistogramDataPoint, ExponentialHistogramDataPoint,
+               SummaryDataPoint)
 
 
 class WireFallback(DecodeError):
@@ -146,6 +163,7 @@ class _Prepared:
         except Exception as exc:  # DecodeError ...: the library decides what is wrong
             raise WireFallback(f"{type(exc).__name__}: {exc}") from exc
         self.points = np.frombuffer(points, POINT)
+        self.extra_suffixes: list[str] = []  # summaries' quantile names (codes from 7)
         self.counts = np.frombuffer(counts, np.uint64)
         self.bounds = np.frombuffer(bounds, np.float64)
 
@@ -180,7 +198,7 @@ class _Prepared:
             key = (scope_key, scope_raw, cls, raw)
             known = _REGIONS.get(key)
             if known is None:
-                point = (HistogramDataPoint if cls else NumberDataPoint).FromString(raw)
+                point = POINT_TYPES[cls].FromString(raw)
                 if point.SerializeToString() != raw:
                     raise WireFallback("a data point's attributes are not in the canonical "
                                        "encoding")
@@ -191,13 +209,13 @@ class _Prepared:
         self.metrics = metrics
         plans = []
         for (_, _, _, kind, temporality, monotonic, *_rest) in metrics:
-            if kind > HISTOGRAM:
-                raise WireFallback("exponential histograms and summaries are read by the "
-                                   "protobuf library")
-            # 0 one plain row, 1 cumulative sum, 2 delta histogram, 3 cumulative histogram
+            # 0 one plain row, 1 cumulative sum, 2 delta histogram, 3 cumulative histogram,
+            # 4 delta exponential histogram, 5 cumulative one, 6 summary (always cumulative)
             plans.append(0 if kind == GAUGE or (kind == SUM and (
                 temporality == DELTA or not monotonic)) else 1 if kind == SUM
-                else 2 if temporality == DELTA else 3)
+                else SUMMARY if kind == SUMMARY_KIND
+                else (2 if kind == HISTOGRAM else DELTA_EXPONENTIAL) if temporality == DELTA
+                else 3 if kind == HISTOGRAM else CUMULATIVE_EXPONENTIAL)
         self.plans = np.asarray(plans, dtype=np.int8)
 
 
@@ -215,11 +233,17 @@ def map_metrics_wire(value: bytes, message: int, rows: OtlpRows, memory: SeriesM
         return 0
     plan = prep.plans[pts["metric"]]
     flagged = (pts["flags"] & NO_RECORDED_VALUE) != 0
-    memory.counters.no_recorded_value += int(np.count_nonzero(flagged))
     out = RowPlan()
     differences: list[Differences] = []  # cumulative histograms' buckets, if any
+    exponential: list[ExponentialBuckets] = []  # exponential histograms' buckets, if any
     rejects: list[tuple[int, int, str]] = []  # in message order, as the protobuf path
     delta_buckets = (np.zeros(0, np.int64), np.zeros(0))  # points, their intervals
+
+    # first what goes through the series memory: it may still hand the message back
+    stateful = np.flatnonzero(np.isin(plan, STATEFUL) & ~flagged)
+    if len(stateful):
+        _stateful(prep, stateful, plan, out, differences, exponential, memory, rejects)
+    memory.counters.no_recorded_value += int(np.count_nonzero(flagged))
 
     plain = np.flatnonzero((plan == 0) & ~flagged)
     out.add(plain, 0, 0, pts["value"][plain])
@@ -251,9 +275,9 @@ def map_metrics_wire(value: bytes, message: int, rows: OtlpRows, memory: SeriesM
             out.add(hist[quantiles], first_q[quantiles] + k, P50 + k, h[column][quantiles])
         delta_buckets = (hist[quantiles], seconds[quantiles])
 
-    stateful = np.flatnonzero(((plan == 1) | (plan == 3)) & ~flagged)
-    if len(stateful):
-        _stateful(prep, stateful, plan, out, differences, memory, rejects)
+    delta_exponential = np.flatnonzero((plan == DELTA_EXPONENTIAL) & ~flagged)
+    if len(delta_exponential):
+        exponential_points(prep, delta_exponential, out, exponential)
     for ordinal, payload, reason in sorted(rejects, key=lambda r: r[0]):
         rows.reject(message, ordinal, payload, reason)
 
@@ -265,7 +289,7 @@ def map_metrics_wire(value: bytes, message: int, rows: OtlpRows, memory: SeriesM
         bucket_intervals = np.concatenate([bucket_intervals, diff.seconds])
     order = np.argsort(bucket_points, kind="stable")
     append_rows(prep, message, rows, point, sub, code, values, bucket_points[order],
-            bucket_intervals[order], diff)
+                bucket_intervals[order], diff, exponential)
     return n_points
 
 
@@ -278,17 +302,23 @@ def _reject_counts(rejects: list[tuple[int, int, str]], pt: Any, prep: _Prepared
 
 
 def _stateful(prep: _Prepared, indexes: np.ndarray, plan: np.ndarray, out: RowPlan,
-              differences: list[Differences], memory: SeriesMemory,
-              rejects: list[tuple[int, int, str]]) -> None:
-    """Cumulative sums and histograms through the series memory: the whole message at
-    once, or point by point in message order when only that gives the same memory."""
+              differences: list[Differences], exponential: list[ExponentialBuckets],
+              memory: SeriesMemory, rejects: list[tuple[int, int, str]]) -> None:
+    """Cumulative points through the series memory: the whole message at once, or point
+    by point in message order when only that gives the same memory (sums and explicit
+    histograms here; a message with exponential histograms or summaries then goes to the
+    protobuf library, :class:`WireFallback` raised before anything changed)."""
     pts = prep.points
     kinds = plan[indexes]
     sel = Picked(pts, indexes)
     nc = sel["ncounts"].astype(np.int64)
     bad = (kinds == CUMULATIVE_HISTOGRAM) & (nc > 0) & (nc != sel["nbounds"] + 1)
-    for i in indexes[bad].tolist():  # rejected: the memory never sees them
-        _reject_counts(rejects, pts[i], prep)
     indexes, kinds = indexes[~bad], kinds[~bad]
-    if not cumulative_points(prep, indexes, kinds, memory, out, differences):
+    if not cumulative_points(prep, indexes, kinds, memory, out, differences, exponential):
+        if ((kinds == CUMULATIVE_EXPONENTIAL) | (kinds == SUMMARY)).any():
+            raise WireFallback("a series twice in the message, or new series that make the "
+                               "memory forget others: the protobuf library maps its "
+                               "exponential histograms and summaries point by point")
         point_by_point(prep, indexes.tolist(), kinds.tolist(), memory, out, differences)
+    for i in np.flatnonzero(bad).tolist():  # rejected: the memory never sees them
+        _reject_counts(rejects, pts[int(sel.index[i])], prep)

@@ -16,8 +16,15 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.events.otlp_metrics import _GOLDEN, rate_unit
-from pipeline.events.otlp_rows import VOCABULARY, OtlpRows, shared_string_maps
+from pipeline.events.otlp_rows import (
+    VOCABULARY,
+    MapRows,
+    OtlpRows,
+    shared_string_maps,
+    take_maps,
+)
 from pipeline.events.otlp_series import QUANTILES, quantile_suffix
+from pipeline.events.otlp_series_slots import runs
 
 try:
     from pipeline.events import _otlpwire
@@ -41,6 +48,19 @@ class Differences(NamedTuple):
     top: np.ndarray
     counts: np.ndarray
     starts: np.ndarray
+
+
+class ExponentialBuckets(NamedTuple):
+    """Exponential histogram points with observations (ascending): their intervals, and
+    their buckets' lower and upper edges and counts, one point's after another (point k's
+    from ``starts[k]``)."""
+
+    points: np.ndarray
+    seconds: np.ndarray
+    starts: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    counts: np.ndarray
 
 
 class Picked:
@@ -101,7 +121,8 @@ class RowPlan:
         """(point, sub, code, value) of every row, point by point, each point's in order."""
         point, sub, code, value = (np.concatenate(parts) for parts in
                                    (self.point, self.sub, self.code, self.value))
-        order = np.argsort(point * 8 + sub, kind="stable")
+        rows_per_point = int(sub.max()) + 1 if len(sub) else 1  # summaries: maybe many
+        order = np.argsort(point * rows_per_point + sub, kind="stable")
         return point[order], sub[order], code[order], value[order]
 
 
@@ -170,13 +191,23 @@ def since_rows(idx: np.ndarray, nc: np.ndarray, seconds: np.ndarray, count_rate:
 
 
 def append_rows(prep: Any, message: int, rows: OtlpRows, point: np.ndarray,
-            sub: np.ndarray, code: np.ndarray, values: np.ndarray, buckets: np.ndarray,
-            intervals: np.ndarray, diff: Differences | None) -> None:
+                sub: np.ndarray, code: np.ndarray, values: np.ndarray, buckets: np.ndarray,
+                intervals: np.ndarray, diff: Differences | None,
+                exponential: list[ExponentialBuckets] = ()) -> None:
     """The ordered rows into the batch, as one chunk, with the points' bucket rows
-    (``buckets``: their points, ascending; ``intervals``: their intervals in seconds)."""
+    (``buckets``: explicit histogram points, ascending; ``intervals``: their intervals in
+    seconds; ``exponential``: exponential histogram points with their buckets)."""
     pts = prep.points
     names = _table([_derived_names(entry[1]) for entry in prep.metrics])
     units = _table([_derived_units(entry[2]) for entry in prep.metrics])
+    if prep.extra_suffixes:  # summaries' quantiles: a name code each, from len(SUFFIXES)
+        names = np.concatenate([names, _table([tuple(f"{entry[1]}.{s}" for s in
+                                                     prep.extra_suffixes)
+                                               for entry in prep.metrics],
+                                              len(prep.extra_suffixes))], axis=1)
+        units = np.concatenate([units, _table([(entry[2],) * len(prep.extra_suffixes)
+                                               for entry in prep.metrics],
+                                              len(prep.extra_suffixes))], axis=1)
     scope_of_metric = np.asarray([entry[0] for entry in prep.metrics], dtype=np.int64)
     services = _objects([s[0] for s in prep.scopes])
     hosts = _objects([s[1] for s in prep.scopes])
@@ -195,7 +226,7 @@ def append_rows(prep: Any, message: int, rows: OtlpRows, point: np.ndarray,
     # where each row's point lies in the message (a rejected row's payload): start << 32 | end
     origins = each((per_point["origin_start"] << 32) | per_point["origin_end"])
     first_row = rows.row_count()
-    row_attrs = attrs.take(pa.array(each(per_point["region"])))
+    row_attrs = MapRows(attrs, each(per_point["region"].astype(np.int64)))
     row_names, row_units = names[metric, code], units[metric, code]
     row_services, row_hosts = services[scope], hosts[scope]
     columns = {
@@ -208,15 +239,23 @@ def append_rows(prep: Any, message: int, rows: OtlpRows, point: np.ndarray,
         # every string the rows can hold (a few per metric and scope): what the checks read
         VOCABULARY: {"service": set(services.tolist()), "host": set(hosts.tolist()),
                      "name": set(names.ravel().tolist()), "unit": set(units.ravel().tolist())}}
-    if not len(buckets):
+    if not len(buckets) and not exponential:
         rows.add_chunk(columns)
         return
-    at = np.searchsorted(point, buckets) + first_row
+    lists = bucket_arrays(prep, buckets, Picked(pts, buckets), diff) if len(buckets) \
+        else None
+    for part in exponential:  # merged in point order
+        more = (np.append(part.starts, len(part.lower)), part.lower, part.upper, part.counts)
+        buckets, intervals, lists = (part.points, part.seconds, more) if lists is None \
+            else _merge(buckets, intervals, lists, part.points, part.seconds, more)
     b = Picked(pts, buckets)
+    at = np.searchsorted(point, buckets) + first_row
     b_metric = b["metric"].astype(np.int64)
     b_scope = scope_of_metric[b_metric]
-    lists = bucket_lists(prep, buckets, b, diff)
-    bucket_attrs = attrs.take(pa.array(b["region"]))
+    arrow_offsets = pa.array(lists[0].astype(np.int32))
+    lists = {name: pa.ListArray.from_arrays(arrow_offsets, pa.array(values))
+             for name, values in zip(("lower", "upper", "counts"), lists[1:], strict=True)}
+    bucket_attrs = take_maps(attrs, b["region"])
     rows.add_chunk(columns, pa.table({
         "event_id": pa.array(b["event"]),
         "time": pa.array((b["time"] // 1_000_000).astype(np.int64),
@@ -243,9 +282,9 @@ def _derived_units(unit: str) -> tuple[str, ...]:
     return (unit, rate, "1/s", rate, unit, unit, unit)
 
 
-def _table(rows: list[tuple[str, ...]]) -> np.ndarray:
+def _table(rows: list[tuple[str, ...]], width: int = len(SUFFIXES)) -> np.ndarray:
     """Equal-length tuples of strings as a 2-D object array (empty: zero rows)."""
-    out = np.empty((len(rows), len(SUFFIXES)), dtype=object)
+    out = np.empty((len(rows), width), dtype=object)
     if rows:
         out[:] = rows
     return out
@@ -257,10 +296,29 @@ def _objects(values: list[Any]) -> np.ndarray:
     return out
 
 
-def bucket_lists(prep: Any, buckets: np.ndarray, b: Picked,
-                  diff: Differences | None) -> dict[str, pa.Array]:
-    """lower, upper, counts of each point's buckets, as Arrow lists built from offsets:
-    bucket j of a point runs from its lower (j = 0) or bound j-1, to bound j or its top."""
+def _merge(points: np.ndarray, intervals: np.ndarray, lists: tuple[np.ndarray, ...],
+           more: np.ndarray, more_intervals: np.ndarray, more_lists: tuple[np.ndarray, ...]
+           ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """Two sets of points (each ascending, disjoint) with their intervals and bucket lists
+    (offsets, lower, upper, counts) as one, in point order."""
+    merged = np.concatenate([points, more])
+    order = np.argsort(merged, kind="stable")
+    offsets, more_offsets = lists[0].astype(np.int64), more_lists[0].astype(np.int64)
+    lengths = np.concatenate([np.diff(offsets), np.diff(more_offsets)])[order]
+    starts = np.concatenate([offsets[:-1], more_offsets[:-1] + offsets[-1]])[order]
+    index, _ = runs(starts, lengths)
+    new_offsets = np.zeros(len(merged) + 1, np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    return merged[order], np.concatenate([intervals, more_intervals])[order], (
+        new_offsets, *(np.concatenate([a, b])[index]
+                       for a, b in zip(lists[1:], more_lists[1:], strict=True)))
+
+
+def bucket_arrays(prep: Any, buckets: np.ndarray, b: Picked, diff: Differences | None
+                  ) -> tuple[np.ndarray, ...]:
+    """(offsets, lower, upper, counts) of each explicit histogram point's buckets (list
+    offsets, then the values one point's after another): bucket j of a point runs from its
+    lower (j = 0) or bound j-1, to bound j or its top."""
     lower0, top = b["lower0"].copy(), b["top"].copy()
     counts_from = b["counts_off"].astype(np.int64)
     counts = prep.counts.astype(np.float64)
@@ -273,7 +331,5 @@ def bucket_lists(prep: Any, buckets: np.ndarray, b: Picked,
         prep.points, prep.bounds, np.ascontiguousarray(buckets, np.int64),
         np.ascontiguousarray(lower0, np.float64), np.ascontiguousarray(top, np.float64),
         np.ascontiguousarray(counts_from, np.int64), np.ascontiguousarray(counts, np.float64))
-    arrow_offsets = pa.array(np.frombuffer(offsets, np.int32))
-    return {name: pa.ListArray.from_arrays(arrow_offsets, pa.array(np.frombuffer(data,
-                                                                             np.float64)))
-            for name, data in (("lower", lower), ("upper", upper), ("counts", values))}
+    return (np.frombuffer(offsets, np.int32), *(np.frombuffer(data, np.float64)
+                                                 for data in (lower, upper, values)))

@@ -1,12 +1,13 @@
 """The cumulative points of one message through the series memory, all at once.
 
-Cumulative monotonic sums become rates and cumulative histograms differences of buckets,
-both against the previous point of their series (see
-:class:`~pipeline.events.otlp_series.SeriesMemory`). The protobuf library path swaps them
-one by one; :func:`cumulative_points` does the same for a whole message of the C wire
-scanner's points over the memory's columns
-(:class:`~pipeline.events.otlp_series_slots.SeriesSlots`): sums with numpy, histograms in
-the C extension (``histogram_step``: differences, rates, quantiles, bucket rows). It gives
+Cumulative monotonic sums become rates, cumulative histograms (explicit or exponential)
+differences of buckets and summaries count and sum rates, all against the previous point of
+their series (see :class:`~pipeline.events.otlp_series.SeriesMemory`). The protobuf library
+path swaps them one by one; :func:`cumulative_points` does the same for a whole message of
+the C wire scanner's points over the memory's columns
+(:class:`~pipeline.events.otlp_series_slots.SeriesSlots`): sums and summaries with numpy,
+histograms in the C extension (``histogram_step``, ``exponential_step``: differences,
+rates, quantiles, bucket rows). It gives
 exactly what the one-by-one swaps give: the same rows, previous points, counters and least
 recently seen order. When that order cannot be kept at once (a series twice in the
 message, or new series that would make the memory forget others) it returns False and
@@ -19,15 +20,24 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.events.otlp_series import SeriesMemory, positive_rate
-from pipeline.events.otlp_series_slots import HISTOGRAM_COLUMNS, SUM_COLUMNS
+from pipeline.events.otlp_series import SeriesMemory, positive_rate, quantile_suffix
+from pipeline.events.otlp_series_slots import (
+    EXP_HEADER,
+    EXPONENTIAL_COLUMNS,
+    HISTOGRAM_COLUMNS,
+    SLOT,
+    SUM_COLUMNS,
+    SUMMARY_COLUMNS,
+)
 from pipeline.events.otlp_wire_rows import (
     COUNT_RATE,
     HAS_SUM,
     P50,
     RATE,
+    SUFFIXES,
     SUM_RATE,
     Differences,
+    ExponentialBuckets,
     Picked,
     RowPlan,
     Since,
@@ -39,8 +49,14 @@ try:
 except ImportError:  # only called when it was built
     _otlpwire = None
 
-CUMULATIVE_SUM, CUMULATIVE_HISTOGRAM = 1, 3  # a point's plan (see otlp_wire)
-WHICH = {1: "sum", 2: "histogram"}  # a metric's type in a series key, as the library's
+# a point's plan (see otlp_wire): those through the series memory, and delta exponential
+CUMULATIVE_SUM, CUMULATIVE_HISTOGRAM, CUMULATIVE_EXPONENTIAL, SUMMARY = 1, 3, 5, 6
+DELTA_EXPONENTIAL = 4
+STATEFUL = (CUMULATIVE_SUM, CUMULATIVE_HISTOGRAM, CUMULATIVE_EXPONENTIAL, SUMMARY)
+FORMS = {CUMULATIVE_SUM: SUM_COLUMNS, CUMULATIVE_HISTOGRAM: HISTOGRAM_COLUMNS,
+         CUMULATIVE_EXPONENTIAL: EXPONENTIAL_COLUMNS, SUMMARY: SUMMARY_COLUMNS}
+# a metric's type in a series key, as the library's (WhichOneof)
+WHICH = {1: "sum", 2: "histogram", 3: "exponential_histogram", 4: "summary"}
 # what the C extension's histogram_step gives: rows, and buckets of points with observations
 STEP_ROW = np.dtype([("point", "=i8"), ("sub", "=i8"), ("code", "=i8"), ("value", "=f8")])
 STEP_BUCKETS = np.dtype([("point", "=i8"), ("seconds", "=f8"), ("lower0", "=f8"),
@@ -48,12 +64,12 @@ STEP_BUCKETS = np.dtype([("point", "=i8"), ("seconds", "=f8"), ("lower0", "=f8")
 
 
 def cumulative_points(prep: Any, indexes: np.ndarray, kinds: np.ndarray,
-                      memory: SeriesMemory, out: RowPlan,
-                      differences: list[Differences]) -> bool:
-    """Swap the cumulative points ``indexes`` of ``prep`` (ascending; ``kinds``: 1 sum, 3
-    histogram; bucket counts already checked against bounds) into ``memory`` at once, and
-    plan their rows. False, having changed nothing the library path reads, when it cannot
-    be done at once (then :func:`point_by_point`)."""
+                      memory: SeriesMemory, out: RowPlan, differences: list[Differences],
+                      exponential: list[ExponentialBuckets]) -> bool:
+    """Swap the cumulative points ``indexes`` of ``prep`` (ascending; ``kinds``: plans of
+    :data:`STATEFUL`; explicit bucket counts already checked against bounds) into
+    ``memory`` at once, and plan their rows. False, having changed nothing the library
+    path reads, when it cannot be done at once (then :func:`point_by_point`)."""
     slots = memory.slots
     slots.forget_codes(2 * memory.max_series + 1024)
     if slots.counts.used + slots.bounds.used > slots.compact_at:
@@ -94,21 +110,30 @@ def cumulative_points(prep: Any, indexes: np.ndarray, kinds: np.ndarray,
             slot[known_at] = known_slots
             slots.register(codes[known_at], np.asarray(known_slots, np.int64))
     fresh = slot < 0
-    is_sum = kinds == CUMULATIVE_SUM
     existing = np.flatnonzero(~fresh)
     for k in existing[slots.form[slot[existing]] == 0].tolist():  # kept as tuples
-        slots.to_columns(int(slot[k]), SUM_COLUMNS if is_sum[k] else HISTOGRAM_COLUMNS)
+        slots.to_columns(int(slot[k]), FORMS[int(kinds[k])])
     if new_keys:
         at = np.asarray([k for k, _ in new_keys], np.int64)
         slot[at] = [slots.add(key, None) for _, key in new_keys]
         slots.register(codes[at], slot[at])
         memory.counters.seeded += len(new_keys)
+    is_sum = kinds == CUMULATIVE_SUM
     if is_sum.any():
         _sums(slots, memory, indexes[is_sum], sel.where(is_sum), slot[is_sum], fresh[is_sum],
               out)
-    if not is_sum.all():
-        _histograms(prep, slots, memory, indexes[~is_sum], slot[~is_sum], fresh[~is_sum],
-                    out, differences)
+    is_histogram = kinds == CUMULATIVE_HISTOGRAM
+    if is_histogram.any():
+        _histograms(prep, slots, memory, indexes[is_histogram], slot[is_histogram],
+                    fresh[is_histogram], out, differences)
+    is_exponential = kinds == CUMULATIVE_EXPONENTIAL
+    if is_exponential.any():
+        exponential_points(prep, indexes[is_exponential], out, exponential, memory,
+                           slot[is_exponential], fresh[is_exponential])
+    is_summary = kinds == SUMMARY
+    if is_summary.any():
+        _summaries(prep, slots, memory, indexes[is_summary], sel.where(is_summary),
+                   slot[is_summary], fresh[is_summary], out)
     slots.tick[slot] = slots.clock + np.arange(len(slot))  # seen now, in message order
     slots.clock += len(slot)
     return True
@@ -156,6 +181,85 @@ def _histograms(prep: Any, slots: Any, memory: SeriesMemory, idx: np.ndarray, s:
     differences.append(Differences(buckets["point"], buckets["seconds"], buckets["lower0"],
                                    buckets["top"], np.frombuffer(bucket_counts, np.float64),
                                    buckets["start"]))
+
+
+def exponential_points(prep: Any, idx: np.ndarray, out: RowPlan,
+                       exponential: list[ExponentialBuckets],
+                       memory: SeriesMemory | None = None, slot: np.ndarray | None = None,
+                       fresh: np.ndarray | None = None) -> None:
+    """Exponential histogram points ``idx`` (ascending), in C: delta ones (no ``memory``)
+    from their own buckets, cumulative ones since the previous points of their series
+    (``slot`` in ``memory``; ``fresh``: a new series, the point only seeds it)."""
+    if memory is None:  # delta: no series memory read or written
+        modes = np.full(len(idx), 2, np.uint8)
+        slot, state, pool, used = np.zeros(len(idx), np.int64), np.zeros(0, SLOT), \
+            np.zeros(0, np.uint64), 0
+    else:
+        slots = memory.slots
+        modes = fresh.astype(np.uint8)  # 1: seeds, 0: since its previous point
+        slots.counts.reserve(int(Picked(prep.points, idx)["ncounts"].sum())
+                             + EXP_HEADER * len(idx))
+        state, pool, used = slots.state, slots.counts.data, slots.counts.used
+    rows, buckets, lower, upper, counts, late, resets, used = _otlpwire.exponential_step(
+        prep.points, prep.counts, np.ascontiguousarray(idx, np.int64),
+        np.ascontiguousarray(slot, np.int64), modes, state, pool, used,
+        (COUNT_RATE, SUM_RATE, P50))
+    if memory is not None:
+        memory.slots.counts.used = used
+        memory.counters.out_of_order += late
+        memory.counters.resets += resets
+    rows = np.frombuffer(rows, STEP_ROW)
+    out.add(rows["point"], rows["sub"], rows["code"], rows["value"])
+    buckets = np.frombuffer(buckets, STEP_BUCKETS)
+    if len(buckets):
+        exponential.append(ExponentialBuckets(
+            buckets["point"], buckets["seconds"], buckets["start"],
+            np.frombuffer(lower, np.float64), np.frombuffer(upper, np.float64),
+            np.frombuffer(counts, np.float64)))
+
+
+def _summaries(prep: Any, slots: Any, memory: SeriesMemory, idx: np.ndarray, p: Picked,
+               s: np.ndarray, fresh: np.ndarray, out: RowPlan) -> None:
+    """Summaries: a row per quantile, then count and sum rates since the previous point
+    (a count gone down or a new start time: a reset, counted from zero)."""
+    n_quantiles = (p["nbounds"] // 2).astype(np.int64)
+    summary_quantiles(prep, idx, p["bounds_off"].astype(np.int64), n_quantiles, out)
+    late = ~fresh & (p["time"] <= slots.time[s])
+    memory.counters.out_of_order += int(np.count_nonzero(late))
+    seen = ~fresh & ~late
+    sq = s[seen]
+    count, total, start = p["count"][seen], p["sum"][seen], p["start"][seen]
+    p_count = slots.count[sq]
+    reset = (count < p_count) | ((start != 0) & (start != slots.start[sq]))
+    memory.counters.resets += int(np.count_nonzero(reset))
+    seconds = (p["time"][seen] - slots.time[sq]).astype(np.float64) / 1e9  # newer: > 0
+    d_count = count - np.where(reset, np.uint64(0), p_count)
+    d_total = total - np.where(reset, 0.0, slots.value[sq])
+    at, n_seen = idx[seen], n_quantiles[seen]
+    out.add(at, n_seen, COUNT_RATE, d_count / seconds)
+    out.add(at, n_seen + 1, SUM_RATE, d_total / seconds)
+    kept = ~late  # remember the points, not the late ones
+    s = s[kept]
+    slots.start[s], slots.time[s], slots.count[s], slots.value[s] = \
+        p["start"][kept], p["time"][kept], p["count"][kept], p["sum"][kept]
+    slots.form[s] = SUMMARY_COLUMNS
+
+
+def summary_quantiles(prep: Any, idx: np.ndarray, first: np.ndarray, n: np.ndarray,
+                      out: RowPlan) -> None:
+    """The quantile rows of summary points ``idx`` (their (quantile, value) pairs from
+    ``first`` in ``prep.bounds``, ``n`` each): name codes from ``len(SUFFIXES)`` on, one
+    per distinct quantile (by its bits: -0.0 is not 0.0), in ``prep.extra_suffixes``."""
+    owner = np.repeat(np.arange(len(idx)), n)
+    starts = np.zeros(len(idx), np.int64)
+    if len(idx):
+        np.cumsum(n[:-1], out=starts[1:])
+    j = np.arange(len(owner)) - starts[owner]
+    at = first[owner] + 2 * j
+    quantiles = prep.bounds[at]
+    distinct, code = np.unique(quantiles.view(np.uint64), return_inverse=True)
+    prep.extra_suffixes = [quantile_suffix(q) for q in distinct.view(np.float64).tolist()]
+    out.add(idx[owner], j, len(SUFFIXES) + code, prep.bounds[at + 1])
 
 
 def point_by_point(prep: Any, indexes: list[int], kinds: list[int], memory: SeriesMemory,

@@ -162,9 +162,13 @@ def test_the_scanner_reads_the_common_messages_itself() -> None:
         data_points=[histogram_point(0, [1, 2, 3], [1.0, 5.0], sum=9.0, min=0.5, max=7.0)],
         aggregation_temporality=1))
     assert scanned(message([gauge, summed, hist]))
-    # exponential histograms and summaries are the library's
     expo = Metric(name="e", exponential_histogram=ExponentialHistogram(
         data_points=[ExponentialHistogramDataPoint(time_unix_nano=T0_NS, count=1)]))
+    summary = Metric(name="q", summary=Summary(data_points=[SummaryDataPoint(
+        time_unix_nano=T0_NS, count=2, sum=1.5)]))
+    assert scanned(message([gauge, expo, summary]))
+    # exemplars of exponential histograms are the library's
+    expo.exponential_histogram.data_points[0].exemplars.add(time_unix_nano=T0_NS, as_int=1)
     assert not scanned(message([gauge, expo]))
 
 
@@ -241,7 +245,7 @@ def test_histograms_delta_and_cumulative() -> None:
     assert all(scanned(v) for batch in batches for v in batch)
 
 
-def test_exponential_histograms_and_summaries_go_to_the_library() -> None:
+def test_exponential_histograms_and_summaries() -> None:
     def both(t: int) -> bytes:
         expo = ExponentialHistogramDataPoint(
             time_unix_nano=T0_NS + t * SECOND_NS, start_time_unix_nano=T0_NS, count=6 * t,
@@ -259,6 +263,7 @@ def test_exponential_histograms_and_summaries_go_to_the_library() -> None:
                 data_points=[expo], aggregation_temporality=2)),
             Metric(name="q", summary=Summary(data_points=[summary]))])
 
+    assert all(scanned(both(t)) for t in (1, 2, 3))
     decode_both([[both(1)], [both(2)], [both(3)]])
 
 
@@ -397,11 +402,40 @@ def _random_attrs(rng: random.Random) -> dict[str, Any]:
 
 
 def _random_metric(rng: random.Random) -> Metric:
-    kind = rng.choice(["gauge", "sum", "histogram", "histogram", "sum"])
+    kind = rng.choice(["gauge", "sum", "histogram", "histogram", "sum", "exponential",
+                       "summary"])
     metric = Metric(name=rng.choice(["m1", "m2", "m3"]), unit=rng.choice(["", "1", "ms"]))
     start = T0_NS - rng.choice([0, 1, 2]) * 100 * SECOND_NS if rng.random() < 0.9 else 0
     times = [T0_NS + rng.randint(-5, 30) * SECOND_NS if rng.random() < 0.97 else 0
              for _ in range(rng.randint(0, 5))]
+    if kind == "exponential":
+        body = metric.exponential_histogram
+        body.aggregation_temporality = rng.choice([0, 1, 2])
+        for t in times:
+            dp = ExponentialHistogramDataPoint(
+                time_unix_nano=t, start_time_unix_nano=start, count=rng.randint(0, 40),
+                scale=rng.choice([-1, 0, 3]), zero_count=rng.choice([0, 2]),
+                flags=1 if rng.random() < 0.05 else 0,
+                **{k: rng.uniform(-5, 50) for k in ("sum", "min", "max", "zero_threshold")
+                   if rng.random() < .5})
+            for side in (dp.positive, dp.negative):
+                if rng.random() < 0.7:
+                    side.offset = rng.randint(-4, 8)
+                    side.bucket_counts.extend(rng.randint(0, 9)
+                                              for _ in range(rng.randint(0, 4)))
+            dp.attributes.extend(key_values(_random_attrs(rng)))
+            body.data_points.append(dp)
+        return metric
+    if kind == "summary":
+        for t in times:
+            dp = SummaryDataPoint(time_unix_nano=t, start_time_unix_nano=start,
+                                  count=rng.randint(0, 40), sum=rng.choice([0.0, 12.5]),
+                                  flags=1 if rng.random() < 0.05 else 0)
+            for q in rng.sample([0.5, 0.9, 0.99, 0.0], rng.randint(0, 3)):
+                dp.quantile_values.add(quantile=q, value=rng.uniform(0, 9))
+            dp.attributes.extend(key_values(_random_attrs(rng)))
+            metric.summary.data_points.append(dp)
+        return metric
     if kind == "histogram":
         body = metric.histogram
         body.aggregation_temporality = rng.choice([0, 1, 2])

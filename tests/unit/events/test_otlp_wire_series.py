@@ -76,10 +76,12 @@ def sp(t: int, value: float, route: str = "/a", start: int = START) -> Any:
 
 
 def exponential(t: int) -> Metric:
-    """An exponential histogram: its message goes to the protobuf library path whole."""
+    """An exponential histogram with an exemplar: its message goes to the protobuf
+    library path whole."""
     dp = ExponentialHistogramDataPoint(time_unix_nano=T0_NS + t * SECOND_NS,
                                        start_time_unix_nano=START, count=t, scale=0)
     dp.positive.bucket_counts.extend([t])
+    dp.exemplars.add(time_unix_nano=T0_NS + t * SECOND_NS, as_int=t)
     return Metric(name="expo", exponential_histogram=ExponentialHistogram(
         aggregation_temporality=2, data_points=[dp]))
 

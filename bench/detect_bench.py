@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import logging
 import sys
 import time
@@ -60,8 +61,10 @@ def step_batches(points: list[dict[str, Any]], per_message: int, batch: int,
 
 
 def run(batches: list[list[Message]], history: bool, batched: bool = True,
-        only: str | None = None) -> tuple[float, list, int]:
-    """CPU seconds in the step, every detection, history reads."""
+        only: str | None = None, states: dict[tuple[str, str], bytes] | None = None) \
+        -> tuple[float, list, int]:
+    """CPU seconds in the step, every detection, history reads; ``states`` (engine,
+    service) -> bytes are kept in the dict given."""
     settings = load_settings(environ={})
     engines = build_engines(settings)
     if only:
@@ -74,7 +77,7 @@ def run(batches: list[list[Message]], history: bool, batched: bool = True,
 
     step = DetectionStep(engines, settings.detect.allowed_lateness_ms,
                          nothing if history else None, batched=batched)
-    states: dict[tuple[str, str], bytes] = {}
+    states = {} if states is None else states
     detections = []
     spent = 0.0
     for messages in batches:
@@ -95,24 +98,62 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1000, help="messages per ingest batch")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--history", action="store_true")
+    parser.add_argument("--series", type=int, default=5000,
+                        help="distinct series (200 services x 5 metrics x hosts, as "
+                        "ingest_bench.py); with --memory, e.g. 1000000")
+    parser.add_argument("--memory", action="store_true",
+                        help="also print the states' bytes per engine and the peak RSS")
     parser.add_argument("--profile", metavar="FILE")
     parser.add_argument("--only", choices=("rules", "models"), help="run one engine")
     parser.add_argument("--per-slice", action="store_true",
                         help="score each metric slice alone (the step before batching)")
     args = parser.parse_args(argv)
-    points = make_points(args.points, NOW_MS)
+    hosts = max(1, round(args.series / 1000))
+    points = make_points(args.points, NOW_MS, hosts_per_service=hosts)
     batches = step_batches(points, args.per_message, args.batch, args.partitions)
     profiler = cProfile.Profile() if args.profile else None
     if profiler:
         profiler.enable()
-    spent, detections, reads = run(batches, args.history, not args.per_slice, args.only)
+    del points
+    states: dict[tuple[str, str], bytes] = {}
+    if args.memory:  # the points and batches are built: count the step's peak from here
+        gc.collect()
+        before = rss_mib()
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    spent, detections, reads = run(batches, args.history, not args.per_slice, args.only, states)
     if profiler:
         profiler.disable()
         profiler.dump_stats(args.profile)
     print(f"{args.points:,} points in {len(batches)} steps: {spent:.2f} CPU s in the step, "
           f"{spent / args.points * 1e5:.2f} s per 100k points, {len(detections)} detections, "
           f"{reads} history reads")
+    if args.memory:
+        per_engine: dict[str, list[int]] = {}
+        for (engine, _), value in states.items():
+            per_engine.setdefault(engine, []).append(len(value))
+        for engine, sizes in sorted(per_engine.items()):
+            print(f"  state {engine}: {sum(sizes) / 2**20:,.1f} MiB in {len(sizes)} services "
+                  f"(largest {max(sizes) / 2**20:,.2f} MiB)")
+        print(f"  RSS before the steps {before:,.0f} MiB (points and messages built), "
+              f"peak during them (VmHWM) {peak_mib():,.0f} MiB, after {rss_mib():,.0f} MiB")
     return 0
+
+
+def _status_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_mib() -> float:
+    """VmHWM of this process (peak resident set), MiB."""
+    return _status_mib("VmHWM:")
+
+
+def rss_mib() -> float:
+    """VmRSS of this process, MiB."""
+    return _status_mib("VmRSS:")
 
 
 if __name__ == "__main__":

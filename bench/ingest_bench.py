@@ -61,7 +61,7 @@ from pipeline.kafka import find_free_port, start_broker, stop_broker
 from pipeline.kafka.isolated import isolated_env
 from pipeline.kafka.producer import TelemetryProducer
 from pipeline.kafka.transport import client_kwargs, ensure_topics
-from pipeline.settings import IngestSettings, Settings, load_settings
+from pipeline.settings import GraphSettings, IngestSettings, Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 POLL_S = 0.2
@@ -419,14 +419,17 @@ def wait_for_detection(worker: Worker, figures: Figures, stored_at: float,
         if figures.detected_after_s != figures.detected_after_s \
                 and detect.get("watermark_ms", -1) >= target:
             figures.detected_after_s = seen - stored_at
-        correlated = status.get("correlate", {}).get("event_time_ms", {})
-        if correlated and max(correlated.values()) >= target:
+        # the service graph moves the correlator's watermark in whole buckets (the
+        # built-in rules' windows end on those minutes too): the last boundary will do
+        correlated = status.get("correlate", {}).get("watermark_ms", -1)
+        if figures.detected_after_s == figures.detected_after_s \
+                and correlated >= target // GraphSettings.bucket_ms * GraphSettings.bucket_ms:
             figures.correlated_after_s = seen - stored_at
             break
         time.sleep(POLL_S)
     if verbose:
         print(f"  detect watermark {status.get('detect', {}).get('watermark_ms')}, "
-              f"correlator {status.get('correlate', {}).get('event_time_ms')}, "
+              f"correlator {status.get('correlate', {}).get('watermark_ms')}, "
               f"last point {figures.last_event_ms}", flush=True)
     figures.status = status or figures.status
     figures.stages = figures.status.get("stages", figures.stages)

@@ -339,9 +339,17 @@ class SeriesBank:
 _ALARM_ROWS = ("firing", "since", "sent", "streak", "accept", "armed", "peak")
 
 
+JOINT_SERIES = 16_384
+"""Series scored together at most (their columns in one joint bank) by :func:`process_banks`:
+wide enough that a round's numpy calls cost far more than their overhead, narrow enough
+that the round's temporary arrays stay small (about 1.4 KB per series; a step that meets
+a million new series would otherwise hold them all at once)."""
+
+
 def process_banks(parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.ndarray]],
                   threshold: float, clear: float, confirm_points: int = 1,
-                  accept_points: int = 360, keepalive_ms: int = 0) -> list[BankResult]:
+                  accept_points: int = 360, keepalive_ms: int = 0,
+                  max_series: int = JOINT_SERIES) -> list[BankResult]:
     """:meth:`SeriesBank.process` of several ``(bank, slots, times, values)`` parts, in
     turn, as one: the touched series of every bank become the columns of one joint
     bank, so a round of numpy math scores one point of every series of every part (the
@@ -349,51 +357,87 @@ def process_banks(parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.n
     part order, then time order, as when each part is processed after the one before;
     the result is the same, part by part. The banks must score with one detector layout.
 
+    Banks are scored together in groups of about ``max_series`` touched series (a bank
+    is never split); series of different banks are independent, so the grouping does not
+    change a result, only how much memory a round's arrays take. The banks' state is
+    written back once every group is scored: if one raises, no bank has changed.
+
     >>> from models.univariate import RobustSeasonal
     >>> a, b = SeriesBank(RobustSeasonal(warmup=2)), SeriesBank(RobustSeasonal(warmup=2))
     >>> parts = [(a, a.slots(["x"]), np.array([1]), np.array([1.0])),
     ...          (b, b.slots(["x", "y"]), np.array([1, 1]), np.array([2.0, 3.0]))]
     >>> [r.expected.tolist() for r in process_banks(parts, 0.5, 0.4)]
     [[1.0], [2.0, 3.0]]
+    >>> [r.expected.tolist() for r in process_banks(parts, 0.5, 0.4, max_series=1)]
+    [[1.0], [2.0, 3.0]]
     """
     if not parts:
         return []
     detector = parts[0][0].detector
-    touched: dict[int, tuple[SeriesBank, list[np.ndarray]]] = {}
-    for bank, slots, _, _ in parts:
+    touched: dict[int, tuple[SeriesBank, list[int]]] = {}  # bank -> its part indices
+    for i, (bank, _, _, _) in enumerate(parts):
         if _layout(bank.detector) != _layout(detector):
             raise ModelError(f"process_banks: a bank scores with {_layout(bank.detector)}, "
                              f"another with {_layout(detector)}; adopt one detector first")
-        touched.setdefault(id(bank), (bank, []))[1].append(np.asarray(slots, dtype=np.intp))
-    joint = SeriesBank(detector, capacity=0)
-    columns: dict[int, tuple[int, np.ndarray]] = {}  # bank -> (offset, its slots)
+        touched.setdefault(id(bank), (bank, []))[1].append(i)
+    groups: list[list[tuple[SeriesBank, np.ndarray, list[int]]]] = [[]]
+    width = 0
+    for bank, indices in touched.values():
+        used = np.unique(np.concatenate([np.asarray(parts[i][1], dtype=np.intp)
+                                         for i in indices]))
+        if groups[-1] and width + used.size > max_series:
+            groups.append([])
+            width = 0
+        groups[-1].append((bank, used, indices))
+        width += used.size
+    out: list[BankResult | None] = [None] * len(parts)
+    scored = []
+    for group in groups:
+        order = sorted(i for _, _, indices in group for i in indices)
+        joint, results = _score_jointly(group, [parts[i] for i in order], threshold, clear,
+                                        confirm_points, accept_points, keepalive_ms)
+        scored.append((joint, group))
+        for i, result in zip(order, results, strict=True):
+            out[i] = result
+    for joint, group in scored:
+        start = 0
+        for bank, used, _ in group:
+            stop = start + used.size
+            bank.state[:, used] = joint.state[:, start:stop]
+            for name in _ALARM_ROWS:
+                getattr(bank, name)[used] = getattr(joint, name)[start:stop]
+            bank.band[:, used] = joint.band[:, start:stop]
+            bank.calm_band[:, used] = joint.calm_band[:, start:stop]
+            start = stop
+    return [r for r in out if r is not None]
+
+
+def _score_jointly(banks: list[tuple[SeriesBank, np.ndarray, list[int]]],
+                   parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.ndarray]],
+                   threshold: float, clear: float, confirm_points: int, accept_points: int,
+                   keepalive_ms: int) -> tuple[SeriesBank, list[BankResult]]:
+    """The ``used`` columns of ``banks`` as one new joint bank, ``parts`` (of those banks,
+    in order) scored on it; the banks themselves are not touched."""
+    joint = SeriesBank(banks[0][0].detector, capacity=0)
+    offsets: dict[int, tuple[int, np.ndarray]] = {}  # bank -> (offset, its used slots)
     offset = 0
-    for key, (_, slot_lists) in touched.items():
-        used = np.unique(np.concatenate(slot_lists))
-        columns[key] = (offset, used)
+    for bank, used, _ in banks:
+        offsets[id(bank)] = (offset, used)
         offset += used.size
-    banks = [(bank, columns[key]) for key, (bank, _) in touched.items()]
-    joint.state = np.concatenate([b.state[:, u] for b, (_, u) in banks], axis=1)
+    joint.state = np.concatenate([b.state[:, u] for b, u, _ in banks], axis=1)
     for name in _ALARM_ROWS:
-        setattr(joint, name, np.concatenate([getattr(b, name)[u] for b, (_, u) in banks]))
-    joint.band = np.concatenate([b.band[:, u] for b, (_, u) in banks], axis=1)
-    joint.calm_band = np.concatenate([b.calm_band[:, u] for b, (_, u) in banks], axis=1)
+        setattr(joint, name, np.concatenate([getattr(b, name)[u] for b, u, _ in banks]))
+    joint.band = np.concatenate([b.band[:, u] for b, u, _ in banks], axis=1)
+    joint.calm_band = np.concatenate([b.calm_band[:, u] for b, u, _ in banks], axis=1)
     sizes = [len(slots) for _, slots, _, _ in parts]
     starts = np.r_[0, np.cumsum(sizes)].astype(np.intp)
-    slots = np.concatenate([columns[id(bank)][0] + np.searchsorted(columns[id(bank)][1], s)
+    slots = np.concatenate([offsets[id(bank)][0] + np.searchsorted(offsets[id(bank)][1], s)
                             for bank, s, _, _ in parts]).astype(np.intp)
     times = np.concatenate([np.asarray(t, dtype=np.int64) for _, _, t, _ in parts])
     values = np.concatenate([np.asarray(v, dtype=np.float64) for _, _, _, v in parts])
     sequence = np.repeat(np.arange(len(parts)), sizes)
     res = joint.process(slots, times, values, threshold, clear, confirm_points,
                         accept_points, keepalive_ms, sequence=sequence)
-    for bank, (start, used) in banks:
-        stop = start + used.size
-        bank.state[:, used] = joint.state[:, start:stop]
-        for name in _ALARM_ROWS:
-            getattr(bank, name)[used] = getattr(joint, name)[start:stop]
-        bank.band[:, used] = joint.band[:, start:stop]
-        bank.calm_band[:, used] = joint.calm_band[:, start:stop]
     out = [BankResult(res.score[a:b], res.raw[a:b], res.expected[a:b], res.scale[a:b])
            for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True)]
     for p, kind in res.events:
@@ -404,7 +448,7 @@ def process_banks(parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.n
             found = getattr(res, name)
             if p in found:
                 getattr(into, name)[local] = found[p]
-    return out
+    return joint, out
 
 
 def _layout(detector: SeriesDetector) -> str:

@@ -269,6 +269,12 @@ class Correlator:
                                        f"bridged by {where}", ctx)
             role = "symptom" if why.startswith("inhibited") else "member"
             member = replace(member_from(det, s), joined=why)
+            old = survivor.member(key)
+            if old is not None and "continuing since" in why:
+                # a series firing again after it went quiet, taken back by its old
+                # problem only as the same trouble continuing, keeps its old onset: it is
+                # no recent change there, so the old problem does not absorb what comes
+                member = replace(member, onset_ms=old.onset)
             p = self._link(w, with_member(survivor, member), det, role)
             self._derive(w, p, ctx, det.time, f"{where} joined: {why}", lazy=True)
             return

@@ -224,6 +224,11 @@ class Correlator:
                 every = "; every member resolved" if p.active and p.clear_since else ""
                 w.put(p, f"{where} resolved{every}")
             return
+        if det.evidence.get("pre_existing"):
+            # a condition its detector has seen hold since it first evaluated the series
+            # (present when watching began) is no change: it opens nothing and relates
+            # nothing; it stays a detection, flagged pre-existing
+            return
         # the series' problem takes a keep-alive, or a flap (firing again soon after it
         # was last seen firing); a series that resolved after being silent for longer
         # than alive_ms and fires again is a fresh onset, related like a new detection

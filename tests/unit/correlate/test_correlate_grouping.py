@@ -407,3 +407,26 @@ def test_a_flap_within_alive_ms_goes_on_with_the_same_onset():
     run.feed([again(memory, T0 + 4 * MIN)])
     [p] = run.open()
     assert p.members[0].state == "firing" and p.members[0].onset == onset
+
+
+def test_a_pre_existing_condition_opens_nothing_and_absorbs_nothing():
+    """auth's memory has been above its limit since the detector first evaluated it (a
+    condition present when watching began): it opens no problem, even kept alive, and
+    the slowdown of auth that follows opens its own problem, named after auth's latency,
+    not the old memory level. The same alarm going off after it cleared is a change."""
+    run = Run()
+    pre = {"pre_existing": True}
+    memory = det("memory_above_85pct", "auth", T0, category="resource", host="auth-1",
+                 evidence=pre)
+    assert run.feed([memory]) == [] and run.open() == []
+    run.feed([again(memory, T0 + 5 * MIN)])
+    run.feed([det("latency_high", "auth", T0 + 7 * MIN, category="performance",
+                  host="auth-1")])
+    [p] = run.open()
+    assert [m.detector for m in p.members] == ["latency_high"]
+    assert p.root_causes[0].service == "auth"
+    run.feed([cleared(memory, T0 + 9 * MIN)])
+    assert [m.detector for m in run.open()[0].members] == ["latency_high"]
+    fresh = replace(again(memory, T0 + 30 * MIN), evidence={})
+    run.feed([fresh])
+    assert any(m.detector == "memory_above_85pct" for q in run.open() for m in q.members)

@@ -25,8 +25,10 @@ def _num(x: float) -> float | None:
 
 def build(rule: Rule, version: str, service: str, key: tuple[str, ...], kind: int,
           time: int, window_start: int, window_end: int, value: float, samples: int,
-          fired_at: int, usual: float = math.nan) -> Detection:
-    """One :class:`Detection` for a state change of ``rule`` on the series ``key``."""
+          fired_at: int, usual: float = math.nan, pre_existing: bool = False) -> Detection:
+    """One :class:`Detection` for a state change of ``rule`` on the series ``key``;
+    ``pre_existing``: its condition has held since the series' first evaluation (evidence
+    ``pre_existing``: a condition present when the detector began watching)."""
     labels = dict(zip(label_names(rule), key, strict=True))
     service = labels.get("service") or service
     host = labels.get("host", "")
@@ -54,6 +56,8 @@ def build(rule: Rule, version: str, service: str, key: tuple[str, ...], kind: in
         evidence["firing_since"] = int(fired_at)
     if kind == KEEPALIVE:
         evidence["keepalive"] = True
+    if pre_existing:
+        evidence["pre_existing"] = True
     context = {"rule": rule.name, "service": service, "host": host, "entity": entity,
                "value": value, "threshold": threshold,
                "clear": rule.clear_condition.threshold if rule.condition else threshold,

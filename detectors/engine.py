@@ -223,14 +223,20 @@ class RuleEngine:
         if rule.min_events > 0 and ev.events is not None:  # too few failures to mean much
             enough = ev.events >= rule.min_events
             gate = enough if gate is None else gate & enough
-        changes = machine.run(rule, ev, rs.series, self.keepalive_ms, gate, also_clear)
+        if rs.began < 0:
+            rs.began = int(ev.time.min())
+        changes = machine.run(rule, ev, rs.series, self.keepalive_ms, gate, also_clear,
+                              rs.began)
         version = self._ruleset.version
+        pre = (changes.pre.tolist() if changes.pre is not None
+               else [False] * len(changes.rows))
         out = [build(rule, version, state.service, rs.keys[ev.series[i]], kind,
                      int(ev.time[i]), int(ev.start[i]), int(ev.time[i]),
                      float(ev.value[i]), int(ev.samples[i]), int(fired),
-                     math.nan if usual is None else float(usual[i]))
-               for i, kind, fired in zip(changes.rows.tolist(), changes.kind.tolist(),
-                                         changes.fired_at.tolist(), strict=True)]
+                     math.nan if usual is None else float(usual[i]), bool(since_start))
+               for i, kind, fired, since_start in zip(
+                   changes.rows.tolist(), changes.kind.tolist(), changes.fired_at.tolist(),
+                   pre, strict=True)]
         rs.compact(rule)  # after building: compaction renumbers series
         return out
 

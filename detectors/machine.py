@@ -3,7 +3,9 @@
 Per series: *idle* -> *pending* when the condition holds -> *firing* once it has held for
 ``for`` (consecutive evaluations) -> *idle* again when the clear condition holds (a value
 between clear and condition keeps firing: hysteresis). A window without data resets a
-pending series and never clears a firing one. Every row of the evaluations is processed
+pending series and never clears a firing one. A firing episode whose condition has held
+since the series' first evaluation is *pre-existing* (a condition already present when
+the detector began watching, not a change it saw). Every row of the evaluations is processed
 with numpy: runs of the condition via ``maximum.accumulate`` of run starts, the firing
 state as the last non-zero event (+1 armed, -1 clear) per series.
 """
@@ -27,6 +29,8 @@ class Changes:
     rows: np.ndarray  # int64 indices into the evaluations
     kind: np.ndarray  # FIRING, RESOLVED or KEEPALIVE
     fired_at: np.ndarray  # int64: when the firing episode began
+    pre: np.ndarray | None = None  # bool: the episode's condition held since the series'
+    # first evaluation (a pre-existing condition); None: none is
 
 
 def _shift(values: np.ndarray, first: np.ndarray, at_start: np.ndarray) -> np.ndarray:
@@ -38,8 +42,12 @@ def _shift(values: np.ndarray, first: np.ndarray, at_start: np.ndarray) -> np.nd
 
 
 def run(rule: Rule, ev: Evaluations, series: dict[str, np.ndarray], keepalive_ms: int,
-        gate: np.ndarray | None = None, also_clear: np.ndarray | None = None) -> Changes:
+        gate: np.ndarray | None = None, also_clear: np.ndarray | None = None,
+        began: int = 0) -> Changes:
     """Advance the firing state of the evaluated series; update ``series`` in place.
+
+    ``began`` is the rule's first evaluation of this service (0: unknown): a series first
+    evaluated then whose condition has held since fires *pre-existing*.
 
     ``gate`` (baseline) must hold for the condition to count; ``also_clear`` marks
     evaluations that resolve besides the clear condition (baseline ``clear_ratio``).
@@ -85,6 +93,13 @@ def run(rule: Rule, ev: Evaluations, series: dict[str, np.ndarray], keepalive_ms
 
     last_fire = np.maximum.accumulate(np.where(fire, rows, -1))
     fired_at = np.where(last_fire >= seg_start, t[np.maximum(last_fire, 0)], fired0)
+    # pre-existing: the run that armed the episode began at the series' first evaluation,
+    # which was the rule's first (a series met later appeared in a running system)
+    born0 = series["born"][s]
+    born = np.where(born0 >= 0, born0, t[seg_start])
+    pre_fire = fire & (run_t <= born) & (born == began) & (began > 0)
+    pre = np.where(last_fire >= seg_start, pre_fire[np.maximum(last_fire, 0)],
+                   series["pre"][s] > 0)
     keep = np.zeros(n, dtype=bool)
     if keepalive_ms > 0:
         k = (t - fired_at) // keepalive_ms
@@ -97,11 +112,13 @@ def run(rule: Rule, ev: Evaluations, series: dict[str, np.ndarray], keepalive_ms
     series["firing"][ids] = fs[last]
     series["since"][ids] = np.where(cond[last] & ~fs[last], run_t[last], -1)
     series["fired"][ids] = np.where(fs[last], fired_at[last], -1)
+    series["born"][ids] = born[last]
+    series["pre"][ids] = fs[last] & pre[last]
     series["emitted"][ids] = np.where(emitted[last] >= seg_start[last],
                                       t[np.maximum(emitted[last], 0)], emitted0[last])
     out = np.flatnonzero(fire | resolve | keep)
     kind = np.where(fire[out], FIRING, np.where(resolve[out], RESOLVED, KEEPALIVE))
-    return Changes(out, kind.astype(np.int8), fired_at[out])
+    return Changes(out, kind.astype(np.int8), fired_at[out], pre[out])
 
 
 def baseline_gate(rule: Rule, ev: Evaluations, series: dict[str, np.ndarray]

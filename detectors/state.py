@@ -26,7 +26,13 @@ NO_TIME = -(2**62)
 MAGIC = b"TCS1"
 SERIES_COLUMNS: dict[str, tuple[str, Any]] = {
     "firing": ("i1", 0), "since": ("i8", -1), "fired": ("i8", -1), "emitted": ("i8", -1),
+    # born: the series' first evaluation (-1: not yet; 0: unknown, read from a state
+    # written before the column existed); pre: the current firing episode has held since
+    # then and that was the rule's first evaluation (a pre-existing condition)
+    "born": ("i8", -1), "pre": ("i1", 0),
 }
+# the value of a column missing from a state written before it existed
+_UPGRADE = {"born": 0}
 ABSENCE_COLUMNS = {"seen": ("i8", -1)}
 BASELINE_COLUMNS = {"bsum": ("f8", 0.0), "bweight": ("f8", 0.0), "btime": ("i8", -1),
                     "bstart": ("i8", -1)}
@@ -55,6 +61,7 @@ class RuleState:
     series: dict[str, np.ndarray]
     items: Items | None
     until: int = 0
+    began: int = -1  # the rule's first evaluation (0: unknown, from an older state)
     index: dict[tuple[str, ...], int] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -141,7 +148,8 @@ class ServiceState:
                 arr = np.ascontiguousarray(arr)
                 specs.append([key, arr.dtype.str, list(arr.shape)])
                 blobs.append(arr.tobytes())
-            rules.append([name, rs.digest, rs.until, rs.items is not None, specs])
+            rules.append([name, rs.digest, rs.until, rs.items is not None, specs,
+                          rs.began])
         header = orjson.dumps({"service": self.service, "max": self.max_time,
                                "floor": self.floor, "labels": [list(k) for k in labels],
                                "rules": rules})
@@ -164,7 +172,9 @@ class ServiceState:
             labels = [tuple(k) for k in head["labels"]]
             state = cls(head["service"], {k: int(v) for k, v in head["max"].items()},
                         int(head["floor"]))
-            for name, digest, until, has_items, specs in head["rules"]:
+            for entry in head["rules"]:
+                name, digest, until, has_items, specs = entry[:5]
+                began = int(entry[5]) if len(entry) > 5 else 0
                 arrays: dict[str, np.ndarray] = {}
                 for key, dtype, shape in specs:
                     count = int(np.prod(shape)) if shape else 1
@@ -174,6 +184,10 @@ class ServiceState:
                     arrays[key] = arr
                 keys = [labels[i] for i in arrays.pop("keys").tolist()]
                 series = {k[2:]: v for k, v in arrays.items() if k.startswith("s.")}
+                for col, (dtype, default) in SERIES_COLUMNS.items():
+                    if col not in series:  # a state written before the column existed
+                        series[col] = np.full(len(keys), _UPGRADE.get(col, default),
+                                              dtype=dtype)
                 items = None
                 if has_items:
                     items = Items(arrays["i.series"].astype(np.int64), arrays["i.key"],
@@ -181,7 +195,7 @@ class ServiceState:
                     if "i.qn" in arrays:
                         items.qn = arrays["i.qn"].astype(np.int64)
                         items.qv, items.qw = arrays["i.qv"], arrays["i.qw"]
-                rs = RuleState(digest, keys, series, items, int(until))
+                rs = RuleState(digest, keys, series, items, int(until), began)
                 rs.index = {k: i for i, k in enumerate(keys)}
                 state.rules[name] = rs
         except (ValueError, KeyError, TypeError, IndexError, struct.error, zlib.error,

@@ -224,6 +224,11 @@ class Correlator:
                 every = "; every member resolved" if p.active and p.clear_since else ""
                 w.put(p, f"{where} resolved{every}")
             return
+        if det.evidence.get("pre_existing"):
+            # a condition its detector has seen hold since it first evaluated the series
+            # (present when watching began) is no change: it opens nothing and relates
+            # nothing; it stays a detection, flagged pre-existing
+            return
         # the series' problem takes a keep-alive, or a flap (firing again soon after it
         # was last seen firing); a series that resolved after being silent for longer
         # than alive_ms and fires again is a fresh onset, related like a new detection
@@ -269,6 +274,12 @@ class Correlator:
                                        f"bridged by {where}", ctx)
             role = "symptom" if why.startswith("inhibited") else "member"
             member = replace(member_from(det, s), joined=why)
+            old = survivor.member(key)
+            if old is not None and "continuing since" in why:
+                # a series firing again after it went quiet, taken back by its old
+                # problem only as the same trouble continuing, keeps its old onset: it is
+                # no recent change there, so the old problem does not absorb what comes
+                member = replace(member, onset_ms=old.onset)
             p = self._link(w, with_member(survivor, member), det, role)
             self._derive(w, p, ctx, det.time, f"{where} joined: {why}", lazy=True)
             return

@@ -88,7 +88,10 @@ def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Mem
     return replace(
         m, state="firing", resolved_ms=None, last_ms=max(m.last_ms, det.time),
         first_ms=min(m.first_ms, det.time) if m.state == "firing" else m.first_ms,
-        onset_ms=m.onset if m.state == "firing" else change_point(det),
+        # a flap (firing again within alive_ms of when it was last seen firing) goes on
+        # with the same trouble; after longer, the series begins anew
+        onset_ms=(m.onset if m.state == "firing" or det.time - m.last_ms <= settings.alive_ms
+                  else change_point(det)),
         deviation=max(m.deviation, new.deviation),
         severity=max(m.severity, new.severity, key=SEVERITIES.index),
         strength=max(m.strength, new.strength),

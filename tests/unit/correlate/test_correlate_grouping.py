@@ -371,3 +371,62 @@ def test_a_detection_arriving_after_its_problem_resolved_joins_it_without_reopen
     # a detection of a time the problem did not cover still opens its own
     run.feed([det("error_rate_above_5pct", "payments", T0 + 40 * MIN)])
     assert len(run.open()) == 1
+
+
+def test_a_member_taken_back_as_continuing_trouble_is_no_recent_change():
+    """auth's memory alarm joined its CPU background, resolved, and fires again 25 min
+    later: the background takes it back only as the same trouble continuing, with its
+    old onset, so the slowdown that follows is a fresh onset of its own - not absorbed
+    through "same service" as if the background had just changed."""
+    run = Run()
+    background = _background(run, 60)
+    memory = det("memory_above_85pct", "auth", T0 + 10 * MIN, category="resource",
+                 host="auth-1")
+    run.feed([memory])
+    onset = run.problem(background).members[-1].onset
+    run.feed([cleared(memory, T0 + 12 * MIN)])
+    run.feed([again(memory, T0 + 37 * MIN)])
+    [p] = run.open()
+    back = p.member(p.members[-1].key)
+    assert "continuing since" in back.joined and back.onset == onset
+    out = run.feed([det("latency_high", "auth", T0 + 38 * MIN, category="performance")])
+    assert len(run.open()) == 2 and out[-1].kind == "opened"
+    assert "latency_high" not in {m.detector for m in run.problem(background).members}
+
+
+def test_a_flap_within_alive_ms_goes_on_with_the_same_onset():
+    """A member that resolved and fires again within alive_ms of when it was last seen
+    firing is the same trouble: its onset stays, so its problem does not count as
+    changing again."""
+    run = Run()
+    memory = det("memory_above_85pct", "auth", T0, category="resource", host="auth-1")
+    run.feed([memory])
+    [p] = run.open()
+    onset = p.members[0].onset
+    run.feed([cleared(memory, T0 + 2 * MIN)])
+    run.feed([again(memory, T0 + 4 * MIN)])
+    [p] = run.open()
+    assert p.members[0].state == "firing" and p.members[0].onset == onset
+
+
+def test_a_pre_existing_condition_opens_nothing_and_absorbs_nothing():
+    """auth's memory has been above its limit since the detector first evaluated it (a
+    condition present when watching began): it opens no problem, even kept alive, and
+    the slowdown of auth that follows opens its own problem, named after auth's latency,
+    not the old memory level. The same alarm going off after it cleared is a change."""
+    run = Run()
+    pre = {"pre_existing": True}
+    memory = det("memory_above_85pct", "auth", T0, category="resource", host="auth-1",
+                 evidence=pre)
+    assert run.feed([memory]) == [] and run.open() == []
+    run.feed([again(memory, T0 + 5 * MIN)])
+    run.feed([det("latency_high", "auth", T0 + 7 * MIN, category="performance",
+                  host="auth-1")])
+    [p] = run.open()
+    assert [m.detector for m in p.members] == ["latency_high"]
+    assert p.root_causes[0].service == "auth"
+    run.feed([cleared(memory, T0 + 9 * MIN)])
+    assert [m.detector for m in run.open()[0].members] == ["latency_high"]
+    fresh = replace(again(memory, T0 + 30 * MIN), evidence={})
+    run.feed([fresh])
+    assert any(m.detector == "memory_above_85pct" for q in run.open() for m in q.members)

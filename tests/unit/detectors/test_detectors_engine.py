@@ -249,3 +249,60 @@ def test_empty_batches_and_bad_signal() -> None:
         engine.process("events", cols([]), state)
     with pytest.raises(ValueError, match="lateness"):
         RuleEngine(engine.ruleset, allowed_lateness_ms=-1)
+
+
+def _pre_existing_stream() -> list[tuple[int, str, str, float]]:
+    """h1 hot from the start until minute 6, cool, hot again from minute 10; h2 hovers
+    until it gets hot at minute 4; h3 appears at minute 5 already hot."""
+    rows = []
+    for t in range(0, 16 * M, 10 * S):
+        rows.append((t, "h1", "cpu", 92.0 if t < 6 * M or t >= 10 * M else 40.0))
+        rows.append((t, "h2", "cpu", 92.0 if t >= 4 * M else 40.0))
+        if t >= 5 * M:
+            rows.append((t, "h3", "cpu", 95.0))
+    return rows
+
+
+def test_a_condition_held_since_the_first_evaluation_is_flagged_pre_existing() -> None:
+    rows = _pre_existing_stream()
+    whole, _, _ = replay(make(HOT, keepalive=2 * M), [rows], end=16 * M)
+    flags = {(d.host, d.state, d.time - T0, bool(d.evidence.get("pre_existing")))
+             for d in whole}
+    h1 = sorted(x for x in flags if x[0] == "h1")
+    # the first episode, with its keep-alive and its resolve, is pre-existing; the
+    # condition coming back after it cleared is a change the detector saw
+    assert [x[3] for x in h1 if x[2] < 8 * M] == [True] * len([x for x in h1 if x[2] < 8 * M])
+    assert any(x[1] == "firing" and x[2] < 6 * M for x in h1)
+    assert any(x[1] == "resolved" for x in h1)
+    again = [x for x in h1 if x[1] == "firing" and x[2] >= 10 * M]
+    assert again and not any(x[3] for x in again)
+    # a series that went wrong after it was first evaluated, or that appeared once the
+    # rule was evaluating, is no pre-existing condition
+    assert {x[3] for x in flags if x[0] in ("h2", "h3")} == {False}
+    assert {x[0] for x in flags if x[1] == "firing"} == {"h1", "h2", "h3"}
+    # the same flags whatever the batching, with the state written and read between
+    state = None
+    found: list[Detection] = []
+    engine = make(HOT, keepalive=2 * M)
+    for i in range(0, len(rows), 23):
+        state, out, _ = engine.process("metrics", cols(rows[i:i + 23]),
+                                       state or engine.new_state())
+        found += out
+        state = ServiceState.from_bytes(state.to_bytes())
+    state, out = engine.advance(state, T0 + 16 * M)
+    assert [(x, bool(d.evidence.get("pre_existing"))) for x, d in
+            zip(brief(found + out), found + out, strict=True)] == \
+        [(x, bool(d.evidence.get("pre_existing"))) for x, d in
+         zip(brief(whole), whole, strict=True)]
+
+
+def test_a_state_written_before_pre_existing_was_tracked_flags_nothing() -> None:
+    engine = make(HOT)
+    rows = _pre_existing_stream()
+    state, _, _ = engine.process("metrics", cols(rows[:3]), engine.new_state())
+    for rs in state.rules.values():  # as an older version wrote it
+        del rs.series["born"], rs.series["pre"]
+    state = ServiceState.from_bytes(state.to_bytes())
+    found, _, _ = replay(engine, [rows[3:]], end=16 * M, state=state)
+    assert any(d.host == "h1" and d.state == "firing" for d in found)
+    assert not any(d.evidence.get("pre_existing") for d in found)

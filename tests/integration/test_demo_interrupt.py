@@ -17,6 +17,12 @@ pytestmark = pytest.mark.integration
 EXIT_BOUND_S = 45
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as a terminal delivers it: a suite started in the background of a shell
+    without job control (`.ci/run &`) inherits SIGINT ignored, and so would the demo."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -35,7 +41,7 @@ def test_ctrl_c_stops_the_demo_and_its_worker(kafka_broker, tmp_path):
         demo = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "demo", "--hours", "2",
                                  "--minutes", "5"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_default_sigint)
     worker_pid = None
     try:
         deadline = time.monotonic() + 180

@@ -188,7 +188,7 @@ class SeriesBank:
         firing, armed = self.firing[cols], self.armed[cols]
         low, high = self.band[0, cols], self.band[1, cols]
         calm_low, calm_high = self.calm_band[0, cols], self.calm_band[1, cols]
-        # an empty band: the model scored even its expected value past the level, so it is
+        # an empty band: the model scored even its expected value past the threshold, so it is
         # the series' recent run that surprises it, not a value; the alarm follows the score
         valued = low < high
         inside = (x >= low) & (x <= high)

@@ -259,6 +259,32 @@ def worker_env(bootstrap: str, suffix: str, root: Path, web_port: int, partition
     return env
 
 
+def bench_settings(bootstrap: str, suffix: str, root: Path, partitions: int,
+                   batch_size: int | None, extra: list[str]) -> tuple[dict[str, str], Settings]:
+    """A bench worker's environment (``extra``: ``NAME=VALUE`` items) and the settings it
+    gives, with its topics created."""
+    env = worker_env(bootstrap, suffix, root, find_free_port(), partitions, batch_size,
+                     dict(item.split("=", 1) for item in extra))
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
+    settings = load_settings(environ={**base, **env})
+    asyncio.run(ensure_topics(settings))
+    return env, settings
+
+
+def release(started_broker: bool, broker_dir: Path, settings: Settings | None, suffix: str,
+            root: Path) -> None:
+    """Stop the broker the bench started, or delete its topics from the one it was given;
+    remove its files."""
+    if started_broker:
+        stop_broker(state_dir=broker_dir)
+    elif settings is not None:
+        try:
+            asyncio.run(delete_topics(settings, suffix))
+        except Exception as exc:  # noqa: BLE001 - cleanup only, report and go on
+            print(f"could not delete the benchmark topics: {exc}", file=sys.stderr)
+    shutil.rmtree(root, ignore_errors=True)
+
+
 class Worker:
     """``python -m pipeline.cli worker`` in a child process, stopped by its own PID."""
 
@@ -589,12 +615,9 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap = handle.bootstrap
             print(f"local Kafka broker at {bootstrap} (pid {handle.pid}) "
                   f"in {time.perf_counter() - t:.1f}s", flush=True)
-        env = worker_env(bootstrap, suffix, root, find_free_port(), args.partitions,
-                         args.batch_size, dict(item.split("=", 1) for item in args.worker_env))
-        base = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
-        settings = load_settings(environ={**base, **env})
+        env, settings = bench_settings(bootstrap, suffix, root, args.partitions,
+                                       args.batch_size, args.worker_env)
         topic = settings.topics.metrics
-        asyncio.run(ensure_topics(settings))
 
         t = time.perf_counter()
         hosts = max(1, round(args.series / (SERVICES * len(METRICS))))
@@ -650,14 +673,7 @@ def main(argv: list[str] | None = None) -> int:
             if worker.proc is not None and worker.proc.returncode not in (0, None):
                 print(f"WARNING: the worker exited with {worker.proc.returncode}; its log "
                       f"ends:\n{worker.log_tail()}", file=sys.stderr, flush=True)
-        if started_broker:
-            stop_broker(state_dir=broker_dir)
-        elif settings is not None:
-            try:
-                asyncio.run(delete_topics(settings, suffix))
-            except Exception as exc:  # noqa: BLE001 - cleanup only, report and go on
-                print(f"could not delete the benchmark topics: {exc}", file=sys.stderr)
-        shutil.rmtree(root, ignore_errors=True)
+        release(started_broker, broker_dir, settings, suffix, root)
 
     print_table(figures)
     print(f"\ncommand: {command}")

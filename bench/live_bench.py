@@ -42,7 +42,6 @@ import json
 import os
 import random
 import shlex
-import shutil
 import sys
 import tempfile
 import time
@@ -61,15 +60,14 @@ from ingest_bench import (  # noqa: E402
     REGIONS,
     SERVICES,
     Worker,
-    delete_topics,
-    worker_env,
+    bench_settings,
+    release,
 )
 
 from pipeline.events.schema import RecordKind  # noqa: E402
-from pipeline.kafka import find_free_port, start_broker, stop_broker  # noqa: E402
+from pipeline.kafka import start_broker  # noqa: E402
 from pipeline.kafka.producer import TelemetryProducer  # noqa: E402
-from pipeline.kafka.transport import ensure_topics  # noqa: E402
-from pipeline.settings import Settings, load_settings  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
 from pipeline.simulate.otlp import metrics_message  # noqa: E402
 
 
@@ -303,11 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             started_broker = True
             bootstrap = start_broker(port=0, state_dir=broker_dir).bootstrap
-        env = worker_env(bootstrap, suffix, root, find_free_port(), args.partitions, None,
-                         dict(item.split("=", 1) for item in args.worker_env))
-        base = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
-        settings = load_settings(environ={**base, **env})
-        asyncio.run(ensure_topics(settings))
+        env, settings = bench_settings(bootstrap, suffix, root, args.partitions, None,
+                                       args.worker_env)
         worker = Worker(env, root / "worker.log", None)
         worker.start()
         wait_ready(worker)
@@ -342,14 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if worker is not None:
             print(worker.stop(), flush=True)
-        if started_broker:
-            stop_broker(state_dir=broker_dir)
-        elif settings is not None:
-            try:
-                asyncio.run(delete_topics(settings, suffix))
-            except Exception as exc:  # noqa: BLE001 - cleanup only, report and go on
-                print(f"could not delete the benchmark topics: {exc}", file=sys.stderr)
-        shutil.rmtree(root, ignore_errors=True)
+        release(started_broker, broker_dir, settings, suffix, root)
     print_table(phases, args.format, bound_s)
     print(f"\ncommand: {command}")
     if args.json:

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.events.times import format_ms
-from pipeline.simulate.schedule import parse_duration_ms
+from pipeline.simulate import load_system, parse_duration_ms, start_ending_at
 from pipeline.simulate.topology import DEFAULT_SYSTEM
 
 HOUR_MS = 3_600_000
@@ -29,7 +29,8 @@ def pinned_system(path: Path, end_ms: int, hours_after_peak: float = 0.0) -> Pat
 
     text = resources.files("pipeline.simulate").joinpath(DEFAULT_SYSTEM).read_text("utf-8")
     system = yaml.safe_load(text)
-    system["seasonality"]["peak_hour_utc"] = (end_ms / HOUR_MS - hours_after_peak) % 24.0
+    peak_ms = end_ms - int(hours_after_peak * HOUR_MS)
+    system["seasonality"]["peak_hour_utc"] = load_system().peaking_at(peak_ms).peak_hour_utc
     path.write_text(yaml.safe_dump(system, sort_keys=False), "utf-8")
     return path
 
@@ -38,7 +39,7 @@ def pinned_start_ms(duration_ms: int, interval_ms: int = 10_000,
                     now_ms: int | None = None) -> int:
     """The start ``tocsin simulate`` picks by default: the run ends now, on an interval."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    return (now - duration_ms) // interval_ms * interval_ms
+    return start_ending_at(now, duration_ms, interval_ms)
 
 
 def pinned_run_args(directory: Path, duration: str, interval_ms: int = 10_000) -> list[str]:

@@ -10,7 +10,6 @@ fresh; the broker and worker are stopped by their PIDs at the end.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import shutil
@@ -36,7 +35,13 @@ from pipeline.evaluate import evaluate, format_table, result_to_dict
 from pipeline.evaluate.load import load_detections, load_problems
 from pipeline.kafka import default_cache_dir, find_free_port, start_broker, stop_broker
 from pipeline.settings import load_settings
-from pipeline.simulate import load_system, save_labels, simulate, write_call_graph
+from pipeline.simulate import (
+    load_system,
+    save_labels,
+    simulate,
+    start_ending_at,
+    write_call_graph,
+)
 from pipeline.simulate.publish import publish_simulation
 from pipeline.store import QueryResult
 
@@ -276,11 +281,10 @@ def run_demo(hours: float = 3.0, seed: int = 7, minutes: float = 1.0,
         interval_ms = 10_000
         now_ms = int(time.time() * 1000)
         duration_ms = int(hours * 3_600_000)
-        start_ms = (now_ms - duration_ms) // interval_ms * interval_ms
+        start_ms = start_ending_at(now_ms, duration_ms, interval_ms)
         # the run ends now, at the shop's daily load peak whatever the hour: a seed gives
         # the same data, and so the same figures, at any time of day
-        system = dataclasses.replace(
-            system, peak_hour_utc=(start_ms + duration_ms) / 3_600_000 % 24.0)
+        system = system.peaking_at(start_ms + duration_ms)
         simulation = simulate(system, start_ms, duration_ms, seed, mixed=True,
                               interval_ms=interval_ms)
         save_labels(simulation.labels, home / "labels.json")

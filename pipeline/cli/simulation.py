@@ -23,6 +23,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         parse_schedule,
         save_labels,
         simulate,
+        start_ending_at,
         write_call_graph,
         write_ndjson,
     )
@@ -37,7 +38,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     if args.start:
         start_ms = parse_rfc3339_ms(args.start)
     else:  # end now, so event times are neither in the future nor expired
-        start_ms = (int(time.time() * 1000) - duration_ms) // interval_ms * interval_ms
+        start_ms = start_ending_at(int(time.time() * 1000), duration_ms, interval_ms)
     incidents = parse_schedule(args.incidents, start_ms) if args.incidents else None
     simulation = simulate(load_system(args.system), start_ms, duration_ms, args.seed,
                           incidents, mixed=incidents is None and not args.quiet_run,

@@ -28,6 +28,7 @@ from pipeline.simulate.schedule import (
     mix_incidents,
     parse_duration_ms,
     parse_schedule,
+    start_ending_at,
 )
 from pipeline.simulate.topology import (
     SimulationError,
@@ -65,6 +66,7 @@ __all__ = [
     "parse_system",
     "save_labels",
     "simulate",
+    "start_ending_at",
     "tick_wire",
     "validate_labels",
     "wire_batches",

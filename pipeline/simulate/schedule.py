@@ -170,5 +170,10 @@ def parse_duration_ms(text: str) -> int:
         raise ScenarioError(f"cannot parse duration {text!r}; expected {exc.expected}") from None
 
 
+def start_ending_at(end_ms: int, duration_ms: int, interval_ms: int) -> int:
+    """The start, on an interval, of a run of ``duration_ms`` that ends at ``end_ms``."""
+    return _align(end_ms - duration_ms, interval_ms)
+
+
 def _align(ms: int, interval_ms: int) -> int:
     return ms // interval_ms * interval_ms

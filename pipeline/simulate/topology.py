@@ -27,7 +27,7 @@ services.orders.calls[1]: unknown service 'pg'``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,10 @@ class System:
     services: tuple[Service, ...]
     season_amplitude: float = 0.35
     peak_hour_utc: float = 15.0
+
+    def peaking_at(self, t_ms: int) -> System:
+        """This system with its daily load peak at the time of day of ``t_ms``."""
+        return replace(self, peak_hour_utc=t_ms / 3_600_000 % 24.0)
 
     def service(self, name: str) -> Service:
         """The service called ``name`` (``KeyError`` if unknown)."""

@@ -104,6 +104,7 @@ class RuleEngine:
         wm_before = np.maximum(wm_before, state.floor)
         late = t < wm_before
         state.max_time[signal] = max(prev, int(running[-1]))
+        state.first_time.setdefault(signal, int(t.min()))
         wm = state.watermark(signal, self.allowed_lateness_ms)
         values = batch.values()
         masks: dict[Selector, np.ndarray] = {}
@@ -132,7 +133,11 @@ class RuleEngine:
             rs = state.rules.get(rule.name)
             if rs is None and not rows.size:
                 continue  # nothing of this service for this rule yet
-            rs = rs or self._rule_state(state, rule)
+            if rs is None:
+                rs = self._rule_state(state, rule)
+                if rule.window is not None and (int(t[rows].min()) - state.first_time[signal]
+                                                > rule.window.size_ms):
+                    rs.began = 0  # first met in a running system: nothing is pre-existing
             if not rows.size and not self._closes(rule, rs, wm):
                 continue
             sids = self._series(rule, rs, batch, rows)

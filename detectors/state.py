@@ -61,7 +61,7 @@ class RuleState:
     series: dict[str, np.ndarray]
     items: Items | None
     until: int = 0
-    began: int = -1  # the rule's first evaluation (0: unknown, from an older state)
+    began: int = -1  # the rule's first evaluation (0: unknown, or met in a running system)
     index: dict[tuple[str, ...], int] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -115,6 +115,8 @@ class ServiceState:
     service: str = ""
     max_time: dict[str, int] = field(default_factory=dict)
     floor: int = NO_TIME
+    # the first event time of each signal: when watching this service began
+    first_time: dict[str, int] = field(default_factory=dict)
     rules: dict[str, RuleState] = field(default_factory=dict)
 
     def watermark(self, signal: str, allowed_lateness_ms: int) -> int:
@@ -151,7 +153,8 @@ class ServiceState:
             rules.append([name, rs.digest, rs.until, rs.items is not None, specs,
                           rs.began])
         header = orjson.dumps({"service": self.service, "max": self.max_time,
-                               "floor": self.floor, "labels": [list(k) for k in labels],
+                               "floor": self.floor, "first": self.first_time,
+                               "labels": [list(k) for k in labels],
                                "rules": rules})
         body = struct.pack("<I", len(header)) + header + b"".join(blobs)
         packed = zlib.compress(body, 1)
@@ -171,7 +174,8 @@ class ServiceState:
             offset = 4 + size
             labels = [tuple(k) for k in head["labels"]]
             state = cls(head["service"], {k: int(v) for k, v in head["max"].items()},
-                        int(head["floor"]))
+                        int(head["floor"]),
+                        {k: int(v) for k, v in head.get("first", {}).items()})
             for entry in head["rules"]:
                 name, digest, until, has_items, specs = entry[:5]
                 began = int(entry[5]) if len(entry) > 5 else 0

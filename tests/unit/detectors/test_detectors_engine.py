@@ -296,6 +296,30 @@ def test_a_condition_held_since_the_first_evaluation_is_flagged_pre_existing() -
          zip(brief(whole), whole, strict=True)]
 
 
+def test_a_rule_first_matched_in_a_running_service_flags_nothing_pre_existing() -> None:
+    # the service is watched from minute 0 (memory), the rule's metric appears only at
+    # minute 5, hot at once: like a count of OOM log lines, whose series begins with the
+    # first OOM. It is a change in a running system, not a condition present from the start
+    rows = [(t, "h1", "mem", 50.0) for t in range(0, 12 * M, 10 * S)]
+    rows += [(t, "h1", "cpu", 95.0) for t in range(5 * M, 12 * M, 10 * S)]
+    rows.sort()
+    for size in (len(rows), 7):  # one batch, or the state written and read between
+        state = None
+        found: list[Detection] = []
+        engine = make(HOT)
+        for i in range(0, len(rows), size):
+            state, out, _ = engine.process("metrics", cols(rows[i:i + size]),
+                                           state or engine.new_state())
+            found += out
+            state = ServiceState.from_bytes(state.to_bytes())
+        assert any(d.state == "firing" for d in found)
+        assert not any(d.evidence.get("pre_existing") for d in found)
+    # the same series watched from the start is pre-existing
+    early = [(t, "h1", "cpu", 95.0) for t in range(0, 12 * M, 10 * S)]
+    found, _, _ = replay(make(HOT), [early], end=12 * M)
+    assert any(d.state == "firing" and d.evidence.get("pre_existing") for d in found)
+
+
 def test_a_state_written_before_pre_existing_was_tracked_flags_nothing() -> None:
     engine = make(HOT)
     rows = _pre_existing_stream()

@@ -87,6 +87,7 @@ class TocsinApp(faust.App):
     runners: BatchRunners | None = None
     shutdown_timeout_s: float = 30.0
     fetch_max_wait_ms: int | None = None  # kafka.fetch_max_wait_ms (None: Faust's 1500)
+    faults: Faults = Faults()  # injected faults (tests only; see pipeline.events.faults)
 
     def _new_transport(self) -> Any:
         """Faust's aiokafka transport, its consumer waiting ``fetch_max_wait_ms`` at most
@@ -281,7 +282,7 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
         log.warning("the worker's pages (the query page included) listen on %s without "
                     "worker.api_token: anyone who reaches that address can query the store",
                     worker.web_host)
-    faults = Faults.from_env(os.environ)
+    faults = app.faults = Faults.from_env(os.environ)
     store = store or open_store(settings.store, ReadLimits.from_settings(settings.query))
     metrics = WorkerMetrics()  # this app's registry: never shared with another worker
     writer = StoreWriter(store, faults, on_insert=metrics.observe_insert,

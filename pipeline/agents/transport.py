@@ -34,6 +34,9 @@ Without gap filling, a commit still passes the single offset a transaction marke
 input topics must not be compacted. The batch runners drop events that reached a stream
 before a rebalance in the same way (``pipeline.agents.batches``). Everything else
 (groups, assignment, commits, rebalances, flow control) is Faust's.
+
+What the loop delivered and dropped per partition is kept (``delivery``) for the status
+page (``pipeline.agents.partitions``).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from typing import Any
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as driver
+
+from pipeline.agents.partitions import DeliveryLog
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
@@ -55,12 +60,25 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
 
 
 class _Consumer(driver.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.delivery = DeliveryLog()  # what the fetch loop delivered or dropped (status)
+
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        """Seek every assigned partition to its committed offset (Faust's), then the
+        ``consumer.seek`` test fault point (a slow seek on a busy machine)."""
+        await super().perform_seek()
+        faults = getattr(self.app, "faults", None)
+        if faults is not None:
+            await faults.wait("consumer.seek")
 
     async def _drain_messages(self, fetcher: Any) -> None:
         """Deliver fetched messages to the streams until the consumer or fetcher stops."""
         app = self.app
+        delivery = self.delivery
         since_yield = 0
         try:
             while not (self._stopped.is_set() or fetcher._stopped.is_set()):
@@ -79,7 +97,12 @@ class _Consumer(driver.Consumer):
                         await self.commit()  # a rebalance can run meanwhile
                     if (not self.flow_active
                             or message.generation_id != app.consumer_generation_id):
-                        continue  # read again from the committed offset
+                        # read again from the committed offset
+                        delivery.dropped(message.topic, message.partition, message.offset,
+                                         flow_stopped=not self.flow_active)
+                        continue
+                    delivery.delivered(message.topic, message.partition, message.offset,
+                                       message.generation_id)
                     await self.wait_first(self.callback(message), self.suspend_flow.wait())
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:

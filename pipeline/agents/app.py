@@ -16,6 +16,8 @@ from typing import Any
 import faust
 import orjson
 from faust.web import Request, Response, View
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 from pipeline.agents.batches import Backoff, BatchRunner, BatchRunners
 from pipeline.agents.console import register_console
@@ -88,6 +90,14 @@ class TocsinApp(faust.App):
     shutdown_timeout_s: float = 30.0
     fetch_max_wait_ms: int | None = None  # kafka.fetch_max_wait_ms (None: Faust's 1500)
     faults: Faults = Faults()  # injected faults (tests only; see pipeline.events.faults)
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        """Flow control into the agents' queues, resumed without clearing them (see
+        ``pipeline.agents.transport``)."""
+        from pipeline.agents.transport import FlowControl
+
+        return FlowControl(loop=self.loop)
 
     def _new_transport(self) -> Any:
         """Faust's aiokafka transport, its consumer waiting ``fetch_max_wait_ms`` at most

@@ -95,8 +95,8 @@ def _acked(consumer: Any, tp: Any) -> dict[str, Any]:
 
 
 def partition_states(app: Any, delivery: DeliveryLog | None) -> dict[str, Any]:
-    """The consumer's generation and flow, and per assigned input partition (changelogs
-    aside) its fetch, delivery, acknowledgement and commit state (see the module doc)."""
+    """The consumer's generation and flow, and per assigned partition (table changelogs
+    included) its fetch, delivery, acknowledgement and commit state (see the module doc)."""
     consumer = getattr(app, "_consumer", None)
     if consumer is None:
         return {}
@@ -111,8 +111,6 @@ def partition_states(app: Any, delivery: DeliveryLog | None) -> dict[str, Any]:
     flow_control = getattr(app, "flow_control", None)
     rows = []
     for tp in assigned:
-        if tp.topic.endswith(_CHANGELOG_SUFFIX):
-            continue
         try:
             highwater = consumer.highwater(tp)
         except Exception:
@@ -121,6 +119,7 @@ def partition_states(app: Any, delivery: DeliveryLog | None) -> dict[str, Any]:
         record = delivery.of(tp.topic, tp.partition) if delivery is not None else None
         rows.append({
             "topic": tp.topic, "partition": tp.partition,
+            "changelog": tp.topic.endswith(_CHANGELOG_SUFFIX),  # read by table recovery
             "paused": tp in paused,
             "active": active is None or tp in active,
             "buffer_full": tp in buffered,

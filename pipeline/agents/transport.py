@@ -46,11 +46,12 @@ acknowledged them, so the partition's commit stopped below them for good: the ag
 idle with lag left (after a restart on a busy machine the state-chunks test's ingest
 agent processed 202 of the 240 messages left, then waited; ``tests/integration/
 test_seek_window.py`` widens the window on purpose). The worker's flow control resumes
-without clearing: what a queue holds from the current generation is processed, what it
-holds from an earlier one is skipped by the stream (the generation check of Faust's
-compiled stream iterator, which does not acknowledge it) or by the batch runners. The
-clear when partitions are revoked stays. Everything else (groups, assignment, commits,
-rebalances, flow control) is Faust's.
+without clearing the agents' queues: what one holds from the current generation is
+processed, what it holds from an earlier one is skipped by the stream (the generation
+check of Faust's compiled stream iterator, which does not acknowledge it) or by the batch
+runners. The tables' changelog queue is still cleared on resume (table recovery has no
+generation check), and every queue still is when partitions are revoked. Everything
+else (groups, assignment, commits, rebalances, flow control) is Faust's.
 
 What the loop delivered and dropped per partition is kept (``delivery``) for the status
 page (``pipeline.agents.partitions``).
@@ -59,6 +60,7 @@ page (``pipeline.agents.partitions``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -136,13 +138,23 @@ class _Consumer(driver.Consumer):
 
 
 class FlowControl(FlowControlEvent):
-    """Faust's flow control into the agents' queues, whose resume keeps what the queues
-    hold (see the module doc); ``clear()`` still empties them."""
+    """Faust's flow control into the agents' queues, whose resume keeps what the agents'
+    queues hold (see the module doc); the queues ``cleared_on_resume`` picks (the tables'
+    changelog queue, whose recovery has no generation check) are still cleared, and
+    ``clear()`` still empties them all."""
+
+    def __init__(self, *, cleared_on_resume: Callable[[Any], bool] = lambda queue: False,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cleared_on_resume = cleared_on_resume
 
     def resume(self) -> None:
-        """Resume production into the queues, keeping their contents."""
+        """Resume production into the queues, keeping the agents' queues' contents."""
         self._suspend.clear()
         self._resume.set()
+        for queue in list(self._queues):
+            if self.cleared_on_resume(queue):
+                queue.clear()
 
 
 class Transport(driver.Transport):

@@ -40,11 +40,24 @@ def test_clear_still_empties_the_queues():
     assert asyncio.run(run()) == 0
 
 
-def test_the_worker_app_uses_the_queue_keeping_flow_control(tmp_path):
+def test_the_worker_app_keeps_agent_queues_and_clears_the_changelog_queue(tmp_path):
     settings = load_settings(environ={"TOCSIN_STORE_PATH": str(tmp_path / "store"),
                                       "TOCSIN_WORKER_DATA_DIR": str(tmp_path / "data")})
     pipeline = create_pipeline(settings)
+    app = pipeline.app
+
+    async def run() -> tuple[int, int]:
+        flow = app.flow_control
+        agents = app.FlowControlQueue(maxsize=10, clear_on_resume=True)  # a channel's queue
+        changelog = app.tables.changelog_queue  # table recovery reads this one
+        flow.resume()
+        agents.put_nowait("a record of the current generation")
+        changelog.put_nowait("a changelog record")
+        flow.resume()
+        return agents.qsize(), changelog.qsize()
+
     try:
-        assert isinstance(pipeline.app.flow_control, FlowControl)
+        assert isinstance(app.flow_control, FlowControl)
+        assert asyncio.run(run()) == (1, 0)
     finally:
         pipeline.store.close()

@@ -57,7 +57,8 @@ def test_the_status_says_where_each_partition_stands():
     assert state["generation"] == 3 and state["flow_active"]
     assert state["flow_control_active"] is False  # suspended until the first resume
     rows = {r["topic"]: r for r in state["partitions"]}
-    assert set(rows) == {"t.metrics", "t.logs"}  # changelogs aside
+    assert set(rows) == {"t.metrics", "t.logs", "app-rules-changelog"}
+    assert rows["app-rules-changelog"]["changelog"] and not rows["t.metrics"]["changelog"]
     metrics = rows["t.metrics"]
     assert (metrics["paused"], metrics["active"], metrics["highwater"],
             metrics["committed"]) == (False, True, 70, 15)

@@ -88,7 +88,7 @@ def worker_status(pipeline: Any, now_ms: int) -> dict[str, Any]:
         "assigned": assigned,
         "rebalancing": bool(getattr(app, "rebalancing", False)),
         "consumer_lag": consumer_lag(getattr(app, "_consumer", None)),
-        # where each input partition stands: fetched, delivered, acknowledged, committed
+        # where each assigned partition stands: fetched, delivered, acknowledged, committed
         "consumer": partition_states(app, getattr(getattr(app, "_consumer", None),
                                                   "delivery", None)),
         "detect": {

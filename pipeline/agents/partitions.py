@@ -1,4 +1,4 @@
-"""Where each input partition stands in the worker's consumer, for the status snapshot.
+"""Where each assigned partition stands in the worker's consumer, for the status snapshot.
 
 An agent that waits with lag left can be stalled at any of four places, and the status
 names which: the partition is not fetched (``paused`` by Faust, or left out of its

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.integration
 PER_MESSAGE = 10
 MIN = 60_000
 HOSTS = 10
-SEEK_DELAY_S = 3.0
+SEEK_DELAY_S = 5.0
 _FAULT_LINE = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\].*test fault: (\S+) waits")
 
 
@@ -90,7 +90,7 @@ def test_records_delivered_during_the_seek_after_a_restart_are_not_lost(
     asyncio.run(produce(second))
     messages = (len(first) + len(second)) // PER_MESSAGE
     slowed = {**env, "TOCSIN_TEST_FAULT": f"consumer.seek:delay:seconds={SEEK_DELAY_S}:times=*,"
-                                          "ingest.metric.before:delay:seconds=5"}
+                                          "ingest.metric.before:delay:seconds=8"}
     worker = WorkerProcess(slowed, tmp_path / "worker.log").start()
     try:
         worker.wait_until(lambda w: stored(w) >= len(first) + len(second), timeout_s=90,

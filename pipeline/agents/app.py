@@ -16,6 +16,8 @@ from typing import Any
 import faust
 import orjson
 from faust.web import Request, Response, View
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 from pipeline.agents.batches import Backoff, BatchRunner, BatchRunners
 from pipeline.agents.console import register_console
@@ -87,6 +89,18 @@ class TocsinApp(faust.App):
     runners: BatchRunners | None = None
     shutdown_timeout_s: float = 30.0
     fetch_max_wait_ms: int | None = None  # kafka.fetch_max_wait_ms (None: Faust's 1500)
+    faults: Faults = Faults()  # injected faults (tests only; see pipeline.events.faults)
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        """Flow control into the agents' queues, resumed without clearing them (see
+        ``pipeline.agents.transport``)."""
+        from pipeline.agents.transport import FlowControl
+
+        def changelog_queue(queue: Any) -> bool:
+            return queue is getattr(self.tables, "_changelog_queue", None)
+
+        return FlowControl(loop=self.loop, cleared_on_resume=changelog_queue)
 
     def _new_transport(self) -> Any:
         """Faust's aiokafka transport, its consumer waiting ``fetch_max_wait_ms`` at most
@@ -281,7 +295,7 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
         log.warning("the worker's pages (the query page included) listen on %s without "
                     "worker.api_token: anyone who reaches that address can query the store",
                     worker.web_host)
-    faults = Faults.from_env(os.environ)
+    faults = app.faults = Faults.from_env(os.environ)
     store = store or open_store(settings.store, ReadLimits.from_settings(settings.query))
     metrics = WorkerMetrics()  # this app's registry: never shared with another worker
     writer = StoreWriter(store, faults, on_insert=metrics.observe_insert,

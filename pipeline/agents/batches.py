@@ -215,11 +215,17 @@ class BatchRunner:
             self._idle.set()
 
     def _current(self, events: Sequence[Any]) -> Sequence[Any]:
-        """The events fetched in the consumer's current generation (see the module doc)."""
+        """The events fetched in the consumer's current generation (see the module doc).
+        The others keep one more reference for good: ``take_events`` acknowledges every
+        event of a batch when the next one is asked for, and that last acknowledgement
+        would make them committable."""
         generation = self.app.consumer_generation_id
         current = [e for e in events if e.message.generation_id == generation]
         if len(current) < len(events):
             stale = len(events) - len(current)
+            for event in events:
+                if event.message.generation_id != generation:
+                    event.message.incref()
             self.health.stale += stale
             log.info("agent %s: %d events fetched before the last rebalance are left to be "
                      "delivered again from the committed offsets", self.name, stale)

@@ -191,7 +191,7 @@ def register_ingest_agents(app: faust.App, settings: Settings, ingestor: Ingesto
                                source: SourceProgress = progress[topic_name]) -> None:
             now_ms = steps.value("now", lambda: int(time.time() * 1000))
             messages = steps.value("messages", lambda: [_raw(e) for e in events])
-            faults.check(f"ingest.{name}.before")
+            await faults.wait(f"ingest.{name}.before")
             batch = await steps.once("store", lambda: ingestor.ingest(kind, messages, now_ms,
                                                                       otlp=otlp))
             if batch.rejections:

@@ -15,6 +15,7 @@ from typing import Any
 from faust.web import Request, Response, View
 
 from pipeline.agents.detect import services_with_state
+from pipeline.agents.partitions import partition_states
 from pipeline.api.metrics import METRICS_PATH
 from pipeline.api.probes import HEALTHZ_PATH, READYZ_PATH, readiness
 from pipeline.api.web import refuse, served_by
@@ -31,8 +32,12 @@ def consumer_lag(consumer: Any) -> list[dict[str, Any]]:
     if consumer is None:
         return []
     committed = getattr(consumer, "_committed_offset", {})
+    try:
+        assigned = sorted(consumer.assignment())
+    except Exception:  # the consumer is not started yet: nothing assigned
+        return []
     rows = []
-    for tp in sorted(consumer.assignment()):
+    for tp in assigned:
         if tp.topic.endswith(_CHANGELOG_SUFFIX):
             continue
         try:
@@ -83,6 +88,9 @@ def worker_status(pipeline: Any, now_ms: int) -> dict[str, Any]:
         "assigned": assigned,
         "rebalancing": bool(getattr(app, "rebalancing", False)),
         "consumer_lag": consumer_lag(getattr(app, "_consumer", None)),
+        # where each assigned partition stands: fetched, delivered, acknowledged, committed
+        "consumer": partition_states(app, getattr(getattr(app, "_consumer", None),
+                                                  "delivery", None)),
         "detect": {
             "services_with_state": services_with_state(
                 pipeline.detect_tables, settings.topics.partitions,

@@ -32,17 +32,42 @@ control and two rules:
 Without gap filling, a commit still passes the single offset a transaction marker takes
 (Faust commits across a hole of one offset), but stops at a hole left by compaction:
 input topics must not be compacted. The batch runners drop events that reached a stream
-before a rebalance in the same way (``pipeline.agents.batches``). Everything else
-(groups, assignment, commits, rebalances, flow control) is Faust's.
+before a rebalance in the same way (``pipeline.agents.batches``).
+
+*Queues kept on resume.* Faust's flow control (``app.flow_control``) cleared every
+agent's queue each time it resumed. The last resume ends a rebalance, right after the
+seek of every assigned partition to its committed offset (``Consumer.perform_seek``, one
+round trip per partition); when the worker restored table state, the fetch loop already
+runs then, and the partitions resumed before the seek are fetched and delivered during
+it. A partition sought early in that loop had records fetched from the committed offset
+on and delivered, waiting in its agent's queue behind the batch in hand; the resume
+cleared them, nothing read them again (the fetch position had passed them) and nothing
+acknowledged them, so the partition's commit stopped below them for good: the agent sat
+idle with lag left (after a restart on a busy machine the state-chunks test's ingest
+agent processed 202 of the 240 messages left, then waited; ``tests/integration/
+test_seek_window.py`` widens the window on purpose). The worker's flow control resumes
+without clearing the agents' queues: what one holds from the current generation is
+processed, what it holds from an earlier one is skipped by the stream (the generation
+check of Faust's compiled stream iterator, which does not acknowledge it) or by the batch
+runners. The tables' changelog queue is still cleared on resume (table recovery has no
+generation check), and every queue still is when partitions are revoked. Everything
+else (groups, assignment, commits, rebalances, flow control) is Faust's.
+
+What the loop delivered and dropped per partition is kept (``delivery``) for the status
+page (``pipeline.agents.partitions``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as driver
+from mode.utils.queues import FlowControlEvent
+
+from pipeline.agents.partitions import DeliveryLog
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
@@ -55,12 +80,25 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
 
 
 class _Consumer(driver.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.delivery = DeliveryLog()  # what the fetch loop delivered or dropped (status)
+
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        """Seek every assigned partition to its committed offset (Faust's), then the
+        ``consumer.seek`` test fault point (a slow seek on a busy machine)."""
+        await super().perform_seek()
+        faults = getattr(self.app, "faults", None)
+        if faults is not None:
+            await faults.wait("consumer.seek")
 
     async def _drain_messages(self, fetcher: Any) -> None:
         """Deliver fetched messages to the streams until the consumer or fetcher stops."""
         app = self.app
+        delivery = self.delivery
         since_yield = 0
         try:
             while not (self._stopped.is_set() or fetcher._stopped.is_set()):
@@ -79,7 +117,12 @@ class _Consumer(driver.Consumer):
                         await self.commit()  # a rebalance can run meanwhile
                     if (not self.flow_active
                             or message.generation_id != app.consumer_generation_id):
-                        continue  # read again from the committed offset
+                        # read again from the committed offset
+                        delivery.dropped(message.topic, message.partition, message.offset,
+                                         flow_stopped=not self.flow_active)
+                        continue
+                    delivery.delivered(message.topic, message.partition, message.offset,
+                                       message.generation_id)
                     await self.wait_first(self.callback(message), self.suspend_flow.wait())
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
@@ -92,6 +135,26 @@ class _Consumer(driver.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+
+class FlowControl(FlowControlEvent):
+    """Faust's flow control into the agents' queues, whose resume keeps what the agents'
+    queues hold (see the module doc); the queues ``cleared_on_resume`` picks (the tables'
+    changelog queue, whose recovery has no generation check) are still cleared, and
+    ``clear()`` still empties them all."""
+
+    def __init__(self, *, cleared_on_resume: Callable[[Any], bool] = lambda queue: False,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cleared_on_resume = cleared_on_resume
+
+    def resume(self) -> None:
+        """Resume production into the queues, keeping the agents' queues' contents."""
+        self._suspend.clear()
+        self._resume.set()
+        for queue in list(self._queues):
+            if self.cleared_on_resume(queue):
+                queue.clear()
 
 
 class Transport(driver.Transport):

@@ -9,9 +9,13 @@ here only, never a setting). The value is one or more comma-separated specs::
 ``point`` names a place in the code (``ingest.metric.before``, ``ingest.metric.after``,
 ``detect.after``, ``correlate.after``, ``store.insert``, ``store.ping``: the readiness
 probe's query); ``action`` is ``raise`` (an ordinary exception, which the agent
-retries) or ``cancel`` (the agent task is cancelled mid-batch, as Faust does to an agent
-it restarts). The first ``N`` calls of the point pass (default 0), the next ``K`` fail
-(default 1; ``*``: every later call). Example:
+retries), ``cancel`` (the agent task is cancelled mid-batch, as Faust does to an agent
+it restarts) or ``delay`` (the call waits ``seconds=S``, 5 by default, while the rest of
+the worker runs on: a slow step on a busy machine; only points checked with
+:meth:`Faults.wait` take it, ``ingest.<kind>.before`` and ``consumer.seek``, the
+consumer's seek to the committed offsets when partitions are assigned). The first ``N``
+calls of the point pass (default 0), the next ``K`` fail (default 1; ``*``: every later
+call). Example:
 ``ingest.metric.after:raise:after=3:times=4`` stores three batches, then fails the
 fourth four times after its rows are stored.
 
@@ -30,7 +34,7 @@ from pipeline.errors import SettingsError, TocsinError
 log = logging.getLogger("tocsin.faults")
 
 FAULT_ENV = "TOCSIN_TEST_FAULT"
-_ACTIONS = ("raise", "cancel")
+_ACTIONS = ("raise", "cancel", "delay")
 
 
 class InjectedFault(TocsinError):
@@ -46,6 +50,7 @@ class FaultSpec:
     after: int = 0
     times: int | None = 1  # None: every call from ``after`` on
     calls: int = 0
+    seconds: float = 5.0  # how long ``delay`` waits
 
     def hit(self) -> bool:
         """Count a call; true when this call is one that fails."""
@@ -62,8 +67,8 @@ def parse_faults(text: str) -> dict[str, FaultSpec]:
         point, _, rest = item.partition(":")
         action, *options = rest.split(":") if rest else [""]
         if not point or action not in _ACTIONS:
-            raise SettingsError(f"{FAULT_ENV}: {item!r} is not <point>:raise|cancel[:after=N]"
-                                "[:times=K|*]")
+            raise SettingsError(f"{FAULT_ENV}: {item!r} is not <point>:raise|cancel|delay"
+                                "[:after=N][:times=K|*][:seconds=S]")
         spec = FaultSpec(point, action)
         for option in options:
             key, _, value = option.partition("=")
@@ -72,11 +77,14 @@ def parse_faults(text: str) -> dict[str, FaultSpec]:
                     spec.after = int(value)
                 elif key == "times":
                     spec.times = None if value == "*" else int(value)
+                elif key == "seconds" and action == "delay":
+                    spec.seconds = float(value)
                 else:
                     raise ValueError
             except ValueError:
                 raise SettingsError(f"{FAULT_ENV}: bad option {option!r} in {item!r} "
-                                    "(after=N, times=K or times=*)") from None
+                                    "(after=N, times=K or times=*, seconds=S for delay)"
+                                    ) from None
         specs[point] = spec
     return specs
 
@@ -98,10 +106,30 @@ class Faults:
 
     def check(self, point: str, error: type[Exception] = InjectedFault) -> None:
         """Fail here if a fault is set for ``point`` and this call is one of its victims:
-        ``raise`` raises ``error``, ``cancel`` raises :class:`asyncio.CancelledError`."""
+        ``raise`` raises ``error``, ``cancel`` raises :class:`asyncio.CancelledError`
+        (a ``delay`` fault needs :meth:`wait`: here it is a :class:`SettingsError`)."""
         spec = self.specs.get(point)
         if spec is None or not spec.hit():
             return
+        self._fail(spec, point, error)
+
+    async def wait(self, point: str, error: type[Exception] = InjectedFault) -> None:
+        """:meth:`check` at a point where the worker may also be slowed down: a ``delay``
+        fault waits its ``seconds`` (other tasks of the worker run meanwhile)."""
+        spec = self.specs.get(point)
+        if spec is None or not spec.hit():
+            return
+        if spec.action == "delay":
+            log.warning("test fault: %s waits %.1fs", point, spec.seconds)
+            await asyncio.sleep(spec.seconds)
+            return
+        self._fail(spec, point, error)
+
+    @staticmethod
+    def _fail(spec: FaultSpec, point: str, error: type[Exception]) -> None:
+        if spec.action == "delay":
+            raise SettingsError(f"{FAULT_ENV}: {point} cannot be delayed (only "
+                                "ingest.<kind>.before and consumer.seek can)")
         if spec.action == "cancel":
             raise asyncio.CancelledError(f"injected fault at {point}")
         raise error(f"injected fault at {point} (call {spec.calls})")

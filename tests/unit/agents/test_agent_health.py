@@ -82,12 +82,44 @@ def test_a_cancel_fault_cancels_the_task():
     faults.check("detect.after")
 
 
+def test_a_delay_fault_waits_while_other_tasks_run():
+    faults = Faults(parse_faults("consumer.seek:delay:seconds=0.2:after=1"))
+
+    async def run() -> tuple[int, int]:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticker = asyncio.ensure_future(tick())
+        await faults.wait("consumer.seek")  # the first call passes
+        before = ticks
+        await faults.wait("consumer.seek")
+        during = ticks - before
+        ticker.cancel()
+        return before, during
+
+    before, during = asyncio.run(run())
+    assert before <= 1 and during >= 5  # the loop ran on while the call waited
+
+
+def test_a_delay_fault_needs_an_awaited_check():
+    faults = Faults(parse_faults("ingest.metric.after:delay"))
+    with pytest.raises(SettingsError, match="cannot be delayed"):
+        faults.check("ingest.metric.after")
+    asyncio.run(faults.wait("detect.after"))  # no fault set there
+
+
 def test_no_fault_variable_no_faults():
     assert Faults.from_env({}).specs == {}
 
 
 @pytest.mark.parametrize("text", ["ingest.metric.after", "x:explode", "x:raise:after=two",
-                                  "x:raise:every=2", ":raise"])
+                                  "x:raise:every=2", ":raise", "x:raise:seconds=1",
+                                  "x:delay:seconds=soon"])
 def test_bad_fault_specs_are_refused(text):
     with pytest.raises(SettingsError, match="TOCSIN_TEST_FAULT"):
         parse_faults(text)

@@ -244,7 +244,7 @@ class Correlator:
             return
         related = [(r, p) for p in w.active() if is_live(p, det.time, s)
                    and (r := relation(det, p, ctx.graph, s)) is not None]
-        best = max((r[0] for r, _ in related), default=0)
+        best = max((r.strength for r, _ in related), default=0)
         recurring = [(p, why) for p in w.problems.values()
                      if (why := recurs_in(det, p, s)) is not None]
         if recurring and best < 2:  # a root cause coming back beats a weak relation
@@ -260,36 +260,36 @@ class Correlator:
             self._derive(w, p, ctx, det.time, f"reopened: {why}{flap}")
             return
         if related:
-            chosen = [(r[1], p) for r, p in related if r[0] == best]
+            chosen = [(r, p) for r, p in related if r.strength == best]
             if len(chosen) > 1:
                 # a detection bridges problems that began at once (one incident seen in
                 # pieces); one that began well before the others is an earlier incident,
                 # left apart: the detection joins those that began last
                 latest = max(_began(p) for _, p in chosen)
-                chosen = [(why, p) for why, p in chosen
+                chosen = [(r, p) for r, p in chosen
                           if latest - _began(p) <= s.relatedness_window_ms // 2]
-            why, survivor = chosen[0]
+            r, survivor = chosen[0]
             if len(chosen) > 1:
                 survivor = self._merge(w, survivor, [p for _, p in chosen[1:]], det.time,
                                        f"bridged by {where}", ctx)
-            role = "symptom" if why.startswith("inhibited") else "member"
-            member = replace(member_from(det, s), joined=why)
+            role = "symptom" if r.kind == "inhibited" else "member"
+            member = replace(member_from(det, s), joined=r.why)
             old = survivor.member(key)
-            if old is not None and "continuing since" in why:
+            if old is not None and r.kind == "continuing":
                 # a series firing again after it went quiet, taken back by its old
                 # problem only as the same trouble continuing, keeps its old onset: it is
                 # no recent change there, so the old problem does not absorb what comes
                 member = replace(member, onset_ms=old.onset)
             p = self._link(w, with_member(survivor, member), det, role)
-            self._derive(w, p, ctx, det.time, f"{where} joined: {why}", lazy=True)
+            self._derive(w, p, ctx, det.time, f"{where} joined: {r.why}", lazy=True)
             return
         late = [(r, p) for p in w.problems.values() if det.time < w.now
                 and was_live(p, det.time, s) and (r := relation(det, p, ctx.graph, s))]
         if late:  # it came after its problem resolved: it joins it (ranked again), no reopen
-            (_, why), p = max(late, key=lambda x: (x[0][0], x[1].opened_at, x[1].id))
-            member = replace(member_from(det, s), joined=f"{why} (arrived late)")
+            r, p = max(late, key=lambda x: (x[0].strength, x[1].opened_at, x[1].id))
+            member = replace(member_from(det, s), joined=f"{r.why} (arrived late)")
             p = self._link(w, derive(with_late_member(p, member), ctx), det, "member")
-            w.put(p, f"{where} joined after the problem resolved: {why}")
+            w.put(p, f"{where} joined after the problem resolved: {r.why}")
             return
         pid = problem_id(self.scope, det)
         while pid in w.problems:

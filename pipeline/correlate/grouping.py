@@ -34,7 +34,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import orjson
 
@@ -47,6 +48,31 @@ from pipeline.settings import CorrelateSettings
 
 _DEPLOY = re.compile(r"deploy|rollout|release", re.IGNORECASE)
 _SEVERITY_STRENGTH = {"low": 0.2, "medium": 0.4, "high": 0.6, "critical": 0.8}
+
+
+RelationKind = Literal["same_place", "reports_peer", "named_peer", "seen_from", "calls_at_once",
+                       "continuing", "inhibited", "adjacent", "shared_callee", "shared_label"]
+# how strongly each kind of relation ties a detection to a problem (see the module docstring)
+RELATION_STRENGTH: dict[RelationKind, int] = {
+    "same_place": 3, "reports_peer": 3, "named_peer": 3, "seen_from": 3,
+    "calls_at_once": 2, "continuing": 2, "inhibited": 2,
+    "adjacent": 1, "shared_callee": 1, "shared_label": 1,
+}
+
+
+@dataclass(frozen=True)
+class Relation:
+    """How a detection relates to a problem: the kind of link, its strength (3, 2 or 1,
+    from the kind) and the reason in words (kept as the member's ``joined``)."""
+
+    kind: RelationKind
+    why: str
+
+    @property
+    def strength(self) -> int:
+        """3 (same place, a named peer, an edge seen from a member), 2 (a symptom of the
+        failing root, trouble continuing, one caller's calls failing at once) or 1."""
+        return RELATION_STRENGTH[self.kind]
 
 
 def series_key(det: Detection) -> str:
@@ -178,8 +204,8 @@ def was_live(p: Problem, t: int, settings: CorrelateSettings) -> bool:
 
 
 def relation(det: Detection, p: Problem, graph: Graph,
-             settings: CorrelateSettings) -> tuple[int, str] | None:
-    """How strongly ``det`` relates to ``p`` (3, 2 or 1) and why; None when unrelated.
+             settings: CorrelateSettings) -> Relation | None:
+    """How ``det`` relates to ``p`` (its kind, strength and why); None when unrelated.
 
     Only members that *changed recently* count: they began firing within half of
     ``relatedness_window_ms`` before the detection (the window in which failures count
@@ -215,7 +241,8 @@ def relation(det: Detection, p: Problem, graph: Graph,
         # joins that one instead of bridging it into the long-running one
         m = ongoing[0]
         where = f"same service ({s})" if m.service == s else f"same host ({det.host})"
-        return 2, f"{where}, {m.category} trouble continuing since {format_ms(m.onset)}"
+        return Relation("continuing",
+                        f"{where}, {m.category} trouble continuing since {format_ms(m.onset)}")
     members = [m for m in p.members if m.onset >= horizon
                and (m.resolved_ms if m.state == "resolved" else m.last_ms) >= alive]
     symptom = det.category in settings.symptom_categories
@@ -225,7 +252,7 @@ def relation(det: Detection, p: Problem, graph: Graph,
     if not members:  # no recent change: only a symptom of the problem's failing root
         why = (symptom_of_root(s, p, graph, settings.symptom_categories, since, alive)
                if symptom else None)
-        return (2, why) if why else None
+        return Relation("inhibited", why) if why else None
     services = ({m.service for m in members} | {m.peer for m in members if m.peer}
                 | {m.labels["caller"] for m in members if m.labels.get("caller")})
     top = p.root_causes[0].service if p.root_causes else ""
@@ -246,22 +273,25 @@ def relation(det: Detection, p: Problem, graph: Graph,
                                     for m in places))
         if not local_on_symptom:
             same = "same service" if any(m.service == s for m in places) else "same host"
-            return 3, f"{same} ({s if same == 'same service' else det.host})"
+            return Relation("same_place",
+                            f"{same} ({s if same == 'same service' else det.host})")
     peer = peer_of(det, settings)
     if peer and peer in services:
-        return 3, f"{s} reports failures of {peer}"
+        return Relation("reports_peer", f"{s} reports failures of {peer}")
     if any(m.peer == s for m in members):
-        return 3, f"{s} is named as failing by detections of this problem"
+        return Relation("named_peer", f"{s} is named as failing by detections of this problem")
     caller = det.labels.get("caller", "")  # an edge observation: seen from the caller
     if caller and caller != s:
         if caller in services:
-            return 3, f"seen from {caller}, a service of this problem, calling {s}"
+            return Relation("seen_from",
+                            f"seen from {caller}, a service of this problem, calling {s}")
         seen = sorted({m.service for m in members if m.labels.get("caller") == caller})
         if seen:
-            return 2, f"{caller}'s calls to {s} and to {_list(seen)} went wrong at once"
+            return Relation("calls_at_once",
+                            f"{caller}'s calls to {s} and to {_list(seen)} went wrong at once")
     if symptom and (why := symptom_of_root(s, p, graph, settings.symptom_categories,
                                            since, alive)):
-        return 2, why
+        return Relation("inhibited", why)
     onset = change_point(det)
     for x in sorted(services):
         # a callee's trouble explains its caller's only if it began no later than that
@@ -269,20 +299,21 @@ def relation(det: Detection, p: Problem, graph: Graph,
         # after its caller did is not what made the caller fail
         if s in graph.callees(x) and not explained(x) and any(
                 m.service == x and onset <= m.onset + CAUSE_LAG_MS for m in members):
-            return 1, f"adjacent: {x} calls {s}"
+            return Relation("adjacent", f"adjacent: {x} calls {s}")
         if x in graph.callees(s) and symptom:
-            return 1, f"adjacent: {s} calls {x}"
+            return Relation("adjacent", f"adjacent: {s} calls {x}")
     if symptom:  # callers failing the same way at once point at what they both call
         at_once = settings.relatedness_window_ms // 2  # their failures began this close
         for x in sorted(services):
             common = set(graph.callees(s)) & set(graph.callees(x))
             if common and any(m.service == x and m.category == det.category
                               and abs(det.time - m.first_ms) <= at_once for m in members):
-                return 1, f"{s} and {x} both call {', '.join(sorted(common))}"
+                return Relation("shared_callee",
+                                f"{s} and {x} both call {', '.join(sorted(common))}")
     for key in settings.relate_labels:
         value = det.labels.get(key)
         if value and any(m.labels.get(key) == value for m in members):
-            return 1, f"shared {key}={value}"
+            return Relation("shared_label", f"shared {key}={value}")
     return None
 
 

@@ -430,3 +430,32 @@ def test_a_pre_existing_condition_opens_nothing_and_absorbs_nothing():
     fresh = replace(again(memory, T0 + 30 * MIN), evidence={})
     run.feed([fresh])
     assert any(m.detector == "memory_above_85pct" for q in run.open() for m in q.members)
+
+
+def test_a_relation_says_its_kind_beside_its_strength_and_reason():
+    """The correlator decides on the kind of a relation (a symptom folded in, trouble
+    continuing), never on the words of its reason."""
+    from pipeline.correlate.graph import Graph
+    from pipeline.correlate.grouping import relation
+
+    run = Run()
+    s = run.corr.settings
+    graph = Graph(s.static_dependencies, s.max_symptom_hops)
+    run.feed([det("error_rate_above_5pct", "auth", T0)])
+    [p] = run.open()
+    r = relation(det("latency_high", "api", T0 + MIN, category="performance"), p, graph, s)
+    assert (r.kind, r.strength) == ("inhibited", 2) and "api depends on auth" in r.why
+    r = relation(det("memory_above_85pct", "auth", T0 + MIN, category="resource"), p, graph, s)
+    assert (r.kind, r.strength, r.why) == ("same_place", 3, "same service (auth)")
+    r = relation(det("queue_depth", "cache", T0 + MIN, category="saturation"), p, graph, s)
+    assert (r.kind, r.strength) == ("adjacent", 1)
+    assert relation(det("error_rate_above_5pct", "payments", T0 + MIN), p, graph, s) is None
+    # long after auth's trouble began, while it is still confirmed: the same kind of
+    # trouble on auth is that trouble continuing
+    for k in range(1, 8):
+        run.feed([again(det("error_rate_above_5pct", "auth", T0), T0 + k * 2 * MIN)])
+    [p] = run.open()
+    r = relation(det("error_rate_above_5pct", "auth", T0 + 14 * MIN,
+                     labels={"route": "/login"}), p, graph, s)
+    assert (r.kind, r.strength) == ("continuing", 2) and "continuing since" in r.why
+

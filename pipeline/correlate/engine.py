@@ -24,6 +24,7 @@ from pipeline.alerts.silences import Silence, silencing
 from pipeline.correlate.graph import Graph
 from pipeline.correlate.grouping import (
     add_link,
+    aftermath_of,
     is_live,
     member_from,
     merge,
@@ -291,6 +292,19 @@ class Correlator:
             p = self._link(w, derive(with_late_member(p, member), ctx), det, "member")
             w.put(p, f"{where} joined after the problem resolved: {r.why}")
             return
+        after = [(r, p) for p in w.problems.values()
+                 if (r := aftermath_of(det, p, ctx.graph, s)) is not None]
+        if after:  # nothing else relates: the last part of a trouble that just ended
+            r, p = max(after, key=lambda x: (x[1].clear_since or x[1].resolved_at or 0,
+                                             x[1].id))
+            note = f"{where} joined: {r.why}"
+            if not p.active:  # the same episode goes on: no new onset, no flap
+                p, note = reopen(p, det.time, s, recurrence=False), f"reopened: {r.why}"
+                w.reopened.add(p.id)
+            member = replace(member_from(det, s), joined=r.why, aftermath=True)
+            p = self._link(w, with_member(p, member), det, "symptom")
+            self._derive(w, p, ctx, det.time, note)
+            return
         pid = problem_id(self.scope, det)
         while pid in w.problems:
             pid = problem_id(self.scope, replace(det, id=pid))
@@ -353,7 +367,7 @@ class Correlator:
             w.problems[p.id] = p
             track = w.tracks.get(p.id) or Track(first_due_ms=p.opened_at + s.group_wait_ms)
             if kind == "reopened" and not track.notified:
-                track = replace(track, first_due_ms=p.reopens[-1] + s.group_wait_ms)
+                track = replace(track, first_due_ms=p.reopened_at[-1] + s.group_wait_ms)
             mute = self._mute(w, p)
             (kind, notify, why), w.tracks[p.id] = plan(kind, p, track, w.now, s, mute)
             decisions.append(Decision(kind, p, _reason(w.notes.get(p.id, []), why), notify,

@@ -26,7 +26,11 @@ Several problems at the best strength that began (opened or reopened) within hal
 began earlier is another incident, left apart (the detection joins the later ones). The
 detector that fired on the root-cause service of a problem resolved within
 ``reopen_window_ms`` firing there again reopens it, unless a relation of strength 2 or 3
-holds; with no relation at all, a new problem opens.
+holds. With no relation at all, a symptom on a service depending on the root cause of a
+problem whose members have all resolved, that began no later than they did (within a
+window), is that problem's *aftermath* (:func:`aftermath_of`): it joins the problem, or
+reopens it without starting a new episode, relates nothing further and does not change
+its ranking; otherwise a new problem opens.
 """
 
 from __future__ import annotations
@@ -51,12 +55,16 @@ _SEVERITY_STRENGTH = {"low": 0.2, "medium": 0.4, "high": 0.6, "critical": 0.8}
 
 
 RelationKind = Literal["same_place", "reports_peer", "named_peer", "seen_from", "calls_at_once",
-                       "continuing", "inhibited", "adjacent", "shared_callee", "shared_label"]
-# how strongly each kind of relation ties a detection to a problem (see the module docstring)
+                       "continuing", "inhibited", "adjacent", "shared_callee", "shared_label",
+                       "aftermath"]
+# how strongly each kind of relation ties a detection to a problem (see the module
+# docstring); an aftermath (:func:`aftermath_of`) is weaker than any: it is taken only when
+# nothing else relates
 RELATION_STRENGTH: dict[RelationKind, int] = {
     "same_place": 3, "reports_peer": 3, "named_peer": 3, "seen_from": 3,
     "calls_at_once": 2, "continuing": 2, "inhibited": 2,
     "adjacent": 1, "shared_callee": 1, "shared_label": 1,
+    "aftermath": 0,
 }
 
 
@@ -223,7 +231,10 @@ def relation(det: Detection, p: Problem, graph: Graph,
     # trouble on its own service or host (a memory growth, then memory above its limit)
     alive = det.time - settings.alive_ms  # a firing member confirmed since is current
     began = change_point(det)
-    ongoing = [m for m in p.members if m.onset < horizon and m.state == "firing"
+    # an aftermath (a caller failing as the root recovered) is the end of the problem's
+    # trouble, no change of it: it relates nothing
+    changes = [m for m in p.members if not m.aftermath]
+    ongoing = [m for m in changes if m.onset < horizon and m.state == "firing"
                and m.last_ms >= alive and (m.category == det.category or (
                    # its own resource trouble, still current (confirmed within
                    # alive_ms: detectors re-confirm at their keep-alive cadence, so the
@@ -243,7 +254,7 @@ def relation(det: Detection, p: Problem, graph: Graph,
         where = f"same service ({s})" if m.service == s else f"same host ({det.host})"
         return Relation("continuing",
                         f"{where}, {m.category} trouble continuing since {format_ms(m.onset)}")
-    members = [m for m in p.members if m.onset >= horizon
+    members = [m for m in changes if m.onset >= horizon
                and (m.resolved_ms if m.state == "resolved" else m.last_ms) >= alive]
     symptom = det.category in settings.symptom_categories
     # a symptom of the problem's failing root may be confirmed late (a rule's long
@@ -315,6 +326,37 @@ def relation(det: Detection, p: Problem, graph: Graph,
         if value and any(m.labels.get(key) == value for m in members):
             return Relation("shared_label", f"shared {key}={value}")
     return None
+
+
+def aftermath_of(det: Detection, p: Problem, graph: Graph,
+                 settings: CorrelateSettings) -> Relation | None:
+    """Whether ``det`` is the aftermath of ``p``, whose own trouble has ended.
+
+    Every member of ``p`` has resolved (earlier aftermath aside), and ``p`` is still open
+    (holding before it resolves) or resolved so: its root cause recovered. ``det`` is a
+    symptom (``symptom_categories``) on a service that depends on ``p``'s root cause
+    (within ``max_symptom_hops`` calls), whose trouble began after ``p`` opened and no
+    later than when ``p``'s last member resolved (within ``ONSET_LAG_MS``: change points
+    this close are simultaneous). A caller failing as its dependency's trouble ends (its
+    pods killed and restarting), confirmed after the dependency's own alarms cleared, is
+    that trouble's last part, not a problem of its own; one that began after it is."""
+    if not p.root_causes or det.category not in settings.symptom_categories:
+        return None
+    if not p.active and p.resolution != "detections_resolved":
+        return None  # merged, timed out (gone silent) or capped: nothing recovered
+    own = [m for m in p.members if not m.aftermath]
+    if not own or any(m.state == "firing" for m in own):
+        return None
+    root = p.root_causes[0].service
+    if root == det.service or root not in graph.dependencies(det.service):
+        return None
+    ended = max(m.resolved_ms or m.last_ms for m in own)
+    onset = change_point(det)
+    if not p.opened_at <= onset <= ended + ONSET_LAG_MS:
+        return None
+    return Relation("aftermath", f"aftermath: {det.service} depends on {root}, the root "
+                                 f"cause of {p.id}, and began failing at {format_ms(onset)}"
+                                 f" as {root}'s trouble ended ({format_ms(ended)})")
 
 
 def _list(items: list[str], limit: int = 3) -> str:

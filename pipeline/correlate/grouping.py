@@ -45,7 +45,7 @@ import orjson
 
 from pipeline.correlate.graph import Graph
 from pipeline.correlate.inhibit import CAUSE_LAG_MS, ONSET_LAG_MS, symptom_of_root
-from pipeline.events.detection import SEVERITIES, Detection
+from pipeline.events.detection import MODEL_PREFIX, SEVERITIES, Detection
 from pipeline.events.problem import Link, Member, Problem
 from pipeline.events.times import format_ms
 from pipeline.settings import CorrelateSettings
@@ -118,7 +118,12 @@ def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Mem
     if det.state == "resolved":
         return replace(m, state="resolved", resolved_ms=det.time)
     new = member_from(det, settings)
-    stronger = new.strength > m.strength
+    # a model's keep-alive restates its episode: the peak score so far, beside the value
+    # now and an expected value that has followed the shift since the band was fixed (a
+    # CPU that dropped reads as above its adapted expectation): it says the trouble goes
+    # on, not how far or which way it went
+    restated = bool(det.evidence.get("keepalive")) and det.detector.startswith(MODEL_PREFIX)
+    stronger = not restated and new.strength > m.strength
     return replace(
         m, state="firing", resolved_ms=None, last_ms=max(m.last_ms, det.time),
         first_ms=min(m.first_ms, det.time) if m.state == "firing" else m.first_ms,
@@ -126,7 +131,7 @@ def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Mem
         # with the same trouble; after longer, the series begins anew
         onset_ms=(m.onset if m.state == "firing" or det.time - m.last_ms <= settings.alive_ms
                   else change_point(det)),
-        deviation=max(m.deviation, new.deviation),
+        deviation=m.deviation if restated else max(m.deviation, new.deviation),
         severity=max(m.severity, new.severity, key=SEVERITIES.index),
         strength=max(m.strength, new.strength),
         observed=new.observed if stronger else m.observed,

@@ -70,8 +70,8 @@ RELATION_STRENGTH: dict[RelationKind, int] = {
 
 @dataclass(frozen=True)
 class Relation:
-    """How a detection relates to a problem: the kind of link, its strength (3, 2 or 1,
-    from the kind) and the reason in words (kept as the member's ``joined``)."""
+    """How a detection relates to a problem: the kind of link, its strength (from the
+    kind) and the reason in words (kept as the member's ``joined``)."""
 
     kind: RelationKind
     why: str
@@ -79,7 +79,8 @@ class Relation:
     @property
     def strength(self) -> int:
         """3 (same place, a named peer, an edge seen from a member), 2 (a symptom of the
-        failing root, trouble continuing, one caller's calls failing at once) or 1."""
+        failing root, trouble continuing, one caller's calls failing at once), 1 (adjacent
+        in the call graph, a shared callee or label) or 0 (an aftermath)."""
         return RELATION_STRENGTH[self.kind]
 
 

@@ -91,8 +91,8 @@ def next_due(p: Problem, t: Track | None, settings: CorrelateSettings) -> int | 
         return None
     if t is None or not t.notified:
         first = t.first_due_ms if t is not None else p.opened_at + settings.group_wait_ms
-        if p.reopens:  # a reopened problem never alerted waits group_wait again
-            first = max(first, p.reopens[-1] + settings.group_wait_ms)
+        if p.reopened_at:  # a reopened problem never alerted waits group_wait again
+            first = max(first, p.reopened_at[-1] + settings.group_wait_ms)
         return first
     last = t.last_notified_ms or 0
     due = [last + settings.repeat_interval_ms] if p.status == "open" else []

@@ -24,6 +24,7 @@ from pipeline.alerts.silences import Silence, silencing
 from pipeline.correlate.graph import Graph
 from pipeline.correlate.grouping import (
     add_link,
+    aftermath_of,
     is_live,
     member_from,
     merge,
@@ -244,7 +245,7 @@ class Correlator:
             return
         related = [(r, p) for p in w.active() if is_live(p, det.time, s)
                    and (r := relation(det, p, ctx.graph, s)) is not None]
-        best = max((r[0] for r, _ in related), default=0)
+        best = max((r.strength for r, _ in related), default=0)
         recurring = [(p, why) for p in w.problems.values()
                      if (why := recurs_in(det, p, s)) is not None]
         if recurring and best < 2:  # a root cause coming back beats a weak relation
@@ -260,36 +261,49 @@ class Correlator:
             self._derive(w, p, ctx, det.time, f"reopened: {why}{flap}")
             return
         if related:
-            chosen = [(r[1], p) for r, p in related if r[0] == best]
+            chosen = [(r, p) for r, p in related if r.strength == best]
             if len(chosen) > 1:
                 # a detection bridges problems that began at once (one incident seen in
                 # pieces); one that began well before the others is an earlier incident,
                 # left apart: the detection joins those that began last
                 latest = max(_began(p) for _, p in chosen)
-                chosen = [(why, p) for why, p in chosen
+                chosen = [(r, p) for r, p in chosen
                           if latest - _began(p) <= s.relatedness_window_ms // 2]
-            why, survivor = chosen[0]
+            r, survivor = chosen[0]
             if len(chosen) > 1:
                 survivor = self._merge(w, survivor, [p for _, p in chosen[1:]], det.time,
                                        f"bridged by {where}", ctx)
-            role = "symptom" if why.startswith("inhibited") else "member"
-            member = replace(member_from(det, s), joined=why)
+            role = "symptom" if r.kind == "inhibited" else "member"
+            member = replace(member_from(det, s), joined=r.why)
             old = survivor.member(key)
-            if old is not None and "continuing since" in why:
+            if old is not None and r.kind == "continuing":
                 # a series firing again after it went quiet, taken back by its old
                 # problem only as the same trouble continuing, keeps its old onset: it is
                 # no recent change there, so the old problem does not absorb what comes
                 member = replace(member, onset_ms=old.onset)
             p = self._link(w, with_member(survivor, member), det, role)
-            self._derive(w, p, ctx, det.time, f"{where} joined: {why}", lazy=True)
+            self._derive(w, p, ctx, det.time, f"{where} joined: {r.why}", lazy=True)
             return
         late = [(r, p) for p in w.problems.values() if det.time < w.now
                 and was_live(p, det.time, s) and (r := relation(det, p, ctx.graph, s))]
         if late:  # it came after its problem resolved: it joins it (ranked again), no reopen
-            (_, why), p = max(late, key=lambda x: (x[0][0], x[1].opened_at, x[1].id))
-            member = replace(member_from(det, s), joined=f"{why} (arrived late)")
+            r, p = max(late, key=lambda x: (x[0].strength, x[1].opened_at, x[1].id))
+            member = replace(member_from(det, s), joined=f"{r.why} (arrived late)")
             p = self._link(w, derive(with_late_member(p, member), ctx), det, "member")
-            w.put(p, f"{where} joined after the problem resolved: {why}")
+            w.put(p, f"{where} joined after the problem resolved: {r.why}")
+            return
+        after = [(r, p) for p in w.problems.values()
+                 if (r := aftermath_of(det, p, ctx.graph, s)) is not None]
+        if after:  # nothing else relates: the last part of a trouble that just ended
+            r, p = max(after, key=lambda x: (x[1].clear_since or x[1].resolved_at or 0,
+                                             x[1].id))
+            note = f"{where} joined: {r.why}"
+            if not p.active:  # the same episode goes on: no new onset, no flap
+                p, note = reopen(p, det.time, s, recurrence=False), f"reopened: {r.why}"
+                w.reopened.add(p.id)
+            member = replace(member_from(det, s), joined=r.why, aftermath=True)
+            p = self._link(w, with_member(p, member), det, "symptom")
+            self._derive(w, p, ctx, det.time, note)
             return
         pid = problem_id(self.scope, det)
         while pid in w.problems:
@@ -353,7 +367,7 @@ class Correlator:
             w.problems[p.id] = p
             track = w.tracks.get(p.id) or Track(first_due_ms=p.opened_at + s.group_wait_ms)
             if kind == "reopened" and not track.notified:
-                track = replace(track, first_due_ms=p.reopens[-1] + s.group_wait_ms)
+                track = replace(track, first_due_ms=p.reopened_at[-1] + s.group_wait_ms)
             mute = self._mute(w, p)
             (kind, notify, why), w.tracks[p.id] = plan(kind, p, track, w.now, s, mute)
             decisions.append(Decision(kind, p, _reason(w.notes.get(p.id, []), why), notify,

@@ -26,7 +26,11 @@ Several problems at the best strength that began (opened or reopened) within hal
 began earlier is another incident, left apart (the detection joins the later ones). The
 detector that fired on the root-cause service of a problem resolved within
 ``reopen_window_ms`` firing there again reopens it, unless a relation of strength 2 or 3
-holds; with no relation at all, a new problem opens.
+holds. With no relation at all, a symptom on a service depending on the root cause of a
+problem whose members have all resolved, that began no later than they did (within a
+window), is that problem's *aftermath* (:func:`aftermath_of`): it joins the problem, or
+reopens it without starting a new episode, relates nothing further and does not change
+its ranking; otherwise a new problem opens.
 """
 
 from __future__ import annotations
@@ -34,19 +38,50 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import orjson
 
 from pipeline.correlate.graph import Graph
 from pipeline.correlate.inhibit import CAUSE_LAG_MS, ONSET_LAG_MS, symptom_of_root
-from pipeline.events.detection import SEVERITIES, Detection
+from pipeline.events.detection import MODEL_PREFIX, SEVERITIES, Detection
 from pipeline.events.problem import Link, Member, Problem
 from pipeline.events.times import format_ms
 from pipeline.settings import CorrelateSettings
 
 _DEPLOY = re.compile(r"deploy|rollout|release", re.IGNORECASE)
 _SEVERITY_STRENGTH = {"low": 0.2, "medium": 0.4, "high": 0.6, "critical": 0.8}
+
+
+RelationKind = Literal["same_place", "reports_peer", "named_peer", "seen_from", "calls_at_once",
+                       "continuing", "inhibited", "adjacent", "shared_callee", "shared_label",
+                       "aftermath"]
+# how strongly each kind of relation ties a detection to a problem (see the module
+# docstring); an aftermath (:func:`aftermath_of`) is weaker than any: it is taken only when
+# nothing else relates
+RELATION_STRENGTH: dict[RelationKind, int] = {
+    "same_place": 3, "reports_peer": 3, "named_peer": 3, "seen_from": 3,
+    "calls_at_once": 2, "continuing": 2, "inhibited": 2,
+    "adjacent": 1, "shared_callee": 1, "shared_label": 1,
+    "aftermath": 0,
+}
+
+
+@dataclass(frozen=True)
+class Relation:
+    """How a detection relates to a problem: the kind of link, its strength (from the
+    kind) and the reason in words (kept as the member's ``joined``)."""
+
+    kind: RelationKind
+    why: str
+
+    @property
+    def strength(self) -> int:
+        """3 (same place, a named peer, an edge seen from a member), 2 (a symptom of the
+        failing root, trouble continuing, one caller's calls failing at once), 1 (adjacent
+        in the call graph, a shared callee or label) or 0 (an aftermath)."""
+        return RELATION_STRENGTH[self.kind]
 
 
 def series_key(det: Detection) -> str:
@@ -84,7 +119,12 @@ def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Mem
     if det.state == "resolved":
         return replace(m, state="resolved", resolved_ms=det.time)
     new = member_from(det, settings)
-    stronger = new.strength > m.strength
+    # a model's keep-alive restates its episode: the peak score so far, beside the value
+    # now and an expected value that has followed the shift since the band was fixed (a
+    # CPU that dropped reads as above its adapted expectation): it says the trouble goes
+    # on, not how far or which way it went
+    restated = bool(det.evidence.get("keepalive")) and det.detector.startswith(MODEL_PREFIX)
+    stronger = not restated and new.strength > m.strength
     return replace(
         m, state="firing", resolved_ms=None, last_ms=max(m.last_ms, det.time),
         first_ms=min(m.first_ms, det.time) if m.state == "firing" else m.first_ms,
@@ -92,7 +132,7 @@ def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Mem
         # with the same trouble; after longer, the series begins anew
         onset_ms=(m.onset if m.state == "firing" or det.time - m.last_ms <= settings.alive_ms
                   else change_point(det)),
-        deviation=max(m.deviation, new.deviation),
+        deviation=m.deviation if restated else max(m.deviation, new.deviation),
         severity=max(m.severity, new.severity, key=SEVERITIES.index),
         strength=max(m.strength, new.strength),
         observed=new.observed if stronger else m.observed,
@@ -178,8 +218,8 @@ def was_live(p: Problem, t: int, settings: CorrelateSettings) -> bool:
 
 
 def relation(det: Detection, p: Problem, graph: Graph,
-             settings: CorrelateSettings) -> tuple[int, str] | None:
-    """How strongly ``det`` relates to ``p`` (3, 2 or 1) and why; None when unrelated.
+             settings: CorrelateSettings) -> Relation | None:
+    """How ``det`` relates to ``p`` (its kind, strength and why); None when unrelated.
 
     Only members that *changed recently* count: they began firing within half of
     ``relatedness_window_ms`` before the detection (the window in which failures count
@@ -197,7 +237,10 @@ def relation(det: Detection, p: Problem, graph: Graph,
     # trouble on its own service or host (a memory growth, then memory above its limit)
     alive = det.time - settings.alive_ms  # a firing member confirmed since is current
     began = change_point(det)
-    ongoing = [m for m in p.members if m.onset < horizon and m.state == "firing"
+    # an aftermath (a caller failing as the root recovered) is the end of the problem's
+    # trouble, no change of it: it relates nothing
+    changes = [m for m in p.members if not m.aftermath]
+    ongoing = [m for m in changes if m.onset < horizon and m.state == "firing"
                and m.last_ms >= alive and (m.category == det.category or (
                    # its own resource trouble, still current (confirmed within
                    # alive_ms: detectors re-confirm at their keep-alive cadence, so the
@@ -215,8 +258,9 @@ def relation(det: Detection, p: Problem, graph: Graph,
         # joins that one instead of bridging it into the long-running one
         m = ongoing[0]
         where = f"same service ({s})" if m.service == s else f"same host ({det.host})"
-        return 2, f"{where}, {m.category} trouble continuing since {format_ms(m.onset)}"
-    members = [m for m in p.members if m.onset >= horizon
+        return Relation("continuing",
+                        f"{where}, {m.category} trouble continuing since {format_ms(m.onset)}")
+    members = [m for m in changes if m.onset >= horizon
                and (m.resolved_ms if m.state == "resolved" else m.last_ms) >= alive]
     symptom = det.category in settings.symptom_categories
     # a symptom of the problem's failing root may be confirmed late (a rule's long
@@ -225,7 +269,7 @@ def relation(det: Detection, p: Problem, graph: Graph,
     if not members:  # no recent change: only a symptom of the problem's failing root
         why = (symptom_of_root(s, p, graph, settings.symptom_categories, since, alive)
                if symptom else None)
-        return (2, why) if why else None
+        return Relation("inhibited", why) if why else None
     services = ({m.service for m in members} | {m.peer for m in members if m.peer}
                 | {m.labels["caller"] for m in members if m.labels.get("caller")})
     top = p.root_causes[0].service if p.root_causes else ""
@@ -246,22 +290,25 @@ def relation(det: Detection, p: Problem, graph: Graph,
                                     for m in places))
         if not local_on_symptom:
             same = "same service" if any(m.service == s for m in places) else "same host"
-            return 3, f"{same} ({s if same == 'same service' else det.host})"
+            return Relation("same_place",
+                            f"{same} ({s if same == 'same service' else det.host})")
     peer = peer_of(det, settings)
     if peer and peer in services:
-        return 3, f"{s} reports failures of {peer}"
+        return Relation("reports_peer", f"{s} reports failures of {peer}")
     if any(m.peer == s for m in members):
-        return 3, f"{s} is named as failing by detections of this problem"
+        return Relation("named_peer", f"{s} is named as failing by detections of this problem")
     caller = det.labels.get("caller", "")  # an edge observation: seen from the caller
     if caller and caller != s:
         if caller in services:
-            return 3, f"seen from {caller}, a service of this problem, calling {s}"
+            return Relation("seen_from",
+                            f"seen from {caller}, a service of this problem, calling {s}")
         seen = sorted({m.service for m in members if m.labels.get("caller") == caller})
         if seen:
-            return 2, f"{caller}'s calls to {s} and to {_list(seen)} went wrong at once"
+            return Relation("calls_at_once",
+                            f"{caller}'s calls to {s} and to {_list(seen)} went wrong at once")
     if symptom and (why := symptom_of_root(s, p, graph, settings.symptom_categories,
                                            since, alive)):
-        return 2, why
+        return Relation("inhibited", why)
     onset = change_point(det)
     for x in sorted(services):
         # a callee's trouble explains its caller's only if it began no later than that
@@ -269,21 +316,53 @@ def relation(det: Detection, p: Problem, graph: Graph,
         # after its caller did is not what made the caller fail
         if s in graph.callees(x) and not explained(x) and any(
                 m.service == x and onset <= m.onset + CAUSE_LAG_MS for m in members):
-            return 1, f"adjacent: {x} calls {s}"
+            return Relation("adjacent", f"adjacent: {x} calls {s}")
         if x in graph.callees(s) and symptom:
-            return 1, f"adjacent: {s} calls {x}"
+            return Relation("adjacent", f"adjacent: {s} calls {x}")
     if symptom:  # callers failing the same way at once point at what they both call
         at_once = settings.relatedness_window_ms // 2  # their failures began this close
         for x in sorted(services):
             common = set(graph.callees(s)) & set(graph.callees(x))
             if common and any(m.service == x and m.category == det.category
                               and abs(det.time - m.first_ms) <= at_once for m in members):
-                return 1, f"{s} and {x} both call {', '.join(sorted(common))}"
+                return Relation("shared_callee",
+                                f"{s} and {x} both call {', '.join(sorted(common))}")
     for key in settings.relate_labels:
         value = det.labels.get(key)
         if value and any(m.labels.get(key) == value for m in members):
-            return 1, f"shared {key}={value}"
+            return Relation("shared_label", f"shared {key}={value}")
     return None
+
+
+def aftermath_of(det: Detection, p: Problem, graph: Graph,
+                 settings: CorrelateSettings) -> Relation | None:
+    """Whether ``det`` is the aftermath of ``p``, whose own trouble has ended.
+
+    Every member of ``p`` has resolved (earlier aftermath aside), and ``p`` is still open
+    (holding before it resolves) or resolved so: its root cause recovered. ``det`` is a
+    symptom (``symptom_categories``) on a service that depends on ``p``'s root cause
+    (within ``max_symptom_hops`` calls), whose trouble began after ``p`` opened and no
+    later than when ``p``'s last member resolved (within ``ONSET_LAG_MS``: change points
+    this close are simultaneous). A caller failing as its dependency's trouble ends (its
+    pods killed and restarting), confirmed after the dependency's own alarms cleared, is
+    that trouble's last part, not a problem of its own; one that began after it is."""
+    if not p.root_causes or det.category not in settings.symptom_categories:
+        return None
+    if not p.active and p.resolution != "detections_resolved":
+        return None  # merged, timed out (gone silent) or capped: nothing recovered
+    own = [m for m in p.members if not m.aftermath]
+    if not own or any(m.state == "firing" for m in own):
+        return None
+    root = p.root_causes[0].service
+    if root == det.service or root not in graph.dependencies(det.service):
+        return None
+    ended = max(m.resolved_ms or m.last_ms for m in own)
+    onset = change_point(det)
+    if not p.opened_at <= onset <= ended + ONSET_LAG_MS:
+        return None
+    return Relation("aftermath", f"aftermath: {det.service} depends on {root}, the root "
+                                 f"cause of {p.id}, and began failing at {format_ms(onset)}"
+                                 f" as {root}'s trouble ended ({format_ms(ended)})")
 
 
 def _list(items: list[str], limit: int = 3) -> str:

@@ -41,7 +41,10 @@ def derive(p: Problem, ctx: Context) -> Problem:
     """``p`` with every member-derived field recomputed (severity: see :func:`escalate`)."""
     if not p.members:
         return p
-    causes = rank(episode(p), ctx.graph, ctx.settings)
+    # an aftermath (a caller failing as the root's trouble ended) says nothing about
+    # where the trouble began: the ranking stays with the onset
+    onset = tuple(m for m in episode(p) if not m.aftermath)
+    causes = rank(onset or episode(p), ctx.graph, ctx.settings)
     order = {c.service: i for i, c in enumerate(causes)}
     firsts: dict[str, int] = {}
     for m in p.members:
@@ -150,9 +153,13 @@ def resolve(p: Problem, due: tuple[int, str, str]) -> Problem:
                    members=members, clear_since=None)
 
 
-def reopen(p: Problem, t: int, settings: CorrelateSettings) -> Problem:
-    """``p`` open again at ``t`` (same id), with its flapping state updated."""
-    reopens = tuple(r for r in (*p.reopens, t) if r >= t - settings.flap_window_ms)
+def reopen(p: Problem, t: int, settings: CorrelateSettings, recurrence: bool = True,
+           ) -> Problem:
+    """``p`` open again at ``t`` (same id). A ``recurrence`` (its root cause failing again)
+    begins a new episode and counts towards flapping; otherwise (its aftermath) the
+    episode goes on: ``reopens`` stay as they were."""
+    reopens = tuple(r for r in (*p.reopens, t) if r >= t - settings.flap_window_ms) \
+        if recurrence else p.reopens
     return replace(p, status="open", resolved_at=None, resolution="", reopens=reopens,
                    reopened_at=(*p.reopened_at, t)[-MAX_REOPENS:],
                    flapping=len(reopens) >= settings.flap_threshold, acknowledged_at=None,

@@ -57,6 +57,7 @@ class Member:
     deviation: float = 0.0  # strongest distance from its own baseline, in band half-widths
     joined: str = ""  # why it joined the problem (the relation that linked it)
     growing: bool = False  # a growth (trend) alarm: the trouble is still worsening
+    aftermath: bool = False  # joined as the aftermath of a recovered root: no change of it
 
     @property
     def onset(self) -> int:

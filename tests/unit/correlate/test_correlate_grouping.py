@@ -430,3 +430,123 @@ def test_a_pre_existing_condition_opens_nothing_and_absorbs_nothing():
     fresh = replace(again(memory, T0 + 30 * MIN), evidence={})
     run.feed([fresh])
     assert any(m.detector == "memory_above_85pct" for q in run.open() for m in q.members)
+
+
+def test_a_relation_says_its_kind_beside_its_strength_and_reason():
+    """The correlator decides on the kind of a relation (a symptom folded in, trouble
+    continuing), never on the words of its reason."""
+    from pipeline.correlate.graph import Graph
+    from pipeline.correlate.grouping import relation
+
+    run = Run()
+    s = run.corr.settings
+    graph = Graph(s.static_dependencies, s.max_symptom_hops)
+    run.feed([det("error_rate_above_5pct", "auth", T0)])
+    [p] = run.open()
+    r = relation(det("latency_high", "api", T0 + MIN, category="performance"), p, graph, s)
+    assert (r.kind, r.strength) == ("inhibited", 2) and "api depends on auth" in r.why
+    r = relation(det("memory_above_85pct", "auth", T0 + MIN, category="resource"), p, graph, s)
+    assert (r.kind, r.strength, r.why) == ("same_place", 3, "same service (auth)")
+    r = relation(det("queue_depth", "cache", T0 + MIN, category="saturation"), p, graph, s)
+    assert (r.kind, r.strength) == ("adjacent", 1)
+    assert relation(det("error_rate_above_5pct", "payments", T0 + MIN), p, graph, s) is None
+    # long after auth's trouble began, while it is still confirmed: the same kind of
+    # trouble on auth is that trouble continuing
+    for k in range(1, 8):
+        run.feed([again(det("error_rate_above_5pct", "auth", T0), T0 + k * 2 * MIN)])
+    [p] = run.open()
+    r = relation(det("error_rate_above_5pct", "auth", T0 + 14 * MIN,
+                     labels={"route": "/login"}), p, graph, s)
+    assert (r.kind, r.strength) == ("continuing", 2) and "continuing since" in r.why
+
+
+def _errors(service: str, t: int, category: str = "availability"):
+    """``elevated-error-rate`` as the rule fires it: confirmed at ``t`` after holding for
+    5 min over a 10-min window, so its trouble began at ``t - 6 min``."""
+    return replace(det("elevated-error-rate", service, t, category=category,
+                       severity="low"), window_start=t - 10 * MIN,
+                   evidence={"window": "10m", "for_ms": 5 * MIN, "step_ms": MIN})
+
+
+def _recovered_leak(run: Run) -> str:
+    """auth's memory leak from T0, every member resolved at T0 + 30 min: the problem
+    holds until T0 + 35 min (resolve_hold), then resolves."""
+    leak = det("memory-growth", "auth", T0, category="resource", host="auth-1",
+               evidence={"kind": "trend"})
+    run.feed([leak])
+    for k in range(1, 6):
+        run.feed([again(leak, T0 + k * 5 * MIN)])
+    run.feed([cleared(leak, T0 + 30 * MIN)])
+    [p] = run.open()
+    assert p.root_causes[0].service == "auth" and p.clear_since == T0 + 30 * MIN
+    return p.id
+
+
+def test_a_caller_failing_as_its_dependency_recovers_reopens_the_dependency_problem():
+    """auth's leak ends with its pods OOM-killed: its alarms clear, and api's error rate,
+    rising from then on, is confirmed after the leak's problem resolved (its rule holds
+    for 5 min). It is the leak's aftermath: it reopens that problem - the same episode,
+    not a flap, its root cause still auth - instead of opening a problem of its own."""
+    run = Run()
+    leak = _recovered_leak(run)
+    run.tick(T0 + 36 * MIN)
+    assert run.problem(leak).status == "resolved"
+    out = run.feed([_errors("api", T0 + 36 * MIN)])  # began at T0 + 30 min, as auth's ended
+    assert [p.id for p in run.open()] == [leak] and out[-1].kind == "reopened"
+    p = run.problem(leak)
+    assert p.root_causes[0].service == "auth" and "api" in p.affected
+    assert p.reopens == () and not p.flapping and p.reopened_at == (T0 + 36 * MIN,)
+    assert p.members[-1].aftermath and p.links[-1].role == "symptom"
+    assert p.members[-1].joined.startswith("aftermath: api depends on auth")
+    # it resolves again with api's errors, still blaming auth alone: an aftermath says
+    # nothing about where the trouble began
+    run.feed([cleared(_errors("api", T0 + 36 * MIN), T0 + 40 * MIN)])
+    run.tick(T0 + 46 * MIN)
+    p = run.problem(leak)
+    assert p.status == "resolved" and p.resolved_at == T0 + 40 * MIN
+    assert [c.service for c in p.root_causes] == ["auth"] and len(run.state.problems) == 1
+    # the aftermath does not carry the problem on: a caller failing from T0 + 40 min
+    # (when api's errors ended, long after auth's trouble) is a problem of its own
+    run.feed([_errors("gateway", T0 + 46 * MIN)])
+    assert [p.affected for p in run.open()] == [("gateway",)]
+
+
+def test_a_caller_failing_while_its_dependency_problem_holds_keeps_it_open():
+    run = Run()
+    leak = _recovered_leak(run)
+    run.feed([_errors("gateway", T0 + 33 * MIN)])  # two calls above auth; the hold runs
+    [p] = run.open()
+    assert p.id == leak and p.clear_since is None and p.members[-1].aftermath
+    assert p.members[-1].joined.startswith("aftermath: gateway depends on auth")
+    run.tick(T0 + 40 * MIN)  # past the hold: gateway's errors still fire
+    assert [p.id for p in run.open()] == [leak]
+    assert [c.service for c in run.problem(leak).root_causes] == ["auth"]
+    # another caller failing meanwhile relates to no change of the problem through the
+    # aftermath: it began after auth's trouble ended, so it opens its own
+    run.feed([det("latency_high", "api", T0 + 40 * MIN, category="performance")])
+    assert len(run.open()) == 2
+
+
+def test_what_is_not_a_dependency_problem_aftermath_opens_its_own():
+    # began after auth's trouble ended (T0 + 30 min): a fresh onset
+    run = Run()
+    leak = _recovered_leak(run)
+    run.feed([_errors("api", T0 + 38 * MIN)])  # began at T0 + 32 min
+    assert [p.affected for p in run.open()] == [("api",)]
+    assert run.problem(leak).status == "resolved"
+    # a service that does not call auth
+    run = Run()
+    leak = _recovered_leak(run)
+    run.feed([_errors("payments", T0 + 36 * MIN)])
+    assert [p.affected for p in run.open()] == [("payments",)]
+    # a fault of the caller's own (not a symptom)
+    run = Run()
+    leak = _recovered_leak(run)
+    run.feed([_errors("api", T0 + 36 * MIN, category="resource")])
+    assert [p.affected for p in run.open()] == [("api",)]
+    # a problem that timed out (nothing recovered: it went silent) has no aftermath
+    run = Run(resolve_timeout_ms=10 * MIN)
+    run.feed([det("memory-growth", "auth", T0, category="resource")])
+    run.tick(T0 + 11 * MIN)
+    run.feed([_errors("api", T0 + 12 * MIN)])  # began at T0 + 6 min
+    assert [p.affected for p in run.open()] == [("api",)]

@@ -85,3 +85,38 @@ def test_members_with_a_score_and_band_survive_the_state_round_trip():
     again = CorrelationState.from_bytes(run.state.to_bytes())
     [member] = again.open_problems()[0].members
     assert (member.score, member.band_low, member.band_high) == (0.93, 1.0, 2.0)
+
+
+def test_a_model_keep_alive_does_not_redescribe_the_change():
+    """A worker's CPU drops to 1 % (expected 63 %): the model's keep-alive five minutes on
+    carries the episode's peak score (0.97) beside the value now (2.4 %) and an expected
+    value that has followed the drop (1.3 %), against the band fixed when it armed. The
+    member stays a drop of 63 % -> 1 % with that deviation - not a rise, and not a value
+    billions of half-widths out - while the keep-alive still counts as firing."""
+    from dataclasses import replace
+
+    from pipeline.events.detection import detection_id
+
+    drop = det("model:seasonal-ensemble", "agent-worker", T0, category="resource",
+               observed=0.0105, threshold=0.6, score=0.81,
+               labels={"metric": "system.cpu.utilization"},
+               evidence={"expected": 0.63, "band_low": 0.188, "band_high": 1.09})
+    t = T0 + 300 * SEC
+    keepalive = replace(drop, id=detection_id(drop.detector, drop.labels, t, "firing"),
+                        time=t, observed=0.0244, score=0.97,
+                        evidence={"expected": 0.0128, "band_low": 0.188, "band_high": 1.09,
+                                  "keepalive": True})
+    run = Run()
+    run.feed([drop])
+    [first] = run.open()[0].members
+    run.feed([keepalive])
+    [m] = run.open()[0].members
+    assert m.drop and m.observed == 0.0105 and m.deviation == first.deviation
+    assert m.last_ms == t and m.strength == 0.97
+    # a keep-alive of a rule states its condition now: it may still tell a stronger value
+    rule = det("high-error-rate", "orders", T0, observed=0.06, threshold=0.05)
+    run = Run()
+    run.feed([rule, replace(rule, id=detection_id(rule.detector, rule.labels, t, "firing"),
+                            time=t, observed=0.2, evidence={"keepalive": True})])
+    [m] = run.open()[0].members
+    assert m.observed == 0.2

@@ -1,0 +1,67 @@
+"""Engine states kept decoded between detection steps (the stored bytes stay the truth).
+
+Decoding every touched service's state from its stored bytes at the start of a step and
+encoding it again at the end is a fixed cost per step. :class:`LiveStates` keeps each
+state a step leaves, with the bytes it was stored as and the partition it lives on. The
+next step takes a held state only if the store still holds exactly those bytes: after a
+restart, a rebalance, a batch whose writes never happened, or any other writer, the
+stored bytes differ and the state is decoded from them as before. States of partitions
+no longer assigned are dropped outright (:meth:`LiveStates.keep_partitions`), so a
+partition that moves away and back never meets a copy from before it left.
+
+A taken state belongs to the step until it is put back: a step that fails half-way
+(whose states may be half changed) leaves nothing behind to be applied twice.
+
+>>> live = LiveStates()
+>>> live.put(("rules", "api"), {"count": 3}, b"3", partition=0)
+>>> live.take(("rules", "api"), b"3")  # the store holds what was put: the live state
+{'count': 3}
+>>> live.take(("rules", "api"), b"3") is None  # taken: the step owns it now
+True
+>>> live.put(("rules", "api"), {"count": 3}, b"3", partition=0)
+>>> live.take(("rules", "api"), b"4") is None  # someone else stored 4: decode that
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+StateKey = tuple[str, str]  # (engine, service)
+
+
+class LiveStates:
+    """Decoded states by (engine, service), each valid while the store holds its bytes."""
+
+    def __init__(self) -> None:
+        self._held: dict[StateKey, tuple[Any, bytes, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def take(self, key: StateKey, stored: bytes | None) -> Any | None:
+        """The held state of ``key`` if ``stored`` (what the store holds now) is the
+        bytes it was put with; None otherwise (decode ``stored``). Either way the entry
+        is gone until :meth:`put` gives it back."""
+        held = self._held.pop(key, None)
+        if held is None or stored is None:
+            return None
+        state, data, _ = held
+        return state if stored is data or stored == data else None
+
+    def put(self, key: StateKey, state: Any, data: bytes, partition: int) -> None:
+        """Hold ``state``, whose stored form is ``data``, on ``partition``."""
+        self._held[key] = (state, data, partition)
+
+    def keep_partitions(self, partitions: Collection[int]) -> int:
+        """Drop the states of partitions not in ``partitions`` (revoked); how many."""
+        mine = set(partitions)
+        gone = [key for key, (_, _, p) in self._held.items() if p not in mine]
+        for key in gone:
+            del self._held[key]
+        return len(gone)
+
+    def clear(self) -> None:
+        """Drop every held state."""
+        self._held.clear()

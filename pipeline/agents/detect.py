@@ -131,10 +131,13 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
             return recent_metrics_many(writer.store, requests, lookback, points)
 
     step = DetectionStep(engines, settings.detect.allowed_lateness_ms, history,
-                         history_many=history_many)
+                         history_many=history_many,
+                         live_bytes=settings.detect.live_state_bytes)
     # a candidate in shadow warms up from history as the current detectors do
     shadow_step = (DetectionStep(shadow, settings.detect.allowed_lateness_ms, history,
-                                 history_many=history_many) if shadow else None)
+                                 history_many=history_many,
+                                 live_bytes=settings.detect.live_state_bytes)
+                   if shadow else None)
     # the correlator waits for every detect worker's watermark: name this one stably
     source = f"{socket.gethostname()}:{settings.worker.web_port}"
 

@@ -37,7 +37,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pipeline.detect.live import LiveStates
+from pipeline.detect.live import LIVE_STATE_BYTES, LiveStates
 from pipeline.events.columns import TIME_COLUMN
 from pipeline.events.detection import Detection
 from pipeline.events.printable import printable
@@ -153,12 +153,14 @@ class DetectionStep:
     def __init__(self, engines: Mapping[str, Engine], allowed_lateness_ms: int,
                  history: HistoryReader | None = None, batched: bool = True,
                  history_many: HistoryBatchReader | None = None,
-                 max_records: int = MAX_STEP_RECORDS, keep_live: bool = True) -> None:
+                 max_records: int = MAX_STEP_RECORDS,
+                 live_bytes: int = LIVE_STATE_BYTES) -> None:
         self.engines = dict(engines)
         self.batched = batched
         self.max_records = max(1, max_records)
-        # states kept decoded between steps, used while the store holds their bytes
-        self.live: LiveStates | None = LiveStates() if keep_live else None
+        # states kept decoded between steps (up to ``live_bytes`` of their stored bytes;
+        # 0: none), used while the store holds their bytes
+        self.live: LiveStates | None = LiveStates(live_bytes) if live_bytes > 0 else None
         self.history_many = history_many if history is not None else None
         self.allowed_lateness_ms = allowed_lateness_ms
         self.history = history

@@ -1,7 +1,7 @@
 """The detect step scores the metric slices of all services of a batch together
 (``batched``, the default) and finds exactly what scoring each slice on its own finds.
 
-The reference is the step with ``batched=False`` and ``keep_live=False``: every metric
+The reference is the step with ``batched=False`` and ``live_bytes=0``: every metric
 slice through the model engine's ``process`` in message order, every state decoded from
 its bytes at each step, as the step always did. The step as the worker runs it (states
 kept decoded between steps) and in parts of a few records must find the same. Both run the worker's
@@ -96,7 +96,7 @@ def assert_equivalent(steps: list[list[Message]], history: Any = None,
     """The batched step (with ``options``) finds what the per-slice step decoding every
     state finds; returns its detections."""
     old, old_states, old_seeded = run(steps, batched=False, history=history,
-                                      keep_live=False)
+                                      live_bytes=0)
     new, new_states, new_seeded = run(steps, batched=True, history=history,
                                       history_many=history_many, **options)
     assert new_seeded == old_seeded

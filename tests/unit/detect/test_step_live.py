@@ -170,7 +170,18 @@ def test_a_failed_step_run_again_applies_its_records_once():
 
 def test_without_live_states_every_step_decodes():
     engine, store = Counter(), Store()
-    step = DetectionStep({"count": engine}, 0, keep_live=False)
+    step = DetectionStep({"count": engine}, 0, live_bytes=0)
     store.run(step, records("api", 3))
     store.run(step, records("api", 2))
     assert count(store, "api") == 5 and engine.decoded == 1 and step.live is None
+
+
+def test_states_past_the_byte_bound_are_decoded_again():
+    """One byte held at most: of api ("3") and web ("1"), the state put last stays."""
+    engine, store = Counter(), Store()
+    step = DetectionStep({"count": engine}, 0, live_bytes=1)
+    store.run(step, records("api", 3) + records("web", 1))
+    assert len(step.live) == 1 and step.live.held_bytes == 1
+    store.run(step, records("api", 4) + records("web", 5))
+    assert count(store, "api") == 7 and count(store, "web") == 6
+    assert engine.decoded == 1  # one of the two, held no longer

@@ -30,7 +30,7 @@ from pipeline.evaluate.nab import read_series_csv
 from pipeline.events.codec import decode_values
 from pipeline.events.columns import SIGNAL_OF_KIND
 from pipeline.events.schema import RecordKind
-from pipeline.events.slices import TICK_KEY, Tick, encode_ticks, split_by_service
+from pipeline.events.slices import TICK_KEY, Tick, encode_ticks, read_slice, split_by_service
 from pipeline.settings import load_settings
 from pipeline.simulate import load_system, simulate, tick_wire
 
@@ -144,7 +144,10 @@ def test_a_step_scored_in_parts_of_a_few_records_detects_alike():
     """A batch larger than ``max_records`` is scored in parts, each part's states going
     on to the next: 97 records a part cuts each step of this run in tens of parts."""
     steps = simulator_steps(45, 12)
-    assert max(len(s) for s in steps) > 40  # slices a step: many parts each
+    metric_records = [sum(len(read_slice(m.key, m.value).columns["time"]) for m in step
+                          if m.key != TICK_KEY and read_slice(m.key, m.value).signal == "metrics")
+                      for step in steps]
+    assert min(metric_records[:-1]) > 10 * 97  # every step is scored in ten parts or more
     detections = assert_equivalent(steps, max_records=97)
     assert {d.state for d in detections if d.detector.startswith("model:")} >= {
         "firing", "resolved"}

@@ -17,8 +17,8 @@ changes nothing.
 Live states: the step keeps the states it leaves decoded (:mod:`pipeline.detect.live`)
 and, next time, uses one instead of decoding it only while ``read_state`` still gives
 the very bytes it left; only states whose bytes changed are returned to be stored. A
-batch of many metric records is scored in parts of :data:`MAX_STEP_RECORDS` (as as many
-steps would), which bounds the step's memory.
+batch of many metric records is scored in parts of :data:`MAX_STEP_RECORDS` (as that
+many steps would), which bounds the step's memory.
 
 Warm-up from history: when an engine can seed series (``missing_series`` and ``seed``,
 as the model engine does) and the step has a :data:`HistoryReader`, the metric series of

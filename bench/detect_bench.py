@@ -32,7 +32,8 @@ from ingest_bench import make_points  # noqa: E402
 
 from pipeline.agents.detect import partition_of  # noqa: E402
 from pipeline.detect.engines import build_engines  # noqa: E402
-from pipeline.detect.step import DetectionStep, Message  # noqa: E402
+from pipeline.detect.live import LIVE_STATE_BYTES  # noqa: E402
+from pipeline.detect.step import MAX_STEP_RECORDS, DetectionStep, Message  # noqa: E402
 from pipeline.events.codec import decode_values  # noqa: E402
 from pipeline.events.schema import RecordKind  # noqa: E402
 from pipeline.events.slices import TICK_KEY, Tick, encode_ticks, split_by_service  # noqa: E402
@@ -61,10 +62,10 @@ def step_batches(points: list[dict[str, Any]], per_message: int, batch: int,
 
 
 def run(batches: list[list[Message]], history: bool, batched: bool = True,
-        only: str | None = None, states: dict[tuple[str, str], bytes] | None = None) \
-        -> tuple[float, list, int]:
+        only: str | None = None, states: dict[tuple[str, str], bytes] | None = None,
+        **options: Any) -> tuple[float, list, int]:
     """CPU seconds in the step, every detection, history reads; ``states`` (engine,
-    service) -> bytes are kept in the dict given."""
+    service) -> bytes are kept in the dict given; ``options`` go to the step."""
     settings = load_settings(environ={})
     engines = build_engines(settings)
     if only:
@@ -76,7 +77,7 @@ def run(batches: list[list[Message]], history: bool, batched: bool = True,
         return {"time": [], "host": [], "name": [], "value": []}
 
     step = DetectionStep(engines, settings.detect.allowed_lateness_ms,
-                         nothing if history else None, batched=batched)
+                         nothing if history else None, batched=batched, **options)
     states = {} if states is None else states
     detections = []
     spent = 0.0
@@ -104,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory", action="store_true",
                         help="also print the states' bytes per engine and the peak RSS")
     parser.add_argument("--profile", metavar="FILE")
+    parser.add_argument("--max-records", type=int, default=MAX_STEP_RECORDS,
+                        help="metric records a step scores at once at most")
+    parser.add_argument("--live-bytes", type=int, default=LIVE_STATE_BYTES,
+                        help="stored bytes of the states kept decoded between steps (0: "
+                        "decode every state at every step, as before)")
     parser.add_argument("--only", choices=("rules", "models"), help="run one engine")
     parser.add_argument("--per-slice", action="store_true",
                         help="score each metric slice alone (the step before batching)")
@@ -120,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
         before = rss_mib()
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-    spent, detections, reads = run(batches, args.history, not args.per_slice, args.only, states)
+    spent, detections, reads = run(batches, args.history, not args.per_slice, args.only, states,
+                                   max_records=args.max_records, live_bytes=args.live_bytes)
     if profiler:
         profiler.disable()
         profiler.dump_stats(args.profile)

@@ -1,12 +1,14 @@
 """The detect agent: by-service slices and ticks in, detections out.
 
 Each engine keeps its per-service state in a Faust table backed by a changelog topic,
-written once per batch per service, so a restarted or rebalanced worker resumes with its
-windows intact. Detections go to the detections topic and table before the batch's
-offsets are acknowledged. Shadow engines (candidates, see ``detect.shadow_rules``) run
-on the same batches in a step of their own; their detections are stored with ``shadow``
-set and published with the :data:`SHADOW_HEADER`, which the correlate agent drops. A
-failing batch is retried in place by its
+written once per batch per service whose state changed, so a restarted or rebalanced
+worker resumes with its windows intact. The table is the truth: the step keeps states
+decoded between batches only while the table holds the bytes they were stored as, and
+drops those of revoked partitions. Detections go to the detections topic and table
+before the batch's offsets are acknowledged. Shadow engines (candidates, see
+``detect.shadow_rules``) run on the same batches in a step of their own; their
+detections are stored with ``shadow`` set and published with the :data:`SHADOW_HEADER`,
+which the correlate agent drops. A failing batch is retried in place by its
 :class:`~pipeline.agents.batches.BatchRunner`; the detection step itself runs once per
 batch (its result is kept across attempts), so a retry never applies records twice.
 """
@@ -129,10 +131,13 @@ def register_detect_agent(app: faust.App, settings: Settings, engines: Mapping[s
             return recent_metrics_many(writer.store, requests, lookback, points)
 
     step = DetectionStep(engines, settings.detect.allowed_lateness_ms, history,
-                         history_many=history_many)
+                         history_many=history_many,
+                         live_bytes=settings.detect.live_state_bytes)
     # a candidate in shadow warms up from history as the current detectors do
     shadow_step = (DetectionStep(shadow, settings.detect.allowed_lateness_ms, history,
-                                 history_many=history_many) if shadow else None)
+                                 history_many=history_many,
+                                 live_bytes=settings.detect.live_state_bytes)
+                   if shadow else None)
     # the correlator waits for every detect worker's watermark: name this one stably
     source = f"{socket.gethostname()}:{settings.worker.web_port}"
 

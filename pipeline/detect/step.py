@@ -14,6 +14,12 @@ in order, so the detections are those of scoring them one by one (``batched=Fals
 The model engine's metric state does not depend on ticks, so deferring it past them
 changes nothing.
 
+Live states: the step keeps the states it leaves decoded (:mod:`pipeline.detect.live`)
+and, next time, uses one instead of decoding it only while ``read_state`` still gives
+the very bytes it left; only states whose bytes changed are returned to be stored. A
+batch of many metric records is scored in parts of :data:`MAX_STEP_RECORDS` (as that
+many steps would), which bounds the step's memory.
+
 Warm-up from history: when an engine can seed series (``missing_series`` and ``seed``,
 as the model engine does) and the step has a :data:`HistoryReader`, the metric series of
 a slice that the engine has no state for are first taught their recent stored history,
@@ -31,11 +37,18 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pipeline.detect.live import LIVE_STATE_BYTES, LiveStates
+from pipeline.events.columns import TIME_COLUMN
 from pipeline.events.detection import Detection
 from pipeline.events.printable import printable
 from pipeline.events.slices import TICK_KEY, ServiceSlice, Tick, decode_ticks, read_slice
 
 log = logging.getLogger("tocsin.detect")
+
+MAX_STEP_RECORDS = 50_000
+"""Staged metric records a step scores at once at most: a larger batch is scored in
+parts, one after the other, each part's states carried to the next (as separate steps
+would), so a batch of many new series does not hold all their scoring arrays at once."""
 
 
 class EngineState(Protocol):
@@ -68,7 +81,8 @@ class Message:
 
 @dataclass
 class StepResult:
-    """New states to store and detections to publish after one step."""
+    """New states to store and detections to publish after one step: ``states`` holds
+    only those whose bytes differ from what was read (or that were not stored yet)."""
 
     states: dict[tuple[str, str], bytes] = field(default_factory=dict)
     detections: list[Detection] = field(default_factory=list)
@@ -138,9 +152,15 @@ class DetectionStep:
 
     def __init__(self, engines: Mapping[str, Engine], allowed_lateness_ms: int,
                  history: HistoryReader | None = None, batched: bool = True,
-                 history_many: HistoryBatchReader | None = None) -> None:
+                 history_many: HistoryBatchReader | None = None,
+                 max_records: int = MAX_STEP_RECORDS,
+                 live_bytes: int = LIVE_STATE_BYTES) -> None:
         self.engines = dict(engines)
         self.batched = batched
+        self.max_records = max(1, max_records)
+        # states kept decoded between steps (up to ``live_bytes`` of their stored bytes;
+        # 0: none), used while the store holds their bytes
+        self.live: LiveStates | None = LiveStates(live_bytes) if live_bytes > 0 else None
         self.history_many = history_many if history is not None else None
         self.allowed_lateness_ms = allowed_lateness_ms
         self.history = history
@@ -152,24 +172,44 @@ class DetectionStep:
             assigned: Collection[int] | None = None) -> StepResult:
         """Process ``messages`` in order; ``services_on(p)`` lists the services with
         stored state on partition ``p``; ``assigned`` are the partitions this worker
-        reads (the result's watermark waits for each of them; None: those seen)."""
+        reads (the result's watermark waits for each of them; None: those seen).
+
+        States are read through ``read_state`` (the store is the truth); one this step
+        object left decoded is used instead of decoding the same bytes again."""
         result = StepResult()
         live: dict[tuple[str, str], Any] = {}
+        read: dict[tuple[str, str], bytes | None] = {}  # the stored bytes of each state
+        where: dict[str, int] = {}  # the partition of each service met
         deferred: dict[str, list[ServiceSlice]] = defaultdict(list)
+        staged_records = 0
         new_on: dict[int, set[str]] = defaultdict(set)
         if assigned is not None:
             for partition in set(self._advanced) - set(assigned):  # revoked
                 del self._advanced[partition]
                 self.watermarks.forget(partition)
+            if self.live is not None:
+                self.live.keep_partitions(assigned)
 
         def state_of(engine_name: str, service: str) -> Any:
             key = (engine_name, service)
             if key not in live:
                 engine = self.engines[engine_name]
-                stored = read_state(engine_name, service)
-                live[key] = engine.new_state() if stored is None \
-                    else engine.state_from_bytes(stored)
+                stored = read[key] = read_state(engine_name, service)
+                held = self.live.take(key, stored) if self.live is not None else None
+                if held is not None:
+                    live[key] = held
+                else:
+                    live[key] = engine.new_state() if stored is None \
+                        else engine.state_from_bytes(stored)
             return live[key]
+
+        def score_deferred() -> None:
+            for name, pieces in deferred.items():
+                items = self._stage(name, pieces, state_of, live, result)
+                for (piece, _), out in zip(items, self._process_staged(name, items, state_of),
+                                           strict=True):
+                    self._take(name, piece, out, live, result)
+            deferred.clear()
 
         for message in messages:
             if message.key == TICK_KEY:
@@ -185,6 +225,7 @@ class DetectionStep:
                 # the services stored on the partition, and those met first in this step
                 services = set(services_on(message.partition)) | new_on[message.partition]
                 for service in sorted(services):
+                    where[service] = message.partition
                     for name, engine in self.engines.items():
                         try:
                             state, found = engine.advance(state_of(name, service), watermark)
@@ -198,21 +239,25 @@ class DetectionStep:
                 continue
             piece = read_slice(message.key, message.value)
             new_on[message.partition].add(piece.service)
+            where[piece.service] = message.partition
             result.slices += 1
+            deferring = False
             for name, engine in self.engines.items():
                 if self.batched and piece.signal == "metrics" and hasattr(engine, "stage"):
                     deferred[name].append(piece)  # warmed up and scored after the loop
+                    deferring = True
                     continue
                 if piece.signal == "metrics" and self.history is not None \
                         and hasattr(engine, "seed"):
                     self._warm_up(engine, piece, state_of(name, piece.service), result)
                 self._take(name, piece, _process(engine, piece, state_of(name, piece.service)),
                            live, result)
-        for name, pieces in deferred.items():
-            items = self._stage(name, pieces, state_of, live, result)
-            for (piece, _), out in zip(items, self._process_staged(name, items, state_of),
-                                       strict=True):
-                self._take(name, piece, out, live, result)
+            if deferring:
+                staged_records += len(piece.columns[TIME_COLUMN[piece.signal]])
+                if staged_records >= self.max_records:  # score these before staging more
+                    score_deferred()
+                    staged_records = 0
+        score_deferred()
         # detections leave in event-time order: a step closes each service's windows in
         # turn, and whoever reads them (the correlator) should not see time go backwards
         result.detections.sort(key=lambda d: (d.time, d.id))
@@ -221,7 +266,14 @@ class DetectionStep:
                                       default=-1)
         elif self._advanced:
             result.watermark_ms = min(self._advanced.values())
-        result.states = {key: state.to_bytes() for key, state in live.items()}
+        for key, state in live.items():
+            data, before = state.to_bytes(), read[key]
+            if before is not None and data == before:
+                data = before  # unchanged: nothing to store
+            else:
+                result.states[key] = data
+            if self.live is not None:
+                self.live.put(key, state, data, where.get(key[1], -1))
         return result
 
     def _stage(self, name: str, pieces: list[ServiceSlice],

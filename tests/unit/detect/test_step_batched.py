@@ -1,8 +1,10 @@
 """The detect step scores the metric slices of all services of a batch together
 (``batched``, the default) and finds exactly what scoring each slice on its own finds.
 
-The reference is the step with ``batched=False``: every metric slice through the model
-engine's ``process`` in message order, as the step always did. Both run the worker's
+The reference is the step with ``batched=False`` and ``live_bytes=0``: every metric
+slice through the model engine's ``process`` in message order, every state decoded from
+its bytes at each step, as the step always did. The step as the worker runs it (states
+kept decoded between steps) and in parts of a few records must find the same. Both run the worker's
 model engine as the default settings build it (keep-alives on; the rules are not
 batched) over the same by-service messages, their states going through bytes between
 steps as through the worker's tables; the detections must match one for one (numbers
@@ -28,7 +30,7 @@ from pipeline.evaluate.nab import read_series_csv
 from pipeline.events.codec import decode_values
 from pipeline.events.columns import SIGNAL_OF_KIND
 from pipeline.events.schema import RecordKind
-from pipeline.events.slices import TICK_KEY, Tick, encode_ticks, split_by_service
+from pipeline.events.slices import TICK_KEY, Tick, encode_ticks, read_slice, split_by_service
 from pipeline.settings import load_settings
 from pipeline.simulate import load_system, simulate, tick_wire
 
@@ -50,12 +52,14 @@ def ticks(source: str, time_ms: int) -> list[Message]:
 
 
 def run(steps: list[list[Message]], batched: bool, history: Any = None,
-        history_many: Any = None) -> tuple[list[Any], dict[tuple[str, str], Any], int]:
-    """Every detection, the last states (decoded) and the series seeded."""
+        history_many: Any = None, **options: Any
+        ) -> tuple[list[Any], dict[tuple[str, str], Any], int]:
+    """Every detection, the last states (decoded) and the series seeded; ``options``
+    go to the step."""
     settings = load_settings(environ={})
     engines = {"models": build_engines(settings)["models"]}  # the rules are not batched
     step = DetectionStep(engines, settings.detect.allowed_lateness_ms, history,
-                         batched=batched, history_many=history_many)
+                         batched=batched, history_many=history_many, **options)
     stored: dict[tuple[str, str], bytes] = {}
     detections, seeded = [], 0
     for messages in steps:
@@ -88,11 +92,13 @@ def same(a: Any, b: Any, where: str = "") -> None:
 
 
 def assert_equivalent(steps: list[list[Message]], history: Any = None,
-                      history_many: Any = None) -> list[Any]:
-    """The batched step finds what the per-slice step finds; returns its detections."""
-    old, old_states, old_seeded = run(steps, batched=False, history=history)
+                      history_many: Any = None, **options: Any) -> list[Any]:
+    """The batched step (with ``options``) finds what the per-slice step decoding every
+    state finds; returns its detections."""
+    old, old_states, old_seeded = run(steps, batched=False, history=history,
+                                      live_bytes=0)
     new, new_states, new_seeded = run(steps, batched=True, history=history,
-                                      history_many=history_many)
+                                      history_many=history_many, **options)
     assert new_seeded == old_seeded
     assert len(new) == len(old)
     for i, (d_old, d_new) in enumerate(zip(old, new, strict=True)):
@@ -132,6 +138,19 @@ def test_a_simulator_run_is_detected_alike_batched_or_slice_by_slice():
     models = [d for d in detections if d.detector.startswith("model:")]
     assert {d.state for d in models} >= {"firing", "resolved"}  # the comparison has teeth
     assert len({d.service for d in models}) >= 3
+
+
+def test_a_step_scored_in_parts_of_a_few_records_detects_alike():
+    """A batch larger than ``max_records`` is scored in parts, each part's states going
+    on to the next: 97 records a part cuts each step of this run in tens of parts."""
+    steps = simulator_steps(45, 12)
+    metric_records = [sum(len(read_slice(m.key, m.value).columns["time"]) for m in step
+                          if m.key != TICK_KEY and read_slice(m.key, m.value).signal == "metrics")
+                      for step in steps]
+    assert min(metric_records[:-1]) > 10 * 97  # every step is scored in ten parts or more
+    detections = assert_equivalent(steps, max_records=97)
+    assert {d.state for d in detections if d.detector.startswith("model:")} >= {
+        "firing", "resolved"}
 
 
 def nab_path() -> Path | None:

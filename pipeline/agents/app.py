@@ -195,7 +195,7 @@ def _register_pages(pipeline: Pipeline) -> None:
             refused = _refused(self, request, pipeline)
             if refused is not None:
                 return refused
-            return _json(self, worker_status(pipeline, _now_ms()))
+            return _json(self, worker_status(pipeline, _now_ms(), time.monotonic()))
 
     @app.page(HEALTH_PATH)
     class HealthView(View):

@@ -41,6 +41,9 @@ at or after the offset that seek reads from, and is read again; recovery counts 
 partition as restored only from offsets it applied (an applied offset moves only when a
 record is applied, and only forward), never from what the fetcher passed. Standby
 partitions are sought to their applied offsets in the same way before they are resumed.
+What could still reach recovery from before a rebalance is a put to the full changelog
+queue begun just before the revocation; the tables' changelog queue refuses such a
+record (``pipeline.agents.changelog``).
 
 Without gap filling, a commit still passes the single offset a transaction marker takes
 (Faust commits across a hole of one offset), but stops at a hole left by compaction:

@@ -59,6 +59,8 @@ def recovery_state(app: Any, now_s: float | None = None) -> dict[str, Any]:
                         if ended is not None and now_s is not None else None),
         "end_signalled": bool(signal_end.is_set()) if signal_end is not None else None,
         "changelog_queue": queue.qsize() if queue is not None else None,
+        # records of an earlier generation kept off the queue (pipeline.agents.changelog)
+        "changelog_refused": getattr(queue, "refused", None),
         "active": _rows(getattr(recovery, "active_tps", ()),
                         getattr(recovery, "active_highwaters", {}),
                         getattr(recovery, "active_offsets", {}),

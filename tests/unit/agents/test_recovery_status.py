@@ -53,6 +53,7 @@ def test_a_partition_waiting_since_recovery_began_is_named():
     assert state["in_recovery"] and state["started_s_ago"] == 360.0
     assert state["ended_s_ago"] is None and state["end_signalled"] is False
     assert state["changelog_queue"] == 1
+    assert state["changelog_refused"] is None  # Faust's own queue counts nothing
     active = {row["partition"]: row for row in state["active"]}
     assert active[0] == {"topic": "app-state-changelog", "partition": 0, "highwater": 40,
                          "offset": 40, "remaining": 0, "event_received": True,

@@ -20,6 +20,7 @@ from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
 from pipeline.agents.batches import Backoff, BatchRunner, BatchRunners
+from pipeline.agents.changelog import ChangelogTables
 from pipeline.agents.console import register_console
 from pipeline.agents.correlate import (
     CorrelateCounters,
@@ -195,7 +196,7 @@ def _register_pages(pipeline: Pipeline) -> None:
             refused = _refused(self, request, pipeline)
             if refused is not None:
                 return refused
-            return _json(self, worker_status(pipeline, _now_ms()))
+            return _json(self, worker_status(pipeline, _now_ms(), time.monotonic()))
 
     @app.page(HEALTH_PATH)
     class HealthView(View):
@@ -263,6 +264,7 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
         broker_credentials=faust_credentials(settings.kafka),
         broker_client_id=settings.kafka.client_id,
         store="memory://",
+        TableManager=ChangelogTables,  # its changelog queue refuses stale records
         datadir=worker.data_dir,
         web_enabled=True,
         web_host=worker.web_host,

@@ -10,12 +10,14 @@ metrics (``pipeline.api.metrics``) and ``tocsin status``: every count is kept on
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from faust.web import Request, Response, View
 
 from pipeline.agents.detect import services_with_state
 from pipeline.agents.partitions import partition_states
+from pipeline.agents.recovery import recovery_state
 from pipeline.api.metrics import METRICS_PATH
 from pipeline.api.probes import HEALTHZ_PATH, READYZ_PATH, readiness
 from pipeline.api.web import refuse, served_by
@@ -64,8 +66,10 @@ def assignment(app: Any) -> dict[str, list[int]]:
     return {topic: sorted(ps) for topic, ps in sorted(out.items())}
 
 
-def worker_status(pipeline: Any, now_ms: int) -> dict[str, Any]:
-    """The worker's counters, agent health, lag and watermarks as one JSON-ready dict."""
+def worker_status(pipeline: Any, now_ms: int,
+                  monotonic_s: float | None = None) -> dict[str, Any]:
+    """The worker's counters, agent health, lag and watermarks as one JSON-ready dict
+    (``monotonic_s``, the monotonic clock now, dates table recovery's events)."""
     settings = pipeline.settings
     counters = pipeline.ingestor.counters
     detect = pipeline.detect_counters
@@ -91,6 +95,8 @@ def worker_status(pipeline: Any, now_ms: int) -> dict[str, Any]:
         # where each assigned partition stands: fetched, delivered, acknowledged, committed
         "consumer": partition_states(app, getattr(getattr(app, "_consumer", None),
                                                   "delivery", None)),
+        # table recovery: per changelog partition its end, applied offset, last event
+        "recovery": recovery_state(app, monotonic_s),
         "detect": {
             "services_with_state": services_with_state(
                 pipeline.detect_tables, settings.topics.partitions,
@@ -136,7 +142,7 @@ def register_ops_pages(pipeline: Any, now_ms: Any) -> None:
     ``now_ms()`` reads the clock for the snapshot."""
     app = pipeline.app
     metrics = pipeline.metrics
-    metrics.collect_status(lambda: worker_status(pipeline, now_ms()))
+    metrics.collect_status(lambda: worker_status(pipeline, now_ms(), time.monotonic()))
 
     @app.page(METRICS_PATH)
     class MetricsView(View):

@@ -5,9 +5,10 @@ names which: the partition is not fetched (``paused`` by Faust, or left out of i
 ``active`` set while a stream buffer is full, or ``kafka_paused`` by the client), it is
 fetched but what was fetched was not delivered (the fetch ``position`` is past the
 last offset ``delivered`` to the streams; ``dropped`` counts the messages the fetch loop
-did not deliver and why), it was delivered but not acknowledged (``delivered`` past
-``committed`` and nothing ``acked`` waiting), or it was acknowledged but cannot be
-committed (``acked`` offsets wait above a gap after ``committed``).
+did not deliver and why, and ``fetched`` past ``delivered`` + ``dropped`` counts those
+Faust's ``getmany`` filtered out before the loop saw them), it was delivered but not
+acknowledged (``delivered`` past ``committed`` and nothing ``acked`` waiting), or it was
+acknowledged but cannot be committed (``acked`` offsets wait above a gap after ``committed``).
 
 Reading the consumer's fields from the web handler is a snapshot, not a transaction:
 good enough to say where a stall is, not to count exactly.
@@ -25,6 +26,8 @@ _CHANGELOG_SUFFIX = "-changelog"
 class PartitionDelivery:
     """What the fetch loop did with one partition's messages (``pipeline.agents.transport``)."""
 
+    fetched: int = 0  # records the client returned (Faust's getmany filters some out)
+    last_fetched_offset: int = -1
     delivered: int = 0  # messages handed to the streams
     last_offset: int = -1  # offset of the last one
     last_generation: int | None = None  # consumer generation it was fetched in
@@ -34,7 +37,8 @@ class PartitionDelivery:
 
     def to_wire(self) -> dict[str, Any]:
         """The record as a JSON-ready dict."""
-        return {"delivered": self.delivered, "last_offset": self.last_offset,
+        return {"fetched": self.fetched, "last_fetched_offset": self.last_fetched_offset,
+                "delivered": self.delivered, "last_offset": self.last_offset,
                 "last_generation": self.last_generation,
                 "dropped": {"flow_stopped": self.dropped_flow_stopped,
                             "old_generation": self.dropped_old_generation},
@@ -55,6 +59,14 @@ class DeliveryLog:
             record = self.partitions[key] = PartitionDelivery()
         return record
 
+    def fetched(self, topic: str, partition: int, last_offset: int, count: int) -> None:
+        """Count records the client returned; those neither delivered nor dropped after
+        that were filtered out by Faust's ``getmany`` (the flow stopped or the generation
+        changed mid-batch, or the partition was paused)."""
+        record = self.of(topic, partition)
+        record.fetched += count
+        record.last_fetched_offset = last_offset
+
     def delivered(self, topic: str, partition: int, offset: int,
                   generation: int | None) -> None:
         """Count a message handed to the streams."""
@@ -65,7 +77,8 @@ class DeliveryLog:
 
     def dropped(self, topic: str, partition: int, offset: int, *, flow_stopped: bool) -> None:
         """Count a fetched message the loop did not deliver (it is read again after the
-        consumer seeks back to the committed offset)."""
+        consumer seeks back: input partitions to the committed offset, changelog
+        partitions to the offset table recovery applied last)."""
         record = self.of(topic, partition)
         if flow_stopped:
             record.dropped_flow_stopped += 1

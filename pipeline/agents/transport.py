@@ -29,6 +29,22 @@ control and two rules:
   delivered: the consumer has been (or is about to be) sought back to the committed
   offsets, and reads it again.
 
+*Changelog partitions* have no committed offset (nothing acknowledges their records) and
+are not sought by a seek to the committed offsets; table recovery seeks them itself, and
+dropping their records is still safe. The flow stops only when partitions are revoked
+(a rebalance or a stop), and after a rebalance it is resumed only by table recovery
+(Faust's ``Recovery._restart_recovery``), right after it sought every active changelog
+partition to the last offset it applied (``active_offsets``) with no await in between;
+the client discards what it had buffered for a partition it seeks. So a changelog
+record fetched and dropped while the flow was stopped, or in an earlier generation, lies
+at or after the offset that seek reads from, and is read again; recovery counts a
+partition as restored only from offsets it applied (an applied offset moves only when a
+record is applied, and only forward), never from what the fetcher passed. Standby
+partitions are sought to their applied offsets in the same way before they are resumed.
+What could still reach recovery from before a rebalance is a put to the full changelog
+queue begun just before the revocation; the tables' changelog queue refuses such a
+record (``pipeline.agents.changelog``).
+
 Without gap filling, a commit still passes the single offset a transaction marker takes
 (Faust commits across a hole of one offset), but stops at a hole left by compaction:
 input topics must not be compacted. The batch runners drop events that reached a stream
@@ -53,8 +69,9 @@ runners. The tables' changelog queue is still cleared on resume (table recovery 
 generation check), and every queue still is when partitions are revoked. Everything
 else (groups, assignment, commits, rebalances, flow control) is Faust's.
 
-What the loop delivered and dropped per partition is kept (``delivery``) for the status
-page (``pipeline.agents.partitions``).
+What the client returned and what the loop delivered and dropped per partition is kept
+(``delivery``) for the status page (``pipeline.agents.partitions``; table recovery's own
+view is in ``pipeline.agents.recovery``).
 """
 
 from __future__ import annotations
@@ -94,6 +111,14 @@ class _Consumer(driver.Consumer):
         faults = getattr(self.app, "faults", None)
         if faults is not None:
             await faults.wait("consumer.seek")
+
+    async def _getmany(self, active_partitions: Any, timeout: float) -> Any:
+        """The client's records (Faust's), counted per partition for the status."""
+        records = await super()._getmany(active_partitions, timeout)
+        for tp, batch in (records or {}).items():
+            if batch:
+                self.delivery.fetched(tp.topic, tp.partition, batch[-1].offset, len(batch))
+        return records
 
     async def _drain_messages(self, fetcher: Any) -> None:
         """Deliver fetched messages to the streams until the consumer or fetcher stops."""

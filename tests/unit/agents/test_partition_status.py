@@ -69,3 +69,15 @@ def test_the_status_says_where_each_partition_stands():
     assert metrics["dropped"] == {"flow_stopped": 0, "old_generation": 1}
     logs = rows["t.logs"]
     assert logs["paused"] and not logs["active"] and logs["delivered"] == 0
+
+
+def test_records_faust_filtered_out_show_as_fetched_but_not_delivered():
+    delivery = DeliveryLog()
+    delivery.fetched("app-rules-changelog", 0, 19, 20)  # offsets 0..19 returned
+    for offset in range(0, 5):
+        delivery.delivered("app-rules-changelog", 0, offset, 3)
+    delivery.dropped("app-rules-changelog", 0, 5, flow_stopped=True)
+    consumer = _Consumer({TP("app-rules-changelog", 0)})
+    row = partition_states(_App(consumer), delivery)["partitions"][0]
+    assert (row["fetched"], row["last_fetched_offset"]) == (20, 19)
+    assert row["delivered"] + sum(row["dropped"].values()) == 6  # 14 filtered by getmany

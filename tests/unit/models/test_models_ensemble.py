@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from models import ModelEngine, RobustSeasonal, SeasonalEnsemble, SeriesBank
-from models.ensemble import BASE_FIELDS, CONTEXT_FIELDS, COUNT, N, REST
+from models.ensemble import BASE_FIELDS, CONTEXT_FIELDS, COUNT, REST, N
 
 T0 = 1_718_000_000_000
 MIN = 60_000

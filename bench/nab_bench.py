@@ -59,15 +59,13 @@ THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55)
 RESTS = (100, 200)
 VARIANTS: dict[str, tuple[Callable[..., Any], dict[str, float]]] = {
     "robust-seasonal (previous default)": (RobustSeasonal, {}),
-    "ensemble: level family only": (SeasonalEnsemble,
-                                     {"likelihood": 0, "threshold": 0.35, "count_power": 1}),
+    "ensemble: level family only (before)": (SeasonalEnsemble,
+                                              {"likelihood": 0, "threshold": 0.35}),
     "ensemble: no rest after an alarm": (SeasonalEnsemble, {"rest_points": 0}),
     "ensemble: tails not learnt (tail_rate 0)": (SeasonalEnsemble, {"tail_rate": 0}),
-    "ensemble: counts on their own scale (count_power 1)": (SeasonalEnsemble,
-                                                            {"count_power": 1}),
-    "ensemble: counts on the log scale (count_power 0)": (SeasonalEnsemble,
-                                                          {"count_power": 0}),
-    "ensemble: level + likelihood + count scale (default)": (SeasonalEnsemble, {}),
+    "ensemble: level + likelihood (default)": (SeasonalEnsemble, {}),
+    "ensemble + count scale (count_power 0.5)": (SeasonalEnsemble, {"count_power": 0.5}),
+    "ensemble + count scale (count_power 0)": (SeasonalEnsemble, {"count_power": 0}),
     "ensemble + context tier (opt-in)": (SeasonalEnsemble, {"context": 1}),
 }
 """The ablation: each family's contribution, under the same tuning."""

@@ -57,18 +57,24 @@ PUBLISHED = {"Windowed Gaussian": 39.6, "Skyline": 58.2, "CAD OSE": 69.9,
              "Numenta HTM": 70.1, "ARTime": 74.9}
 THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55)
 RESTS = (100, 200)
+BEFORE = {"count_power": 1, "watch": 1}
+"""The default before the count scale and the watch level."""
 VARIANTS: dict[str, tuple[Callable[..., Any], dict[str, float]]] = {
     "robust-seasonal (previous default)": (RobustSeasonal, {}),
-    "ensemble: level family only (before)": (SeasonalEnsemble,
-                                              {"likelihood": 0, "threshold": 0.35}),
-    "ensemble: no rest after an alarm": (SeasonalEnsemble, {"rest_points": 0}),
+    "ensemble: level family only": (SeasonalEnsemble,
+                                     {**BEFORE, "likelihood": 0, "threshold": 0.35}),
+    "ensemble: no rest (nor quiet) after alarms": (SeasonalEnsemble, {"rest_points": 0}),
     "ensemble: tails not learnt (tail_rate 0)": (SeasonalEnsemble, {"tail_rate": 0}),
-    "ensemble: level + likelihood (default)": (SeasonalEnsemble, {}),
-    "ensemble + count scale (count_power 0.5)": (SeasonalEnsemble, {"count_power": 0.5}),
-    "ensemble + count scale (count_power 0)": (SeasonalEnsemble, {"count_power": 0}),
+    "ensemble: level + likelihood (before)": (SeasonalEnsemble, BEFORE),
+    "ensemble: without the count scale": (SeasonalEnsemble, {"count_power": 1}),
+    "ensemble: without the watch level": (SeasonalEnsemble, {"watch": 1}),
+    "ensemble (default)": (SeasonalEnsemble, {}),
     "ensemble + context tier (opt-in)": (SeasonalEnsemble, {"context": 1}),
 }
 """The ablation: each family's contribution, under the same tuning."""
+WATCHES = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 1.0)
+COUNT_POWERS = (1.0, 0.5)
+"""NAB protocol, chosen per fold: the watch level (1: off) and the count scale."""
 
 
 def nab_dir() -> Path:

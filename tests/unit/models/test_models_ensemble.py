@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from models import ModelEngine, RobustSeasonal, SeasonalEnsemble, SeriesBank
-from models.ensemble import BASE_FIELDS, CONTEXT_FIELDS, COUNT, REST, N
+from models.ensemble import BASE_FIELDS, CONTEXT_FIELDS, COUNT, QUIET, REST, N
 
 T0 = 1_718_000_000_000
 MIN = 60_000
@@ -51,8 +51,8 @@ def test_history_seeding_equals_streaming_and_makes_the_first_points_count():
     seeded = SeriesBank(SeasonalEnsemble(rest_points=180))
     t = T0 + np.arange(600) * MIN
     assert seeded.seed(["s"] * 600, t[::-1], history[::-1]) == 1  # any order
-    np.testing.assert_allclose(np.delete(seeded.column("s"), REST),
-                               np.delete(streamed.column("s"), REST))
+    np.testing.assert_allclose(np.delete(seeded.column("s"), [REST, QUIET]),
+                               np.delete(streamed.column("s"), [REST, QUIET]))
     assert seeded.seed(["s"], t[:1], history[:1]) == 0  # known series are left alone
     shifted = noise(30, seed=4) + 15.0  # already shifted when the worker meets it
     events, _ = alarms(shifted, bank=seeded, start=600)
@@ -175,7 +175,7 @@ def _scores_5min(det, values):
     return out
 
 
-COUNTS = {"count_power": 0.5}  # the opt-in count scale
+COUNTS = {"count_power": 0.5}  # the count scale (the default)
 
 
 @pytest.mark.parametrize("rate", [0.5, 3.0, 30.0])
@@ -187,7 +187,7 @@ def test_a_steady_poisson_count_raises_nothing_on_the_count_scale(rate):
     assert np.mean(quiet >= det.threshold) < 1e-3  # the model's own: under 1 in 1,000
     if rate < 1:  # mostly 0s and 1s: on the series' own scale a 4 looks extreme
         raw_scale = np.concatenate([
-            _scores_5min(SeasonalEnsemble(), _poisson(rate, 2000, seed))[300:]
+            _scores_5min(SeasonalEnsemble(count_power=1), _poisson(rate, 2000, seed))[300:]
             for seed in range(5)])
         assert np.sum(raw_scale >= det.threshold) > 2 * np.sum(quiet >= det.threshold)
 
@@ -232,12 +232,59 @@ def test_count_series_are_explained_in_their_own_units():
     assert det.score_one({"value": 200.0, "time": T0 + 1000 * 5 * MIN}) > THRESHOLD
 
 
-def test_the_count_scale_is_off_by_default_and_then_nothing_restarts():
-    det = SeasonalEnsemble()
+def test_the_count_scale_is_on_by_default_and_power_one_turns_it_off():
+    values = [3.0, 4.0, 2.0, 4.5]
+    for det, seen in ((SeasonalEnsemble(), [np.sqrt(4.0) * 2 - 2, np.sqrt(5.0) * 2 - 2]),
+                      (SeasonalEnsemble(count_power=1), values[:2])):
+        s = det.new_state(1)
+        for i, x in enumerate(values):
+            xs, t = np.array([x]), np.array([T0 + i * MIN], dtype=float)
+            ev = det.evaluate(s, xs, t)
+            if i < 2:
+                assert ev.y[0] == pytest.approx(seen[i])
+            det.update(s, xs, t, ev)
+    # off, a fraction restarts nothing
+    assert s[N, 0] == 4.0 and s[COUNT, 0] == 0.0
+
+
+def _stream(det, values):
+    """Reported and raw scores of one series, minute by minute."""
     s = det.new_state(1)
-    for i, x in enumerate([3.0, 4.0, 2.0, 4.5]):
+    score, raw = np.zeros(values.size), np.zeros(values.size)
+    for i, x in enumerate(values):
         xs, t = np.array([x]), np.array([T0 + i * MIN], dtype=float)
         ev = det.evaluate(s, xs, t)
-        assert ev.y[0] == x
         det.update(s, xs, t, ev)
-    assert s[N, 0] == 4.0 and s[COUNT, 0] == 0.0
+        score[i], raw[i] = ev.score[0], ev.raw[0]
+    return score, raw
+
+
+def _blips(seed, n=3000):
+    values = noise(n, seed)
+    values[1000::40] += 3.5  # a 3.5-sigma blip every 40 points: sub-threshold scores
+    return values
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_watch_level_score_quiets_sub_threshold_scores_for_a_rest_period(seed):
+    det = SeasonalEnsemble()
+    score, raw = _stream(det, _blips(seed))
+    below = (raw[1000:] >= det.watch) & (raw[1000:] < det.threshold)
+    reported = (score[1000:] >= det.watch) & (score[1000:] < det.threshold)
+    assert below.sum() > 80  # many blips score between the watch level and the threshold
+    # a threshold below the model's own finds one of them per rest period, not each
+    assert reported.sum() <= 2000 // det.rest_points + 1
+    unwatched, _ = _stream(SeasonalEnsemble(watch=1.0), _blips(seed))
+    assert ((unwatched[1000:] >= det.watch) & (unwatched[1000:] < det.threshold)).sum() > 80
+
+
+def test_an_alarm_inside_a_quiet_period_is_still_reported():
+    det = SeasonalEnsemble()
+    values = _blips(0)
+    score, raw = _stream(det, values)
+    first = 1000 + int(np.flatnonzero((score[1000:] >= det.watch)
+                                      & (score[1000:] < det.threshold))[0])
+    assert score[first + 1:first + 20].max() == 0.0 and raw[first + 1:first + 20].max() > 0
+    values[first + 10] += 50.0  # a 50-sigma spike ten points into the quiet period
+    score, _ = _stream(det, values)
+    assert score[first + 10] > 0.9

@@ -141,6 +141,15 @@ def river_hst() -> Any:
     return Baseline()
 
 
+def watch_grid(corpus: list[LabelledSeries]) -> dict[str, dict[str, float]]:
+    """NAB protocol with the watch level and the count scale chosen per held-out fold
+    (and in-sample, the best of the grid)."""
+    grid = [{"watch": w, "count_power": c} for c in COUNT_POWERS for w in WATCHES]
+    scored = score_configs(corpus, SeasonalEnsemble, grid)
+    return summary(corpus, {f"watch {c['watch']} count_power {c['count_power']}": s
+                            for c, s in zip(grid, scored, strict=True)})
+
+
 def line(name: str, res: Mapping[str, Mapping[str, float]]) -> str:
     cells = "  ".join(f"{res[p]['in_sample']:5.1f} / {res[p]['cross_validated']:5.1f}"
                       for p in PROFILES)
@@ -185,6 +194,11 @@ def main() -> None:
             nab_pooled[name] = scored[0]
         results["alerts"][name] = summary(corpus, cands)
         alert_lines.append(line(name, results["alerts"][name]))
+    if not args.quick:
+        name = "ensemble, watch and count scale per fold"
+        results["nab"][name] = watch_grid(corpus)
+        print(line(name, results["nab"][name]) + f"   (watch {WATCHES}, count_power "
+              f"{COUNT_POWERS}; chosen: {results['nab'][name]['standard']['folds']})")
     if len(variants) > 1:
         results["nab"]["ensemble, variant chosen by CV"] = summary(corpus, nab_pooled)
         print(line("ensemble, variant chosen by CV", results["nab"]["ensemble, variant "

@@ -411,6 +411,22 @@ class SeasonalEnsemble(ColumnarSeriesDetector):
             sub[REST] = sub[QUIET] = 0.0
             s[:, cols] = sub
 
+    def upgrade_state(self, layout: str, state: np.ndarray) -> np.ndarray | None:
+        """This detector's state from ``state`` saved with an earlier layout of it
+        (before the count scale and the watch level: two rows fewer), else None. Such
+        series are not known to be counts, so they are scored as before."""
+        name, _, rows = layout.partition(":")
+        extra = CONTEXT_FIELDS - BASE_FIELDS if np.any(self.context) else 0
+        if name != type(self).__name__ or rows != str(COUNT + extra) \
+                or state.shape[0] != COUNT + extra:
+            return None
+        out = self.new_state(state.shape[1])
+        out[:COUNT] = state[:COUNT]
+        out[COUNT] = 0.0
+        out[QUIET] = 0.0
+        out[BASE_FIELDS:] = state[COUNT:]
+        return out
+
     def _counting(self, s: np.ndarray) -> np.ndarray:
         """Columns scored on the count scale: a count series so far, the transform on."""
         return (s[COUNT] > 0) & (np.asarray(self.count_power) != 1.0)

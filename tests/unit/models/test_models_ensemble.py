@@ -3,7 +3,10 @@ level shifts and the operator's acceptance policy, periodic and spiky series, st
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
+import orjson
 import pytest
 
 from models import ModelEngine, RobustSeasonal, SeasonalEnsemble, SeriesBank
@@ -120,6 +123,35 @@ def test_switching_the_metric_model_restarts_series_state_but_keeps_series():
     restored = SeriesBank.from_bytes(data, SeasonalEnsemble())
     assert restored.keys == ["s"] and restored.column("s")[0] == 0.0
     assert SeriesBank.from_bytes(data, RobustSeasonal()).column("s")[0] == 50.0
+
+
+def _as_saved_before_the_count_scale(data: bytes) -> bytes:
+    """A bank's bytes as the version before the count scale and the watch level wrote
+    them: two state rows fewer, an older layout name."""
+    head_len, fields = struct.unpack("<II", data[4:12])
+    head = orjson.loads(data[12:12 + head_len])
+    k = len(head["keys"])
+    state = np.frombuffer(data[12 + head_len:], dtype=np.float64).reshape(fields, k)
+    old = np.delete(state, [COUNT, QUIET], axis=0)
+    head["layout"] = f"SeasonalEnsemble:{old.shape[0]}"
+    packed = orjson.dumps(head)
+    return data[:4] + struct.pack("<II", len(packed), old.shape[0]) + packed + old.tobytes()
+
+
+def test_a_state_saved_before_the_count_scale_is_upgraded_not_restarted():
+    bank = SeriesBank(SeasonalEnsemble(rest_points=180))
+    alarms(noise(300), bank=bank)
+    old = _as_saved_before_the_count_scale(bank.to_bytes())
+    restored = SeriesBank.from_bytes(old, SeasonalEnsemble(rest_points=180))
+    np.testing.assert_array_equal(restored.state[:COUNT, :1], bank.state[:COUNT, :1])
+    assert restored.column("s")[N] == 300 and restored.state[COUNT, 0] == 0.0
+    # it goes on learning and scoring as the series it was (a noise series is no count)
+    more = noise(100, seed=2)
+    _, res_old = alarms(more, bank=restored, start=300)
+    _, res_new = alarms(more, bank=bank, start=300)
+    np.testing.assert_allclose(res_old.raw, res_new.raw)
+    # another detector's state still starts afresh
+    assert SeriesBank.from_bytes(old, RobustSeasonal()).column("s")[0] == 0.0
 
 
 def test_engine_seeds_only_the_series_it_does_not_know():

@@ -306,8 +306,9 @@ class SeriesBank:
     @classmethod
     def from_bytes(cls, data: bytes, detector: SeriesDetector) -> SeriesBank:
         """A bank from :meth:`to_bytes` output, scoring with ``detector``. State of
-        another layout (saved by another detector) is not reused: those series start
-        afresh, their alarms kept."""
+        another layout is upgraded when the detector knows how (``upgrade_state``: an
+        earlier version of its own layout), else not reused: those series start afresh,
+        their alarms kept."""
         if data[:4] != _MAGIC:
             raise ModelError("series state: not a Tocsin series bank (bad magic bytes)")
         head_len, fields = struct.unpack("<II", data[4:12])
@@ -319,8 +320,13 @@ class SeriesBank:
             raise ModelError(f"series state: {matrix.size} numbers for {k} series of "
                              f"{fields} fields (truncated or corrupt)")
         # states saved before layouts were named are robust-seasonal ones
-        if head.get("layout", f"RobustSeasonal:{fields}") == _layout(detector):
-            bank.state[:, :k] = matrix.reshape(fields, k)
+        layout = head.get("layout", f"RobustSeasonal:{fields}")
+        state: np.ndarray | None = matrix.reshape(fields, k)
+        if layout != _layout(detector):
+            upgrade = getattr(detector, "upgrade_state", None)
+            state = upgrade(layout, state) if upgrade is not None else None
+        if state is not None:
+            bank.state[:, :k] = state
         bank.keys = list(head["keys"])
         bank.index = {key: i for i, key in enumerate(bank.keys)}
         bank.armed[head["armed"]] = True

@@ -394,6 +394,31 @@ def test_a_member_taken_back_as_continuing_trouble_is_no_recent_change():
     assert "latency_high" not in {m.detector for m in run.problem(background).members}
 
 
+def test_a_symptom_continues_only_as_its_own_detector_measures_it():
+    """auth's error rate has been out of bounds for an hour: errors on auth seen by
+    another detector (its traces) are a new signal going wrong, a problem of its own;
+    the same detector on another of auth's routes is the same trouble continuing."""
+    def errors_for_an_hour(run: Run) -> str:
+        errors = det("error_rate_above_5pct", "auth", T0)
+        run.feed([errors])
+        for k in range(1, 13):
+            run.feed([again(errors, T0 + k * 5 * MIN)])
+        [p] = run.open()
+        return p.id
+
+    run = Run()
+    background = errors_for_an_hour(run)
+    out = run.feed([det("trace_errors", "auth", T0 + 61 * MIN, signal="traces")])
+    assert out[-1].kind == "opened" and len(run.open()) == 2
+    assert [m.detector for m in run.problem(background).members] == ["error_rate_above_5pct"]
+
+    run = Run()
+    background = errors_for_an_hour(run)
+    run.feed([det("error_rate_above_5pct", "auth", T0 + 61 * MIN, labels={"route": "/login"})])
+    [p] = run.open()
+    assert p.id == background and "availability trouble continuing since" in p.members[-1].joined
+
+
 def test_a_flap_within_alive_ms_goes_on_with_the_same_onset():
     """A member that resolved and fires again within alive_ms of when it was last seen
     firing is the same trouble: its onset stays, so its problem does not count as

@@ -16,7 +16,8 @@ half of ``relatedness_window_ms``, and still current), strongest relation first:
    on the same service or host: a series of the same category (for a symptom, of the
    same detector) firing for longer and confirmed within ``alive_ms``, or (for a
    slowdown) its own resource trouble that began within ``relatedness_window_ms`` before
-   it;
+   it - never for a series of the problem firing again after going quiet (a fresh
+   onset);
 1. adjacent in the call graph (a caller's symptom; or a dependency of an affected service
    whose trouble is not already put down to a root cause below it), a caller failing the
    same way as another caller of the same dependency within half the relatedness window,
@@ -242,7 +243,11 @@ def relation(det: Detection, p: Problem, graph: Graph,
     # an aftermath (a caller failing as the root recovered) is the end of the problem's
     # trouble, no change of it: it relates nothing
     changes = [m for m in p.members if not m.aftermath]
-    ongoing = [m for m in changes if m.onset < horizon
+    # a series of the problem firing again reaches here only after a silence longer than
+    # alive_ms (a shorter one is a flap, taken as a keep-alive): a fresh onset, which
+    # the problem's trouble did not go on through
+    refired = p.member(series_key(det)) is not None
+    ongoing = [m for m in changes if not refired and m.onset < horizon
                and m.state == "firing" and m.last_ms >= alive and ((
                    # a symptom continues only as measured by the same detector: another
                    # detector's alarm of the same symptom is a new signal going wrong

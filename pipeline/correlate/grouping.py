@@ -17,7 +17,7 @@ half of ``relatedness_window_ms``, and still current), strongest relation first:
    same detector) firing for longer and confirmed within ``alive_ms``, or (for a
    slowdown) its own resource trouble that began within ``relatedness_window_ms`` before
    it - never for a series of the problem firing again after going quiet (a fresh
-   onset);
+   onset), unless it is a symptom of the problem's root cause still failing;
 1. adjacent in the call graph (a caller's symptom; or a dependency of an affected service
    whose trouble is not already put down to a root cause below it), a caller failing the
    same way as another caller of the same dependency within half the relatedness window,
@@ -245,13 +245,18 @@ def relation(det: Detection, p: Problem, graph: Graph,
     changes = [m for m in p.members if not m.aftermath]
     # a series of the problem firing again reaches here only after a silence longer than
     # alive_ms (a shorter one is a flap, taken as a keep-alive): a fresh onset, which
-    # the problem's trouble did not go on through
+    # the problem's trouble did not go on through - unless it is a symptom of the
+    # problem's root cause, which still fails its callers: its failure still explains it
     refired = p.member(series_key(det)) is not None
-    ongoing = [m for m in changes if not refired and m.onset < horizon
+    rooted = refired and symptom and symptom_of_root(
+        s, p, graph, settings.symptom_categories, None, alive) is not None
+    ongoing = [m for m in changes if (rooted or not refired) and m.onset < horizon
                and m.state == "firing" and m.last_ms >= alive and ((
-                   # a symptom continues only as measured by the same detector: another
-                   # detector's alarm of the same symptom is a new signal going wrong
-                   m.category == det.category and (not symptom or m.detector == det.detector)
+                   # a symptom continues only as measured by the same detector (another
+                   # detector's alarm of the same symptom is a new signal going wrong),
+                   # or as the still-failing root's symptom it was
+                   m.category == det.category
+                   and (not symptom or rooted or m.detector == det.detector)
                ) or (
                    # its own resource trouble, still current (confirmed within
                    # alive_ms: detectors re-confirm at their keep-alive cadence, so the

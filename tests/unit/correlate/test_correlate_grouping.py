@@ -410,6 +410,38 @@ def test_a_series_firing_again_after_going_quiet_is_a_fresh_onset():
     assert run.problem(old.id).member(series_key(b)).state == "resolved"
 
 
+def test_a_symptom_of_a_root_still_failing_firing_again_is_that_trouble_continuing():
+    """postgres is down; api (calling it through orders) fails with it, seen from its
+    caller and by its error-rate rule. The edge alarm clears while the outage goes on and
+    fires again 9 min later: postgres still fails, so it is still postgres' trouble (one
+    problem, as the live test's database outage), whichever detector keeps api's errors
+    current."""
+    run = Run()
+    down = det("connection_refused", "postgres", T0)
+    edge = det("edge_errors", "api", T0 + MIN, labels={"caller": "gateway"})
+    rate = det("high_error_rate", "api", T0 + 2 * MIN)
+    run.feed([down])
+    run.feed([edge])
+    run.feed([rate])
+    run.feed([cleared(edge, T0 + 3 * MIN)])
+    run.feed([again(down, T0 + 5 * MIN)])
+    run.feed([again(rate, T0 + 7 * MIN)])
+    out = run.feed([again(edge, T0 + 10 * MIN), again(down, T0 + 10 * MIN)])
+    [p] = run.open()
+    assert p.root_causes[0].service == "postgres" and out[0].problem.id == p.id
+    assert p.member(series_key(edge)).state == "firing"
+    assert "availability trouble continuing since" in p.member(series_key(edge)).joined
+    # postgres recovered: the same re-fire is a fresh onset of api's (its own problem)
+    run = Run()
+    run.feed([down])
+    run.feed([edge])
+    run.feed([rate])
+    run.feed([cleared(edge, T0 + 3 * MIN), cleared(down, T0 + 4 * MIN)])
+    run.feed([again(rate, T0 + 7 * MIN)])
+    out = run.feed([again(edge, T0 + 10 * MIN)])
+    assert out[-1].kind == "opened" and len(run.open()) == 2
+
+
 def test_a_symptom_continues_only_as_its_own_detector_measures_it():
     """auth's error rate has been out of bounds for an hour: errors on auth seen by
     another detector (its traces) are a new signal going wrong, a problem of its own;

@@ -275,12 +275,6 @@ class Correlator:
                                        f"bridged by {where}", ctx)
             role = "symptom" if r.kind == "inhibited" else "member"
             member = replace(member_from(det, s), joined=r.why)
-            old = survivor.member(key)
-            if old is not None and r.kind == "continuing":
-                # a series firing again after it went quiet, taken back by its old
-                # problem only as the same trouble continuing, keeps its old onset: it is
-                # no recent change there, so the old problem does not absorb what comes
-                member = replace(member, onset_ms=old.onset)
             p = self._link(w, with_member(survivor, member), det, role)
             self._derive(w, p, ctx, det.time, f"{where} joined: {r.why}", lazy=True)
             return

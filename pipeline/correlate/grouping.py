@@ -13,9 +13,11 @@ half of ``relatedness_window_ms``, and still current), strongest relation first:
 2. a symptom (error, latency, connectivity) of a service that depends on the problem's
    failing root cause, up to ``max_symptom_hops`` calls away (inhibition: folded in), or
    the same caller's calls to another callee going wrong at once, or trouble continuing
-   on the same service or host: a series of the same category firing for longer and
-   confirmed within ``alive_ms``, or (for a slowdown) its own resource trouble that began
-   within ``relatedness_window_ms`` before it;
+   on the same service or host: a series of the same category (for a symptom, of the
+   same detector) firing for longer and confirmed within ``alive_ms``, or (for a
+   slowdown) its own resource trouble that began within ``relatedness_window_ms`` before
+   it - never for a series of the problem firing again after going quiet (a fresh
+   onset), unless it is a symptom of the problem's root cause still failing;
 1. adjacent in the call graph (a caller's symptom; or a dependency of an affected service
    whose trouble is not already put down to a root cause below it), a caller failing the
    same way as another caller of the same dependency within half the relatedness window,
@@ -237,11 +239,25 @@ def relation(det: Detection, p: Problem, graph: Graph,
     # trouble on its own service or host (a memory growth, then memory above its limit)
     alive = det.time - settings.alive_ms  # a firing member confirmed since is current
     began = change_point(det)
+    symptom = det.category in settings.symptom_categories
     # an aftermath (a caller failing as the root recovered) is the end of the problem's
     # trouble, no change of it: it relates nothing
     changes = [m for m in p.members if not m.aftermath]
-    ongoing = [m for m in changes if m.onset < horizon and m.state == "firing"
-               and m.last_ms >= alive and (m.category == det.category or (
+    # a series of the problem firing again reaches here only after a silence longer than
+    # alive_ms (a shorter one is a flap, taken as a keep-alive): a fresh onset, which
+    # the problem's trouble did not go on through - unless it is a symptom of the
+    # problem's root cause, which still fails its callers: its failure still explains it
+    refired = p.member(series_key(det)) is not None
+    rooted = refired and symptom and symptom_of_root(
+        s, p, graph, settings.symptom_categories, None, alive) is not None
+    ongoing = [m for m in changes if (rooted or not refired) and m.onset < horizon
+               and m.state == "firing" and m.last_ms >= alive and ((
+                   # a symptom continues only as measured by the same detector (another
+                   # detector's alarm of the same symptom is a new signal going wrong),
+                   # or as the still-failing root's symptom it was
+                   m.category == det.category
+                   and (not symptom or rooted or m.detector == det.detector)
+               ) or (
                    # its own resource trouble, still current (confirmed within
                    # alive_ms: detectors re-confirm at their keep-alive cadence, so the
                    # last confirmation may fall just before the slowdown began),
@@ -262,7 +278,6 @@ def relation(det: Detection, p: Problem, graph: Graph,
                         f"{where}, {m.category} trouble continuing since {format_ms(m.onset)}")
     members = [m for m in changes if m.onset >= horizon
                and (m.resolved_ms if m.state == "resolved" else m.last_ms) >= alive]
-    symptom = det.category in settings.symptom_categories
     # a symptom of the problem's failing root may be confirmed late (a rule's long
     # window): its own change point must fall near the root's failure
     since = change_point(det) - settings.relatedness_window_ms // 2

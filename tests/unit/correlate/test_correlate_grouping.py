@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from pipeline.correlate.grouping import series_key
 from tests.unit.correlate.support import MIN, SEC, T0, Run, again, cleared, det, kinds
 
 
@@ -373,25 +374,97 @@ def test_a_detection_arriving_after_its_problem_resolved_joins_it_without_reopen
     assert len(run.open()) == 1
 
 
-def test_a_member_taken_back_as_continuing_trouble_is_no_recent_change():
-    """auth's memory alarm joined its CPU background, resolved, and fires again 25 min
-    later: the background takes it back only as the same trouble continuing, with its
-    old onset, so the slowdown that follows is a fresh onset of its own - not absorbed
-    through "same service" as if the background had just changed."""
+def test_a_series_firing_again_after_going_quiet_is_a_fresh_onset():
+    """auth's memory alarm joined its CPU background as the same trouble continuing,
+    resolved, and fires again 25 min later (longer than alive_ms): a fresh onset, not the
+    background's trouble going on, so it opens its own problem and the slowdown that
+    follows joins that fresh change - the background takes in neither."""
     run = Run()
     background = _background(run, 60)
     memory = det("memory_above_85pct", "auth", T0 + 10 * MIN, category="resource",
                  host="auth-1")
     run.feed([memory])
-    onset = run.problem(background).members[-1].onset
+    assert "resource trouble continuing since" in run.problem(background).members[-1].joined
     run.feed([cleared(memory, T0 + 12 * MIN)])
-    run.feed([again(memory, T0 + 37 * MIN)])
-    [p] = run.open()
-    back = p.member(p.members[-1].key)
-    assert "continuing since" in back.joined and back.onset == onset
-    out = run.feed([det("latency_high", "auth", T0 + 38 * MIN, category="performance")])
-    assert len(run.open()) == 2 and out[-1].kind == "opened"
+    out = run.feed([again(memory, T0 + 37 * MIN)])
+    assert out[-1].kind == "opened" and len(run.open()) == 2
+    fresh = out[-1].problem
+    assert fresh.members[0].onset > T0 + 30 * MIN  # when it began again, not at 10 min
+    assert run.problem(background).member(fresh.members[0].key).state == "resolved"
+    run.feed([det("latency_high", "auth", T0 + 38 * MIN, category="performance")])
+    assert len(run.open()) == 2
+    assert [m.detector for m in run.problem(fresh.id).members] == [
+        "memory_above_85pct", "latency_high"]
     assert "latency_high" not in {m.detector for m in run.problem(background).members}
+    # also when another series of the same trouble still fires: errors on auth's two
+    # routes, /b quiet for half an hour while /a goes on; /b failing again is its own
+    run = Run()
+    a, b = (det("error_rate_above_5pct", "auth", T0, labels={"route": r}) for r in "ab")
+    run.feed([a, b])
+    run.feed([cleared(b, T0 + 5 * MIN)])
+    for k in range(1, 9):
+        run.feed([again(a, T0 + k * 5 * MIN)])
+    [old] = run.open()
+    out = run.feed([again(b, T0 + 41 * MIN)])
+    assert out[-1].kind == "opened" and len(run.open()) == 2
+    assert run.problem(old.id).member(series_key(b)).state == "resolved"
+
+
+def test_a_symptom_of_a_root_still_failing_firing_again_is_that_trouble_continuing():
+    """postgres is down; api (calling it through orders) fails with it, seen from its
+    caller and by its error-rate rule. The edge alarm clears while the outage goes on and
+    fires again 9 min later: postgres still fails, so it is still postgres' trouble (one
+    problem, as the live test's database outage), whichever detector keeps api's errors
+    current."""
+    run = Run()
+    down = det("connection_refused", "postgres", T0)
+    edge = det("edge_errors", "api", T0 + MIN, labels={"caller": "gateway"})
+    rate = det("high_error_rate", "api", T0 + 2 * MIN)
+    run.feed([down])
+    run.feed([edge])
+    run.feed([rate])
+    run.feed([cleared(edge, T0 + 3 * MIN)])
+    run.feed([again(down, T0 + 5 * MIN)])
+    run.feed([again(rate, T0 + 7 * MIN)])
+    out = run.feed([again(edge, T0 + 10 * MIN), again(down, T0 + 10 * MIN)])
+    [p] = run.open()
+    assert p.root_causes[0].service == "postgres" and out[0].problem.id == p.id
+    assert p.member(series_key(edge)).state == "firing"
+    assert "availability trouble continuing since" in p.member(series_key(edge)).joined
+    # postgres recovered: the same re-fire is a fresh onset of api's (its own problem)
+    run = Run()
+    run.feed([down])
+    run.feed([edge])
+    run.feed([rate])
+    run.feed([cleared(edge, T0 + 3 * MIN), cleared(down, T0 + 4 * MIN)])
+    run.feed([again(rate, T0 + 7 * MIN)])
+    out = run.feed([again(edge, T0 + 10 * MIN)])
+    assert out[-1].kind == "opened" and len(run.open()) == 2
+
+
+def test_a_symptom_continues_only_as_its_own_detector_measures_it():
+    """auth's error rate has been out of bounds for an hour: errors on auth seen by
+    another detector (its traces) are a new signal going wrong, a problem of its own;
+    the same detector on another of auth's routes is the same trouble continuing."""
+    def errors_for_an_hour(run: Run) -> str:
+        errors = det("error_rate_above_5pct", "auth", T0)
+        run.feed([errors])
+        for k in range(1, 13):
+            run.feed([again(errors, T0 + k * 5 * MIN)])
+        [p] = run.open()
+        return p.id
+
+    run = Run()
+    background = errors_for_an_hour(run)
+    out = run.feed([det("trace_errors", "auth", T0 + 61 * MIN, signal="traces")])
+    assert out[-1].kind == "opened" and len(run.open()) == 2
+    assert [m.detector for m in run.problem(background).members] == ["error_rate_above_5pct"]
+
+    run = Run()
+    background = errors_for_an_hour(run)
+    run.feed([det("error_rate_above_5pct", "auth", T0 + 61 * MIN, labels={"route": "/login"})])
+    [p] = run.open()
+    assert p.id == background and "availability trouble continuing since" in p.members[-1].joined
 
 
 def test_a_flap_within_alive_ms_goes_on_with_the_same_onset():

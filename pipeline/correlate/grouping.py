@@ -46,7 +46,7 @@ from typing import Literal
 import orjson
 
 from pipeline.correlate.graph import Graph
-from pipeline.correlate.inhibit import CAUSE_LAG_MS, ONSET_LAG_MS, symptom_of_root
+from pipeline.correlate.inhibit import CAUSE_LAG_MS, ONSET_LAG_MS, failing_root, symptom_of_root
 from pipeline.events.detection import MODEL_PREFIX, SEVERITIES, Detection
 from pipeline.events.problem import Link, Member, Problem
 from pipeline.events.times import format_ms
@@ -250,6 +250,11 @@ def relation(det: Detection, p: Problem, graph: Graph,
     refired = p.member(series_key(det)) is not None
     rooted = refired and symptom and symptom_of_root(
         s, p, graph, settings.symptom_categories, None, alive) is not None
+    # a symptom on the root cause's own service while the root's failure is young (began
+    # within two relatedness windows: the same incident still unfolding, not background)
+    rooted = rooted or (symptom and failing_root(
+        p, settings.symptom_categories, began - 2 * settings.relatedness_window_ms,
+        alive) == s)
     ongoing = [m for m in changes if (rooted or not refired) and m.onset < horizon
                and m.state == "firing" and m.last_ms >= alive and ((
                    # a symptom continues only as measured by the same detector (another

@@ -467,6 +467,22 @@ def test_a_symptom_continues_only_as_its_own_detector_measures_it():
     assert p.id == background and "availability trouble continuing since" in p.members[-1].joined
 
 
+def test_another_detectors_symptom_on_a_young_failing_root_is_its_trouble():
+    """A bad deploy on auth: its error rate fires, and 12 min later its traces' error rule
+    (another detector, past the relatedness window's half) fires on auth too. The root's
+    failure is young (within two relatedness windows): the same incident unfolding, one
+    problem; an hour of background errors is not (the test above)."""
+    run = Run()
+    errors = det("error_rate_above_5pct", "auth", T0)
+    run.feed([errors])
+    for k in range(1, 3):
+        run.feed([again(errors, T0 + k * 5 * MIN)])
+    out = run.feed([det("trace_errors", "auth", T0 + 12 * MIN, signal="traces")])
+    [p] = run.open()
+    assert out[-1].problem.id == p.id
+    assert "availability trouble continuing since" in p.members[-1].joined
+
+
 def test_a_flap_within_alive_ms_goes_on_with_the_same_onset():
     """A member that resolved and fires again within alive_ms of when it was last seen
     firing is the same trouble: its onset stays, so its problem does not count as

@@ -17,7 +17,9 @@ half of ``relatedness_window_ms``, and still current), strongest relation first:
    same detector) firing for longer and confirmed within ``alive_ms``, or (for a
    slowdown) its own resource trouble that began within ``relatedness_window_ms`` before
    it - never for a series of the problem firing again after going quiet (a fresh
-   onset), unless it is a symptom of the problem's root cause still failing;
+   onset), unless it is a symptom of the problem's root cause still failing; a symptom
+   on the root's own service, while the root's failure began within two relatedness
+   windows, continues whichever detector sees it (the same incident unfolding);
 1. adjacent in the call graph (a caller's symptom; or a dependency of an affected service
    whose trouble is not already put down to a root cause below it), a caller failing the
    same way as another caller of the same dependency within half the relatedness window,

@@ -98,10 +98,7 @@ class TocsinApp(faust.App):
         ``pipeline.agents.transport``)."""
         from pipeline.agents.transport import FlowControl
 
-        def changelog_queue(queue: Any) -> bool:
-            return queue is getattr(self.tables, "_changelog_queue", None)
-
-        return FlowControl(loop=self.loop, cleared_on_resume=changelog_queue)
+        return FlowControl(loop=self.loop)
 
     def _new_transport(self) -> Any:
         """Faust's aiokafka transport, its consumer waiting ``fetch_max_wait_ms`` at most

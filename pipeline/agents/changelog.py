@@ -33,7 +33,10 @@ log = logging.getLogger("tocsin.app")
 
 class ChangelogQueue(ThrowableQueue):
     """Faust's changelog queue, refusing events of an earlier consumer generation (see
-    the module doc); ``refused`` counts them."""
+    the module doc); ``refused`` counts them. Unlike the agents' queues it is cleared
+    when flow control resumes (``pipeline.agents.transport.FlowControl``)."""
+
+    cleared_on_resume = True
 
     def __init__(self, *args: Any, generation: Callable[[], int | None],
                  **kwargs: Any) -> None:

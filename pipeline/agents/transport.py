@@ -77,7 +77,6 @@ view is in ``pipeline.agents.recovery``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -164,21 +163,16 @@ class _Consumer(driver.Consumer):
 
 class FlowControl(FlowControlEvent):
     """Faust's flow control into the agents' queues, whose resume keeps what the agents'
-    queues hold (see the module doc); the queues ``cleared_on_resume`` picks (the tables'
-    changelog queue, whose recovery has no generation check) are still cleared, and
-    ``clear()`` still empties them all."""
-
-    def __init__(self, *, cleared_on_resume: Callable[[Any], bool] = lambda queue: False,
-                 **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.cleared_on_resume = cleared_on_resume
+    queues hold (see the module doc); a queue that says it is ``cleared_on_resume`` (the
+    tables' changelog queue, whose recovery has no generation check) is still cleared,
+    and ``clear()`` still empties them all."""
 
     def resume(self) -> None:
         """Resume production into the queues, keeping the agents' queues' contents."""
         self._suspend.clear()
         self._resume.set()
         for queue in list(self._queues):
-            if self.cleared_on_resume(queue):
+            if getattr(queue, "cleared_on_resume", False):
                 queue.clear()
 
 

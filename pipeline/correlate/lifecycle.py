@@ -162,6 +162,8 @@ def reopen(p: Problem, t: int, settings: CorrelateSettings, recurrence: bool = T
         if recurrence else p.reopens
     return replace(p, status="open", resolved_at=None, resolution="", reopens=reopens,
                    reopened_at=(*p.reopened_at, t)[-MAX_REOPENS:],
+                   recurred_at=(*p.recurred_at, t)[-MAX_REOPENS:] if recurrence
+                   else p.recurred_at,
                    flapping=len(reopens) >= settings.flap_threshold, acknowledged_at=None,
                    acknowledged_by="", ack_comment="")
 

@@ -8,9 +8,11 @@ Definitions (``before`` = 1 min, ``after`` = 5 min by default):
 
 - A case's *window* is ``[start - before, end + after]``. A problem counts for a case only
   if it **opened** within that window: a problem opened long before (a background one
-  still open) does not detect a new fault. A problem that had resolved and *reopened*
-  (the same id, alerted again as ``reopened``) within the window counts from its
-  reopening: the operator is told then, as for a new problem.
+  still open) does not detect a new fault. A problem that had resolved and *recurred*
+  (its root cause failing again: the same id, alerted again as ``reopened``) within the
+  window counts from that reopening: the operator is told then, as for a new problem.
+  A reopen that took in the problem's own aftermath (a caller's symptom of the failure
+  that had just ended) is no opening.
 - A problem opened within several cases' windows (adjacent faults) counts for one: the
   case whose root cause is its first candidate, else the case that started last at or
   before its opening, else the earliest.
@@ -181,8 +183,9 @@ def evaluate_cases(cases: Sequence[Case], problems: Sequence[Mapping[str, Any]],
                    before_ms: int = CASE_BEFORE_MS, after_ms: int = CASE_AFTER_MS,
                    ) -> CaseEvaluation:
     """Score ``problems`` (``id``, ``opened_at``, ``root_causes`` best first, as service
-    names or ``{"service": ...}``, optionally ``reopened_at``: times it reopened) against
-    ``cases`` (see the module docstring)."""
+    names or ``{"service": ...}``, optionally ``recurred_at``: times it reopened as its
+    root cause failing again; without that key, every ``reopened_at``) against ``cases``
+    (see the module docstring)."""
     probs = sorted((_problem(p, i) for i, p in enumerate(problems)),
                    key=lambda p: (p[1][0], p[0]))
     cases = sorted(cases, key=lambda c: (c.start_ms, c.id))
@@ -230,7 +233,9 @@ def _problem(p: Mapping[str, Any], index: int) -> tuple[str, list[int], tuple[st
         raise CaseLabelsError(f"{where}: expected id (str), opened_at (ms) and root_causes "
                               f"(list), got {pid!r}, {opened!r}, {causes!r}")
     names = tuple(c.get("service", "") if isinstance(c, Mapping) else str(c) for c in causes)
-    reopened = sorted(int(t) for t in p.get("reopened_at") or () if t is not None)
+    # an aftermath reopen (a symptom of the problem resolving late) is not an opening
+    reopens = p["recurred_at"] if "recurred_at" in p else p.get("reopened_at")
+    reopened = sorted(int(t) for t in reopens or () if t is not None)
     return pid, [int(opened), *reopened], names
 
 

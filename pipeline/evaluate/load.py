@@ -37,7 +37,8 @@ def load_problems_between(query: Query, database: str, lo: int, hi: int,
         "SELECT id, toUnixTimestamp64Milli(opened_at), "
         "if(resolved_at IS NULL, NULL, toUnixTimestamp64Milli(assumeNotNull(resolved_at))), "
         "affected, root_causes, detection_ids, "
-        "arrayMap(t -> toUnixTimestamp64Milli(t), reopened_at) "
+        "arrayMap(t -> toUnixTimestamp64Milli(t), reopened_at), "
+        "arrayMap(t -> toUnixTimestamp64Milli(t), recurred_at) "
         f"FROM {database}.problems "
         f"WHERE merged_into = '' AND toUnixTimestamp64Milli(opened_at) <= {hi} "
         "AND (resolved_at IS NULL OR "
@@ -47,8 +48,10 @@ def load_problems_between(query: Query, database: str, lo: int, hi: int,
         {"id": pid, "opened_at": int(opened), "resolved_at": None if resolved is None
          else int(resolved), "affected": list(affected),
          "root_causes": _root_cause_services(causes), "detections": list(detections),
-         "reopened_at": [int(t) for t in reopened or ()]}
-        for pid, opened, resolved, affected, causes, detections, reopened in result.rows
+         "reopened_at": [int(t) for t in reopened or ()],
+         "recurred_at": [int(t) for t in recurred or ()]}
+        for pid, opened, resolved, affected, causes, detections, reopened, recurred
+        in result.rows
     ]
 
 

@@ -124,7 +124,7 @@ class OfflineResult:
     def problem_rows(self) -> list[dict[str, Any]]:
         """Problems as the evaluation reads them from the store (merged ones left out)."""
         return [{"id": p.id, "opened_at": p.opened_at, "resolved_at": p.resolved_at,
-                 "reopened_at": list(p.reopened_at),
+                 "reopened_at": list(p.reopened_at), "recurred_at": list(p.recurred_at),
                  "affected": list(p.affected),
                  "root_causes": [c.service for c in p.root_causes],
                  "detections": list(p.detection_ids)}

@@ -125,6 +125,7 @@ class Problem:
     reopens: tuple[int, ...] = ()  # reopen times inside the flap window
     flapping: bool = False
     reopened_at: tuple[int, ...] = ()  # every reopen time (the latest MAX_REOPENS)
+    recurred_at: tuple[int, ...] = ()  # reopens as its root cause failing again (ditto)
 
     @property
     def detection_ids(self) -> tuple[str, ...]:
@@ -154,7 +155,7 @@ class Problem:
         out = {f.name: getattr(self, f.name) for f in fields(self)
                if f.name not in ("members", "links", "root_causes")}
         for key in ("affected", "hosts", "symptoms", "potential_causes", "reopens",
-                    "reopened_at"):
+                    "reopened_at", "recurred_at"):
             out[key] = list(out[key])
         out["root_causes"] = [c.to_wire() for c in self.root_causes]
         out["detection_ids"] = list(self.detection_ids)
@@ -167,7 +168,7 @@ class Problem:
         """The inverse of :meth:`to_wire`."""
         values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
         for key in ("affected", "hosts", "symptoms", "potential_causes", "reopens",
-                    "reopened_at"):
+                    "reopened_at", "recurred_at"):
             values[key] = tuple(values.get(key, ()))
         values["root_causes"] = tuple(
             RootCause(c["service"], c["score"], tuple(c.get("evidence", ())), c.get("host", ""))
@@ -224,6 +225,7 @@ def problems_table(problems: Sequence[Problem]) -> pa.Table:
         "merged_into": pa.array([x.merged_into for x in p], pa.string()),
         "acknowledged_by": pa.array([x.acknowledged_by for x in p], pa.string()),
         "reopened_at": pa.array([list(x.reopened_at) for x in p], pa.list_(ts)),
+        "recurred_at": pa.array([list(x.recurred_at) for x in p], pa.list_(ts)),
     })
 
 

@@ -131,7 +131,8 @@ CREATE TABLE IF NOT EXISTS {db}.problems (
     resolution       LowCardinality(String),  -- detections_resolved, timeout, merged ...
     merged_into      String,
     acknowledged_by  String,
-    reopened_at      Array(DateTime64(3, 'UTC'))  -- every time it reopened (same id)
+    reopened_at      Array(DateTime64(3, 'UTC')),  -- every time it reopened (same id)
+    recurred_at      Array(DateTime64(3, 'UTC'))  -- those its root cause failed again
 ) ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(opened_at)
 ORDER BY (scope, id)""",
@@ -281,12 +282,16 @@ def schema_statements(database: str, ttl_days: int, cluster: str = "") -> list[s
     # other; a column new to the key may have no DEFAULT: Bool's own is false)
     shadow = ("ADD COLUMN IF NOT EXISTS shadow Bool, MODIFY ORDER BY "
               "(service, time, id, shadow)")
+    recurred = "ADD COLUMN IF NOT EXISTS recurred_at Array(DateTime64(3, 'UTC'))"
     if cluster:
         statements += [f"ALTER TABLE {database}.detections_local{on} {shadow}",
                        f"ALTER TABLE {database}.detections{on} ADD COLUMN IF NOT EXISTS "
-                       "shadow Bool"]
+                       "shadow Bool",
+                       f"ALTER TABLE {database}.problems_local{on} {recurred}",
+                       f"ALTER TABLE {database}.problems{on} {recurred}"]
     else:
-        statements.append(f"ALTER TABLE {database}.detections {shadow}")
+        statements += [f"ALTER TABLE {database}.detections {shadow}",
+                       f"ALTER TABLE {database}.problems {recurred}"]
     return statements
 
 

@@ -67,7 +67,11 @@ def test_cluster_ddl_is_clickhouse_sql_with_a_distributed_table_over_each_local_
     assert [s for s in statements if s.startswith("ALTER")] == [
         "ALTER TABLE tocsin.detections_local ON CLUSTER prod ADD COLUMN IF NOT EXISTS shadow "
         "Bool, MODIFY ORDER BY (service, time, id, shadow)",
-        "ALTER TABLE tocsin.detections ON CLUSTER prod ADD COLUMN IF NOT EXISTS shadow Bool"]
+        "ALTER TABLE tocsin.detections ON CLUSTER prod ADD COLUMN IF NOT EXISTS shadow Bool",
+        "ALTER TABLE tocsin.problems_local ON CLUSTER prod ADD COLUMN IF NOT EXISTS "
+        "recurred_at Array(DateTime64(3, 'UTC'))",
+        "ALTER TABLE tocsin.problems ON CLUSTER prod ADD COLUMN IF NOT EXISTS "
+        "recurred_at Array(DateTime64(3, 'UTC'))"]
 
 
 def test_replayed_batch_is_stored_once(store):

@@ -585,6 +585,7 @@ def test_a_caller_failing_as_its_dependency_recovers_reopens_the_dependency_prob
     p = run.problem(leak)
     assert p.root_causes[0].service == "auth" and "api" in p.affected
     assert p.reopens == () and not p.flapping and p.reopened_at == (T0 + 36 * MIN,)
+    assert p.recurred_at == ()  # no opening for the evaluator either
     assert p.members[-1].aftermath and p.links[-1].role == "symptom"
     assert p.members[-1].joined.startswith("aftermath: api depends on auth")
     # it resolves again with api's errors, still blaming auth alone: an aftermath says

@@ -111,3 +111,16 @@ def test_a_problem_reopened_in_a_case_window_counts_from_its_reopening():
     assert [o.problem_ids for o in result.outcomes] == [(), ("p",), (), ()]
     assert result.outcomes[1].time_to_detect_ms == 30_000
     assert result.false_problem_ids == ()
+
+
+def test_a_problem_reopened_by_its_aftermath_is_no_opening():
+    """The store says which reopens were the root cause failing again (``recurred_at``):
+    a reopen that took in the aftermath of the fault before does not detect c2."""
+    cases = parse_cases(LABELS)
+    problem = {"id": "p", "opened_at": 2 * MIN, "root_causes": ["checkout"],
+               "reopened_at": [11 * MIN, 20 * MIN + 30_000]}
+    aftermath = evaluate_cases(cases, [{**problem, "recurred_at": [11 * MIN]}])
+    assert [o.problem_ids for o in aftermath.outcomes] == [("p",), (), (), ()]
+    assert aftermath.outcomes[0].time_to_detect_ms == MIN
+    recurred = evaluate_cases(cases, [{**problem, "recurred_at": [20 * MIN + 30_000]}])
+    assert [o.problem_ids for o in recurred.outcomes] == [(), ("p",), (), ()]

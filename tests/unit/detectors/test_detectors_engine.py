@@ -3,6 +3,8 @@ absence, keep-alives, selectors and group labels."""
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -10,6 +12,7 @@ import yaml
 
 from detectors import RuleEngine, RuleStateError, ServiceState, parse_rules
 from pipeline.events.detection import Detection
+from pipeline.events.packing import unpack
 
 T0 = 1_699_999_200_000
 S, M = 1_000, 60_000
@@ -146,6 +149,18 @@ def test_state_is_small_and_validated() -> None:
         ServiceState.from_bytes(b"pickle me")
     with pytest.raises(RuleStateError):
         ServiceState.from_bytes(state.to_bytes()[:40])
+
+
+def test_a_state_written_zlib_compressed_before_zstd_still_reads() -> None:
+    engine = make(HOT, GONE)
+    rows = [(t, f"h{i}", "cpu", 50.0 + i) for t in range(0, 10 * M, 10 * S) for i in range(9)]
+    state, _, _ = engine.process("metrics", cols(rows), engine.new_state())
+    blob = state.to_bytes()
+    assert blob[4:5] == b"s"  # zstd now
+    old = blob[:4] + b"z" + zlib.compress(unpack(blob[5:]), 1)
+    assert ServiceState.from_bytes(old).to_bytes() == blob
+    with pytest.raises(RuleStateError):  # damaged zstd body
+        ServiceState.from_bytes(blob[:-4])
 
 
 def test_reload_keeps_unchanged_rules_and_drops_changed_or_removed() -> None:

@@ -9,7 +9,13 @@ together (``--per-slice``: one by one, as before); states go through bytes betwe
 as through the worker's tables. No broker, no store: ``--history`` adds a history reader
 that returns nothing (the cost of asking, not of a query).
 
+``--live-rate R`` gives the step the shape of a live worker at R points/s instead (as
+``bench/live_bench.py`` produces: every series in turn, stamped with the time, one
+ingest batch per 0.5 s, ``ingest.batch_within_ms``): small slices, few of them closing a
+window. The first ``--warm-steps`` steps (new series, new states) are not counted.
+
     .venv/bin/python bench/detect_bench.py [--points 200000] [--profile FILE]
+    .venv/bin/python bench/detect_bench.py --live-rate 20000 --points 400000
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ingest_bench import make_points  # noqa: E402
+from live_bench import Source  # noqa: E402
 
 from pipeline.agents.detect import partition_of  # noqa: E402
 from pipeline.detect.engines import build_engines  # noqa: E402
@@ -61,11 +68,25 @@ def step_batches(points: list[dict[str, Any]], per_message: int, batch: int,
     return out
 
 
+def live_batches(points: int, rate: int, series: int, partitions: int,
+                 batch_ms: int = 500) -> list[list[Message]]:
+    """The by-service messages of a live worker's ingest batches at ``rate`` points/s:
+    one batch per ``batch_ms`` of points stamped with their time, 100 per message."""
+    source = Source(series)
+    per_batch = max(1, rate * batch_ms // 1000)
+    return [messages
+            for k in range(max(1, points // per_batch))
+            for messages in step_batches(source.take(per_batch, NOW_MS + k * batch_ms), 100,
+                                         per_batch, partitions)]
+
+
 def run(batches: list[list[Message]], history: bool, batched: bool = True,
         only: str | None = None, states: dict[tuple[str, str], bytes] | None = None,
+        warm_steps: int = 0, per_step: list[float] | None = None,
         **options: Any) -> tuple[float, list, int]:
-    """CPU seconds in the step, every detection, history reads; ``states`` (engine,
-    service) -> bytes are kept in the dict given; ``options`` go to the step."""
+    """CPU seconds in the step (the first ``warm_steps`` not counted; each counted
+    step's appended to ``per_step``), every detection, history reads; ``states``
+    (engine, service) -> bytes are kept in the dict given; ``options`` go to the step."""
     settings = load_settings(environ={})
     engines = build_engines(settings)
     if only:
@@ -81,11 +102,14 @@ def run(batches: list[list[Message]], history: bool, batched: bool = True,
     states = {} if states is None else states
     detections = []
     spent = 0.0
-    for messages in batches:
+    for n, messages in enumerate(batches):
         began = time.process_time()
         result = step.run(messages, lambda e, s: states.get((e, s)),
                           lambda p: sorted({s for _, s in states}))
-        spent += time.process_time() - began
+        if n >= warm_steps:
+            spent += time.process_time() - began
+            if per_step is not None:
+                per_step.append(time.process_time() - began)
         states.update(result.states)
         detections += result.detections
     return spent, detections, reads[0]
@@ -111,12 +135,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="stored bytes of the states kept decoded between steps (0: "
                         "decode every state at every step, as before)")
     parser.add_argument("--only", choices=("rules", "models"), help="run one engine")
+    parser.add_argument("--live-rate", type=int, default=0, metavar="R",
+                        help="live-shaped input at R points/s: one ingest batch per 0.5 s "
+                        "(see the module docstring)")
+    parser.add_argument("--warm-steps", type=int, default=10,
+                        help="with --live-rate: first steps not counted")
     parser.add_argument("--per-slice", action="store_true",
                         help="score each metric slice alone (the step before batching)")
     args = parser.parse_args(argv)
     hosts = max(1, round(args.series / 1000))
-    points = make_points(args.points, NOW_MS, hosts_per_service=hosts)
-    batches = step_batches(points, args.per_message, args.batch, args.partitions)
+    if args.live_rate:
+        points = []
+        batches = live_batches(args.points, args.live_rate, hosts * 1000, args.partitions)
+    else:
+        points = make_points(args.points, NOW_MS, hosts_per_service=hosts)
+        batches = step_batches(points, args.per_message, args.batch, args.partitions)
+    warm = min(args.warm_steps, len(batches) - 1) if args.live_rate else 0
     profiler = cProfile.Profile() if args.profile else None
     if profiler:
         profiler.enable()
@@ -126,14 +160,22 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
         before = rss_mib()
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    per_step: list[float] = []
     spent, detections, reads = run(batches, args.history, not args.per_slice, args.only, states,
-                                   max_records=args.max_records, live_bytes=args.live_bytes)
+                                   warm, per_step, max_records=args.max_records,
+                                   live_bytes=args.live_bytes)
     if profiler:
         profiler.disable()
         profiler.dump_stats(args.profile)
-    print(f"{args.points:,} points in {len(batches)} steps: {spent:.2f} CPU s in the step, "
-          f"{spent / args.points * 1e5:.2f} s per 100k points, {len(detections)} detections, "
+    counted = args.points * (len(batches) - warm) // len(batches)
+    print(f"{counted:,} points in {len(batches) - warm} steps: {spent:.2f} CPU s in the step, "
+          f"{spent / counted * 1e5:.2f} s per 100k points, {len(detections)} detections, "
           f"{reads} history reads")
+    if args.live_rate:  # the least disturbed steps say most on a busy machine
+        per_step.sort()
+        print(f"  CPU ms per step: min {per_step[0] * 1e3:.0f}, quartile "
+              f"{per_step[len(per_step) // 4] * 1e3:.0f}, median "
+              f"{per_step[len(per_step) // 2] * 1e3:.0f}")
     if args.memory:
         per_engine: dict[str, list[int]] = {}
         for (engine, _), value in states.items():

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.events.columns import SIGNALS, TIME_COLUMN
+from pipeline.events.labels import Labels
 from pipeline.events.schema import SEVERITY_NUMBER
 from pipeline.events.units import factor
 
@@ -62,7 +63,11 @@ def attribute_values(attributes: Any, key: str, n: int) -> list[str]:
 
 
 def factorize(values: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    """Distinct values (first-seen order) and each record's index into them."""
+    """Distinct values (first-seen order) and each record's index into them (a
+    :class:`~pipeline.events.labels.Labels` column gives its own: a forwarded slice's
+    text is factorised as it is read)."""
+    if isinstance(values, Labels):
+        return values.uniques, values.codes
     seen: dict[str, int] = {}
     codes = np.fromiter((seen.setdefault(v, len(seen)) for v in values), dtype=np.int64,
                         count=len(values))

@@ -4,8 +4,8 @@ One :class:`ServiceState` holds everything the rules know about one service: per
 the highest event time seen (the watermark is that minus the allowed lateness), and per
 rule its series (label values, firing state, baseline) and items (partial window
 aggregates). ``to_bytes`` writes a small JSON header (service, labels, array shapes)
-followed by the raw numpy arrays, zlib-compressed when that is smaller; nothing is
-pickled, so a state read back can only be data.
+followed by the raw numpy arrays, zstd-compressed when that is smaller (zlib in states
+written before); nothing is pickled, so a state read back can only be data.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import orjson
 from detectors.rules import Rule
 from detectors.windows import Items
 from pipeline.errors import TocsinError
+from pipeline.events.packing import PackingError, pack, unpack
 
 NO_TIME = -(2**62)
 MAGIC = b"TCS1"
@@ -157,18 +158,21 @@ class ServiceState:
                                "labels": [list(k) for k in labels],
                                "rules": rules})
         body = struct.pack("<I", len(header)) + header + b"".join(blobs)
-        packed = zlib.compress(body, 1)
+        packed = pack(body)  # zstd: a state is written at nearly every step
         if len(packed) < len(body):
-            return MAGIC + b"z" + packed
+            return MAGIC + b"s" + packed
         return MAGIC + b"r" + body
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ServiceState:
         """Read :meth:`to_bytes` output; raises RuleStateError on anything else."""
-        if data[:4] != MAGIC or data[4:5] not in (b"z", b"r"):
+        if data[:4] != MAGIC or data[4:5] not in (b"s", b"z", b"r"):
             raise RuleStateError("not a tocsin detector state (bad magic)")
         try:
-            body = zlib.decompress(data[5:]) if data[4:5] == b"z" else data[5:]
+            kind = data[4:5]
+            body = (unpack(data[5:]) if kind == b"s"  # zstd
+                    else zlib.decompress(data[5:]) if kind == b"z"  # written before zstd
+                    else data[5:])
             (size,) = struct.unpack_from("<I", body)
             head = orjson.loads(body[4:4 + size])
             offset = 4 + size
@@ -203,6 +207,6 @@ class ServiceState:
                 rs.index = {k: i for i, k in enumerate(keys)}
                 state.rules[name] = rs
         except (ValueError, KeyError, TypeError, IndexError, struct.error, zlib.error,
-                orjson.JSONDecodeError) as exc:
+                orjson.JSONDecodeError, PackingError) as exc:
             raise RuleStateError(f"corrupt detector state: {exc}") from exc
         return state

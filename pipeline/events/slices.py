@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.events.columns import TIME_COLUMN
+from pipeline.events.labels import labels_of
 from pipeline.events.schema import RawMessage, Rejection
 
 TICK_KEY = b"\x00tick"
@@ -175,7 +176,8 @@ def decode_ticks(value: bytes) -> list[Tick]:
 
 
 def read_slice(key: bytes, value: bytes) -> ServiceSlice:
-    """A forwarded message back as columns: numbers as numpy arrays, text as lists."""
+    """A forwarded message back as columns: numbers as numpy arrays, text as lists of
+    strings (:class:`~pipeline.events.labels.Labels` where no value is null)."""
     table = pa.ipc.open_stream(value).read_all()
     signal = (table.schema.metadata or {}).get(_SIGNAL_KEY, b"metrics").decode()
     columns: dict[str, Any] = {}
@@ -187,6 +189,6 @@ def read_slice(key: bytes, value: bytes) -> ServiceSlice:
             columns[name] = column.cast(pa.int64()).to_numpy()
         elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
             columns[name] = column.to_numpy()
-        else:
-            columns[name] = column.to_pylist()
+        else:  # text: strings, factorised by Arrow on the way (the detectors group by them)
+            columns[name] = labels_of(column)
     return ServiceSlice(signal, key.decode(), columns)

@@ -3,6 +3,8 @@ absence, keep-alives, selectors and group labels."""
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -10,6 +12,8 @@ import yaml
 
 from detectors import RuleEngine, RuleStateError, ServiceState, parse_rules
 from pipeline.events.detection import Detection
+from pipeline.events.labels import Labels, labels_of
+from pipeline.events.packing import unpack
 
 T0 = 1_699_999_200_000
 S, M = 1_000, 60_000
@@ -87,6 +91,27 @@ def test_results_do_not_depend_on_batching() -> None:
         assert brief(found) == brief(whole), size
 
 
+def test_text_columns_factorised_by_arrow_give_the_same_results() -> None:
+    rows = cpu_stream()
+    batches = [rows[i:i + 37] for i in range(0, len(rows), 37)]
+    p95 = dict(HOT, name="hot95", aggregation="p95", condition="> 85", clear="< 75")
+    straight, state, _ = replay(make(HOT, GONE, p95, SLIDE), batches, end=20 * M)
+    engine = make(HOT, GONE, p95, SLIDE)
+    factorised = engine.new_state()
+    found: list[Detection] = []
+    for batch in batches:
+        columns = cols(batch)
+        for name in ("service", "host", "name"):
+            columns[name] = labels_of(pa.array(columns[name]))
+            assert isinstance(columns[name], Labels)  # the factorisation is used
+        factorised, out, _ = engine.process("metrics", columns, factorised)
+        found += out
+    factorised, out = engine.advance(factorised, T0 + 20 * M)
+    assert brief(found + out) == brief(straight)
+    assert {d.detector for d in straight} == {"hot", "gone", "hot95", "slide"}
+    assert factorised.to_bytes() == state.to_bytes()
+
+
 def test_out_of_order_within_lateness_counts_in_its_window() -> None:
     rows = cpu_stream()
     rng = np.random.default_rng(5)
@@ -146,6 +171,18 @@ def test_state_is_small_and_validated() -> None:
         ServiceState.from_bytes(b"pickle me")
     with pytest.raises(RuleStateError):
         ServiceState.from_bytes(state.to_bytes()[:40])
+
+
+def test_a_state_written_zlib_compressed_before_zstd_still_reads() -> None:
+    engine = make(HOT, GONE)
+    rows = [(t, f"h{i}", "cpu", 50.0 + i) for t in range(0, 10 * M, 10 * S) for i in range(9)]
+    state, _, _ = engine.process("metrics", cols(rows), engine.new_state())
+    blob = state.to_bytes()
+    assert blob[4:5] == b"s"  # zstd now
+    old = blob[:4] + b"z" + zlib.compress(unpack(blob[5:]), 1)
+    assert ServiceState.from_bytes(old).to_bytes() == blob
+    with pytest.raises(RuleStateError):  # damaged zstd body
+        ServiceState.from_bytes(blob[:-4])
 
 
 def test_reload_keeps_unchanged_rules_and_drops_changed_or_removed() -> None:

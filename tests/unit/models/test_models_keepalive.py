@@ -26,6 +26,7 @@ from models import (
 from pipeline.detect.engines import build_engines
 from pipeline.detect.replay import replay
 from pipeline.events.detection import Detection, detection_id
+from pipeline.events.packing import unpack
 from pipeline.settings import load_settings
 from pipeline.simulate import load_system, parse_schedule, simulate
 
@@ -243,13 +244,24 @@ def test_engine_round_trip_mid_incident_equals_uninterrupted_run(outage):
 
 
 def as_saved_before_keepalives(data: bytes) -> bytes:
-    """Service model state bytes without the keep-alive bookkeeping."""
-    obj = orjson.loads(zlib.decompress(data))
+    """Service model state bytes without the keep-alive bookkeeping, zlib-compressed as
+    states were then."""
+    obj = orjson.loads(unpack(data))
     del obj["vector_sent"], obj["logs"]["sent"], obj["logs"]["fired_on"]
     del obj["traces"]["sent"]
     obj["metrics"] = without_sent(bytes.fromhex(obj["metrics"])).hex()
     obj["traces"]["bank"] = without_sent(bytes.fromhex(obj["traces"]["bank"])).hex()
     return zlib.compress(orjson.dumps(obj))
+
+
+def test_a_damaged_service_state_is_refused_with_a_reason(outage):
+    ticks, _ = outage
+    eng = engine()
+    first = replay(eng, ticks[:SPLIT_AT])
+    data = next(iter(first.states.values())).to_bytes()
+    for damaged in (data[:-6], data[:4] + b"\xff" * 4 + data[8:], b"x\x9cnot zlib"):
+        with pytest.raises(ModelError, match="service model state: not readable"):
+            ServiceModelState.from_bytes(damaged, eng)
 
 
 def test_engine_state_saved_before_keepalives_still_loads_and_keeps_alive(outage):

@@ -21,12 +21,13 @@ messages of ``--per-message`` points (default 100) by :class:`TelemetryProducer`
    last point (minus the allowed lateness);
 5. the worker's time per stage (``stages`` on the status page: decode, store insert,
    forward by service, each agent's wait for its next batch and its busy time), its
-   CPU seconds and its peak resident memory (``VmHWM``), read just before it is stopped.
+   CPU seconds and its peak resident memory (``VmHWM``), read once all rows are stored
+   and again just before it is stopped.
 
     .venv/bin/python bench/ingest_bench.py [--points 1000000] [--per-message 100]
         [--bootstrap HOST:PORT] [--partitions 4] [--batch-size N] [--json]
         [--verbose] [--worker-env NAME=VALUE ...] [--profile FILE] [--series N]
-        [--no-faust] [--lag-timeout S]
+        [--no-faust] [--lag-timeout S] [--rss-log FILE]
 
 Without ``--bootstrap`` a local broker is started on free ports and stopped at the end.
 See bench/README.md for what each figure means and the figures measured so far.
@@ -102,6 +103,7 @@ class Figures:
     stored_rows: int = 0  # SELECT count() FROM tocsin.metrics
     ratio: float = 0.0
     worker_peak_mib: float = 0.0
+    worker_peak_stored_mib: float = 0.0  # VmHWM when all rows were stored (ingest's share)
     worker_cpu_s: float = 0.0  # user + system CPU seconds of the worker, start to all stored
     worker_cpu_detected_s: float = 0.0  # the same, start to the correlator caught up
     series: int = 0  # distinct (service, host, metric) series in the points
@@ -296,6 +298,7 @@ class Worker:
         self.profile = profile
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
+        self.rss_log: Path | None = None  # a CSV line per status poll (see sample)
 
     def start(self) -> None:
         prefix = ["-m", "cProfile", "-o", self.profile] if self.profile else []
@@ -343,6 +346,32 @@ class Worker:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def memory_mib(self) -> dict[str, float]:
+        """VmRSS, RssAnon and RssFile of the worker process now, MiB (empty once gone)."""
+        assert self.proc is not None
+        out = {}
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                name = line.split(":", 1)[0]
+                if name in ("VmRSS", "RssAnon", "RssFile"):
+                    out[name] = int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return out
+
+    def sample(self, status: dict[str, Any] | None) -> None:
+        """Append the worker's memory and progress now to ``--rss-log``, if asked."""
+        if self.rss_log is None:
+            return
+        memory = self.memory_mib()
+        status = status or {}
+        detect = status.get("detect", {})
+        with self.rss_log.open("a") as out:
+            out.write(f"{time.monotonic() - self.started:.2f},{memory.get('VmRSS', 0):.0f},"
+                      f"{memory.get('RssAnon', 0):.0f},{memory.get('RssFile', 0):.0f},"
+                      f"{status.get('stored', {}).get('metric', '')},"
+                      f"{detect.get('batches', '')},{detect.get('watermark_ms', '')}\n")
+
     def cpu_s(self) -> float:
         """User + system CPU seconds of the worker process so far."""
         assert self.proc is not None
@@ -385,6 +414,7 @@ def run_worker(worker: Worker, figures: Figures, timeout_s: float,
             raise RuntimeError(f"worker exited with {worker.proc.returncode}:\n"
                                f"{worker.log_tail()}")
         status = worker.status()
+        worker.sample(status)
         seen = time.monotonic()
         if status is None:
             if seen > ready_by:
@@ -419,6 +449,7 @@ def run_worker(worker: Worker, figures: Figures, timeout_s: float,
     stored_at = seen
     figures.stages = status.get("stages", {})
     figures.worker_cpu_s = worker.cpu_s()
+    figures.worker_peak_stored_mib = worker.peak_mib()
     if status["detect"]["engines"]:
         wait_for_detection(worker, figures, stored_at, lag_timeout_s, verbose)
         figures.worker_cpu_detected_s = worker.cpu_s()
@@ -439,6 +470,7 @@ def wait_for_detection(worker: Worker, figures: Figures, stored_at: float,
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
         status = worker.status() or status
+        worker.sample(status)
         seen = time.monotonic()
         detect = status.get("detect", {})
         target = figures.last_event_ms - detect.get("allowed_lateness_ms", 0)
@@ -533,6 +565,7 @@ def print_table(f: Figures) -> None:
          f"({f.ingest_first_seen:,} rows at that poll)"),
         ("rows in tocsin.metrics", f"{f.stored_rows:,}"),
         ("worker peak memory (VmHWM)", f"{f.worker_peak_mib:,.0f} MiB"),
+        ("worker peak memory when all rows were stored", f"{f.worker_peak_stored_mib:,.0f} MiB"),
         ("worker CPU (user + system), start to all stored", f"{f.worker_cpu_s:.1f} s"),
         ("worker CPU, start to the correlator caught up", f"{f.worker_cpu_detected_s:.1f} s"
          if f.worker_cpu_detected_s else "detection off"),
@@ -580,6 +613,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "1000000: every point its own series")
     parser.add_argument("--no-faust", action="store_true",
                         help="skip the per-event Faust agent (the slowest of the three)")
+    parser.add_argument("--rss-log", metavar="FILE",
+                        help="write the worker's memory at each status poll to FILE (CSV: "
+                        "seconds since start, VmRSS, RssAnon, RssFile MiB, rows stored, "
+                        "detect batches, detect watermark)")
     parser.add_argument("--lag-timeout", type=float, default=180.0,
                         help="after all rows are stored, wait this long at most for the "
                         "detect watermark and the correlator to pass the last point")
@@ -656,6 +693,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{faust['seconds']:.1f}s", flush=True)
 
         worker = Worker(env, root / "worker.log", args.profile)
+        if args.rss_log:
+            worker.rss_log = Path(args.rss_log)
+            worker.rss_log.write_text("s,rss_mib,anon_mib,file_mib,stored,batches,"
+                                      "watermark_ms\n")
         run_worker(worker, figures, args.timeout, args.verbose, args.lag_timeout)
         figures.ratio = figures.ingest_points_per_s / figures.ceiling_points_per_s
         if figures.faust_points_per_s:

@@ -56,7 +56,11 @@ from models.univariate import RobustSeasonal
 SeriesDetector = RobustSeasonal | SeasonalEnsemble
 """A detector with vectorised ``new_state`` / ``evaluate`` / ``update`` / ``band``."""
 
-_MAGIC = b"TSB1"
+_MAGIC = BANK_MAGIC = b"TSB1"  # how a series bank's bytes begin
+
+GROWTH_DIVISOR = 4
+"""A bank that needs more slots grows by a quarter of its capacity (or to what it needs):
+amortised like doubling, with at most 25 % of the columns unused."""
 
 
 @dataclass
@@ -101,7 +105,9 @@ class SeriesBank:
         capacity = self.state.shape[1]
         if needed <= capacity:
             return
-        new = max(needed, 2 * capacity)
+        # by a quarter, not double: a bank restored at its exact size and then meeting a
+        # few new series would otherwise hold twice its columns (most of a decoded state)
+        new = max(needed, capacity + capacity // GROWTH_DIVISOR)
         extra = new - capacity
         self.state = np.concatenate([self.state, self.detector.new_state(extra)], axis=1)
         self.firing = np.concatenate([self.firing, np.zeros(extra, dtype=bool)])

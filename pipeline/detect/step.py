@@ -16,9 +16,14 @@ changes nothing.
 
 Live states: the step keeps the states it leaves decoded (:mod:`pipeline.detect.live`)
 and, next time, uses one instead of decoding it only while ``read_state`` still gives
-the very bytes it left; only states whose bytes changed are returned to be stored. A
-batch of many metric records is scored in parts of :data:`MAX_STEP_RECORDS` (as that
-many steps would), which bounds the step's memory.
+the very bytes it left; only states whose bytes changed are returned to be stored.
+
+Memory: the staged metric slices are scored after the loop, a group of services of about
+:data:`MAX_STEP_RECORDS` records at a time; once a group is scored nothing else in the
+step touches those services' states of that engine, so they are encoded (the bytes to
+store) and let go before the next group is decoded. The model engine's states decode
+their metric series only when scored (``models.service_state``), so a step that meets a
+million series holds about one group's series decoded at a time, not all of them.
 
 Warm-up from history: when an engine can seed series (``missing_series`` and ``seed``,
 as the model engine does) and the step has a :data:`HistoryReader`, the metric series of
@@ -46,9 +51,10 @@ from pipeline.events.slices import TICK_KEY, ServiceSlice, Tick, decode_ticks, r
 log = logging.getLogger("tocsin.detect")
 
 MAX_STEP_RECORDS = 50_000
-"""Staged metric records a step scores at once at most: a larger batch is scored in
-parts, one after the other, each part's states carried to the next (as separate steps
-would), so a batch of many new series does not hold all their scoring arrays at once."""
+"""Staged metric records a step scores at once, about: a larger batch is scored a group
+of services at a time (every slice of a service in its group), each group's states
+stored and let go before the next, so a batch of many series does not hold all their
+state and scoring arrays at once."""
 
 
 class EngineState(Protocol):
@@ -180,8 +186,11 @@ class DetectionStep:
         live: dict[tuple[str, str], Any] = {}
         read: dict[tuple[str, str], bytes | None] = {}  # the stored bytes of each state
         where: dict[str, int] = {}  # the partition of each service met
-        deferred: dict[str, list[ServiceSlice]] = defaultdict(list)
-        staged_records = 0
+        # staged engines' metric slices, per engine and service in order, as they came
+        # (read again when scored: the message's bytes take far less than the columns)
+        # (key, value, arrival, records)
+        deferred: dict[str, dict[str, list[tuple[bytes, bytes, int, int]]]] = defaultdict(dict)
+        done: set[tuple[str, str]] = set()  # states stored already: not to be read again
         new_on: dict[int, set[str]] = defaultdict(set)
         if assigned is not None:
             for partition in set(self._advanced) - set(assigned):  # revoked
@@ -192,6 +201,8 @@ class DetectionStep:
 
         def state_of(engine_name: str, service: str) -> Any:
             key = (engine_name, service)
+            if key in done:  # its bytes are in the result: the store's would be stale
+                raise RuntimeError(f"{engine_name} state of {service} used after it was stored")
             if key not in live:
                 engine = self.engines[engine_name]
                 stored = read[key] = read_state(engine_name, service)
@@ -203,12 +214,45 @@ class DetectionStep:
                         else engine.state_from_bytes(stored)
             return live[key]
 
+        def finish(key: tuple[str, str]) -> None:
+            """Done with this state in this step: its bytes to store if they changed."""
+            state = live.pop(key)
+            done.add(key)
+            data, before = state.to_bytes(), read[key]
+            if before is not None and data == before:
+                data = before  # unchanged: nothing to store
+            else:
+                result.states[key] = data
+            if self.live is not None:
+                self.live.put(key, state, data, where.get(key[1], -1))
+
         def score_deferred() -> None:
-            for name, pieces in deferred.items():
-                items = self._stage(name, pieces, state_of, live, result)
-                for (piece, _), out in zip(items, self._process_staged(name, items, state_of),
-                                           strict=True):
-                    self._take(name, piece, out, live, result)
+            """The staged slices, a group of services (about ``max_records`` records) at
+            a time, each service's slices in order; once a group is scored, nothing else
+            in this step touches its services' states of that engine, so they are stored
+            and let go before the next group is decoded and scored."""
+            for name, by_service in deferred.items():
+                groups: list[list[str]] = [[]]
+                records = 0
+                for service, pieces in by_service.items():
+                    if groups[-1] and records >= self.max_records:
+                        groups.append([])
+                        records = 0
+                    groups[-1].append(service)
+                    records += sum(n for _, _, _, n in pieces)
+                for group in groups:
+                    slices = sorted((order, key, value) for service in group
+                                    for key, value, order, _ in by_service[service])
+                    items = self._stage(name, [read_slice(key, value)
+                                               for _, key, value in slices],
+                                        state_of, live, result)
+                    for (piece, _), out in zip(items, self._process_staged(name, items,
+                                                                          state_of),
+                                               strict=True):
+                        self._take(name, piece, out, live, result)
+                    for service in group:
+                        if (name, service) in live:
+                            finish((name, service))
             deferred.clear()
 
         for message in messages:
@@ -241,22 +285,18 @@ class DetectionStep:
             new_on[message.partition].add(piece.service)
             where[piece.service] = message.partition
             result.slices += 1
-            deferring = False
             for name, engine in self.engines.items():
                 if self.batched and piece.signal == "metrics" and hasattr(engine, "stage"):
-                    deferred[name].append(piece)  # warmed up and scored after the loop
-                    deferring = True
+                    # warmed up and scored after the loop
+                    deferred[name].setdefault(piece.service, []).append(
+                        (message.key, message.value, result.slices,
+                         len(piece.columns[TIME_COLUMN[piece.signal]])))
                     continue
                 if piece.signal == "metrics" and self.history is not None \
                         and hasattr(engine, "seed"):
                     self._warm_up(engine, piece, state_of(name, piece.service), result)
                 self._take(name, piece, _process(engine, piece, state_of(name, piece.service)),
                            live, result)
-            if deferring:
-                staged_records += len(piece.columns[TIME_COLUMN[piece.signal]])
-                if staged_records >= self.max_records:  # score these before staging more
-                    score_deferred()
-                    staged_records = 0
         score_deferred()
         # detections leave in event-time order: a step closes each service's windows in
         # turn, and whoever reads them (the correlator) should not see time go backwards
@@ -266,14 +306,8 @@ class DetectionStep:
                                       default=-1)
         elif self._advanced:
             result.watermark_ms = min(self._advanced.values())
-        for key, state in live.items():
-            data, before = state.to_bytes(), read[key]
-            if before is not None and data == before:
-                data = before  # unchanged: nothing to store
-            else:
-                result.states[key] = data
-            if self.live is not None:
-                self.live.put(key, state, data, where.get(key[1], -1))
+        for key in list(live):
+            finish(key)
         return result
 
     def _stage(self, name: str, pieces: list[ServiceSlice],

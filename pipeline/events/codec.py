@@ -70,6 +70,9 @@ class DecodedBatch:
     source_indexes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     empty_messages: int = 0  # messages holding an empty JSON array: no record, no rejection
     _arrow: pa.Table | None = field(default=None, repr=False)
+    # how many rejections, at the head of ``rejections``, came from parsing the messages
+    # (the rest from validating records): how chunks join in a whole batch's order
+    _parse_rejections: int = field(default=0, repr=False)
 
     def __len__(self) -> int:
         return len(self.columns["event_id"])
@@ -214,6 +217,7 @@ def _decode(kind: RecordKind, messages: Sequence[RawMessage], limits: DecodeLimi
     spec = SPECS[kind]
     rejections: list[Rejection] = []
     parsed = _split_messages(messages, limits, rejections)
+    parse_rejections = len(rejections)
     records, msg_index = parsed.records, parsed.msg_index
     bad: dict[int, str] = {}
     _check_keys(spec, records, bad)
@@ -243,7 +247,8 @@ def _decode(kind: RecordKind, messages: Sequence[RawMessage], limits: DecodeLimi
     return DecodedBatch(kind, columns, rejections, partitions[kept_messages],
                         source_messages=kept_messages,
                         source_indexes=np.asarray(parsed.elem_index, dtype=np.int64)[keep],
-                        empty_messages=parsed.empty_messages, _arrow=table)
+                        empty_messages=parsed.empty_messages, _arrow=table,
+                        _parse_rejections=parse_rejections)
 
 
 def message_problem(value: bytes, limits: DecodeLimits) -> str:
@@ -259,17 +264,59 @@ def message_problem(value: bytes, limits: DecodeLimits) -> str:
 Decoder = Callable[[RecordKind, Sequence[RawMessage], DecodeLimits], DecodedBatch]
 
 
+DECODE_CHUNK_BYTES = 2 << 20
+"""Message bytes decoded at once at most (a larger batch is decoded in chunks of whole
+messages and joined): parsed JSON takes several times its bytes as Python objects, and
+only one chunk's are alive at a time."""
+
+
 def decode_messages(
     kind: RecordKind, messages: Sequence[RawMessage], limits: DecodeLimits,
-    decoder: Decoder = _decode,
+    decoder: Decoder = _decode, chunk_bytes: int = DECODE_CHUNK_BYTES,
 ) -> DecodedBatch:
     """Decode and validate a batch of messages of one record kind.
 
     Never raises on input: each record is decoded or rejected with a reason. Should
     ``decoder`` (the codec's own unless a test injects one) raise anyway, the error is
-    logged, the batch is decoded again message by message, and each message that still
+    logged, the chunk is decoded again message by message, and each message that still
     raises is rejected whole with reason ``internal decode error: <type>: <message>``.
+
+    Messages are decoded in chunks of about ``chunk_bytes`` (see
+    :data:`DECODE_CHUNK_BYTES`); the batch is the same as one decoded at once: rows in
+    message order, the rejections of parsing (whole messages, elements that are not
+    objects) first, then those of validating records.
     """
+    chunks = _chunks(messages, chunk_bytes)
+    if len(chunks) == 1:
+        return _decode_chunk(kind, messages, limits, decoder)
+    parts = [_decode_chunk(kind, messages[a:b], limits, decoder) for a, b in chunks]
+    joined = _concat(kind, parts, [a for a, _ in chunks])
+    # as one decode orders them: those of parsing (in message order), then of validation
+    joined.rejections = ([r for p in parts for r in p.rejections[:p._parse_rejections]]
+                         + [r for p in parts for r in p.rejections[p._parse_rejections:]])
+    joined._parse_rejections = sum(p._parse_rejections for p in parts)
+    return joined
+
+
+def _chunks(messages: Sequence[RawMessage], chunk_bytes: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive runs of messages of about ``chunk_bytes`` each
+    (at least one message each; one run for an empty batch)."""
+    bounds: list[tuple[int, int]] = []
+    start = size = 0
+    for i, message in enumerate(messages):
+        size += len(message.value or b"")
+        if size >= chunk_bytes:
+            bounds.append((start, i + 1))
+            start, size = i + 1, 0
+    if start < len(messages) or not bounds:
+        bounds.append((start, len(messages)))
+    return bounds
+
+
+def _decode_chunk(kind: RecordKind, messages: Sequence[RawMessage], limits: DecodeLimits,
+                  decoder: Decoder) -> DecodedBatch:
+    """``decoder`` on ``messages``, or message by message if it raises (see
+    :func:`decode_messages`)."""
     try:
         return decoder(kind, messages, limits)
     except Exception:
@@ -284,7 +331,9 @@ def decode_messages(
                           printable(message.topic), message.partition, message.offset)
             reason = f"internal decode error: {type(exc).__name__}: {printable(exc)}"
             parts.append(_rejected_whole(kind, message, reason))
-    return _concat(kind, parts)
+    joined = _concat(kind, parts, list(range(len(parts))))
+    joined._parse_rejections = len(joined.rejections)  # in message order, as they came
+    return joined
 
 
 def _rejected_whole(kind: RecordKind, message: RawMessage, reason: str) -> DecodedBatch:
@@ -293,8 +342,10 @@ def _rejected_whole(kind: RecordKind, message: RawMessage, reason: str) -> Decod
     return empty
 
 
-def _concat(kind: RecordKind, parts: Sequence[DecodedBatch]) -> DecodedBatch:
-    """Batches of the same kind as one, in order; part ``k`` decoded message ``k``."""
+def _concat(kind: RecordKind, parts: Sequence[DecodedBatch], firsts: Sequence[int]
+            ) -> DecodedBatch:
+    """Batches of the same kind as one, in order; part ``k`` decoded the messages from
+    position ``firsts[k]`` of the whole batch on."""
     if not parts:
         return _decode(kind, [], DecodeLimits(now_ms=0))
     table = pa.concat_tables([p.to_arrow() for p in parts]).combine_chunks()
@@ -310,7 +361,8 @@ def _concat(kind: RecordKind, parts: Sequence[DecodedBatch]) -> DecodedBatch:
     return DecodedBatch(
         kind, columns, [r for p in parts for r in p.rejections],
         np.concatenate([p.source_partitions for p in parts]),
-        source_messages=np.concatenate([p.source_messages + k for k, p in enumerate(parts)]),
+        source_messages=np.concatenate([p.source_messages + first
+                                        for first, p in zip(firsts, parts, strict=True)]),
         source_indexes=np.concatenate([p.source_indexes for p in parts]),
         empty_messages=sum(p.empty_messages for p in parts), _arrow=table)
 

@@ -140,14 +140,15 @@ def test_a_simulator_run_is_detected_alike_batched_or_slice_by_slice():
     assert len({d.service for d in models}) >= 3
 
 
-def test_a_step_scored_in_parts_of_a_few_records_detects_alike():
-    """A batch larger than ``max_records`` is scored in parts, each part's states going
-    on to the next: 97 records a part cuts each step of this run in tens of parts."""
+def test_a_step_scored_in_groups_of_a_few_records_detects_alike():
+    """A batch larger than ``max_records`` is scored a group of services at a time, each
+    group's states stored before the next is decoded: with about 97 records a group,
+    the services of each step of this run fall in many groups."""
     steps = simulator_steps(45, 12)
     metric_records = [sum(len(read_slice(m.key, m.value).columns["time"]) for m in step
                           if m.key != TICK_KEY and read_slice(m.key, m.value).signal == "metrics")
                       for step in steps]
-    assert min(metric_records[:-1]) > 10 * 97  # every step is scored in ten parts or more
+    assert min(metric_records[:-1]) > 10 * 97  # far more than one group's worth
     detections = assert_equivalent(steps, max_records=97)
     assert {d.state for d in detections if d.detector.startswith("model:")} >= {
         "firing", "resolved"}

@@ -184,3 +184,33 @@ def test_records_with_odd_fields(data, kind):
 def test_each_record_is_decided_alone(data, kind):
     values = data.draw(st.lists(messages_of["mixed"](kind), min_size=2, max_size=6))
     check_each_record_alone(kind, values, check_batch(kind, values))
+
+
+def same_batch(a: DecodedBatch, b: DecodedBatch) -> None:
+    """Every part of two decoded batches is equal, order included."""
+    assert a.to_arrow().equals(b.to_arrow())
+    assert a.columns.keys() == b.columns.keys()
+    for name, column in a.columns.items():
+        other = b.columns[name]
+        if isinstance(column, pa.Array):
+            assert column.equals(other), name
+        else:
+            assert list(column) == list(other), name
+    assert [(r.source, r.index, r.reason, r.payload) for r in a.rejections] == [
+        (r.source, r.index, r.reason, r.payload) for r in b.rejections]
+    for name in ("source_partitions", "source_messages", "source_indexes"):
+        assert getattr(a, name).tolist() == getattr(b, name).tolist(), name
+    assert a.empty_messages == b.empty_messages
+
+
+@FUZZ
+@given(data=st.data(), kind=KINDS, chunk_bytes=st.integers(1, 400))
+def test_a_batch_decoded_in_chunks_is_the_batch_decoded_at_once(data, kind, chunk_bytes):
+    """The decode's memory bound (``chunk_bytes`` of messages at a time) changes nothing:
+    rows, columns, rejections in order and where each row came from."""
+    values = data.draw(st.lists(st.one_of(messages_of["mixed"](kind), st.binary(max_size=40)),
+                                min_size=2, max_size=8))
+    messages = [RawMessage("t", i % 3, i, v) for i, v in enumerate(values)]
+    whole = decode_messages(kind, messages, LIMITS, chunk_bytes=1 << 30)
+    chunked = decode_messages(kind, messages, LIMITS, chunk_bytes=chunk_bytes)
+    same_batch(whole, chunked)

@@ -19,7 +19,8 @@ half of ``relatedness_window_ms``, and still current), strongest relation first:
    it - never for a series of the problem firing again after going quiet (a fresh
    onset), unless it is a symptom of the problem's root cause still failing; a symptom
    on the root's own service, while the root's failure began within two relatedness
-   windows, continues whichever detector sees it (the same incident unfolding);
+   windows, continues whichever detector and whichever symptom shows it (the same
+   incident unfolding: a slowdown, then errors as timeouts pile up);
 1. adjacent in the call graph (a caller's symptom; or a dependency of an affected service
    whose trouble is not already put down to a root cause below it), a caller failing the
    same way as another caller of the same dependency within half the relatedness window,
@@ -253,16 +254,18 @@ def relation(det: Detection, p: Problem, graph: Graph,
     rooted = refired and symptom and symptom_of_root(
         s, p, graph, settings.symptom_categories, None, alive) is not None
     # a symptom on the root cause's own service while the root's failure is young (began
-    # within two relatedness windows: the same incident still unfolding, not background)
-    rooted = rooted or (symptom and failing_root(
-        p, settings.symptom_categories, began - 2 * settings.relatedness_window_ms,
-        alive) == s)
+    # within two relatedness windows: the same incident still unfolding, not background),
+    # whatever symptom it is (a slowdown, then errors as timeouts pile up)
+    young = began - 2 * settings.relatedness_window_ms
+    own_root = symptom and failing_root(p, settings.symptom_categories, young, alive) == s
+    rooted = rooted or own_root
     ongoing = [m for m in changes if (rooted or not refired) and m.onset < horizon
                and m.state == "firing" and m.last_ms >= alive and ((
                    # a symptom continues only as measured by the same detector (another
                    # detector's alarm of the same symptom is a new signal going wrong),
                    # or as the still-failing root's symptom it was
-                   m.category == det.category
+                   (m.category == det.category
+                    or (own_root and m.category in settings.symptom_categories))
                    and (not symptom or rooted or m.detector == det.detector)
                ) or (
                    # its own resource trouble, still current (confirmed within

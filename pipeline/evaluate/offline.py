@@ -194,11 +194,17 @@ class OfflinePipeline:
                 on_step(hi)
             lo = hi
         tail = self.settings.detect.allowed_lateness_ms + 2 * step_ms + 600_000
-        self.step([], last + tail)
+        self.step([], last + tail, data_end_ms=last)
         return self.result
 
-    def step(self, pieces: Iterable[tuple[str, pa.Table]], tick_ms: int) -> None:
-        """One batch: the by-service messages of ``pieces`` and ticks at ``tick_ms``."""
+    def step(self, pieces: Iterable[tuple[str, pa.Table]], tick_ms: int,
+             data_end_ms: int | None = None) -> None:
+        """One batch: the by-service messages of ``pieces`` and ticks at ``tick_ms``.
+
+        ``data_end_ms`` marks the flush after the last record: event time passes so that
+        windows close, but the end of the recording is no silence of the services (a
+        worker's event time never passes its last record), so absence detections after
+        it are left out (see :func:`after_the_data`)."""
         messages = []
         for signal, table in pieces:
             forwarded = split_by_service(signal, table, self._value_budget)
@@ -210,9 +216,10 @@ class OfflinePipeline:
         res = self.detect.run(messages, lambda e, s: self._detect_states.get((e, s)),
                               lambda p: services, assigned=[0])
         self._detect_states.update(res.states)
-        self.result.detections.extend(res.detections)
+        detections = [d for d in res.detections if not after_the_data(d, data_end_ms)]
+        self.result.detections.extend(detections)
         scope = self.scope
-        out = [CorrelateMessage(scope, False, d.to_json()) for d in res.detections]
+        out = [CorrelateMessage(scope, False, d.to_json()) for d in detections]
         out.append(CorrelateMessage(scope, False, orjson.dumps(
             {"tick": int(res.watermark_ms), "source": SOURCE})))
         if self.graph is not None:  # as the correlate agent: the graph first, up to the
@@ -225,12 +232,15 @@ class OfflinePipeline:
             self.result.detections.extend(graph.detections)
             self.result.edges.extend(graph.edge_rows)
             out = [CorrelateMessage(scope, False, m) for m in graph.messages] + out
-        self._correlate(out)
+        self._correlate(out, data_end_ms)
 
-    def _correlate(self, messages: list[CorrelateMessage]) -> None:
+    def _correlate(self, messages: list[CorrelateMessage], data_end_ms: int | None) -> None:
         if self.record is not None:
-            self.record.append({"messages": [m.value.decode() for m in messages],
-                                "topology": self.topology})
+            step: dict[str, Any] = {"messages": [m.value.decode() for m in messages],
+                                    "topology": self.topology}
+            if data_end_ms is not None:
+                step["data_end_ms"] = data_end_ms
+            self.record.append(step)
         self.correlate_step(messages, self.topology)
 
     def correlate_step(self, messages: list[CorrelateMessage],
@@ -245,15 +255,32 @@ class OfflinePipeline:
     def rerun(self, recorded: Iterable[Mapping[str, Any]]) -> OfflineResult:
         """Run only the correlation steps over a recording of their input (see
         ``record``): the detections and topology of every step, to try a correlator
-        change in seconds."""
-        for step in recorded:
-            messages = [CorrelateMessage(self.scope, False, m.encode())
-                        for m in step["messages"]]
+        change in seconds. The flush after the last record (the last step; marked
+        ``data_end_ms`` in recordings since it was) leaves out absence detections after
+        the data, as :meth:`run` does."""
+        steps = list(recorded)
+        watermark: int | None = None
+        for i, step in enumerate(steps):
+            end = step.get("data_end_ms", watermark if i == len(steps) - 1 else None)
+            messages = []
             for m in step["messages"]:
                 data = orjson.loads(m)
-                if "tick" not in data:
-                    self.result.detections.append(Detection.from_wire(data))
+                if "tick" in data:
+                    watermark = max(watermark or 0, int(data["tick"]))
+                else:
+                    det = Detection.from_wire(data)
+                    if after_the_data(det, end):
+                        continue
+                    self.result.detections.append(det)
+                messages.append(CorrelateMessage(self.scope, False, m.encode()))
             topology = step.get("topology")
             self.correlate_step(messages, {k: tuple(v) for k, v in topology.items()}
                                 if topology else None)
         return self.result
+
+
+def after_the_data(det: Detection, data_end_ms: int | None) -> bool:
+    """Whether ``det`` is an absence alarm raised only by event time passing beyond the
+    end of the recorded data (``data_end_ms``; None: not the flush)."""
+    return (data_end_ms is not None and det.time > data_end_ms and det.state == "firing"
+            and det.evidence.get("kind") == "absence")

@@ -483,6 +483,40 @@ def test_another_detectors_symptom_on_a_young_failing_root_is_its_trouble():
     assert "availability trouble continuing since" in p.members[-1].joined
 
 
+def test_another_symptom_on_a_young_failing_root_is_its_trouble():
+    """auth slows down; 12 min later, its requests time out: its error rate fires (another
+    symptom, another detector). The root's failure is young and still going on: the same
+    incident unfolding on the root itself, whatever symptom shows it next."""
+    run = Run()
+    slow = det("latency_high", "auth", T0, category="performance", observed=1500,
+               threshold=1000)
+    run.feed([slow])
+    for k in range(1, 3):
+        run.feed([again(slow, T0 + k * 5 * MIN)])
+    out = run.feed([det("error_rate_above_5pct", "auth", T0 + 12 * MIN)])
+    [p] = run.open()
+    assert out[-1].problem.id == p.id
+    assert "performance trouble continuing since" in p.members[-1].joined
+
+
+def test_a_symptom_that_began_after_its_dependency_recovered_is_not_put_down_to_it():
+    """The same slow operations beginning at T0+14 min, after postgres came back at
+    T0+12 min (beyond a window's detection delay), are not the outage's symptom."""
+    run = Run()
+    down = det("db_down", "postgres", T0)
+    errors = det("error_rate_above_5pct", "orders", T0 + MIN)
+    run.feed([down, errors])
+    for k in range(1, 3):
+        run.feed([again(down, T0 + k * 5 * MIN), again(errors, T0 + k * 5 * MIN + MIN)])
+    run.feed([cleared(down, T0 + 12 * MIN), again(errors, T0 + 13 * MIN)])
+    slow = replace(det("slow_operation", "agent-worker", T0 + 18 * MIN,
+                       category="performance", observed=1100, threshold=1000,
+                       evidence={"window": "5m", "for_ms": 3 * MIN, "step_ms": MIN}),
+                   window_start=T0 + 13 * MIN)
+    run.feed([slow])
+    assert len(run.open()) == 2
+
+
 def test_a_flap_within_alive_ms_goes_on_with_the_same_onset():
     """A member that resolved and fires again within alive_ms of when it was last seen
     firing is the same trouble: its onset stays, so its problem does not count as

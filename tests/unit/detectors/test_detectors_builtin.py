@@ -89,6 +89,19 @@ def test_quiet_run_raises_nothing() -> None:
     assert [d for d in found if d.state == "firing"] == []
 
 
+def test_a_slow_leak_is_seen_within_twenty_minutes() -> None:
+    # the slowest leak the simulator draws (99 % at the end of 90 minutes): the hour-long
+    # trend needs half an hour of growth in its window and 15 minutes more to confirm it;
+    # the fast trend sees the climb within a quarter of an hour
+    found, (inc,) = run(2.5, seed=7, incidents="memory_leak:api@30m+90m", kinds=("metric",))
+    first = {}
+    for d in found:
+        if d.state == "firing" and d.service == "api":
+            first.setdefault(d.detector, d.time)
+    assert first["memory-growth-fast"] - inc.start_ms <= 20 * M
+    assert first["memory-growth-fast"] < first["memory-growth"]
+
+
 @pytest.mark.parametrize(("incident", "hours", "expected"), [
     ("error_spike:orders@45m+15m", 1.25, {("high-error-rate", "orders"),
                                           ("operation-error-rate", "orders")}),

@@ -14,7 +14,9 @@ buckets:
   times the usual one (a shift of the typical call that matters, not a few outliers);
 - *faster*: the same on the lower tail (a callee failing fast, answering from an error
   path, looks like this when spans carry no status);
-- *errors*: the binomial tail of the failed calls given the edge's usual error ratio.
+- *errors*: the binomial tail of the failed calls given the edge's usual error ratio
+  (not learnt while the alarm fires, so a lasting outage does not become usual and
+  clear itself mid-way).
 
 A network delay or a failing dependency shows on the callers' side of the call, often
 not in the callee's own metrics, so the detection is raised *on the callee* (``service``
@@ -155,7 +157,6 @@ class EdgeModel:
         score = _score(s.errors, s.calls, p0)
         if s.errors < self.min_errors:
             score = min(score, self.clear - 1e-9)
-        base[0] += self.error_rate * (s.error_ratio - base[0])
         base[1] += 1
         key = f"{edge}|errors"
         since = self.firing.get(key)
@@ -166,6 +167,10 @@ class EdgeModel:
             del self.firing[key]
             state, first = "resolved", since
         else:
+            state, first = "", 0
+        if key not in self.firing:  # an outage's errors are not learnt as usual
+            base[0] += self.error_rate * (s.error_ratio - base[0])
+        if not state:
             return []
         high = float(binom.isf(10 ** -(self.threshold * 8), s.calls, p0) / s.calls)
         return [self._detection(

@@ -77,3 +77,19 @@ def test_a_significant_but_small_shift_does_not_alarm():
     slightly = stat(1, [14.0 + (i % 3) * 0.2 for i in range(30)])  # all in the tail, x1.7
     assert model.score([slightly], B) == []
     assert model.score([stat(2, [20.0] * 30)], B)[0].state == "firing"  # x2.4
+
+
+def test_a_lasting_outage_keeps_firing_until_its_errors_end():
+    # half the calls fail for 20 buckets: the usual error ratio is not learnt from the
+    # outage, so the alarm holds to its end instead of clearing mid-way
+    model = EdgeModel(min_calls=20)
+    for k in range(10):
+        model.score([usual(k)], B)
+    states = []
+    for k in range(10, 30):
+        states += [d.state for d in model.score([stat(k, [8.0] * 40, errors=20)], B)
+                   if d.labels["series"] == "edge.errors"]
+    assert states == ["firing"]
+    ended = model.score([stat(30, [8.0] * 40)], B)
+    assert [d.state for d in ended if d.labels["series"] == "edge.errors"] == ["resolved"]
+    assert model.errors["front\tcart"][0] < 0.01  # the outage never became usual

@@ -88,9 +88,7 @@ class ModelEngine:
     the first of them on, and resolves after as many
     points back inside (or once the model accepted the new level: score below ``clear``,
     default 0.7 x threshold, for ``accept_points`` points); see
-    :class:`~models.series.SeriesBank`. ``rel_floor`` floors each metric series' scale at
-    that share of its level (2 %): a percentile read from fixed histogram buckets is
-    quantised, and a step of a few percent of such a near-constant series is no fault.
+    :class:`~models.series.SeriesBank`.
 
     ``registry`` supplies the current ``robust-seasonal``, ``service-hst``,
     ``log-patterns`` and ``trace-red`` versions; without one (or before a publish) the
@@ -114,8 +112,7 @@ class ModelEngine:
                  trace_window_ms: int = 60_000, warmup_windows: int = 10,
                  confirm_points: int = 4, accept_points: int = 360,
                  vector: bool = True, keepalive_ms: int = 0,
-                 metric_model: str = METRIC_MODEL, confirm_ms: int = 30_000,
-                 rel_floor: float = 0.02) -> None:
+                 metric_model: str = METRIC_MODEL, confirm_ms: int = 30_000) -> None:
         if not isinstance(keepalive_ms, int) or keepalive_ms < 0:
             raise ModelError(f"keepalive_ms={keepalive_ms!r}: expected a whole number of "
                              f"milliseconds >= 0 (0: no keep-alives)")
@@ -138,7 +135,6 @@ class ModelEngine:
         self.warmup_windows = warmup_windows
         self.confirm_points = confirm_points
         self.confirm_ms = confirm_ms
-        self.rel_floor = rel_floor
         self.accept_points = accept_points
         self.vector = vector
         self.keepalive_ms = keepalive_ms
@@ -150,7 +146,7 @@ class ModelEngine:
     def _configure(self, detector: SeasonalEnsemble | RobustSeasonal
                    ) -> SeasonalEnsemble | RobustSeasonal:
         return detector.clone({"warmup": self.warmup_points, "threshold": self.threshold,
-                               "rest_points": self.rest_points, "rel_floor": self.rel_floor})
+                               "rest_points": self.rest_points})
 
     def _builtin(self, name: str) -> Detector | AnalyticsModel:
         if name == LOG_MODEL:

@@ -83,7 +83,9 @@ class ModelEngine:
 
     ``threshold`` is the calibrated score at which every model fires (one meaning
     everywhere). A metric series fires after ``confirm_points`` points in a row outside
-    the band fixed when its score crossed the threshold, and resolves after as many
+    the band fixed when its score crossed the threshold (or two or more spanning
+    ``confirm_ms``: a series with a point a minute confirms on its second point), from
+    the first of them on, and resolves after as many
     points back inside (or once the model accepted the new level: score below ``clear``,
     default 0.7 x threshold, for ``accept_points`` points); see
     :class:`~models.series.SeriesBank`.
@@ -110,7 +112,7 @@ class ModelEngine:
                  trace_window_ms: int = 60_000, warmup_windows: int = 10,
                  confirm_points: int = 4, accept_points: int = 360,
                  vector: bool = True, keepalive_ms: int = 0,
-                 metric_model: str = METRIC_MODEL) -> None:
+                 metric_model: str = METRIC_MODEL, confirm_ms: int = 30_000) -> None:
         if not isinstance(keepalive_ms, int) or keepalive_ms < 0:
             raise ModelError(f"keepalive_ms={keepalive_ms!r}: expected a whole number of "
                              f"milliseconds >= 0 (0: no keep-alives)")
@@ -132,6 +134,7 @@ class ModelEngine:
         self.trace_window_ms = trace_window_ms
         self.warmup_windows = warmup_windows
         self.confirm_points = confirm_points
+        self.confirm_ms = confirm_ms
         self.accept_points = accept_points
         self.vector = vector
         self.keepalive_ms = keepalive_ms
@@ -264,7 +267,8 @@ class ModelEngine:
         gets its exception in its place."""
         results = process_banks([(s.state.metrics, s.slots, s.times[s.idx], s.values[s.idx])
                                  for s in staged], self.threshold, self.clear,
-                                self.confirm_points, self.accept_points, self.keepalive_ms)
+                                self.confirm_points, self.accept_points, self.keepalive_ms,
+                                confirm_ms=self.confirm_ms)
         out: list[Any] = []
         for s, res in zip(staged, results, strict=True):
             try:
@@ -282,7 +286,7 @@ class ModelEngine:
         res = state.metrics.process(staged.slots, staged.times[staged.idx],
                                     staged.values[staged.idx], self.threshold, self.clear,
                                     self.confirm_points, self.accept_points,
-                                    self.keepalive_ms)
+                                    self.keepalive_ms, confirm_ms=self.confirm_ms)
         return self._findings(staged, res)
 
     def _stage(self, columns: Mapping[str, Any], state: ServiceModelState) -> StagedMetrics:

@@ -9,7 +9,10 @@ the result equals feeding every series its points one by one.
 The bank also keeps each series' alarm state and reports state changes. A point whose
 score reaches the threshold *arms* the series and fixes the band of values the model
 accepts (expected value +- the width at which the score would reach the threshold);
-the series fires when ``confirm_points`` points in a row fall outside that band, and
+the series fires when ``confirm_points`` points in a row fall outside that band (or,
+with ``confirm_ms``, at least two points in a row spanning that long: a series with a
+point a minute confirms a three-minute fault on its second point instead of never),
+with the first of them as its start (the change point, not the confirmation), and
 resolves when ``confirm_points`` points in a row are back inside the narrower band of
 values scoring under ``clear`` (``returned``: a shift hovering near the band's edge does
 not flap), or,
@@ -76,7 +79,7 @@ class BankResult:
     bands: dict[int, tuple[float, float]] = field(default_factory=dict)  # per event index
     peaks: dict[int, float] = field(default_factory=dict)  # highest score of the episode
     ticks: dict[int, int] = field(default_factory=dict)  # keep-alive time per event index
-    since: dict[int, int] = field(default_factory=dict)  # firing start, resolved/keep-alive
+    since: dict[int, int] = field(default_factory=dict)  # episode start (first point out)
     reasons: dict[int, str] = field(default_factory=dict)  # resolved: returned | accepted
 
 
@@ -89,7 +92,8 @@ class SeriesBank:
         self.index: dict[str, int] = {}
         self.state = detector.new_state(capacity)
         self.firing = np.zeros(capacity, dtype=bool)
-        self.since = np.zeros(capacity, dtype=np.int64)
+        self.since = np.zeros(capacity, dtype=np.int64)  # when the alarm fired
+        self.began = np.zeros(capacity, dtype=np.int64)  # first point out of band
         self.sent = np.zeros(capacity, dtype=np.int64)  # last firing or keep-alive time
         self.streak = np.zeros(capacity, dtype=np.int32)  # points in a row out of/in band
         self.accept = np.zeros(capacity, dtype=np.int32)  # firing points with a low score
@@ -112,6 +116,7 @@ class SeriesBank:
         self.state = np.concatenate([self.state, self.detector.new_state(extra)], axis=1)
         self.firing = np.concatenate([self.firing, np.zeros(extra, dtype=bool)])
         self.since = np.concatenate([self.since, np.zeros(extra, dtype=np.int64)])
+        self.began = np.concatenate([self.began, np.zeros(extra, dtype=np.int64)])
         self.sent = np.concatenate([self.sent, np.zeros(extra, dtype=np.int64)])
         self.streak = np.concatenate([self.streak, np.zeros(extra, dtype=np.int32)])
         self.accept = np.concatenate([self.accept, np.zeros(extra, dtype=np.int32)])
@@ -137,9 +142,10 @@ class SeriesBank:
     def process(self, slots: np.ndarray, times: np.ndarray, values: np.ndarray,
                 threshold: float, clear: float, confirm_points: int = 1,
                 accept_points: int = 360, keepalive_ms: int = 0,
-                sequence: np.ndarray | None = None) -> BankResult:
+                sequence: np.ndarray | None = None, confirm_ms: int = 0) -> BankResult:
         """Score then learn every point; report alarm changes in event-time order (plus
-        keep-alives of firing series every ``keepalive_ms``; 0: none). With
+        keep-alives of firing series every ``keepalive_ms``; 0: none). A series armed
+        ``confirm_ms`` ago or longer (0: off) fires on its second point out of band. With
         ``sequence`` (one number per point) a series takes its points by sequence
         first, then by time: the points of several batches, each fed in turn."""
         n = len(slots)
@@ -181,7 +187,8 @@ class SeriesBank:
             result.expected[pos], result.scale[pos] = ev.expected, ev.scale
             if arm.any() or self.armed[cols].any() or self.firing[cols].any():
                 self._alarms(cols, pos, x, ev, arm, threshold, clear, confirm_points,
-                             accept_points, keepalive_ms, times, result, changes)
+                             accept_points, keepalive_ms, times, result, changes,
+                             confirm_ms)
         changes.sort()
         result.events = [(p, state) for _, p, state in changes]
         return result
@@ -189,7 +196,8 @@ class SeriesBank:
     def _alarms(self, cols: np.ndarray, pos: np.ndarray, x: np.ndarray, ev: Any,
                 arm: np.ndarray, threshold: float, clear: float, confirm_points: int,
                 accept_points: int, keepalive_ms: int, times: np.ndarray,
-                result: BankResult, changes: list[tuple[int, int, str]]) -> None:
+                result: BankResult, changes: list[tuple[int, int, str]],
+                confirm_ms: int = 0) -> None:
         """Advance the alarm state of one round's series (see the module docstring)."""
         firing, armed = self.firing[cols], self.armed[cols]
         low, high = self.band[0, cols], self.band[1, cols]
@@ -204,7 +212,11 @@ class SeriesBank:
         counting = armed | arm
         streak = np.where(counting, np.where(out, self.streak[cols] + 1, 0),
                           np.where(firing & back, self.streak[cols] + 1, 0))
-        fire = counting & (streak >= confirm_points)
+        now = times[pos]
+        began = np.where(arm, now, self.began[cols])  # the first point out of band
+        long = (confirm_ms > 0) & (streak >= min(2, confirm_points)) \
+            & (now - began >= confirm_ms)
+        fire = counting & ((streak >= confirm_points) | long)
         armed = counting & out & ~fire
         accept = np.where(firing & (ev.raw < clear), self.accept[cols] + 1, 0)
         returned = firing & (streak >= confirm_points) & back
@@ -214,7 +226,7 @@ class SeriesBank:
         self.armed[cols] = armed
         self.streak[cols] = np.where(fire | calm, 0, streak)
         self.accept[cols] = np.where(calm, 0, accept)
-        now = times[pos]
+        self.began[cols] = began
         self.since[cols] = np.where(fire, now, self.since[cols])
         sent = np.where(fire, now, self.sent[cols])
         keep = np.zeros(len(cols), dtype=bool)
@@ -235,8 +247,7 @@ class SeriesBank:
                 result.ticks[p] = int(sent[i])
             if calm[i]:
                 result.reasons[p] = "returned" if returned[i] else "accepted"
-            if not fire[i]:
-                result.since[p] = int(self.since[cols[i]])
+            result.since[p] = int(self.began[cols[i]])
 
     def column(self, key: str) -> np.ndarray:
         """The state column of one series (a copy)."""
@@ -245,7 +256,7 @@ class SeriesBank:
     @property
     def bytes_per_series(self) -> int:
         """Numeric state per series: the detector's columns plus the alarm state."""
-        return self.detector.n_fields * 8 + 2 + 4 + 4 + 8 + 8 + 16 + 16 + 8
+        return self.detector.n_fields * 8 + 2 + 4 + 4 + 8 + 8 + 8 + 16 + 16 + 8
 
     def adopt(self, detector: SeriesDetector) -> bool:
         """Score with ``detector`` from now on. Series keep what they learnt when its
@@ -301,6 +312,7 @@ class SeriesBank:
                              "firing": firing.tolist(), "sent": self.sent[firing].tolist(),
                              "armed": np.flatnonzero(self.armed[:k]).tolist(),
                              "since": self.since[:k].tolist(),
+                             "began": self.began[:k].tolist(),
                              "streak": self.streak[:k].tolist(),
                              "accept": self.accept[:k].tolist(),
                              "peak": self.peak[:k].tolist(),
@@ -337,6 +349,7 @@ class SeriesBank:
         bank.index = {key: i for i, key in enumerate(bank.keys)}
         bank.armed[head["armed"]] = True
         bank.since[:k] = head["since"]
+        bank.began[:k] = head.get("began", head["since"])  # older state: the firing time
         firing = np.asarray(head["firing"], dtype=np.intp)
         bank.firing[firing] = True
         bank.sent[firing] = head.get("sent", bank.since[firing])  # older state: fired time
@@ -348,7 +361,7 @@ class SeriesBank:
         return bank
 
 
-_ALARM_ROWS = ("firing", "since", "sent", "streak", "accept", "armed", "peak")
+_ALARM_ROWS = ("firing", "since", "began", "sent", "streak", "accept", "armed", "peak")
 
 
 JOINT_SERIES = 16_384
@@ -361,7 +374,7 @@ a million new series would otherwise hold them all at once)."""
 def process_banks(parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.ndarray]],
                   threshold: float, clear: float, confirm_points: int = 1,
                   accept_points: int = 360, keepalive_ms: int = 0,
-                  max_series: int = JOINT_SERIES) -> list[BankResult]:
+                  max_series: int = JOINT_SERIES, confirm_ms: int = 0) -> list[BankResult]:
     """:meth:`SeriesBank.process` of several ``(bank, slots, times, values)`` parts, in
     turn, as one: the touched series of every bank become the columns of one joint
     bank, so a round of numpy math scores one point of every series of every part (the
@@ -407,7 +420,8 @@ def process_banks(parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.n
     for group in groups:
         order = sorted(i for _, _, indices in group for i in indices)
         joint, results = _score_jointly(group, [parts[i] for i in order], threshold, clear,
-                                        confirm_points, accept_points, keepalive_ms)
+                                        confirm_points, accept_points, keepalive_ms,
+                                        confirm_ms)
         scored.append((joint, group))
         for i, result in zip(order, results, strict=True):
             out[i] = result
@@ -427,7 +441,7 @@ def process_banks(parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.n
 def _score_jointly(banks: list[tuple[SeriesBank, np.ndarray, list[int]]],
                    parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.ndarray]],
                    threshold: float, clear: float, confirm_points: int, accept_points: int,
-                   keepalive_ms: int) -> tuple[SeriesBank, list[BankResult]]:
+                   keepalive_ms: int, confirm_ms: int = 0) -> tuple[SeriesBank, list[BankResult]]:
     """The ``used`` columns of ``banks`` as one new joint bank, ``parts`` (of those banks,
     in order) scored on it; the banks themselves are not touched."""
     joint = SeriesBank(banks[0][0].detector, capacity=0)
@@ -449,7 +463,7 @@ def _score_jointly(banks: list[tuple[SeriesBank, np.ndarray, list[int]]],
     values = np.concatenate([np.asarray(v, dtype=np.float64) for _, _, _, v in parts])
     sequence = np.repeat(np.arange(len(parts)), sizes)
     res = joint.process(slots, times, values, threshold, clear, confirm_points,
-                        accept_points, keepalive_ms, sequence=sequence)
+                        accept_points, keepalive_ms, sequence=sequence, confirm_ms=confirm_ms)
     out = [BankResult(res.score[a:b], res.raw[a:b], res.expected[a:b], res.scale[a:b])
            for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True)]
     for p, kind in res.events:

@@ -14,7 +14,8 @@ window closes, each operation yields rate (spans/s), errors and duration percent
   none at all is not;
 - errors are scored as the binomial tail probability of that many failed spans given
   the operation's usual error ratio, so one failure in a quiet minute does not alarm but
-  a run of failures does.
+  a run of failures does; the usual ratio is not learnt while the alarm fires (a
+  lasting outage would otherwise become usual and clear itself mid-way).
 
 With ``keepalive_ms`` a window that keeps a series or error alarm firing re-sends it once
 a tick ``fired + k * keepalive_ms`` has passed (a keep-alive, at that tick).
@@ -195,7 +196,10 @@ class TraceAnalytics:
             out.append(Finding(
                 MODEL, "traces", "resolved" if kind == "resolved" else "firing",
                 res.ticks.get(i, end), op, float(res.peaks[i]), float(observed),
-                res.since.get(i, start), end, keepalive=kind == "keepalive",
+                # points are timed at their window's end: the episode began with the
+                # window of its first point out of band
+                res.since.get(i, end) - self.config.window_ms, end,
+                keepalive=kind == "keepalive",
                 category="performance" if name != "rate" else "availability",
                 title=f"{service} {op}: {what} {observed:.4g}"
                       f"{'' if name == 'rate' else ' ms'} (expected {expected:.4g})",
@@ -216,12 +220,12 @@ class TraceAnalytics:
         if errors < cfg.min_errors:
             score = min(score, cfg.clear - 1e-9)
         warm = base[1] >= cfg.warmup_windows
-        base[0] += cfg.error_rate * (errors / n - base[0])
         base[1] += 1
         key = f"{op}|errors"
         since = self.firing.get(key)
         ratio = errors / n
         tick = None
+        state, first = "", 0
         if since is None and warm and score >= cfg.threshold:
             self.firing[key], self.sent[key] = start, end
             state, first = "firing", start
@@ -233,7 +237,9 @@ class TraceAnalytics:
                                                           keepalive_ms)) is not None:
             self.sent[key] = tick
             state, first = "firing", since
-        else:
+        if key not in self.firing:  # an outage's errors are not learnt as usual
+            base[0] += cfg.error_rate * (ratio - base[0])
+        if not state:
             return []
         return [Finding(
             MODEL, "traces", state, end if tick is None else tick, op, score, ratio, first,

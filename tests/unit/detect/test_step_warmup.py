@@ -44,7 +44,10 @@ def test_a_worker_meeting_a_shifted_series_fires_only_with_history():
     warm = DetectionStep({"models": ModelEngineRunner("")}, 60_000, history=stored)
     out = warm.run([slice_of(shifted, NOW)], lambda e, s: None, lambda p: [])
     assert out.seeded == 1 and out.history_errors == 0
-    assert len(firing(out)) == 1 and firing(out)[0].time == NOW + 3 * MIN
+    # one-minute points: confirmed on the second point out of band (confirm_ms), the
+    # detection starting at the first
+    assert len(firing(out)) == 1 and firing(out)[0].time == NOW + MIN
+    assert firing(out)[0].window_start == NOW
     cold = DetectionStep({"models": ModelEngineRunner("")}, 60_000)
     out = cold.run([slice_of(shifted, NOW)], lambda e, s: None, lambda p: [])
     assert out.seeded == 0 and firing(out) == []

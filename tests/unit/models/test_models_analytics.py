@@ -201,3 +201,17 @@ def test_a_statement_logged_far_less_or_no_more_alarms_with_its_template():
     resolved = [f for f in out if f.state == "resolved"]
     assert sorted(f.labels["template_id"] for f in resolved) == sorted(
         f.labels["template_id"] for f in fired)
+
+
+def test_a_lasting_span_error_outage_fires_until_it_ends():
+    """Half the spans fail for 20 windows: the usual error ratio is not learnt from the
+    outage, so its alarm holds to the end instead of clearing mid-way."""
+    traces = TraceAnalytics(TraceRED(warmup_windows=5))
+    states = []
+    for m in range(40):
+        errors = 20 if 10 <= m < 30 else 0
+        traces.add(spans(T0 + m * MIN, 40, errors))
+        states += [(m, f.state) for f in traces.advance("orders", T0 + (m + 1) * MIN + 20_000)
+                   if f.labels["series"] == "trace.errors"]
+    assert [s for _, s in states] == ["firing", "resolved"]
+    assert states[0][0] == 10 and states[1][0] == 30

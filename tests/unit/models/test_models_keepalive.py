@@ -106,7 +106,8 @@ def test_bank_keepalives_carry_the_band_and_peak_of_their_episode():
     assert len(alive) == 9
     assert {res.bands[i] for i in alive} == {res.bands[fire]}
     assert all(res.peaks[i] >= res.peaks[fire] for i in alive)
-    assert {res.since[i] for i in alive} == {int(times[fire])}
+    # the episode began at its first point out of band, two points before it confirmed
+    assert {res.since[i] for i in alive} == {res.since[fire]} == {int(times[fire - 6])}
     assert all(res.ticks[i] <= times[i] < res.ticks[i] + STEP for i in alive)
 
 

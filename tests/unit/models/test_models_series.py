@@ -108,5 +108,25 @@ def test_state_round_trip_and_size():
     b = copy.process(copy.slots(keys[half:]), times[half:], values[half:], 0.5, 0.3)
     np.testing.assert_array_equal(a.score, b.score)
     assert a.events == b.events
-    assert bank.bytes_per_series <= 450  # "a few hundred bytes"
-    assert len(bank.to_bytes()) < 4 * (N_FIELDS * 8 + 150) + 100
+    assert bank.bytes_per_series <= 458  # "a few hundred bytes"
+    assert len(bank.to_bytes()) < 4 * (N_FIELDS * 8 + 170) + 100
+
+
+def minute_series(n: int = 400, seed: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """A steady series with a point a minute (with a second of jitter)."""
+    rng = np.random.default_rng(seed)
+    times = T0 + np.arange(n, dtype=np.int64) * 60_000 - rng.integers(0, 1_000, n)
+    return times, 50.0 + rng.standard_normal(n)
+
+
+def test_a_minute_series_confirms_a_three_minute_fault_on_its_second_point():
+    times, values = minute_series()
+    values[300:303] += 40.0  # a three-minute fault: three points
+    for confirm_ms, want in ((0, []), (30_000, [(301, "firing"), (306, "resolved")])):
+        bank = SeriesBank(SeasonalEnsemble(threshold=0.6, rest_points=180))
+        res = bank.process(bank.slots(["s"] * values.size), times, values, 0.6, 0.42,
+                           confirm_points=4, confirm_ms=confirm_ms)
+        assert res.events == want
+        # the episode began with its first point out of band, not when it was confirmed
+        assert all(res.since[i] == times[300] for i, _ in res.events)
+

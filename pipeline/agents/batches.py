@@ -3,14 +3,17 @@
 Faust's ``Stream.take_events`` acknowledges a batch's events when the agent asks for the
 next batch, and also when the generator is closed: when an exception leaves the agent
 (Faust then restarts it) the batch it was working on is acknowledged, its offsets are
-committed, and the batch is neither stored nor dead-lettered. Every agent of Tocsin
-therefore runs its batches through a :class:`BatchRunner`:
+committed, and the batch is neither stored nor dead-lettered; and the records the stream
+reads while the agent restarts go nowhere (``pipeline.agents.stream_buffer``). Every agent
+of Tocsin therefore takes its batches from a :class:`StreamBuffer` attached to its stream
+once, and runs them through a :class:`BatchRunner`:
 
-- *Hold.* Each message of a batch gets one more reference (``Message.incref``) while the
-  batch is in hand; the runner drops it (``Stream.ack``) when the batch is done. Faust
-  commits an offset only at a message's last acknowledgement, so whichever way the agent
-  is left (an exception, a cancellation, a stop) the offsets of an unfinished batch stay
-  uncommitted, and the batch is delivered again after a restart or a rebalance.
+- *Hold.* The reference Faust's conductor gives each message for the agent's stream is
+  kept while its batch is in hand; the runner drops it (``Stream.ack``) when the batch is
+  done. Faust commits an offset only at a message's last acknowledgement, so whichever
+  way the agent is left (an exception, a cancellation, a stop) the offsets of an
+  unfinished batch stay uncommitted, and the batch is delivered again after a restart or
+  a rebalance; what the buffer holds meanwhile is taken by the restarted task.
 - *Retry in place.* An exception in a batch is counted and logged with the agent, the
   topic, partition and offsets, and the same batch is tried again after a capped
   exponential backoff; steps an earlier attempt finished are not repeated
@@ -50,6 +53,7 @@ from pipeline.agents.health import (
     describe_ranges,
     offset_ranges,
 )
+from pipeline.agents.stream_buffer import StreamBuffer
 from pipeline.ingest.stages import StageTimes
 
 log = logging.getLogger("tocsin.agents")
@@ -122,6 +126,7 @@ class BatchRunner:
         self._give_up = asyncio.Event()
         # partitions with a batch left behind: (topic, partition) -> (generation, range)
         self._held: dict[tuple[str, int], tuple[int | None, OffsetRange]] = {}
+        self._buffer: StreamBuffer | None = None  # the agent's stream's, across restarts
 
     @property
     def name(self) -> str:
@@ -146,34 +151,26 @@ class BatchRunner:
 
     async def run(self, stream: Any) -> None:
         """The agent body: take batches from ``stream`` until the worker stops."""
-        # take_events turns the stream's own acks off while it runs and restores them when
-        # it is closed; the stream's background reader then acknowledged (and lost) the
-        # events it read after an agent task ended. With acks off for good, only the
-        # runner's release makes an event committable.
-        stream.enable_acks = False
-        batches = stream.take_events(self.batch_size, self.within_s)
+        if self._buffer is None or self._buffer.stream is not stream:
+            self._buffer = StreamBuffer(stream, self.batch_size)
+        buffer = self._buffer
+        faults = getattr(self.app, "faults", None)
+        if faults is not None:  # a slow (re)start on a busy machine (tests)
+            await faults.wait(f"{self.name}.start")
         asked = time.monotonic()
-        try:
-            async for events in batches:
-                self.stages.add(f"{self.name}.wait", time.monotonic() - asked)
-                if self.app.should_stop:  # taken while stopping: leave it to the next worker
-                    for event in events:
-                        event.message.incref()
-                    return
-                await self._complete(stream, events)
-                asked = time.monotonic()
-        finally:
-            # acknowledge (without committing anything held) now, not when the generator
-            # is collected: after a clean stop the consumer's last commit then covers it
-            await batches.aclose()
+        while not self.app.should_stop:
+            events = await buffer.take(self.within_s)
+            if not events or self.app.should_stop:
+                continue  # taken while stopping: left unacknowledged to the next worker
+            self.stages.add(f"{self.name}.wait", time.monotonic() - asked)
+            await self._complete(stream, events)
+            asked = time.monotonic()
 
     async def _complete(self, stream: Any, events: Sequence[Any]) -> bool:
         """Run one batch to success (True) or until it is given up (False)."""
         events = self._current(events)
         if not events:
             return True
-        for event in events:
-            event.message.incref()  # hold: the consumer cannot commit it yet
         ranges = offset_ranges((e.message.topic, e.message.partition, e.message.offset)
                                for e in events)
         self.health.started(ranges)
@@ -215,17 +212,12 @@ class BatchRunner:
             self._idle.set()
 
     def _current(self, events: Sequence[Any]) -> Sequence[Any]:
-        """The events fetched in the consumer's current generation (see the module doc).
-        The others keep one more reference for good: ``take_events`` acknowledges every
-        event of a batch when the next one is asked for, and that last acknowledgement
-        would make them committable."""
+        """The events fetched in the consumer's current generation (see the module doc);
+        the others are left unacknowledged for good."""
         generation = self.app.consumer_generation_id
         current = [e for e in events if e.message.generation_id == generation]
         if len(current) < len(events):
             stale = len(events) - len(current)
-            for event in events:
-                if event.message.generation_id != generation:
-                    event.message.incref()
             self.health.stale += stale
             log.info("agent %s: %d events fetched before the last rebalance are left to be "
                      "delivered again from the committed offsets", self.name, stale)

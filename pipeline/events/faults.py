@@ -12,10 +12,11 @@ probe's query); ``action`` is ``raise`` (an ordinary exception, which the agent
 retries), ``cancel`` (the agent task is cancelled mid-batch, as Faust does to an agent
 it restarts) or ``delay`` (the call waits ``seconds=S``, 5 by default, while the rest of
 the worker runs on: a slow step on a busy machine; only points checked with
-:meth:`Faults.wait` take it, ``ingest.<kind>.before`` and ``consumer.seek``, the
-consumer's seek to the committed offsets when partitions are assigned). The first ``N``
-calls of the point pass (default 0), the next ``K`` fail (default 1; ``*``: every later
-call). Example:
+:meth:`Faults.wait` take it, ``ingest.<kind>.before``, ``consumer.seek``, the
+consumer's seek to the committed offsets when partitions are assigned, and
+``<agent>.start``, e.g. ``tocsin.ingest.metric.start``, an agent task starting or
+restarting). The first ``N`` calls of the point pass (default 0), the next ``K`` fail
+(default 1; ``*``: every later call). Example:
 ``ingest.metric.after:raise:after=3:times=4`` stores three batches, then fails the
 fourth four times after its rows are stored.
 
@@ -129,7 +130,7 @@ class Faults:
     def _fail(spec: FaultSpec, point: str, error: type[Exception]) -> None:
         if spec.action == "delay":
             raise SettingsError(f"{FAULT_ENV}: {point} cannot be delayed (only "
-                                "ingest.<kind>.before and consumer.seek can)")
+                                "ingest.<kind>.before, consumer.seek and <agent>.start can)")
         if spec.action == "cancel":
             raise asyncio.CancelledError(f"injected fault at {point}")
         raise error(f"injected fault at {point} (call {spec.calls})")

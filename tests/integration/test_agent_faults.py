@@ -95,8 +95,11 @@ def test_batch_of_a_cancelled_agent_stays_uncommitted_until_a_restart(kafka_brok
     # the agent task is cancelled holding a batch, before storing it: Faust restarts the
     # agent, and the batch must come back (not be committed as done). The first batch of
     # a new consumer group is the hard case: no committed offset to show the gap yet.
-    env = ingest_only_env(kafka_broker, names, tmp_path,
-                          TOCSIN_TEST_FAULT=f"ingest.metric.before:cancel:after={batches_before}")
+    # the restarted agent starts 3 s late: records keep reaching the agent's stream
+    # meanwhile, on partitions the cancelled batch did not hold too
+    env = ingest_only_env(kafka_broker, names, tmp_path, TOCSIN_TEST_FAULT=(
+        f"ingest.metric.before:cancel:after={batches_before},"
+        "tocsin.ingest.metric.start:delay:after=1:seconds=3"))
     total = 20_000
     value_sum = produce(env, metrics=total)
     worker = WorkerProcess(env, tmp_path / "worker.log").start()

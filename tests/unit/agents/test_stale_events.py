@@ -1,6 +1,5 @@
 """Events fetched before a rebalance reach a batch runner now and then: they are neither
-processed nor made committable, not even by the acknowledgement Faust's ``take_events``
-gives every event of a batch once the runner asks for the next one."""
+processed nor made committable."""
 
 from __future__ import annotations
 
@@ -12,27 +11,7 @@ from pipeline.agents.app import create_pipeline
 from pipeline.agents.batches import Backoff, BatchRunner
 from pipeline.agents.health import AgentHealth
 from pipeline.settings import load_settings
-
-
-class _Stream:
-    """Faust's stream as a runner uses it: ``take_events`` yields batches and acknowledges
-    each event of a batch when the next is asked for; ``ack`` drops one reference."""
-
-    enable_acks = True
-
-    def __init__(self, batches: list[list]) -> None:
-        self.batches = batches
-
-    async def take_events(self, max_: int, within: float):
-        for batch in self.batches:
-            try:
-                yield batch
-            finally:
-                for event in batch:
-                    event.ack()
-
-    async def ack(self, event) -> bool:
-        return event.ack()
+from tests.unit.agents.fake_stream import FakeStream
 
 
 def _event(app, offset: int, generation: int):
@@ -57,7 +36,17 @@ def test_an_event_from_before_a_rebalance_is_neither_processed_nor_acknowledged(
         stale, current = _event(app, 5, generation=1), _event(app, 6, generation=2)
         runner = BatchRunner(app, AgentHealth("tocsin.ingest.metric"), handle, batch_size=10,
                              within_s=0.1, backoff=Backoff())
-        asyncio.run(runner.run(_Stream([[stale, current]])))
+
+        async def run_until_handled() -> None:
+            task = asyncio.get_running_loop().create_task(runner.run(FakeStream([stale,
+                                                                              current])))
+            while not handled and not task.done():
+                await asyncio.sleep(0.01)
+            if task.done():
+                task.result()  # raises what ended it
+            task.cancel()  # the runner takes batches until the worker stops
+
+        asyncio.run(run_until_handled())
         assert handled == [6]
         assert runner.health.stale == 1
         assert current.message.acked  # done: the consumer may commit it

@@ -170,6 +170,10 @@ class RuleEngine:
         all of them: the same states after, the same outputs. The slices of distinct
         states are evaluated together (selectors, series and window items once over
         their records); a state met again is evaluated in the next round."""
+        for signal, _, _ in batches:  # before any state changes
+            if signal not in TIME_COLUMN:
+                raise ValueError(f"signal must be one of {', '.join(TIME_COLUMN)}, "
+                                 f"got {signal!r}")
         out: list[Output | None] = [None] * len(batches)
         rounds: list[list[int]] = []
         met: dict[int, int] = {}
@@ -183,7 +187,7 @@ class RuleEngine:
             alike: dict[tuple[str, tuple[tuple[str, str], ...]], list[int]] = {}
             for i in members:
                 signal, columns, state = batches[i]
-                if signal not in TIME_COLUMN or not len(columns[TIME_COLUMN[signal]]):
+                if not len(columns[TIME_COLUMN[signal]]):
                     out[i] = self.process(signal, columns, state)
                 else:  # slices of the same columns are read as one
                     alike.setdefault((signal, _shape(columns)), []).append(i)

@@ -302,9 +302,10 @@ class DetectionStep:
             new_on[message.partition].add(piece.service)
             where[piece.service] = message.partition
             result.slices += 1
-            records = len(piece.columns[TIME_COLUMN[piece.signal]])
+            records = len(piece.columns.get(TIME_COLUMN.get(piece.signal, ""), ()))
             for name, engine in self.engines.items():
-                if self.batched and hasattr(engine, "process_many"):
+                if self.batched and hasattr(engine, "process_many") \
+                        and piece.signal in TIME_COLUMN:
                     pending[name].append(piece)  # folded with others before the next tick
                     waiting[0] += records
                     continue

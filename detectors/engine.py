@@ -275,7 +275,7 @@ class RuleEngine:
                 work.append((j, rs, a, b))
             if not work:
                 continue
-            sids = self._series_together(rule, batch, rows, cuts, work)
+            sids = self._series_together(rule, batch, rows, work)
             if rule.kind == "absence":
                 for j, rs, a, b in work:
                     state, wm = states[j], wms[j]
@@ -303,8 +303,7 @@ class RuleEngine:
 
     @staticmethod
     def _series_together(rule: Rule, batch: ConcatBatch, rows: np.ndarray,
-                         cuts: list[int], work: list[tuple[int, RuleState, int, int]]
-                         ) -> np.ndarray:
+                         work: list[tuple[int, RuleState, int, int]]) -> np.ndarray:
         """Series id of each row in its state (new series added, numbered in the order
         of the part's own factorisation, as :meth:`_series` does for the part alone)."""
         if not rows.size:

@@ -10,6 +10,8 @@ split per service, as the detector agent receives them. Timed:
 3. ``engine.process`` over every per-service batch plus an ``advance`` of every service
    per batch (as an agent might for services without data): points/s through all
    built-in rules, for several batch sizes (small batches pay a fixed cost per rule);
+   then the same with every service's slice of a batch in one ``process_many`` (as the
+   detect step folds them);
 4. state: serialized bytes per active (rule, series) and ``to_bytes``/``from_bytes``
    time per service state.
 
@@ -58,8 +60,10 @@ def batches(columns: dict, ticks: np.ndarray, per_batch: int) -> list[list[tuple
     return out
 
 
-def run(columns: dict, ticks: np.ndarray, per_batch: int) -> dict[str, float]:
-    """Time the engine over the batches; return the figures."""
+def run(columns: dict, ticks: np.ndarray, per_batch: int, together: bool = False
+        ) -> dict[str, float]:
+    """Time the engine over the batches (``together``: every service's slice of a batch
+    in one ``process_many``); return the figures."""
     engine = RuleEngine(load_rules(builtin_rule_paths()))
     work = batches(columns, ticks, per_batch)
     states: dict[str, ServiceState] = {}
@@ -67,9 +71,14 @@ def run(columns: dict, ticks: np.ndarray, per_batch: int) -> dict[str, float]:
     began = time.process_time()
     for batch in work:
         end = 0
-        for service, cols in batch:
-            state = states.get(service) or engine.new_state()
-            state, found, stats = engine.process("metrics", cols, state)
+        for service, _ in batch:
+            states.setdefault(service, engine.new_state())
+        if together:
+            outs = engine.process_many([("metrics", cols, states[service])
+                                        for service, cols in batch])
+        else:
+            outs = [engine.process("metrics", cols, states[service]) for service, cols in batch]
+        for (service, cols), (state, found, stats) in zip(batch, outs, strict=True):
             states[service] = state
             points += stats.records
             detections += len(found)
@@ -122,11 +131,13 @@ def main() -> None:
     print(f"codec decode (ceiling of the stream): {n / decode_s:,.0f} points/s")
     print(f"per-service split of mixed batches: {split_rate(columns, ticks, 6):,.0f} points/s")
     for per_batch in args.ticks:
-        f = run(columns, ticks, per_batch)
-        rate = f["points"] / f["engine_s"]
-        print(f"batches of {per_batch:>3} tick(s) per service: {rate:>12,.0f} points/s "
-              f"({f['calls']:,} process calls, {f['engine_s'] / f['calls'] * 1e3:.2f} ms "
-              f"each, {f['detections']} detections)")
+        for together in (False, True):
+            f = run(columns, ticks, per_batch, together)
+            rate = f["points"] / f["engine_s"]
+            how = "all services at once" if together else "one service at a time"
+            print(f"batches of {per_batch:>3} tick(s), {how:>21}: {rate:>10,.0f} points/s "
+                  f"({f['calls']:,} slices, {f['engine_s'] / f['calls'] * 1e3:.2f} ms "
+                  f"each, {f['detections']} detections)")
     print(f"state: {f['series']:,} active (rule, series) in {f['services']} services, "
           f"{f['state_bytes']:,} bytes serialized = {f['state_bytes'] / f['series']:.0f} "
           f"bytes per series; to_bytes {f['dump_ms']:.2f} ms, from_bytes "

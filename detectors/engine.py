@@ -11,20 +11,23 @@ counted in :class:`ProcessStats` (per signal and per rule that selected it).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from detectors import absence, machine
 from detectors.closing import evaluate, next_until, prune
 from detectors.columns import Batch
+from detectors.concat import ConcatBatch
 from detectors.emit import build
 from detectors.rules import Rule, RuleSet
 from detectors.selectors import Selector
 from detectors.state import NO_TIME, RuleState, ServiceState
-from detectors.windows import record_items
+from detectors.windows import KEY_BITS, Items, concat, group, raw_items, record_items, split
+from pipeline.events.columns import TIME_COLUMN
 from pipeline.events.detection import Detection
 
 
@@ -37,6 +40,10 @@ class ProcessStats:
     late: int  # records older than the watermark when they arrived (not in any window)
     late_by_rule: dict[str, int] = field(default_factory=dict)  # late records a rule selected
     watermark: int = NO_TIME  # the signal's watermark after the batch (epoch ms)
+
+
+Output = tuple[ServiceState, list[Detection], ProcessStats]
+"""What :meth:`RuleEngine.process` returns for one batch."""
 
 
 class RuleEngine:
@@ -157,6 +164,194 @@ class RuleEngine:
         stats = ProcessStats(signal, batch.n, int(np.count_nonzero(late)), late_by_rule, wm)
         return state, _ordered(out), stats
 
+    def process_many(self, batches: Sequence[tuple[str, Mapping[str, Any], ServiceState]]
+                     ) -> list[Output]:
+        """:meth:`process` of each ``(signal, columns, state)`` in turn, as one pass over
+        all of them: the same states after, the same outputs. The slices of distinct
+        states are evaluated together (selectors, series and window items once over
+        their records); a state met again is evaluated in the next round."""
+        for signal, _, _ in batches:  # before any state changes
+            if signal not in TIME_COLUMN:
+                raise ValueError(f"signal must be one of {', '.join(TIME_COLUMN)}, "
+                                 f"got {signal!r}")
+        out: list[Output | None] = [None] * len(batches)
+        rounds: list[list[int]] = []
+        met: dict[int, int] = {}
+        for i, (_, _, state) in enumerate(batches):
+            k = met.get(id(state), 0)
+            met[id(state)] = k + 1
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append(i)
+        for members in rounds:
+            alike: dict[tuple[str, tuple[tuple[str, str], ...]], list[int]] = {}
+            for i in members:
+                signal, columns, state = batches[i]
+                if not len(columns[TIME_COLUMN[signal]]):
+                    out[i] = self.process(signal, columns, state)
+                else:  # slices of the same columns are read as one
+                    alike.setdefault((signal, _shape(columns)), []).append(i)
+            for (signal, _), idx in alike.items():
+                if len(idx) == 1:
+                    out[idx[0]] = self.process(*batches[idx[0]])
+                    continue
+                found = self._together(signal, [batches[i][1] for i in idx],
+                                       [batches[i][2] for i in idx])
+                for i, result in zip(idx, found, strict=True):
+                    out[i] = result
+        return out  # type: ignore[return-value]
+
+    def _together(self, signal: str, columns: list[Mapping[str, Any]],
+                  states: list[ServiceState]) -> list[Output]:
+        """:meth:`process` of non-empty slices of distinct states, at once."""
+        batch = ConcatBatch(signal, [Batch(signal, c) for c in columns])
+        m, part, offsets = len(states), batch.part, batch.offsets
+        for state, piece in zip(states, batch.parts, strict=True):
+            self._sync(state)
+            if not state.service:
+                state.service = piece.first_service()
+        t = batch.time
+        starts = offsets[:-1]
+        prev = np.array([s.max_time.get(signal, NO_TIME) for s in states], dtype=np.int64)
+        floor = np.array([s.floor for s in states], dtype=np.int64)
+        running = _running_max(t, part, starts)
+        before = np.empty_like(t)
+        before[1:] = running[:-1]
+        before[starts] = NO_TIME
+        np.maximum(before, prev[part], out=before)
+        wm_before = np.where(before > NO_TIME, before - self.allowed_lateness_ms, NO_TIME)
+        wm_before = np.maximum(wm_before, floor[part])
+        late = t < wm_before
+        last = np.maximum.reduceat(t, starts).tolist()
+        lowest = np.minimum.reduceat(t, starts).tolist()
+        wms = []
+        for j, state in enumerate(states):
+            state.max_time[signal] = max(int(prev[j]), last[j])
+            state.first_time.setdefault(signal, lowest[j])
+            wms.append(state.watermark(signal, self.allowed_lateness_ms))
+        values = batch.values()
+        masks: dict[Selector, np.ndarray] = {}
+
+        def mask(sel: Selector) -> np.ndarray:
+            if sel not in masks:
+                masks[sel] = sel.mask(batch)
+            return masks[sel]
+
+        outs: list[list[Detection]] = [[] for _ in range(m)]
+        late_by_rule: list[dict[str, int]] = [{} for _ in range(m)]
+        for rule in self._by_signal[signal]:
+            selected = mask(rule.select)
+            num = den = None
+            if rule.kind == "ratio":
+                assert rule.numerator is not None and rule.denominator is not None
+                num, den = mask(rule.numerator), mask(rule.denominator)
+                selected = selected & (num | den)
+            scale = None
+            if rule.converts:
+                scale = batch.unit_factors(rule.unit)
+                selected = selected & ~np.isnan(scale)
+            lost = selected & late
+            if lost.any():
+                for j, n_late in enumerate(np.bincount(part[lost], minlength=m).tolist()):
+                    if n_late:
+                        late_by_rule[j][rule.name] = n_late
+            rows = np.flatnonzero(selected & ~late)
+            cuts = np.searchsorted(part[rows], np.arange(m + 1)).tolist()
+            # the states this rule has work in: (j, rule state, first row, end row)
+            work: list[tuple[int, RuleState, int, int]] = []
+            for j, state in enumerate(states):
+                a, b = cuts[j], cuts[j + 1]
+                rs = state.rules.get(rule.name)
+                if rs is None:
+                    if a == b:
+                        continue
+                    rs = self._rule_state(state, rule)
+                    if rule.window is not None and (int(t[rows[a:b]].min())
+                                                    - state.first_time[signal]
+                                                    > rule.window.size_ms):
+                        rs.began = 0
+                elif a == b and not self._closes(rule, rs, wms[j]):
+                    continue
+                work.append((j, rs, a, b))
+            if not work:
+                continue
+            sids = self._series_together(rule, batch, rows, work)
+            if rule.kind == "absence":
+                for j, rs, a, b in work:
+                    state, wm = states[j], wms[j]
+                    r = rows[a:b]
+                    outs[j] += self._silences(rule, rs, state, absence.observe(
+                        rs.series, rule.for_ms, sids[a:b], t[r], wm_before[r]))
+                    outs[j] += self._silences(rule, rs, state, absence.check(
+                        rs.series, rule.for_ms, wm, self.keepalive_ms))
+                continue
+            if rows.size:
+                v = values[rows] if scale is None else values[rows] * scale[rows]
+                self._add_items(rule, work, sids, t[rows], v,
+                                None if num is None else num[rows],
+                                None if den is None else den[rows])
+            for j, rs, _, _ in work:
+                outs[j] += self._close(rule, rs, states[j], wms[j])
+        results = []
+        for j, state in enumerate(states):
+            _drop_empty(state)
+            stats = ProcessStats(signal, batch.parts[j].n,
+                                 int(np.count_nonzero(late[starts[j]:offsets[j + 1]])),
+                                 late_by_rule[j], wms[j])
+            results.append((state, _ordered(outs[j]), stats))
+        return results
+
+    @staticmethod
+    def _series_together(rule: Rule, batch: ConcatBatch, rows: np.ndarray,
+                         work: list[tuple[int, RuleState, int, int]]) -> np.ndarray:
+        """Series id of each row in its state (new series added, numbered in the order
+        of the part's own factorisation, as :meth:`_series` does for the part alone)."""
+        if not rows.size:
+            return np.zeros(0, np.int64)
+        pair, rep = batch.series_pairs(rule.group_by)
+        factors = [batch.factor(label) for label in rule.group_by]
+        rpair = pair[rows]
+        present = np.unique(rpair)  # in order of part, then of the part's own codes
+        first = rep[present]
+        pcuts = np.searchsorted(batch.part[first], np.arange(len(batch.parts) + 1)).tolist()
+        ids = np.zeros(present.size, np.int64)
+        for j, rs, a, b in work:
+            if a == b:
+                continue
+            lo, hi = pcuts[j], pcuts[j + 1]
+            keys = [tuple(uniques[codes[r]] for uniques, codes in factors)
+                    for r in first[lo:hi].tolist()]
+            ids[lo:hi] = rs.ids(keys, rule)
+        return ids[np.searchsorted(present, rpair)]
+
+    def _add_items(self, rule: Rule, work: list[tuple[int, RuleState, int, int]],
+                   sids: np.ndarray, t: np.ndarray, v: np.ndarray, num: np.ndarray | None,
+                   den: np.ndarray | None) -> None:
+        """Fold the selected rows into each state's items, grouped in one pass (each
+        state's series offset past the states before it)."""
+        takes = [(rs, a, b) for _, rs, a, b in work if a < b]
+        base = np.cumsum([0] + [len(rs.keys) for rs, _, _ in takes])
+        if int(base[-1]) >= 1 << (63 - KEY_BITS):  # series would not fit the sort key
+            for rs, a, b in takes:
+                rs.items = record_items(rule, sids[a:b], t[a:b], v[a:b],
+                                        None if num is None else num[a:b],
+                                        None if den is None else den[a:b], rs.items)
+            return
+        offset = np.repeat(base[:-1], [b - a for _, a, b in takes])
+        pick = np.concatenate([np.arange(a, b) for _, a, b in takes])
+        fresh = raw_items(rule, sids[pick] + offset, t[pick], v[pick],
+                          None if num is None else num[pick],
+                          None if den is None else den[pick])
+        stored = []
+        for (rs, _, _), shift in zip(takes, base[:-1].tolist(), strict=True):
+            assert rs.items is not None
+            it = rs.items
+            if len(it):
+                stored.append(Items(it.series + shift, it.key, it.stats, it.qn, it.qv, it.qw))
+        grouped = group(rule, concat([*stored, fresh]))
+        for (rs, _, _), items in zip(takes, split(grouped, base), strict=True):
+            rs.items = items
+
     def advance(self, state: ServiceState, watermark_ms: int
                 ) -> tuple[ServiceState, list[Detection]]:
         """Move the service's watermark to ``watermark_ms`` (time passed without data
@@ -253,6 +448,25 @@ class RuleEngine:
                 for s, t, kind, start, end, fired in zip(
                     sil.series.tolist(), sil.time.tolist(), sil.kind.tolist(),
                     sil.start.tolist(), sil.end.tolist(), sil.fired.tolist(), strict=True)]
+
+
+def _shape(columns: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Column names and kinds (Arrow columns by type): slices alike concatenate."""
+    return tuple(sorted((name, str(col.type) if isinstance(col, (pa.Array, pa.ChunkedArray))
+                         else "list" if isinstance(col, list) else "array")
+                        for name, col in columns.items()))
+
+
+def _running_max(t: np.ndarray, part: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Running maximum of ``t`` within each part (parts start at ``starts``)."""
+    low = int(t.min())
+    span = int(t.max()) - low + 1
+    if span * (starts.size + 1) < 1 << 62:  # parts stacked in disjoint ranges: one scan
+        lift = part * span
+        return np.maximum.accumulate(t - low + lift) - lift + low
+    ends = [*starts.tolist()[1:], t.size]
+    return np.concatenate([np.maximum.accumulate(t[a:b])
+                           for a, b in zip(starts.tolist(), ends, strict=True)])
 
 
 def _drop_empty(state: ServiceState) -> None:

@@ -83,6 +83,15 @@ def record_items(rule: Rule, series: np.ndarray, t: np.ndarray, v: np.ndarray,
                  stored: Items | None = None) -> Items:
     """Items from selected records (``num``/``den``: ratio membership), merged with
     ``stored`` items when given, grouped."""
+    items = raw_items(rule, series, t, v, num, den)
+    if stored is not None and len(stored):
+        return merge(rule, stored, items)
+    return group(rule, items)
+
+
+def raw_items(rule: Rule, series: np.ndarray, t: np.ndarray, v: np.ndarray,
+              num: np.ndarray | None = None, den: np.ndarray | None = None) -> Items:
+    """One item per selected record, not grouped (see :func:`record_items`)."""
     step = step_of(rule)
     key = t // step
     cols = stat_columns(rule)
@@ -99,9 +108,35 @@ def record_items(rule: Rule, series: np.ndarray, t: np.ndarray, v: np.ndarray,
     items = Items(series.astype(np.int64), key.astype(np.int64), stats)
     if rule.aggregation in PERCENTILES:
         items.qn, items.qv, items.qw = np.ones(t.size, np.int64), v.copy(), np.ones(t.size)
-    if stored is not None and len(stored):
-        return merge(rule, stored, items)
-    return group(rule, items)
+    return items
+
+
+def concat(parts: list[Items]) -> Items:
+    """Items one after the other (not grouped); ``parts`` is not empty."""
+    q = parts[0].qn is not None
+    return Items(np.concatenate([p.series for p in parts]),
+                 np.concatenate([p.key for p in parts]),
+                 np.concatenate([p.stats for p in parts]),
+                 np.concatenate([p.qn for p in parts]) if q else None,  # type: ignore[misc]
+                 np.concatenate([p.qv for p in parts]) if q else None,  # type: ignore[misc]
+                 np.concatenate([p.qw for p in parts]) if q else None)  # type: ignore[misc]
+
+
+def split(items: Items, bounds: np.ndarray) -> list[Items]:
+    """Sorted items cut at series ``bounds`` (ascending; part ``i`` holds the series in
+    ``[bounds[i], bounds[i + 1])``, renumbered from 0)."""
+    cuts = np.searchsorted(items.series, bounds).tolist()
+    points = None if items.qn is None else np.concatenate([[0], np.cumsum(items.qn)])
+    out = []
+    for i in range(len(cuts) - 1):
+        a, b = cuts[i], cuts[i + 1]
+        part = Items(items.series[a:b] - bounds[i], items.key[a:b], items.stats[a:b])
+        if points is not None:
+            pa, pb = int(points[a]), int(points[b])
+            part.qn = items.qn[a:b]  # type: ignore[index]
+            part.qv, part.qw = items.qv[pa:pb], items.qw[pa:pb]  # type: ignore[index]
+        out.append(part)
+    return out
 
 
 def merge(rule: Rule, a: Items, b: Items) -> Items:
@@ -174,16 +209,36 @@ def _merge_summaries(items: Items, order: np.ndarray, first: np.ndarray
     big = size > Q_POINTS
     if not big.any():
         return size.astype(np.int64), vals, w
-    cw = np.cumsum(w)
     gstart = np.cumsum(size) - size
     total = np.bincount(gid, weights=w, minlength=ngroups)
-    base = cw[gstart] - w[gstart]
     bg = np.flatnonzero(big)
-    targets = (base[bg, None] + total[bg, None] * (np.arange(Q_POINTS) + 0.5) / Q_POINTS)
-    pos = np.minimum(np.searchsorted(cw, targets.ravel(), side="left"), cw.size - 1)
+    pos = (gstart[bg, None] + _within_targets(w, gstart[bg], size[bg], total[bg])).ravel()
     keep = ~big[gid]
     all_gid = np.concatenate([gid[keep], np.repeat(bg, Q_POINTS)])
     all_v = np.concatenate([vals[keep], vals[pos]])
     all_w = np.concatenate([w[keep], np.repeat(total[bg] / Q_POINTS, Q_POINTS)])
     o = np.argsort(all_gid, kind="stable")
     return np.bincount(all_gid, minlength=ngroups).astype(np.int64), all_v[o], all_w[o]
+
+
+def _within_targets(w: np.ndarray, starts: np.ndarray, sizes: np.ndarray,
+                    totals: np.ndarray) -> np.ndarray:
+    """Per group (``w[starts[g]:starts[g] + sizes[g]]``), the positions within it of the
+    :data:`Q_POINTS` weight quantiles. Each group's cumulative weights are summed from
+    its own first point, so a group's summary does not depend on the groups before it
+    (one service's items merged alone or with other services' give the same bits)."""
+    targets = totals[:, None] * (np.arange(Q_POINTS) + 0.5) / Q_POINTS
+    width = int(sizes.max())
+    if sizes.size * width * Q_POINTS > 1 << 22:  # a few large groups: one at a time
+        pos = np.empty((sizes.size, Q_POINTS), dtype=np.int64)
+        for g, (a, n) in enumerate(zip(starts.tolist(), sizes.tolist(), strict=True)):
+            pos[g] = np.searchsorted(np.cumsum(w[a:a + n]), targets[g], side="left")
+        return np.minimum(pos, sizes[:, None] - 1)
+    cols = np.arange(width)
+    inside = cols[None, :] < sizes[:, None]
+    grid = np.zeros((sizes.size, width))
+    grid[inside] = w[(starts[:, None] + cols[None, :])[inside]]
+    cw = np.cumsum(grid, axis=1)
+    cw[~inside] = np.inf
+    pos = (cw[:, :, None] < targets[:, None, :]).sum(axis=1)  # points below each target
+    return np.minimum(pos, sizes[:, None] - 1)

@@ -81,6 +81,11 @@ class RuleEngineRunner:
         """Fold one service's records into its state."""
         return self.engine.process(signal, columns, state)
 
+    def process_many(self, batches: Sequence[tuple[str, Mapping[str, Any], ServiceState]]
+                     ) -> list[tuple[ServiceState, list[Detection], Any]]:
+        """Fold many slices (of any services, each service's in order) at once."""
+        return self.engine.process_many(batches)
+
     def advance(self, state: ServiceState, watermark_ms: int
                 ) -> tuple[ServiceState, list[Detection]]:
         """Let event time pass for a service."""

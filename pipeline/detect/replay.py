@@ -75,11 +75,16 @@ class Replayer:
         self.end_ms = NO_TIME
 
     def feed(self, signal: str, columns: Mapping[str, Any]) -> list[Detection]:
-        """Process one batch (any number of services) and return its detections."""
+        """Process one batch (any number of services, all at once) and return its
+        detections."""
         out: list[Detection] = []
-        for service, cols in split_by_service(columns).items():
-            state = self.states.get(service) or self.engine.new_state()
-            state, found, stats = self.engine.process(signal, cols, state)
+        pieces = split_by_service(columns)
+        for service in pieces:
+            self.states.setdefault(service, self.engine.new_state())
+        results = self.engine.process_many([(signal, cols, self.states[service])
+                                            for service, cols in pieces.items()])
+        for (service, cols), (state, found, stats) in zip(pieces.items(), results,
+                                                          strict=True):
             self.states[service] = state
             self.records += stats.records
             self.late += stats.late

@@ -12,7 +12,11 @@ every service, scored together after the other messages, one numpy round per poi
 series instead of per point of a series of one service; a service's slices still come
 in order, so the detections are those of scoring them one by one (``batched=False``).
 The model engine's metric state does not depend on ticks, so deferring it past them
-changes nothing.
+changes nothing. An engine that can fold many slices at once (``process_many``, as the
+rule engine does) gets the slices that came before each tick together, just before it
+(or once about :data:`MAX_STEP_RECORDS` records wait): the rules' windows do depend on
+ticks, so they see every slice before the tick that follows it, as one by one. Should
+that call fail, each of its slices counts as an engine failure, logged.
 
 Live states: the step keeps the states it leaves decoded (:mod:`pipeline.detect.live`)
 and, next time, uses one instead of decoding it only while ``read_state`` still gives
@@ -191,6 +195,9 @@ class DetectionStep:
         # (key, value, arrival, records)
         deferred: dict[str, dict[str, list[tuple[bytes, bytes, int, int]]]] = defaultdict(dict)
         done: set[tuple[str, str]] = set()  # states stored already: not to be read again
+        # slices waiting to be folded together by engines with ``process_many``
+        pending: dict[str, list[ServiceSlice]] = defaultdict(list)
+        waiting = [0]  # their records
         new_on: dict[int, set[str]] = defaultdict(set)
         if assigned is not None:
             for partition in set(self._advanced) - set(assigned):  # revoked
@@ -255,8 +262,18 @@ class DetectionStep:
                             finish((name, service))
             deferred.clear()
 
+        def fold_pending() -> None:
+            """The waiting slices, each engine's at once (in order, as one by one)."""
+            for name, pieces in pending.items():
+                outs = self._process_many(name, pieces, state_of)
+                for piece, out in zip(pieces, outs, strict=True):
+                    self._take(name, piece, out, live, result)
+            pending.clear()
+            waiting[0] = 0
+
         for message in messages:
             if message.key == TICK_KEY:
+                fold_pending()
                 ticks = decode_ticks(message.value)
                 if not ticks:
                     continue
@@ -285,18 +302,26 @@ class DetectionStep:
             new_on[message.partition].add(piece.service)
             where[piece.service] = message.partition
             result.slices += 1
+            records = len(piece.columns.get(TIME_COLUMN.get(piece.signal, ""), ()))
             for name, engine in self.engines.items():
+                if self.batched and hasattr(engine, "process_many") \
+                        and piece.signal in TIME_COLUMN:
+                    pending[name].append(piece)  # folded with others before the next tick
+                    waiting[0] += records
+                    continue
                 if self.batched and piece.signal == "metrics" and hasattr(engine, "stage"):
                     # warmed up and scored after the loop
                     deferred[name].setdefault(piece.service, []).append(
-                        (message.key, message.value, result.slices,
-                         len(piece.columns[TIME_COLUMN[piece.signal]])))
+                        (message.key, message.value, result.slices, records))
                     continue
                 if piece.signal == "metrics" and self.history is not None \
                         and hasattr(engine, "seed"):
                     self._warm_up(engine, piece, state_of(name, piece.service), result)
                 self._take(name, piece, _process(engine, piece, state_of(name, piece.service)),
                            live, result)
+            if waiting[0] >= self.max_records:
+                fold_pending()
+        fold_pending()
         score_deferred()
         # detections leave in event-time order: a step closes each service's windows in
         # turn, and whoever reads them (the correlator) should not see time go backwards
@@ -389,6 +414,16 @@ class DetectionStep:
                 log.exception("reading the history of %d series of %s failed; they start "
                               "cold", len(missing), printable(service))
         return out
+
+    def _process_many(self, name: str, pieces: list[ServiceSlice],
+                      state_of: Callable[[str, str], Any]) -> list[Any]:
+        """Engine ``name``'s ``process_many`` of the slices; what it raised, for each,
+        if it fails."""
+        try:
+            return list(self.engines[name].process_many(
+                [(p.signal, p.columns, state_of(name, p.service)) for p in pieces]))
+        except Exception as exc:  # one engine's bug must not stop the stream
+            return [exc] * len(pieces)
 
     def _process_staged(self, name: str, items: list[tuple[ServiceSlice, Any]],
                         state_of: Callable[[str, str], Any]) -> list[Any]:

@@ -101,6 +101,8 @@ class SeriesBank:
         self.band = np.zeros((2, capacity))  # (low, high) fixed when the series armed
         self.calm_band = np.zeros((2, capacity))  # values scoring under ``clear`` then
         self.peak = np.zeros(capacity)  # highest raw score since the series armed
+        self.calm = np.zeros(capacity, dtype=np.int32)  # points in a row scoring under clear
+        self.calm_since = np.zeros(capacity, dtype=np.int64)  # the first of them
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -124,6 +126,8 @@ class SeriesBank:
         self.band = np.concatenate([self.band, np.zeros((2, extra))], axis=1)
         self.calm_band = np.concatenate([self.calm_band, np.zeros((2, extra))], axis=1)
         self.peak = np.concatenate([self.peak, np.zeros(extra)])
+        self.calm = np.concatenate([self.calm, np.zeros(extra, dtype=np.int32)])
+        self.calm_since = np.concatenate([self.calm_since, np.zeros(extra, dtype=np.int64)])
 
     def slots(self, keys: Sequence[str]) -> np.ndarray:
         """Slot of each key, allocating slots for new series."""
@@ -173,7 +177,18 @@ class SeriesBank:
             t = times[pos].astype(np.float64)
             sub = self.state[:, cols]
             ev = det.evaluate(sub, x, t)
-            arm = ~self.firing[cols] & ~self.armed[cols] & (ev.score >= threshold)
+            # the model rests after an alarm-level point (one detection per episode); once
+            # the series has been calm again (scored under ``clear`` for as long as an
+            # alarm takes to confirm) the episode is over: a new excursion arms
+            now = times[pos]
+            calm = self.calm[cols]
+            back = (calm >= max(2, confirm_points)) | (
+                (confirm_ms > 0) & (calm >= 2) & (now - self.calm_since[cols] >= confirm_ms))
+            alarm = (ev.score >= threshold) | (back & (ev.raw >= threshold))
+            arm = ~self.firing[cols] & ~self.armed[cols] & alarm
+            low_score = ev.raw < clear
+            self.calm_since[cols] = np.where(low_score & (calm == 0), now, self.calm_since[cols])
+            self.calm[cols] = np.where(low_score, calm + 1, 0)
             if arm.any():  # the band the model accepted *before* learning this point
                 idx = np.flatnonzero(arm)
                 picked = ev.select(idx)
@@ -256,7 +271,7 @@ class SeriesBank:
     @property
     def bytes_per_series(self) -> int:
         """Numeric state per series: the detector's columns plus the alarm state."""
-        return self.detector.n_fields * 8 + 2 + 4 + 4 + 8 + 8 + 8 + 16 + 16 + 8
+        return self.detector.n_fields * 8 + 2 + 4 + 4 + 8 + 8 + 8 + 16 + 16 + 8 + 4 + 8
 
     def adopt(self, detector: SeriesDetector) -> bool:
         """Score with ``detector`` from now on. Series keep what they learnt when its
@@ -316,6 +331,8 @@ class SeriesBank:
                              "streak": self.streak[:k].tolist(),
                              "accept": self.accept[:k].tolist(),
                              "peak": self.peak[:k].tolist(),
+                             "calm": self.calm[:k].tolist(),
+                             "calm_since": self.calm_since[:k].tolist(),
                              "band": self.band[:, :k].tolist(),
                              "calm_band": self.calm_band[:, :k].tolist()})
         body = np.ascontiguousarray(self.state[:, :k]).tobytes()
@@ -356,12 +373,15 @@ class SeriesBank:
         bank.streak[:k] = head["streak"]
         bank.accept[:k] = head["accept"]
         bank.peak[:k] = head["peak"]
+        bank.calm[:k] = head.get("calm", [0] * k)  # older state: not known to be calm
+        bank.calm_since[:k] = head.get("calm_since", [0] * k)
         bank.band[:, :k] = np.asarray(head["band"]).reshape(2, k)
         bank.calm_band[:, :k] = np.asarray(head.get("calm_band", head["band"])).reshape(2, k)
         return bank
 
 
-_ALARM_ROWS = ("firing", "since", "began", "sent", "streak", "accept", "armed", "peak")
+_ALARM_ROWS = ("firing", "since", "began", "sent", "streak", "accept", "armed", "peak", "calm",
+               "calm_since")
 
 
 JOINT_SERIES = 16_384

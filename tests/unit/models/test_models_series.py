@@ -108,8 +108,8 @@ def test_state_round_trip_and_size():
     b = copy.process(copy.slots(keys[half:]), times[half:], values[half:], 0.5, 0.3)
     np.testing.assert_array_equal(a.score, b.score)
     assert a.events == b.events
-    assert bank.bytes_per_series <= 458  # "a few hundred bytes"
-    assert len(bank.to_bytes()) < 4 * (N_FIELDS * 8 + 170) + 100
+    assert bank.bytes_per_series <= 470  # "a few hundred bytes"
+    assert len(bank.to_bytes()) < 4 * (N_FIELDS * 8 + 210) + 100
 
 
 def minute_series(n: int = 400, seed: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -130,3 +130,31 @@ def test_a_minute_series_confirms_a_three_minute_fault_on_its_second_point():
         # the episode began with its first point out of band, not when it was confirmed
         assert all(res.since[i] == times[300] for i, _ in res.events)
 
+
+
+def test_a_new_excursion_after_the_series_recovered_fires_within_the_rest_period():
+    # two three-minute faults 20 minutes apart, and a one-point spike before them: the
+    # model's rest (180 points) after each alarm-level point used to silence the series
+    # for three hours; once it scored calm again, a new excursion is a new episode
+    times, values = minute_series(600)
+    values[250] += 40.0  # arms, never confirms
+    values[300:303] += 40.0
+    values[323:326] += 80.0  # the first taught the tail: a like rise scores lower
+    bank = SeriesBank(SeasonalEnsemble(threshold=0.6, rest_points=180))
+    res = bank.process(bank.slots(["s"] * values.size), times, values, 0.6, 0.42,
+                       confirm_points=4, confirm_ms=30_000)
+    fired = [i for i, kind in res.events if kind == "firing"]
+    assert fired == [301, 324]
+    assert [res.since[i] for i in fired] == [times[300], times[323]]
+    # the model itself still rests: its own score reports one point per episode
+    assert res.score[301] == 0.0 and res.raw[301] >= 0.6
+
+
+def test_a_series_still_unusual_does_not_rearm_within_the_rest_period():
+    times, values = minute_series(600)
+    values[300:303] += 40.0  # an episode, then a spike every other point: never calm
+    values[303:330:2] += 40.0
+    bank = SeriesBank(SeasonalEnsemble(threshold=0.6, rest_points=180))
+    res = bank.process(bank.slots(["s"] * values.size), times, values, 0.6, 0.42,
+                       confirm_points=4, confirm_ms=30_000)
+    assert [kind for _, kind in res.events].count("firing") == 1

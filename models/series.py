@@ -146,10 +146,13 @@ class SeriesBank:
     def process(self, slots: np.ndarray, times: np.ndarray, values: np.ndarray,
                 threshold: float, clear: float, confirm_points: int = 1,
                 accept_points: int = 360, keepalive_ms: int = 0,
-                sequence: np.ndarray | None = None, confirm_ms: int = 0) -> BankResult:
+                sequence: np.ndarray | None = None, confirm_ms: int = 0,
+                accept_ms: int = 0) -> BankResult:
         """Score then learn every point; report alarm changes in event-time order (plus
         keep-alives of firing series every ``keepalive_ms``; 0: none). A series armed
-        ``confirm_ms`` ago or longer (0: off) fires on its second point out of band. With
+        ``confirm_ms`` ago or longer (0: off) fires on its second point out of band; a
+        firing series the model has scored normal for ``accept_ms`` (0: off) resolves as
+        accepted, as after ``accept_points`` such points. With
         ``sequence`` (one number per point) a series takes its points by sequence
         first, then by time: the points of several batches, each fed in turn."""
         n = len(slots)
@@ -203,7 +206,7 @@ class SeriesBank:
             if arm.any() or self.armed[cols].any() or self.firing[cols].any():
                 self._alarms(cols, pos, x, ev, arm, threshold, clear, confirm_points,
                              accept_points, keepalive_ms, times, result, changes,
-                             confirm_ms)
+                             confirm_ms, accept_ms)
         changes.sort()
         result.events = [(p, state) for _, p, state in changes]
         return result
@@ -212,7 +215,7 @@ class SeriesBank:
                 arm: np.ndarray, threshold: float, clear: float, confirm_points: int,
                 accept_points: int, keepalive_ms: int, times: np.ndarray,
                 result: BankResult, changes: list[tuple[int, int, str]],
-                confirm_ms: int = 0) -> None:
+                confirm_ms: int = 0, accept_ms: int = 0) -> None:
         """Advance the alarm state of one round's series (see the module docstring)."""
         firing, armed = self.firing[cols], self.armed[cols]
         low, high = self.band[0, cols], self.band[1, cols]
@@ -235,7 +238,11 @@ class SeriesBank:
         armed = counting & out & ~fire
         accept = np.where(firing & (ev.raw < clear), self.accept[cols] + 1, 0)
         returned = firing & (streak >= confirm_points) & back
-        accepted = firing & ~returned & (accept_points > 0) & (accept >= accept_points)
+        # scored normal for accept_ms since it fired (the run of low scores may be older)
+        calm_for = now - np.maximum(self.calm_since[cols], self.since[cols])
+        settled = (accept_ms > 0) & (accept >= 2) & (calm_for >= accept_ms)
+        accepted = firing & ~returned & (((accept_points > 0) & (accept >= accept_points))
+                                         | settled)
         calm = returned | accepted
         self.firing[cols] = (firing | fire) & ~calm
         self.armed[cols] = armed
@@ -394,7 +401,8 @@ a million new series would otherwise hold them all at once)."""
 def process_banks(parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.ndarray]],
                   threshold: float, clear: float, confirm_points: int = 1,
                   accept_points: int = 360, keepalive_ms: int = 0,
-                  max_series: int = JOINT_SERIES, confirm_ms: int = 0) -> list[BankResult]:
+                  max_series: int = JOINT_SERIES, confirm_ms: int = 0,
+                  accept_ms: int = 0) -> list[BankResult]:
     """:meth:`SeriesBank.process` of several ``(bank, slots, times, values)`` parts, in
     turn, as one: the touched series of every bank become the columns of one joint
     bank, so a round of numpy math scores one point of every series of every part (the
@@ -441,7 +449,7 @@ def process_banks(parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.n
         order = sorted(i for _, _, indices in group for i in indices)
         joint, results = _score_jointly(group, [parts[i] for i in order], threshold, clear,
                                         confirm_points, accept_points, keepalive_ms,
-                                        confirm_ms)
+                                        confirm_ms, accept_ms)
         scored.append((joint, group))
         for i, result in zip(order, results, strict=True):
             out[i] = result
@@ -461,7 +469,8 @@ def process_banks(parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.n
 def _score_jointly(banks: list[tuple[SeriesBank, np.ndarray, list[int]]],
                    parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.ndarray]],
                    threshold: float, clear: float, confirm_points: int, accept_points: int,
-                   keepalive_ms: int, confirm_ms: int = 0) -> tuple[SeriesBank, list[BankResult]]:
+                   keepalive_ms: int, confirm_ms: int = 0,
+                   accept_ms: int = 0) -> tuple[SeriesBank, list[BankResult]]:
     """The ``used`` columns of ``banks`` as one new joint bank, ``parts`` (of those banks,
     in order) scored on it; the banks themselves are not touched."""
     joint = SeriesBank(banks[0][0].detector, capacity=0)
@@ -483,7 +492,8 @@ def _score_jointly(banks: list[tuple[SeriesBank, np.ndarray, list[int]]],
     values = np.concatenate([np.asarray(v, dtype=np.float64) for _, _, _, v in parts])
     sequence = np.repeat(np.arange(len(parts)), sizes)
     res = joint.process(slots, times, values, threshold, clear, confirm_points,
-                        accept_points, keepalive_ms, sequence=sequence, confirm_ms=confirm_ms)
+                        accept_points, keepalive_ms, sequence=sequence, confirm_ms=confirm_ms,
+                        accept_ms=accept_ms)
     out = [BankResult(res.score[a:b], res.raw[a:b], res.expected[a:b], res.scale[a:b])
            for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True)]
     for p, kind in res.events:

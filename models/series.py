@@ -188,6 +188,12 @@ class SeriesBank:
             back = (calm >= max(2, confirm_points)) | (
                 (confirm_ms > 0) & (calm >= 2) & (now - self.calm_since[cols] >= confirm_ms))
             alarm = (ev.score >= threshold) | (back & (ev.raw >= threshold))
+            # a firing series the model had scored normal again (settled at a new level,
+            # held only until accepted) that leaves once more: its episode ends here and
+            # a new one arms, with its own change point
+            renew = self.firing[cols] & back & (ev.raw >= threshold)
+            if renew.any():
+                self._renew(cols, pos, renew, times, result, changes)
             arm = ~self.firing[cols] & ~self.armed[cols] & alarm
             low_score = ev.raw < clear
             self.calm_since[cols] = np.where(low_score & (calm == 0), now, self.calm_since[cols])
@@ -210,6 +216,23 @@ class SeriesBank:
         changes.sort()
         result.events = [(p, state) for _, p, state in changes]
         return result
+
+    def _renew(self, cols: np.ndarray, pos: np.ndarray, renew: np.ndarray,
+               times: np.ndarray, result: BankResult,
+               changes: list[tuple[int, int, str]]) -> None:
+        """End the episodes of the ``renew`` series of a round (resolved as accepted at
+        this point) so that the point can arm a new one."""
+        for i in np.flatnonzero(renew).tolist():
+            c, p = int(cols[i]), int(pos[i])
+            changes.append((int(times[p]), p, "resolved"))
+            result.bands[p] = (float(self.band[0, c]), float(self.band[1, c]))
+            result.peaks[p] = float(self.peak[c])
+            result.reasons[p] = "accepted"
+            result.since[p] = int(self.began[c])
+        done = cols[renew]
+        self.firing[done] = False
+        self.streak[done] = 0
+        self.accept[done] = 0
 
     def _alarms(self, cols: np.ndarray, pos: np.ndarray, x: np.ndarray, ev: Any,
                 arm: np.ndarray, threshold: float, clear: float, confirm_points: int,

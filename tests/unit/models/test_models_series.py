@@ -158,3 +158,35 @@ def test_a_series_still_unusual_does_not_rearm_within_the_rest_period():
     res = bank.process(bank.slots(["s"] * values.size), times, values, 0.6, 0.42,
                        confirm_points=4, confirm_ms=30_000)
     assert [kind for _, kind in res.events].count("firing") == 1
+
+
+def test_a_series_settled_at_a_new_level_resolves_after_accept_ms():
+    # a step the model soon scores as normal: with accept_points alone it fires for 360
+    # points (six hours at a point a minute); with accept_ms, ten minutes after it settled
+    times, values = minute_series(600)
+    values[300:] += 8.0
+    for accept_ms, want in ((0, ["firing"]), (600_000, ["firing", "resolved"])):
+        bank = SeriesBank(SeasonalEnsemble(threshold=0.6, rest_points=180))
+        res = bank.process(bank.slots(["s"] * values.size), times, values, 0.6, 0.42,
+                           confirm_points=4, confirm_ms=30_000, accept_ms=accept_ms)
+        assert [kind for _, kind in res.events] == want
+        if accept_ms:
+            fired, resolved = (i for i, _ in res.events)
+            assert res.reasons[resolved] == "accepted"
+            calm = np.flatnonzero(res.raw[fired:resolved + 1] >= 0.42)[-1] + fired + 1
+            assert times[resolved] - times[calm] >= accept_ms  # scored normal since
+
+
+def test_a_settled_alarm_meeting_a_new_excursion_resolves_and_fires_anew():
+    # a step the model soon scores normal (the alarm held until accepted), then a fault
+    # on the new level: the first episode ends and the fault fires with its own onset
+    times, values = minute_series(600)
+    values[300:] += 8.0
+    values[330:333] += 80.0
+    bank = SeriesBank(SeasonalEnsemble(threshold=0.6, rest_points=180))
+    res = bank.process(bank.slots(["s"] * values.size), times, values, 0.6, 0.42,
+                       confirm_points=4, confirm_ms=30_000)
+    kinds = [(i, kind) for i, kind in res.events]
+    assert [k for _, k in kinds][:3] == ["firing", "resolved", "firing"]
+    assert kinds[1][0] == 330 and res.reasons[330] == "accepted"
+    assert res.since[kinds[2][0]] == times[330]

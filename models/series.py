@@ -147,12 +147,13 @@ class SeriesBank:
                 threshold: float, clear: float, confirm_points: int = 1,
                 accept_points: int = 360, keepalive_ms: int = 0,
                 sequence: np.ndarray | None = None, confirm_ms: int = 0,
-                accept_ms: int = 0) -> BankResult:
+                accept_ms: int = 0, rearm: bool = False) -> BankResult:
         """Score then learn every point; report alarm changes in event-time order (plus
         keep-alives of firing series every ``keepalive_ms``; 0: none). A series armed
         ``confirm_ms`` ago or longer (0: off) fires on its second point out of band; a
         firing series the model has scored normal for ``accept_ms`` (0: off) resolves as
-        accepted, as after ``accept_points`` such points. With
+        accepted, as after ``accept_points`` such points. With ``rearm`` a series the model
+        rests after an alarm arms again once it has scored calm (see below). With
         ``sequence`` (one number per point) a series takes its points by sequence
         first, then by time: the points of several batches, each fed in turn."""
         n = len(slots)
@@ -180,13 +181,14 @@ class SeriesBank:
             t = times[pos].astype(np.float64)
             sub = self.state[:, cols]
             ev = det.evaluate(sub, x, t)
-            # the model rests after an alarm-level point (one detection per episode); once
-            # the series has been calm again (scored under ``clear`` for as long as an
-            # alarm takes to confirm) the episode is over: a new excursion arms
+            # the model rests after an alarm-level point (one detection per episode); with
+            # ``rearm``, once the series has been calm again (scored under ``clear`` for as
+            # long as an alarm takes to confirm) the episode is over: a new excursion arms
             now = times[pos]
             calm = self.calm[cols]
             back = (calm >= max(2, confirm_points)) | (
                 (confirm_ms > 0) & (calm >= 2) & (now - self.calm_since[cols] >= confirm_ms))
+            back &= rearm
             alarm = (ev.score >= threshold) | (back & (ev.raw >= threshold))
             # a firing series the model had scored normal again (settled at a new level,
             # held only until accepted) that leaves once more: its episode ends here and
@@ -425,7 +427,7 @@ def process_banks(parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.n
                   threshold: float, clear: float, confirm_points: int = 1,
                   accept_points: int = 360, keepalive_ms: int = 0,
                   max_series: int = JOINT_SERIES, confirm_ms: int = 0,
-                  accept_ms: int = 0) -> list[BankResult]:
+                  accept_ms: int = 0, rearm: bool = False) -> list[BankResult]:
     """:meth:`SeriesBank.process` of several ``(bank, slots, times, values)`` parts, in
     turn, as one: the touched series of every bank become the columns of one joint
     bank, so a round of numpy math scores one point of every series of every part (the
@@ -472,7 +474,7 @@ def process_banks(parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.n
         order = sorted(i for _, _, indices in group for i in indices)
         joint, results = _score_jointly(group, [parts[i] for i in order], threshold, clear,
                                         confirm_points, accept_points, keepalive_ms,
-                                        confirm_ms, accept_ms)
+                                        confirm_ms, accept_ms, rearm)
         scored.append((joint, group))
         for i, result in zip(order, results, strict=True):
             out[i] = result
@@ -492,8 +494,8 @@ def process_banks(parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.n
 def _score_jointly(banks: list[tuple[SeriesBank, np.ndarray, list[int]]],
                    parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.ndarray]],
                    threshold: float, clear: float, confirm_points: int, accept_points: int,
-                   keepalive_ms: int, confirm_ms: int = 0,
-                   accept_ms: int = 0) -> tuple[SeriesBank, list[BankResult]]:
+                   keepalive_ms: int, confirm_ms: int = 0, accept_ms: int = 0,
+                   rearm: bool = False) -> tuple[SeriesBank, list[BankResult]]:
     """The ``used`` columns of ``banks`` as one new joint bank, ``parts`` (of those banks,
     in order) scored on it; the banks themselves are not touched."""
     joint = SeriesBank(banks[0][0].detector, capacity=0)
@@ -516,7 +518,7 @@ def _score_jointly(banks: list[tuple[SeriesBank, np.ndarray, list[int]]],
     sequence = np.repeat(np.arange(len(parts)), sizes)
     res = joint.process(slots, times, values, threshold, clear, confirm_points,
                         accept_points, keepalive_ms, sequence=sequence, confirm_ms=confirm_ms,
-                        accept_ms=accept_ms)
+                        accept_ms=accept_ms, rearm=rearm)
     out = [BankResult(res.score[a:b], res.raw[a:b], res.expected[a:b], res.scale[a:b])
            for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True)]
     for p, kind in res.events:

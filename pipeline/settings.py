@@ -184,6 +184,9 @@ class DetectSettings:
     accept_points: int = 360  # a model alarm on a shifted series resolves once the new
     # level scored normal this many points in a row (0: it fires until the series returns)
     accept_ms: int = 0  # ... or for this long, whatever the point rate (0: off)
+    # a model series resting after an alarm arms again once it scored calm (under the clear
+    # level) for as long as an alarm takes to confirm, instead of for the whole rest period
+    rearm: bool = False
     # stored bytes of the per-service states a worker keeps decoded between batches
     # (decoded, several times as many bytes); 0: decode every state at every batch
     live_state_bytes: int = 4 * 2**20

@@ -140,11 +140,12 @@ def test_a_new_excursion_after_the_series_recovered_fires_within_the_rest_period
     values[250] += 40.0  # arms, never confirms
     values[300:303] += 40.0
     values[323:326] += 80.0  # the first taught the tail: a like rise scores lower
-    bank = SeriesBank(SeasonalEnsemble(threshold=0.6, rest_points=180))
-    res = bank.process(bank.slots(["s"] * values.size), times, values, 0.6, 0.42,
-                       confirm_points=4, confirm_ms=30_000)
-    fired = [i for i, kind in res.events if kind == "firing"]
-    assert fired == [301, 324]
+    for rearm, want in ((False, []), (True, [301, 324])):
+        bank = SeriesBank(SeasonalEnsemble(threshold=0.6, rest_points=180))
+        res = bank.process(bank.slots(["s"] * values.size), times, values, 0.6, 0.42,
+                           confirm_points=4, confirm_ms=30_000, rearm=rearm)
+        fired = [i for i, kind in res.events if kind == "firing"]
+        assert fired == want  # without rearm the spike's rest silences both faults
     assert [res.since[i] for i in fired] == [times[300], times[323]]
     # the model itself still rests: its own score reports one point per episode
     assert res.score[301] == 0.0 and res.raw[301] >= 0.6
@@ -156,7 +157,7 @@ def test_a_series_still_unusual_does_not_rearm_within_the_rest_period():
     values[303:330:2] += 40.0
     bank = SeriesBank(SeasonalEnsemble(threshold=0.6, rest_points=180))
     res = bank.process(bank.slots(["s"] * values.size), times, values, 0.6, 0.42,
-                       confirm_points=4, confirm_ms=30_000)
+                       confirm_points=4, confirm_ms=30_000, rearm=True)
     assert [kind for _, kind in res.events].count("firing") == 1
 
 
@@ -185,7 +186,7 @@ def test_a_settled_alarm_meeting_a_new_excursion_resolves_and_fires_anew():
     values[330:333] += 80.0
     bank = SeriesBank(SeasonalEnsemble(threshold=0.6, rest_points=180))
     res = bank.process(bank.slots(["s"] * values.size), times, values, 0.6, 0.42,
-                       confirm_points=4, confirm_ms=30_000)
+                       confirm_points=4, confirm_ms=30_000, rearm=True)
     kinds = [(i, kind) for i, kind in res.events]
     assert [k for _, k in kinds][:3] == ["firing", "resolved", "firing"]
     assert kinds[1][0] == 330 and res.reasons[330] == "accepted"

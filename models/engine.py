@@ -112,7 +112,8 @@ class ModelEngine:
                  trace_window_ms: int = 60_000, warmup_windows: int = 10,
                  confirm_points: int = 4, accept_points: int = 360,
                  vector: bool = True, keepalive_ms: int = 0,
-                 metric_model: str = METRIC_MODEL, confirm_ms: int = 30_000) -> None:
+                 metric_model: str = METRIC_MODEL, confirm_ms: int = 30_000,
+                 accept_ms: int = 0, rearm: bool = False) -> None:
         if not isinstance(keepalive_ms, int) or keepalive_ms < 0:
             raise ModelError(f"keepalive_ms={keepalive_ms!r}: expected a whole number of "
                              f"milliseconds >= 0 (0: no keep-alives)")
@@ -136,6 +137,8 @@ class ModelEngine:
         self.confirm_points = confirm_points
         self.confirm_ms = confirm_ms
         self.accept_points = accept_points
+        self.accept_ms = accept_ms
+        self.rearm = rearm
         self.vector = vector
         self.keepalive_ms = keepalive_ms
         self.versions = dict.fromkeys(self._classes, BUILTIN)
@@ -268,7 +271,8 @@ class ModelEngine:
         results = process_banks([(s.state.metrics, s.slots, s.times[s.idx], s.values[s.idx])
                                  for s in staged], self.threshold, self.clear,
                                 self.confirm_points, self.accept_points, self.keepalive_ms,
-                                confirm_ms=self.confirm_ms)
+                                confirm_ms=self.confirm_ms, accept_ms=self.accept_ms,
+                                rearm=self.rearm)
         out: list[Any] = []
         for s, res in zip(staged, results, strict=True):
             try:
@@ -286,7 +290,8 @@ class ModelEngine:
         res = state.metrics.process(staged.slots, staged.times[staged.idx],
                                     staged.values[staged.idx], self.threshold, self.clear,
                                     self.confirm_points, self.accept_points,
-                                    self.keepalive_ms, confirm_ms=self.confirm_ms)
+                                    self.keepalive_ms, confirm_ms=self.confirm_ms,
+                                    accept_ms=self.accept_ms, rearm=self.rearm)
         return self._findings(staged, res)
 
     def _stage(self, columns: Mapping[str, Any], state: ServiceModelState) -> StagedMetrics:

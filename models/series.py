@@ -101,6 +101,8 @@ class SeriesBank:
         self.band = np.zeros((2, capacity))  # (low, high) fixed when the series armed
         self.calm_band = np.zeros((2, capacity))  # values scoring under ``clear`` then
         self.peak = np.zeros(capacity)  # highest raw score since the series armed
+        self.calm = np.zeros(capacity, dtype=np.int32)  # points in a row scoring under clear
+        self.calm_since = np.zeros(capacity, dtype=np.int64)  # the first of them
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -124,6 +126,8 @@ class SeriesBank:
         self.band = np.concatenate([self.band, np.zeros((2, extra))], axis=1)
         self.calm_band = np.concatenate([self.calm_band, np.zeros((2, extra))], axis=1)
         self.peak = np.concatenate([self.peak, np.zeros(extra)])
+        self.calm = np.concatenate([self.calm, np.zeros(extra, dtype=np.int32)])
+        self.calm_since = np.concatenate([self.calm_since, np.zeros(extra, dtype=np.int64)])
 
     def slots(self, keys: Sequence[str]) -> np.ndarray:
         """Slot of each key, allocating slots for new series."""
@@ -142,10 +146,14 @@ class SeriesBank:
     def process(self, slots: np.ndarray, times: np.ndarray, values: np.ndarray,
                 threshold: float, clear: float, confirm_points: int = 1,
                 accept_points: int = 360, keepalive_ms: int = 0,
-                sequence: np.ndarray | None = None, confirm_ms: int = 0) -> BankResult:
+                sequence: np.ndarray | None = None, confirm_ms: int = 0,
+                accept_ms: int = 0, rearm: bool = False) -> BankResult:
         """Score then learn every point; report alarm changes in event-time order (plus
         keep-alives of firing series every ``keepalive_ms``; 0: none). A series armed
-        ``confirm_ms`` ago or longer (0: off) fires on its second point out of band. With
+        ``confirm_ms`` ago or longer (0: off) fires on its second point out of band; a
+        firing series the model has scored normal for ``accept_ms`` (0: off) resolves as
+        accepted, as after ``accept_points`` such points. With ``rearm`` a series the model
+        rests after an alarm arms again once it has scored calm (see below). With
         ``sequence`` (one number per point) a series takes its points by sequence
         first, then by time: the points of several batches, each fed in turn."""
         n = len(slots)
@@ -173,7 +181,25 @@ class SeriesBank:
             t = times[pos].astype(np.float64)
             sub = self.state[:, cols]
             ev = det.evaluate(sub, x, t)
-            arm = ~self.firing[cols] & ~self.armed[cols] & (ev.score >= threshold)
+            # the model rests after an alarm-level point (one detection per episode); with
+            # ``rearm``, once the series has been calm again (scored under ``clear`` for as
+            # long as an alarm takes to confirm) the episode is over: a new excursion arms
+            now = times[pos]
+            calm = self.calm[cols]
+            back = (calm >= max(2, confirm_points)) | (
+                (confirm_ms > 0) & (calm >= 2) & (now - self.calm_since[cols] >= confirm_ms))
+            back &= rearm
+            alarm = (ev.score >= threshold) | (back & (ev.raw >= threshold))
+            # a firing series the model had scored normal again (settled at a new level,
+            # held only until accepted) that leaves once more: its episode ends here and
+            # a new one arms, with its own change point
+            renew = self.firing[cols] & back & (ev.raw >= threshold)
+            if renew.any():
+                self._renew(cols, pos, renew, times, result, changes)
+            arm = ~self.firing[cols] & ~self.armed[cols] & alarm
+            low_score = ev.raw < clear
+            self.calm_since[cols] = np.where(low_score & (calm == 0), now, self.calm_since[cols])
+            self.calm[cols] = np.where(low_score, calm + 1, 0)
             if arm.any():  # the band the model accepted *before* learning this point
                 idx = np.flatnonzero(arm)
                 picked = ev.select(idx)
@@ -188,16 +214,33 @@ class SeriesBank:
             if arm.any() or self.armed[cols].any() or self.firing[cols].any():
                 self._alarms(cols, pos, x, ev, arm, threshold, clear, confirm_points,
                              accept_points, keepalive_ms, times, result, changes,
-                             confirm_ms)
+                             confirm_ms, accept_ms)
         changes.sort()
         result.events = [(p, state) for _, p, state in changes]
         return result
+
+    def _renew(self, cols: np.ndarray, pos: np.ndarray, renew: np.ndarray,
+               times: np.ndarray, result: BankResult,
+               changes: list[tuple[int, int, str]]) -> None:
+        """End the episodes of the ``renew`` series of a round (resolved as accepted at
+        this point) so that the point can arm a new one."""
+        for i in np.flatnonzero(renew).tolist():
+            c, p = int(cols[i]), int(pos[i])
+            changes.append((int(times[p]), p, "resolved"))
+            result.bands[p] = (float(self.band[0, c]), float(self.band[1, c]))
+            result.peaks[p] = float(self.peak[c])
+            result.reasons[p] = "accepted"
+            result.since[p] = int(self.began[c])
+        done = cols[renew]
+        self.firing[done] = False
+        self.streak[done] = 0
+        self.accept[done] = 0
 
     def _alarms(self, cols: np.ndarray, pos: np.ndarray, x: np.ndarray, ev: Any,
                 arm: np.ndarray, threshold: float, clear: float, confirm_points: int,
                 accept_points: int, keepalive_ms: int, times: np.ndarray,
                 result: BankResult, changes: list[tuple[int, int, str]],
-                confirm_ms: int = 0) -> None:
+                confirm_ms: int = 0, accept_ms: int = 0) -> None:
         """Advance the alarm state of one round's series (see the module docstring)."""
         firing, armed = self.firing[cols], self.armed[cols]
         low, high = self.band[0, cols], self.band[1, cols]
@@ -220,7 +263,11 @@ class SeriesBank:
         armed = counting & out & ~fire
         accept = np.where(firing & (ev.raw < clear), self.accept[cols] + 1, 0)
         returned = firing & (streak >= confirm_points) & back
-        accepted = firing & ~returned & (accept_points > 0) & (accept >= accept_points)
+        # scored normal for accept_ms since it fired (the run of low scores may be older)
+        calm_for = now - np.maximum(self.calm_since[cols], self.since[cols])
+        settled = (accept_ms > 0) & (accept >= 2) & (calm_for >= accept_ms)
+        accepted = firing & ~returned & (((accept_points > 0) & (accept >= accept_points))
+                                         | settled)
         calm = returned | accepted
         self.firing[cols] = (firing | fire) & ~calm
         self.armed[cols] = armed
@@ -256,7 +303,7 @@ class SeriesBank:
     @property
     def bytes_per_series(self) -> int:
         """Numeric state per series: the detector's columns plus the alarm state."""
-        return self.detector.n_fields * 8 + 2 + 4 + 4 + 8 + 8 + 8 + 16 + 16 + 8
+        return self.detector.n_fields * 8 + 2 + 4 + 4 + 8 + 8 + 8 + 16 + 16 + 8 + 4 + 8
 
     def adopt(self, detector: SeriesDetector) -> bool:
         """Score with ``detector`` from now on. Series keep what they learnt when its
@@ -316,6 +363,8 @@ class SeriesBank:
                              "streak": self.streak[:k].tolist(),
                              "accept": self.accept[:k].tolist(),
                              "peak": self.peak[:k].tolist(),
+                             "calm": self.calm[:k].tolist(),
+                             "calm_since": self.calm_since[:k].tolist(),
                              "band": self.band[:, :k].tolist(),
                              "calm_band": self.calm_band[:, :k].tolist()})
         body = np.ascontiguousarray(self.state[:, :k]).tobytes()
@@ -356,12 +405,15 @@ class SeriesBank:
         bank.streak[:k] = head["streak"]
         bank.accept[:k] = head["accept"]
         bank.peak[:k] = head["peak"]
+        bank.calm[:k] = head.get("calm", [0] * k)  # older state: not known to be calm
+        bank.calm_since[:k] = head.get("calm_since", [0] * k)
         bank.band[:, :k] = np.asarray(head["band"]).reshape(2, k)
         bank.calm_band[:, :k] = np.asarray(head.get("calm_band", head["band"])).reshape(2, k)
         return bank
 
 
-_ALARM_ROWS = ("firing", "since", "began", "sent", "streak", "accept", "armed", "peak")
+_ALARM_ROWS = ("firing", "since", "began", "sent", "streak", "accept", "armed", "peak", "calm",
+               "calm_since")
 
 
 JOINT_SERIES = 16_384
@@ -374,7 +426,8 @@ a million new series would otherwise hold them all at once)."""
 def process_banks(parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.ndarray]],
                   threshold: float, clear: float, confirm_points: int = 1,
                   accept_points: int = 360, keepalive_ms: int = 0,
-                  max_series: int = JOINT_SERIES, confirm_ms: int = 0) -> list[BankResult]:
+                  max_series: int = JOINT_SERIES, confirm_ms: int = 0,
+                  accept_ms: int = 0, rearm: bool = False) -> list[BankResult]:
     """:meth:`SeriesBank.process` of several ``(bank, slots, times, values)`` parts, in
     turn, as one: the touched series of every bank become the columns of one joint
     bank, so a round of numpy math scores one point of every series of every part (the
@@ -421,7 +474,7 @@ def process_banks(parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.n
         order = sorted(i for _, _, indices in group for i in indices)
         joint, results = _score_jointly(group, [parts[i] for i in order], threshold, clear,
                                         confirm_points, accept_points, keepalive_ms,
-                                        confirm_ms)
+                                        confirm_ms, accept_ms, rearm)
         scored.append((joint, group))
         for i, result in zip(order, results, strict=True):
             out[i] = result
@@ -441,7 +494,8 @@ def process_banks(parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.n
 def _score_jointly(banks: list[tuple[SeriesBank, np.ndarray, list[int]]],
                    parts: Sequence[tuple[SeriesBank, np.ndarray, np.ndarray, np.ndarray]],
                    threshold: float, clear: float, confirm_points: int, accept_points: int,
-                   keepalive_ms: int, confirm_ms: int = 0) -> tuple[SeriesBank, list[BankResult]]:
+                   keepalive_ms: int, confirm_ms: int = 0, accept_ms: int = 0,
+                   rearm: bool = False) -> tuple[SeriesBank, list[BankResult]]:
     """The ``used`` columns of ``banks`` as one new joint bank, ``parts`` (of those banks,
     in order) scored on it; the banks themselves are not touched."""
     joint = SeriesBank(banks[0][0].detector, capacity=0)
@@ -463,7 +517,8 @@ def _score_jointly(banks: list[tuple[SeriesBank, np.ndarray, list[int]]],
     values = np.concatenate([np.asarray(v, dtype=np.float64) for _, _, _, v in parts])
     sequence = np.repeat(np.arange(len(parts)), sizes)
     res = joint.process(slots, times, values, threshold, clear, confirm_points,
-                        accept_points, keepalive_ms, sequence=sequence, confirm_ms=confirm_ms)
+                        accept_points, keepalive_ms, sequence=sequence, confirm_ms=confirm_ms,
+                        accept_ms=accept_ms, rearm=rearm)
     out = [BankResult(res.score[a:b], res.raw[a:b], res.expected[a:b], res.scale[a:b])
            for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True)]
     for p, kind in res.events:

@@ -183,6 +183,10 @@ class DetectSettings:
     warmup_history_points: int = 720  # at most this many stored points per series
     accept_points: int = 360  # a model alarm on a shifted series resolves once the new
     # level scored normal this many points in a row (0: it fires until the series returns)
+    accept_ms: int = 0  # ... or for this long, whatever the point rate (0: off)
+    # a model series resting after an alarm arms again once it scored calm (under the clear
+    # level) for as long as an alarm takes to confirm, instead of for the whole rest period
+    rearm: bool = False
     # stored bytes of the per-service states a worker keeps decoded between batches
     # (decoded, several times as many bytes); 0: decode every state at every batch
     live_state_bytes: int = 4 * 2**20
@@ -485,7 +489,8 @@ MIN_MESSAGE_BYTES = 65_536
 _NON_NEGATIVE = {("store", "ttl_days"), ("ingest", "max_future_ms"), ("worker", "web_port"),
                  ("detect", "allowed_lateness_ms"), ("detect", "keepalive_ms"),
                  ("detect", "warmup_history_ms"), ("detect", "warmup_history_points"),
-                 ("detect", "accept_points"), ("detect", "live_state_bytes"),
+                 ("detect", "accept_points"), ("detect", "accept_ms"),
+                 ("detect", "live_state_bytes"),
                  ("query", "max_execution_time_s"), ("query", "max_memory_bytes"),
                  ("query", "max_result_rows"), ("notify", "lookback_ms"),
                  ("graph", "pair_window_ms")}

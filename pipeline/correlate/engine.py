@@ -25,6 +25,7 @@ from pipeline.correlate.graph import Graph
 from pipeline.correlate.grouping import (
     add_link,
     aftermath_of,
+    change_point,
     is_live,
     member_from,
     merge,
@@ -51,8 +52,8 @@ from pipeline.correlate.lifecycle import (
 )
 from pipeline.correlate.reorder import Reorder
 from pipeline.correlate.state import CorrelationState, StateError
-from pipeline.events.detection import Detection
-from pipeline.events.problem import Decision, Link, Problem
+from pipeline.events.detection import MODEL_PREFIX, Detection
+from pipeline.events.problem import Decision, Link, Member, Problem
 from pipeline.knowledge import KnowledgeBase
 from pipeline.settings import CorrelateSettings
 
@@ -232,11 +233,14 @@ class Correlator:
             return
         # the series' problem takes a keep-alive, or a flap (firing again soon after it
         # was last seen firing); a series that resolved after being silent for longer
-        # than alive_ms and fires again is a fresh onset, related like a new detection
+        # than alive_ms and fires again is a fresh onset, related like a new detection -
+        # as is a model's series firing again with a change point after its resolve (the
+        # model confirmed it back to normal, or settled, before: no flap)
         owner = max((p for p in w.active() if p.member(key) is not None),
                     key=lambda p: p.member(key).last_ms, default=None)
         if owner is not None and (owner.member(key).state == "firing"
-                                  or owner.member(key).last_ms >= det.time - s.alive_ms):
+                                  or (owner.member(key).last_ms >= det.time - s.alive_ms
+                                      and not _fresh_model_onset(owner.member(key), det))):
             m = owner.member(key)
             p = self._link(w, with_member(owner, update_member(m, det, s)), det, "keepalive")
             self._derive(w, p, ctx, det.time,
@@ -390,3 +394,12 @@ def _reason(notes: list[str], why: str) -> str:
 def _began(p: Problem) -> int:
     """When ``p`` last began: opened, or reopened since."""
     return max([p.opened_at, *p.reopened_at])
+
+
+def _fresh_model_onset(m: Member, det: Detection) -> bool:
+    """Whether ``det`` fires a resolved model member's series anew: an online model's
+    alarm resolves only once its series is confirmed back in band (or settled at a
+    level it scores as normal), so one that fires again from a change point after that
+    is a new excursion, not the old one flapping."""
+    return (m.state == "resolved" and det.detector.startswith(MODEL_PREFIX)
+            and m.resolved_ms is not None and change_point(det) >= m.resolved_ms)

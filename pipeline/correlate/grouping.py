@@ -398,20 +398,27 @@ def _list(items: list[str], limit: int = 3) -> str:
 def recurs_in(det: Detection, p: Problem, settings: CorrelateSettings) -> str | None:
     """Why ``det`` is a recurrence of resolved ``p`` (reopen), or None: the same detector
     must fire again on ``p``'s top root-cause service, on the same kind of trouble (its
-    category) and, for a model, the same metric - a symptom service acting up, or a
-    different failure of the same service, is a new problem."""
+    category) and, for a model (one detector watching every signal of a service), the
+    same signal: its labels but the host (the metric, operation, peer) - a symptom
+    service acting up, or a different failure of the same service, is a new problem."""
     if p.active or p.resolution not in ("detections_resolved", "timeout") or not p.root_causes:
         return None
     if p.resolved_at is None or det.time - p.resolved_at > settings.reopen_window_ms:
         return None
     root = p.root_causes[0].service
-    metric = det.labels.get("metric", "")
+    model = det.detector.startswith(MODEL_PREFIX)
+    signal = _signal(det.labels)
     if det.service == root and any(m.service == root and m.detector == det.detector
                                    and m.category == det.category
-                                   and m.labels.get("metric", "") == metric
+                                   and (not model or _signal(m.labels) == signal)
                                    for m in p.members):
         return f"{det.detector} on {det.service}, its root cause, fired again"
     return None
+
+
+def _signal(labels: dict[str, str]) -> list[tuple[str, str]]:
+    """What a model detection measures: its labels but the service and host."""
+    return sorted((k, v) for k, v in labels.items() if k not in ("service", "host"))
 
 
 def add_link(p: Problem, link: Link, settings: CorrelateSettings) -> Problem:

@@ -122,12 +122,13 @@ class ModelEngineRunner:
     """
 
     def __init__(self, registry_dir: str, keepalive_ms: int = 0,
-                 accept_points: int = 360) -> None:
+                 accept_points: int = 360, accept_ms: int = 0, rearm: bool = False) -> None:
         from models import ModelEngine, ModelRegistry
 
         registry = ModelRegistry(registry_dir) if registry_dir else None
         self.engine = ModelEngine(registry=registry, keepalive_ms=keepalive_ms,
-                                  accept_points=accept_points)
+                                  accept_points=accept_points, accept_ms=accept_ms,
+                                  rearm=rearm)
 
     @property
     def version(self) -> str:
@@ -190,5 +191,7 @@ def build_engines(settings: Settings) -> dict[str, Any]:
     if settings.detect.models:
         engines["models"] = ModelEngineRunner(settings.detect.model_registry,
                                               settings.detect.keepalive_ms,
-                                              settings.detect.accept_points)
+                                              settings.detect.accept_points,
+                                              settings.detect.accept_ms,
+                                              settings.detect.rearm)
     return engines

@@ -532,6 +532,23 @@ def test_a_flap_within_alive_ms_goes_on_with_the_same_onset():
     assert p.members[0].state == "firing" and p.members[0].onset == onset
 
 
+def test_a_model_series_firing_again_after_its_alarm_resolved_is_a_fresh_onset():
+    """A model's alarm resolves only once its series is confirmed back in band: the same
+    series firing again from a later change point, even within alive_ms, is a new
+    excursion with its own onset (a rule's quick re-fire stays a flap, above)."""
+    run = Run()
+    cpu = det("model:seasonal-ensemble", "auth", T0, category="resource", host="auth-1",
+              labels={"metric": "k8s.pod.cpu.utilization"})
+    run.feed([cpu])
+    [p] = run.open()
+    onset = p.members[0].onset
+    run.feed([cleared(cpu, T0 + 2 * MIN)])
+    run.feed([again(cpu, T0 + 5 * MIN)])  # its change point (T0 + 4 min) after the resolve
+    members = [m for q in run.state.problems.values() for m in q.members]
+    assert all(m.onset == onset for m in members if m.state == "resolved")
+    assert any(m.state == "firing" and m.onset == T0 + 4 * MIN for m in members)
+
+
 def test_a_pre_existing_condition_opens_nothing_and_absorbs_nothing():
     """auth's memory has been above its limit since the detector first evaluated it (a
     condition present when watching began): it opens no problem, even kept alive, and

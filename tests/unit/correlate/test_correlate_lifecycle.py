@@ -95,6 +95,26 @@ def test_a_model_firing_on_another_metric_of_the_root_is_a_new_problem_not_a_reo
     assert run.problem(first).status == "resolved"
 
 
+def test_a_model_firing_on_another_operation_of_the_root_is_a_new_problem():
+    """The same goes for a trace model's alarm on another operation (its labels but the
+    host name what it measures); the same operation firing again is a recurrence."""
+    run = Run(resolve_hold_ms=MIN, reopen_window_ms=30 * MIN)
+    pay = det("model:trace-red", "api", T0, category="performance",
+              labels={"operation": "Pay", "series": "trace.duration.p50"})
+    run.feed([pay, cleared(pay, T0 + MIN)])
+    run.tick(T0 + 3 * MIN)
+    first = next(iter(run.state.problems))
+    ship = det("model:trace-red", "api", T0 + 20 * MIN, category="performance",
+               labels={"operation": "Ship", "series": "trace.duration.p50"})
+    out = run.feed([ship])
+    assert out[0].kind == "opened" and out[0].problem.id != first
+    run = Run(resolve_hold_ms=MIN, reopen_window_ms=30 * MIN)
+    run.feed([pay, cleared(pay, T0 + MIN)])
+    run.tick(T0 + 3 * MIN)
+    out = run.feed([again(pay, T0 + 20 * MIN)])
+    assert out[0].kind == "reopened"
+
+
 def test_recurrence_after_reopen_window_is_a_new_problem():
     run = Run(resolve_hold_ms=MIN, reopen_window_ms=10 * MIN)
     a = det("error_rate_above_5pct", "orders", T0)

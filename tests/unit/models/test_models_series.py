@@ -108,8 +108,8 @@ def test_state_round_trip_and_size():
     b = copy.process(copy.slots(keys[half:]), times[half:], values[half:], 0.5, 0.3)
     np.testing.assert_array_equal(a.score, b.score)
     assert a.events == b.events
-    assert bank.bytes_per_series <= 458  # "a few hundred bytes"
-    assert len(bank.to_bytes()) < 4 * (N_FIELDS * 8 + 170) + 100
+    assert bank.bytes_per_series <= 470  # "a few hundred bytes"
+    assert len(bank.to_bytes()) < 4 * (N_FIELDS * 8 + 210) + 100
 
 
 def minute_series(n: int = 400, seed: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -130,3 +130,64 @@ def test_a_minute_series_confirms_a_three_minute_fault_on_its_second_point():
         # the episode began with its first point out of band, not when it was confirmed
         assert all(res.since[i] == times[300] for i, _ in res.events)
 
+
+
+def test_a_new_excursion_after_the_series_recovered_fires_within_the_rest_period():
+    # two three-minute faults 20 minutes apart, and a one-point spike before them: the
+    # model's rest (180 points) after each alarm-level point used to silence the series
+    # for three hours; once it scored calm again, a new excursion is a new episode
+    times, values = minute_series(600)
+    values[250] += 40.0  # arms, never confirms
+    values[300:303] += 40.0
+    values[323:326] += 80.0  # the first taught the tail: a like rise scores lower
+    for rearm, want in ((False, []), (True, [301, 324])):
+        bank = SeriesBank(SeasonalEnsemble(threshold=0.6, rest_points=180))
+        res = bank.process(bank.slots(["s"] * values.size), times, values, 0.6, 0.42,
+                           confirm_points=4, confirm_ms=30_000, rearm=rearm)
+        fired = [i for i, kind in res.events if kind == "firing"]
+        assert fired == want  # without rearm the spike's rest silences both faults
+    assert [res.since[i] for i in fired] == [times[300], times[323]]
+    # the model itself still rests: its own score reports one point per episode
+    assert res.score[301] == 0.0 and res.raw[301] >= 0.6
+
+
+def test_a_series_still_unusual_does_not_rearm_within_the_rest_period():
+    times, values = minute_series(600)
+    values[300:303] += 40.0  # an episode, then a spike every other point: never calm
+    values[303:330:2] += 40.0
+    bank = SeriesBank(SeasonalEnsemble(threshold=0.6, rest_points=180))
+    res = bank.process(bank.slots(["s"] * values.size), times, values, 0.6, 0.42,
+                       confirm_points=4, confirm_ms=30_000, rearm=True)
+    assert [kind for _, kind in res.events].count("firing") == 1
+
+
+def test_a_series_settled_at_a_new_level_resolves_after_accept_ms():
+    # a step the model soon scores as normal: with accept_points alone it fires for 360
+    # points (six hours at a point a minute); with accept_ms, ten minutes after it settled
+    times, values = minute_series(600)
+    values[300:] += 8.0
+    for accept_ms, want in ((0, ["firing"]), (600_000, ["firing", "resolved"])):
+        bank = SeriesBank(SeasonalEnsemble(threshold=0.6, rest_points=180))
+        res = bank.process(bank.slots(["s"] * values.size), times, values, 0.6, 0.42,
+                           confirm_points=4, confirm_ms=30_000, accept_ms=accept_ms)
+        assert [kind for _, kind in res.events] == want
+        if accept_ms:
+            fired, resolved = (i for i, _ in res.events)
+            assert res.reasons[resolved] == "accepted"
+            calm = np.flatnonzero(res.raw[fired:resolved + 1] >= 0.42)[-1] + fired + 1
+            assert times[resolved] - times[calm] >= accept_ms  # scored normal since
+
+
+def test_a_settled_alarm_meeting_a_new_excursion_resolves_and_fires_anew():
+    # a step the model soon scores normal (the alarm held until accepted), then a fault
+    # on the new level: the first episode ends and the fault fires with its own onset
+    times, values = minute_series(600)
+    values[300:] += 8.0
+    values[330:333] += 80.0
+    bank = SeriesBank(SeasonalEnsemble(threshold=0.6, rest_points=180))
+    res = bank.process(bank.slots(["s"] * values.size), times, values, 0.6, 0.42,
+                       confirm_points=4, confirm_ms=30_000, rearm=True)
+    kinds = [(i, kind) for i, kind in res.events]
+    assert [k for _, k in kinds][:3] == ["firing", "resolved", "firing"]
+    assert kinds[1][0] == 330 and res.reasons[330] == "accepted"
+    assert res.since[kinds[2][0]] == times[330]

@@ -21,8 +21,8 @@ HOUR_MS = 3_600_000.0
 Q_POINTS = 32
 KEY_BITS = 44  # composite sort key: series << 44 | key (event times up to year 2527)
 MERGE = {"n": "add", "sum": "add", "nn": "add", "ns": "add", "sv": "add", "sx": "add",
-         "sxx": "add", "sxv": "add", "svv": "add", "cn": "add", "cs": "add", "min": "min", "max": "max", "lt": "max",
-         "lv": "last"}
+         "sxx": "add", "sxv": "add", "svv": "add", "cn": "add", "cs": "add", "min": "min",
+         "max": "max", "lt": "max", "lv": "last"}
 
 
 def stat_columns(rule: Rule) -> tuple[str, ...]:

@@ -143,6 +143,7 @@ class Fit:
     slope: np.ndarray  # per hour
     mean: np.ndarray  # mean value
     x_mean: np.ndarray  # mean time (hours from origin_ms)
+    x_var: np.ndarray  # variance of the times (hours²)
     origin_ms: float
 
 
@@ -169,7 +170,7 @@ def _fit(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray, n: np.ndarray
     if rule.min_fit > 0:
         var_v = n * total(svv) - tv * tv
         good = ok & (cov * cov >= rule.min_fit * var * np.maximum(var_v, 0))
-    return Fit(ok, good, cov / var, tv / n, tx / n, origin)
+    return Fit(ok, good, cov / var, tv / n, tx / n, var / (n * n), origin)
 
 
 def _trend(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray,
@@ -188,9 +189,14 @@ def _exhaustion(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray, n: np.
     The capacity is the rule's fixed level or the mean of the limit's rows in the
     window (no limit rows: no data). A line that does not rise, or explains less than
     ``min_fit`` of the variance, never gets there (``inf``); a rising line already past
-    the capacity is 0.
+    the capacity is 0. Points must span at least half the window (the variance of their
+    times that of a half window filled evenly): a line through the first minutes of a
+    window whose series went silent is stale, and short stretches of noise are steep.
     """
     f = _fit(rule, items, lo, hi, n)
+    assert rule.window is not None
+    half_h = rule.window.size_ms / HOUR_MS / 2
+    spread = f.x_var >= half_h * half_h / 12 * (1 - 1e-9)
     if rule.capacity_select is None:
         capacity = np.full(lo.size, rule.capacity)
     else:
@@ -202,7 +208,7 @@ def _exhaustion(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray, n: np.
     level = f.mean + f.slope * (x_end - f.x_mean)  # the line at the window's end
     rising = f.good & (f.slope > 0)
     hours = np.where(rising, np.maximum(capacity - level, 0.0) / f.slope, np.inf)
-    return np.where(f.ok & ~np.isnan(capacity), hours, np.nan)
+    return np.where(f.ok & spread & ~np.isnan(capacity), hours, np.nan)
 
 
 def _percentiles(items: Items, lo: np.ndarray, hi: np.ndarray, q: float) -> np.ndarray:

@@ -149,3 +149,14 @@ def test_condition_and_clear_are_hours_whatever_the_time_unit() -> None:
     assert (x.condition.threshold, x.condition.unit) == (1.5, "h")
     assert (x.clear_condition.threshold, x.clear_condition.unit) == (3.0, "h")
     assert (x.capacity, x.capacity_unit, x.converts) == (100.0, "%", True)
+
+
+def test_a_line_needs_points_over_half_its_window() -> None:
+    # a steep climb reported for six minutes, then silence: every window holds under half
+    # a window of points (stale, or too short to tell a climb from noise) and says nothing
+    climb = points(lambda h: 0.6 + 1.2 * h, 6)
+    assert run(climb, rule(min_samples=3), end_min=30) == []
+    # the same climb going on is projected once its points span half the window
+    going = [d for d in run(points(lambda h: 0.6 + 1.2 * h, 20), rule(min_samples=3))
+             if d.state == "firing"]
+    assert [d.time for d in going][:1] == [T0 + 8 * M]

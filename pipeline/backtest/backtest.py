@@ -125,7 +125,7 @@ def quality(labels: Labels, problems: Sequence[dict[str, Any]],
                "time": d["time"] if isinstance(d, dict) else d.time,
                "service": d["service"] if isinstance(d, dict) else d.service,
                "since": int(d.get("since", d["time"]) if isinstance(d, dict)
-                            else d.evidence.get("firing_since", d.time))}
+                            else d.since if d.since >= 0 else d.time)}
               for d in detections
               if (d["state"] if isinstance(d, dict) else d.state) == "firing"]
     result = evaluate(labels, problems, firing)

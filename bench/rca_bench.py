@@ -151,7 +151,8 @@ def run_simulations(args: argparse.Namespace) -> int:
             with open(args.dump, "a") as fh:
                 for p in sorted(result.problems.values(), key=lambda p: p.opened_at):
                     fh.write(json.dumps({"seed": seed, **p.to_wire()}) + "\n")
-        dets = [{"id": d.id, "time": d.time, "service": d.service}
+        dets = [{"id": d.id, "time": d.time, "service": d.service,
+                 "since": int(d.evidence.get("firing_since", d.time))}
                 for d in result.detections if d.state == "firing"]
         ev = evaluate(sim.labels, result.problem_rows(), dets)
         if args.verbose:

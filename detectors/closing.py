@@ -77,14 +77,16 @@ def evaluate(rule: Rule, items: Items, until: int, watermark: int) -> Evaluation
     c = items.composite()
     lo = np.searchsorted(c, (series << KEY_BITS) | lo_key, side="left")
     hi = np.searchsorted(c, (series << KEY_BITS) | hi_key, side="left")
-    value, samples, events = window_values(rule, items, lo, hi)
+    value, samples, events = window_values(rule, items, lo, hi, end)
     return Evaluations(series, end, start, value, samples, events)
 
 
-def window_values(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray
+def window_values(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray,
+                  end: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Aggregated value, record count and (ratio rules) numerator total of the item
-    ranges ``[lo, hi)``."""
+    ranges ``[lo, hi)``; ``end`` (ms) is where each window ends (exhaustion rules project
+    from it)."""
     assert rule.window is not None
     cols = stat_columns(rule)
     col = {name: j for j, name in enumerate(cols)}
@@ -107,6 +109,9 @@ def window_values(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray
             value = np.where((n >= rule.min_samples) & (den != 0), num / den, np.nan)
         elif rule.kind == "trend":
             value = _trend(rule, items, lo, hi, n)
+        elif rule.kind == "exhaustion":
+            assert end is not None, "exhaustion rules project from the window's end"
+            value = _exhaustion(rule, items, lo, hi, n, end)
         elif agg == "count":
             value = n
         elif agg in ("sum", "rate"):
@@ -129,14 +134,26 @@ def window_values(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray
     return value, n.astype(np.int64), num
 
 
-def _trend(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray,
-           n: np.ndarray) -> np.ndarray:
-    """Least-squares slope per hour relative to the window mean; 0 (no trend) when the
-    line explains less than ``min_fit`` of the variance (a step is not a trend)."""
+@dataclass
+class Fit:
+    """Least-squares line of each window: hours from ``origin_ms`` against value."""
+
+    ok: np.ndarray  # bool: enough points spread over time for a line
+    good: np.ndarray  # bool: the line explains at least ``min_fit`` of the variance
+    slope: np.ndarray  # per hour
+    mean: np.ndarray  # mean value
+    x_mean: np.ndarray  # mean time (hours from origin_ms)
+    x_var: np.ndarray  # variance of the times (hours²)
+    origin_ms: float
+
+
+def _fit(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray, n: np.ndarray) -> Fit:
+    """The least-squares line of each item range ``[lo, hi)`` from the items' moments."""
     st = items.stats
     cnt, sv, sx, sxx, sxv, svv = (st[:, j] for j in range(6))
     anchor = items.key * step_of(rule)
-    d = (anchor - anchor.min()) / HOUR_MS  # shift every item to one common origin
+    origin = float(anchor.min()) if anchor.size else 0.0
+    d = (anchor - origin) / HOUR_MS  # shift every item to one common origin
     gx = sx + d * cnt
     gxx = sxx + 2 * d * sx + d * d * cnt
     gxv = sxv + d * sv
@@ -148,14 +165,50 @@ def _trend(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray,
     tx, txx, txv, tv = total(gx), total(gxx), total(gxv), total(sv)
     var = n * txx - tx * tx
     cov = n * txv - tx * tv
-    slope = cov / var
-    mean = tv / n
-    ok = (n >= max(3, rule.min_samples)) & (var > 1e-9 * n * n) & (mean != 0)
-    value = np.where(ok, slope / np.abs(mean), np.nan)
+    ok = (n >= max(3, rule.min_samples)) & (var > 1e-9 * n * n)
+    good = ok
     if rule.min_fit > 0:
         var_v = n * total(svv) - tv * tv
-        value = np.where(cov * cov >= rule.min_fit * var * np.maximum(var_v, 0), value, 0.0)
-    return np.where(ok, value, np.nan)
+        good = ok & (cov * cov >= rule.min_fit * var * np.maximum(var_v, 0))
+    return Fit(ok, good, cov / var, tv / n, tx / n, var / (n * n), origin)
+
+
+def _trend(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray,
+           n: np.ndarray) -> np.ndarray:
+    """Least-squares slope per hour relative to the window mean; 0 (no trend) when the
+    line explains less than ``min_fit`` of the variance (a step is not a trend)."""
+    f = _fit(rule, items, lo, hi, n)
+    value = np.where(f.good, f.slope / np.abs(f.mean), 0.0)
+    return np.where(f.ok & (f.mean != 0), value, np.nan)
+
+
+def _exhaustion(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray, n: np.ndarray,
+                end: np.ndarray) -> np.ndarray:
+    """Hours until the least-squares line reaches the capacity, from the window's end.
+
+    The capacity is the rule's fixed level or the mean of the limit's rows in the
+    window (no limit rows: no data). A line that does not rise, or explains less than
+    ``min_fit`` of the variance, never gets there (``inf``); a rising line already past
+    the capacity is 0. Points must span at least half the window (the variance of their
+    times that of a half window filled evenly): a line through the first minutes of a
+    window whose series went silent is stale, and short stretches of noise are steep.
+    """
+    f = _fit(rule, items, lo, hi, n)
+    assert rule.window is not None
+    half_h = rule.window.size_ms / HOUR_MS / 2
+    spread = f.x_var >= half_h * half_h / 12 * (1 - 1e-9)
+    if rule.capacity_select is None:
+        capacity = np.full(lo.size, rule.capacity)
+    else:
+        prefix_n = np.concatenate([[0.0], np.cumsum(items.stats[:, 6])])
+        prefix_s = np.concatenate([[0.0], np.cumsum(items.stats[:, 7])])
+        count = prefix_n[hi] - prefix_n[lo]
+        capacity = np.where(count > 0, (prefix_s[hi] - prefix_s[lo]) / count, np.nan)
+    x_end = (end - f.origin_ms) / HOUR_MS
+    level = f.mean + f.slope * (x_end - f.x_mean)  # the line at the window's end
+    rising = f.good & (f.slope > 0)
+    hours = np.where(rising, np.maximum(capacity - level, 0.0) / f.slope, np.inf)
+    return np.where(f.ok & spread & ~np.isnan(capacity), hours, np.nan)
 
 
 def _percentiles(items: Items, lo: np.ndarray, hi: np.ndarray, q: float) -> np.ndarray:

@@ -47,8 +47,12 @@ def build(rule: Rule, version: str, service: str, key: tuple[str, ...], kind: in
                     "window_type": rule.window.type, "step_ms": rule.window.step_ms,
                     "condition": rule.condition.text, "clear": rule.clear_condition.text,
                     "for_ms": rule.for_ms, "samples": int(samples)}
-        if rule.converts:
+        if rule.converts or rule.kind == "exhaustion":
             evidence["unit"] = rule.unit
+        if rule.kind == "exhaustion":
+            evidence["capacity"] = (rule.capacity_select.describe()
+                                    if rule.capacity_select is not None
+                                    else f"{rule.capacity:g}{rule.capacity_unit}")
         if rule.baseline is not None:
             evidence["baseline"] = _num(usual)
     evidence["selector"] = rule.select.describe()

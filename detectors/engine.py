@@ -130,9 +130,12 @@ class RuleEngine:
                 assert rule.numerator is not None and rule.denominator is not None
                 num, den = mask(rule.numerator), mask(rule.denominator)
                 selected = selected & (num | den)
+            elif rule.capacity_select is not None:  # the limit's rows, the usage's rows
+                num = mask(rule.capacity_select)
+                den = ~num
             scale = None
             if rule.converts:  # each record's value in the rule's unit
-                scale = batch.unit_factors(rule.unit)
+                scale = batch.unit_factors(rule.series_unit)
                 selected = selected & ~np.isnan(scale)  # another dimension: not comparable
             if n_late := int(np.count_nonzero(selected & late)):
                 late_by_rule[rule.name] = n_late

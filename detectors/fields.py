@@ -159,11 +159,11 @@ def parse_group_by(value: Any, signal: str, report: Report) -> tuple[str, ...]:
 
 def parse_aggregation(data: Mapping, kind: str, signal: str, report: Report) -> str | None:
     agg = data.get("aggregation")
-    if kind == "trend":
+    if kind in ("trend", "exhaustion"):
         if agg is not None:
-            report("aggregation", "trend rules compute a least-squares slope; they take no "
+            report("aggregation", f"{kind} rules fit a least-squares line; they take no "
                                   "aggregation")
-        return "trend"
+        return kind
     if kind == "log_count":
         if agg not in (None, "count"):
             report("aggregation", f"log_count counts records; got {agg!r}")

@@ -20,7 +20,9 @@ from detectors.selectors import Selector
 from pipeline.events.durations import format_duration
 from pipeline.events.units import factor, split_quantity
 
-KINDS = ("threshold", "ratio", "trend", "absence", "log_count")
+KINDS = ("threshold", "ratio", "trend", "exhaustion", "absence", "log_count")
+FITTED = frozenset({"trend", "exhaustion"})
+"""Kinds whose value comes from a least-squares line over the window."""
 AGGREGATIONS = ("count", "sum", "mean", "min", "max", "last", "rate", "p50", "p95", "p99")
 ZERO_FILLED = frozenset({"count", "sum", "rate"})
 """Aggregations whose value over an empty window is 0 (so a burst that ends resolves)."""
@@ -149,6 +151,11 @@ class Rule:
     min_samples: int = 1
     min_events: float = 0.0  # ratio rules: the numerator's least total for the condition
     min_fit: float = 0.0
+    # exhaustion rules: the level at which the resource runs out, in capacity_unit (each
+    # series is converted to it), or NaN when capacity_select picks the limit's rows
+    capacity: float = math.nan
+    capacity_unit: str = ""
+    capacity_select: Selector | None = None
     severity: str = "medium"
     category: str = "performance"
     title: str = ""
@@ -178,8 +185,16 @@ class Rule:
         return self.condition.unit if self.condition is not None else ""
 
     @property
+    def series_unit(self) -> str:
+        """The unit each record's value is converted to ("" : as reported): the
+        condition's for thresholds, the capacity's for exhaustion rules."""
+        return self.capacity_unit if self.kind == "exhaustion" else self.unit
+
+    @property
     def converts(self) -> bool:
-        """Whether the engine converts each record's value to :attr:`unit` first."""
+        """Whether the engine converts each record's value to :attr:`series_unit` first."""
+        if self.kind == "exhaustion":
+            return self.capacity_unit != "" and self.capacity_select is None
         return self.unit not in ("", "1") and self.kind == "threshold" \
             and self.signal != "logs" and self.aggregation not in ("count", "rate")
 

@@ -26,20 +26,20 @@ from detectors.fields import (
     string_list,
     unknown_key,
 )
-from detectors.rules import KINDS, ZERO_FILLED, Baseline, Condition, Rule
-from detectors.selectors import parse_selector
+from detectors.rules import FITTED, KINDS, ZERO_FILLED, Baseline, Condition, Rule
+from detectors.selectors import Selector, parse_selector
 from detectors.templates import check_template, template_fields
 from pipeline.events.columns import SIGNALS
 from pipeline.events.detection import CATEGORIES, SEVERITIES
-from pipeline.events.units import dimension
+from pipeline.events.units import dimension, split_quantity
 
 RULE_KEYS = ("name", "kind", "signal", "select", "numerator", "denominator", "group_by",
              "window", "aggregation", "condition", "clear", "hysteresis", "for", "baseline",
-             "min_samples", "min_events", "min_fit", "severity", "category", "title",
+             "min_samples", "min_events", "min_fit", "capacity", "severity", "category", "title",
              "description", "symptoms", "potential_causes", "confidence")
 EVALUATION_KEYS = ("kind", "signal", "select", "numerator", "denominator", "group_by",
                    "window", "aggregation", "condition", "clear", "hysteresis", "for",
-                   "baseline", "min_samples", "min_events", "min_fit")
+                   "baseline", "min_samples", "min_events", "min_fit", "capacity")
 """Keys whose change resets a rule's state on reload (the rest is presentation)."""
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*\Z")
 Report = Callable[[str, str], None]
@@ -47,8 +47,8 @@ Report = Callable[[str, str], None]
 
 def digest(data: Mapping) -> str:
     """Hash of the evaluation-relevant part of a rule mapping."""
-    relevant = {k: data.get(k) for k in EVALUATION_KEYS
-                if k != "min_events" or k in data}  # added later: old digests unchanged
+    relevant = {k: data.get(k) for k in EVALUATION_KEYS  # keys added later: only when
+                if k not in ("min_events", "capacity") or k in data}  # given (digests kept)
     raw = orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS, default=str)
     return hashlib.blake2b(raw, digest_size=8).hexdigest()
 
@@ -72,7 +72,9 @@ def value_unit(condition: Condition, kind: str, signal: str, aggregation: str | 
     dim = dimension(condition.unit)
     assert dim is not None, "Condition.parse admits known units only"
     want = None
-    if kind in ("ratio", "trend"):
+    if kind == "exhaustion":
+        want, why = "h", "an exhaustion rule compares a time to exhaustion (e.g. < 2h)"
+    elif kind in ("ratio", "trend"):
         want, why = "1", f"a {kind} rule compares a fraction (e.g. 5%)"
     elif kind == "log_count" or signal == "logs" or aggregation == "count":
         report("condition", f"{condition.text}: counts have no unit; write a bare number")
@@ -103,6 +105,38 @@ def baseline_units(baseline: Baseline, unit: str, report: Report) -> Baseline | 
         return None
 
 
+def parse_capacity(data: Mapping, signal: str, report: Report
+                   ) -> tuple[float, str, Selector | None]:
+    """An exhaustion rule's capacity: a level with an optional unit (``100%``, ``8GiBy``)
+    or a selection of the limit's rows (``{metric: k8s.container.memory_limit}``)."""
+    value = data.get("capacity")
+    if value is None:
+        report("capacity", "missing: the level at which the resource runs out, e.g. "
+                           "capacity: 100% (a utilization) or capacity: {metric: "
+                           "k8s.container.memory_limit} (the limit's series, same group)")
+    elif isinstance(value, Mapping):
+        if not value:
+            report("capacity", "an empty selection would take the usage as its own limit")
+        return math.nan, "", parse_selector(signal, value, "capacity", report)
+    elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        report("capacity", f"expected a level such as 100% or a mapping of matchers, "
+                           f"got {value!r}")
+    else:
+        try:
+            number, unit = split_quantity(str(value))
+        except ValueError as exc:
+            report("capacity", str(exc))
+        else:
+            if not 0 < number < math.inf:
+                report("capacity", f"expected a level > 0, got {value!r}")
+            elif dimension(unit) is not None and dimension(unit)[0] == "time":
+                report("capacity", f"{value!r} is a time; the capacity is a level of the "
+                                   "series (the condition is the time)")
+            else:
+                return number, unit, None
+    return math.nan, "", None
+
+
 def parse_rule(data: Mapping, source: str, report: Report) -> Rule | None:
     """Build a :class:`Rule` from its mapping, or report every problem and return None."""
     count = [0]
@@ -128,8 +162,13 @@ def parse_rule(data: Mapping, source: str, report: Report) -> Rule | None:
         return None
     if kind == "log_count" and signal != "logs":
         note("signal", "log_count rules read logs")
-    if kind == "trend" and signal == "logs":
-        note("signal", "trend needs numeric values: metrics or traces (span durations)")
+    if kind in FITTED and signal == "logs":
+        note("signal", f"{kind} needs numeric values: metrics or traces (span durations)")
+    capacity, capacity_unit, capacity_select = math.nan, "", None
+    if kind == "exhaustion":
+        capacity, capacity_unit, capacity_select = parse_capacity(data, signal, note)
+    elif "capacity" in data:
+        note("capacity", "only exhaustion rules take a capacity")
 
     select = parse_selector(signal, data.get("select"), "select", note)
     numerator = denominator = None
@@ -163,6 +202,8 @@ def parse_rule(data: Mapping, source: str, report: Report) -> Rule | None:
             condition = condition_field(data, "condition", note)
             if condition is not None and condition.unit:
                 condition = value_unit(condition, kind, signal, aggregation, note)
+            elif condition is not None and kind == "exhaustion":
+                condition = condition.in_unit("h")  # a bare number of hours
         else:
             note("condition", "missing (e.g. condition: \"> 0.05\")")
         clear = parse_clear(data, condition, note)
@@ -190,12 +231,16 @@ def parse_rule(data: Mapping, source: str, report: Report) -> Rule | None:
             or not 0 <= min_events < math.inf:
         note("min_events", f"expected a number >= 0, got {min_events!r}")
     min_fit = data.get("min_fit", 0.0)
-    if "min_fit" in data and kind != "trend":
-        note("min_fit", "only trend rules take min_fit (the R² a trend line must reach)")
+    if "min_fit" in data and kind not in FITTED:
+        note("min_fit", "only trend and exhaustion rules take min_fit (the R² their "
+                        "line must reach)")
     elif isinstance(min_fit, bool) or not isinstance(min_fit, (int, float)) \
             or not 0.0 <= min_fit < 1.0:
         note("min_fit", f"expected the R² of the trend line, from 0 to below 1, "
                         f"got {min_fit!r}")
+    if condition is not None and kind == "exhaustion" and condition.op not in ("<", "<="):
+        note("condition", f"{condition.text}: an exhaustion rule fires when the time left "
+                          "is short; use < or <= (e.g. \"< 2h\")")
     if (condition is not None and kind in ("threshold", "log_count")
             and aggregation in ZERO_FILLED and bool(condition.holds(0.0))):
         note("condition", f"{condition.text} holds for an empty window ({aggregation} = 0); "
@@ -232,7 +277,8 @@ def parse_rule(data: Mapping, source: str, report: Report) -> Rule | None:
         aggregation=aggregation or "", condition=condition, clear=clear,
         for_ms=int(for_ms or 0), baseline=baseline, min_samples=int(min_samples),
         min_events=float(min_events),
-        min_fit=float(min_fit),
+        min_fit=float(min_fit), capacity=capacity, capacity_unit=capacity_unit,
+        capacity_select=capacity_select,
         severity=str(severity), category=str(category), title=str(data["title"]),
         description=str(data.get("description", "")), symptoms=symptoms,
         potential_causes=causes, confidence=float(confidence), source=source,

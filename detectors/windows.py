@@ -5,7 +5,7 @@ For tumbling and hopping windows the key is the pane (``time // step``) and a wi
 ``size / step`` consecutive panes; for sliding windows the key is the record's event
 time and a window ``(t - size, t]`` is evaluated at every record time and at every time
 a record leaves the window (so a burst that ends resolves). Window values come from
-prefix sums (count, sum, trend moments), ``reduceat`` (min, max) or merged quantile
+prefix sums (count, sum, least-squares moments), ``reduceat`` (min, max) or merged quantile
 summaries (p50/p95/p99: at most :data:`Q_POINTS` weighted points per pane).
 """
 
@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detectors.rules import PERCENTILES, Rule
+from detectors.rules import FITTED, PERCENTILES, Rule
 
 HOUR_MS = 3_600_000.0
 Q_POINTS = 32
 KEY_BITS = 44  # composite sort key: series << 44 | key (event times up to year 2527)
 MERGE = {"n": "add", "sum": "add", "nn": "add", "ns": "add", "sv": "add", "sx": "add",
-         "sxx": "add", "sxv": "add", "svv": "add", "min": "min", "max": "max", "lt": "max",
-         "lv": "last"}
+         "sxx": "add", "sxv": "add", "svv": "add", "cn": "add", "cs": "add", "min": "min",
+         "max": "max", "lt": "max", "lv": "last"}
 
 
 def stat_columns(rule: Rule) -> tuple[str, ...]:
@@ -32,6 +32,8 @@ def stat_columns(rule: Rule) -> tuple[str, ...]:
         return ("n", "sum", "nn", "ns")
     if rule.kind == "trend":
         return ("n", "sv", "sx", "sxx", "sxv", "svv")
+    if rule.kind == "exhaustion":  # the fit over usage rows, then the limit's rows
+        return ("n", "sv", "sx", "sxx", "sxv", "svv", "cn", "cs")
     return {"count": ("n",), "min": ("n", "min"), "max": ("n", "max"),
             "last": ("n", "lt", "lv")}.get(agg, ("n",) if agg in PERCENTILES else ("n", "sum"))
 
@@ -98,10 +100,11 @@ def raw_items(rule: Rule, series: np.ndarray, t: np.ndarray, v: np.ndarray,
     stats = np.empty((t.size, len(cols)))
     nd = den.astype(np.float64) if den is not None else 1.0
     nn = num.astype(np.float64) if num is not None else 0.0
-    x = (t - key * step) / HOUR_MS if rule.kind == "trend" else 0.0
+    x = (t - key * step) / HOUR_MS if rule.kind in FITTED else 0.0
     source = {"n": lambda: nd, "sum": lambda: v * nd, "nn": lambda: nn, "ns": lambda: v * nn,
-              "sv": lambda: v, "sx": lambda: x, "sxx": lambda: x * x, "sxv": lambda: x * v,
-              "svv": lambda: v * v, "min": lambda: v, "max": lambda: v, "lt": lambda: t,
+              "sv": lambda: v * nd, "sx": lambda: x * nd, "sxx": lambda: x * x * nd,
+              "sxv": lambda: x * v * nd, "svv": lambda: v * v * nd, "cn": lambda: nn,
+              "cs": lambda: v * nn, "min": lambda: v, "max": lambda: v, "lt": lambda: t,
               "lv": lambda: v}
     for j, name in enumerate(cols):
         stats[:, j] = source[name]()

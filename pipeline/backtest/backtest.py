@@ -59,7 +59,8 @@ def stored_detections(read: ReadArrow, database: str, span: Range,
                 if span.services else "")
     rows = _rows(read(  # aliases never shadow a column the WHERE reads
         "SELECT id, toUnixTimestamp64Milli(time) AS time_ms, detector, detector_version AS "
-        "version, service, state, severity, observed FROM "
+        "version, service, state, severity, observed, if(JSONHas(evidence, 'firing_since'), "
+        "JSONExtractInt(evidence, 'firing_since'), toUnixTimestamp64Milli(time)) AS since FROM "
         f"{database}.detections WHERE time >= fromUnixTimestamp64Milli({span.from_ms}, 'UTC') "
         f"AND time < fromUnixTimestamp64Milli({span.to_ms}, 'UTC') AND shadow = "
         f"{'true' if shadow else 'false'}{services} ORDER BY time, id"))
@@ -122,7 +123,9 @@ def quality(labels: Labels, problems: Sequence[dict[str, Any]],
     """The evaluation figures of one side (see :mod:`pipeline.evaluate.matching`)."""
     firing = [{"id": d["id"] if isinstance(d, dict) else d.id,
                "time": d["time"] if isinstance(d, dict) else d.time,
-               "service": d["service"] if isinstance(d, dict) else d.service}
+               "service": d["service"] if isinstance(d, dict) else d.service,
+               "since": int(d.get("since", d["time"]) if isinstance(d, dict)
+                            else d.since if d.since >= 0 else d.time)}
               for d in detections
               if (d["state"] if isinstance(d, dict) else d.state) == "firing"]
     result = evaluate(labels, problems, firing)

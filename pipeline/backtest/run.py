@@ -50,12 +50,13 @@ class Found:
     state: str
     severity: str
     observed: float
+    since: int = field(default=-1, compare=False)  # when its firing episode began
 
     @classmethod
     def of(cls, d: Detection) -> Found:
         """The comparable parts of a detection."""
         return cls(d.id, d.time, d.detector, d.detector_version, d.service, d.state,
-                   d.severity, float(d.observed))
+                   d.severity, float(d.observed), int(d.evidence.get("firing_since", d.time)))
 
 
 @dataclass

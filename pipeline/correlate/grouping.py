@@ -116,7 +116,7 @@ def member_from(det: Detection, settings: CorrelateSettings) -> Member:
         score=_finite(det.score), band_low=_number(det.evidence.get("band_low")),
         band_high=_number(det.evidence.get("band_high")),
         onset_ms=change_point(det), deviation=deviation(det),
-        growing=det.evidence.get("kind") == "trend")
+        growing=det.evidence.get("kind") in ("trend", "exhaustion"))
 
 
 def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Member:

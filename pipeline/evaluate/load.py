@@ -72,12 +72,16 @@ def telemetry_range(query: Query, database: str) -> tuple[int, int] | None:
 
 def load_detections(query: Query, database: str, labels: Labels,
                     slack_ms: int) -> list[dict[str, Any]]:
-    """Detections (firing) in the labelled range."""
+    """Detections (firing) in the labelled range, with when their episode began
+    (``since``: the evidence's ``firing_since`` of a keep-alive, else ``time``)."""
     lo, hi = labels.start_ms - slack_ms, labels.end_ms + slack_ms
     result = query(
-        f"SELECT id, toUnixTimestamp64Milli(time), service FROM {database}.detections "
+        "SELECT id, toUnixTimestamp64Milli(time), service, "
+        "if(JSONHas(evidence, 'firing_since'), JSONExtractInt(evidence, 'firing_since'), "
+        f"toUnixTimestamp64Milli(time)) FROM {database}.detections "
         f"WHERE toUnixTimestamp64Milli(time) BETWEEN {lo} AND {hi} AND state = 'firing' "
         "AND NOT shadow "
         "ORDER BY time, id"
     )
-    return [{"id": did, "time": int(t), "service": service} for did, t, service in result.rows]
+    return [{"id": did, "time": int(t), "service": service, "since": int(since)}
+            for did, t, service, since in result.rows]

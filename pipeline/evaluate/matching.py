@@ -19,9 +19,13 @@ Definitions (all times epoch ms; ``slack`` is ``match_slack_ms``):
 - AC@k: the true root-cause service is among the first ``k`` ``root_causes`` of the
   incident's *primary* problem (the earliest-opened match). The denominator is **every**
   labelled incident: an undetected incident counts as a miss (the stricter choice).
-- Grouping: a detection belongs to the incident whose window contains its ``time`` and
-  whose affected services include its ``service`` (the earliest such incident when
-  several do). Over the detections that belong to an incident, pairs in the same incident
+- Grouping: a detection belongs to the incident whose window contains its ``since`` (when
+  its series began firing: a keep-alive restates an episode that began earlier; ``time``
+  when not given) and whose affected services include its ``service`` (the earliest such
+  incident when several do). The correlator places a series in a problem when it begins
+  firing and its keep-alives only refresh it, so an alarm that began in one incident and
+  is still re-sent during the next is judged where its grouping was decided. Over the
+  detections that belong to an incident, pairs in the same incident
   are the truth, pairs in the same problem (by the problems' ``detections`` lists) the
   prediction; precision, recall and F1 are over those pairs. Detections that belong to no
   incident are judged through false alarms, not here.
@@ -187,7 +191,7 @@ def _grouping(incidents: Sequence[Incident], probs: Sequence[Mapping[str, Any]],
     predicted: Counter[str] = Counter()
     both: Counter[tuple[str, str]] = Counter()
     for d in dets:
-        inc = next((i for i in ordered if i.start_ms <= d["time"] <= i.end_ms + slack_ms
+        inc = next((i for i in ordered if i.start_ms <= d["since"] <= i.end_ms + slack_ms
                     and d["service"] in i.affected_services), None)
         if inc is None:
             continue
@@ -229,8 +233,9 @@ def _detection(d: Mapping[str, Any], index: int) -> dict[str, Any]:
     where = f"detections[{index}]"
     if not isinstance(d, Mapping):
         raise EvaluationError(f"{where}: expected a mapping, got {type(d).__name__}")
-    return {"id": str(_field(d, "id", where, (str, int))),
-            "time": _field(d, "time", where, (int, float)),
+    time = _field(d, "time", where, (int, float))
+    return {"id": str(_field(d, "id", where, (str, int))), "time": time,
+            "since": _field(d, "since", where, (int, float)) if "since" in d else time,
             "service": _field(d, "service", where, str)}
 
 

@@ -191,3 +191,20 @@ def test_a_long_problem_counts_for_one_incident_only():
     # without its own problem the leak is missed, not detected "at once" by the deploy's
     alone = evaluate(labels, [long], match_slack_ms=SLACK)
     assert not alone.incidents[1].detected and alone.false_alarm_ids == ()
+
+
+def test_a_keepalive_belongs_to_the_incident_its_episode_began_in():
+    # an alarm that began in A (on a service both incidents affect) and is re-sent during B
+    # stays in A's problem: it is judged where the correlator placed it, not by send time
+    labels = Labels(1, 0, DAY, (inc("A", "cpu_saturation", 100_000, 200_000, "db", ["db", "api"]),
+                                inc("B", "bad_deploy", 400_000, 500_000, "api", ["api"])))
+    problems = [problem("PA", 100_000, None, ["db", "api"], ["db"], ["a1", "a2", "ka"]),
+                problem("PB", 410_000, None, ["api"], ["api"], ["b1", "b2"])]
+    dets = [det("a1", 110_000, "db"), det("a2", 120_000, "api"),
+            det("b1", 410_000, "api"), det("b2", 420_000, "api")]
+    keepalive = {**det("ka", 430_000, "api"), "since": 150_000}
+    by_since = evaluate(labels, problems, [*dets, keepalive], match_slack_ms=SLACK).grouping
+    assert by_since.f1 == 1.0
+    by_time = evaluate(labels, problems, [*dets, {**keepalive, "since": 430_000}],
+                       match_slack_ms=SLACK).grouping
+    assert (by_time.truth_pairs, by_time.correct_pairs) == (1 + 3, 1 + 1)

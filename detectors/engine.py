@@ -114,29 +114,11 @@ class RuleEngine:
         state.first_time.setdefault(signal, int(t.min()))
         wm = state.watermark(signal, self.allowed_lateness_ms)
         values = batch.values()
-        masks: dict[Selector, np.ndarray] = {}
-
-        def mask(sel: Selector) -> np.ndarray:
-            if sel not in masks:
-                masks[sel] = sel.mask(batch)
-            return masks[sel]
-
+        select = _Selections(batch)
         out: list[Detection] = []
         late_by_rule: dict[str, int] = {}
         for rule in self._by_signal[signal]:
-            selected = mask(rule.select)
-            num = den = None
-            if rule.kind == "ratio":
-                assert rule.numerator is not None and rule.denominator is not None
-                num, den = mask(rule.numerator), mask(rule.denominator)
-                selected = selected & (num | den)
-            elif rule.capacity_select is not None:  # the limit's rows, the usage's rows
-                num = mask(rule.capacity_select)
-                den = ~num
-            scale = None
-            if rule.converts:  # each record's value in the rule's unit
-                scale = batch.unit_factors(rule.series_unit)
-                selected = selected & ~np.isnan(scale)  # another dimension: not comparable
+            selected, num, den, scale = select(rule)
             if n_late := int(np.count_nonzero(selected & late)):
                 late_by_rule[rule.name] = n_late
             rows = np.flatnonzero(selected & ~late)
@@ -233,26 +215,11 @@ class RuleEngine:
             state.first_time.setdefault(signal, lowest[j])
             wms.append(state.watermark(signal, self.allowed_lateness_ms))
         values = batch.values()
-        masks: dict[Selector, np.ndarray] = {}
-
-        def mask(sel: Selector) -> np.ndarray:
-            if sel not in masks:
-                masks[sel] = sel.mask(batch)
-            return masks[sel]
-
+        select = _Selections(batch)
         outs: list[list[Detection]] = [[] for _ in range(m)]
         late_by_rule: list[dict[str, int]] = [{} for _ in range(m)]
         for rule in self._by_signal[signal]:
-            selected = mask(rule.select)
-            num = den = None
-            if rule.kind == "ratio":
-                assert rule.numerator is not None and rule.denominator is not None
-                num, den = mask(rule.numerator), mask(rule.denominator)
-                selected = selected & (num | den)
-            scale = None
-            if rule.converts:
-                scale = batch.unit_factors(rule.unit)
-                selected = selected & ~np.isnan(scale)
+            selected, num, den, scale = select(rule)
             lost = selected & late
             if lost.any():
                 for j, n_late in enumerate(np.bincount(part[lost], minlength=m).tolist()):
@@ -452,6 +419,39 @@ class RuleEngine:
                     sil.series.tolist(), sil.time.tolist(), sil.kind.tolist(),
                     sil.start.tolist(), sil.end.tolist(), sil.fired.tolist(), strict=True)]
 
+
+
+class _Selections:
+    """The records of a batch each rule takes, its selectors' masks computed once."""
+
+    def __init__(self, batch: Batch | ConcatBatch) -> None:
+        self.batch = batch
+        self._masks: dict[Selector, np.ndarray] = {}
+
+    def _mask(self, sel: Selector) -> np.ndarray:
+        if sel not in self._masks:
+            self._masks[sel] = sel.mask(self.batch)
+        return self._masks[sel]
+
+    def __call__(self, rule: Rule) -> tuple[np.ndarray, np.ndarray | None,
+                                            np.ndarray | None, np.ndarray | None]:
+        """``(selected, num, den, scale)``: the rule's records, a ratio's numerator and
+        denominator rows (an exhaustion rule's limit and usage rows), and each record's
+        factor to the rule's unit (None: values as they are)."""
+        selected = self._mask(rule.select)
+        num = den = None
+        if rule.kind == "ratio":
+            assert rule.numerator is not None and rule.denominator is not None
+            num, den = self._mask(rule.numerator), self._mask(rule.denominator)
+            selected = selected & (num | den)
+        elif rule.capacity_select is not None:  # the limit's rows, the usage's rows
+            num = self._mask(rule.capacity_select)
+            den = ~num
+        scale = None
+        if rule.converts:  # each record's value in the rule's unit
+            scale = self.batch.unit_factors(rule.series_unit)
+            selected = selected & ~np.isnan(scale)  # another dimension: not comparable
+        return selected, num, den, scale
 
 def _shape(columns: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     """Column names and kinds (Arrow columns by type): slices alike concatenate."""

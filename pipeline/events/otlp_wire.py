@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     ExponentialHistogramDataPoint,
@@ -38,7 +39,7 @@ from pipeline.events.otlp_metrics import (
     NO_RECORDED_VALUE,
     point_attributes,
 )
-from pipeline.events.otlp_rows import OtlpRows
+from pipeline.events.otlp_rows import OtlpRows, shared_string_maps
 from pipeline.events.otlp_series import SeriesMemory
 from pipeline.events.otlp_series_slots import SLOT
 from pipeline.events.otlp_values import attributes_dict, resource_fields, scope_attributes
@@ -132,6 +133,10 @@ _RESOURCES: dict[bytes, tuple[str, str, dict[str, str]]] = {}
 _SCOPES: dict[tuple[bytes, bytes, bytes], tuple] = {}
 _REGIONS: dict[tuple[bytes, bytes, int, bytes], tuple[dict[str, str], frozenset]] = {}
 KNOWN_LIMIT = 100_000  # entries per table; past it the table starts again empty
+# a message's attribute sets as one Arrow map array, by the identities of _REGIONS' dicts
+# in message order (each entry holds its dicts: no id is reused while it is kept)
+_MAPS: dict[tuple[int, ...], tuple[list[dict[str, str]], pa.MapArray]] = {}
+MAPS_LIMIT = 1_000
 
 
 def _remember(table: dict, key: Any, value: Any) -> Any:
@@ -143,7 +148,7 @@ def _remember(table: dict, key: Any, value: Any) -> Any:
 
 def forget_known() -> None:
     """Empty the tables of resources, scopes and attribute sets already read (tests)."""
-    for table in (_RESOURCES, _SCOPES, _REGIONS):
+    for table in (_RESOURCES, _SCOPES, _REGIONS, _MAPS):
         table.clear()
 
 
@@ -166,6 +171,17 @@ class _Prepared:
         self.extra_suffixes: list[str] = []  # summaries' quantile names (codes from 7)
         self.counts = np.frombuffer(counts, np.uint64)
         self.bounds = np.frombuffer(bounds, np.float64)
+
+    def attribute_maps(self) -> pa.MapArray:
+        """The message's attribute sets (one per region) as an Arrow map array; a stream
+        sends the same sets in the same order each interval, so it is built once."""
+        key = tuple(map(id, self.attrs))
+        known = _MAPS.get(key)
+        if known is None:
+            if len(_MAPS) >= MAPS_LIMIT:
+                _MAPS.clear()
+            known = _MAPS[key] = (self.attrs, shared_string_maps(self.attrs))
+        return known[1]
 
     def _read(self, resources: list, scopes: list, metrics: list, regions: list) -> None:
         where = []

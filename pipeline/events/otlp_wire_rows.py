@@ -13,15 +13,14 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
-import pyarrow as pa
 
 from pipeline.events.otlp_metrics import _GOLDEN, rate_unit
 from pipeline.events.otlp_rows import (
     VOCABULARY,
+    BucketPart,
     MapRows,
     OtlpRows,
-    shared_string_maps,
-    take_maps,
+    StringRows,
 )
 from pipeline.events.otlp_series import QUANTILES, quantile_suffix
 from pipeline.events.otlp_series_slots import runs
@@ -211,7 +210,7 @@ def append_rows(prep: Any, message: int, rows: OtlpRows, point: np.ndarray,
     scope_of_metric = np.asarray([entry[0] for entry in prep.metrics], dtype=np.int64)
     services = _objects([s[0] for s in prep.scopes])
     hosts = _objects([s[1] for s in prep.scopes])
-    attrs = shared_string_maps(prep.attrs)  # one map per attribute set, taken per row
+    attrs = prep.attribute_maps()  # one map per attribute set, taken per row
 
     # the rows come point by point: read each point's fields once, then repeat them
     firsts = np.flatnonzero(np.diff(point, prepend=-1))
@@ -252,23 +251,12 @@ def append_rows(prep: Any, message: int, rows: OtlpRows, point: np.ndarray,
     at = np.searchsorted(point, buckets) + first_row
     b_metric = b["metric"].astype(np.int64)
     b_scope = scope_of_metric[b_metric]
-    arrow_offsets = pa.array(lists[0].astype(np.int32))
-    lists = {name: pa.ListArray.from_arrays(arrow_offsets, pa.array(values))
-             for name, values in zip(("lower", "upper", "counts"), lists[1:], strict=True)}
-    bucket_attrs = take_maps(attrs, b["region"])
-    rows.add_chunk(columns, pa.table({
-        "event_id": pa.array(b["event"]),
-        "time": pa.array((b["time"] // 1_000_000).astype(np.int64),
-                         pa.timestamp("ms", tz="UTC")),
-        # a few strings per message, converted once each, then taken per row
-        "service": pa.array(services, pa.string()).take(b_scope),
-        "host": pa.array(hosts, pa.string()).take(b_scope),
-        "name": pa.array(names[:, 0], pa.string()).take(b_metric),
-        "unit": pa.array(units[:, 0], pa.string()).take(b_metric),
-        "interval_s": pa.array(intervals, pa.float64()),
-        **lists,
-        "attributes": bucket_attrs,
-    }), at.tolist())
+    rows.add_chunk(columns, BucketPart(
+        b["event"], (b["time"] // 1_000_000).astype(np.int64),
+        StringRows(services, b_scope), StringRows(hosts, b_scope),
+        StringRows(names[:, 0], b_metric), StringRows(units[:, 0], b_metric),
+        np.asarray(intervals, np.float64), lists[0].astype(np.int32), *lists[1:],
+        MapRows(attrs, np.ascontiguousarray(b["region"], np.int64))), at.tolist())
 
 
 @lru_cache(maxsize=100_000)

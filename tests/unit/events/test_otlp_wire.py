@@ -245,6 +245,30 @@ def test_histograms_delta_and_cumulative() -> None:
     assert all(scanned(v) for batch in batches for v in batch)
 
 
+def test_bucket_rows_of_scanned_and_library_messages_keep_batch_order() -> None:
+    """The scanner's bucket rows are made a table per batch, the library's per run of
+    messages: in a batch mixing both, the bucket rows stay in message order."""
+    bounds = [1.0, 5.0]
+
+    def hist(t: int, route: str, library: bool = False) -> bytes:
+        metrics = [Metric(name="lat", unit="ms", histogram=Histogram(
+            data_points=[histogram_point(t, [t, 2 * t, 3], bounds, sum=2.0 * t,
+                                         start_time_unix_nano=T0_NS,
+                                         attributes={"route": route})],
+            aggregation_temporality=1))]
+        if library:  # a summary series twice in a message: the library reads it all
+            points = [SummaryDataPoint(time_unix_nano=T0_NS + k, count=k, sum=1.0 * k)
+                      for k in (1, 2)]
+            metrics.append(Metric(name="q", summary=Summary(data_points=points)))
+        return message(metrics)
+
+    batch = [hist(1, "/a"), hist(2, "/b", library=True), hist(3, "/c"), hist(4, "/d")]
+    assert [scanned(value) for value in batch] == [True, False, True, True]
+    out = decode_both([batch])[0]
+    routes = [dict(m)["route"] for m in out.buckets.column("attributes").to_pylist()]
+    assert routes == ["/a", "/b", "/c", "/d"]
+
+
 def test_exponential_histograms_and_summaries() -> None:
     def both(t: int) -> bytes:
         expo = ExponentialHistogramDataPoint(
@@ -516,6 +540,7 @@ def test_resources_scopes_and_attributes_read_once_give_the_same_rows(
     (also when the tables fill and start again): the rows stay the library's, and a
     remembered entry never leaks into a message whose bytes differ."""
     monkeypatch.setattr(otlp_wire, "KNOWN_LIMIT", limit)
+    monkeypatch.setattr(otlp_wire, "MAPS_LIMIT", limit)
     forget_known()
     rng = random.Random(limit)
     messages = [_random_message(rng) for _ in range(12)]
@@ -529,7 +554,7 @@ def test_resources_scopes_and_attributes_read_once_give_the_same_rows(
     for a, b in zip(first, again, strict=True):
         _same(a, b)
     assert len({str(r) for b in first[1:2] for r in b.columns["attributes"].to_pylist()}) == 6
-    assert len(otlp_wire._REGIONS) <= limit
+    assert len(otlp_wire._REGIONS) <= limit and len(otlp_wire._MAPS) <= limit
 
 
 def test_names_units_and_services_too_long_only_where_they_are() -> None:

@@ -176,10 +176,21 @@ def _fit(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray, n: np.ndarray
 def _trend(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray,
            n: np.ndarray) -> np.ndarray:
     """Least-squares slope per hour relative to the window mean; 0 (no trend) when the
-    line explains less than ``min_fit`` of the variance (a step is not a trend)."""
+    line explains less than ``min_fit`` of the variance (a step is not a trend). Points
+    must span half the window, as for :func:`_exhaustion`."""
     f = _fit(rule, items, lo, hi, n)
     value = np.where(f.good, f.slope / np.abs(f.mean), 0.0)
-    return np.where(f.ok & (f.mean != 0), value, np.nan)
+    return np.where(f.ok & _spread(rule, f) & (f.mean != 0), value, np.nan)
+
+
+def _spread(rule: Rule, f: Fit) -> np.ndarray:
+    """Whether each window's points span at least half the window: the variance of their
+    times at least that of a half window filled evenly. A line through the first minutes
+    of a window whose series went silent is stale, and short stretches of noise are
+    steep."""
+    assert rule.window is not None
+    half_h = rule.window.size_ms / HOUR_MS / 2
+    return f.x_var >= half_h * half_h / 12 * (1 - 1e-9)
 
 
 def _exhaustion(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray, n: np.ndarray,
@@ -189,14 +200,10 @@ def _exhaustion(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray, n: np.
     The capacity is the rule's fixed level or the mean of the limit's rows in the
     window (no limit rows: no data). A line that does not rise, or explains less than
     ``min_fit`` of the variance, never gets there (``inf``); a rising line already past
-    the capacity is 0. Points must span at least half the window (the variance of their
-    times that of a half window filled evenly): a line through the first minutes of a
-    window whose series went silent is stale, and short stretches of noise are steep.
+    the capacity is 0. Points must span at least half the window (:func:`_spread`).
     """
     f = _fit(rule, items, lo, hi, n)
-    assert rule.window is not None
-    half_h = rule.window.size_ms / HOUR_MS / 2
-    spread = f.x_var >= half_h * half_h / 12 * (1 - 1e-9)
+    spread = _spread(rule, f)
     if rule.capacity_select is None:
         capacity = np.full(lo.size, rule.capacity)
     else:

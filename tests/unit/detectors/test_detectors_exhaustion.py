@@ -160,3 +160,53 @@ def test_a_line_needs_points_over_half_its_window() -> None:
     going = [d for d in run(points(lambda h: 0.6 + 1.2 * h, 20), rule(min_samples=3))
              if d.state == "firing"]
     assert [d.time for d in going][:1] == [T0 + 8 * M]
+
+
+def _leak_then_restart(service: str, rng: np.random.Generator) -> list[tuple]:
+    """A minute's metric rows at a time: memory climbing 0.50 -> 0.93 over an hour, one
+    tick at 0.11 (OOM-killed), then flat at 0.35 with noise for an hour (10-s points)."""
+    out = []
+    for i in range(0, 121 * 6):
+        t = T0 + i * 10 * S
+        h = i / 360
+        v = (0.5 + 0.43 * h if h < 1 else 0.11 if i == 360 else 0.35) + rng.normal(0, 0.003)
+        out.append((t, service, round(v, 6)))
+    return out
+
+
+def test_the_built_in_rule_clears_after_a_restart_when_slices_are_folded_together() -> None:
+    # the demo's case: a leak on one service, its OOM restart, then memory flat at 35 %;
+    # each minute's slice goes through process_many beside another service's, as a
+    # worker folds them. The alarm must fire on the climb and resolve right after the
+    # drop (a folded batch once converted to the condition's unit, hours: every memory
+    # record was dropped, and a window fed only by the odd lone slice never cleared)
+    from detectors import builtin_rule_paths, load_rules
+    from detectors.rules import RuleSet
+
+    (r,) = [x for x in load_rules(builtin_rule_paths()).rules if x.name == "memory-exhaustion"]
+    eng = RuleEngine(RuleSet((r,), version="t"), allowed_lateness_ms=0, keepalive_ms=5 * M)
+    rng = np.random.default_rng(7)
+    rows = {s: _leak_then_restart(s, rng) for s in ("gateway", "orders")}
+    rows["orders"] = [(t, s, 0.4 + rng.normal(0, 0.003)) for t, s, _ in rows["orders"]]
+    states = {s: eng.new_state() for s in rows}
+    found: list[Detection] = []
+    for minute in range(121):
+        batches = []
+        for s, rs in rows.items():
+            part = rs[minute * 6:(minute + 1) * 6]
+            cols = {"time": np.array([p[0] for p in part], np.int64),
+                    "service": [s] * len(part), "host": [f"{s}-1"] * len(part),
+                    "name": ["system.memory.utilization"] * len(part),
+                    "value": np.array([p[2] for p in part]), "unit": ["1"] * len(part),
+                    "attributes": [{"state": "used"}] * len(part)}
+            batches.append(("metrics", cols, states[s]))
+        for s, (state, dets, _) in zip(rows, eng.process_many(batches), strict=True):
+            states[s] = state
+            found += dets
+    gw = [(d.state, (d.time - T0) // M) for d in found if d.service == "gateway"]
+    fired = [m for s, m in gw if s == "firing"]
+    resolved = [m for s, m in gw if s == "resolved"]
+    assert fired and fired[0] < 30, gw  # the climb: under 2 h to full well before the hour
+    assert len(resolved) == 1 and 60 <= resolved[0] <= 63, gw  # cleared by the drop
+    assert max(fired) < 61, gw  # and silent on the flat memory after it
+    assert not [d for d in found if d.service == "orders"]

@@ -205,6 +205,26 @@ def test_trend_fires_on_growth_not_on_flat_or_steps() -> None:
     assert run(engine(no_fit), [("metrics", metrics(step))], end=90 * M) != []
 
 
+def test_trend_needs_points_over_half_its_window() -> None:
+    # a series flat (with noise) for an hour ends on a 4-minute climb and falls silent
+    # (the data ended, or the pod was replaced): the windows still closing hold ever
+    # fewer, ever newer points, and a line through the last minutes alone is steep and
+    # fits well (R² 0.71 over the last 10 minutes, 0.95 over the last 5). Points spanning
+    # under half the window say nothing, as for exhaustion rules
+    r = {k: v for k, v in trend_rule(min_fit=0.6).items() if v is not None}
+    r["min_samples"] = 5
+    rng = np.random.default_rng(0)
+
+    def series(minutes: int) -> list[tuple[int, float]]:
+        noise = rng.normal(0, 0.3, minutes)
+        return [(T0 + m * M, 50.0 + noise[m] + max(0, m - 56)) for m in range(minutes)]
+
+    assert run(engine(r), [("metrics", metrics(series(61)))], end=120 * M) == []
+    # the same climb going on is a trend
+    found = run(engine(r), [("metrics", metrics(series(90)))], end=90 * M)
+    assert [d.state for d in found][:1] == ["firing"]
+
+
 AGGREGATIONS = ["count", "sum", "mean", "min", "max", "last", "rate", "p50", "p95", "p99"]
 
 

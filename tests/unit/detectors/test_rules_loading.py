@@ -225,11 +225,3 @@ def test_builtin_rules_load_and_cover_the_classics() -> None:
                                           "ratio"}
     assert {r.signal for r in rs.rules} == {"metrics", "logs", "traces"}
     assert rs.version.startswith("2,1+")  # the files' versions, then the content hash
-
-
-def test_the_example_exhaustion_rule_loads_beside_the_builtins_but_is_not_one() -> None:
-    example = Path(__file__).parents[3] / "detectors/rules/examples/memory-exhaustion.yaml"
-    builtin = {r.name for r in load_rules(builtin_rule_paths()).rules}
-    rs = load_rules([*builtin_rule_paths(), example])
-    added = [r for r in rs.rules if r.name not in builtin]
-    assert [(r.name, r.kind) for r in added] == [("memory-exhaustion", "exhaustion")]

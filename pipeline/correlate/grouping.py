@@ -147,7 +147,15 @@ def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Mem
         band_low=new.band_low if stronger else m.band_low,
         band_high=new.band_high if stronger else m.band_high,
         version=new.version or m.version, deploy=m.deploy or new.deploy,
-        confidence=max(m.confidence, new.confidence))
+        confidence=max(m.confidence, new.confidence), calm=restated and _inside(det))
+
+
+def _inside(det: Detection) -> bool:
+    """Whether a model's detection saw its value inside the band it fired against (its
+    evidence ``band_low`` .. ``band_high``): a keep-alive of a series back to normal."""
+    o = _finite(det.observed)
+    low, high = (_number(det.evidence.get(k)) for k in ("band_low", "band_high"))
+    return o is not None and low is not None and high is not None and low <= o <= high
 
 
 def strength(det: Detection) -> float:
@@ -260,6 +268,7 @@ def relation(det: Detection, p: Problem, graph: Graph,
     own_root = symptom and failing_root(p, settings.symptom_categories, young, alive) == s
     rooted = rooted or own_root
     ongoing = [m for m in changes if (rooted or not refired) and m.onset < horizon
+               and not m.calm
                and m.state == "firing" and m.last_ms >= alive and ((
                    # a symptom continues only as measured by the same detector (another
                    # detector's alarm of the same symptom is a new signal going wrong),
@@ -381,6 +390,9 @@ def aftermath_of(det: Detection, p: Problem, graph: Graph,
     root = p.root_causes[0].service
     if root == det.service or root not in graph.dependencies(det.service):
         return None
+    peer = peer_of(det, settings)  # it names what fails it: the root, or a way to it
+    if peer and peer != root and root not in graph.dependencies(peer):
+        return None
     ended = max(m.resolved_ms or m.last_ms for m in own)
     onset = change_point(det)
     if not p.opened_at <= onset <= ended + ONSET_LAG_MS:
@@ -408,12 +420,27 @@ def recurs_in(det: Detection, p: Problem, settings: CorrelateSettings) -> str | 
     root = p.root_causes[0].service
     model = det.detector.startswith(MODEL_PREFIX)
     signal = _signal(det.labels)
+    # a detector that learns its series' baseline resolved only once the series was back
+    # in band: firing again from a change point after that is a new excursion (a problem
+    # of its own, or a join), not the old trouble recurring
+    learned, onset = learns_baseline(det), change_point(det)
     if det.service == root and any(m.service == root and m.detector == det.detector
                                    and m.category == det.category
                                    and (not model or _signal(m.labels) == signal)
+                                   and not (learned and m.resolved_ms is not None
+                                            and onset >= m.resolved_ms)
                                    for m in p.members):
         return f"{det.detector} on {det.service}, its root cause, fired again"
     return None
+
+
+def learns_baseline(det: Detection) -> bool:
+    """Whether ``det``'s detector fires against a baseline it learned from the series
+    itself (an online model, or a band in its evidence: the service graph's edges), not
+    a fixed threshold: its alarm resolved only once the series was back in that band."""
+    return det.detector.startswith(MODEL_PREFIX) or (
+        _number(det.evidence.get("band_low")) is not None
+        and _number(det.evidence.get("band_high")) is not None)
 
 
 def _signal(labels: dict[str, str]) -> list[tuple[str, str]]:

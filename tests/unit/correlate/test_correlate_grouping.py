@@ -691,3 +691,52 @@ def test_what_is_not_a_dependency_problem_aftermath_opens_its_own():
     run.tick(T0 + 11 * MIN)
     run.feed([_errors("api", T0 + 12 * MIN)])  # began at T0 + 6 min
     assert [p.affected for p in run.open()] == [("api",)]
+
+
+def test_a_model_alarm_whose_value_is_back_in_band_continues_no_trouble():
+    """A model's memory alarm (a step at the fault before) whose latest keep-alive saw
+    the value back inside the band it fired against is calm: the series has returned,
+    its alarm not yet resolved. The next fault's slowdown on that service is a fresh
+    onset, not that resource trouble continuing; while the value stays out of band it
+    still is."""
+    band = {"expected": 12.7, "band_low": 12.6, "band_high": 12.8}
+    mem = det("model:seasonal-ensemble", "auth", T0, category="resource", observed=21.6,
+              score=1.0, labels={"metric": "k8s.pod.memory.usage"}, evidence=band)
+
+    def keepalive(t: int, value: float):
+        return replace(again(mem, t), observed=value,
+                       evidence={**band, "keepalive": True, "firing_since": T0})
+
+    slow = det("model:trace-red", "auth", T0 + 8 * MIN, category="performance",
+               score=1.0, labels={"operation": "Login", "series": "trace.duration.p95"})
+    for value, joins in ((12.7, False), (21.0, True)):
+        run = Run()
+        run.feed([mem])
+        run.feed([keepalive(T0 + 5 * MIN, value)])
+        [first] = run.open()
+        assert first.members[0].calm is (not joins)
+        run.feed([slow])
+        if joins:
+            assert [p.id for p in run.open()] == [first.id]
+            assert "resource trouble continuing since" in run.open()[0].members[-1].joined
+        else:
+            assert len(run.open()) == 2
+            assert run.problem(first.id).member(series_key(slow)) is None
+
+
+def test_a_symptom_naming_another_failing_peer_is_no_aftermath():
+    """A caller's alarm that names its failing peer (``peer.service``) blames that peer:
+    it is the aftermath of a recovered root only if the peer is the root or calls it;
+    otherwise it is a fault of its own (here api's calls to orders going slow as auth's
+    leak ended)."""
+    for peer, aftermath in (("auth", True), ("orders", False)):
+        run = Run()
+        leak = _recovered_leak(run)
+        slow = det("model:seasonal-ensemble", "api", T0 + 31 * MIN, category="performance",
+                   score=1.0, labels={"metric": "rpc.edge.duration.p50",
+                                      "peer.service": peer})
+        run.feed([slow])
+        p = run.problem(leak)
+        assert (p.member(series_key(slow)) is not None) is aftermath
+        if not aftermath:
+            assert [q.affected[0] for q in run.open() if q.id != leak] == ["api"]

@@ -740,3 +740,52 @@ def test_a_symptom_naming_another_failing_peer_is_no_aftermath():
         assert (p.member(series_key(slow)) is not None) is aftermath
         if not aftermath:
             assert [q.affected[0] for q in run.open() if q.id != leak] == ["api"]
+
+
+def test_an_aftermath_begins_as_the_root_own_trouble_ends():
+    """The aftermath window runs from the root's own members' end, not from a caller's
+    symptom of the problem that cleared later: a caller failing after the root had
+    recovered is a fault of its own."""
+    run = Run()
+    root = det("error_rate_above_5pct", "auth", T0)
+    symptom = det("latency_high", "api", T0 + MIN, category="performance")
+    run.feed([root])
+    run.feed([symptom])
+    [p] = run.open()
+    assert p.root_causes[0].service == "auth" and p.member(series_key(symptom))
+    run.feed([cleared(root, T0 + 20 * MIN)])
+    run.feed([cleared(symptom, T0 + 26 * MIN)])  # api's symptom clears later
+    gateway = _errors("gateway", T0 + 30 * MIN)  # began at T0 + 24 min, after auth's end
+    run.feed([gateway])
+    assert run.problem(p.id).member(series_key(gateway)) is None
+    assert [q.affected for q in run.open() if q.id != p.id] == [("gateway",)]
+    # one that began as auth's own trouble ended is its aftermath
+    run = Run()
+    run.feed([root])
+    run.feed([symptom])
+    run.feed([cleared(root, T0 + 20 * MIN)])
+    run.feed([cleared(symptom, T0 + 26 * MIN)])
+    run.feed([_errors("gateway", T0 + 27 * MIN)])  # began at T0 + 21 min
+    assert run.problem(p.id).member(series_key(gateway)).aftermath
+
+
+def test_a_learned_series_of_the_problem_going_out_again_is_no_aftermath():
+    """A problem's own member series (a service-graph edge, on a band it learned) that
+    resolved with the root's recovery and goes out of band again from then on is a new
+    excursion, not the end of the old trouble."""
+    band = {"expected": 12.0, "band_low": 0.0, "band_high": 39.0, "kind": "edge"}
+    edge = det("service-graph", "api", T0 + 10 * MIN, category="performance",
+               evidence=band, labels={"caller": "gateway", "callee": "api",
+                                      "series": "edge.latency.slower"})
+    for refire, aftermath in ((edge, False), (replace(
+            edge, labels={**edge.labels, "caller": "web"}), True)):
+        run = Run()
+        errors = det("error_rate_above_5pct", "auth", T0 + 9 * MIN)
+        run.feed([errors])
+        run.feed([edge])
+        [p] = run.open()
+        assert p.root_causes[0].service == "auth" and p.member(series_key(edge))
+        run.feed([cleared(edge, T0 + 30 * MIN), cleared(errors, T0 + 30 * MIN)])
+        run.feed([replace(again(refire, T0 + 31 * MIN), window_start=T0 + 30 * MIN)])
+        joined = run.problem(p.id).member(series_key(refire))
+        assert (joined is not None and joined.aftermath) is aftermath

@@ -789,3 +789,25 @@ def test_a_learned_series_of_the_problem_going_out_again_is_no_aftermath():
         run.feed([replace(again(refire, T0 + 31 * MIN), window_start=T0 + 30 * MIN)])
         joined = run.problem(p.id).member(series_key(refire))
         assert (joined is not None and joined.aftermath) is aftermath
+
+
+def test_a_learned_series_going_out_of_band_again_continues_no_trouble():
+    """As above, but the edge alarm is on a band its detector learned from the edge (the
+    service graph's): it resolved once the edge was confirmed back in band, so firing
+    again from a change point after that is a new excursion, not the outage's trouble
+    continuing through it - even while postgres still fails."""
+    band = {"expected": 0.01, "band_low": 0.0, "band_high": 0.03, "kind": "edge"}
+    run = Run()
+    down = det("connection_refused", "postgres", T0)
+    edge = det("edge_errors", "api", T0 + MIN, labels={"caller": "gateway"}, evidence=band)
+    rate = det("high_error_rate", "api", T0 + 2 * MIN)
+    run.feed([down])
+    run.feed([edge])
+    run.feed([rate])
+    run.feed([cleared(edge, T0 + 3 * MIN)])
+    run.feed([again(down, T0 + 5 * MIN)])
+    run.feed([again(rate, T0 + 7 * MIN)])
+    run.feed([again(edge, T0 + 10 * MIN), again(down, T0 + 10 * MIN)])
+    first = min(run.state.problems.values(), key=lambda p: p.opened_at)
+    assert first.member(series_key(edge)).state == "resolved"
+    assert [p.affected for p in run.open() if p.id != first.id] == [("api",)]

@@ -27,7 +27,6 @@ from pipeline.correlate.grouping import (
     aftermath_of,
     change_point,
     is_live,
-    learns_baseline,
     member_from,
     merge,
     problem_id,
@@ -53,7 +52,7 @@ from pipeline.correlate.lifecycle import (
 )
 from pipeline.correlate.reorder import Reorder
 from pipeline.correlate.state import CorrelationState, StateError
-from pipeline.events.detection import Detection
+from pipeline.events.detection import MODEL_PREFIX, Detection
 from pipeline.events.problem import Decision, Link, Member, Problem
 from pipeline.knowledge import KnowledgeBase
 from pipeline.settings import CorrelateSettings
@@ -398,10 +397,11 @@ def _began(p: Problem) -> int:
 
 
 def _fresh_model_onset(m: Member, det: Detection) -> bool:
-    """Whether ``det`` fires a resolved member's series anew, for a detector that learns
-    its series' baseline (:func:`learns_baseline`): an online model's alarm resolves only
-    once its series is confirmed back in band (or settled at a level it scores as
-    normal), so one that fires again from a change point after that is a new excursion,
-    not the old one flapping."""
-    return (m.state == "resolved" and learns_baseline(det)
+    """Whether ``det`` fires a resolved model member's series anew: an online model's
+    alarm resolves only once its series is confirmed back in band (or settled at a
+    level it scores as normal), so one that fires again from a change point after that
+    is a new excursion, not the old one flapping. (Models only: a service-graph edge
+    that cleared and fired again within ``alive_ms`` was still the same incident on
+    simulator seed 814.)"""
+    return (m.state == "resolved" and det.detector.startswith(MODEL_PREFIX)
             and m.resolved_ms is not None and change_point(det) >= m.resolved_ms)

@@ -65,7 +65,10 @@ def _engines(args: argparse.Namespace) -> dict | None:
     engines = build_engines(settings)
     engines["models"].engine = ModelEngine(warmup_points=args.model_warmup,
                                            warmup_windows=min(10, args.model_warmup),
-                                           keepalive_ms=settings.detect.keepalive_ms)
+                                           keepalive_ms=settings.detect.keepalive_ms,
+                                           accept_points=settings.detect.accept_points,
+                                           accept_ms=settings.detect.accept_ms,
+                                           rearm=settings.detect.rearm)
     return engines
 
 

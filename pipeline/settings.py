@@ -186,7 +186,8 @@ class DetectSettings:
     accept_ms: int = 0  # ... or for this long, whatever the point rate (0: off)
     # a model series resting after an alarm arms again once it scored calm (under the clear
     # level) for as long as an alarm takes to confirm, instead of for the whole rest period
-    rearm: bool = False
+    # (false: it rests the whole period, and a settled alarm hides the next excursion)
+    rearm: bool = True
     # stored bytes of the per-service states a worker keeps decoded between batches
     # (decoded, several times as many bytes); 0: decode every state at every batch
     live_state_bytes: int = 4 * 2**20

@@ -17,7 +17,10 @@ half of ``relatedness_window_ms``, and still current), strongest relation first:
    same detector) firing for longer and confirmed within ``alive_ms``, or (for a
    slowdown) its own resource trouble that began within ``relatedness_window_ms`` before
    it - never for a series of the problem firing again after going quiet (a fresh
-   onset), unless it is a symptom of the problem's root cause still failing; a symptom
+   onset), unless it is a symptom of the problem's root cause still failing (never for a
+   learned-baseline series going out of band again after it resolved), nor through
+   a model's alarm whose latest keep-alive saw its value back inside its band (calm: the
+   series returned, its alarm not yet resolved); a symptom
    on the root's own service, while the root's failure began within two relatedness
    windows, continues whichever detector and whichever symptom shows it (the same
    incident unfolding: a slowdown, then errors as timeouts pile up);
@@ -31,11 +34,13 @@ Several problems at the best strength that began (opened or reopened) within hal
 began earlier is another incident, left apart (the detection joins the later ones). The
 detector that fired on the root-cause service of a problem resolved within
 ``reopen_window_ms`` firing there again reopens it, unless a relation of strength 2 or 3
-holds. With no relation at all, a symptom on a service depending on the root cause of a
-problem whose members have all resolved, that began no later than they did (within a
-window), is that problem's *aftermath* (:func:`aftermath_of`): it joins the problem, or
-reopens it without starting a new episode, relates nothing further and does not change
-its ranking; otherwise a new problem opens.
+holds - not a detector that learns its series' baseline (:func:`learns_baseline`) firing
+from a change point after its series resolved: a new excursion. With no relation at all,
+a symptom on a service depending on the root cause of a problem whose members have all
+resolved, that began no later than the root's own members did (within a window), is that
+problem's *aftermath* (:func:`aftermath_of`): it joins the problem, or reopens it without
+starting a new episode, relates nothing further and does not change its ranking;
+otherwise a new problem opens.
 """
 
 from __future__ import annotations
@@ -147,7 +152,15 @@ def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Mem
         band_low=new.band_low if stronger else m.band_low,
         band_high=new.band_high if stronger else m.band_high,
         version=new.version or m.version, deploy=m.deploy or new.deploy,
-        confidence=max(m.confidence, new.confidence))
+        confidence=max(m.confidence, new.confidence), calm=restated and _inside(det))
+
+
+def _inside(det: Detection) -> bool:
+    """Whether a model's detection saw its value inside the band it fired against (its
+    evidence ``band_low`` .. ``band_high``): a keep-alive of a series back to normal."""
+    o = _finite(det.observed)
+    low, high = (_number(det.evidence.get(k)) for k in ("band_low", "band_high"))
+    return o is not None and low is not None and high is not None and low <= o <= high
 
 
 def strength(det: Detection) -> float:
@@ -259,7 +272,14 @@ def relation(det: Detection, p: Problem, graph: Graph,
     young = began - 2 * settings.relatedness_window_ms
     own_root = symptom and failing_root(p, settings.symptom_categories, young, alive) == s
     rooted = rooted or own_root
-    ongoing = [m for m in changes if (rooted or not refired) and m.onset < horizon
+    # a learned series of the problem going out of band again after it resolved (back in
+    # band, confirmed) is a new excursion: no trouble of the problem goes on through it
+    mine = p.member(series_key(det))
+    anew = (mine is not None and learns_baseline(det) and mine.resolved_ms is not None
+            and began >= mine.resolved_ms)
+    ongoing = [m for m in changes if (rooted or not refired) and not anew
+               and m.onset < horizon
+               and not m.calm
                and m.state == "firing" and m.last_ms >= alive and ((
                    # a symptom continues only as measured by the same detector (another
                    # detector's alarm of the same symptom is a new signal going wrong),
@@ -367,10 +387,14 @@ def aftermath_of(det: Detection, p: Problem, graph: Graph,
     (holding before it resolves) or resolved so: its root cause recovered. ``det`` is a
     symptom (``symptom_categories``) on a service that depends on ``p``'s root cause
     (within ``max_symptom_hops`` calls), whose trouble began after ``p`` opened and no
-    later than when ``p``'s last member resolved (within ``ONSET_LAG_MS``: change points
-    this close are simultaneous). A caller failing as its dependency's trouble ends (its
-    pods killed and restarting), confirmed after the dependency's own alarms cleared, is
-    that trouble's last part, not a problem of its own; one that began after it is."""
+    later than when the root's own members resolved (within ``ONSET_LAG_MS``: change
+    points this close are simultaneous; a caller's symptom of it may clear later). A
+    caller failing as its dependency's trouble ends (its pods killed and restarting),
+    confirmed after the dependency's own alarms cleared, is that trouble's last part, not
+    a problem of its own; one that began after it is. Neither is a detection naming
+    another failing peer (``peer_labels``) than the root or a service calling it, nor a
+    learned-baseline series of ``p`` (:func:`learns_baseline`) going out of band again
+    after it resolved: a new excursion."""
     if not p.root_causes or det.category not in settings.symptom_categories:
         return None
     if not p.active and p.resolution != "detections_resolved":
@@ -381,9 +405,18 @@ def aftermath_of(det: Detection, p: Problem, graph: Graph,
     root = p.root_causes[0].service
     if root == det.service or root not in graph.dependencies(det.service):
         return None
-    ended = max(m.resolved_ms or m.last_ms for m in own)
+    peer = peer_of(det, settings)  # it names what fails it: the root, or a way to it
+    if peer and peer != root and root not in graph.dependencies(peer):
+        return None
+    # when the root's own trouble ended (its callers' symptoms may clear later)
+    ended = max(m.resolved_ms or m.last_ms for m in own if m.service == root) \
+        if any(m.service == root for m in own) else max(m.resolved_ms or m.last_ms for m in own)
     onset = change_point(det)
     if not p.opened_at <= onset <= ended + ONSET_LAG_MS:
+        return None
+    mine = p.member(series_key(det))  # its own series, back in band, going out again: a
+    if mine is not None and learns_baseline(det) and mine.resolved_ms is not None \
+            and onset >= mine.resolved_ms:  # new excursion, not the end of the old one
         return None
     return Relation("aftermath", f"aftermath: {det.service} depends on {root}, the root "
                                  f"cause of {p.id}, and began failing at {format_ms(onset)}"
@@ -400,7 +433,12 @@ def recurs_in(det: Detection, p: Problem, settings: CorrelateSettings) -> str | 
     must fire again on ``p``'s top root-cause service, on the same kind of trouble (its
     category) and, for a model (one detector watching every signal of a service), the
     same signal: its labels but the host (the metric, operation, peer) - a symptom
-    service acting up, or a different failure of the same service, is a new problem."""
+    service acting up, or a different failure of the same service, is a new problem. A
+    detector that learns its series' baseline (:func:`learns_baseline`) firing from a
+    change point after that series resolved recurs nothing: it resolved only once the
+    series was back in band, so this is a new excursion (back-to-back faults on one
+    service are problems of their own), as a model's re-fire is a fresh onset within a
+    problem (see the engine)."""
     if p.active or p.resolution not in ("detections_resolved", "timeout") or not p.root_causes:
         return None
     if p.resolved_at is None or det.time - p.resolved_at > settings.reopen_window_ms:
@@ -408,12 +446,27 @@ def recurs_in(det: Detection, p: Problem, settings: CorrelateSettings) -> str | 
     root = p.root_causes[0].service
     model = det.detector.startswith(MODEL_PREFIX)
     signal = _signal(det.labels)
+    # a detector that learns its series' baseline resolved only once the series was back
+    # in band: firing again from a change point after that is a new excursion (a problem
+    # of its own, or a join), not the old trouble recurring
+    learned, onset = learns_baseline(det), change_point(det)
     if det.service == root and any(m.service == root and m.detector == det.detector
                                    and m.category == det.category
                                    and (not model or _signal(m.labels) == signal)
+                                   and not (learned and m.resolved_ms is not None
+                                            and onset >= m.resolved_ms)
                                    for m in p.members):
         return f"{det.detector} on {det.service}, its root cause, fired again"
     return None
+
+
+def learns_baseline(det: Detection) -> bool:
+    """Whether ``det``'s detector fires against a baseline it learned from the series
+    itself (an online model, or a band in its evidence: the service graph's edges), not
+    a fixed threshold: its alarm resolved only once the series was back in that band."""
+    return det.detector.startswith(MODEL_PREFIX) or (
+        _number(det.evidence.get("band_low")) is not None
+        and _number(det.evidence.get("band_high")) is not None)
 
 
 def _signal(labels: dict[str, str]) -> list[tuple[str, str]]:

@@ -122,7 +122,7 @@ class ModelEngineRunner:
     """
 
     def __init__(self, registry_dir: str, keepalive_ms: int = 0,
-                 accept_points: int = 360, accept_ms: int = 0, rearm: bool = False) -> None:
+                 accept_points: int = 360, accept_ms: int = 0, rearm: bool = True) -> None:
         from models import ModelEngine, ModelRegistry
 
         registry = ModelRegistry(registry_dir) if registry_dir else None

@@ -19,6 +19,9 @@ def test_defaults_are_the_embedded_quick_start():
     assert (settings.topics.otlp_metrics, settings.topics.otlp_logs,
             settings.topics.otlp_spans) == ("otlp_metrics", "otlp_logs", "otlp_spans")
     assert settings.ingest.otlp and settings.ingest.otlp_encoding == "auto"
+    # model series re-arm after calm (the rest period no longer hides the next fault)
+    assert settings.detect.rearm and settings.detect.accept_ms == 0
+    assert not load_settings(environ={"TOCSIN_DETECT_REARM": "false"}).detect.rearm
 
 
 def test_toml_file_then_environment_wins(tmp_path):

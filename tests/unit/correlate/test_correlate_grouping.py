@@ -691,3 +691,123 @@ def test_what_is_not_a_dependency_problem_aftermath_opens_its_own():
     run.tick(T0 + 11 * MIN)
     run.feed([_errors("api", T0 + 12 * MIN)])  # began at T0 + 6 min
     assert [p.affected for p in run.open()] == [("api",)]
+
+
+def test_a_model_alarm_whose_value_is_back_in_band_continues_no_trouble():
+    """A model's memory alarm (a step at the fault before) whose latest keep-alive saw
+    the value back inside the band it fired against is calm: the series has returned,
+    its alarm not yet resolved. The next fault's slowdown on that service is a fresh
+    onset, not that resource trouble continuing; while the value stays out of band it
+    still is."""
+    band = {"expected": 12.7, "band_low": 12.6, "band_high": 12.8}
+    mem = det("model:seasonal-ensemble", "auth", T0, category="resource", observed=21.6,
+              score=1.0, labels={"metric": "k8s.pod.memory.usage"}, evidence=band)
+
+    def keepalive(t: int, value: float):
+        return replace(again(mem, t), observed=value,
+                       evidence={**band, "keepalive": True, "firing_since": T0})
+
+    slow = det("model:trace-red", "auth", T0 + 8 * MIN, category="performance",
+               score=1.0, labels={"operation": "Login", "series": "trace.duration.p95"})
+    for value, joins in ((12.7, False), (21.0, True)):
+        run = Run()
+        run.feed([mem])
+        run.feed([keepalive(T0 + 5 * MIN, value)])
+        [first] = run.open()
+        assert first.members[0].calm is (not joins)
+        run.feed([slow])
+        if joins:
+            assert [p.id for p in run.open()] == [first.id]
+            assert "resource trouble continuing since" in run.open()[0].members[-1].joined
+        else:
+            assert len(run.open()) == 2
+            assert run.problem(first.id).member(series_key(slow)) is None
+
+
+def test_a_symptom_naming_another_failing_peer_is_no_aftermath():
+    """A caller's alarm that names its failing peer (``peer.service``) blames that peer:
+    it is the aftermath of a recovered root only if the peer is the root or calls it;
+    otherwise it is a fault of its own (here api's calls to orders going slow as auth's
+    leak ended)."""
+    for peer, aftermath in (("auth", True), ("orders", False)):
+        run = Run()
+        leak = _recovered_leak(run)
+        slow = det("model:seasonal-ensemble", "api", T0 + 31 * MIN, category="performance",
+                   score=1.0, labels={"metric": "rpc.edge.duration.p50",
+                                      "peer.service": peer})
+        run.feed([slow])
+        p = run.problem(leak)
+        assert (p.member(series_key(slow)) is not None) is aftermath
+        if not aftermath:
+            assert [q.affected[0] for q in run.open() if q.id != leak] == ["api"]
+
+
+def test_an_aftermath_begins_as_the_root_own_trouble_ends():
+    """The aftermath window runs from the root's own members' end, not from a caller's
+    symptom of the problem that cleared later: a caller failing after the root had
+    recovered is a fault of its own."""
+    run = Run()
+    root = det("error_rate_above_5pct", "auth", T0)
+    symptom = det("latency_high", "api", T0 + MIN, category="performance")
+    run.feed([root])
+    run.feed([symptom])
+    [p] = run.open()
+    assert p.root_causes[0].service == "auth" and p.member(series_key(symptom))
+    run.feed([cleared(root, T0 + 20 * MIN)])
+    run.feed([cleared(symptom, T0 + 26 * MIN)])  # api's symptom clears later
+    gateway = _errors("gateway", T0 + 30 * MIN)  # began at T0 + 24 min, after auth's end
+    run.feed([gateway])
+    assert run.problem(p.id).member(series_key(gateway)) is None
+    assert [q.affected for q in run.open() if q.id != p.id] == [("gateway",)]
+    # one that began as auth's own trouble ended is its aftermath
+    run = Run()
+    run.feed([root])
+    run.feed([symptom])
+    run.feed([cleared(root, T0 + 20 * MIN)])
+    run.feed([cleared(symptom, T0 + 26 * MIN)])
+    run.feed([_errors("gateway", T0 + 27 * MIN)])  # began at T0 + 21 min
+    assert run.problem(p.id).member(series_key(gateway)).aftermath
+
+
+def test_a_learned_series_of_the_problem_going_out_again_is_no_aftermath():
+    """A problem's own member series (a service-graph edge, on a band it learned) that
+    resolved with the root's recovery and goes out of band again from then on is a new
+    excursion, not the end of the old trouble."""
+    band = {"expected": 12.0, "band_low": 0.0, "band_high": 39.0, "kind": "edge"}
+    edge = det("service-graph", "api", T0 + 10 * MIN, category="performance",
+               evidence=band, labels={"caller": "gateway", "callee": "api",
+                                      "series": "edge.latency.slower"})
+    for refire, aftermath in ((edge, False), (replace(
+            edge, labels={**edge.labels, "caller": "web"}), True)):
+        run = Run()
+        errors = det("error_rate_above_5pct", "auth", T0 + 9 * MIN)
+        run.feed([errors])
+        run.feed([edge])
+        [p] = run.open()
+        assert p.root_causes[0].service == "auth" and p.member(series_key(edge))
+        run.feed([cleared(edge, T0 + 30 * MIN), cleared(errors, T0 + 30 * MIN)])
+        run.feed([replace(again(refire, T0 + 31 * MIN), window_start=T0 + 30 * MIN)])
+        joined = run.problem(p.id).member(series_key(refire))
+        assert (joined is not None and joined.aftermath) is aftermath
+
+
+def test_a_learned_series_going_out_of_band_again_continues_no_trouble():
+    """As above, but the edge alarm is on a band its detector learned from the edge (the
+    service graph's): it resolved once the edge was confirmed back in band, so firing
+    again from a change point after that is a new excursion, not the outage's trouble
+    continuing through it - even while postgres still fails."""
+    band = {"expected": 0.01, "band_low": 0.0, "band_high": 0.03, "kind": "edge"}
+    run = Run()
+    down = det("connection_refused", "postgres", T0)
+    edge = det("edge_errors", "api", T0 + MIN, labels={"caller": "gateway"}, evidence=band)
+    rate = det("high_error_rate", "api", T0 + 2 * MIN)
+    run.feed([down])
+    run.feed([edge])
+    run.feed([rate])
+    run.feed([cleared(edge, T0 + 3 * MIN)])
+    run.feed([again(down, T0 + 5 * MIN)])
+    run.feed([again(rate, T0 + 7 * MIN)])
+    run.feed([again(edge, T0 + 10 * MIN), again(down, T0 + 10 * MIN)])
+    first = min(run.state.problems.values(), key=lambda p: p.opened_at)
+    assert first.member(series_key(edge)).state == "resolved"
+    assert [p.affected for p in run.open() if p.id != first.id] == [("api",)]

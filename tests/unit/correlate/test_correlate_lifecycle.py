@@ -97,7 +97,7 @@ def test_a_model_firing_on_another_metric_of_the_root_is_a_new_problem_not_a_reo
 
 def test_a_model_firing_on_another_operation_of_the_root_is_a_new_problem():
     """The same goes for a trace model's alarm on another operation (its labels but the
-    host name what it measures); the same operation firing again is a recurrence."""
+    host name what it measures)."""
     run = Run(resolve_hold_ms=MIN, reopen_window_ms=30 * MIN)
     pay = det("model:trace-red", "api", T0, category="performance",
               labels={"operation": "Pay", "series": "trace.duration.p50"})
@@ -108,11 +108,27 @@ def test_a_model_firing_on_another_operation_of_the_root_is_a_new_problem():
                labels={"operation": "Ship", "series": "trace.duration.p50"})
     out = run.feed([ship])
     assert out[0].kind == "opened" and out[0].problem.id != first
-    run = Run(resolve_hold_ms=MIN, reopen_window_ms=30 * MIN)
-    run.feed([pay, cleared(pay, T0 + MIN)])
-    run.tick(T0 + 3 * MIN)
-    out = run.feed([again(pay, T0 + 20 * MIN)])
-    assert out[0].kind == "reopened"
+
+
+def test_a_learned_baseline_firing_again_after_its_resolve_is_a_new_problem():
+    """A detector that learns its series' baseline (an online model, or a band in its
+    evidence, as the service graph's edges) resolved only once the series was back in
+    band: the same series firing again from a change point after that is a new
+    excursion (back-to-back faults on one service), not the old problem recurring. A
+    rule on a fixed threshold firing again still reopens (see above)."""
+    pay = det("model:trace-red", "api", T0, category="performance",
+              labels={"operation": "Pay", "series": "trace.duration.p50"})
+    band = {"expected": 12.0, "band_low": 0.0, "band_high": 39.0, "kind": "edge"}
+    edge = det("service-graph", "api", T0, category="performance", evidence=band,
+               labels={"caller": "gateway", "callee": "api", "series": "edge.latency.slower"})
+    for first_fire in (pay, edge):
+        run = Run(resolve_hold_ms=MIN, reopen_window_ms=30 * MIN)
+        run.feed([first_fire, cleared(first_fire, T0 + MIN)])
+        run.tick(T0 + 3 * MIN)
+        first = next(iter(run.state.problems))
+        out = run.feed([again(first_fire, T0 + 20 * MIN)])
+        assert out[0].kind == "opened" and out[0].problem.id != first
+        assert run.problem(first).status == "resolved" and run.problem(first).reopens == ()
 
 
 def test_recurrence_after_reopen_window_is_a_new_problem():

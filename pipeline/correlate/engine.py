@@ -401,7 +401,7 @@ def _fresh_model_onset(m: Member, det: Detection) -> bool:
     alarm resolves only once its series is confirmed back in band (or settled at a
     level it scores as normal), so one that fires again from a change point after that
     is a new excursion, not the old one flapping. (Models only: a service-graph edge
-    that cleared and fired again within ``alive_ms`` was still the same incident on
-    simulator seed 814.)"""
+    resolves without confirming its series back in band, so one that cleared and fires
+    again within ``alive_ms`` is more often the same incident going on.)"""
     return (m.state == "resolved" and det.detector.startswith(MODEL_PREFIX)
             and m.resolved_ms is not None and change_point(det) >= m.resolved_ms)

@@ -17,8 +17,8 @@ half of ``relatedness_window_ms``, and still current), strongest relation first:
    same detector) firing for longer and confirmed within ``alive_ms``, or (for a
    slowdown) its own resource trouble that began within ``relatedness_window_ms`` before
    it - never for a series of the problem firing again after going quiet (a fresh
-   onset), unless it is a symptom of the problem's root cause still failing (never for a
-   learned-baseline series going out of band again after it resolved), nor through
+   onset, as is a learned-baseline series going out of band again after it resolved),
+   unless it is a symptom of the problem's root cause still failing, nor through
    a model's alarm whose latest keep-alive saw its value back inside its band (calm: the
    series returned, its alarm not yet resolved); a symptom
    on the root's own service, while the root's failure began within two relatedness
@@ -273,11 +273,11 @@ def relation(det: Detection, p: Problem, graph: Graph,
     own_root = symptom and failing_root(p, settings.symptom_categories, young, alive) == s
     rooted = rooted or own_root
     # a learned series of the problem going out of band again after it resolved (back in
-    # band, confirmed) is a new excursion: no trouble of the problem goes on through it
+    # band) is a new excursion, as a re-fire: it continues only a root still failing
     mine = p.member(series_key(det))
     anew = (mine is not None and learns_baseline(det) and mine.resolved_ms is not None
             and began >= mine.resolved_ms)
-    ongoing = [m for m in changes if (rooted or not refired) and not anew
+    ongoing = [m for m in changes if (rooted or not (refired or anew))
                and m.onset < horizon
                and not m.calm
                and m.state == "firing" and m.last_ms >= alive and ((

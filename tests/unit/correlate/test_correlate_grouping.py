@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from pipeline.correlate.grouping import series_key
 from tests.unit.correlate.support import MIN, SEC, T0, Run, again, cleared, det, kinds
 
@@ -791,11 +793,15 @@ def test_a_learned_series_of_the_problem_going_out_again_is_no_aftermath():
         assert (joined is not None and joined.aftermath) is aftermath
 
 
-def test_a_learned_series_going_out_of_band_again_continues_no_trouble():
+@pytest.mark.parametrize("root_failing", [True, False])
+def test_a_learned_series_going_out_of_band_again_continues_only_a_failing_root(
+        root_failing: bool) -> None:
     """As above, but the edge alarm is on a band its detector learned from the edge (the
-    service graph's): it resolved once the edge was confirmed back in band, so firing
-    again from a change point after that is a new excursion, not the outage's trouble
-    continuing through it - even while postgres still fails."""
+    service graph's): it resolved once the edge was back in band, so firing again from a
+    change point after that is a new excursion. Like any re-fire it continues the
+    outage's trouble only as a symptom of the root still failing (the callers' errors of
+    a database outage are the outage's); once the root is no longer failing it is a
+    problem of its own, though a symptom of it on the same service still fires."""
     band = {"expected": 0.01, "band_low": 0.0, "band_high": 0.03, "kind": "edge"}
     run = Run()
     down = det("connection_refused", "postgres", T0)
@@ -805,9 +811,14 @@ def test_a_learned_series_going_out_of_band_again_continues_no_trouble():
     run.feed([edge])
     run.feed([rate])
     run.feed([cleared(edge, T0 + 3 * MIN)])
-    run.feed([again(down, T0 + 5 * MIN)])
+    run.feed([again(down, T0 + 5 * MIN) if root_failing else cleared(down, T0 + 5 * MIN)])
     run.feed([again(rate, T0 + 7 * MIN)])
-    run.feed([again(edge, T0 + 10 * MIN), again(down, T0 + 10 * MIN)])
+    run.feed([again(edge, T0 + 10 * MIN)]
+             + ([again(down, T0 + 10 * MIN)] if root_failing else []))
     first = min(run.state.problems.values(), key=lambda p: p.opened_at)
-    assert first.member(series_key(edge)).state == "resolved"
-    assert [p.affected for p in run.open() if p.id != first.id] == [("api",)]
+    others = [p.affected for p in run.state.problems.values() if p.id != first.id]
+    if root_failing:
+        assert first.member(series_key(edge)).state == "firing" and not others
+    else:
+        assert first.member(series_key(edge)).state == "resolved"
+        assert others == [("api",)]

@@ -62,6 +62,15 @@ def run(steps: list[list[Message]], batched: bool, history: Any = None,
     engines = {"models": build_engines(settings)["models"]}  # the rules are not batched
     step = DetectionStep(engines, settings.detect.allowed_lateness_ms, history,
                          batched=batched, history_many=history_many, **options)
+    detections, stored, seeded = run_steps(step, steps)
+    states = {key: engines[key[0]].state_from_bytes(data) for key, data in stored.items()}
+    return detections, states, seeded
+
+
+def run_steps(step: DetectionStep, steps: list[list[Message]]
+              ) -> tuple[list[Any], dict[tuple[str, str], bytes], int]:
+    """Every detection of ``step`` over ``steps``, the state bytes last stored and the
+    series seeded (each step reads the states the ones before stored)."""
     stored: dict[tuple[str, str], bytes] = {}
     detections, seeded = [], 0
     for messages in steps:
@@ -72,8 +81,7 @@ def run(steps: list[list[Message]], batched: bool, history: Any = None,
         stored.update(result.states)
         detections += result.detections
         seeded += result.seeded
-    states = {key: engines[key[0]].state_from_bytes(data) for key, data in stored.items()}
-    return detections, states, seeded
+    return detections, stored, seeded
 
 
 def same(a: Any, b: Any, where: str = "") -> None:
@@ -250,15 +258,7 @@ def rule_run(steps: list[list[Message]], batched: bool, **options: Any
     settings = load_settings(environ={})
     step = DetectionStep({"rules": build_engines(settings)["rules"]},
                          settings.detect.allowed_lateness_ms, batched=batched, **options)
-    stored: dict[tuple[str, str], bytes] = {}
-    detections = []
-    for messages in steps:
-        result = step.run(messages, lambda e, s: stored.get((e, s)),
-                          lambda p: sorted({s for _, s in stored
-                                            if partition_of(s.encode(), PARTITIONS) == p}))
-        assert result.errors == 0
-        stored.update(result.states)
-        detections += result.detections
+    detections, stored, _ = run_steps(step, steps)
     return detections, stored
 
 

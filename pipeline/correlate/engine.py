@@ -29,6 +29,7 @@ from pipeline.correlate.grouping import (
     is_live,
     member_from,
     merge,
+    new_excursion,
     problem_id,
     recurs_in,
     relation,
@@ -404,4 +405,4 @@ def _fresh_model_onset(m: Member, det: Detection) -> bool:
     resolves without confirming its series back in band, so one that cleared and fires
     again within ``alive_ms`` is more often the same incident going on.)"""
     return (m.state == "resolved" and det.detector.startswith(MODEL_PREFIX)
-            and m.resolved_ms is not None and change_point(det) >= m.resolved_ms)
+            and new_excursion(det, m, change_point(det)))

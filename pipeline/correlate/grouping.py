@@ -274,9 +274,7 @@ def relation(det: Detection, p: Problem, graph: Graph,
     rooted = rooted or own_root
     # a learned series of the problem going out of band again after it resolved (back in
     # band) is a new excursion, as a re-fire: it continues only a root still failing
-    mine = p.member(series_key(det))
-    anew = (mine is not None and learns_baseline(det) and mine.resolved_ms is not None
-            and began >= mine.resolved_ms)
+    anew = new_excursion(det, p.member(series_key(det)), began)
     ongoing = [m for m in changes if (rooted or not (refired or anew))
                and m.onset < horizon
                and not m.calm
@@ -409,14 +407,12 @@ def aftermath_of(det: Detection, p: Problem, graph: Graph,
     if peer and peer != root and root not in graph.dependencies(peer):
         return None
     # when the root's own trouble ended (its callers' symptoms may clear later)
-    ended = max(m.resolved_ms or m.last_ms for m in own if m.service == root) \
-        if any(m.service == root for m in own) else max(m.resolved_ms or m.last_ms for m in own)
+    ended = max(m.resolved_ms or m.last_ms
+                for m in [r for r in own if r.service == root] or own)
     onset = change_point(det)
     if not p.opened_at <= onset <= ended + ONSET_LAG_MS:
         return None
-    mine = p.member(series_key(det))  # its own series, back in band, going out again: a
-    if mine is not None and learns_baseline(det) and mine.resolved_ms is not None \
-            and onset >= mine.resolved_ms:  # new excursion, not the end of the old one
+    if new_excursion(det, p.member(series_key(det)), onset):  # not the old one's end
         return None
     return Relation("aftermath", f"aftermath: {det.service} depends on {root}, the root "
                                  f"cause of {p.id}, and began failing at {format_ms(onset)}"
@@ -449,15 +445,22 @@ def recurs_in(det: Detection, p: Problem, settings: CorrelateSettings) -> str | 
     # a detector that learns its series' baseline resolved only once the series was back
     # in band: firing again from a change point after that is a new excursion (a problem
     # of its own, or a join), not the old trouble recurring
-    learned, onset = learns_baseline(det), change_point(det)
+    onset = change_point(det)
     if det.service == root and any(m.service == root and m.detector == det.detector
                                    and m.category == det.category
                                    and (not model or _signal(m.labels) == signal)
-                                   and not (learned and m.resolved_ms is not None
-                                            and onset >= m.resolved_ms)
+                                   and not new_excursion(det, m, onset)
                                    for m in p.members):
         return f"{det.detector} on {det.service}, its root cause, fired again"
     return None
+
+
+def new_excursion(det: Detection, m: Member | None, onset: int) -> bool:
+    """Whether ``det``, from change point ``onset``, fires member ``m``'s series anew
+    after it resolved, on a baseline its detector learned (:func:`learns_baseline`): the
+    series was back in band, so this is a new excursion, not the old one going on."""
+    return (m is not None and m.resolved_ms is not None and onset >= m.resolved_ms
+            and learns_baseline(det))
 
 
 def learns_baseline(det: Detection) -> bool:

@@ -331,11 +331,18 @@ def _parts_table(parts: list[BucketPart]) -> pa.Table:
 
 def _string_column(parts: list[StringRows]) -> pa.Array:
     """One string array of the parts: their few strings converted once, then taken."""
-    first = np.zeros(len(parts), np.int64)
-    np.cumsum([len(part.values) for part in parts[:-1]], out=first[1:])
     values = pa.array(np.concatenate([part.values for part in parts]), pa.string())
-    return values.take(np.concatenate([part.index + at for part, at in
-                                       zip(parts, first.tolist(), strict=True)]))
+    return values.take(_joined_index([len(part.values) for part in parts],
+                                     [part.index for part in parts]))
+
+
+def _joined_index(sizes: list[int], indexes: list[np.ndarray]) -> np.ndarray:
+    """Indexes into each of several tables (of ``sizes``) as one index into the tables
+    put end to end."""
+    first = np.zeros(len(sizes), np.int64)
+    np.cumsum(sizes[:-1], out=first[1:])
+    return np.concatenate([index + at for index, at in
+                           zip(indexes, first.tolist(), strict=True)])
 
 
 class MapRows(NamedTuple):
@@ -371,11 +378,9 @@ def take_maps(maps: pa.MapArray, index: np.ndarray) -> pa.MapArray:
 def _map_column(parts: list[Any]) -> pa.MapArray:
     """A map column from its chunks' parts (lists of dicts, map arrays, :class:`MapRows`)."""
     if parts and all(isinstance(part, MapRows) for part in parts):  # one take for all
-        first = np.zeros(len(parts), np.int64)
-        np.cumsum([len(part.maps) for part in parts[:-1]], out=first[1:])
         return take_maps(pa.concat_arrays([part.maps for part in parts]),
-                         np.concatenate([part.index + at for part, at in
-                                         zip(parts, first.tolist(), strict=True)]))
+                         _joined_index([len(part.maps) for part in parts],
+                                       [part.index for part in parts]))
     maps = [take_maps(*part) if isinstance(part, MapRows) else part
             if isinstance(part, pa.Array) else shared_string_maps(part) for part in parts]
     return maps[0] if len(maps) == 1 else pa.concat_arrays(maps) if maps \

@@ -5,6 +5,12 @@ for]`` and the watermark has passed ``last_seen + for`` (later records in that i
 would be late). The detection's time is ``last_seen + for``; it resolves at the next
 record. A gap inside one batch counts when the watermark had passed ``last_seen + for``
 before the record ending it arrived, so the result does not depend on batching.
+
+A firing silence is re-sent every ``keepalive_ms`` of event time (the correlator's sign
+that it still holds). Every keep-alive due before the record that ends the silence is
+sent, whether the watermark passed it in small steps or the ending record came in the
+same batch as a jump of the watermark: in a fast replay a database silent for ten
+minutes must not look unconfirmed for most of them.
 """
 
 from __future__ import annotations
@@ -30,8 +36,9 @@ class Silences:
 
 
 def observe(series_state: dict[str, np.ndarray], for_ms: int, s: np.ndarray, t: np.ndarray,
-            wm_before: np.ndarray) -> Silences:
-    """Fold accepted records in: silences that ended inside the batch, and resolutions."""
+            wm_before: np.ndarray, keepalive_ms: int = 0) -> Silences:
+    """Fold accepted records in: silences that ended inside the batch, their keep-alives
+    due before the record ending them, and resolutions."""
     empty = np.zeros(0, np.int64)
     if not s.size:
         return Silences(empty, empty, empty, empty, empty, empty)
@@ -57,13 +64,20 @@ def observe(series_state: dict[str, np.ndarray], for_ms: int, s: np.ndarray, t: 
     gap = has_prev & ~was_firing & (wm_before > prev + for_ms)
     g = np.flatnonzero(gap)
     w = np.flatnonzero(was_firing)
-    out_s = np.concatenate([s[g], s[g], s[w]])
-    out_t = np.concatenate([prev[g] + for_ms, t[g], t[w]])
+    ended = np.concatenate([g, w])  # silences this batch ends: fired here, or before
+    fired_at_end = np.concatenate([prev[g] + for_ms, series_state["fired"][s[w]]])
+    last_sent = np.concatenate([prev[g] + for_ms, series_state["emitted"][s[w]]])
+    k_row, k_t = keepalives(last_sent, t[ended], keepalive_ms)
+    k_row = ended[k_row]
+    k_fired = np.repeat(fired_at_end, _counts(last_sent, t[ended], keepalive_ms))
+    out_s = np.concatenate([s[g], s[g], s[w], s[k_row]])
+    out_t = np.concatenate([prev[g] + for_ms, t[g], t[w], k_t])
     kind = np.concatenate([np.full(g.size, FIRING), np.full(g.size, RESOLVED),
-                           np.full(w.size, RESOLVED)])
-    start = np.concatenate([prev[g], prev[g], prev[w]])
-    end = np.concatenate([prev[g] + for_ms, t[g], t[w]])
-    fired_at = np.concatenate([prev[g] + for_ms, prev[g] + for_ms, series_state["fired"][s[w]]])
+                           np.full(w.size, RESOLVED), np.full(k_row.size, KEEPALIVE)])
+    start = np.concatenate([prev[g], prev[g], prev[w], prev[k_row]])
+    end = np.concatenate([prev[g] + for_ms, t[g], t[w], k_t])
+    fired_at = np.concatenate([prev[g] + for_ms, prev[g] + for_ms, series_state["fired"][s[w]],
+                               k_fired])
     last = np.append(np.flatnonzero(seg)[1:], s.size) - 1
     seen[s[last]] = t[last]
     firing[s[last]] = 0
@@ -88,12 +102,35 @@ def check(series_state: dict[str, np.ndarray], for_ms: int, watermark: int,
     ids, times, starts = [due], [at], [seen[due]]
     if keepalive_ms > 0:
         alive = np.flatnonzero((firing > 0) & (watermark - emitted >= keepalive_ms))
-        alive = np.setdiff1d(alive, due)
-        when = emitted[alive] + (watermark - emitted[alive]) // keepalive_ms * keepalive_ms
-        emitted[alive] = when
+        row, when = keepalives(emitted[alive], np.full(alive.size, watermark + 1),
+                               keepalive_ms)
+        alive = alive[row]
+        np.maximum.at(emitted, alive, when)
         ids.append(alive)
         times.append(when)
         starts.append(seen[alive])
         kinds.append(np.full(alive.size, KEEPALIVE))
     s, t = np.concatenate(ids), np.concatenate(times)
-    return Silences(s, t, np.concatenate(kinds), np.concatenate(starts), t.copy(), fired[s])
+    order = np.lexsort((t, s))
+    s, t = s[order], t[order]
+    return Silences(s, t, np.concatenate(kinds)[order], np.concatenate(starts)[order], t.copy(),
+                    fired[s])
+
+
+def keepalives(last_sent: np.ndarray, before: np.ndarray, keepalive_ms: int,
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Keep-alives due after ``last_sent`` and strictly before ``before`` (per row), every
+    ``keepalive_ms``: the row each belongs to and its time, in row then time order."""
+    counts = _counts(last_sent, before, keepalive_ms)
+    row = np.repeat(np.arange(counts.size), counts)
+    if not row.size:
+        return row, np.zeros(0, np.int64)
+    step = np.arange(row.size) - np.repeat(np.cumsum(counts) - counts, counts) + 1
+    return row, last_sent[row] + step * keepalive_ms
+
+
+def _counts(last_sent: np.ndarray, before: np.ndarray, keepalive_ms: int) -> np.ndarray:
+    """How many keep-alives fall in ``(last_sent, before)`` per row (none when off)."""
+    if keepalive_ms <= 0:
+        return np.zeros(last_sent.size, np.int64)
+    return np.maximum((before - last_sent - 1) // keepalive_ms, 0).astype(np.int64)

@@ -135,7 +135,7 @@ class RuleEngine:
             sids = self._series(rule, rs, batch, rows)
             if rule.kind == "absence":
                 out += self._silences(rule, rs, state, absence.observe(
-                    rs.series, rule.for_ms, sids, t[rows], wm_before[rows]))
+                    rs.series, rule.for_ms, sids, t[rows], wm_before[rows], self.keepalive_ms))
                 out += self._silences(rule, rs, state, absence.check(
                     rs.series, rule.for_ms, wm, self.keepalive_ms))
             else:
@@ -251,7 +251,8 @@ class RuleEngine:
                     state, wm = states[j], wms[j]
                     r = rows[a:b]
                     outs[j] += self._silences(rule, rs, state, absence.observe(
-                        rs.series, rule.for_ms, sids[a:b], t[r], wm_before[r]))
+                        rs.series, rule.for_ms, sids[a:b], t[r], wm_before[r],
+                        self.keepalive_ms))
                     outs[j] += self._silences(rule, rs, state, absence.check(
                         rs.series, rule.for_ms, wm, self.keepalive_ms))
                 continue

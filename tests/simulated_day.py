@@ -10,6 +10,7 @@ the peak: the hour the tests were calibrated at, and the busiest one.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from pipeline.simulate import load_system, parse_duration_ms, start_ending_at
 from pipeline.simulate.topology import DEFAULT_SYSTEM
 
 HOUR_MS = 3_600_000
+# epoch ms a test run's "now" is taken as: set it to the end a failed run printed
+# ("simulating A .. B") to replay that run's data exactly
+NOW_VARIABLE = "TOCSIN_TEST_NOW_MS"
 
 
 def pinned_system(path: Path, end_ms: int, hours_after_peak: float = 0.0) -> Path:
@@ -37,9 +41,11 @@ def pinned_system(path: Path, end_ms: int, hours_after_peak: float = 0.0) -> Pat
 
 def pinned_start_ms(duration_ms: int, interval_ms: int = 10_000,
                     now_ms: int | None = None) -> int:
-    """The start ``tocsin simulate`` picks by default: the run ends now, on an interval."""
-    now = int(time.time() * 1000) if now_ms is None else now_ms
-    return start_ending_at(now, duration_ms, interval_ms)
+    """The start ``tocsin simulate`` picks by default: the run ends now, on an interval
+    (``now_ms``, else :data:`NOW_VARIABLE`, else the wall clock)."""
+    if now_ms is None:
+        now_ms = int(os.environ.get(NOW_VARIABLE) or time.time() * 1000)
+    return start_ending_at(now_ms, duration_ms, interval_ms)
 
 
 def pinned_run_args(directory: Path, duration: str, interval_ms: int = 10_000) -> list[str]:

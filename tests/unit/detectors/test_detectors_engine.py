@@ -238,6 +238,44 @@ def test_absence_gap_inside_one_batch_is_decided_by_the_watermark() -> None:
     assert found == []  # the watermark never passed 1m50s + 1m before the beat came
 
 
+def test_a_silence_is_kept_alive_whether_the_watermark_steps_or_jumps() -> None:
+    # h1's heartbeat stops after minute 2 and comes back at minute 15 (fired at 3m, from
+    # the last beat at 2m): every 5 minutes of the silence the alarm is re-sent, also when
+    # the beat ending it comes in the same batch that moves event time past them (a fast
+    # replay), else the correlator sees a silent database's alarm as unconfirmed
+    beats = [(t, "h1", "heartbeat", 1.0) for t in range(0, 2 * M + 1, 10 * S)]
+    busy = [(t, "h1", "cpu", 5.0) for t in range(2 * M + 10 * S, 15 * M, 10 * S)]
+    back = [(15 * M, "h1", "heartbeat", 1.0)]
+
+    def brief_gone(found: list[Detection]) -> list[tuple[str, int, bool]]:
+        return [(d.state, (d.time - T0) // S, bool(d.evidence.get("keepalive")))
+                for d in found if d.detector == "gone"]
+
+    expected = [("firing", 180, False), ("firing", 480, True), ("firing", 780, True),
+                ("resolved", 900, False)]
+    stepped: list[Detection] = []
+    engine = make(GONE, lateness=0, keepalive=5 * M)
+    state, found, _ = engine.process("metrics", cols(beats), engine.new_state())
+    stepped += found
+    for t in range(2 * M + 10 * S, 15 * M, 10 * S):
+        state, found, _ = engine.process("metrics", cols([(t, "h1", "cpu", 5.0)]), state)
+        stepped += found
+        state, found = engine.advance(state, T0 + t)
+        stepped += found
+    state, found, _ = engine.process("metrics", cols(back), state)
+    assert brief_gone(stepped + found) == expected
+    # the whole silence and its end in one batch, and in one batch after a tick that
+    # jumped past the firing and one keep-alive
+    jumped, _, _ = replay(make(GONE, lateness=0, keepalive=5 * M), [beats + busy + back])
+    assert brief_gone(jumped) == expected
+    engine = make(GONE, lateness=0, keepalive=5 * M)
+    state, first, _ = engine.process("metrics", cols(beats), engine.new_state())
+    state, ticked = engine.advance(state, T0 + 9 * M)
+    state, rest, _ = engine.process("metrics", cols(busy + back), state)
+    assert brief_gone(first + ticked + rest) == expected
+    assert [d.time for d in ticked] == sorted(d.time for d in ticked)
+
+
 def test_keepalive_repeats_a_firing_detection() -> None:
     engine = make(dict(HOT, **{"for": "0s"}), keepalive=5 * M)
     rows = [(t, "h1", "cpu", 95.0) for t in range(0, 16 * M, 10 * S)]

@@ -18,6 +18,11 @@ buckets:
   (not learnt while the alarm fires, so a lasting outage does not become usual and
   clear itself mid-way).
 
+A firing edge alarm is re-sent every ``keepalive_ms`` of event time while it holds (with
+``keepalive`` in its evidence), as the rules and models re-send theirs: the correlator
+takes a member it has not heard of for a while as no longer current, and an outage seen
+only on the callers' calls would otherwise look over minutes before it is.
+
 A network delay or a failing dependency shows on the callers' side of the call, often
 not in the callee's own metrics, so the detection is raised *on the callee* (``service``
 = callee), naming the caller in its labels and evidence; the ranking puts it down to the
@@ -57,7 +62,7 @@ class EdgeModel:
     def __init__(self, min_calls: int = 10, tail: float = 0.1, half_life: float = 60.0,
                  min_shift: float = 2.0, threshold: float = 0.6, clear: float | None = None,
                  error_rate: float = 0.05, error_prior: float = 0.01,
-                 min_errors: int = 3) -> None:
+                 min_errors: int = 3, keepalive_ms: int = 0) -> None:
         self.min_calls = min_calls  # baseline calls before an edge is tested
         self.tail = tail
         self.min_shift = min_shift  # the typical call at least this much slower (faster)
@@ -70,6 +75,8 @@ class EdgeModel:
         self.hist: dict[str, dict[int, float]] = {}  # edge -> bin -> decayed calls
         self.errors: dict[str, list[float]] = {}  # edge -> [EW error ratio, buckets seen]
         self.firing: dict[str, int] = {}  # "edge|kind" -> firing since
+        self.keepalive_ms = keepalive_ms  # re-send a firing alarm this often (0: never)
+        self.sent: dict[str, int] = {}  # "edge|kind" -> when it was last sent
 
     def score(self, stats: Iterable[EdgeStat], bucket_ms: int) -> list[Detection]:
         """Test one or more buckets of edge statistics (in bucket order), then learn."""
@@ -126,6 +133,7 @@ class EdgeModel:
                     "beyond": x, "baseline_share": round(p, 4), "drop": kind == "faster"}
         if since is None and score >= self.threshold:
             self.firing[key] = s.bucket_ms
+            self.sent[key] = end
             what = "slower" if kind == "slower" else "faster"
             return [self._detection(
                 s, f"latency.{kind}", "firing", end, s.bucket_ms, score, s.p50_ms,
@@ -135,11 +143,27 @@ class EdgeModel:
                 f"{p:.0%}), p50 {s.p50_ms:.3g} ms", evidence)], True
         if since is not None and score < self.clear:
             del self.firing[key]
+            self.sent.pop(key, None)
             return [self._detection(
                 s, f"latency.{kind}", "resolved", end, since, score, s.p50_ms,
                 "performance", f"calls {s.caller} -> {s.callee}: latency back to usual "
                 f"(p50 {s.p50_ms:.3g} ms)", evidence)], False
+        if since is not None and self._due(key, end):
+            what = "slower" if kind == "slower" else "faster"
+            return [self._detection(
+                s, f"latency.{kind}", "firing", end, since, score, s.p50_ms, "performance",
+                f"calls {s.caller} -> {s.callee} still {what} than usual: {x} of {s.calls} "
+                f"{'over' if kind == 'slower' else 'under'} {limit:.3g} ms, p50 "
+                f"{s.p50_ms:.3g} ms", {**evidence, "keepalive": True})], True
         return [], since is not None
+
+    def _due(self, key: str, end: int) -> bool:
+        """Whether firing alarm ``key`` is due to be re-sent at ``end`` (and mark it sent)."""
+        if self.keepalive_ms <= 0 or end - self.sent.get(key, self.firing[key]) \
+                < self.keepalive_ms:
+            return False
+        self.sent[key] = end
+        return True
 
     @staticmethod
     def _median(base: Mapping[int, float], total: float) -> float:
@@ -160,12 +184,17 @@ class EdgeModel:
         base[1] += 1
         key = f"{edge}|errors"
         since = self.firing.get(key)
+        keepalive = False
         if since is None and score >= self.threshold:
             self.firing[key] = start
+            self.sent[key] = end
             state, first = "firing", start
         elif since is not None and score < self.clear:
             del self.firing[key]
+            self.sent.pop(key, None)
             state, first = "resolved", since
+        elif since is not None and self._due(key, end):
+            state, first, keepalive = "firing", since, True
         else:
             state, first = "", 0
         if key not in self.firing:  # an outage's errors are not learnt as usual
@@ -173,18 +202,21 @@ class EdgeModel:
         if not state:
             return []
         high = float(binom.isf(10 ** -(self.threshold * 8), s.calls, p0) / s.calls)
+        evidence = {"expected": p0, "band_low": 0.0, "band_high": high, "errors": s.errors}
         return [self._detection(
             s, "errors", state, end, first, score, s.error_ratio, "availability",
-            f"calls {s.caller} -> {s.callee}: {s.errors} of {s.calls} failed "
-            f"(usual error ratio {p0:.3g})",
-            {"expected": p0, "band_low": 0.0, "band_high": high, "errors": s.errors})]
+            f"calls {s.caller} -> {s.callee}: {'still ' if keepalive else ''}{s.errors} of "
+            f"{s.calls} failed (usual error ratio {p0:.3g})",
+            {**evidence, "keepalive": True} if keepalive else evidence)]
 
     def _detection(self, s: EdgeStat, series: str, state: str, time: int, since: int,
                    score: float, observed: float, category: str, title: str,
                    evidence: Mapping[str, Any]) -> Detection:
         labels = {"caller": s.caller, "callee": s.callee, "series": f"edge.{series}"}
+        ident = (detection_id(DETECTOR, labels, time, "keepalive")
+                 if evidence.get("keepalive") else detection_id(DETECTOR, labels, since, state))
         return Detection(
-            id=detection_id(DETECTOR, labels, since, state), time=time, detector=DETECTOR,
+            id=ident, time=time, detector=DETECTOR,
             detector_version=VERSION, signal="traces", service=s.callee, category=category,
             severity="medium" if state == "firing" else "low", state=state, title=title,
             observed=float(observed), threshold=self.threshold, score=float(score),
@@ -201,7 +233,7 @@ class EdgeModel:
         """Plain-data state."""
         return {"hist": {e: [[b, round(c, 4)] for b, c in sorted(h.items())]
                          for e, h in self.hist.items()},
-                "errors": self.errors, "firing": self.firing}
+                "errors": self.errors, "firing": self.firing, "sent": self.sent}
 
     def load(self, data: Mapping[str, Any]) -> None:
         """Restore :meth:`to_dict` output."""
@@ -209,3 +241,4 @@ class EdgeModel:
                      data.get("hist", {}).items()}
         self.errors = {k: list(v) for k, v in data.get("errors", {}).items()}
         self.firing = {k: int(v) for k, v in data.get("firing", {}).items()}
+        self.sent = {k: int(v) for k, v in data.get("sent", {}).items() if k in self.firing}

@@ -87,10 +87,11 @@ class GraphStep:
     """Pairs, scores and remembers service edges for one correlation scope."""
 
     def __init__(self, settings: GraphSettings, scope: str = "default",
-                 database: str = "tocsin") -> None:
+                 database: str = "tocsin", keepalive_ms: int = 0) -> None:
         self.settings = settings
         self.scope = scope
         self.database = database
+        self.keepalive_ms = keepalive_ms  # re-send firing edge alarms (detect.keepalive_ms)
 
     def topology(self, stored: bytes | None) -> dict[str, tuple[str, ...]]:
         """The call graph (caller -> callees) a stored state holds."""
@@ -101,7 +102,7 @@ class GraphStep:
         """Process every whole bucket before ``watermark_ms`` not done yet; a first run
         pairs nothing before ``passed_ms`` (the correlator's event time)."""
         s = self.settings
-        state = _State.from_bytes(stored, s.min_calls)
+        state = _State.from_bytes(stored, s.min_calls, self.keepalive_ms)
         hi = (watermark_ms // s.bucket_ms) * s.bucket_ms if watermark_ms >= 0 else -1
         if state.done_until < 0 and hi >= 0:
             state.done_until = self._first_bucket(watermark_ms, passed_ms, hi, query)
@@ -160,8 +161,8 @@ class _State:
     model: EdgeModel
 
     @classmethod
-    def from_bytes(cls, data: bytes | None, min_calls: int) -> _State:
-        model = EdgeModel(min_calls=min_calls)
+    def from_bytes(cls, data: bytes | None, min_calls: int, keepalive_ms: int = 0) -> _State:
+        model = EdgeModel(min_calls=min_calls, keepalive_ms=keepalive_ms)
         if not data:
             return cls(-1, {}, model)
         raw: Mapping[str, Any] = orjson.loads(data)

@@ -93,3 +93,31 @@ def test_a_lasting_outage_keeps_firing_until_its_errors_end():
     ended = model.score([stat(30, [8.0] * 40)], B)
     assert [d.state for d in ended if d.labels["series"] == "edge.errors"] == ["resolved"]
     assert model.errors["front\tcart"][0] < 0.01  # the outage never became usual
+
+
+def test_a_firing_edge_is_re_sent_every_keepalive_until_it_ends():
+    # a slowdown and an outage holding for 12 buckets: each re-sent every 5 minutes of
+    # event time while it holds (the correlator's sign it is current), with its onset kept
+    model = EdgeModel(min_calls=20, keepalive_ms=5 * B)
+    for k in range(5):
+        model.score([usual(k)], B)
+    sent: list[tuple[str, str, int, bool]] = []
+    for k in range(5, 17):
+        sent += [(d.labels["series"], d.state, (d.time - T0) // B,
+                  bool(d.evidence.get("keepalive")))
+                 for d in model.score([stat(k, [250.0] * 30, errors=15)], B)]
+        if k == 10:  # a restored worker goes on with the same cadence
+            restored = EdgeModel(min_calls=20, keepalive_ms=5 * B)
+            restored.load(model.to_dict())
+            model = restored
+    for series in ("edge.latency.slower", "edge.errors"):
+        assert [(s, t, k) for x, s, t, k in sent if x == series] == [
+            ("firing", 6, False), ("firing", 11, True), ("firing", 16, True)]
+    again = [d for d in model.score([stat(17, [250.0] * 30, errors=15)], B)]
+    assert again == []
+    keepalive = [d for d in model.score([stat(20, [250.0] * 30, errors=15)], B)]
+    assert {d.window_start for d in keepalive} == {T0 + 5 * B}  # the onset, not the bucket
+    assert len({d.id for d in keepalive}) == 2
+    ended = model.score([usual(21)], B)
+    assert sorted(d.state for d in ended) == ["resolved", "resolved"]
+    assert EdgeModel(min_calls=20).keepalive_ms == 0  # off unless asked for

@@ -19,8 +19,9 @@ half of ``relatedness_window_ms``, and still current), strongest relation first:
    it - never for a series of the problem firing again after going quiet (a fresh
    onset, as is a learned-baseline series going out of band again after it resolved),
    unless it is a symptom of the problem's root cause still failing, nor through
-   a model's alarm whose latest keep-alive saw its value back inside its band (calm: the
-   series returned, its alarm not yet resolved); a symptom
+   a model's alarm one of whose keep-alives saw its value back inside its band (calm: the
+   series returned, its alarm not yet resolved; out of band again before it resolves is
+   another fault raising it, not the first going on); a symptom
    on the root's own service, while the root's failure began within two relatedness
    windows, continues whichever detector and whichever symptom shows it (the same
    incident unfolding: a slowdown, then errors as timeouts pile up);
@@ -152,7 +153,11 @@ def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Mem
         band_low=new.band_low if stronger else m.band_low,
         band_high=new.band_high if stronger else m.band_high,
         version=new.version or m.version, deploy=m.deploy or new.deploy,
-        confidence=max(m.confidence, new.confidence), calm=restated and _inside(det))
+        # once a keep-alive saw the series back inside its band, its episode is over for
+        # the correlator until the alarm resolves: going out of band again later is not
+        # the first trouble going on (another fault raising the same series)
+        confidence=max(m.confidence, new.confidence),
+        calm=restated and (m.calm or _inside(det)))
 
 
 def _inside(det: Detection) -> bool:

@@ -726,6 +726,35 @@ def test_a_model_alarm_whose_value_is_back_in_band_continues_no_trouble():
             assert run.problem(first.id).member(series_key(slow)) is None
 
 
+def test_a_model_alarm_once_back_in_band_stays_calm_until_it_resolves():
+    """Back in band at one keep-alive, out of band again at the next (a new fault on the
+    service raising the same series, before the model resolved the first alarm): the
+    first episode is over for the correlator, so the new fault's slowdown is a fresh
+    onset, not the old resource trouble going on. A new firing (after a resolve) starts
+    a new episode, not calm."""
+    band = {"expected": 5.0, "band_low": 4.0, "band_high": 6.0}
+    queue = det("model:seasonal-ensemble", "api", T0, category="resource", observed=16.0,
+                score=1.0, labels={"metric": "queue.depth"}, evidence=band)
+
+    def keepalive(t: int, value: float):
+        return replace(again(queue, t), observed=value,
+                       evidence={**band, "keepalive": True, "firing_since": T0})
+
+    run = Run()
+    run.feed([queue])
+    run.feed([keepalive(T0 + 5 * MIN, 5.0)])
+    run.feed([keepalive(T0 + 10 * MIN, 19.0)])  # the next fault raises it again
+    [first] = run.open()
+    assert first.members[0].calm
+    run.feed([det("model:trace-red", "api", T0 + 11 * MIN, category="performance",
+                  score=1.0, labels={"operation": "GET /", "series": "trace.duration.p95"})])
+    assert len(run.open()) == 2
+    run.feed([cleared(queue, T0 + 12 * MIN)])
+    run.feed([again(queue, T0 + 20 * MIN)])
+    fresh = [p.member(series_key(queue)) for p in run.open()]
+    assert [m.calm for m in fresh if m is not None and m.state == "firing"] == [False]
+
+
 def test_a_symptom_naming_another_failing_peer_is_no_aftermath():
     """A caller's alarm that names its failing peer (``peer.service``) blames that peer:
     it is the aftermath of a recovered root only if the peer is the root or calls it;

@@ -134,6 +134,29 @@ def window_values(rule: Rule, items: Items, lo: np.ndarray, hi: np.ndarray,
     return value, n.astype(np.int64), num
 
 
+# aggregations whose value over one step compares with the window's condition as it is
+# (a mean, a ratio, a percentile, an extreme); a count or a sum scales with the window
+INTENSIVE = ("mean", "min", "max", "last", *PERCENTILES)
+
+
+def latest_step(rule: Rule, items: Items, series: np.ndarray, end: np.ndarray
+                ) -> np.ndarray | None:
+    """The value of the last step (pane) alone of each hopping window of ``series``
+    ending at ``end``: how the series stands now, while the window still holds the
+    trouble of up to a window ago. None for rules where one step says nothing on its
+    own: sliding or single-pane windows, trends and exhaustion fits, counts and sums."""
+    assert rule.window is not None
+    if (rule.window.type == "sliding" or rule.window.panes < 2
+            or rule.kind not in ("threshold", "ratio")
+            or (rule.kind == "threshold" and rule.aggregation not in INTENSIVE)):
+        return None
+    c = items.composite()
+    key = end // rule.window.step_ms
+    lo = np.searchsorted(c, (series << KEY_BITS) | (key - 1), side="left")
+    hi = np.searchsorted(c, (series << KEY_BITS) | key, side="left")
+    return window_values(rule, items, lo, hi, end)[0]
+
+
 @dataclass
 class Fit:
     """Least-squares line of each window: hours from ``origin_ms`` against value."""

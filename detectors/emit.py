@@ -25,10 +25,14 @@ def _num(x: float) -> float | None:
 
 def build(rule: Rule, version: str, service: str, key: tuple[str, ...], kind: int,
           time: int, window_start: int, window_end: int, value: float, samples: int,
-          fired_at: int, usual: float = math.nan, pre_existing: bool = False) -> Detection:
+          fired_at: int, usual: float = math.nan, pre_existing: bool = False,
+          latest: float | None = None) -> Detection:
     """One :class:`Detection` for a state change of ``rule`` on the series ``key``;
     ``pre_existing``: its condition has held since the series' first evaluation (evidence
-    ``pre_existing``: a condition present when the detector began watching)."""
+    ``pre_existing``: a condition present when the detector began watching); ``latest``:
+    a keep-alive's value over the window's last step alone (evidence ``latest_step``,
+    and ``calm`` when it meets the clear condition: the trouble is over, the window
+    still holds it)."""
     labels = dict(zip(label_names(rule), key, strict=True))
     service = labels.get("service") or service
     host = labels.get("host", "")
@@ -60,6 +64,13 @@ def build(rule: Rule, version: str, service: str, key: tuple[str, ...], kind: in
         evidence["firing_since"] = int(fired_at)
     if kind == KEEPALIVE:
         evidence["keepalive"] = True
+        if latest is not None and rule.condition is not None and not math.isnan(latest):
+            evidence["latest_step"] = latest
+            calm = bool(rule.clear_condition.holds(latest))
+            ratio = rule.baseline.clear_ratio if rule.baseline is not None else None
+            if ratio is not None and not math.isnan(usual) and usual > 0:
+                calm = calm or bool(ratio.holds(latest / usual))  # back near its usual
+            evidence["calm"] = calm
     if pre_existing:
         evidence["pre_existing"] = True
     context = {"rule": rule.name, "service": service, "host": host, "entity": entity,

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from detectors import absence, machine
-from detectors.closing import evaluate, next_until, prune
+from detectors.closing import Evaluations, evaluate, latest_step, next_until, prune
 from detectors.columns import Batch
 from detectors.concat import ConcatBatch
 from detectors.emit import build
@@ -380,6 +380,7 @@ class RuleEngine:
             return []
         assert rs.items is not None
         ev = evaluate(rule, rs.items, rs.until, wm)
+        items = rs.items  # the panes of the closed windows, for the keep-alives' last step
         rs.until = next_until(rule, rs.until, wm)
         rs.items = prune(rule, rs.items, rs.until)
         if not len(ev):
@@ -401,13 +402,15 @@ class RuleEngine:
         version = self._ruleset.version
         pre = (changes.pre.tolist() if changes.pre is not None
                else [False] * len(changes.rows))
+        now = _latest_steps(rule, items, ev, changes)
         out = [build(rule, version, state.service, rs.keys[ev.series[i]], kind,
                      int(ev.time[i]), int(ev.start[i]), int(ev.time[i]),
                      float(ev.value[i]), int(ev.samples[i]), int(fired),
-                     math.nan if usual is None else float(usual[i]), bool(since_start))
-               for i, kind, fired, since_start in zip(
+                     math.nan if usual is None else float(usual[i]), bool(since_start),
+                     latest)
+               for i, kind, fired, since_start, latest in zip(
                    changes.rows.tolist(), changes.kind.tolist(), changes.fired_at.tolist(),
-                   pre, strict=True)]
+                   pre, now, strict=True)]
         rs.compact(rule)  # after building: compaction renumbers series
         return out
 
@@ -420,6 +423,22 @@ class RuleEngine:
                     sil.series.tolist(), sil.time.tolist(), sil.kind.tolist(),
                     sil.start.tolist(), sil.end.tolist(), sil.fired.tolist(), strict=True)]
 
+
+
+def _latest_steps(rule: Rule, items: Items, ev: Evaluations, changes: machine.Changes,
+                  ) -> list[float | None]:
+    """Per state change, the value of its window's last step alone for a keep-alive
+    (:func:`~detectors.closing.latest_step`), else None."""
+    keep = np.flatnonzero(changes.kind == machine.KEEPALIVE)
+    out: list[float | None] = [None] * len(changes.rows)
+    if not keep.size:
+        return out
+    rows = changes.rows[keep]
+    values = latest_step(rule, items, ev.series[rows], ev.time[rows])
+    if values is not None:
+        for j, v in zip(keep.tolist(), values.tolist(), strict=True):
+            out[j] = v
+    return out
 
 
 class _Selections:

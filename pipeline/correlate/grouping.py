@@ -19,9 +19,10 @@ half of ``relatedness_window_ms``, and still current), strongest relation first:
    it - never for a series of the problem firing again after going quiet (a fresh
    onset, as is a learned-baseline series going out of band again after it resolved),
    unless it is a symptom of the problem's root cause still failing, nor through
-   a model's alarm one of whose keep-alives saw its value back inside its band (calm: the
-   series returned, its alarm not yet resolved; out of band again before it resolves is
-   another fault raising it, not the first going on); a symptom
+   an alarm one of whose keep-alives saw its series back (calm: a model's value inside
+   its band, a windowed rule's last step meeting its clear condition; the alarm not yet
+   resolved; out of band again before it resolves is another fault raising it, not the
+   first going on); a symptom
    on the root's own service, while the root's failure began within two relatedness
    windows, continues whichever detector and whichever symptom shows it (the same
    incident unfolding: a slowdown, then errors as timeouts pile up);
@@ -157,7 +158,21 @@ def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Mem
         # the correlator until the alarm resolves: going out of band again later is not
         # the first trouble going on (another fault raising the same series)
         confidence=max(m.confidence, new.confidence),
-        calm=restated and (m.calm or _inside(det)))
+        calm=_keepalive(det) and (m.calm or _calm(det)))
+
+
+def _keepalive(det: Detection) -> bool:
+    """Whether ``det`` re-sends an alarm still firing (a keep-alive)."""
+    return bool(det.evidence.get("keepalive")) and det.state == "firing"
+
+
+def _calm(det: Detection) -> bool:
+    """Whether a keep-alive says its series is back: a model's value inside the band it
+    fired against, or a rule's last step meeting its clear condition (``calm`` in its
+    evidence: the window still holds the trouble of up to a window ago)."""
+    if det.detector.startswith(MODEL_PREFIX):
+        return _inside(det)
+    return bool(det.evidence.get("calm"))
 
 
 def _inside(det: Detection) -> bool:

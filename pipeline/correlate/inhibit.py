@@ -33,17 +33,19 @@ def failing_root(p: Problem, symptom_categories: Sequence[str], since: int | Non
 
     Failing means a firing member on it shows errors, latency or unreachability (a
     category in ``symptom_categories``), or a firing member elsewhere names it as its
-    failing peer. A service with only, say, a memory trend is not failing yet. With
-    ``since``, only members that began firing at or after it count (a failure that
-    started long before explains no fresh onset); with ``alive``, only those confirmed
-    at or after it; with ``until``, only those that began at or before it (a failure that
-    began later explains no earlier symptom).
+    failing peer, and that member is not calm (its keep-alive saw the series back). A
+    service with only, say, a memory trend is not failing yet. With ``since``, only
+    members that began firing at or after it count (a failure that started long before
+    explains no fresh onset); with ``alive``, only those confirmed at or after it; with
+    ``until``, only those that began at or before it (a failure that began later
+    explains no earlier symptom).
     """
     if not p.active or not p.root_causes:
         return ""
     root = p.root_causes[0].service
     return root if any(((m.service == root and m.category in symptom_categories)
-                        or m.peer == root) and (since is None or m.onset >= since)
+                        or m.peer == root) and not m.calm
+                       and (since is None or m.onset >= since)
                        and (alive is None or m.last_ms >= alive)
                        and (until is None or m.onset <= until)
                        for m in p.firing) else ""

@@ -58,7 +58,7 @@ class Member:
     joined: str = ""  # why it joined the problem (the relation that linked it)
     growing: bool = False  # a growth (trend) alarm: the trouble is still worsening
     aftermath: bool = False  # joined as the aftermath of a recovered root: no change of it
-    calm: bool = False  # a model's keep-alive saw its value back in its band since it fired
+    calm: bool = False  # a keep-alive saw its series back (in band, clear) since it fired
 
     @property
     def onset(self) -> int:

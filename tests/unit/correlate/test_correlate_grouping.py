@@ -755,6 +755,33 @@ def test_a_model_alarm_once_back_in_band_stays_calm_until_it_resolves():
     assert [m.calm for m in fresh if m is not None and m.state == "firing"] == [False]
 
 
+def test_a_rule_alarm_whose_last_step_is_clear_no_longer_fails_its_callers():
+    """auth's error-rate rule (a 10-minute window) still fires after its errors ended:
+    its keep-alive says the window's last step is back to clear (calm). api's error model
+    firing anew minutes later is then no symptom of auth's trouble going on but a problem
+    of its own; while auth's keep-alive says it still fails (not calm), it is auth's."""
+    errors = det("high-error-rate", "auth", T0, category="availability", observed=0.2,
+                 threshold=0.05)
+    elevated = det("elevated-error-rate", "api", T0 + MIN, category="availability",
+                   observed=0.03, threshold=0.01)
+    model = det("model:seasonal-ensemble", "api", T0 + MIN, category="availability",
+                score=1.0, labels={"metric": "http.server.error.ratio"},
+                evidence={"expected": 0.01, "band_low": 0.0, "band_high": 0.02})
+    for calm, joins in ((True, False), (False, True)):
+        run = Run()
+        run.feed([errors, elevated, model])
+        run.feed([cleared(model, T0 + 2 * MIN)])
+        alive = replace(again(errors, T0 + 5 * MIN),
+                        evidence={"keepalive": True, "latest_step": 0.0 if calm else 0.2,
+                                  "calm": calm})
+        run.feed([alive, replace(again(elevated, T0 + 5 * MIN),
+                                 evidence={"keepalive": True})])
+        [first] = run.open()
+        assert first.member(series_key(errors)).calm is calm
+        run.feed([replace(again(model, T0 + 9 * MIN), window_start=T0 + 9 * MIN)])
+        assert (len(run.open()) == 1) is joins, [p.affected for p in run.open()]
+
+
 def test_a_symptom_naming_another_failing_peer_is_no_aftermath():
     """A caller's alarm that names its failing peer (``peer.service``) blames that peer:
     it is the aftermath of a recovered root only if the peer is the root or calls it;

@@ -286,6 +286,29 @@ def test_keepalive_repeats_a_firing_detection() -> None:
     assert len({d.id for d in found}) == 4
 
 
+def test_a_keepalive_says_whether_the_windows_last_step_is_back_to_clear() -> None:
+    # a 10-minute mean window, hot for 15 minutes then cool: for minutes after the
+    # trouble ended the window still holds it and the alarm keeps firing; its keep-alives
+    # then carry the last step's value alone and say calm (the correlator's cue that the
+    # trouble is over); while hot they say not calm
+    long = dict(HOT, name="long", window={"type": "hopping", "size": "10m", "step": "1m"},
+                **{"for": "0s"})
+    engine = make(long, lateness=0, keepalive=2 * M)
+    rows = [(t, "h1", "cpu", 95.0 if t < 15 * M else 40.0) for t in range(0, 25 * M, 10 * S)]
+    found, _, _ = replay(engine, [rows], end=25 * M)
+    alive = [((d.time - T0) // M, d.evidence.get("latest_step"), d.evidence.get("calm"))
+             for d in found if d.evidence.get("keepalive")]
+    assert [a for a in alive if a[0] <= 15] == [(m, 95.0, False) for m in (3, 5, 7, 9, 11, 13, 15)]
+    later = [a for a in alive if a[0] > 15]
+    assert later and all(v == 40.0 and calm for _, v, calm in later)
+    resolved = [d for d in found if d.state == "resolved"]
+    assert resolved and (resolved[0].time - T0) // M > later[-1][0]  # the window cleared later
+    # a count over the window says nothing about its last step alone
+    count = dict(long, name="count", aggregation="count", condition="> 10", clear="< 5")
+    found, _, _ = replay(make(count, lateness=0, keepalive=2 * M), [rows], end=25 * M)
+    assert all("calm" not in d.evidence for d in found)
+
+
 def test_selectors_and_attribute_labels() -> None:
     rule = {"name": "sel", "signal": "metrics",
             "select": {"metric": "=~ http\\.server\\.duration\\.p9[59]", "host": "!= canary",

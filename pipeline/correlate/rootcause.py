@@ -16,7 +16,9 @@ with readable evidence:
   ``max_symptom_hops`` calls) and changed no earlier than it; halved when an anomalous
   dependency of its own changed no later than it (the deepest anomalous callee wins);
 - first (0.20): its change point (the onset of its earliest anomaly) is the problem's
-  first; decays with the delay (2 min scale);
+  first, within ``ONSET_TOLERANCE_MS`` (a windowed rule's change point is known only to
+  a window step, a model's to its point: a minute apart is at once); decays with the
+  delay beyond that (2 min scale);
 - cause (0.30): a cause-type detection of its own (``cause_categories``), not a drop;
   divided by the number of candidates that have one (queues filling in every caller of a
   failing database point at none of them);
@@ -103,7 +105,7 @@ def rank(members: Sequence[Member], graph: Graph,
         ev: list[str] = []
         f = dict.fromkeys(WEIGHTS, 0.0)
         f["graph"] = _graph(c, onset, below, ev)
-        f["first"] = math.exp(-(onset[c] - t0) / FIRST_DECAY_MS)
+        f["first"] = math.exp(-max(onset[c] - t0 - ONSET_TOLERANCE_MS, 0) / FIRST_DECAY_MS)
         if onset[c] == t0 and len(by_service) > 1:
             later = next((t for t in firsts if t > t0), None)
             lead = f", {(later - t0) / 1000:g} s before the next service" if later else ""

@@ -178,6 +178,25 @@ def test_the_change_point_not_the_confirmation_orders_candidates():
     assert any("first to go anomalous" in e for e in causes[0].evidence)
 
 
+def test_onsets_within_a_detection_window_count_as_simultaneous():
+    """A delay on postgres: orders' slow-operation rule (a 5-minute window) fires with a
+    change point known only to a window step (T0: the last evaluation before its
+    condition held), orders' calls to postgres show the delay 80 s later by the edge's
+    first slow minute. Both are the first change within one detection window: neither
+    is first, and the callee the calls name ranks first. Two windows apart, the earlier
+    one leads."""
+    rule = replace(det("slow-operation", "orders", T0 + 4 * MIN, category="performance",
+                       observed=1122, threshold=1000, signal="traces",
+                       evidence={"window": "5m", "for_ms": 3 * MIN, "step_ms": MIN}),
+                   window_start=T0 - MIN)
+    edge = replace(_edge("orders", "postgres", T0 + 2 * MIN + 20 * SEC),
+                   window_start=T0 + 80 * SEC)
+    causes = ranked([rule, edge])
+    assert [c.service for c in causes] == ["postgres", "orders"]
+    late = replace(_edge("orders", "postgres", T0 + 4 * MIN), window_start=T0 + 3 * MIN)
+    assert [c.service for c in ranked([rule, late])][0] == "orders"
+
+
 def test_a_cause_type_signal_every_caller_shows_points_at_none_of_them():
     """Queues filling up in every caller of a failing database are effects."""
     dets = [det("heartbeat_missing", "postgres", T0, severity="critical", host="pg-1")]

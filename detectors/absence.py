@@ -67,9 +67,8 @@ def observe(series_state: dict[str, np.ndarray], for_ms: int, s: np.ndarray, t: 
     ended = np.concatenate([g, w])  # silences this batch ends: fired here, or before
     fired_at_end = np.concatenate([prev[g] + for_ms, series_state["fired"][s[w]]])
     last_sent = np.concatenate([prev[g] + for_ms, series_state["emitted"][s[w]]])
-    k_row, k_t = keepalives(last_sent, t[ended], keepalive_ms)
-    k_row = ended[k_row]
-    k_fired = np.repeat(fired_at_end, _counts(last_sent, t[ended], keepalive_ms))
+    k_of, k_t = keepalives(last_sent, t[ended], keepalive_ms)
+    k_row, k_fired = ended[k_of], fired_at_end[k_of]
     out_s = np.concatenate([s[g], s[g], s[w], s[k_row]])
     out_t = np.concatenate([prev[g] + for_ms, t[g], t[w], k_t])
     kind = np.concatenate([np.full(g.size, FIRING), np.full(g.size, RESOLVED),
@@ -111,10 +110,7 @@ def check(series_state: dict[str, np.ndarray], for_ms: int, watermark: int,
         starts.append(seen[alive])
         kinds.append(np.full(alive.size, KEEPALIVE))
     s, t = np.concatenate(ids), np.concatenate(times)
-    order = np.lexsort((t, s))
-    s, t = s[order], t[order]
-    return Silences(s, t, np.concatenate(kinds)[order], np.concatenate(starts)[order], t.copy(),
-                    fired[s])
+    return Silences(s, t, np.concatenate(kinds), np.concatenate(starts), t.copy(), fired[s])
 
 
 def keepalives(last_sent: np.ndarray, before: np.ndarray, keepalive_ms: int,

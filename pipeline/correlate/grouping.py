@@ -135,7 +135,7 @@ def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Mem
     # now and an expected value that has followed the shift since the band was fixed (a
     # CPU that dropped reads as above its adapted expectation): it says the trouble goes
     # on, not how far or which way it went
-    restated = bool(det.evidence.get("keepalive")) and det.detector.startswith(MODEL_PREFIX)
+    restated = _keepalive(det) and det.detector.startswith(MODEL_PREFIX)
     stronger = not restated and new.strength > m.strength
     return replace(
         m, state="firing", resolved_ms=None, last_ms=max(m.last_ms, det.time),

@@ -131,16 +131,6 @@ class EdgeModel:
                     "band_low": 0.0 if kind == "slower" else limit,
                     "band_high": limit if kind == "slower" else math.inf,
                     "beyond": x, "baseline_share": round(p, 4), "drop": kind == "faster"}
-        if since is None and score >= self.threshold:
-            self.firing[key] = s.bucket_ms
-            self.sent[key] = end
-            what = "slower" if kind == "slower" else "faster"
-            return [self._detection(
-                s, f"latency.{kind}", "firing", end, s.bucket_ms, score, s.p50_ms,
-                "performance",
-                f"calls {s.caller} -> {s.callee} {what} than usual: {x} of {s.calls} "
-                f"{'over' if kind == 'slower' else 'under'} {limit:.3g} ms (usually "
-                f"{p:.0%}), p50 {s.p50_ms:.3g} ms", evidence)], True
         if since is not None and score < self.clear:
             del self.firing[key]
             self.sent.pop(key, None)
@@ -148,14 +138,19 @@ class EdgeModel:
                 s, f"latency.{kind}", "resolved", end, since, score, s.p50_ms,
                 "performance", f"calls {s.caller} -> {s.callee}: latency back to usual "
                 f"(p50 {s.p50_ms:.3g} ms)", evidence)], False
-        if since is not None and self._due(key, end):
-            what = "slower" if kind == "slower" else "faster"
-            return [self._detection(
-                s, f"latency.{kind}", "firing", end, since, score, s.p50_ms, "performance",
-                f"calls {s.caller} -> {s.callee} still {what} than usual: {x} of {s.calls} "
-                f"{'over' if kind == 'slower' else 'under'} {limit:.3g} ms, p50 "
-                f"{s.p50_ms:.3g} ms", {**evidence, "keepalive": True})], True
-        return [], since is not None
+        fires = since is None and score >= self.threshold
+        if not fires and not (since is not None and self._due(key, end)):
+            return [], since is not None
+        if fires:
+            since = self.firing[key] = s.bucket_ms
+            self.sent[key] = end
+        what = "slower" if kind == "slower" else "faster"
+        return [self._detection(
+            s, f"latency.{kind}", "firing", end, since, score, s.p50_ms, "performance",
+            f"calls {s.caller} -> {s.callee} {'' if fires else 'still '}{what} than usual: "
+            f"{x} of {s.calls} {'over' if kind == 'slower' else 'under'} {limit:.3g} ms "
+            f"(usually {p:.0%}), p50 {s.p50_ms:.3g} ms",
+            evidence if fires else {**evidence, "keepalive": True})], True
 
     def _due(self, key: str, end: int) -> bool:
         """Whether firing alarm ``key`` is due to be re-sent at ``end`` (and mark it sent)."""

@@ -695,6 +695,12 @@ def test_what_is_not_a_dependency_problem_aftermath_opens_its_own():
     assert [p.affected for p in run.open()] == [("api",)]
 
 
+def _model_keepalive(alarm, t: int, value: float):
+    """A model alarm's keep-alive at ``t`` seeing ``value`` against the band it fired on."""
+    return replace(again(alarm, t), observed=value,
+                   evidence={**alarm.evidence, "keepalive": True, "firing_since": alarm.time})
+
+
 def test_a_model_alarm_whose_value_is_back_in_band_continues_no_trouble():
     """A model's memory alarm (a step at the fault before) whose latest keep-alive saw
     the value back inside the band it fired against is calm: the series has returned,
@@ -705,16 +711,12 @@ def test_a_model_alarm_whose_value_is_back_in_band_continues_no_trouble():
     mem = det("model:seasonal-ensemble", "auth", T0, category="resource", observed=21.6,
               score=1.0, labels={"metric": "k8s.pod.memory.usage"}, evidence=band)
 
-    def keepalive(t: int, value: float):
-        return replace(again(mem, t), observed=value,
-                       evidence={**band, "keepalive": True, "firing_since": T0})
-
     slow = det("model:trace-red", "auth", T0 + 8 * MIN, category="performance",
                score=1.0, labels={"operation": "Login", "series": "trace.duration.p95"})
     for value, joins in ((12.7, False), (21.0, True)):
         run = Run()
         run.feed([mem])
-        run.feed([keepalive(T0 + 5 * MIN, value)])
+        run.feed([_model_keepalive(mem, T0 + 5 * MIN, value)])
         [first] = run.open()
         assert first.members[0].calm is (not joins)
         run.feed([slow])
@@ -736,14 +738,10 @@ def test_a_model_alarm_once_back_in_band_stays_calm_until_it_resolves():
     queue = det("model:seasonal-ensemble", "api", T0, category="resource", observed=16.0,
                 score=1.0, labels={"metric": "queue.depth"}, evidence=band)
 
-    def keepalive(t: int, value: float):
-        return replace(again(queue, t), observed=value,
-                       evidence={**band, "keepalive": True, "firing_since": T0})
-
     run = Run()
     run.feed([queue])
-    run.feed([keepalive(T0 + 5 * MIN, 5.0)])
-    run.feed([keepalive(T0 + 10 * MIN, 19.0)])  # the next fault raises it again
+    run.feed([_model_keepalive(queue, T0 + 5 * MIN, 5.0)])
+    run.feed([_model_keepalive(queue, T0 + 10 * MIN, 19.0)])  # the next fault raises it again
     [first] = run.open()
     assert first.members[0].calm
     run.feed([det("model:trace-red", "api", T0 + 11 * MIN, category="performance",

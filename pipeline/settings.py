@@ -161,6 +161,7 @@ class IngestSettings:
     otlp_encoding: str = "auto"  # of the otlp_* topics: auto, otlp_proto or otlp_json
     otlp_max_series: int = 100_000  # cumulative metric series remembered for rates
     otlp_decoder: str = "auto"  # OTLP protobuf metrics: auto (C when built), c or python
+    json_decoder: str = "auto"  # Tocsin JSON metrics: auto (C when built), c or python
 
 
 @dataclass(frozen=True)
@@ -460,6 +461,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("worker", "log_level"): ("crit", "error", "warn", "info", "debug"),
     ("ingest", "otlp_encoding"): ("auto", "otlp_proto", "otlp_json"),
     ("ingest", "otlp_decoder"): ("auto", "c", "python"),
+    ("ingest", "json_decoder"): ("auto", "c", "python"),
 }
 _POSITIVE = {
     ("topics", "partitions"),

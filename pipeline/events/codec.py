@@ -50,7 +50,8 @@ from pipeline.events.validate import (
     validate_column,
 )
 
-__all__ = ["DecodeLimits", "DecodedBatch", "Decoder", "decode_messages", "decode_values"]
+__all__ = ["DecodeLimits", "DecodedBatch", "Decoder", "decode_chunk", "decode_messages",
+           "decode_values", "join_parts"]
 
 log = logging.getLogger("tocsin.codec")
 
@@ -210,10 +211,10 @@ def _column(records: list[dict], name: str) -> list[Any]:
         return [r.get(name, MISSING) for r in records]
 
 
-def _decode(kind: RecordKind, messages: Sequence[RawMessage], limits: DecodeLimits
-            ) -> DecodedBatch:
-    """Decode, validate and assemble a batch (the Arrow table included): may raise only
-    on a bug, which :func:`decode_messages` contains."""
+def decode_chunk(kind: RecordKind, messages: Sequence[RawMessage], limits: DecodeLimits
+                 ) -> DecodedBatch:
+    """The Python decoder: decode, validate and assemble a batch (the Arrow table
+    included); may raise only on a bug, which :func:`decode_messages` contains."""
     spec = SPECS[kind]
     rejections: list[Rejection] = []
     parsed = _split_messages(messages, limits, rejections)
@@ -272,7 +273,7 @@ only one chunk's are alive at a time."""
 
 def decode_messages(
     kind: RecordKind, messages: Sequence[RawMessage], limits: DecodeLimits,
-    decoder: Decoder = _decode, chunk_bytes: int = DECODE_CHUNK_BYTES,
+    decoder: Decoder = decode_chunk, chunk_bytes: int = DECODE_CHUNK_BYTES,
 ) -> DecodedBatch:
     """Decode and validate a batch of messages of one record kind.
 
@@ -290,7 +291,14 @@ def decode_messages(
     if len(chunks) == 1:
         return _decode_chunk(kind, messages, limits, decoder)
     parts = [_decode_chunk(kind, messages[a:b], limits, decoder) for a, b in chunks]
-    joined = _concat(kind, parts, [a for a, _ in chunks])
+    return join_parts(kind, parts, [a for a, _ in chunks])
+
+
+def join_parts(kind: RecordKind, parts: Sequence[DecodedBatch], firsts: Sequence[int]
+               ) -> DecodedBatch:
+    """Batches decoded from consecutive runs of messages (part ``k`` from position
+    ``firsts[k]`` on) as the one batch decoding all the messages at once gives."""
+    joined = _concat(kind, parts, firsts)
     # as one decode orders them: those of parsing (in message order), then of validation
     joined.rejections = ([r for p in parts for r in p.rejections[:p._parse_rejections]]
                          + [r for p in parts for r in p.rejections[p._parse_rejections:]])
@@ -337,7 +345,7 @@ def _decode_chunk(kind: RecordKind, messages: Sequence[RawMessage], limits: Deco
 
 
 def _rejected_whole(kind: RecordKind, message: RawMessage, reason: str) -> DecodedBatch:
-    empty = _decode(kind, [], DecodeLimits(now_ms=0))
+    empty = decode_chunk(kind, [], DecodeLimits(now_ms=0))
     empty.rejections.append(Rejection(message, -1, reason, message.value or b""))
     return empty
 
@@ -347,7 +355,7 @@ def _concat(kind: RecordKind, parts: Sequence[DecodedBatch], firsts: Sequence[in
     """Batches of the same kind as one, in order; part ``k`` decoded the messages from
     position ``firsts[k]`` of the whole batch on."""
     if not parts:
-        return _decode(kind, [], DecodeLimits(now_ms=0))
+        return decode_chunk(kind, [], DecodeLimits(now_ms=0))
     table = pa.concat_tables([p.to_arrow() for p in parts]).combine_chunks()
     columns: dict[str, Any] = {}
     for name in parts[0].columns:

@@ -10,11 +10,13 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 from pipeline.events.codec import DecodedBatch, DecodeLimits, decode_messages
 from pipeline.events.deadletter import deadletter_table, describe
+from pipeline.events.json_scan import describe_json_decoder, json_decoder, scan_decode
 from pipeline.events.otlp import decode_otlp
 from pipeline.events.otlp_series import SeriesMemory
 from pipeline.events.otlp_wire import describe_decoder, metrics_decoder
@@ -88,6 +90,10 @@ class Ingestor:
         self.otlp_series = SeriesMemory(settings.otlp_max_series)
         self.otlp_decoder = metrics_decoder(settings.otlp_decoder)
         log.info("%s", describe_decoder(self.otlp_decoder))
+        self.json_decoder = json_decoder(settings.json_decoder)
+        log.info("%s", describe_json_decoder(self.json_decoder))
+        self._decode_json = (partial(decode_messages, decoder=scan_decode)
+                             if self.json_decoder == "c" else decode_messages)
 
     def _decode_otlp(self, kind: RecordKind, messages: Sequence[RawMessage],
                      limits: DecodeLimits) -> DecodedBatch:
@@ -100,7 +106,7 @@ class Ingestor:
         """Decode, validate and store one batch; ``now_ms`` is the ingest time; ``otlp``:
         the messages are OTLP export batches (in ``ingest.otlp_encoding``), not JSON."""
         limits = DecodeLimits(now_ms, self.settings.max_message_bytes, self.settings.max_future_ms)
-        decode = self._decode_otlp if otlp else decode_messages
+        decode = self._decode_otlp if otlp else self._decode_json
         # decoding in a thread keeps the event loop free to send the next fetch request
         batch = await asyncio.get_running_loop().run_in_executor(
             None, _decode_to_arrow, decode, kind, messages, limits, self.stages)

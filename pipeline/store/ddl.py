@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS {db}.metrics (
     name        LowCardinality(String),
     value       Float64 CODEC(Gorilla, ZSTD),
     unit        LowCardinality(String),
-    attributes  Map(LowCardinality(String), String),
+    attributes  Map(String, String),
     ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMMDD(time)
@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS {db}.logs (
     body            String CODEC(ZSTD),
     trace_id        String,
     span_id         String,
-    attributes      Map(LowCardinality(String), String),
+    attributes      Map(String, String),
     ingested_at     DateTime64(3, 'UTC') DEFAULT now64(3),
     INDEX body_tokens body TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 4,
     INDEX trace_ids trace_id TYPE bloom_filter GRANULARITY 4
@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS {db}.spans (
     duration_ms    Float64,
     status         LowCardinality(String),
     kind           LowCardinality(String),
-    attributes     Map(LowCardinality(String), String),
+    attributes     Map(String, String),
     ingested_at    DateTime64(3, 'UTC') DEFAULT now64(3),
     INDEX trace_ids trace_id TYPE bloom_filter GRANULARITY 4
 ) ENGINE = ReplacingMergeTree
@@ -98,7 +98,7 @@ CREATE TABLE IF NOT EXISTS {db}.detections (
     confidence       Float32,
     window_start     DateTime64(3, 'UTC'),
     window_end       DateTime64(3, 'UTC'),
-    labels           Map(LowCardinality(String), String),
+    labels           Map(String, String),
     symptoms         Array(String),
     potential_causes Array(String),
     evidence         String,
@@ -194,7 +194,7 @@ CREATE TABLE IF NOT EXISTS {db}.metric_buckets (
     lower       Array(Float64),
     upper       Array(Float64),
     counts      Array(Float64),
-    attributes  Map(LowCardinality(String), String),
+    attributes  Map(String, String),
     ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMMDD(time)

@@ -313,12 +313,12 @@ def test_empty_array_messages_are_counted_not_rejected():
 def test_a_decoder_bug_rejects_only_the_message_it_fails_on(caplog):
     """If decoding raises (a bug), the batch is decoded message by message and only the
     message that still raises is rejected whole, with the exception named."""
-    from pipeline.events.codec import _decode
+    from pipeline.events.codec import decode_chunk
 
     def buggy(kind, messages, limits):
         if any(b"boom" in (m.value or b"") for m in messages):
             raise RuntimeError("injected\nfault")
-        return _decode(kind, messages, limits)
+        return decode_chunk(kind, messages, limits)
 
     values = [orjson.dumps([POINT, POINT]), orjson.dumps({**POINT, "unit": "boom"}),
               b"{bad json", orjson.dumps([]), orjson.dumps({**POINT, "value": 3})]

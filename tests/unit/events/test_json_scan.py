@@ -1,0 +1,127 @@
+"""The C scanner of metric JSON gives the batch the Python path gives, and takes the
+common case itself."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.errors import SettingsError
+from pipeline.events import json_scan
+from pipeline.events.codec import DecodedBatch, decode_chunk, decode_messages
+from pipeline.events.json_scan import json_decoder, scan_decode
+from pipeline.events.schema import RawMessage, RecordKind
+from tests.unit.events.test_codec_fuzz import FUZZ, LIMITS, NOW, messages_of
+
+pytestmark = pytest.mark.skipif(json_scan._jsonscan is None,
+                                reason="the C extension pipeline.events._jsonscan is not built")
+
+POINT = {"time": NOW - 1000, "service.name": "orders", "host.name": "node-1",
+         "name": "cpu.utilization", "value": 0.5, "unit": "1",
+         "attributes": {"region": "eu", "az": "eu-1a"}}
+
+
+def raw(values: list[bytes]) -> list[RawMessage]:
+    return [RawMessage("t", i % 3, 100 + i, v) for i, v in enumerate(values)]
+
+
+def both(values: list[bytes]) -> tuple[DecodedBatch, DecodedBatch]:
+    """The batch through the scanner and through the Python path, asserted equal."""
+    messages = raw(values)
+    scanned = decode_messages(RecordKind.METRIC, messages, LIMITS, decoder=scan_decode)
+    python = decode_messages(RecordKind.METRIC, messages, LIMITS, decoder=decode_chunk)
+    assert scanned.to_arrow().equals(python.to_arrow())
+    assert scanned.columns.keys() == python.columns.keys()
+    assert scanned.columns["event_id"].tolist() == python.columns["event_id"].tolist()
+    assert [(r.source, r.index, r.reason, r.payload) for r in scanned.rejections] == [
+        (r.source, r.index, r.reason, r.payload) for r in python.rejections]
+    for name in ("source_partitions", "source_messages", "source_indexes"):
+        assert getattr(scanned, name).tolist() == getattr(python, name).tolist(), name
+    assert scanned.empty_messages == python.empty_messages
+    return scanned, python
+
+
+def taken(values: list[bytes]) -> list[bool]:
+    """Which messages the scanner took itself (not flagged to the Python path)."""
+    return (~json_scan._scan(raw(values), LIMITS).flagged).tolist()
+
+
+def test_plain_records_are_taken_by_the_scanner_with_the_python_paths_rows():
+    values = [orjson.dumps([POINT, {**POINT, "value": 7, "host.name": "n2"}]),
+              orjson.dumps({k: v for k, v in POINT.items() if k not in ("host.name", "unit",
+                                                                         "attributes")}),
+              orjson.dumps([{**POINT, "type": "metric", "attributes": {}}]),
+              b' [ {"time" : %d ,\n "service.name":"s", "name":"n", "value":-1.5e-3} ] '
+              % (NOW - 5)]
+    assert taken(values) == [True, True, True, True]
+    batch, _ = both(values)
+    assert batch.columns["value"].tolist() == [0.5, 7.0, 0.5, 0.5, -0.0015]
+    assert batch.to_arrow().column("host").to_pylist() == ["node-1", "n2", "", "node-1", ""]
+
+
+@pytest.mark.parametrize("value", [
+    b'{"time":%d,"service.name":"a\\"b","name":"n","value":1}' % NOW,  # an escape
+    b'{"time":%d.5,"service.name":"a","name":"n","value":1}' % NOW,  # a fractional time
+    b'{"time":"2025-11-24T16:00:00Z","service.name":"a","name":"n","value":1}',
+    b'{"time":%d,"service.name":"a","name":"n","value":1,"time":%d}' % (NOW, NOW),
+    b'{"time":%d,"service.name":"a","name":"n","value":1,"host.name":null}' % NOW,
+    b'{"time":%d,"service.name":"a","name":"n","value":1,"attributes":{"k":1}}' % NOW,
+    b'{"time":%d,"service.name":"a","name":"n","value":1,"attributes":{"k":"1","k":"2"}}' % NOW,
+    b'{"time":%d,"service.name":"a","name":"n","value":1e400}' % NOW,
+    b'{"time":%d,"service.name":"a","name":"n","value":12345678901234567}' % NOW,
+    b'{"time":%d,"service.name":"a","name":"n","value":1,"type":"log"}' % NOW,
+    b'{"time":%d,"service.name":"a","name":"n","value":1,"extra":1}' % NOW,
+    b'{"time":%d,"service.name":"","name":"n","value":1}' % NOW,  # empty: rejected
+    b'{"time":%d,"service.name":"a","name":"%s","value":1}' % (NOW, b"x" * 300),
+    b'{"time":5,"service.name":"a","name":"n","value":1}',  # before 2000
+    b'{"time":%d,"service.name":"a","name":"n","value":1}' % (NOW + 10**9),  # future
+    b'{"time":%d,"service.name":"\xff","name":"n","value":1}' % NOW,  # not UTF-8
+    b'{"time":%d,"service.name":"a","name":"n","value":1}x' % NOW,  # trailing bytes
+    b'{"time":%d,"service.name":"a","name":"n"' % NOW,  # cut short
+    b"[]", b"", b"null", b"[1]",
+])
+def test_unusual_messages_go_to_the_python_path_and_come_out_the_same(value):
+    plain = orjson.dumps([POINT, POINT])
+    assert taken([plain, value, plain]) == [True, False, True]
+    both([plain, value, plain])
+
+
+def test_a_bad_record_sends_only_its_message_to_the_python_path():
+    good, bad = orjson.dumps([POINT] * 3), orjson.dumps([POINT, {**POINT, "name": ""}])
+    batch, _ = both([good, bad, good, bad, bad, good])
+    assert len(batch) == 3 * 3 + 3 and len(batch.rejections) == 3
+    assert batch.source_messages.tolist() == [0, 0, 0, 1, 2, 2, 2, 3, 4, 5, 5, 5]
+
+
+def test_the_json_decoder_setting():
+    assert json_decoder("auto") == "c" and json_decoder(None) == "c"
+    assert json_decoder("python") == "python"
+    with pytest.raises(SettingsError, match="ingest.json_decoder: 'fast' is not one of"):
+        json_decoder("fast")
+
+
+@FUZZ
+@given(data=st.data(), chunk_bytes=st.integers(1, 4000))
+def test_the_scanner_decodes_any_input_as_the_python_path_does(data, chunk_bytes):
+    values = data.draw(st.lists(st.one_of(
+        messages_of["mixed"](RecordKind.METRIC),
+        st.lists(st.fixed_dictionaries(
+            {"time": st.integers(NOW - 10**7, NOW), "service.name": st.sampled_from("ab"),
+             "name": st.text(max_size=3), "value": st.floats(allow_nan=False,
+                                                             allow_infinity=False)},
+            optional={"host.name": st.text(max_size=3), "unit": st.sampled_from(["", "s"]),
+                      "attributes": st.dictionaries(st.text(max_size=2), st.text(max_size=2),
+                                                    max_size=3)}),
+            min_size=1, max_size=4).map(orjson.dumps)),
+        min_size=1, max_size=8))
+    messages = raw(values)
+    scanned = decode_messages(RecordKind.METRIC, messages, LIMITS, decoder=scan_decode,
+                              chunk_bytes=chunk_bytes)
+    python = decode_messages(RecordKind.METRIC, messages, LIMITS, decoder=decode_chunk)
+    assert scanned.to_arrow().equals(python.to_arrow())
+    assert [(r.index, r.reason, r.payload) for r in scanned.rejections] == [
+        (r.index, r.reason, r.payload) for r in python.rejections]
+    assert scanned.source_messages.tolist() == python.source_messages.tolist()
+    assert scanned.empty_messages == python.empty_messages

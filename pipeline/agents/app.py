@@ -285,6 +285,11 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
         # every message this worker writes is sized within kafka.max_message_bytes; the
         # fetch size per partition is at least that
         producer_max_request_size=settings.kafka.max_message_bytes,
+        # a batch's by-service slices go out in few record batches, not one per slice
+        # (Faust's default is 16 KiB, smaller than a typical slice); half the message
+        # limit keeps a full record batch well within the broker's; a larger single
+        # message still goes alone
+        producer_max_batch_size=settings.kafka.max_message_bytes // 2,
         consumer_max_fetch_size=max(settings.kafka.max_message_bytes,
                                     settings.kafka.fetch_partition_bytes),
         autodiscover=False,

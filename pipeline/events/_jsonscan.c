@@ -1,14 +1,17 @@
 /*
- * Tocsin's JSON metric scanner: reads messages of Tocsin's own metric JSON (one object,
- * or an array of objects) straight into columns, without a Python object per record.
+ * Tocsin's JSON record scanner: reads messages of Tocsin's own JSON (one object, or an
+ * array of objects, of one record kind) straight into columns, without a Python object
+ * per record.
  *
  * Contract with pipeline/events/json_scan.py: the scanner takes a message only when
- * every record in it has the plain shape (the known fields, each once; "time" an
- * integer; "value" a number a double holds as orjson reads it; the names strings with
- * no escape; "attributes" an object of such strings, each key once; "type", if there,
- * "metric") and the message is valid JSON that is not an empty array. Any other message
- * -- malformed, unusual or simply rare -- is flagged, and the caller decodes it with the
- * Python path, the one source of every rejection reason. Nothing here words an error.
+ * every record in it has the plain shape (known fields only, each once; every time and
+ * number field there; a time an integer; a number one a double holds as orjson reads
+ * it; strings valid UTF-8, escapes decoded; "attributes" an object of strings, each key
+ * once; "type", if there, the kind's name) and the message is valid JSON that is not an
+ * empty array. Any other message -- malformed, unusual or simply rare -- is flagged, and
+ * the caller decodes it with the Python path, the one source of every rejection reason.
+ * Values are not checked here (ranges, lengths, choices): the caller checks the columns
+ * and sends a message with a record that fails to the Python path too.
  *
  * The bytes are scanned with the GIL released; strings are interned per column by
  * their bytes (a stream repeats the same few service, host and metric names), and only
@@ -105,25 +108,68 @@ static int32_t intern(intern_t *t, const char *p, Py_ssize_t n) {
 
 /* ------------------------------------------------------------------ columns */
 
-enum { C_SERVICE, C_HOST, C_NAME, C_UNIT, C_KEY, C_VALUE, N_STRINGS };
+enum { T_TIME, T_NUMBER, T_STRING, T_ATTRIBUTES }; /* a field's type, from Python */
+#define MAX_FIELDS 24
 
 typedef struct {
-    vec_t msg, elem, time, value;      /* int32, int32, int64, double per row */
-    vec_t idx[4];                      /* int32 per row: service, host, name, unit */
-    vec_t offsets;                     /* int32 per row + 1: attributes */
-    vec_t keys, values;                /* int32 per attribute entry */
-    intern_t strings[N_STRINGS];
+    int type, required;
+    const char *name;
+    Py_ssize_t name_len;
+    vec_t data;       /* int64 (time), double (number) or int32 (string index, -1 absent) */
+    intern_t strings; /* a string field's distinct values */
+} column_t;
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+} block_t;
+
+typedef struct {
+    int count;
+    column_t columns[MAX_FIELDS];
+    const char *kind; /* what "type" must say */
+    Py_ssize_t kind_len;
+    vec_t msg, elem;           /* int32 per row */
+    vec_t offsets;             /* int32 per row + 1: attributes */
+    vec_t keys, values;        /* int32 per attribute entry */
+    intern_t attr_keys, attr_values;
+    vec_t blocks;              /* block_t: unescaped strings (never moved once written) */
 } out_t;
 
+static void intern_free(intern_t *t) {
+    free(t->spans.data);
+    free(t->slots);
+    free(t->hashes);
+}
+
 static void out_free(out_t *o) {
-    vec_t *vs[] = {&o->msg, &o->elem, &o->time, &o->value, &o->idx[0], &o->idx[1],
-                   &o->idx[2], &o->idx[3], &o->offsets, &o->keys, &o->values};
-    for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]); i++) free(vs[i]->data);
-    for (int i = 0; i < N_STRINGS; i++) {
-        free(o->strings[i].spans.data);
-        free(o->strings[i].slots);
-        free(o->strings[i].hashes);
+    for (int i = 0; i < o->count; i++) {
+        free(o->columns[i].data.data);
+        intern_free(&o->columns[i].strings);
     }
+    free(o->msg.data); free(o->elem.data); free(o->offsets.data);
+    free(o->keys.data); free(o->values.data);
+    intern_free(&o->attr_keys);
+    intern_free(&o->attr_values);
+    for (size_t i = 0; i < o->blocks.len / sizeof(block_t); i++)
+        free(((block_t *)o->blocks.data)[i].data);
+    free(o->blocks.data);
+}
+
+/* Room for n bytes of an unescaped string that stays where it is. */
+static char *arena_take(out_t *o, size_t n) {
+    block_t *last = o->blocks.len ? (block_t *)(o->blocks.data + o->blocks.len) - 1 : NULL;
+    if (!last || last->cap - last->len < n) {
+        block_t b = {NULL, 0, n > 65536 ? n : 65536};
+        if (!(b.data = malloc(b.cap)) || VEC_PUSH(&o->blocks, block_t, b)) {
+            free(b.data);
+            return NULL;
+        }
+        last = (block_t *)(o->blocks.data + o->blocks.len) - 1;
+    }
+    char *p = last->data + last->len;
+    last->len += n;
+    return p;
 }
 
 /* Row and attribute counts at a message's start, to drop its rows if it is flagged. */
@@ -138,9 +184,11 @@ static mark_t out_mark(const out_t *o) {
 
 static void out_rewind(out_t *o, mark_t m) {
     o->msg.len = o->elem.len = m.rows * sizeof(int32_t);
-    o->time.len = m.rows * sizeof(int64_t);
-    o->value.len = m.rows * sizeof(double);
-    for (int i = 0; i < 4; i++) o->idx[i].len = m.rows * sizeof(int32_t);
+    for (int i = 0; i < o->count; i++) {
+        column_t *c = &o->columns[i];
+        c->data.len = m.rows * (c->type == T_TIME ? sizeof(int64_t) :
+                                c->type == T_NUMBER ? sizeof(double) : sizeof(int32_t));
+    }
     o->offsets.len = (m.rows + 1) * sizeof(int32_t);
     o->keys.len = o->values.len = m.entries * sizeof(int32_t);
 }
@@ -184,18 +232,97 @@ static int valid_utf8(const uint8_t *p, Py_ssize_t n) {
     return 1;
 }
 
-/* A string with no escape: its bytes between the quotes, or FLAGGED. */
-static int read_string(cur_t *c, span_t *s) {
+static int hex4(const char *p, uint32_t *out) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        char ch = p[i];
+        v <<= 4;
+        if (ch >= '0' && ch <= '9') v |= (uint32_t)(ch - '0');
+        else if (ch >= 'a' && ch <= 'f') v |= (uint32_t)(ch - 'a' + 10);
+        else if (ch >= 'A' && ch <= 'F') v |= (uint32_t)(ch - 'A' + 10);
+        else return FLAGGED;
+    }
+    *out = v;
+    return 0;
+}
+
+/* The escaped string between q0 and q1 (the quotes excluded) unescaped into the arena;
+ * a lone surrogate is left to the Python path (orjson refuses it). */
+static int unescape(out_t *o, const char *q0, const char *q1, span_t *s) {
+    char *dst = arena_take(o, (size_t)(q1 - q0)); /* unescaping never lengthens */
+    if (!dst) return NOMEM;
+    char *w = dst;
+    for (const char *r = q0; r < q1;) {
+        if (*r != '\\') { *w++ = *r++; continue; }
+        if (r + 1 >= q1) return FLAGGED;
+        char e = r[1];
+        r += 2;
+        switch (e) {
+        case '"': *w++ = '"'; break;
+        case '\\': *w++ = '\\'; break;
+        case '/': *w++ = '/'; break;
+        case 'b': *w++ = '\b'; break;
+        case 'f': *w++ = '\f'; break;
+        case 'n': *w++ = '\n'; break;
+        case 'r': *w++ = '\r'; break;
+        case 't': *w++ = '\t'; break;
+        case 'u': {
+            uint32_t cp, lo;
+            if (q1 - r < 4 || hex4(r, &cp)) return FLAGGED;
+            r += 4;
+            if (cp >= 0xDC00 && cp <= 0xDFFF) return FLAGGED;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (q1 - r < 6 || r[0] != '\\' || r[1] != 'u' || hex4(r + 2, &lo) ||
+                    lo < 0xDC00 || lo > 0xDFFF)
+                    return FLAGGED;
+                r += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            /* \uXXXX takes 6 bytes and writes at most 3; a pair takes 12 and writes 4 */
+            if (cp < 0x80) *w++ = (char)cp;
+            else if (cp < 0x800) {
+                *w++ = (char)(0xC0 | (cp >> 6));
+                *w++ = (char)(0x80 | (cp & 0x3F));
+            } else if (cp < 0x10000) {
+                *w++ = (char)(0xE0 | (cp >> 12));
+                *w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+                *w++ = (char)(0x80 | (cp & 0x3F));
+            } else {
+                *w++ = (char)(0xF0 | (cp >> 18));
+                *w++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+                *w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+                *w++ = (char)(0x80 | (cp & 0x3F));
+            }
+            break;
+        }
+        default: return FLAGGED;
+        }
+    }
+    s->p = dst;
+    s->n = w - dst;
+    return 0;
+}
+
+/* A string: its bytes (unescaped if need be), or FLAGGED. */
+static int read_string(cur_t *c, out_t *o, span_t *s) {
     if (c->p >= c->end || *c->p != '"') return FLAGGED;
-    const char *start = ++c->p;
-    const char *q = memchr(start, '"', (size_t)(c->end - start));
-    if (!q) return FLAGGED;
-    for (const char *r = start; r < q; r++)
-        if (*r == '\\' || (uint8_t)*r < 0x20) return FLAGGED;
-    if (!valid_utf8((const uint8_t *)start, q - start)) return FLAGGED;
+    const char *start = ++c->p, *r = start;
+    int escaped = 0;
+    for (;; r++) {
+        if (r >= c->end) return FLAGGED;
+        uint8_t ch = (uint8_t)*r;
+        if (ch == '"') break;
+        if (ch < 0x20) return FLAGGED;
+        if (ch == '\\') {
+            escaped = 1;
+            if (++r >= c->end) return FLAGGED; /* the escaped byte, a quote included */
+        }
+    }
+    if (!valid_utf8((const uint8_t *)start, r - start)) return FLAGGED;
+    c->p = r + 1;
+    if (escaped) return unescape(o, start, r, s);
     s->p = start;
-    s->n = q - start;
-    c->p = q + 1;
+    s->n = r - start;
     return 0;
 }
 
@@ -263,8 +390,8 @@ static int read_double(cur_t *c, double *out) {
     return 0;
 }
 
-static int push_string(out_t *o, int column, vec_t *idx, span_t s) {
-    int32_t i = intern(&o->strings[column], s.p, s.n);
+static int push_index(intern_t *t, vec_t *idx, span_t s) {
+    int32_t i = intern(t, s.p, s.n);
     if (i < 0) return NOMEM;
     return VEC_PUSH(idx, int32_t, i) ? NOMEM : 0;
 }
@@ -279,19 +406,19 @@ static int read_attributes(cur_t *c, out_t *o) {
     for (;;) {
         span_t k, v;
         int r;
-        if ((r = read_string(c, &k))) return r;
+        if ((r = read_string(c, o, &k))) return r;
         skip_ws(c);
         if (c->p >= c->end || *c->p != ':') return FLAGGED;
         c->p++;
         skip_ws(c);
-        if ((r = read_string(c, &v))) return r;
-        int32_t ki = intern(&o->strings[C_KEY], k.p, k.n);
+        if ((r = read_string(c, o, &v))) return r;
+        int32_t ki = intern(&o->attr_keys, k.p, k.n);
         if (ki < 0) return NOMEM;
         const int32_t *keys = (const int32_t *)o->keys.data;
         for (size_t e = first; e < o->keys.len / sizeof(int32_t); e++)
             if (keys[e] == ki) return FLAGGED;
         if (VEC_PUSH(&o->keys, int32_t, ki)) return NOMEM;
-        if ((r = push_string(o, C_VALUE, &o->values, v))) return r;
+        if ((r = push_index(&o->attr_values, &o->values, v))) return r;
         skip_ws(c);
         if (c->p < c->end && *c->p == ',') { c->p++; skip_ws(c); continue; }
         if (c->p < c->end && *c->p == '}') { c->p++; return 0; }
@@ -299,59 +426,72 @@ static int read_attributes(cur_t *c, out_t *o) {
     }
 }
 
-enum { F_TIME = 1, F_SERVICE = 2, F_HOST = 4, F_NAME = 8, F_VALUE = 16, F_UNIT = 32,
-       F_ATTRS = 64, F_TYPE = 128 };
-#define F_REQUIRED (F_TIME | F_SERVICE | F_NAME | F_VALUE)
-
 #define KEY_IS(s, lit) ((s).n == (Py_ssize_t)sizeof(lit) - 1 && memcmp((s).p, lit, sizeof(lit) - 1) == 0)
+
+typedef union {
+    int64_t t;
+    double v;
+    span_t s;
+} value_t;
 
 static int read_record(cur_t *c, out_t *o, int32_t msg, int32_t elem) {
     if (c->p >= c->end || *c->p != '{') return FLAGGED;
     c->p++;
     skip_ws(c);
-    int seen = 0, r;
-    int64_t t = 0;
-    double value = 0;
-    span_t strings[4] = {{"", 0}, {"", 0}, {"", 0}, {"", 0}};
+    uint32_t seen = 0;
+    int typed = 0, r;
+    value_t values[MAX_FIELDS];
     if (c->p < c->end && *c->p == '}') return FLAGGED; /* no required field */
     for (;;) {
         span_t key;
-        int field;
-        if ((r = read_string(c, &key))) return r;
+        if ((r = read_string(c, o, &key))) return r;
         skip_ws(c);
         if (c->p >= c->end || *c->p != ':') return FLAGGED;
         c->p++;
         skip_ws(c);
-        if (KEY_IS(key, "time")) { field = F_TIME; r = read_int64(c, &t); }
-        else if (KEY_IS(key, "value")) { field = F_VALUE; r = read_double(c, &value); }
-        else if (KEY_IS(key, "service.name")) { field = F_SERVICE; r = read_string(c, &strings[0]); }
-        else if (KEY_IS(key, "host.name")) { field = F_HOST; r = read_string(c, &strings[1]); }
-        else if (KEY_IS(key, "name")) { field = F_NAME; r = read_string(c, &strings[2]); }
-        else if (KEY_IS(key, "unit")) { field = F_UNIT; r = read_string(c, &strings[3]); }
-        else if (KEY_IS(key, "attributes")) {
-            field = F_ATTRS;
-            r = (seen & F_ATTRS) ? FLAGGED : read_attributes(c, o);
-        } else if (KEY_IS(key, "type")) {
+        int f = 0;
+        while (f < o->count && !(o->columns[f].name_len == key.n &&
+                                 memcmp(o->columns[f].name, key.p, (size_t)key.n) == 0))
+            f++;
+        if (f < o->count) {
+            if (seen & (1u << f)) return FLAGGED;
+            seen |= 1u << f;
+            switch (o->columns[f].type) {
+            case T_TIME: r = read_int64(c, &values[f].t); break;
+            case T_NUMBER: r = read_double(c, &values[f].v); break;
+            case T_STRING: r = read_string(c, o, &values[f].s); break;
+            default: r = read_attributes(c, o); break;
+            }
+        } else if (KEY_IS(key, "type") && !typed) {
             span_t type;
-            field = F_TYPE;
-            r = read_string(c, &type);
-            if (!r && !KEY_IS(type, "metric")) r = FLAGGED;
-        } else return FLAGGED;
+            typed = 1;
+            r = read_string(c, o, &type);
+            if (!r && !(type.n == o->kind_len && memcmp(type.p, o->kind, (size_t)type.n) == 0))
+                r = FLAGGED;
+        } else return FLAGGED; /* an unknown field, or "type" twice */
         if (r) return r;
-        if (seen & field) return FLAGGED;
-        seen |= field;
         skip_ws(c);
         if (c->p < c->end && *c->p == ',') { c->p++; skip_ws(c); continue; }
         if (c->p < c->end && *c->p == '}') { c->p++; break; }
         return FLAGGED;
     }
-    if ((seen & F_REQUIRED) != F_REQUIRED) return FLAGGED;
-    if (VEC_PUSH(&o->msg, int32_t, msg) || VEC_PUSH(&o->elem, int32_t, elem) ||
-        VEC_PUSH(&o->time, int64_t, t) || VEC_PUSH(&o->value, double, value))
-        return NOMEM;
-    static const int columns[4] = {C_SERVICE, C_HOST, C_NAME, C_UNIT};
-    for (int i = 0; i < 4; i++)
-        if ((r = push_string(o, columns[i], &o->idx[i], strings[i]))) return r;
+    for (int f = 0; f < o->count; f++) {
+        column_t *col = &o->columns[f];
+        int present = (seen >> f) & 1;
+        if (!present && (col->required || col->type == T_TIME || col->type == T_NUMBER))
+            return FLAGGED;
+        switch (col->type) {
+        case T_TIME: r = VEC_PUSH(&col->data, int64_t, values[f].t) ? NOMEM : 0; break;
+        case T_NUMBER: r = VEC_PUSH(&col->data, double, values[f].v) ? NOMEM : 0; break;
+        case T_STRING:
+            r = present ? push_index(&col->strings, &col->data, values[f].s)
+                        : (VEC_PUSH(&col->data, int32_t, -1) ? NOMEM : 0);
+            break;
+        default: r = 0;
+        }
+        if (r) return r;
+    }
+    if (VEC_PUSH(&o->msg, int32_t, msg) || VEC_PUSH(&o->elem, int32_t, elem)) return NOMEM;
     return VEC_PUSH(&o->offsets, int32_t, (int32_t)(o->keys.len / sizeof(int32_t))) ? NOMEM : 0;
 }
 
@@ -396,21 +536,38 @@ static PyObject *string_list(const intern_t *t) {
     return list;
 }
 
-PyDoc_STRVAR(scan_metrics_doc,
-"scan_metrics(values, max_bytes) -> tuple\n\n"
-"Scan a list of message values (bytes) of Tocsin metric JSON. Returns (flagged,\n"
-"msg, elem, time, value, service, host, name, unit, offsets, keys, values,\n"
-"strings): flagged has a byte per message (1: decode it with the Python path;\n"
-"a message over max_bytes or empty is flagged too); msg, elem (int32), time (int64),\n"
-"value (float64), the four name columns and the attribute keys and values (int32\n"
-"indexes into the lists of strings) and offsets (int32, rows + 1) are raw\n"
-"native-endian bytes for the rows of the messages taken, in message order; strings\n"
-"holds the distinct strings of service, host, name, unit, key and value.");
+PyDoc_STRVAR(scan_doc,
+"scan(values, max_bytes, kind, fields) -> tuple\n\n"
+"Scan a list of message values (bytes) of Tocsin JSON records of ``kind`` (bytes, what\n"
+"a record's \"type\" must say). ``fields``: (json name bytes, type, required) per field,\n"
+"type 0 time, 1 number, 2 string, 3 attributes. Returns (flagged, msg, elem, columns,\n"
+"attributes): flagged has a byte per message (1: decode it with the Python path; an\n"
+"empty message or one over max_bytes is flagged too); msg, elem are int32 bytes per row\n"
+"of the messages taken, in message order; columns has per field int64 bytes (time),\n"
+"float64 bytes (number), (int32 index bytes, distinct strings) for a string (index -1:\n"
+"absent) or None; attributes is (offsets int32 rows + 1, key indexes, value indexes,\n"
+"distinct keys, distinct values). All numbers native-endian.");
 
-static PyObject *scan_metrics(PyObject *self, PyObject *args) {
-    PyObject *values;
+static PyObject *scan(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *values, *fields;
     Py_ssize_t max_bytes;
-    if (!PyArg_ParseTuple(args, "O!n", &PyList_Type, &values, &max_bytes)) return NULL;
+    out_t o;
+    memset(&o, 0, sizeof(o));
+    if (!PyArg_ParseTuple(args, "O!ny#O!", &PyList_Type, &values, &max_bytes, &o.kind,
+                          &o.kind_len, &PyTuple_Type, &fields))
+        return NULL;
+    if (PyTuple_GET_SIZE(fields) > MAX_FIELDS)
+        return PyErr_Format(PyExc_ValueError, "at most %d fields", MAX_FIELDS);
+    o.count = (int)PyTuple_GET_SIZE(fields);
+    for (int i = 0; i < o.count; i++) {
+        column_t *c = &o.columns[i];
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(fields, i), "y#ip", &c->name, &c->name_len,
+                              &c->type, &c->required))
+            return NULL;
+        if (c->type < T_TIME || c->type > T_ATTRIBUTES)
+            return PyErr_Format(PyExc_ValueError, "field %d: unknown type %d", i, c->type);
+    }
     Py_ssize_t count = PyList_GET_SIZE(values);
     const char **data = malloc(sizeof(char *) * (size_t)(count ? count : 1));
     Py_ssize_t *sizes = malloc(sizeof(Py_ssize_t) * (size_t)(count ? count : 1));
@@ -429,8 +586,6 @@ static PyObject *scan_metrics(PyObject *self, PyObject *args) {
         data[i] = PyBytes_AS_STRING(v);
         sizes[i] = PyBytes_GET_SIZE(v);
     }
-    out_t o;
-    memset(&o, 0, sizeof(o));
     int failed = VEC_PUSH(&o.offsets, int32_t, 0);
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < count && !failed; i++) {
@@ -444,33 +599,45 @@ static PyObject *scan_metrics(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     free(data);
     free(sizes);
-    if (failed) {
-        out_free(&o);
+    PyObject *columns = failed ? NULL : PyTuple_New(o.count);
+    for (int i = 0; columns && i < o.count; i++) {
+        column_t *c = &o.columns[i];
+        PyObject *item;
+        if (c->type == T_STRING) {
+            PyObject *names = string_list(&c->strings);
+            item = names ? Py_BuildValue("(NN)", vec_bytes(&c->data), names) : NULL;
+        } else if (c->type == T_ATTRIBUTES) {
+            item = Py_NewRef(Py_None);
+        } else {
+            item = vec_bytes(&c->data);
+        }
+        if (!item) { Py_CLEAR(columns); break; }
+        PyTuple_SET_ITEM(columns, i, item);
+    }
+    PyObject *keys = columns ? string_list(&o.attr_keys) : NULL;
+    PyObject *names = keys ? string_list(&o.attr_values) : NULL;
+    PyObject *result = NULL;
+    if (names) /* "N" hands the references over, on failure too */
+        result = Py_BuildValue("(NNNN(NNNNN))", flagged, vec_bytes(&o.msg), vec_bytes(&o.elem),
+                               columns, vec_bytes(&o.offsets), vec_bytes(&o.keys),
+                               vec_bytes(&o.values), keys, names);
+    else {
         Py_DECREF(flagged);
-        return PyErr_NoMemory();
+        Py_XDECREF(columns);
+        Py_XDECREF(keys);
+        if (failed) PyErr_NoMemory();
     }
-    PyObject *strings = PyTuple_New(N_STRINGS);
-    if (!strings) Py_DECREF(flagged);
-    for (int i = 0; strings && i < N_STRINGS; i++) {
-        PyObject *list = string_list(&o.strings[i]);
-        if (!list) { Py_CLEAR(strings); Py_DECREF(flagged); break; }
-        PyTuple_SET_ITEM(strings, i, list);
-    }
-    PyObject *result = strings ? Py_BuildValue(
-        "(NNNNNNNNNNNNN)", flagged, vec_bytes(&o.msg), vec_bytes(&o.elem), vec_bytes(&o.time),
-        vec_bytes(&o.value), vec_bytes(&o.idx[0]), vec_bytes(&o.idx[1]), vec_bytes(&o.idx[2]),
-        vec_bytes(&o.idx[3]), vec_bytes(&o.offsets), vec_bytes(&o.keys), vec_bytes(&o.values),
-        strings) : NULL;  /* "N" hands the references over, on failure too */
     out_free(&o);
     return result;
 }
 
 static PyMethodDef methods[] = {
-    {"scan_metrics", scan_metrics, METH_VARARGS, scan_metrics_doc},
+    {"scan", scan, METH_VARARGS, scan_doc},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_jsonscan",
-    "Tocsin's JSON metric scanner (see pipeline/events/json_scan.py).", -1, methods};
+    "Tocsin's JSON record scanner (see pipeline/events/json_scan.py).", -1, methods,
+    NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__jsonscan(void) { return PyModule_Create(&module); }

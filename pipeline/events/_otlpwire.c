@@ -1795,8 +1795,45 @@ static PyObject *blake2b64(PyObject *self, PyObject *arg) {
     return PyLong_FromUnsignedLongLong(h);
 }
 
+PyDoc_STRVAR(blake2b64_many_doc,
+"blake2b64_many(offsets, data, count, first) -> bytes\n\n"
+"blake2b64 of each of ``count`` values of an Arrow binary or string array, from its\n"
+"int32 offsets buffer and data buffer, from value ``first`` on (the array's offset):\n"
+"8 native-endian bytes (a uint64) per value.");
+
+static PyObject *blake2b64_many(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer offsets, data;
+    Py_ssize_t count, first;
+    if (!PyArg_ParseTuple(args, "y*y*nn", &offsets, &data, &count, &first)) return NULL;
+    PyObject *out = NULL;
+    if (count < 0 || first < 0 ||
+        (size_t)offsets.len < (size_t)(first + count + 1) * sizeof(int32_t)) {
+        PyErr_SetString(PyExc_ValueError, "blake2b64_many: offsets too short");
+        goto done;
+    }
+    const int32_t *o = (const int32_t *)offsets.buf + first;
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (o[i] < 0 || o[i + 1] < o[i] || (Py_ssize_t)o[i + 1] > data.len) {
+            PyErr_SetString(PyExc_ValueError, "blake2b64_many: offsets out of the data");
+            goto done;
+        }
+    out = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(uint64_t));
+    if (!out) goto done;
+    uint64_t *h = (uint64_t *)PyBytes_AS_STRING(out);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < count; i++)
+        h[i] = b2_hash((const uint8_t *)data.buf + o[i], (size_t)(o[i + 1] - o[i]));
+    Py_END_ALLOW_THREADS
+done:
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&data);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"scan_metrics", scan_metrics, METH_O, scan_metrics_doc},
+    {"blake2b64_many", blake2b64_many, METH_VARARGS, blake2b64_many_doc},
     {"quantiles", quantiles, METH_VARARGS, quantiles_doc},
     {"histogram_step", histogram_step, METH_VARARGS, histogram_step_doc},
     {"bucket_lists", bucket_lists, METH_VARARGS, bucket_lists_doc},

@@ -85,10 +85,11 @@ class DecodedBatch:
         return self._arrow
 
     def _build_arrow(self) -> pa.Table:
-        return _arrow_table(self.columns)
+        return arrow_table(self.columns)
 
 
-def _arrow_table(columns: dict[str, Any]) -> pa.Table:
+def arrow_table(columns: dict[str, Any]) -> pa.Table:
+    """A column batch's columns (numpy, lists, Arrow) as an Arrow table of the stored types."""
     arrays: dict[str, pa.Array] = {}
     for name, values in columns.items():
         if isinstance(values, pa.Array):
@@ -234,7 +235,7 @@ def decode_chunk(kind: RecordKind, messages: Sequence[RawMessage], limits: Decod
             payload, note = _payload(records[i], msg, whole=msg_index[i] in parsed.single)
             rejections.append(Rejection(msg, parsed.elem_index[i], bad[i] + note, payload))
         keep_rows(columns, keep)
-    table = _arrow_table(columns)
+    table = arrow_table(columns)
     columns["event_id"] = content_ids(spec, table)
     table = table.append_column("event_id", pa.array(columns["event_id"], pa.uint64()))
     if kind is RecordKind.LOG:

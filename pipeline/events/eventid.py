@@ -29,6 +29,11 @@ import pyarrow.compute as pc
 
 from pipeline.events.schema import FieldType, RecordSpec
 
+try:
+    from pipeline.events import _otlpwire
+except ImportError:  # built without a C compiler: hashed one value at a time
+    _otlpwire = None
+
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _FOLD = np.uint64(0x9E3779B97F4A7C15)  # odd: a bijection mod 2^64
@@ -49,10 +54,23 @@ def blake64(data: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
+def blake64_values(values: pa.Array) -> np.ndarray:
+    """:func:`blake64` of each value of a string or binary array without nulls (in C,
+    from the array's buffers, when the OTLP extension is built)."""
+    values = values.cast(pa.binary())
+    if _otlpwire is None:
+        return np.fromiter(map(blake64, values.to_pylist()), dtype=np.uint64,
+                           count=len(values))
+    _, offsets, data = values.buffers()
+    if offsets is None:  # an empty array
+        return np.zeros(0, np.uint64)
+    return np.frombuffer(_otlpwire.blake2b64_many(offsets, data if data is not None else b"",
+                                                  len(values), values.offset), np.uint64)
+
+
 def _text_hashes(array: pa.Array) -> np.ndarray:
     encoded = pc.dictionary_encode(array)
-    distinct = encoded.dictionary.cast(pa.binary()).to_pylist()
-    per_value = np.fromiter(map(blake64, distinct), dtype=np.uint64, count=len(distinct))
+    per_value = blake64_values(encoded.dictionary)
     return per_value[encoded.indices.to_numpy(zero_copy_only=False)]
 
 

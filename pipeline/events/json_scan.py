@@ -1,30 +1,48 @@
-"""Metric JSON through the C scanner: the codec's decoder for the common case.
+"""Tocsin's JSON through the C scanner: the codec's decoder for the common case.
 
-``pipeline.events._jsonscan`` reads messages of plain metric records straight into
-columns (no Python object per record, the GIL released while it reads). It flags every
-message it does not take whole (anything malformed, unusual or rare); the records it
-takes are then checked here column by column against the same limits the Python path
-applies (times in range, names present and short enough), and a message with a record
-that fails is flagged too. Flagged messages are decoded by the Python path
+``pipeline.events._jsonscan`` reads messages of plain records straight into columns (no
+Python object per record, the GIL released while it reads). It flags every message it
+does not take whole (anything malformed, unusual or rare); the records it takes are then
+checked here column by column against what the Python path checks (times in range,
+numbers not negative where they must not be, names present and short enough, ids hex of
+their length, choices), each distinct string once, and a message with a record that
+fails is flagged too. Flagged messages are decoded by the Python path
 (:func:`pipeline.events.codec.decode_chunk`), the one source of rejection reasons, and
 the parts are joined in message order: the batch is the one the Python path gives,
-rows, event ids and rejections alike (tested over fuzzed input).
+rows, event ids and rejections alike (tested over fuzzed input of every kind).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.errors import SettingsError
-from pipeline.events.codec import DecodedBatch, DecodeLimits, decode_chunk, join_parts
+from pipeline.events.codec import (
+    DecodedBatch,
+    DecodeLimits,
+    arrow_table,
+    decode_chunk,
+    decode_messages,
+    join_parts,
+)
 from pipeline.events.eventid import content_ids
-from pipeline.events.schema import SPECS, FieldType, RawMessage, RecordKind
+from pipeline.events.schema import (
+    SEVERITY_NUMBER,
+    SPECS,
+    FieldSpec,
+    FieldType,
+    RawMessage,
+    RecordKind,
+)
 from pipeline.events.times import MIN_TIME_MS, numbers_to_ms
+from pipeline.events.validate import _check_one
 
 try:
     from pipeline.events import _jsonscan
@@ -34,9 +52,13 @@ except ImportError:  # built without a C compiler: the Python path decodes every
 log = logging.getLogger("tocsin.codec")
 
 DECODERS = ("auto", "c", "python")
-_SPEC = SPECS[RecordKind.METRIC]
-_FIELDS = {f.column: f for f in _SPEC.fields}
-_TEXT = ("service", "host", "name", "unit")  # the scanner's string columns, in its order
+SCAN_CHUNK_BYTES = 16 << 20
+"""Message bytes the scanner reads at once at most: its columns take about the bytes it
+read (the Python path keeps its own smaller chunks, ``codec.DECODE_CHUNK_BYTES``)."""
+_CODES = {FieldType.TIME: 0, FieldType.NUMBER: 1, FieldType.NON_NEGATIVE: 1,
+          FieldType.STRING: 2, FieldType.HEX_ID: 2, FieldType.ATTRIBUTES: 3}
+_FIELDS = {kind: tuple((f.json_name.encode(), _CODES[f.type], f.required)
+                       for f in spec.fields) for kind, spec in SPECS.items()}
 
 
 def json_decoder(requested: str | None = None) -> str:
@@ -56,109 +78,137 @@ def json_decoder(requested: str | None = None) -> str:
     return choice
 
 
+def describe_json_decoder(decoder: str) -> str:
+    """One line for the start-up log: which JSON decoder runs, and why."""
+    if decoder == "c":
+        return "JSON decoder: C scanner (pipeline.events._jsonscan)"
+    why = "asked for" if _jsonscan is not None else "the C extension is not built"
+    return f"JSON decoder: orjson and Python ({why})"
+
+
 @dataclass
 class _Scanned:
     """The scanner's rows (of the messages it took, in message order) as columns."""
 
+    kind: RecordKind
     flagged: np.ndarray  # bool per message
     msg: np.ndarray
     elem: np.ndarray
-    columns: dict  # by table column, without event_id
+    columns: dict[str, Any]  # the fields' columns, by table column
+    derived: dict[str, np.ndarray] = field(default_factory=dict)  # after event_id
 
-    def part(self, kind: RecordKind, messages: Sequence[RawMessage], start: int,
-             stop: int) -> DecodedBatch:
+    def part(self, messages: Sequence[RawMessage], start: int, stop: int) -> DecodedBatch:
         """The decoded batch of messages ``start`` to ``stop`` (all taken)."""
         lo, hi = np.searchsorted(self.msg, [start, stop])
         columns = {name: values[lo:hi] for name, values in self.columns.items()}
-        table = pa.table({name: _arrow(name, values) for name, values in columns.items()})
-        columns["event_id"] = content_ids(_SPEC, table)
+        table = arrow_table(columns)
+        columns["event_id"] = content_ids(SPECS[self.kind], table)
         table = table.append_column("event_id", pa.array(columns["event_id"], pa.uint64()))
+        for name, values in self.derived.items():
+            columns[name] = values[lo:hi]
+            table = table.append_column(name, pa.array(columns[name]))
         partitions = np.fromiter((m.partition for m in messages[start:stop]), np.int32,
                                  count=stop - start)
         msg = self.msg[lo:hi].astype(np.int64) - start
-        return DecodedBatch(kind, columns, [], partitions[msg], source_messages=msg,
+        return DecodedBatch(self.kind, columns, [], partitions[msg], source_messages=msg,
                             source_indexes=self.elem[lo:hi].astype(np.int64), _arrow=table)
 
 
-def _arrow(name: str, values) -> pa.Array:
-    if isinstance(values, pa.Array):
-        return values
-    if name == "time":
-        return pa.array(values, type=pa.timestamp("ms", tz="UTC"))
-    return pa.array(values, type=pa.float64())
-
-
-def _scan(messages: Sequence[RawMessage], limits: DecodeLimits) -> _Scanned:
-    (flagged, msg, elem, time, value, *text, offsets, keys, values, strings) = \
-        _jsonscan.scan_metrics([m.value or b"" for m in messages], limits.max_message_bytes)
-    flagged = np.frombuffer(flagged, np.uint8).astype(bool)
-    msg = np.frombuffer(msg, np.int32)
-    ms = numbers_to_ms(np.frombuffer(time, np.int64))
-    bad = (ms < MIN_TIME_MS) | (ms > limits.now_ms + limits.max_future_ms)
-    columns: dict = {"time": ms}
-    for name, indexes, names in zip(_TEXT, text, strings, strict=False):
-        indexes = np.frombuffer(indexes, np.int32)
-        f = _FIELDS[name]
-        lengths = np.fromiter(map(len, names), np.int64, count=len(names))
+def _strings(f: FieldSpec, names: list[str], limits: DecodeLimits
+             ) -> tuple[list[str], np.ndarray]:
+    """Each distinct value of a text field as stored (normalised), and whether the
+    Python path refuses it."""
+    lengths = np.fromiter(map(len, names), np.int64, count=len(names))
+    if f.type is FieldType.STRING and not f.choices:
         wrong = lengths > f.max_length if f.max_length else np.zeros(len(names), bool)
         if f.required:
             wrong |= lengths == 0
-        if wrong.any():
+        return names, wrong
+    if f.type is FieldType.HEX_ID:  # the usual: lower-case hex of the length already
+        usual = pc.match_substring_regex(pa.array(names, pa.string()),
+                                         f"^[0-9a-f]{{{f.hex_length}}}$")
+        fine = usual.to_numpy(zero_copy_only=False) | ((lengths == 0) & (not f.required))
+    else:
+        fine = np.zeros(len(names), bool)
+    stored, wrong = list(names), np.zeros(len(names), bool)
+    for i in np.flatnonzero(~fine).tolist():
+        converted, reason = _check_one(f, names[i], limits)
+        stored[i] = converted
+        wrong[i] = reason is not None
+    return stored, wrong
+
+
+def _scan(kind: RecordKind, messages: Sequence[RawMessage], limits: DecodeLimits) -> _Scanned:
+    spec = SPECS[kind]
+    flagged, msg, elem, raw, (offsets, keys, values, key_names, value_names) = _jsonscan.scan(
+        [m.value or b"" for m in messages], limits.max_message_bytes, kind.value.encode(),
+        _FIELDS[kind])
+    flagged = np.frombuffer(flagged, np.uint8).astype(bool)
+    msg, elem = np.frombuffer(msg, np.int32), np.frombuffer(elem, np.int32)
+    bad = np.zeros(len(msg), bool)
+    columns: dict[str, Any] = {}
+    derived: dict[str, np.ndarray] = {}
+    for f, data in zip(spec.fields, raw, strict=True):
+        if f.type is FieldType.TIME:
+            ms = numbers_to_ms(np.frombuffer(data, np.int64))
+            bad |= (ms < MIN_TIME_MS) | (ms > limits.now_ms + limits.max_future_ms)
+            columns[f.column] = ms
+        elif f.type in (FieldType.NUMBER, FieldType.NON_NEGATIVE):
+            numbers = np.frombuffer(data, np.float64)
+            if f.type is FieldType.NON_NEGATIVE:
+                bad |= numbers < 0
+            columns[f.column] = numbers
+        elif f.type is FieldType.ATTRIBUTES:
+            columns[f.column] = pa.MapArray.from_arrays(
+                pa.array(np.frombuffer(offsets, np.int32)),
+                pa.array(key_names, pa.string()).take(pa.array(np.frombuffer(keys, np.int32))),
+                pa.array(value_names, pa.string()).take(
+                    pa.array(np.frombuffer(values, np.int32))))
+        else:
+            indexes, names = data
+            indexes = np.frombuffer(indexes, np.int32)
+            stored, wrong = _strings(f, names, limits)
+            absent = indexes < 0
+            if absent.any():  # an optional field left out: its default, valid as it is
+                stored.append(f.default)
+                wrong = np.append(wrong, False)
+                indexes = np.where(absent, len(stored) - 1, indexes)
             bad |= wrong[indexes]
-        column = pa.array(names, pa.string()).take(pa.array(indexes))
-        columns[name] = column
-    columns["value"] = np.frombuffer(value, np.float64)
-    key_names, value_names = pa.array(strings[4], pa.string()), pa.array(strings[5], pa.string())
-    columns["attributes"] = pa.MapArray.from_arrays(
-        pa.array(np.frombuffer(offsets, np.int32)),
-        key_names.take(pa.array(np.frombuffer(keys, np.int32))),
-        value_names.take(pa.array(np.frombuffer(values, np.int32))))
-    columns = {f.column: columns[f.column] for f in _SPEC.fields}  # the codec's order
-    elem = np.frombuffer(elem, np.int32)
-    if bad.any():  # the Python path words why: its messages go there
+            columns[f.column] = pa.array(stored, pa.string()).take(pa.array(indexes))
+            if kind is RecordKind.LOG and f.column == "severity_text":
+                numbers = np.fromiter((SEVERITY_NUMBER.get(s, 0) for s in stored), np.uint8,
+                                      count=len(stored))
+                derived["severity_number"] = numbers[indexes]
+    if bad.any():  # the Python path words why: their messages go there
         flagged[np.unique(msg[bad])] = True
         keep = ~flagged[msg]
-        msg, elem = msg[keep], elem[keep]
         mask = pa.array(keep)
+        msg, elem = msg[keep], elem[keep]
         columns = {name: c.filter(mask) if isinstance(c, pa.Array) else c[keep]
                    for name, c in columns.items()}
-    return _Scanned(flagged, msg, elem, columns)
+        derived = {name: c[keep] for name, c in derived.items()}
+    return _Scanned(kind, flagged, msg, elem, columns, derived)
 
 
 def scan_decode(kind: RecordKind, messages: Sequence[RawMessage], limits: DecodeLimits
                 ) -> DecodedBatch:
-    """Decode a batch as :func:`pipeline.events.codec.decode_messages` does, metric
-    records through the C scanner (other kinds, or without the extension, the Python
-    path); a decoder for ``decode_messages(..., decoder=scan_decode)``."""
-    if kind is not RecordKind.METRIC or _jsonscan is None or not messages:
+    """Decode a batch as :func:`pipeline.events.codec.decode_messages` does, the records
+    through the C scanner (without the extension, the Python path); a decoder for
+    ``decode_messages(..., decoder=scan_decode)``."""
+    if _jsonscan is None or not messages:
         return decode_chunk(kind, messages, limits)
     try:
-        scanned = _scan(messages, limits)
+        scanned = _scan(kind, messages, limits)
     except Exception:  # a bug here must cost speed, not records
-        log.exception("the JSON scanner failed on a batch of %d messages; decoding them "
-                      "with the Python path", len(messages))
+        log.exception("the JSON scanner failed on a batch of %d %s messages; decoding them "
+                      "with the Python path", len(messages), kind.value)
         return decode_chunk(kind, messages, limits)
-    if not scanned.flagged.any():
-        return scanned.part(kind, messages, 0, len(messages))
-    parts, firsts = [], []
     flagged = scanned.flagged
+    if not flagged.any():
+        return scanned.part(messages, 0, len(messages))
     edges = np.flatnonzero(np.diff(flagged.astype(np.int8))) + 1
-    for start, stop in zip(np.r_[0, edges].tolist(), np.r_[edges, len(messages)].tolist(),
-                           strict=True):
-        firsts.append(start)
-        parts.append(decode_chunk(kind, messages[start:stop], limits) if flagged[start]
-                     else scanned.part(kind, messages, start, stop))
-    return join_parts(kind, parts, firsts)
-
-
-def describe_json_decoder(decoder: str) -> str:
-    """One line for the start-up log: which JSON metric decoder runs, and why."""
-    if decoder == "c":
-        return "JSON metric decoder: C scanner (pipeline.events._jsonscan)"
-    why = "asked for" if _jsonscan is not None else "the C extension is not built"
-    return f"JSON metric decoder: orjson and Python ({why})"
-
-
-assert all(_FIELDS[name].type is FieldType.STRING and not _FIELDS[name].choices
-           and (_FIELDS[name].required or _FIELDS[name].default == "") for name in _TEXT), \
-    "the scanner reads these as plain strings, an absent optional one as ''"
+    starts, stops = np.r_[0, edges].tolist(), np.r_[edges, len(messages)].tolist()
+    # the Python path's runs in its own chunks: its objects take several times the bytes
+    parts = [decode_messages(kind, messages[a:b], limits) if flagged[a]
+             else scanned.part(messages, a, b) for a, b in zip(starts, stops, strict=True)]
+    return join_parts(kind, parts, starts)

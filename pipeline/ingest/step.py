@@ -16,7 +16,12 @@ import numpy as np
 
 from pipeline.events.codec import DecodedBatch, DecodeLimits, decode_messages
 from pipeline.events.deadletter import deadletter_table, describe
-from pipeline.events.json_scan import describe_json_decoder, json_decoder, scan_decode
+from pipeline.events.json_scan import (
+    SCAN_CHUNK_BYTES,
+    describe_json_decoder,
+    json_decoder,
+    scan_decode,
+)
 from pipeline.events.otlp import decode_otlp
 from pipeline.events.otlp_series import SeriesMemory
 from pipeline.events.otlp_wire import describe_decoder, metrics_decoder
@@ -92,7 +97,8 @@ class Ingestor:
         log.info("%s", describe_decoder(self.otlp_decoder))
         self.json_decoder = json_decoder(settings.json_decoder)
         log.info("%s", describe_json_decoder(self.json_decoder))
-        self._decode_json = (partial(decode_messages, decoder=scan_decode)
+        self._decode_json = (partial(decode_messages, decoder=scan_decode,
+                                     chunk_bytes=SCAN_CHUNK_BYTES)
                              if self.json_decoder == "c" else decode_messages)
 
     def _decode_otlp(self, kind: RecordKind, messages: Sequence[RawMessage],

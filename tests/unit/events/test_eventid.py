@@ -108,3 +108,20 @@ def test_ids_are_pinned():
     pinned = {RecordKind.METRIC: 342540145307289188, RecordKind.LOG: 12223393018725479388,
               RecordKind.SPAN: 14778199369666126218}
     assert {kind: ids(kind, orjson.dumps(RECORDS[kind]))[0] for kind in RecordKind} == pinned
+
+
+def test_blake64_of_many_values_is_blake64_of_each(monkeypatch):
+    """The C path (an Arrow array's buffers, slices included) and the fallback agree with
+    :func:`blake64` value by value."""
+    import pyarrow as pa
+
+    from pipeline.events import eventid
+
+    values = pa.array(["", "abc", "\u00e9\U0001f600", "x" * 300, "", "q"])
+    expected = [eventid.blake64(v.encode()) for v in values.to_pylist()]
+    assert eventid.blake64_values(values).tolist() == expected
+    assert eventid.blake64_values(values.slice(2, 3)).tolist() == expected[2:5]
+    assert eventid.blake64_values(pa.array(["", ""])).tolist() == [eventid.blake64(b"")] * 2
+    assert eventid.blake64_values(pa.array([], pa.string())).tolist() == []
+    monkeypatch.setattr(eventid, "_otlpwire", None)
+    assert eventid.blake64_values(values.slice(1)).tolist() == expected[1:]

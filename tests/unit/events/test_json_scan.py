@@ -1,5 +1,5 @@
-"""The C scanner of metric JSON gives the batch the Python path gives, and takes the
-common case itself."""
+"""The C scanner of Tocsin's JSON gives the batch the Python path gives, for every kind,
+and takes the common case itself."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pipeline.events import json_scan
 from pipeline.events.codec import DecodedBatch, decode_chunk, decode_messages
 from pipeline.events.json_scan import json_decoder, scan_decode
 from pipeline.events.schema import RawMessage, RecordKind
-from tests.unit.events.test_codec_fuzz import FUZZ, LIMITS, NOW, messages_of
+from tests.unit.events.test_codec_fuzz import FUZZ, KINDS, LIMITS, NOW, VALID, messages_of
 
 pytestmark = pytest.mark.skipif(json_scan._jsonscan is None,
                                 reason="the C extension pipeline.events._jsonscan is not built")
@@ -27,11 +27,12 @@ def raw(values: list[bytes]) -> list[RawMessage]:
     return [RawMessage("t", i % 3, 100 + i, v) for i, v in enumerate(values)]
 
 
-def both(values: list[bytes]) -> tuple[DecodedBatch, DecodedBatch]:
+def both(values: list[bytes], kind: RecordKind = RecordKind.METRIC
+         ) -> tuple[DecodedBatch, DecodedBatch]:
     """The batch through the scanner and through the Python path, asserted equal."""
     messages = raw(values)
-    scanned = decode_messages(RecordKind.METRIC, messages, LIMITS, decoder=scan_decode)
-    python = decode_messages(RecordKind.METRIC, messages, LIMITS, decoder=decode_chunk)
+    scanned = decode_messages(kind, messages, LIMITS, decoder=scan_decode)
+    python = decode_messages(kind, messages, LIMITS, decoder=decode_chunk)
     assert scanned.to_arrow().equals(python.to_arrow())
     assert scanned.columns.keys() == python.columns.keys()
     assert scanned.columns["event_id"].tolist() == python.columns["event_id"].tolist()
@@ -43,9 +44,9 @@ def both(values: list[bytes]) -> tuple[DecodedBatch, DecodedBatch]:
     return scanned, python
 
 
-def taken(values: list[bytes]) -> list[bool]:
+def taken(values: list[bytes], kind: RecordKind = RecordKind.METRIC) -> list[bool]:
     """Which messages the scanner took itself (not flagged to the Python path)."""
-    return (~json_scan._scan(raw(values), LIMITS).flagged).tolist()
+    return (~json_scan._scan(kind, raw(values), LIMITS).flagged).tolist()
 
 
 def test_plain_records_are_taken_by_the_scanner_with_the_python_paths_rows():
@@ -62,7 +63,6 @@ def test_plain_records_are_taken_by_the_scanner_with_the_python_paths_rows():
 
 
 @pytest.mark.parametrize("value", [
-    b'{"time":%d,"service.name":"a\\"b","name":"n","value":1}' % NOW,  # an escape
     b'{"time":%d.5,"service.name":"a","name":"n","value":1}' % NOW,  # a fractional time
     b'{"time":"2025-11-24T16:00:00Z","service.name":"a","name":"n","value":1}',
     b'{"time":%d,"service.name":"a","name":"n","value":1,"time":%d}' % (NOW, NOW),
@@ -102,24 +102,75 @@ def test_the_json_decoder_setting():
         json_decoder("fast")
 
 
+SPAN = {"trace_id": "ab" * 16, "span_id": "cd" * 8, "parent_span_id": "ef" * 8,
+        "service.name": "api", "host.name": "n1", "name": "GET /orders", "start": NOW - 500,
+        "duration_ms": 12.5, "status": "error", "kind": "server",
+        "attributes": {"http.route": "/orders", "peer.service": "db"}}
+LOG = {"time": NOW - 500, "service.name": "api", "host.name": "n1", "severity": "WARN",
+       "body": "ok", "trace_id": "ab" * 16,
+       "span_id": "cd" * 8, "attributes": {"logger": "main"}}
+
+
+def test_spans_and_logs_are_taken_and_come_out_as_the_python_path_gives_them():
+    spans = [orjson.dumps([SPAN, {**SPAN, "status": "OK", "kind": "Client",
+                                  "trace_id": "AB" * 16}]),
+             orjson.dumps({k: v for k, v in SPAN.items()
+                           if k not in ("parent_span_id", "status", "kind", "host.name")})]
+    assert taken(spans, RecordKind.SPAN) == [True, True]
+    batch, _ = both(spans, RecordKind.SPAN)
+    table = batch.to_arrow()
+    assert table.column("status").to_pylist() == ["error", "ok", "unset"]
+    assert table.column("kind").to_pylist() == ["server", "client", "internal"]
+    assert table.column("trace_id").to_pylist() == ["ab" * 16] * 3
+    # a body written with every kind of escape, read as orjson reads it
+    escaped = rb'said \"hi\"\n\tthen \u00e9\ud83d\ude00 \\ \/ \u0000'
+    logs = [orjson.dumps([LOG]).replace(b'"ok"', b'"' + escaped + b'"'),
+            orjson.dumps({**LOG, "severity": "warning", "trace_id": ""})]
+    assert taken(logs, RecordKind.LOG) == [True, True]
+    batch, _ = both(logs, RecordKind.LOG)
+    assert batch.columns["body"][0].as_py() == 'said "hi"\n\tthen \u00e9\U0001f600 \\ / \x00'
+    assert batch.columns["severity_number"].tolist() == [13, 13]
+
+
+@pytest.mark.parametrize("kind, value", [
+    (RecordKind.SPAN, orjson.dumps({**SPAN, "trace_id": "ab" * 15})),  # too short
+    (RecordKind.SPAN, orjson.dumps({**SPAN, "trace_id": "xy" * 16})),  # not hex
+    (RecordKind.SPAN, orjson.dumps({**SPAN, "duration_ms": -1})),
+    (RecordKind.SPAN, orjson.dumps({**SPAN, "status": "fine"})),
+    (RecordKind.SPAN, orjson.dumps({**SPAN, "span_id": ""})),  # required
+    (RecordKind.LOG, orjson.dumps({**LOG, "severity": "loud"})),
+    (RecordKind.LOG, orjson.dumps({k: v for k, v in LOG.items() if k != "body"})),
+    (RecordKind.LOG, b'{"time":%d,"service.name":"a","severity":"INFO","body":"\\ud800"}'
+     % NOW),  # a lone surrogate, which orjson refuses
+    (RecordKind.LOG, b'{"time":%d,"service.name":"a","severity":"INFO","body":"\\x"}' % NOW),
+])
+def test_unusual_spans_and_logs_go_to_the_python_path(kind, value):
+    plain = orjson.dumps([SPAN if kind is RecordKind.SPAN else LOG])
+    assert taken([plain, value], kind) == [True, False]
+    both([plain, value, plain], kind)
+
+
+texts = st.text(max_size=4) | st.sampled_from(["", "\"", "\\", "\n", "\u00e9", "\U0001f600",
+                                               "\x00", "AB" * 16, "ab" * 8, "OK", "Error"])
+
+
 @FUZZ
-@given(data=st.data(), chunk_bytes=st.integers(1, 4000))
-def test_the_scanner_decodes_any_input_as_the_python_path_does(data, chunk_bytes):
-    values = data.draw(st.lists(st.one_of(
-        messages_of["mixed"](RecordKind.METRIC),
-        st.lists(st.fixed_dictionaries(
-            {"time": st.integers(NOW - 10**7, NOW), "service.name": st.sampled_from("ab"),
-             "name": st.text(max_size=3), "value": st.floats(allow_nan=False,
-                                                             allow_infinity=False)},
-            optional={"host.name": st.text(max_size=3), "unit": st.sampled_from(["", "s"]),
-                      "attributes": st.dictionaries(st.text(max_size=2), st.text(max_size=2),
-                                                    max_size=3)}),
-            min_size=1, max_size=4).map(orjson.dumps)),
-        min_size=1, max_size=8))
+@given(data=st.data(), kind=KINDS, chunk_bytes=st.integers(1, 4000))
+def test_the_scanner_decodes_any_input_as_the_python_path_does(data, kind, chunk_bytes):
+    odd = {"host.name", "unit", "body", "name", "trace_id", "span_id", "parent_span_id",
+           "status", "kind", "severity", "service.name"}
+    fields = {f.json_name for f in json_scan.SPECS[kind].fields}
+    plain = st.fixed_dictionaries(
+        {k: st.just(v) | texts if k in odd else st.just(v) for k, v in VALID[kind].items()},
+        optional={k: texts for k in odd & fields if k not in VALID[kind]}
+        | {"attributes": st.dictionaries(texts, texts, max_size=3)})
+    values = data.draw(st.lists(st.one_of(messages_of["mixed"](kind),
+                                          st.lists(plain, min_size=1, max_size=4).map(
+                                              orjson.dumps)), min_size=1, max_size=8))
     messages = raw(values)
-    scanned = decode_messages(RecordKind.METRIC, messages, LIMITS, decoder=scan_decode,
+    scanned = decode_messages(kind, messages, LIMITS, decoder=scan_decode,
                               chunk_bytes=chunk_bytes)
-    python = decode_messages(RecordKind.METRIC, messages, LIMITS, decoder=decode_chunk)
+    python = decode_messages(kind, messages, LIMITS, decoder=decode_chunk)
     assert scanned.to_arrow().equals(python.to_arrow())
     assert [(r.index, r.reason, r.payload) for r in scanned.rejections] == [
         (r.index, r.reason, r.payload) for r in python.rejections]

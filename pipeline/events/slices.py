@@ -186,7 +186,7 @@ def read_slice(key: bytes, value: bytes) -> ServiceSlice:
         if name == "attributes":
             columns[name] = column
         elif pa.types.is_timestamp(column.type):
-            columns[name] = column.cast(pa.int64()).to_numpy()
+            columns[name] = column.view(pa.int64()).to_numpy()  # epoch units, no copy
         elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
             columns[name] = column.to_numpy()
         else:  # text: strings, factorised by Arrow on the way (the detectors group by them)

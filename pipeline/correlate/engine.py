@@ -26,6 +26,8 @@ from pipeline.correlate.grouping import (
     add_link,
     aftermath_of,
     change_point,
+    is_calm,
+    is_keepalive,
     is_live,
     member_from,
     merge,
@@ -232,6 +234,10 @@ class Correlator:
             # (present when watching began) is no change: it opens nothing and relates
             # nothing; it stays a detection, flagged pre-existing
             return
+        if is_keepalive(det):
+            det = self._after_calm(w, det, ctx)
+            if det is None:
+                return
         # the series' problem takes a keep-alive, or a flap (firing again soon after it
         # was last seen firing); a series that resolved after being silent for longer
         # than alive_ms and fires again is a fresh onset, related like a new detection -
@@ -311,6 +317,35 @@ class Correlator:
         member = replace(member_from(det, s), joined="opened the problem")
         p = self._link(w, with_member(p, member), det, "trigger")
         self._derive(w, p, ctx, det.time, f"opened by {where}: {det.title}")
+
+    def _after_calm(self, w: _Work, det: Detection, ctx: Context) -> Detection | None:
+        """A keep-alive as the rest of :meth:`_apply` takes it, or None to drop it.
+
+        A keep-alive of a series firing in an open problem refreshes it, calm or not. A
+        calm one (its series seen back) otherwise says no trouble: it opens, joins and
+        reopens nothing (its problem may have resolved as clear while the alarm goes
+        on). A series once calm that a keep-alive finds out of band (not calm) again
+        fails anew: its calm episode ended when it was seen back (its member resolves
+        then) and the keep-alive is a firing from a change point at its own time,
+        which the flap, recurrence and new-excursion rules then judge like any other.
+        """
+        key = series_key(det)
+        mine = [(p, m) for p in w.active() if (m := p.member(key)) is not None
+                and m.state == "firing"]
+        if mine:
+            p, m = max(mine, key=lambda x: (x[1].last_ms, x[0].id))
+            if not m.calm or is_calm(det):
+                return det
+            p = with_member(p, replace(m, state="resolved", resolved_ms=m.quiet_since))
+            self._derive(w, p, ctx, det.time, f"{det.detector} on {det.service} out of "
+                         "band again after its series was seen back: a new onset",
+                         lazy=True)
+        elif is_calm(det):
+            return None
+        elif not any(m.state == "resolved" and m.calm for p in w.problems.values()
+                     if (m := p.member(key)) is not None):
+            return det
+        return replace(det, window_start=det.time)
 
     def _link(self, w: _Work, p: Problem, det: Detection, role: str) -> Problem:
         link = Link(p.id, det.id, det.time, det.service, role)

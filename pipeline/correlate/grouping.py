@@ -22,7 +22,7 @@ half of ``relatedness_window_ms``, and still current), strongest relation first:
    an alarm one of whose keep-alives saw its series back (calm: a model's value inside
    its band, a windowed rule's last step meeting its clear condition; the alarm not yet
    resolved; out of band again before it resolves is another fault raising it, not the
-   first going on); a symptom
+   first going on: see the engine); a symptom
    on the root's own service, while the root's failure began within two relatedness
    windows, continues whichever detector and whichever symptom shows it (the same
    incident unfolding: a slowdown, then errors as timeouts pile up);
@@ -43,6 +43,10 @@ resolved, that began no later than the root's own members did (within a window),
 problem's *aftermath* (:func:`aftermath_of`): it joins the problem, or reopens it without
 starting a new episode, relates nothing further and does not change its ranking;
 otherwise a new problem opens.
+
+A calm member counts as resolved since its series was seen back (:attr:`Member.quiet_since`):
+a problem whose members have all resolved or are calm is clear (:func:`with_member`) and
+resolves after its hold, as one whose members all resolved.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@
   ``escalate_spread`` threshold of affected services reached and (unless acknowledged) per
   ``escalate_after_ms`` threshold of time open; it never goes down while open.
 - :func:`resolve_due` says when and why an open problem resolves: every member resolved
-  or calm (a keep-alive saw its series back) for ``resolve_hold_ms`` (``flap_hold_ms`` when flapping), nothing firing for
-  ``resolve_timeout_ms``, or open for ``max_duration_ms`` - whichever comes first.
+  or calm (a keep-alive saw its series back) for ``resolve_hold_ms`` (``flap_hold_ms``
+  when flapping), nothing firing for ``resolve_timeout_ms``, or open for
+  ``max_duration_ms`` - whichever comes first.
 - :func:`reopen` brings a recently resolved problem back (same id); ``flap_threshold``
   reopens within ``flap_window_ms`` mark it flapping, which lengthens its resolve hold.
 """

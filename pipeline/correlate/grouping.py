@@ -137,8 +137,8 @@ def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Mem
     correlator: later calm keep-alives leave its last firing time where it was, and its
     resolve dates its end back to that time."""
     if det.state == "resolved":
-        return replace(m, state="resolved", resolved_ms=m.quiet_since or det.time,
-                       calm=False)
+        return replace(m, state="resolved", calm=False,
+                       resolved_ms=m.quiet_since if m.calm else det.time)
     new = member_from(det, settings)
     # calm sticks while the alarm fires (see below); a resolved member (closed with its
     # problem while calm) firing again is a new episode

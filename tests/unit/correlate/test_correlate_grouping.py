@@ -792,6 +792,27 @@ def test_a_problem_whose_every_firing_member_is_calm_resolves_and_stays_resolved
     assert new.id != p.id and new.members[0].detector == "high-error-rate"
 
 
+def test_a_calm_member_holds_no_problem_open_once_the_others_resolved():
+    """A problem with a calm model alarm and an error rule still failing stays open; once
+    the rule resolves, every member left firing is calm: the problem is clear since then
+    and resolves after resolve_hold, its calm member dated back to when it was seen back."""
+    band = {"expected": 0.3, "band_low": 0.2, "band_high": 0.4}
+    cpu = det("model:seasonal-ensemble", "api", T0, category="resource", observed=0.9,
+              score=1.0, labels={"metric": "system.cpu.utilization"}, evidence=band)
+    errors = det("high-error-rate", "api", T0 + 30 * SEC)
+    run = Run()
+    run.feed([cpu, errors])
+    run.feed([_model_keepalive(cpu, T0 + 5 * MIN, 0.3)])
+    [p] = run.open()
+    assert p.clear_since is None and len(p.members) == 2
+    run.feed([cleared(errors, T0 + 8 * MIN)])
+    assert run.open()[0].clear_since == T0 + 8 * MIN
+    run.tick(T0 + 13 * MIN)
+    closed = run.problem(p.id)
+    assert closed.status == "resolved" and closed.resolved_at == T0 + 8 * MIN
+    assert closed.member(series_key(cpu)).resolved_ms == T0 + 5 * MIN
+
+
 def test_a_calm_rule_alarm_failing_again_recurs_like_a_rule():
     """A rule on a fixed threshold whose keep-alive said calm: its problem resolves as
     clear; a later keep-alive no longer calm (its condition holds again) is its root

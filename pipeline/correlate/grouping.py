@@ -535,7 +535,7 @@ def with_member(p: Problem, member: Member) -> Problem:
     last of them did."""
     members = tuple(m for m in p.members if m.key != member.key) + (member,)
     quiet = [m.quiet_since for m in members]
-    clear = None if None in quiet else max(t or 0 for t in quiet)
+    clear = None if None in quiet else max(t for t in quiet if t is not None)
     last = max(p.last_firing_ms, member.last_ms)
     return replace(p, members=members, clear_since=clear, last_firing_ms=last)
 

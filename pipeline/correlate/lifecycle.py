@@ -135,8 +135,7 @@ def resolve_due(p: Problem, settings: CorrelateSettings) -> tuple[int, str, str]
         kind = "flap hold" if p.flapping else "resolve_hold"
         options.append((p.clear_since + hold, "detections_resolved",
                         f"all member detections resolved (or calm) and stayed so for "
-                        f"{kind} "
-                        f"({span_text(hold)})"))
+                        f"{kind} ({span_text(hold)})"))
     else:
         timeout = settings.resolve_timeout_ms
         options.append((p.last_firing_ms + timeout, "timeout",

@@ -4,7 +4,12 @@ Every entry point is a pure function of (state, input, now) - the clock is never
 
 - :meth:`Correlator.on_detections` takes a batch in event-time order. Before each
   detection, problems whose resolve fell due by its time are resolved (so results do not
-  depend on how often ticks come); then it refreshes, joins, merges, reopens or opens.
+  depend on how often ticks come); then it refreshes, joins, merges, reopens or opens. A
+  keep-alive that saw its series back (calm) refreshes only a problem where that series
+  still fires: otherwise it takes part in nothing (a problem all of whose members are
+  calm resolves while the alarms go on); one finding a calm series out of band again
+  is a new onset at its own time, which joins or reopens by the usual rules but opens
+  no problem of its own (:meth:`Correlator._after_calm`).
 - :meth:`Correlator.on_tick` lets time pass: resolves, duration escalation, alerts due.
 - :meth:`Correlator.on_control` applies an acknowledgement or a silence change.
 
@@ -26,6 +31,8 @@ from pipeline.correlate.grouping import (
     add_link,
     aftermath_of,
     change_point,
+    is_calm,
+    is_keepalive,
     is_live,
     member_from,
     merge,
@@ -232,6 +239,12 @@ class Correlator:
             # (present when watching began) is no change: it opens nothing and relates
             # nothing; it stays a detection, flagged pre-existing
             return
+        anew = False  # a keep-alive finding a calm series out of band again
+        if is_keepalive(det):
+            after = self._after_calm(w, det, ctx)
+            if after is None:
+                return
+            anew, det = after is not det, after
         # the series' problem takes a keep-alive, or a flap (firing again soon after it
         # was last seen firing); a series that resolved after being silent for longer
         # than alive_ms and fires again is a fresh onset, related like a new detection -
@@ -304,6 +317,8 @@ class Correlator:
             p = self._link(w, with_member(p, member), det, "symptom")
             self._derive(w, p, ctx, det.time, note)
             return
+        if anew:  # one point out of band, not a confirmed alarm: it opens nothing
+            return
         pid = problem_id(self.scope, det)
         while pid in w.problems:
             pid = problem_id(self.scope, replace(det, id=pid))
@@ -311,6 +326,47 @@ class Correlator:
         member = replace(member_from(det, s), joined="opened the problem")
         p = self._link(w, with_member(p, member), det, "trigger")
         self._derive(w, p, ctx, det.time, f"opened by {where}: {det.title}")
+
+    def _after_calm(self, w: _Work, det: Detection, ctx: Context) -> Detection | None:
+        """A keep-alive as the rest of :meth:`_apply` takes it, or None to drop it.
+
+        A keep-alive of a series firing in an open problem refreshes it, calm or not. A
+        calm one (its series seen back) otherwise says no trouble: it opens, joins and
+        reopens nothing. Its problem may have resolved while it was calm (the alarm goes
+        on): the keep-alive is listed with it (it stays resolved), which keeps it in the
+        state while such keep-alives come. A series once calm that a keep-alive finds
+        out of band (not calm) again fails anew: its calm episode ended when it was
+        seen back (its member resolves then) and the keep-alive is a firing from a
+        change point at its own time (a new detection, returned as such), which the
+        flap, recurrence and new-excursion rules then judge like any other - but it
+        opens no problem of its own: it is one point out of band at a keep-alive tick,
+        not an alarm its detector confirmed (a fault raising the series again shows in
+        confirmed detections, whose problem it then joins).
+        """
+        key = series_key(det)
+        mine = [(p, m) for p in w.active() if (m := p.member(key)) is not None
+                and m.state == "firing"]
+        if mine:
+            p, m = max(mine, key=lambda x: (x[1].last_ms, x[0].id))
+            if not m.calm or is_calm(det):
+                return det
+            p = with_member(p, replace(m, state="resolved", resolved_ms=m.quiet_since))
+            self._derive(w, p, ctx, det.time, f"{det.detector} on {det.service} out of "
+                         "band again after its series was seen back: a new onset",
+                         lazy=True)
+        else:
+            calmed = [(p, m) for p in w.problems.values() if (m := p.member(key)) is not None
+                      and m.state == "resolved" and m.calm and not p.merged_into]
+            if is_calm(det):
+                if calmed:
+                    p, m = max(calmed, key=lambda x: (x[0].active, x[1].last_ms, x[0].id))
+                    p = replace(p, members=tuple(replace(x, last_ms=max(x.last_ms, det.time))
+                                                 if x.key == key else x for x in p.members))
+                    w.put(self._link(w, p, det, "keepalive"))
+                return None
+            if not calmed:
+                return det
+        return replace(det, window_start=det.time)
 
     def _link(self, w: _Work, p: Problem, det: Detection, role: str) -> Problem:
         link = Link(p.id, det.id, det.time, det.service, role)
@@ -378,7 +434,8 @@ class Correlator:
                 if out is not None:
                     decisions.append(Decision(out[0], p, out[2], out[1], w.now))
         keep = {k: p for k, p in w.problems.items()
-                if p.active or (p.resolved_at or 0) + s.reopen_window_ms >= w.now}
+                if p.active or (p.resolved_at or 0) + s.reopen_window_ms >= w.now
+                or _calm_alarm(p, w.now - s.alive_ms)}
         silences = {k: x for k, x in w.silences.items()
                     if x.end_ms is None or x.end_ms + s.silence_retention_ms >= w.now}
         tracks = {k: t for k, t in w.tracks.items() if k in keep}
@@ -395,6 +452,12 @@ def _reason(notes: list[str], why: str) -> str:
 def _began(p: Problem) -> int:
     """When ``p`` last began: opened, or reopened since."""
     return max([p.opened_at, *p.reopened_at])
+
+
+def _calm_alarm(p: Problem, since: int) -> bool:
+    """Whether resolved ``p`` lists a series it resolved with while calm whose alarm was
+    still confirmed (a calm keep-alive) at or after ``since``."""
+    return any(m.state == "resolved" and m.calm and m.last_ms >= since for m in p.members)
 
 
 def _fresh_model_onset(m: Member, det: Detection) -> bool:

@@ -22,7 +22,7 @@ half of ``relatedness_window_ms``, and still current), strongest relation first:
    an alarm one of whose keep-alives saw its series back (calm: a model's value inside
    its band, a windowed rule's last step meeting its clear condition; the alarm not yet
    resolved; out of band again before it resolves is another fault raising it, not the
-   first going on); a symptom
+   first going on: see the engine); a symptom
    on the root's own service, while the root's failure began within two relatedness
    windows, continues whichever detector and whichever symptom shows it (the same
    incident unfolding: a slowdown, then errors as timeouts pile up);
@@ -43,6 +43,10 @@ resolved, that began no later than the root's own members did (within a window),
 problem's *aftermath* (:func:`aftermath_of`): it joins the problem, or reopens it without
 starting a new episode, relates nothing further and does not change its ranking;
 otherwise a new problem opens.
+
+A calm member counts as resolved since its series was seen back (:attr:`Member.quiet_since`):
+a problem whose members have all resolved or are calm is clear (:func:`with_member`) and
+resolves after its hold, as one whose members all resolved.
 """
 
 from __future__ import annotations
@@ -127,10 +131,19 @@ def member_from(det: Detection, settings: CorrelateSettings) -> Member:
 
 
 def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Member:
-    """The member after another detection of its series (firing again or resolved)."""
+    """The member after another detection of its series (firing again or resolved).
+
+    Once a keep-alive saw the series back (calm), its trouble ended then for the
+    correlator: later calm keep-alives leave its last firing time where it was, and its
+    resolve dates its end back to that time."""
     if det.state == "resolved":
-        return replace(m, state="resolved", resolved_ms=det.time)
+        return replace(m, state="resolved", calm=False,
+                       resolved_ms=m.quiet_since if m.calm else det.time)
     new = member_from(det, settings)
+    # calm sticks while the alarm fires (see below); a resolved member (closed with its
+    # problem while calm) firing again is a new episode
+    was_calm = m.calm and m.state == "firing"
+    calm = _keepalive(det) and (was_calm or _calm(det))
     # a model's keep-alive restates its episode: the peak score so far, beside the value
     # now and an expected value that has followed the shift since the band was fixed (a
     # CPU that dropped reads as above its adapted expectation): it says the trouble goes
@@ -138,7 +151,8 @@ def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Mem
     restated = _keepalive(det) and det.detector.startswith(MODEL_PREFIX)
     stronger = not restated and new.strength > m.strength
     return replace(
-        m, state="firing", resolved_ms=None, last_ms=max(m.last_ms, det.time),
+        m, state="firing", resolved_ms=None,
+        last_ms=m.last_ms if was_calm and calm else max(m.last_ms, det.time),
         first_ms=min(m.first_ms, det.time) if m.state == "firing" else m.first_ms,
         # a flap (firing again within alive_ms of when it was last seen firing) goes on
         # with the same trouble; after longer, the series begins anew
@@ -158,7 +172,17 @@ def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Mem
         # the correlator until the alarm resolves: going out of band again later is not
         # the first trouble going on (another fault raising the same series)
         confidence=max(m.confidence, new.confidence),
-        calm=_keepalive(det) and (m.calm or _calm(det)))
+        calm=calm, calm_ms=(m.calm_ms if was_calm else det.time) if calm else None)
+
+
+def is_keepalive(det: Detection) -> bool:
+    """Whether ``det`` re-sends an alarm still firing (a keep-alive)."""
+    return _keepalive(det)
+
+
+def is_calm(det: Detection) -> bool:
+    """Whether ``det`` is a keep-alive that saw its series back (see :func:`_calm`)."""
+    return _keepalive(det) and _calm(det)
 
 
 def _keepalive(det: Detection) -> bool:
@@ -324,8 +348,9 @@ def relation(det: Detection, p: Problem, graph: Graph,
         where = f"same service ({s})" if m.service == s else f"same host ({det.host})"
         return Relation("continuing",
                         f"{where}, {m.category} trouble continuing since {format_ms(m.onset)}")
+    # a calm member counts as resolved when it was seen back
     members = [m for m in changes if m.onset >= horizon
-               and (m.resolved_ms if m.state == "resolved" else m.last_ms) >= alive]
+               and (m.quiet_since or m.last_ms) >= alive]
     # a symptom of the problem's failing root may be confirmed late (a rule's long
     # window): its own change point must fall near the root's failure
     since = change_point(det) - settings.relatedness_window_ms // 2
@@ -418,7 +443,7 @@ def aftermath_of(det: Detection, p: Problem, graph: Graph,
     if not p.active and p.resolution != "detections_resolved":
         return None  # merged, timed out (gone silent) or capped: nothing recovered
     own = [m for m in p.members if not m.aftermath]
-    if not own or any(m.state == "firing" for m in own):
+    if not own or any(m.quiet_since is None for m in own):  # calm counts as recovered
         return None
     root = p.root_causes[0].service
     if root == det.service or root not in graph.dependencies(det.service):
@@ -427,7 +452,7 @@ def aftermath_of(det: Detection, p: Problem, graph: Graph,
     if peer and peer != root and root not in graph.dependencies(peer):
         return None
     # when the root's own trouble ended (its callers' symptoms may clear later)
-    ended = max(m.resolved_ms or m.last_ms
+    ended = max(m.quiet_since or m.last_ms
                 for m in [r for r in own if r.service == root] or own)
     onset = change_point(det)
     if not p.opened_at <= onset <= ended + ONSET_LAG_MS:
@@ -505,10 +530,12 @@ def add_link(p: Problem, link: Link, settings: CorrelateSettings) -> Problem:
 
 
 def with_member(p: Problem, member: Member) -> Problem:
-    """``p`` with ``member`` added or replaced (by key), firing bookkeeping updated."""
+    """``p`` with ``member`` added or replaced (by key), firing bookkeeping updated: it is
+    clear once every member has resolved or is calm (its series seen back), since the
+    last of them did."""
     members = tuple(m for m in p.members if m.key != member.key) + (member,)
-    firing = any(m.state == "firing" for m in members)
-    clear = None if firing else max((m.resolved_ms or 0) for m in members)
+    quiet = [m.quiet_since for m in members]
+    clear = None if None in quiet else max(t for t in quiet if t is not None)
     last = max(p.last_firing_ms, member.last_ms)
     return replace(p, members=members, clear_since=clear, last_firing_ms=last)
 

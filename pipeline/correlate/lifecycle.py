@@ -6,8 +6,9 @@
   ``escalate_spread`` threshold of affected services reached and (unless acknowledged) per
   ``escalate_after_ms`` threshold of time open; it never goes down while open.
 - :func:`resolve_due` says when and why an open problem resolves: every member resolved
-  for ``resolve_hold_ms`` (``flap_hold_ms`` when flapping), nothing firing for
-  ``resolve_timeout_ms``, or open for ``max_duration_ms`` - whichever comes first.
+  or calm (a keep-alive saw its series back) for ``resolve_hold_ms`` (``flap_hold_ms``
+  when flapping), nothing firing for ``resolve_timeout_ms``, or open for
+  ``max_duration_ms`` - whichever comes first.
 - :func:`reopen` brings a recently resolved problem back (same id); ``flap_threshold``
   reopens within ``flap_window_ms`` mark it flapping, which lengthens its resolve hold.
 """
@@ -133,8 +134,8 @@ def resolve_due(p: Problem, settings: CorrelateSettings) -> tuple[int, str, str]
         hold = settings.flap_hold_ms if p.flapping else settings.resolve_hold_ms
         kind = "flap hold" if p.flapping else "resolve_hold"
         options.append((p.clear_since + hold, "detections_resolved",
-                        f"all member detections resolved and stayed so for {kind} "
-                        f"({span_text(hold)})"))
+                        f"all member detections resolved (or calm) and stayed so for "
+                        f"{kind} ({span_text(hold)})"))
     else:
         timeout = settings.resolve_timeout_ms
         options.append((p.last_firing_ms + timeout, "timeout",
@@ -143,11 +144,12 @@ def resolve_due(p: Problem, settings: CorrelateSettings) -> tuple[int, str, str]
 
 
 def resolve(p: Problem, due: tuple[int, str, str]) -> Problem:
-    """``p`` resolved as ``due`` says; still-firing members are closed with it."""
+    """``p`` resolved as ``due`` says; still-firing members are closed with it (a calm
+    one as of when it was seen back, still marked calm: its detector's alarm may go on)."""
     at, resolution, _ = due
     resolved_at = p.clear_since if resolution == "detections_resolved" else at
     members = tuple(m if m.state == "resolved" else replace(m, state="resolved",
-                                                             resolved_ms=at)
+                                                             resolved_ms=m.quiet_since or at)
                     for m in p.members)
     return replace(p, status="resolved", resolved_at=resolved_at, resolution=resolution,
                    members=members, clear_since=None)

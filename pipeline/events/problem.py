@@ -58,12 +58,30 @@ class Member:
     joined: str = ""  # why it joined the problem (the relation that linked it)
     growing: bool = False  # a growth (trend) alarm: the trouble is still worsening
     aftermath: bool = False  # joined as the aftermath of a recovered root: no change of it
-    calm: bool = False  # a keep-alive saw its series back (in band, clear) since it fired
+    # a keep-alive saw its series back (in band, clear) since it fired; on a resolved
+    # member: its problem resolved while it was so (its detector's alarm still on)
+    calm: bool = False
+    calm_ms: int | None = None  # when a keep-alive first saw it back (None: never)
 
     @property
     def onset(self) -> int:
         """When the series last began firing."""
         return self.first_ms if self.onset_ms is None else self.onset_ms
+
+    @property
+    def quiet_since(self) -> int | None:
+        """Since when the series shows no trouble: resolved, or (still firing) calm since
+        a keep-alive saw it back; None while it still fails.
+
+        >>> Member("k", "d", "s", "", "resource", "high", "t", "metrics", "firing", 1, 9,
+        ...        calm=True, calm_ms=5).quiet_since
+        5
+        """
+        if self.state == "resolved":
+            return self.last_ms if self.resolved_ms is None else self.resolved_ms
+        if not self.calm:
+            return None
+        return self.last_ms if self.calm_ms is None else self.calm_ms  # (older state)
 
 
 @dataclass(frozen=True)

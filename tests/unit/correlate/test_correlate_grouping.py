@@ -728,29 +728,115 @@ def test_a_model_alarm_whose_value_is_back_in_band_continues_no_trouble():
             assert run.problem(first.id).member(series_key(slow)) is None
 
 
-def test_a_model_alarm_once_back_in_band_stays_calm_until_it_resolves():
+def test_a_model_alarm_out_of_band_again_after_it_was_calm_is_a_new_onset():
     """Back in band at one keep-alive, out of band again at the next (a new fault on the
     service raising the same series, before the model resolved the first alarm): the
-    first episode is over for the correlator, so the new fault's slowdown is a fresh
-    onset, not the old resource trouble going on. A new firing (after a resolve) starts
-    a new episode, not calm."""
+    first episode ended when the value was seen back - its problem, calm since, resolved
+    - so a keep-alive out of band fails anew from its own time: a new excursion of a
+    learned series, which reopens nothing. One point out of band at a keep-alive tick is
+    no confirmed alarm: it opens no problem of its own, but joins the new fault's (its
+    slowdown) as a fresh member. A new firing (after a resolve) starts a new episode,
+    not calm."""
     band = {"expected": 5.0, "band_low": 4.0, "band_high": 6.0}
     queue = det("model:seasonal-ensemble", "api", T0, category="resource", observed=16.0,
                 score=1.0, labels={"metric": "queue.depth"}, evidence=band)
 
     run = Run()
     run.feed([queue])
+    [first] = run.open()
     run.feed([_model_keepalive(queue, T0 + 5 * MIN, 5.0)])
     run.feed([_model_keepalive(queue, T0 + 10 * MIN, 19.0)])  # the next fault raises it again
-    [first] = run.open()
-    assert first.members[0].calm
-    run.feed([det("model:trace-red", "api", T0 + 11 * MIN, category="performance",
-                  score=1.0, labels={"operation": "GET /", "series": "trace.duration.p95"})])
-    assert len(run.open()) == 2
-    run.feed([cleared(queue, T0 + 12 * MIN)])
+    assert run.open() == []
+    old = run.problem(first.id)
+    assert old.status == "resolved" and old.resolved_at == T0 + 5 * MIN
+    slow = det("model:trace-red", "api", T0 + 11 * MIN, category="performance",
+               score=1.0, labels={"operation": "GET /", "series": "trace.duration.p95"})
+    run.feed([slow])
+    run.feed([_model_keepalive(queue, T0 + 15 * MIN, 19.0)])
+    [second] = run.open()
+    assert second.id != first.id and run.problem(first.id).reopened_at == ()
+    member = second.member(series_key(queue))
+    assert member.onset == T0 + 15 * MIN and not member.calm
+    run.feed([cleared(queue, T0 + 16 * MIN)])
     run.feed([again(queue, T0 + 20 * MIN)])
     fresh = [p.member(series_key(queue)) for p in run.open()]
     assert [m.calm for m in fresh if m is not None and m.state == "firing"] == [False]
+
+
+def test_a_problem_whose_every_firing_member_is_calm_resolves_and_stays_resolved():
+    """api's CPU model alarm is seen back in band at its first keep-alive, but the model
+    holds the alarm for over an hour. Its problem is clear from then on: it resolves
+    after resolve_hold (as of the calm keep-alive), and the alarm's later keep-alives -
+    still in band - neither reopen it nor open a problem of their own, also past
+    reopen_window: they are listed with the resolved problem. A fault on api an hour
+    later opens its own problem."""
+    band = {"expected": 0.3, "band_low": 0.2, "band_high": 0.4}
+    cpu = det("model:seasonal-ensemble", "api", T0, category="resource", observed=0.9,
+              score=1.0, labels={"metric": "system.cpu.utilization"}, evidence=band)
+    run = Run()
+    run.feed([cpu])
+    [p] = run.open()
+    run.feed([_model_keepalive(cpu, T0 + 5 * MIN, 0.3)])
+    assert run.open()[0].clear_since == T0 + 5 * MIN
+    keepalives = [_model_keepalive(cpu, T0 + k * 5 * MIN, 0.3) for k in range(2, 15)]
+    for alive in keepalives:  # until T0 + 70 min, all in band
+        run.feed([alive])
+        assert run.open() == [], alive.time
+    closed = run.problem(p.id)
+    assert closed.resolution == "detections_resolved" and closed.reopened_at == ()
+    assert {d.id for d in keepalives} <= set(closed.detection_ids)
+    assert [d.problem.resolved_at for d in run.decisions
+            if d.problem.id == p.id and d.kind == "resolved"] == [T0 + 5 * MIN]
+    run.feed([det("high-error-rate", "api", T0 + 72 * MIN)])
+    [new] = run.open()
+    assert new.id != p.id and new.members[0].detector == "high-error-rate"
+
+
+def test_a_calm_member_holds_no_problem_open_once_the_others_resolved():
+    """A problem with a calm model alarm and an error rule still failing stays open; once
+    the rule resolves, every member left firing is calm: the problem is clear since then
+    and resolves after resolve_hold, its calm member dated back to when it was seen back."""
+    band = {"expected": 0.3, "band_low": 0.2, "band_high": 0.4}
+    cpu = det("model:seasonal-ensemble", "api", T0, category="resource", observed=0.9,
+              score=1.0, labels={"metric": "system.cpu.utilization"}, evidence=band)
+    errors = det("high-error-rate", "api", T0 + 30 * SEC)
+    run = Run()
+    run.feed([cpu, errors])
+    run.feed([_model_keepalive(cpu, T0 + 5 * MIN, 0.3)])
+    [p] = run.open()
+    assert p.clear_since is None and len(p.members) == 2
+    run.feed([cleared(errors, T0 + 8 * MIN)])
+    assert run.open()[0].clear_since == T0 + 8 * MIN
+    run.tick(T0 + 13 * MIN)
+    closed = run.problem(p.id)
+    assert closed.status == "resolved" and closed.resolved_at == T0 + 8 * MIN
+    assert closed.member(series_key(cpu)).resolved_ms == T0 + 5 * MIN
+
+
+def test_a_calm_rule_alarm_failing_again_recurs_like_a_rule():
+    """A rule on a fixed threshold whose keep-alive said calm: its problem resolves as
+    clear; a later keep-alive no longer calm (its condition holds again) is its root
+    cause failing again, as a rule re-firing after its resolve: it reopens the problem
+    (a recurrence, with a new episode), while calm keep-alives in between reopen
+    nothing."""
+    errors = det("high-error-rate", "api", T0, category="availability", observed=0.2,
+                 threshold=0.05)
+
+    def keepalive(t: int, calm: bool):
+        return replace(again(errors, t), evidence={"keepalive": True, "calm": calm,
+                                                   "latest_step": 0.0 if calm else 0.2})
+
+    run = Run()
+    run.feed([errors])
+    [p] = run.open()
+    run.feed([keepalive(T0 + 5 * MIN, True)])
+    run.feed([keepalive(T0 + 10 * MIN, True)])
+    assert run.open() == [] and run.problem(p.id).resolved_at == T0 + 5 * MIN
+    run.feed([keepalive(T0 + 15 * MIN, False)])
+    [again_] = run.open()
+    assert again_.id == p.id and again_.recurred_at == (T0 + 15 * MIN,)
+    member = again_.member(series_key(errors))
+    assert member.state == "firing" and not member.calm
 
 
 def test_a_rule_alarm_whose_last_step_is_clear_no_longer_fails_its_callers():

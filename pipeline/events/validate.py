@@ -214,6 +214,8 @@ def _slow_column(
         return np.asarray([v or 0 for v in out], dtype=np.int64)
     if f.type in (FieldType.NUMBER, FieldType.NON_NEGATIVE):
         return np.asarray([v or 0.0 for v in out], dtype=np.float64)
+    if f.type is FieldType.ATTRIBUTES:  # an Arrow map, as the fast path gives it
+        return string_map(out)
     return out
 
 

@@ -161,7 +161,7 @@ class IngestSettings:
     otlp_encoding: str = "auto"  # of the otlp_* topics: auto, otlp_proto or otlp_json
     otlp_max_series: int = 100_000  # cumulative metric series remembered for rates
     otlp_decoder: str = "auto"  # OTLP protobuf metrics: auto (C when built), c or python
-    json_decoder: str = "auto"  # Tocsin JSON metrics: auto (C when built), c or python
+    json_decoder: str = "auto"  # Tocsin JSON (every kind): auto (C when built), c or python
 
 
 @dataclass(frozen=True)

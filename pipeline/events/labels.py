@@ -38,7 +38,8 @@ encoding has a fixed cost of about 25 us, three times Python's for a live slice 
 
 def labels_of(column: pa.Array) -> list[str]:
     """An Arrow string column as a list of ``str``: :class:`Labels` when it has no nulls
-    (the factorisation done by Arrow), a plain list otherwise.
+    (factorised in Python up to :data:`SMALL_COLUMN` records, by Arrow beyond), a plain
+    list otherwise.
 
     >>> col = labels_of(pa.array(["b", "a", "b"]))
     >>> col, col.uniques, col.codes.tolist()

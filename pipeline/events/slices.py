@@ -189,6 +189,6 @@ def read_slice(key: bytes, value: bytes) -> ServiceSlice:
             columns[name] = column.view(pa.int64()).to_numpy()  # epoch units, no copy
         elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
             columns[name] = column.to_numpy()
-        else:  # text: strings, factorised by Arrow on the way (the detectors group by them)
+        else:  # text: strings, factorised on the way (the detectors group by them)
             columns[name] = labels_of(column)
     return ServiceSlice(signal, key.decode(), columns)

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.detect.replay import decode_wire, read_ndjson
-from pipeline.events.codec import _arrow_table
+from pipeline.events.codec import arrow_table
 from pipeline.events.schema import SPECS
 from pipeline.knowledge.diagnostics import diagnostic_queries, evidence
 from pipeline.store import EmbeddedStore
@@ -38,7 +38,7 @@ def test_checks_of_a_bad_deploy(tmp_path):
         for kind, records in by_kind.items():
             columns, rejected = decode_wire(kind, records)
             assert rejected == []
-            store.insert_arrow(SPECS[kind].table, _arrow_table(columns))
+            store.insert_arrow(SPECS[kind].table, arrow_table(columns))
         onset, now = incident["start_ms"], incident["start_ms"] + 10 * MIN
         results = {}
         for query in diagnostic_queries("tocsin", "orders", onset, now):

@@ -370,16 +370,20 @@ static int read_int64(cur_t *c, int64_t *out) {
 }
 
 /* A number as the double Python's float() of orjson's reading is: integers of at most
- * 15 digits exactly; other numbers by strtod, correctly rounded like orjson's parser;
- * a number that overflows is left to the Python path. */
+ * 15 digits exactly (orjson reads them as ints); other numbers by strtod, correctly
+ * rounded like orjson's parser; a number that overflows is left to the Python path. */
 static int read_double(cur_t *c, double *out) {
     span_t s;
     int integer;
     char buf[64];
     if (read_number(c, &s, &integer)) return FLAGGED;
-    if (integer) {
+    if (integer) { /* as a Python int: "-0" is 0, not -0.0 */
         const char *p = s.p + (*s.p == '-');
         if (s.p + s.n - p > 15) return FLAGGED;
+        int64_t v = 0;
+        for (const char *q = p; q < s.p + s.n; q++) v = v * 10 + (*q - '0');
+        *out = (double)(*s.p == '-' ? -v : v);
+        return 0;
     }
     if (s.n >= (Py_ssize_t)sizeof(buf)) return FLAGGED;
     memcpy(buf, s.p, (size_t)s.n);

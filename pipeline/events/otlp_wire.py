@@ -33,7 +33,8 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from pipeline.errors import DecodeError, SettingsError
+from pipeline.errors import DecodeError
+from pipeline.events.decoders import choose_decoder, describe_decoder_choice
 from pipeline.events.otlp_metrics import (
     DELTA,
     NO_RECORDED_VALUE,
@@ -72,7 +73,6 @@ try:
 except ImportError:  # built without a C compiler: the protobuf library path only
     _otlpwire = None
 
-DECODERS = ("auto", "c", "python")
 
 POINT = np.dtype([(name, "=u8") for name in ("time", "start", "event", "count", "total")]
                  + [(name, "=f8") for name in ("value", "sum", "min", "max", "lower0", "top",
@@ -104,25 +104,15 @@ def metrics_decoder(requested: str | None = None) -> str:
     """The OTLP metrics decoder to use, ``c`` or ``python``, for ``requested`` (setting
     ``ingest.otlp_decoder``): ``auto`` (or None) takes the C scanner when it was built,
     ``c`` insists on it, ``python`` is the protobuf library path."""
-    choice = requested or "auto"
-    if choice not in DECODERS:
-        raise SettingsError(f"ingest.otlp_decoder: {choice!r} is not one of "
-                            f"{', '.join(DECODERS)}")
-    if choice == "c" and _otlpwire is None:
-        raise SettingsError("ingest.otlp_decoder: 'c' asked for, but the C extension "
-                         "pipeline.events._otlpwire is not built (pip install -e . with a "
-                         "C compiler and the Python headers)")
-    if choice == "auto":
-        return "c" if _otlpwire is not None else "python"
-    return choice
+    return choose_decoder("ingest.otlp_decoder", requested, _otlpwire,
+                          "pipeline.events._otlpwire")
 
 
 def describe_decoder(decoder: str) -> str:
     """One line for the start-up log: which OTLP metrics decoder runs, and why."""
-    if decoder == "c":
-        return "OTLP metrics decoder: C wire scanner (pipeline.events._otlpwire)"
-    why = "asked for" if _otlpwire is not None else "the C extension is not built"
-    return f"OTLP metrics decoder: protobuf library, pure Python ({why})"
+    return describe_decoder_choice(decoder, _otlpwire, "OTLP metrics decoder",
+                                   "C wire scanner (pipeline.events._otlpwire)",
+                                   "protobuf library, pure Python")
 
 
 # What was read from resources, scopes and attribute regions, by their bytes: a stream

@@ -51,7 +51,7 @@ from pipeline.events.validate import (
 )
 
 __all__ = ["DecodeLimits", "DecodedBatch", "Decoder", "decode_chunk", "decode_messages",
-           "decode_values", "join_parts"]
+           "decode_values", "identified_table", "join_parts"]
 
 log = logging.getLogger("tocsin.codec")
 
@@ -235,15 +235,7 @@ def decode_chunk(kind: RecordKind, messages: Sequence[RawMessage], limits: Decod
             payload, note = _payload(records[i], msg, whole=msg_index[i] in parsed.single)
             rejections.append(Rejection(msg, parsed.elem_index[i], bad[i] + note, payload))
         keep_rows(columns, keep)
-    table = arrow_table(columns)
-    columns["event_id"] = content_ids(spec, table)
-    table = table.append_column("event_id", pa.array(columns["event_id"], pa.uint64()))
-    if kind is RecordKind.LOG:
-        columns["severity_number"] = np.fromiter(
-            (SEVERITY_NUMBER[s] for s in columns["severity_text"]), dtype=np.uint8,
-            count=len(columns["severity_text"]))
-        table = table.append_column("severity_number",
-                                    pa.array(columns["severity_number"], pa.uint8()))
+    table = identified_table(kind, columns)
     partitions = np.asarray([m.partition for m in messages], dtype=np.int32)
     kept_messages = np.asarray(msg_index, dtype=np.int64)[keep]
     return DecodedBatch(kind, columns, rejections, partitions[kept_messages],
@@ -251,6 +243,28 @@ def decode_chunk(kind: RecordKind, messages: Sequence[RawMessage], limits: Decod
                         source_indexes=np.asarray(parsed.elem_index, dtype=np.int64)[keep],
                         empty_messages=parsed.empty_messages, _arrow=table,
                         _parse_rejections=parse_rejections)
+
+
+def identified_table(kind: RecordKind, columns: dict[str, Any]) -> pa.Table:
+    """The Arrow table of a batch's valid records, with the columns derived from them
+    added (to ``columns`` too): ``event_id`` from their content and, for logs,
+    ``severity_number`` from the severity text."""
+    table = arrow_table(columns)
+    columns["event_id"] = content_ids(SPECS[kind], table)
+    table = table.append_column("event_id", pa.array(columns["event_id"], pa.uint64()))
+    if kind is RecordKind.LOG:
+        texts = columns["severity_text"]
+        if isinstance(texts, pa.Array):  # the scanner's: each distinct text once
+            encoded = texts.dictionary_encode()
+            numbers = np.fromiter((SEVERITY_NUMBER[s] for s in encoded.dictionary.to_pylist()),
+                                  dtype=np.uint8, count=len(encoded.dictionary))
+            columns["severity_number"] = numbers[encoded.indices.to_numpy(zero_copy_only=False)]
+        else:
+            columns["severity_number"] = np.fromiter((SEVERITY_NUMBER[s] for s in texts),
+                                                     dtype=np.uint8, count=len(texts))
+        table = table.append_column("severity_number",
+                                    pa.array(columns["severity_number"], pa.uint8()))
+    return table
 
 
 def message_problem(value: bytes, limits: DecodeLimits) -> str:

@@ -16,25 +16,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.errors import SettingsError
 from pipeline.events.codec import (
     DecodedBatch,
     DecodeLimits,
-    arrow_table,
     decode_chunk,
     decode_messages,
+    identified_table,
     join_parts,
 )
-from pipeline.events.eventid import content_ids
+from pipeline.events.columns import keep_rows
+from pipeline.events.decoders import choose_decoder, describe_decoder_choice
 from pipeline.events.schema import (
-    SEVERITY_NUMBER,
     SPECS,
     FieldSpec,
     FieldType,
@@ -51,7 +50,6 @@ except ImportError:  # built without a C compiler: the Python path decodes every
 
 log = logging.getLogger("tocsin.codec")
 
-DECODERS = ("auto", "c", "python")
 SCAN_CHUNK_BYTES = 16 << 20
 """Message bytes the scanner reads at once at most: its columns take about the bytes it
 read (the Python path keeps its own smaller chunks, ``codec.DECODE_CHUNK_BYTES``)."""
@@ -65,25 +63,15 @@ def json_decoder(requested: str | None = None) -> str:
     """The JSON decoder to use, ``c`` or ``python``, for ``requested`` (setting
     ``ingest.json_decoder``): ``auto`` (or None) takes the C scanner when it was built,
     ``c`` insists on it, ``python`` decodes every record with orjson and Python."""
-    choice = requested or "auto"
-    if choice not in DECODERS:
-        raise SettingsError(f"ingest.json_decoder: {choice!r} is not one of "
-                            f"{', '.join(DECODERS)}")
-    if choice == "c" and _jsonscan is None:
-        raise SettingsError("ingest.json_decoder: 'c' asked for, but the C extension "
-                            "pipeline.events._jsonscan is not built (pip install -e . with a "
-                            "C compiler and the Python headers)")
-    if choice == "auto":
-        return "c" if _jsonscan is not None else "python"
-    return choice
+    return choose_decoder("ingest.json_decoder", requested, _jsonscan,
+                          "pipeline.events._jsonscan")
 
 
 def describe_json_decoder(decoder: str) -> str:
     """One line for the start-up log: which JSON decoder runs, and why."""
-    if decoder == "c":
-        return "JSON decoder: C scanner (pipeline.events._jsonscan)"
-    why = "asked for" if _jsonscan is not None else "the C extension is not built"
-    return f"JSON decoder: orjson and Python ({why})"
+    return describe_decoder_choice(decoder, _jsonscan, "JSON decoder",
+                                   "C scanner (pipeline.events._jsonscan)",
+                                   "orjson and Python")
 
 
 @dataclass
@@ -95,18 +83,12 @@ class _Scanned:
     msg: np.ndarray
     elem: np.ndarray
     columns: dict[str, Any]  # the fields' columns, by table column
-    derived: dict[str, np.ndarray] = field(default_factory=dict)  # after event_id
 
     def part(self, messages: Sequence[RawMessage], start: int, stop: int) -> DecodedBatch:
         """The decoded batch of messages ``start`` to ``stop`` (all taken)."""
         lo, hi = np.searchsorted(self.msg, [start, stop])
         columns = {name: values[lo:hi] for name, values in self.columns.items()}
-        table = arrow_table(columns)
-        columns["event_id"] = content_ids(SPECS[self.kind], table)
-        table = table.append_column("event_id", pa.array(columns["event_id"], pa.uint64()))
-        for name, values in self.derived.items():
-            columns[name] = values[lo:hi]
-            table = table.append_column(name, pa.array(columns[name]))
+        table = identified_table(self.kind, columns)
         partitions = np.fromiter((m.partition for m in messages[start:stop]), np.int32,
                                  count=stop - start)
         msg = self.msg[lo:hi].astype(np.int64) - start
@@ -147,7 +129,6 @@ def _scan(kind: RecordKind, messages: Sequence[RawMessage], limits: DecodeLimits
     msg, elem = np.frombuffer(msg, np.int32), np.frombuffer(elem, np.int32)
     bad = np.zeros(len(msg), bool)
     columns: dict[str, Any] = {}
-    derived: dict[str, np.ndarray] = {}
     for f, data in zip(spec.fields, raw, strict=True):
         if f.type is FieldType.TIME:
             ms = numbers_to_ms(np.frombuffer(data, np.int64))
@@ -175,19 +156,12 @@ def _scan(kind: RecordKind, messages: Sequence[RawMessage], limits: DecodeLimits
                 indexes = np.where(absent, len(stored) - 1, indexes)
             bad |= wrong[indexes]
             columns[f.column] = pa.array(stored, pa.string()).take(pa.array(indexes))
-            if kind is RecordKind.LOG and f.column == "severity_text":
-                numbers = np.fromiter((SEVERITY_NUMBER.get(s, 0) for s in stored), np.uint8,
-                                      count=len(stored))
-                derived["severity_number"] = numbers[indexes]
     if bad.any():  # the Python path words why: their messages go there
         flagged[np.unique(msg[bad])] = True
         keep = ~flagged[msg]
-        mask = pa.array(keep)
         msg, elem = msg[keep], elem[keep]
-        columns = {name: c.filter(mask) if isinstance(c, pa.Array) else c[keep]
-                   for name, c in columns.items()}
-        derived = {name: c[keep] for name, c in derived.items()}
-    return _Scanned(kind, flagged, msg, elem, columns, derived)
+        keep_rows(columns, keep)
+    return _Scanned(kind, flagged, msg, elem, columns)
 
 
 def scan_decode(kind: RecordKind, messages: Sequence[RawMessage], limits: DecodeLimits

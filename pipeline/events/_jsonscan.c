@@ -394,6 +394,28 @@ static int read_double(cur_t *c, double *out) {
     return 0;
 }
 
+/* An object member's key and the colon after it, the cursor left on its value. */
+static int read_key(cur_t *c, out_t *o, span_t *key) {
+    int r = read_string(c, o, key);
+    if (r) return r;
+    skip_ws(c);
+    if (c->p >= c->end || *c->p != ':') return FLAGGED;
+    c->p++;
+    skip_ws(c);
+    return 0;
+}
+
+/* Past what follows an object member's value: a comma and another member, or (``end``
+ * set) the object's closing brace; FLAGGED if neither. */
+static int next_member(cur_t *c, int *end) {
+    skip_ws(c);
+    *end = c->p < c->end && *c->p == '}';
+    if (!*end && (c->p >= c->end || *c->p != ',')) return FLAGGED;
+    c->p++;
+    if (!*end) skip_ws(c);
+    return 0;
+}
+
 static int push_index(intern_t *t, vec_t *idx, span_t s) {
     int32_t i = intern(t, s.p, s.n);
     if (i < 0) return NOMEM;
@@ -410,23 +432,17 @@ static int read_attributes(cur_t *c, out_t *o) {
     for (;;) {
         span_t k, v;
         int r;
-        if ((r = read_string(c, o, &k))) return r;
-        skip_ws(c);
-        if (c->p >= c->end || *c->p != ':') return FLAGGED;
-        c->p++;
-        skip_ws(c);
-        if ((r = read_string(c, o, &v))) return r;
+        if ((r = read_key(c, o, &k)) || (r = read_string(c, o, &v))) return r;
         int32_t ki = intern(&o->attr_keys, k.p, k.n);
         if (ki < 0) return NOMEM;
         const int32_t *keys = (const int32_t *)o->keys.data;
         for (size_t e = first; e < o->keys.len / sizeof(int32_t); e++)
             if (keys[e] == ki) return FLAGGED;
         if (VEC_PUSH(&o->keys, int32_t, ki)) return NOMEM;
-        if ((r = push_index(&o->attr_values, &o->values, v))) return r;
-        skip_ws(c);
-        if (c->p < c->end && *c->p == ',') { c->p++; skip_ws(c); continue; }
-        if (c->p < c->end && *c->p == '}') { c->p++; return 0; }
-        return FLAGGED;
+        int end;
+        if ((r = push_index(&o->attr_values, &o->values, v)) || (r = next_member(c, &end)))
+            return r;
+        if (end) return 0;
     }
 }
 
@@ -448,11 +464,7 @@ static int read_record(cur_t *c, out_t *o, int32_t msg, int32_t elem) {
     if (c->p < c->end && *c->p == '}') return FLAGGED; /* no required field */
     for (;;) {
         span_t key;
-        if ((r = read_string(c, o, &key))) return r;
-        skip_ws(c);
-        if (c->p >= c->end || *c->p != ':') return FLAGGED;
-        c->p++;
-        skip_ws(c);
+        if ((r = read_key(c, o, &key))) return r;
         int f = 0;
         while (f < o->count && !(o->columns[f].name_len == key.n &&
                                  memcmp(o->columns[f].name, key.p, (size_t)key.n) == 0))
@@ -473,11 +485,9 @@ static int read_record(cur_t *c, out_t *o, int32_t msg, int32_t elem) {
             if (!r && !(type.n == o->kind_len && memcmp(type.p, o->kind, (size_t)type.n) == 0))
                 r = FLAGGED;
         } else return FLAGGED; /* an unknown field, or "type" twice */
-        if (r) return r;
-        skip_ws(c);
-        if (c->p < c->end && *c->p == ',') { c->p++; skip_ws(c); continue; }
-        if (c->p < c->end && *c->p == '}') { c->p++; break; }
-        return FLAGGED;
+        int end;
+        if (r || (r = next_member(c, &end))) return r;
+        if (end) break;
     }
     for (int f = 0; f < o->count; f++) {
         column_t *col = &o->columns[f];

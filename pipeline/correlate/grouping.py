@@ -143,12 +143,12 @@ def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Mem
     # calm sticks while the alarm fires (see below); a resolved member (closed with its
     # problem while calm) firing again is a new episode
     was_calm = m.calm and m.state == "firing"
-    calm = _keepalive(det) and (was_calm or _calm(det))
+    calm = is_keepalive(det) and (was_calm or _calm(det))
     # a model's keep-alive restates its episode: the peak score so far, beside the value
     # now and an expected value that has followed the shift since the band was fixed (a
     # CPU that dropped reads as above its adapted expectation): it says the trouble goes
     # on, not how far or which way it went
-    restated = _keepalive(det) and det.detector.startswith(MODEL_PREFIX)
+    restated = is_keepalive(det) and det.detector.startswith(MODEL_PREFIX)
     stronger = not restated and new.strength > m.strength
     return replace(
         m, state="firing", resolved_ms=None,
@@ -175,17 +175,12 @@ def update_member(m: Member, det: Detection, settings: CorrelateSettings) -> Mem
         calm=calm, calm_ms=(m.calm_ms if was_calm else det.time) if calm else None)
 
 
-def is_keepalive(det: Detection) -> bool:
-    """Whether ``det`` re-sends an alarm still firing (a keep-alive)."""
-    return _keepalive(det)
-
-
 def is_calm(det: Detection) -> bool:
     """Whether ``det`` is a keep-alive that saw its series back (see :func:`_calm`)."""
-    return _keepalive(det) and _calm(det)
+    return is_keepalive(det) and _calm(det)
 
 
-def _keepalive(det: Detection) -> bool:
+def is_keepalive(det: Detection) -> bool:
     """Whether ``det`` re-sends an alarm still firing (a keep-alive)."""
     return bool(det.evidence.get("keepalive")) and det.state == "firing"
 

@@ -695,6 +695,16 @@ def test_what_is_not_a_dependency_problem_aftermath_opens_its_own():
     assert [p.affected for p in run.open()] == [("api",)]
 
 
+def _model_alarm(service: str, t: int, metric: str, band: tuple[float, float, float], *,
+                 observed: float = 0.2, category: str = "resource"):
+    """The default model's alarm on ``metric`` of ``service`` at ``t``, fired against
+    ``band`` (expected, low, high)."""
+    expected, low, high = band
+    return det("model:seasonal-ensemble", service, t, category=category, observed=observed,
+               score=1.0, labels={"metric": metric},
+               evidence={"expected": expected, "band_low": low, "band_high": high})
+
+
 def _model_keepalive(alarm, t: int, value: float):
     """A model alarm's keep-alive at ``t`` seeing ``value`` against the band it fired on."""
     return replace(again(alarm, t), observed=value,
@@ -707,9 +717,7 @@ def test_a_model_alarm_whose_value_is_back_in_band_continues_no_trouble():
     its alarm not yet resolved. The next fault's slowdown on that service is a fresh
     onset, not that resource trouble continuing; while the value stays out of band it
     still is."""
-    band = {"expected": 12.7, "band_low": 12.6, "band_high": 12.8}
-    mem = det("model:seasonal-ensemble", "auth", T0, category="resource", observed=21.6,
-              score=1.0, labels={"metric": "k8s.pod.memory.usage"}, evidence=band)
+    mem = _model_alarm("auth", T0, "k8s.pod.memory.usage", (12.7, 12.6, 12.8), observed=21.6)
 
     slow = det("model:trace-red", "auth", T0 + 8 * MIN, category="performance",
                score=1.0, labels={"operation": "Login", "series": "trace.duration.p95"})
@@ -737,9 +745,7 @@ def test_a_model_alarm_out_of_band_again_after_it_was_calm_is_a_new_onset():
     no confirmed alarm: it opens no problem of its own, but joins the new fault's (its
     slowdown) as a fresh member. A new firing (after a resolve) starts a new episode,
     not calm."""
-    band = {"expected": 5.0, "band_low": 4.0, "band_high": 6.0}
-    queue = det("model:seasonal-ensemble", "api", T0, category="resource", observed=16.0,
-                score=1.0, labels={"metric": "queue.depth"}, evidence=band)
+    queue = _model_alarm("api", T0, "queue.depth", (5.0, 4.0, 6.0), observed=16.0)
 
     run = Run()
     run.feed([queue])
@@ -770,9 +776,7 @@ def test_a_problem_whose_every_firing_member_is_calm_resolves_and_stays_resolved
     still in band - neither reopen it nor open a problem of their own, also past
     reopen_window: they are listed with the resolved problem. A fault on api an hour
     later opens its own problem."""
-    band = {"expected": 0.3, "band_low": 0.2, "band_high": 0.4}
-    cpu = det("model:seasonal-ensemble", "api", T0, category="resource", observed=0.9,
-              score=1.0, labels={"metric": "system.cpu.utilization"}, evidence=band)
+    cpu = _model_alarm("api", T0, "system.cpu.utilization", (0.3, 0.2, 0.4), observed=0.9)
     run = Run()
     run.feed([cpu])
     [p] = run.open()
@@ -796,9 +800,7 @@ def test_a_calm_member_holds_no_problem_open_once_the_others_resolved():
     """A problem with a calm model alarm and an error rule still failing stays open; once
     the rule resolves, every member left firing is calm: the problem is clear since then
     and resolves after resolve_hold, its calm member dated back to when it was seen back."""
-    band = {"expected": 0.3, "band_low": 0.2, "band_high": 0.4}
-    cpu = det("model:seasonal-ensemble", "api", T0, category="resource", observed=0.9,
-              score=1.0, labels={"metric": "system.cpu.utilization"}, evidence=band)
+    cpu = _model_alarm("api", T0, "system.cpu.utilization", (0.3, 0.2, 0.4), observed=0.9)
     errors = det("high-error-rate", "api", T0 + 30 * SEC)
     run = Run()
     run.feed([cpu, errors])
@@ -848,9 +850,8 @@ def test_a_rule_alarm_whose_last_step_is_clear_no_longer_fails_its_callers():
                  threshold=0.05)
     elevated = det("elevated-error-rate", "api", T0 + MIN, category="availability",
                    observed=0.03, threshold=0.01)
-    model = det("model:seasonal-ensemble", "api", T0 + MIN, category="availability",
-                score=1.0, labels={"metric": "http.server.error.ratio"},
-                evidence={"expected": 0.01, "band_low": 0.0, "band_high": 0.02})
+    model = _model_alarm("api", T0 + MIN, "http.server.error.ratio", (0.01, 0.0, 0.02),
+                         category="availability")
     for calm, joins in ((True, False), (False, True)):
         run = Run()
         run.feed([errors, elevated, model])

@@ -68,7 +68,8 @@ def _engines(args: argparse.Namespace) -> dict | None:
                                            keepalive_ms=settings.detect.keepalive_ms,
                                            accept_points=settings.detect.accept_points,
                                            accept_ms=settings.detect.accept_ms,
-                                           rearm=settings.detect.rearm)
+                                           rearm=settings.detect.rearm,
+                                           stale_ms=settings.detect.stale_ms)
     return engines
 
 

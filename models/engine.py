@@ -103,7 +103,9 @@ class ModelEngine:
     ``keepalive_ms`` (0: off) re-sends a firing alarm at the ticks ``fired + k x
     keepalive_ms`` of event time, when a point or closed window of its series shows it
     still firing (the latest tick reached, at most one per point or window); a silent
-    series sends none, as a rule's series without evaluations does.
+    series sends none, as a rule's series without evaluations does. ``stale_ms`` (0: off)
+    ends the trace alarms of an operation that had no span for that long (see
+    :mod:`models.traces`).
     """
 
     def __init__(self, registry: ModelRegistry | None = None, threshold: float = 0.6,
@@ -113,10 +115,13 @@ class ModelEngine:
                  confirm_points: int = 4, accept_points: int = 360,
                  vector: bool = True, keepalive_ms: int = 0,
                  metric_model: str = METRIC_MODEL, confirm_ms: int = 30_000,
-                 accept_ms: int = 0, rearm: bool = False) -> None:
+                 accept_ms: int = 0, rearm: bool = False, stale_ms: int = 0) -> None:
         if not isinstance(keepalive_ms, int) or keepalive_ms < 0:
             raise ModelError(f"keepalive_ms={keepalive_ms!r}: expected a whole number of "
                              f"milliseconds >= 0 (0: no keep-alives)")
+        if not isinstance(stale_ms, int) or stale_ms < 0:
+            raise ModelError(f"stale_ms={stale_ms!r}: expected a whole number of "
+                             f"milliseconds >= 0 (0: silence ends no alarm)")
         if not isinstance(accept_points, int) or accept_points < 0:
             raise ModelError(f"accept_points={accept_points!r}: expected a whole number of "
                              f"points >= 0 (0: a shifted series fires until it returns)")
@@ -141,6 +146,7 @@ class ModelEngine:
         self.rearm = rearm
         self.vector = vector
         self.keepalive_ms = keepalive_ms
+        self.stale_ms = stale_ms
         self.versions = dict.fromkeys(self._classes, BUILTIN)
         for name in self._classes:
             self._install(name, self._builtin(name), BUILTIN)
@@ -227,7 +233,8 @@ class ModelEngine:
             spans["attributes"] = (values_of(columns, "attributes")
                                    if "attributes" in columns else None)
             late = state.traces.add(spans)
-            findings = state.traces.advance(state.service, None, self.keepalive_ms)
+            findings = state.traces.advance(state.service, None, self.keepalive_ms,
+                                            self.stale_ms)
             stats = {"late": late, "edges": len(state.traces.edges)}
         else:
             raise ModelError(f"signal {signal!r}: expected metrics, logs or traces")
@@ -239,7 +246,8 @@ class ModelEngine:
         """Event time reached ``watermark_ms`` without data: close log and trace windows."""
         self._sync(state)
         findings = state.logs.advance(watermark_ms, self.keepalive_ms)
-        findings += state.traces.advance(state.service, watermark_ms, self.keepalive_ms)
+        findings += state.traces.advance(state.service, watermark_ms, self.keepalive_ms,
+                                         self.stale_ms)
         return state, [self._detection(f, state.service) for f in findings]
 
     def call_graph(self, state: ServiceModelState) -> list[tuple[str, str, int, int]]:

@@ -296,6 +296,20 @@ class SeriesBank:
                 result.reasons[p] = "returned" if returned[i] else "accepted"
             result.since[p] = int(self.began[cols[i]])
 
+    def end_alarms(self, keys: Sequence[str]) -> list[tuple[str, int, tuple[float, float], float]]:
+        """End the alarms of those of ``keys`` that fire, whatever their points say (their
+        series went silent): ``(key, episode start, band, peak score)`` for each ended."""
+        out = []
+        for key in keys:
+            c = self.index.get(key)
+            if c is None or not self.firing[c]:
+                continue
+            out.append((key, int(self.began[c]), (float(self.band[0, c]),
+                                                  float(self.band[1, c])), float(self.peak[c])))
+            self.firing[c] = self.armed[c] = False
+            self.streak[c] = self.accept[c] = 0
+        return out
+
     def column(self, key: str) -> np.ndarray:
         """The state column of one series (a copy)."""
         return self.state[:, self.index[key]].copy()

@@ -20,6 +20,14 @@ window closes, each operation yields rate (spans/s), errors and duration percent
 With ``keepalive_ms`` a window that keeps a series or error alarm firing re-sends it once
 a tick ``fired + k * keepalive_ms`` has passed (a keep-alive, at that tick).
 
+With ``stale_ms`` an operation that had no span for that long (its last window's end
+plus ``stale_ms`` passed, by a later window or the watermark) ends its alarms, resolved
+at that time with ``silent`` in their evidence, as Prometheus resolves an alert whose
+series went stale: no calls tell nothing of latency or errors, and an alarm held open
+by silence would keep its problem open and take in whatever fails there next. A
+service that stops answering altogether is the rate's and the callers' to show (and
+the absence rules').
+
 The call graph: every client/producer span with ``peer.service`` is an edge
 caller → callee; a span whose parent span (seen in the same batch) belongs to another
 service is one too. Edges keep a count and the last time seen.
@@ -103,6 +111,7 @@ class TraceAnalytics:
         self.firing: dict[str, int] = {}  # error keys firing since
         self.sent: dict[str, int] = {}  # firing error key -> last firing or keep-alive time
         self.edges: dict[str, list[int]] = {}  # "caller\tcallee" -> [count, last seen ms]
+        self.seen: dict[str, int] = {}  # op -> end of its last window (with stale_ms)
 
     def reconfigure(self, config: TraceRED) -> None:
         """Run ``config`` from now on, keeping the series, error baselines, alarms and
@@ -149,13 +158,17 @@ class TraceAnalytics:
         return sorted((*key.split("\t"), c, t) for key, (c, t) in self.edges.items())
 
     def advance(self, service: str, watermark_ms: int | None = None,
-                keepalive_ms: int = 0) -> list[Finding]:
+                keepalive_ms: int = 0, stale_ms: int = 0) -> list[Finding]:
         """Close the windows the watermark passed; score RED; return the state changes
-        (and keep-alives of alarms still firing, every ``keepalive_ms``; 0: none)."""
+        (and keep-alives of alarms still firing, every ``keepalive_ms``; 0: none; and the
+        alarms of operations silent for ``stale_ms`` ended; 0: never)."""
         out: list[Finding] = []
         window_s = self.config.window_ms / 1000.0
         for start, acc in self.windows.close(watermark_ms):
             end = start + self.config.window_ms
+            if stale_ms > 0:
+                out.extend(self._silent(service, start, stale_ms))
+                self.seen.update(dict.fromkeys(acc, end))
             series: dict[str, tuple[list, list, list]] = {"rate": ([], [], []),
                                                           "duration": ([], [], [])}
             for op, (n, errors, durations) in sorted(acc.items()):
@@ -173,6 +186,48 @@ class TraceAnalytics:
                 if keys:
                     out.extend(self._score(bank, keys, values, meta, service, start, end,
                                            keepalive_ms))
+        if stale_ms > 0 and watermark_ms is not None:
+            out.extend(self._silent(service, watermark_ms, stale_ms))
+        return out
+
+    def _silent(self, service: str, now_ms: int, stale_ms: int) -> list[Finding]:
+        """End the alarms of the operations with no span for ``stale_ms`` before
+        ``now_ms``, resolved when that silence reached ``stale_ms``."""
+        out: list[Finding] = []
+        window_s = self.config.window_ms / 1000.0
+        for op in [op for op, t in self.seen.items() if t + stale_ms <= now_ms]:
+            seen = self.seen.pop(op)
+            at, quiet = seen + stale_ms, f"no span for {stale_ms // 1000} s"
+            evidence = {"model": MODEL, "silent": True, "last_seen": seen,
+                        "window_ms": self.config.window_ms}
+            for kind, bank in (("rate", self.rate_bank), ("duration", self.bank)):
+                names = [n for n in _SERIES if n.split(".")[0] == kind]
+                for key, began, (low, high), peak in bank.end_alarms(
+                        [f"{op}|{name}" for name in names]):
+                    name = key.rsplit("|", 1)[1]
+                    if kind == "rate":
+                        low, high = (_count_of(v) / window_s for v in (low, high))
+                    else:
+                        low, high = math.expm1(low), math.expm1(high)
+                    what = "request rate" if kind == "rate" else f"{name.split('.')[1]} duration"
+                    out.append(Finding(
+                        MODEL, "traces", "resolved", at, op, peak, math.nan,
+                        began - self.config.window_ms, at,
+                        category="performance" if kind != "rate" else "availability",
+                        title=f"{service} {op}: {what} alarm ended, {quiet}",
+                        labels={"operation": op, "series": f"trace.{name}", **_peer(op)},
+                        threshold=self.config.threshold,
+                        evidence={**evidence, "band_low": max(low, 0.0), "band_high": high,
+                                  "series": f"trace.{name}"}))
+            since = self.firing.pop(f"{op}|errors", None)
+            if since is not None:
+                self.sent.pop(f"{op}|errors", None)
+                out.append(Finding(
+                    MODEL, "traces", "resolved", at, op, 0.0, math.nan, since, at,
+                    category="availability", title=f"{op}: errors alarm ended, {quiet}",
+                    labels={"operation": op, "series": "trace.errors", **_peer(op)},
+                    threshold=self.config.threshold,
+                    evidence={**evidence, "series": "trace.errors"}))
         return out
 
     def _score(self, bank: SeriesBank, keys: list[str], values: list[float],
@@ -258,7 +313,8 @@ class TraceAnalytics:
         return {"config": self.config.params, "windows": self.windows.to_dict(),
                 "bank": self.bank.to_bytes().hex(),
                 "rate_bank": self.rate_bank.to_bytes().hex(), "errors": self.errors,
-                "firing": self.firing, "sent": self.sent, "edges": self.edges}
+                "firing": self.firing, "sent": self.sent, "edges": self.edges,
+                "seen": self.seen}
 
     def load(self, data: Mapping[str, Any]) -> None:
         """Restore :meth:`to_dict` output; state saved under another configuration is
@@ -276,4 +332,5 @@ class TraceAnalytics:
         # state saved before keep-alives: last sent = firing since
         self.sent = {k: int(v) for k, v in data.get("sent", self.firing).items()}
         self.edges = {k: list(v) for k, v in data["edges"].items()}
+        self.seen = {k: int(v) for k, v in data.get("seen", {}).items()}
         self.reconfigure(current)

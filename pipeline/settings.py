@@ -192,6 +192,9 @@ class DetectSettings:
     # stored bytes of the per-service states a worker keeps decoded between batches
     # (decoded, several times as many bytes); 0: decode every state at every batch
     live_state_bytes: int = 4 * 2**20
+    # a firing trace or service-graph alarm whose operation or edge had no call for this
+    # long ends (resolved, ``silent``), as a stale series' alert does (0: silence ends none)
+    stale_ms: int = 300_000
 
     @property
     def rule_paths(self) -> list[str]:
@@ -373,6 +376,9 @@ class GraphSettings:
     pair_window_ms: int = 300_000  # a parent span may start this long before its child
     topology_ms: int = 86_400_000  # edges seen this recently make the correlator's graph
     min_calls: int = 10  # calls of an edge in its latency baseline before it is tested
+    # a bucket's calls whose median client-minus-server duration reaches this alarm as a
+    # network delay to the callee, with no baseline (0: never)
+    network_ms: int = 100
 
 
 @dataclass(frozen=True)
@@ -493,10 +499,10 @@ _NON_NEGATIVE = {("store", "ttl_days"), ("ingest", "max_future_ms"), ("worker", 
                  ("detect", "allowed_lateness_ms"), ("detect", "keepalive_ms"),
                  ("detect", "warmup_history_ms"), ("detect", "warmup_history_points"),
                  ("detect", "accept_points"), ("detect", "accept_ms"),
-                 ("detect", "live_state_bytes"),
+                 ("detect", "live_state_bytes"), ("detect", "stale_ms"),
                  ("query", "max_execution_time_s"), ("query", "max_memory_bytes"),
                  ("query", "max_result_rows"), ("notify", "lookback_ms"),
-                 ("graph", "pair_window_ms")}
+                 ("graph", "pair_window_ms"), ("graph", "network_ms")}
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -129,7 +129,7 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
 
     scope = settings.correlate.scope
     graph_step = (GraphStep(settings.graph, scope, writer.store.database,
-                            settings.detect.keepalive_ms)
+                            settings.detect.keepalive_ms, settings.detect.stale_ms)
                   if settings.graph.enabled else None)
     graph_key = graph_state_key(scope)
     learned: dict[str, Any] = {"topology": None}

@@ -81,14 +81,17 @@ class PinnedModelRunner(ModelEngineRunner):
     """The model engine with some models pinned to a version (no hot reload of those)."""
 
     def __init__(self, registry_dir: str, pinned: Mapping[str, int],
-                 keepalive_ms: int = 0) -> None:
+                 keepalive_ms: int = 0, accept_points: int = 360, accept_ms: int = 0,
+                 rearm: bool = True, stale_ms: int = 0) -> None:
         from models import ModelEngine, ModelRegistry
 
         if not registry_dir:
             raise CandidateError("--model needs a model registry (detect.model_registry or "
                                  "--registry)")
         registry = PinnedRegistry(ModelRegistry(registry_dir), pinned)
-        self.engine = ModelEngine(registry=registry, keepalive_ms=keepalive_ms)
+        self.engine = ModelEngine(registry=registry, keepalive_ms=keepalive_ms,
+                                  accept_points=accept_points, accept_ms=accept_ms,
+                                  rearm=rearm, stale_ms=stale_ms)
 
 
 def candidate_engine(settings: Settings, candidate: Candidate) -> Any:
@@ -97,7 +100,9 @@ def candidate_engine(settings: Settings, candidate: Candidate) -> Any:
     if candidate.rules:
         return RuleEngineRunner(list(candidate.rules), detect.allowed_lateness_ms,
                                 detect.keepalive_ms)
-    return PinnedModelRunner(detect.model_registry, candidate.models or {}, detect.keepalive_ms)
+    return PinnedModelRunner(detect.model_registry, candidate.models or {}, detect.keepalive_ms,
+                             detect.accept_points, detect.accept_ms, detect.rearm,
+                             detect.stale_ms)
 
 
 SHADOW_PREFIX = "shadow-"

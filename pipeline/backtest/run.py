@@ -105,7 +105,7 @@ class Replay:
         self.topology = {k: tuple(v) for k, v in (topology or {}).items()}
         # the correlate agent's service-graph step, pairing the stored spans
         self.graph = (GraphStep(settings.graph, self.scope, settings.store.database,
-                                settings.detect.keepalive_ms)
+                                settings.detect.keepalive_ms, settings.detect.stale_ms)
                       if query is not None and settings.graph.enabled and self.correlate
                       else None)
         self.query = query

@@ -122,13 +122,14 @@ class ModelEngineRunner:
     """
 
     def __init__(self, registry_dir: str, keepalive_ms: int = 0,
-                 accept_points: int = 360, accept_ms: int = 0, rearm: bool = True) -> None:
+                 accept_points: int = 360, accept_ms: int = 0, rearm: bool = True,
+                 stale_ms: int = 0) -> None:
         from models import ModelEngine, ModelRegistry
 
         registry = ModelRegistry(registry_dir) if registry_dir else None
         self.engine = ModelEngine(registry=registry, keepalive_ms=keepalive_ms,
                                   accept_points=accept_points, accept_ms=accept_ms,
-                                  rearm=rearm)
+                                  rearm=rearm, stale_ms=stale_ms)
 
     @property
     def version(self) -> str:
@@ -193,5 +194,6 @@ def build_engines(settings: Settings) -> dict[str, Any]:
                                               settings.detect.keepalive_ms,
                                               settings.detect.accept_points,
                                               settings.detect.accept_ms,
-                                              settings.detect.rearm)
+                                              settings.detect.rearm,
+                                              settings.detect.stale_ms)
     return engines

@@ -156,7 +156,8 @@ class OfflinePipeline:
         self.store = store
         graph = getattr(settings, "graph", None)
         self.graph = GraphStep(graph, settings.correlate.scope,
-                               keepalive_ms=settings.detect.keepalive_ms) \
+                               keepalive_ms=settings.detect.keepalive_ms,
+                               stale_ms=settings.detect.stale_ms) \
             if store is not None and graph is not None and graph.enabled else None
         self.scope = settings.correlate.scope
         # as the ingest agent: every by-service value within the topic's message limit

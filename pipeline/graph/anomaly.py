@@ -16,7 +16,14 @@ buckets:
   path, looks like this when spans carry no status);
 - *errors*: the binomial tail of the failed calls given the edge's usual error ratio
   (not learnt while the alarm fires, so a lasting outage does not become usual and
-  clear itself mid-way).
+  clear itself mid-way);
+- *network*: the median *network time* of the bucket's client -> server calls (the
+  client span's duration less the callee's server span's: time on the wire, in proxies
+  and in queues) is at least ``network_ms`` (100 ms) over at least ``min_calls`` calls;
+  it resolves under 70 % of that. Calls within one cluster spend a few milliseconds
+  there, so this needs no baseline: it fires from a cold start, on the first minute of
+  traces, and tells a network delay to the callee from the callee being slow (whose
+  server spans then take the time).
 
 A firing edge alarm is re-sent every ``keepalive_ms`` of event time while it holds (with
 ``keepalive`` in its evidence), as the rules and models re-send theirs: the correlator
@@ -28,6 +35,11 @@ not in the callee's own metrics, so the detection is raised *on the callee* (``s
 = callee), naming the caller in its labels and evidence; the ranking puts it down to the
 caller instead when most of the caller's calls are anomalous together. A bucket that
 alarms is not learned, so a lasting shift keeps firing until it ends.
+
+With ``stale_ms`` an edge with no call for that long ends its alarms (resolved when the
+silence reached ``stale_ms``, ``silent`` in the evidence), as the trace model's
+operations do (:mod:`models.traces`): with no calls there is no latency to be slow, and
+an alarm held by silence would keep its problem open across whatever fails next.
 """
 
 from __future__ import annotations
@@ -62,7 +74,8 @@ class EdgeModel:
     def __init__(self, min_calls: int = 10, tail: float = 0.1, half_life: float = 60.0,
                  min_shift: float = 2.0, threshold: float = 0.6, clear: float | None = None,
                  error_rate: float = 0.05, error_prior: float = 0.01,
-                 min_errors: int = 3, keepalive_ms: int = 0) -> None:
+                 min_errors: int = 3, keepalive_ms: int = 0, stale_ms: int = 0,
+                 network_ms: float = 100.0) -> None:
         self.min_calls = min_calls  # baseline calls before an edge is tested
         self.tail = tail
         self.min_shift = min_shift  # the typical call at least this much slower (faster)
@@ -77,14 +90,23 @@ class EdgeModel:
         self.firing: dict[str, int] = {}  # "edge|kind" -> firing since
         self.keepalive_ms = keepalive_ms  # re-send a firing alarm this often (0: never)
         self.sent: dict[str, int] = {}  # "edge|kind" -> when it was last sent
+        self.stale_ms = stale_ms  # an edge without calls this long ends its alarms (0: never)
+        self.network_ms = network_ms  # median network time that alarms (0: never)
+        self.seen: dict[str, int] = {}  # edge -> end of its last bucket with calls
 
     def score(self, stats: Iterable[EdgeStat], bucket_ms: int) -> list[Detection]:
         """Test one or more buckets of edge statistics (in bucket order), then learn."""
         out: list[Detection] = []
+        swept = None
         for s in sorted((s for s in stats if s.calls > 0),
                         key=lambda s: (s.bucket_ms, s.caller, s.callee)):
             edge = f"{s.caller}\t{s.callee}"
             end = s.bucket_ms + bucket_ms
+            if s.bucket_ms != swept:  # silences that ended before this bucket began
+                out.extend(self.silent(s.bucket_ms))
+                swept = s.bucket_ms
+            if self.stale_ms > 0:
+                self.seen[edge] = end
             base = self.hist.setdefault(edge, {})
             total = sum(base.values())
             alarmed = False
@@ -94,6 +116,8 @@ class EdgeModel:
                     out.extend(found)
                     alarmed |= hit
             out.extend(self._errors(edge, s, s.bucket_ms, end))
+            out.extend(self._network(edge, s, end))
+            alarmed |= f"{edge}|network" in self.firing  # a delayed call is no usual one
             for b in list(base):
                 base[b] *= self.decay
                 if base[b] < 1e-3:
@@ -151,6 +175,61 @@ class EdgeModel:
             f"{x} of {s.calls} {'over' if kind == 'slower' else 'under'} {limit:.3g} ms "
             f"(usually {p:.0%}), p50 {s.p50_ms:.3g} ms",
             evidence if fires else {**evidence, "keepalive": True})], True
+
+    def silent(self, now_ms: int) -> list[Detection]:
+        """End the alarms of the edges without a call for ``stale_ms`` before ``now_ms``
+        (resolved when that silence reached ``stale_ms``); none with ``stale_ms`` 0."""
+        if self.stale_ms <= 0:
+            return []
+        out = []
+        for edge in [e for e, t in self.seen.items() if t + self.stale_ms <= now_ms]:
+            seen = self.seen.pop(edge)
+            at = seen + self.stale_ms
+            caller, callee = edge.split("\t")
+            gone = EdgeStat(caller, callee, seen, "spans", 0, 0, math.nan, math.nan, math.nan)
+            for kind, series, category in (("slower", "latency.slower", "performance"),
+                                           ("faster", "latency.faster", "performance"),
+                                           ("errors", "errors", "availability"),
+                                           ("network", "network", "performance")):
+                since = self.firing.pop(f"{edge}|{kind}", None)
+                if since is None:
+                    continue
+                self.sent.pop(f"{edge}|{kind}", None)
+                out.append(self._detection(
+                    gone, series, "resolved", at, since, 0.0, math.nan, category,
+                    f"calls {caller} -> {callee}: {kind} alarm ended, no call for "
+                    f"{self.stale_ms // 1000} s", {"silent": True, "last_seen": seen}))
+        return out
+
+    def _network(self, edge: str, s: EdgeStat, end: int) -> list[Detection]:
+        """Whether the bucket's calls spend ``network_ms`` or more outside the callee (the
+        median network time of at least ``min_calls`` client -> server calls)."""
+        if self.network_ms <= 0 or s.network_calls < self.min_calls:
+            return []  # too few paired calls to tell: no news either way
+        key = f"{edge}|network"
+        since = self.firing.get(key)
+        gap = s.network_p50_ms
+        score = min(1.0, self.threshold * max(gap, 0.0) / self.network_ms)
+        evidence = {"band_low": 0.0, "band_high": self.network_ms, "network_ms": gap,
+                    "network_calls": s.network_calls, "client_p50_ms": s.p50_ms}
+        if since is None and gap >= self.network_ms:
+            since = self.firing[key] = s.bucket_ms
+            self.sent[key] = end
+            state, title = "firing", "spend"
+        elif since is not None and gap < 0.7 * self.network_ms:
+            del self.firing[key]
+            self.sent.pop(key, None)
+            state, title = "resolved", "are back to"
+        elif since is not None and self._due(key, end):
+            state, title = "firing", "still spend"
+            evidence["keepalive"] = True
+        else:
+            return []
+        return [self._detection(
+            s, "network", state, end, since, score, gap, "performance",
+            f"calls {s.caller} -> {s.callee} {title} {gap:.3g} ms outside {s.callee} "
+            f"(median network time of {s.network_calls} calls; limit "
+            f"{self.network_ms:g} ms)", evidence)]
 
     def _due(self, key: str, end: int) -> bool:
         """Whether firing alarm ``key`` is due to be re-sent at ``end`` (and mark it sent)."""
@@ -228,7 +307,8 @@ class EdgeModel:
         """Plain-data state."""
         return {"hist": {e: [[b, round(c, 4)] for b, c in sorted(h.items())]
                          for e, h in self.hist.items()},
-                "errors": self.errors, "firing": self.firing, "sent": self.sent}
+                "errors": self.errors, "firing": self.firing, "sent": self.sent,
+                "seen": self.seen}
 
     def load(self, data: Mapping[str, Any]) -> None:
         """Restore :meth:`to_dict` output."""
@@ -237,3 +317,4 @@ class EdgeModel:
         self.errors = {k: list(v) for k, v in data.get("errors", {}).items()}
         self.firing = {k: int(v) for k, v in data.get("firing", {}).items()}
         self.sent = {k: int(v) for k, v in data.get("sent", {}).items() if k in self.firing}
+        self.seen = {k: int(v) for k, v in data.get("seen", {}).items()}

@@ -7,6 +7,9 @@ connector and Tempo's service graphs:
   belongs to another service: the parent's service calls the child's. The client-side
   latency is the parent's duration when the parent is a client/producer span (the call
   as the caller saw it), else the child's;
+  For a client span paired with the callee's server span, the difference of their
+  durations is the call's *network time* (on the wire, in proxies and queues: outside
+  the callee's own handling), summarised per edge and bucket by its median;
 - ``attribute``: a client/producer span naming its peer in ``peer.service``,
   ``server.address`` or ``db.system`` and with no child span of another service (an
   uninstrumented database, cache or external API);
@@ -58,6 +61,8 @@ class EdgeStat:
     p95_ms: float
     p99_ms: float
     hist: tuple[tuple[int, int], ...] = ()  # (latency bin, calls), see latency_bin
+    network_calls: int = 0  # calls paired client span -> server span
+    network_p50_ms: float = 0.0  # their median client minus server duration
 
     @property
     def error_ratio(self) -> float:
@@ -77,10 +82,11 @@ def _between(column: str, lo: int, hi: int) -> str:
 def pairing_sql(database: str, lo_ms: int, hi_ms: int, bucket_ms: int,
                 pair_window_ms: int) -> str:
     """One query: every edge of every bucket in ``[lo_ms, hi_ms)`` from paired spans and
-    peer attributes, as rows ``(caller, callee, bucket, source, calls, errors, p50, p95,
-    p99), hist`` (``hist``: latency bins and their calls)."""
+    peer attributes, as rows ``(caller, callee, bucket, source, calls, errors, (p50, p95,
+    p99), hist, network_calls, network_p50)`` (``hist``: latency bins and their calls;
+    ``network_*``: the client -> server pairs and their median duration difference)."""
     db = database
-    children = (f"SELECT trace_id, parent_span_id, service, start, status, duration_ms "
+    children = (f"SELECT trace_id, parent_span_id, service, start, status, kind, duration_ms "
                 f"FROM {db}.spans WHERE {_between('start', lo_ms, hi_ms)} "
                 "AND parent_span_id != ''")
     parents = (f"SELECT trace_id, span_id, service, status, kind, duration_ms FROM {db}.spans "
@@ -91,13 +97,16 @@ def pairing_sql(database: str, lo_ms: int, hi_ms: int, bucket_ms: int,
     paired = (
         "SELECT p.service AS caller, c.service AS callee, c.start AS t, 'spans' AS source, "
         "(p.status = 'error' OR c.status = 'error') AS failed, "
-        f"if(p.kind IN ({outgoing}), p.duration_ms, c.duration_ms) AS latency "
+        f"if(p.kind IN ({outgoing}), p.duration_ms, c.duration_ms) AS latency, "
+        "p.kind = 'client' AND c.kind = 'server' AS rpc, "
+        "p.duration_ms - c.duration_ms AS network "
         f"FROM ({children}) AS c INNER JOIN ({parents}) AS p "
         "ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id "
         "WHERE p.service != c.service")
     named = (
         f"SELECT s.service AS caller, {peer} AS callee, s.start AS t, 'attribute' AS source, "
-        "s.status = 'error' AS failed, s.duration_ms AS latency "
+        "s.status = 'error' AS failed, s.duration_ms AS latency, "
+        "false AS rpc, 0.0 AS network "
         f"FROM (SELECT * FROM {db}.spans WHERE {_between('start', lo_ms, hi_ms)} "
         f"AND kind IN ({outgoing})) AS s "
         f"LEFT ANTI JOIN ({children}) AS c "
@@ -108,7 +117,8 @@ def pairing_sql(database: str, lo_ms: int, hi_ms: int, bucket_ms: int,
         "AS bucket, source, count() AS calls, countIf(failed) AS errors, "
         "quantilesExact(0.5, 0.95, 0.99)(latency) AS q, "
         f"sumMap([toUInt16(least({MAX_BIN}, floor({BINS_PER_OCTAVE} * "
-        "log2(greatest(latency * 1000, 1)))))], [toUInt64(1)]) AS hist "
+        "log2(greatest(latency * 1000, 1)))))], [toUInt64(1)]) AS hist, "
+        "countIf(rpc) AS rpcs, quantileExactIf(0.5)(network, rpc) AS network_p50 "
         f"FROM ({paired} UNION ALL {named}) "
         "GROUP BY caller, callee, bucket, source ORDER BY bucket, caller, callee, source")
 
@@ -136,12 +146,13 @@ def edge_stats(paired_rows: Iterable[Sequence], metric_rows: Iterable[Sequence] 
     bucket then edge (a metric edge is listed only where no span saw it)."""
     out: dict[tuple[str, str, int], EdgeStat] = {}
     for caller, callee, bucket, source, calls, errors, q, *rest in paired_rows:
-        q = [float(x) if x is not None and math.isfinite(float(x)) else 0.0
-             for x in (q or [0.0, 0.0, 0.0])]
+        q = [_finite(x) for x in (q or [0.0, 0.0, 0.0])]
         hist = _hist(rest[0]) if rest else ()
+        rpcs, network = (int(rest[1]), _finite(rest[2])) if len(rest) >= 3 else (0, 0.0)
         key = (str(caller), str(callee), int(bucket))
         stat = EdgeStat(key[0], key[1], key[2], str(source), int(calls), int(errors), *q[:3],
-                        hist=hist)
+                        hist=hist, network_calls=rpcs,
+                        network_p50_ms=network if rpcs else 0.0)
         old = out.get(key)
         if old is None or (old.source != "spans" and source == "spans"):
             out[key] = stat  # a paired edge speaks for the call better than an attribute
@@ -149,6 +160,12 @@ def edge_stats(paired_rows: Iterable[Sequence], metric_rows: Iterable[Sequence] 
         key = (str(caller), str(callee), int(bucket))
         out.setdefault(key, EdgeStat(key[0], key[1], key[2], "metrics", 0, 0, 0.0, 0.0, 0.0))
     return [out[k] for k in sorted(out, key=lambda k: (k[2], k[0], k[1]))]
+
+
+def _finite(value: Any) -> float:
+    """A number from the store, 0.0 for a missing or non-finite one."""
+    x = float(value) if value is not None else 0.0
+    return x if math.isfinite(x) else 0.0
 
 
 def _hist(value: Any) -> tuple[tuple[int, int], ...]:

@@ -87,11 +87,12 @@ class GraphStep:
     """Pairs, scores and remembers service edges for one correlation scope."""
 
     def __init__(self, settings: GraphSettings, scope: str = "default",
-                 database: str = "tocsin", keepalive_ms: int = 0) -> None:
+                 database: str = "tocsin", keepalive_ms: int = 0, stale_ms: int = 0) -> None:
         self.settings = settings
         self.scope = scope
         self.database = database
         self.keepalive_ms = keepalive_ms  # re-send firing edge alarms (detect.keepalive_ms)
+        self.stale_ms = stale_ms  # end the alarms of silent edges (detect.stale_ms)
 
     def topology(self, stored: bytes | None) -> dict[str, tuple[str, ...]]:
         """The call graph (caller -> callees) a stored state holds."""
@@ -102,7 +103,8 @@ class GraphStep:
         """Process every whole bucket before ``watermark_ms`` not done yet; a first run
         pairs nothing before ``passed_ms`` (the correlator's event time)."""
         s = self.settings
-        state = _State.from_bytes(stored, s.min_calls, self.keepalive_ms)
+        state = _State.from_bytes(stored, s.min_calls, self.keepalive_ms, self.stale_ms,
+                                  s.network_ms)
         hi = (watermark_ms // s.bucket_ms) * s.bucket_ms if watermark_ms >= 0 else -1
         if state.done_until < 0 and hi >= 0:
             state.done_until = self._first_bucket(watermark_ms, passed_ms, hi, query)
@@ -116,6 +118,7 @@ class GraphStep:
             result.edges += edges
             result.detections += state.model.score(
                 [e for e in edges if e.source != "metrics"], s.bucket_ms)
+            result.detections += state.model.silent(upto)
             for e in edges:
                 seen = state.edges.setdefault(f"{e.caller}\t{e.callee}", [0, 0])
                 seen[0] = max(seen[0], e.bucket_ms + s.bucket_ms)
@@ -161,8 +164,10 @@ class _State:
     model: EdgeModel
 
     @classmethod
-    def from_bytes(cls, data: bytes | None, min_calls: int, keepalive_ms: int = 0) -> _State:
-        model = EdgeModel(min_calls=min_calls, keepalive_ms=keepalive_ms)
+    def from_bytes(cls, data: bytes | None, min_calls: int, keepalive_ms: int = 0,
+                   stale_ms: int = 0, network_ms: float = 0.0) -> _State:
+        model = EdgeModel(min_calls=min_calls, keepalive_ms=keepalive_ms, stale_ms=stale_ms,
+                          network_ms=network_ms)
         if not data:
             return cls(-1, {}, model)
         raw: Mapping[str, Any] = orjson.loads(data)

@@ -104,3 +104,30 @@ def test_spans_of_different_services_pair_into_edges_per_bucket(store):
     assert step.run(T0 + 4 * MIN + 2, store.query, second.state).edges == []  # nothing new
     rows = [r["bucket"] for r in second.edge_rows]
     assert rows == [T0 + 3 * MIN]
+
+
+def test_network_time_pairs_client_and_server_spans_and_alarms_from_cold(store):
+    """The first minute of traces a worker ever sees: front's calls take 258 ms, cart's
+    server spans 8 ms of them. The store pairs each client span with its server span;
+    the 250 ms spent outside cart alarm as a network delay on cart, with no baseline."""
+    records = []
+    for i in range(25):
+        t, start = f"n{i:03d}", T0 + i * 1000
+        records += [span(t, f"a{i}", "front", start, 260.0, "server"),
+                    span(t, f"b{i}", "front", start + 1, 258.0, "client", f"a{i}"),
+                    span(t, f"c{i}", "cart", start + 126, 8.0, "server", f"b{i}"),
+                    # a producer -> consumer hop is no call awaited: no network time
+                    span(t, f"q{i}", "front", start + 2, 1.0, "producer", f"a{i}"),
+                    span(t, f"r{i}", "mailer", start + 900, 4.0, "consumer", f"q{i}")]
+    insert(store, records)
+    step = GraphStep(GraphSettings(bucket_ms=MIN, pair_window_ms=5 * MIN, min_calls=20,
+                                   network_ms=100))
+    result = step.run(T0 + MIN + 1, store.query, None, passed_ms=T0)
+    rows = {(e.caller, e.callee): e for e in result.edges}
+    cart = rows[("front", "cart")]
+    assert (cart.calls, cart.network_calls, cart.network_p50_ms) == (25, 25, 250.0)
+    assert rows[("front", "mailer")].network_calls == 0
+    fired = [(d.service, d.labels["series"], d.labels["caller"], d.state)
+             for d in result.detections]
+    assert fired == [("cart", "edge.network", "front", "firing")]
+    assert result.detections[0].evidence["network_ms"] == 250.0

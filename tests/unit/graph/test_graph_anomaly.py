@@ -121,3 +121,90 @@ def test_a_firing_edge_is_re_sent_every_keepalive_until_it_ends():
     ended = model.score([usual(21)], B)
     assert sorted(d.state for d in ended) == ["resolved", "resolved"]
     assert EdgeModel(min_calls=20).keepalive_ms == 0  # off unless asked for
+
+
+def _slow_then_silent(model: EdgeModel, chunks: list[list[int]]) -> list:
+    """Usual calls for 5 buckets, then 30 slow calls at bucket 5; the edge then has no
+    call until bucket 20 (usual again); ``chunks`` says which buckets are scored together."""
+    for k in range(5):
+        model.score([usual(k)], B)
+    buckets = {5: stat(5, [250.0] * 30), 20: usual(20), 21: usual(21)}
+    out = []
+    for chunk in chunks:
+        out += model.score([buckets[k] for k in chunk], B)
+    return out
+
+
+def test_a_firing_edge_ends_once_its_calls_stop_for_stale_ms():
+    model = EdgeModel(min_calls=20, stale_ms=5 * B)
+    fired = _slow_then_silent(model, [[5]])
+    assert [d.state for d in fired] == ["firing"]
+    assert model.silent(T0 + 10 * B) == []  # 4 buckets of silence after the bucket's end
+    restored = EdgeModel(min_calls=20, stale_ms=5 * B)
+    restored.load(model.to_dict())  # a restarted worker knows when the edge was last seen
+    ended = restored.silent(T0 + 12 * B)
+    assert [(d.state, d.window_start, d.time, d.service) for d in ended] == [
+        ("resolved", T0 + 5 * B, T0 + 11 * B, "cart")]
+    assert ended[0].evidence["silent"] and "no call for 300 s" in ended[0].title
+    assert restored.silent(T0 + 30 * B) == [] and not restored.firing
+
+
+def test_silence_ends_an_edge_alarm_however_the_buckets_are_grouped():
+    one = _slow_then_silent(EdgeModel(min_calls=20, stale_ms=5 * B), [[5, 20, 21]])
+    apart = _slow_then_silent(EdgeModel(min_calls=20, stale_ms=5 * B), [[5], [20], [21]])
+    assert [d.to_wire() for d in one] == [d.to_wire() for d in apart]
+    assert [(d.state, d.time) for d in one] == [("firing", T0 + 6 * B),
+                                                ("resolved", T0 + 11 * B)]
+    # without stale_ms the alarm holds through the silence, until usual calls end it
+    held = _slow_then_silent(EdgeModel(min_calls=20), [[5, 20, 21]])
+    assert [(d.state, d.time) for d in held] == [("firing", T0 + 6 * B),
+                                                 ("resolved", T0 + 21 * B)]
+    assert not any(d.evidence.get("silent") for d in held)
+    assert held[1].id == one[1].id  # the same alarm's end, whichever way it ended
+
+
+def wire(k: int, network_ms: float, calls: int = 30, caller: str = "front") -> EdgeStat:
+    """A bucket of usual 8 ms client calls plus ``network_ms`` outside the callee."""
+    base = stat(k, [8.0 + network_ms] * calls, caller=caller)
+    return EdgeStat(base.caller, base.callee, base.bucket_ms, "spans", base.calls, 0,
+                    base.p50_ms, base.p95_ms, base.p99_ms, hist=base.hist,
+                    network_calls=calls, network_p50_ms=network_ms)
+
+
+def test_network_time_alarms_on_the_callee_from_a_cold_start():
+    # no baseline at all: the first bucket of traces already shows calls spending 240 ms
+    # outside the callee (a network delay), which in-cluster calls never do
+    model = EdgeModel(min_calls=20, network_ms=100.0, keepalive_ms=5 * B)
+    fired = model.score([wire(0, 240.0)], B)
+    assert [(d.labels["series"], d.state, d.service, d.labels["caller"]) for d in fired] == [
+        ("edge.network", "firing", "cart", "front")]
+    d = fired[0]
+    assert d.window_start == T0 and d.time == T0 + B and d.observed == 240.0
+    assert d.evidence["network_calls"] == 30 and d.score == 1.0
+    assert "240 ms outside cart" in d.title
+    # still delayed (above 70 % of the limit): no news until the keep-alive is due
+    assert model.score([wire(k, 80.0) for k in (1, 2, 3, 4)], B) == []
+    again = model.score([wire(5, 90.0)], B)
+    assert [(x.state, x.time, bool(x.evidence.get("keepalive"))) for x in again] == [
+        ("firing", T0 + 6 * B, True)]
+    ended = model.score([wire(6, 3.0)], B)
+    assert [(x.labels["series"], x.state, x.window_start) for x in ended] == [
+        ("edge.network", "resolved", T0)]
+
+
+def test_network_time_needs_enough_paired_calls_and_can_be_off():
+    model = EdgeModel(min_calls=20, network_ms=100.0)
+    assert model.score([wire(0, 240.0, calls=5)], B) == []  # too few to tell
+    assert model.score([wire(1, 60.0)], B) == []  # under the limit
+    assert EdgeModel(min_calls=20, network_ms=0).score([wire(0, 240.0)], B) == []
+    # a callee slow in its own handling takes the time in its server spans: no network time
+    slow = EdgeModel(min_calls=20, network_ms=100.0)
+    assert slow.score([wire(0, 2.0, calls=30)], B) == []
+
+
+def test_a_silent_edge_ends_its_network_alarm():
+    model = EdgeModel(min_calls=20, network_ms=100.0, stale_ms=5 * B)
+    assert len(model.score([wire(0, 240.0)], B)) == 1
+    ended = model.silent(T0 + 6 * B)
+    assert [(d.labels["series"], d.state, d.time) for d in ended] == [
+        ("edge.network", "resolved", T0 + 6 * B)]

@@ -215,3 +215,53 @@ def test_a_lasting_span_error_outage_fires_until_it_ends():
                    if f.labels["series"] == "trace.errors"]
     assert [s for _, s in states] == ["firing", "resolved"]
     assert states[0][0] == 10 and states[1][0] == 30
+
+
+def _outage_then_silence(stale_ms: int, split: bool = False) -> tuple[list, TraceAnalytics]:
+    """Half the spans fail and take 50x as long for 5 windows; then the operation gets
+    no call for 20 minutes (advanced minute by minute), then calls as usual again."""
+    traces = TraceAnalytics(TraceRED(warmup_windows=5))
+    found = []
+    for m in list(range(15)) + [35, 36]:
+        bad = 10 <= m < 15
+        batch = spans(T0 + m * MIN, 40, 20 if bad else 0)
+        batch["duration_ms"] = [250.0 if bad else 5.0] * 40
+        traces.add(batch)
+        found += traces.advance("orders", T0 + (m + 1) * MIN + 20_000, stale_ms=stale_ms)
+        if m == 14:
+            for quiet in range(16, 35):
+                found += traces.advance("orders", T0 + quiet * MIN + 20_000, stale_ms=stale_ms)
+                if split:  # a restored worker keeps when each operation was last seen
+                    restored = TraceAnalytics(TraceRED(warmup_windows=5))
+                    restored.load(traces.to_dict())
+                    traces = restored
+    return found, traces
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_silent_operations_end_their_alarms_once_stale(split):
+    """No calls tell nothing of latency or errors: the alarms of an operation with no span
+    for ``stale_ms`` resolve, dated when the silence reached it, each once."""
+    found, traces = _outage_then_silence(5 * MIN, split)
+    fired = {f.labels["series"] for f in found if f.state == "firing"}
+    assert {"trace.errors", "trace.duration.p50"} <= fired
+    ended = [f for f in found if f.state == "resolved"]
+    assert {f.labels["series"] for f in ended} == fired
+    assert len(ended) == len([f for f in found if f.state == "firing"])  # each ends once
+    last_window_end = ((T0 + 14 * MIN) // MIN + 1) * MIN
+    for f in ended:
+        assert f.evidence["silent"] and f.evidence["last_seen"] == last_window_end
+        assert f.time == last_window_end + 5 * MIN and f.observed != f.observed  # NaN
+        assert "no span for 300 s" in f.title
+    assert not traces.firing and not traces.bank.firing.any()
+    # calls as usual again: nothing more to end, and the silent op is tracked anew
+    assert "-> postgres" in traces.seen
+
+
+def test_without_stale_ms_a_silent_operation_keeps_firing():
+    found, traces = _outage_then_silence(0)
+    ended = [f for f in found if f.state == "resolved"]
+    assert ended and not [f for f in ended if f.evidence.get("silent")]
+    # the alarms waited for spans to say they ended
+    assert min(f.time for f in ended) > T0 + 35 * MIN
+    assert traces.seen == {}

@@ -27,7 +27,7 @@ from pipeline.detect.engines import build_engines
 from pipeline.detect.replay import replay
 from pipeline.events.detection import Detection, detection_id
 from pipeline.events.packing import unpack
-from pipeline.settings import load_settings
+from pipeline.settings import SettingsError, load_settings
 from pipeline.simulate import load_system, parse_schedule, simulate
 
 T0 = 1_718_000_000_000
@@ -352,3 +352,14 @@ def test_keepalive_setting_reaches_the_model_engine():
     assert build_engines(settings)["models"].engine.keepalive_ms == 120_000
     with pytest.raises(ModelError, match="keepalive_ms=-1"):
         ModelEngine(keepalive_ms=-1)
+
+
+def test_stale_setting_reaches_the_model_engine():
+    assert build_engines(load_settings(environ={}))["models"].engine.stale_ms == 300_000
+    settings = load_settings(environ={"TOCSIN_DETECT_STALE_MS": "2m"})
+    assert build_engines(settings)["models"].engine.stale_ms == 120_000
+    with pytest.raises(SettingsError, match=r"detect.stale_ms \(TOCSIN_DETECT_STALE_MS\): "
+                                            "must be >= 0"):
+        load_settings(environ={"TOCSIN_DETECT_STALE_MS": "-1"})
+    with pytest.raises(ModelError, match="stale_ms=-1"):
+        ModelEngine(stale_ms=-1)

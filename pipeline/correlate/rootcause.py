@@ -7,7 +7,12 @@ delay or a failing dependency shows on the callers' side of the call. When the c
 of one caller to two or more callees are anomalous together and none of those callees
 explains the others (they do not all depend on one of them), the common factor is the
 caller (a CPU-starved caller times every call as slow, a caller returning early makes
-every call fast): those edge observations are put down to the caller.
+every call fast): those edge observations are put down to the caller. So are those of a
+caller in trouble of its own - a cause-type detection (``cause_categories``), or calls
+*into* it spending long outside its handling (a network-time edge alarm: its network or
+its accept queue) - calling callees that show nothing of their own: a starved caller's
+client spans take longer whoever it calls, and with one callee the first rule cannot
+tell them apart.
 
 **Scores.** Every candidate is scored in 0..1 as a weighted sum of five signals, each
 with readable evidence:
@@ -42,6 +47,7 @@ from pipeline.events.problem import Member, RootCause
 from pipeline.events.times import format_ms
 from pipeline.settings import CorrelateSettings
 
+NETWORK_SERIES = "edge.network"  # the service graph's network-time alarms
 WEIGHTS = {"graph": 0.30, "first": 0.20, "cause": 0.30, "deploy": 0.10, "deviation": 0.10}
 FIRST_DECAY_MS = 120_000
 ONSET_TOLERANCE_MS = 60_000
@@ -57,8 +63,9 @@ def edge_of(m: Member) -> tuple[str, str] | None:
     return None
 
 
-def attribute(members: Sequence[Member], graph: Graph) -> tuple[dict[str, list[Member]],
-                                                                dict[str, str]]:
+def attribute(members: Sequence[Member], graph: Graph,
+              cause_categories: Sequence[str] = ()) -> tuple[dict[str, list[Member]],
+                                                             dict[str, str]]:
     """Members by the service they are evidence about, and why a caller took the blame
     for its own calls (per caller)."""
     callees: dict[str, set[str]] = defaultdict(set)
@@ -66,12 +73,25 @@ def attribute(members: Sequence[Member], graph: Graph) -> tuple[dict[str, list[M
         edge = edge_of(m)
         if edge is not None:
             callees[edge[0]].add(edge[1])
+    own = {m.service for m in members if edge_of(m) is None}
+    troubled: dict[str, str] = {}
+    for m in members:
+        edge = edge_of(m)
+        if edge is None and not m.drop and m.category in cause_categories:
+            troubled.setdefault(m.service, f"its own {m.category} trouble ({m.title})")
+        elif edge is not None and m.labels.get("series") == NETWORK_SERIES:
+            troubled.setdefault(edge[1], f"calls into it spend long outside its handling "
+                                         f"({m.title})")
     common: dict[str, str] = {}
+    for caller, seen in callees.items():
+        if caller in troubled and not seen & own:
+            common[caller] = (f"{troubled[caller]} explains its calls to "
+                              f"{_names(sorted(seen))}, which show nothing of their own")
     for caller, seen in callees.items():
         known = graph.callees(caller) | seen
         # one of them explains the others when they all depend on it (a shared database)
         shared = any(all(o == d or d in graph.dependencies(o) for o in seen) for d in seen)
-        if len(seen) >= 2 and not shared:
+        if len(seen) >= 2 and not shared and caller not in common:
             common[caller] = (f"its calls to {len(seen)} of its {len(known)} callees are "
                               "anomalous together, and none of them explains the others: "
                               "the common factor is the caller")
@@ -88,7 +108,7 @@ def rank(members: Sequence[Member], graph: Graph,
     """Candidates best first (ties: earliest onset, then name), at most max_root_causes."""
     if not members:
         return ()
-    by_service, common = attribute(members, graph)
+    by_service, common = attribute(members, graph, settings.cause_categories)
     onset = {c: min(m.onset for m in ms) for c, ms in by_service.items()}
     t0 = min(onset.values())
     dev = {c: max(math.log1p(max(m.deviation, 0.0)) for m in ms)

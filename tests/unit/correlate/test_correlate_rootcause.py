@@ -168,6 +168,43 @@ def test_a_caller_slow_on_most_of_its_calls_is_the_common_factor():
     assert {c.service for c in causes} == {"orders", "api"}
 
 
+def _network(caller, callee, t):
+    """A service-graph network-time alarm: the calls spend long outside the callee."""
+    d = _edge(caller, callee, t)
+    return replace(d, labels={**d.labels, "series": "edge.network"})
+
+
+@pytest.mark.parametrize("trouble", ["cpu", "calls into it"])
+def test_a_caller_in_trouble_of_its_own_takes_its_calls_to_a_quiet_callee(trouble):
+    """orders starved of CPU calls only postgres: its client spans take longer, so its
+    calls to postgres look slow although postgres shows nothing of its own. orders' own
+    resource alarm, or api's calls into orders spending long outside orders' handling (its
+    accept queue), says the trouble is orders'."""
+    own = (det("cpu_high", "orders", T0, category="resource", observed=97, threshold=80)
+           if trouble == "cpu" else _network("api", "orders", T0))
+    causes = ranked([own, _network("orders", "postgres", T0),
+                     det("latency_high", "api", T0 + 20 * SEC, category="performance")])
+    assert causes[0].service == "orders"
+    assert any("explains its calls to postgres, which show nothing of their own" in e
+               for e in causes[0].evidence)
+    assert "postgres" not in {c.service for c in causes}
+
+
+def test_a_network_delay_on_the_callee_stays_the_callee_s():
+    """A network delay on postgres shows as network time on every caller's calls to it;
+    a caller with a resource alarm of its own does not take calls to a callee that shows
+    trouble of its own, and callers without trouble of their own never take them."""
+    causes = ranked([_network("orders", "postgres", T0), _network("inventory", "postgres", T0),
+                     det("latency_high", "api", T0 + 20 * SEC, category="performance")])
+    assert causes[0].service == "postgres"
+    with_own = ranked([det("cpu_high", "orders", T0, category="resource", observed=97,
+                           threshold=80),
+                       det("db_conn_errors", "postgres", T0, category="availability"),
+                       _network("orders", "postgres", T0)])
+    assert "postgres" in {c.service for c in with_own}
+    assert not any("show nothing of their own" in e for c in with_own for e in c.evidence)
+
+
 def test_the_change_point_not_the_confirmation_orders_candidates():
     """A metric model confirms 4 points after the change; a trace window right away."""
     late = replace(det("model:robust-seasonal", "c", T0 + 4 * MIN, category="performance"),

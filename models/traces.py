@@ -86,6 +86,19 @@ def _peer(op: str) -> dict[str, str]:
     return {"peer.service": op[3:]} if op.startswith("-> ") else {}
 
 
+def _in_units(name: str, window_s: float, *values: float) -> tuple[float, ...]:
+    """Values of series ``name`` from the bank's scale (Anscombe counts per window, or
+    log1p milliseconds) back to its units (spans/s, ms)."""
+    if name == "rate":
+        return tuple(_count_of(v) / window_s for v in values)
+    return tuple(math.expm1(v) for v in values)
+
+
+def _what(name: str) -> str:
+    """How a title names series ``name``: request rate, p95 duration ..."""
+    return "request rate" if name == "rate" else f"{name.split('.')[1]} duration"
+
+
 def _anscombe(count: float) -> float:
     return 2.0 * math.sqrt(count + 0.375)
 
@@ -202,19 +215,15 @@ class TraceAnalytics:
                         "window_ms": self.config.window_ms}
             for kind, bank in (("rate", self.rate_bank), ("duration", self.bank)):
                 names = [n for n in _SERIES if n.split(".")[0] == kind]
-                for key, began, (low, high), peak in bank.end_alarms(
+                for key, began, band, peak in bank.end_alarms(
                         [f"{op}|{name}" for name in names]):
                     name = key.rsplit("|", 1)[1]
-                    if kind == "rate":
-                        low, high = (_count_of(v) / window_s for v in (low, high))
-                    else:
-                        low, high = math.expm1(low), math.expm1(high)
-                    what = "request rate" if kind == "rate" else f"{name.split('.')[1]} duration"
+                    low, high = _in_units(name, window_s, *band)
                     out.append(Finding(
                         MODEL, "traces", "resolved", at, op, peak, math.nan,
                         began - self.config.window_ms, at,
                         category="performance" if kind != "rate" else "availability",
-                        title=f"{service} {op}: {what} alarm ended, {quiet}",
+                        title=f"{service} {op}: {_what(name)} alarm ended, {quiet}",
                         labels={"operation": op, "series": f"trace.{name}", **_peer(op)},
                         threshold=self.config.threshold,
                         evidence={**evidence, "band_low": max(low, 0.0), "band_high": high,
@@ -241,13 +250,8 @@ class TraceAnalytics:
         out = []
         for i, kind in res.events:
             op, name, observed = meta[i]
-            low, high = res.bands[i]
-            if name == "rate":
-                expected, low, high = (_count_of(v) / window_s
-                                       for v in (res.expected[i], low, high))
-            else:
-                expected, low, high = (math.expm1(v) for v in (res.expected[i], low, high))
-            what = "request rate" if name == "rate" else f"{name.split('.')[1]} duration"
+            expected, low, high = _in_units(name, window_s, res.expected[i], *res.bands[i])
+            what = _what(name)
             out.append(Finding(
                 MODEL, "traces", "resolved" if kind == "resolved" else "firing",
                 res.ticks.get(i, end), op, float(res.peaks[i]), float(observed),

@@ -63,7 +63,8 @@ class GraphResult:
         """The edges as ``service_edges`` rows."""
         return [{"bucket": e.bucket_ms, "caller": e.caller, "callee": e.callee,
                  "source": e.source, "calls": e.calls, "errors": e.errors,
-                 "p50_ms": e.p50_ms, "p95_ms": e.p95_ms, "p99_ms": e.p99_ms}
+                 "p50_ms": e.p50_ms, "p95_ms": e.p95_ms, "p99_ms": e.p99_ms,
+                 "network_calls": e.network_calls, "network_p50_ms": e.network_p50_ms}
                 for e in self.edges]
 
 
@@ -80,6 +81,8 @@ def edges_table(edges: list[EdgeStat], bucket_ms: int) -> pa.Table:
         "p50_ms": pa.array([e.p50_ms for e in edges], pa.float64()),
         "p95_ms": pa.array([e.p95_ms for e in edges], pa.float64()),
         "p99_ms": pa.array([e.p99_ms for e in edges], pa.float64()),
+        "network_calls": pa.array([e.network_calls for e in edges], pa.uint64()),
+        "network_p50_ms": pa.array([e.network_p50_ms for e in edges], pa.float64()),
     })
 
 

@@ -174,7 +174,9 @@ CREATE TABLE IF NOT EXISTS {db}.service_edges (
     errors    UInt64,
     p50_ms    Float64,                        -- client-side latency percentiles
     p95_ms    Float64,
-    p99_ms    Float64
+    p99_ms    Float64,
+    network_calls  UInt64 DEFAULT 0,          -- calls paired client span -> server span
+    network_p50_ms Float64 DEFAULT 0          -- their median client less server duration
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMMDD(bucket)
 ORDER BY (caller, callee, bucket, source)
@@ -283,15 +285,20 @@ def schema_statements(database: str, ttl_days: int, cluster: str = "") -> list[s
     shadow = ("ADD COLUMN IF NOT EXISTS shadow Bool, MODIFY ORDER BY "
               "(service, time, id, shadow)")
     recurred = "ADD COLUMN IF NOT EXISTS recurred_at Array(DateTime64(3, 'UTC'))"
+    network = ("ADD COLUMN IF NOT EXISTS network_calls UInt64 DEFAULT 0, "
+               "ADD COLUMN IF NOT EXISTS network_p50_ms Float64 DEFAULT 0")
     if cluster:
         statements += [f"ALTER TABLE {database}.detections_local{on} {shadow}",
                        f"ALTER TABLE {database}.detections{on} ADD COLUMN IF NOT EXISTS "
                        "shadow Bool",
                        f"ALTER TABLE {database}.problems_local{on} {recurred}",
-                       f"ALTER TABLE {database}.problems{on} {recurred}"]
+                       f"ALTER TABLE {database}.problems{on} {recurred}",
+                       f"ALTER TABLE {database}.service_edges_local{on} {network}",
+                       f"ALTER TABLE {database}.service_edges{on} {network}"]
     else:
         statements += [f"ALTER TABLE {database}.detections {shadow}",
-                       f"ALTER TABLE {database}.problems {recurred}"]
+                       f"ALTER TABLE {database}.problems {recurred}",
+                       f"ALTER TABLE {database}.service_edges {network}"]
     return statements
 
 

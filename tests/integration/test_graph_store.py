@@ -8,9 +8,11 @@ import pytest
 from pipeline.events.codec import decode_values
 from pipeline.events.detection import Detection
 from pipeline.events.schema import RecordKind
-from pipeline.graph.step import SOURCE, GraphStep
+from pipeline.graph.pairing import EdgeStat
+from pipeline.graph.step import SOURCE, GraphStep, edges_table
 from pipeline.settings import GraphSettings
 from pipeline.store import EmbeddedStore
+from pipeline.store.ddl import schema_statements
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +133,33 @@ def test_network_time_pairs_client_and_server_spans_and_alarms_from_cold(store):
              for d in result.detections]
     assert fired == [("cart", "edge.network", "front", "firing")]
     assert result.detections[0].evidence["network_ms"] == 250.0
+
+
+def test_an_old_store_gains_the_network_columns_and_keeps_its_edges(tmp_path):
+    """service_edges created before network time: start-up adds the columns (0 for the
+    rows stored before), and the graph step's rows go in with theirs."""
+    old = EmbeddedStore(tmp_path / "old", ttl_days=0)
+    try:
+        for statement in schema_statements("tocsin", 0):
+            if "ALTER" not in statement:
+                old.query(statement.replace(
+                    "    p99_ms    Float64,\n", "    p99_ms    Float64\n").replace(
+                    "    network_calls  UInt64 DEFAULT 0,          -- calls paired client "
+                    "span -> server span\n", "").replace(
+                    "    network_p50_ms Float64 DEFAULT 0          -- their median client "
+                    "less server duration\n", ""))
+        columns = str(old.query("DESCRIBE TABLE tocsin.service_edges").rows)
+        assert "p99_ms" in columns and "network_calls" not in columns
+        before = EdgeStat("front", "cart", T0, "spans", 25, 0, 8.0, 9.0, 9.5)
+        old.insert_arrow("service_edges", edges_table([before], MIN).drop_columns(
+            ["network_calls", "network_p50_ms"]))
+        old.ensure_schema()
+        old.ensure_schema()  # idempotent
+        after = EdgeStat("front", "cart", T0 + MIN, "spans", 25, 0, 258.0, 259.0, 260.0,
+                         network_calls=25, network_p50_ms=250.0)
+        old.insert_arrow("service_edges", edges_table([after], MIN))
+        rows = old.query("SELECT toUnixTimestamp64Milli(bucket), network_calls, "
+                         "network_p50_ms FROM tocsin.service_edges ORDER BY bucket").rows
+        assert [tuple(r) for r in rows] == [(T0, 0, 0.0), (T0 + MIN, 25, 250.0)]
+    finally:
+        old.close()

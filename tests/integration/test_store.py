@@ -71,7 +71,10 @@ def test_cluster_ddl_is_clickhouse_sql_with_a_distributed_table_over_each_local_
         "ALTER TABLE tocsin.problems_local ON CLUSTER prod ADD COLUMN IF NOT EXISTS "
         "recurred_at Array(DateTime64(3, 'UTC'))",
         "ALTER TABLE tocsin.problems ON CLUSTER prod ADD COLUMN IF NOT EXISTS "
-        "recurred_at Array(DateTime64(3, 'UTC'))"]
+        "recurred_at Array(DateTime64(3, 'UTC'))",
+        *(f"ALTER TABLE tocsin.{table} ON CLUSTER prod ADD COLUMN IF NOT EXISTS "
+          "network_calls UInt64 DEFAULT 0, ADD COLUMN IF NOT EXISTS network_p50_ms Float64 "
+          "DEFAULT 0" for table in ("service_edges_local", "service_edges"))]
 
 
 def test_replayed_batch_is_stored_once(store):

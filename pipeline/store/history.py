@@ -5,6 +5,11 @@ One bounded query per service (or one statement for the requests of many service
 metric) series in ``[before - lookback, before)``, as metric columns the model engine's
 ``seed`` takes. ClickHouse's ``LIMIT n BY`` bounds the points per series; the table's
 order key (service, name, host, time) makes the range read cheap.
+
+The asked series are named per service and metric name, their hosts in one ``IN`` list
+(:func:`series_filter`): a list of ``(service, host, name)`` tuples says the same, but
+ClickHouse took 17 s to parse and plan it for a million new series (a rollout renaming
+every pod, a first start), against 3 s for this form.
 """
 
 from __future__ import annotations
@@ -26,15 +31,38 @@ def sql_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def series_filter(requests: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> str:
+    """A condition true for exactly the asked ``(host, name)`` series of each service:
+    per service and name, ``service = s AND name = n AND host IN (...)``, OR-ed.
+
+    >>> series_filter([("db", [("db-1", "cpu"), ("db-2", "cpu")])])
+    "(service = 'db' AND name = 'cpu' AND host IN ('db-1', 'db-2'))"
+    """
+    parts = []
+    for service, series in requests:
+        hosts: dict[str, set[str]] = {}
+        for host, name in series:
+            hosts.setdefault(name, set()).add(host)
+        parts += [f"(service = {sql_string(service)} AND name = {sql_string(name)} AND host IN "
+                  f"({', '.join(sql_string(h) for h in sorted(hosts[name]))}))"
+                  for name in sorted(hosts)]
+    return " OR ".join(parts) if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+
+
+def filter_chars(series: Sequence[tuple[str, str]]) -> int:
+    """About how long :func:`series_filter` is for one service's ``series``, service
+    name aside (each host once, plus each name's own clause)."""
+    return (sum(len(h) + 4 for h, _ in series)
+            + sum(len(n) + 48 for n in {n for _, n in series}))
+
+
 def history_sql(database: str, service: str, series: Sequence[tuple[str, str]],
                 before_ms: int, lookback_ms: int, max_points: int) -> str:
     """The query behind :func:`recent_metrics`."""
-    pairs = ", ".join(f"({sql_string(h)}, {sql_string(n)})" for h, n in series)
-    names = ", ".join(sorted({sql_string(n) for _, n in series}))
     return (
         "SELECT host, name, toUnixTimestamp64Milli(time) AS t, value "
         f"FROM {database}.metrics WHERE service = {sql_string(service)} "
-        f"AND name IN ({names}) AND (host, name) IN ({pairs}) "
+        f"AND {series_filter([(service, series)])} "
         f"AND time >= fromUnixTimestamp64Milli({int(before_ms - lookback_ms)}) "
         f"AND time < fromUnixTimestamp64Milli({int(before_ms)}) "
         f"ORDER BY host, name, t DESC LIMIT {int(max_points)} BY host, name")
@@ -62,18 +90,15 @@ def many_sql(database: str, requests: Sequence[tuple[str, Sequence[tuple[str, st
     """One statement for requests of distinct services: the rows of each request's
     :func:`history_sql` (the window per service, ``LIMIT n BY`` per series), tagged with
     the service."""
-    triples = ", ".join(f"({sql_string(svc)}, {sql_string(h)}, {sql_string(n)})"
-                        for svc, series, _ in requests for h, n in series)
     services = ", ".join(sql_string(svc) for svc, _, _ in requests)
-    names = ", ".join(sorted({sql_string(n) for _, series, _ in requests for _, n in series}))
     befores = ", ".join(str(int(b)) for _, _, b in requests)
     low = min(int(b) for _, _, b in requests) - lookback_ms
     high = max(int(b) for _, _, b in requests)
     before = f"transform(service, [{services}], [{befores}], toInt64(0))"
     return (
         "SELECT service, host, name, toUnixTimestamp64Milli(time) AS t, value "
-        f"FROM {database}.metrics WHERE service IN ({services}) AND name IN ({names}) "
-        f"AND (service, host, name) IN ({triples}) "
+        f"FROM {database}.metrics WHERE service IN ({services}) "
+        f"AND {series_filter([(svc, series) for svc, series, _ in requests])} "
         f"AND time >= fromUnixTimestamp64Milli({int(low)}) "
         f"AND time < fromUnixTimestamp64Milli({int(high)}) "
         f"AND t >= {before} - {int(lookback_ms)} AND t < {before} "
@@ -106,7 +131,8 @@ def recent_metrics_many(store: Store, requests: Sequence[tuple[str, Sequence[tup
     for i, (service, series, _) in enumerate(requests):
         if not series:
             continue
-        cost = sum(len(service) + len(h) + len(n) + 16 for h, n in series) + 2 * len(service)
+        names = len({n for _, n in series})
+        cost = filter_chars(series) + (names + 2) * (len(service) + 16)
         if service in group or (group and size + cost > max_sql_chars - 2_000):
             flush()
         group[service] = i

@@ -40,6 +40,11 @@ def test_recent_metrics_is_bounded_ordered_and_only_the_asked_series(tmp_path):
         times = cols["time"][cpu].tolist()
         assert times == sorted(times) and times[-1] == NOW - MIN  # oldest first, < NOW
         assert cols["value"][cpu].tolist() == [float(i) for i in range(25, 0, -1)]
+        # hosts and names asked crosswise: not the series their product would add
+        crossed = recent_metrics(store, "api", [("api-1", "it's odd"), ("api-2", "cpu")], NOW,
+                                 60 * MIN, 25)
+        assert sorted(set(zip(crossed["host"], crossed["name"], strict=True))) == [
+            ("api-1", "it's odd"), ("api-2", "cpu")]
         empty = recent_metrics(store, "api", [("nope", "cpu")], NOW, 60 * MIN, 25)
         assert empty["time"].size == 0 and empty["host"] == []
     finally:

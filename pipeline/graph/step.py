@@ -48,6 +48,15 @@ MAX_BUCKETS_PER_RUN = 60  # buckets paired per query (a step far behind runs sev
 STATE_FORMAT = 1
 
 
+EDGE_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("caller", pa.string()), ("callee", pa.string()), ("source", pa.string()),
+    ("calls", pa.uint64()), ("errors", pa.uint64()), ("p50_ms", pa.float64()),
+    ("p95_ms", pa.float64()), ("p99_ms", pa.float64()), ("network_calls", pa.uint64()),
+    ("network_p50_ms", pa.float64()))
+"""The ``service_edges`` columns an :class:`EdgeStat` gives as they are (the bucket aside),
+with their stored types: one list for the rows and the table."""
+
+
 @dataclass
 class GraphResult:
     """What one step produced (see the module docstring)."""
@@ -61,10 +70,7 @@ class GraphResult:
     @property
     def edge_rows(self) -> list[dict[str, Any]]:
         """The edges as ``service_edges`` rows."""
-        return [{"bucket": e.bucket_ms, "caller": e.caller, "callee": e.callee,
-                 "source": e.source, "calls": e.calls, "errors": e.errors,
-                 "p50_ms": e.p50_ms, "p95_ms": e.p95_ms, "p99_ms": e.p99_ms,
-                 "network_calls": e.network_calls, "network_p50_ms": e.network_p50_ms}
+        return [{"bucket": e.bucket_ms, **{name: getattr(e, name) for name, _ in EDGE_COLUMNS}}
                 for e in self.edges]
 
 
@@ -73,16 +79,8 @@ def edges_table(edges: list[EdgeStat], bucket_ms: int) -> pa.Table:
     return pa.table({
         "bucket": pa.array([e.bucket_ms for e in edges], pa.timestamp("ms", tz="UTC")),
         "bucket_ms": pa.array([bucket_ms] * len(edges), pa.uint32()),
-        "caller": pa.array([e.caller for e in edges], pa.string()),
-        "callee": pa.array([e.callee for e in edges], pa.string()),
-        "source": pa.array([e.source for e in edges], pa.string()),
-        "calls": pa.array([e.calls for e in edges], pa.uint64()),
-        "errors": pa.array([e.errors for e in edges], pa.uint64()),
-        "p50_ms": pa.array([e.p50_ms for e in edges], pa.float64()),
-        "p95_ms": pa.array([e.p95_ms for e in edges], pa.float64()),
-        "p99_ms": pa.array([e.p99_ms for e in edges], pa.float64()),
-        "network_calls": pa.array([e.network_calls for e in edges], pa.uint64()),
-        "network_p50_ms": pa.array([e.network_p50_ms for e in edges], pa.float64()),
+        **{name: pa.array([getattr(e, name) for e in edges], kind)
+           for name, kind in EDGE_COLUMNS},
     })
 
 

@@ -60,6 +60,8 @@ def build(rule: Rule, version: str, service: str, key: tuple[str, ...], kind: in
         if rule.baseline is not None:
             evidence["baseline"] = _num(usual)
     evidence["selector"] = rule.select.describe()
+    if rule.points_at != "own":
+        evidence["points_at"] = rule.points_at
     if kind != FIRING or fired_at != time:
         evidence["firing_since"] = int(fired_at)
     if kind == KEEPALIVE:

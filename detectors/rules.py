@@ -163,6 +163,9 @@ class Rule:
     symptoms: tuple[str, ...] = ()
     potential_causes: tuple[str, ...] = ()
     confidence: float = 1.0
+    # whose trouble a firing shows: "own" (its service's), or "callers" (the services
+    # calling it: traffic that stops arriving was stopped upstream)
+    points_at: str = "own"
     source: str = ""
     digest: str = ""
 

@@ -36,7 +36,8 @@ from pipeline.events.units import dimension, split_quantity
 RULE_KEYS = ("name", "kind", "signal", "select", "numerator", "denominator", "group_by",
              "window", "aggregation", "condition", "clear", "hysteresis", "for", "baseline",
              "min_samples", "min_events", "min_fit", "capacity", "severity", "category", "title",
-             "description", "symptoms", "potential_causes", "confidence")
+             "description", "symptoms", "potential_causes", "confidence", "points_at")
+POINTS_AT = ("own", "callers")
 EVALUATION_KEYS = ("kind", "signal", "select", "numerator", "denominator", "group_by",
                    "window", "aggregation", "condition", "clear", "hysteresis", "for",
                    "baseline", "min_samples", "min_events", "min_fit", "capacity")
@@ -256,6 +257,9 @@ def parse_rule(data: Mapping, source: str, report: Report) -> Rule | None:
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) \
             or not math.isfinite(confidence) or not 0.0 <= confidence <= 1.0:
         note("confidence", f"expected a number from 0 to 1, got {confidence!r}")
+    points_at = data.get("points_at", "own")
+    if points_at not in POINTS_AT:
+        note("points_at", _choice(points_at, POINTS_AT))
     fields = template_fields(g[len(ATTRIBUTE_PREFIX):] if g.startswith(ATTRIBUTE_PREFIX)
                              else g for g in group_by)
     for key in ("title", "description"):
@@ -281,5 +285,6 @@ def parse_rule(data: Mapping, source: str, report: Report) -> Rule | None:
         capacity_select=capacity_select,
         severity=str(severity), category=str(category), title=str(data["title"]),
         description=str(data.get("description", "")), symptoms=symptoms,
-        potential_causes=causes, confidence=float(confidence), source=source,
+        potential_causes=causes, confidence=float(confidence), points_at=str(points_at),
+        source=source,
         digest=digest(data))

@@ -124,6 +124,7 @@ def member_from(det: Detection, settings: CorrelateSettings) -> Member:
         peer=peer_of(det, settings), version=version, deploy=_deploy(det),
         labels=dict(det.labels), symptoms=tuple(det.symptoms),
         potential_causes=tuple(det.potential_causes), drop=_is_drop(det, observed),
+        points_at=str(det.evidence.get("points_at", "")),
         score=_finite(det.score), band_low=_number(det.evidence.get("band_low")),
         band_high=_number(det.evidence.get("band_high")),
         onset_ms=change_point(det), deviation=deviation(det),

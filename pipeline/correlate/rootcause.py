@@ -12,7 +12,9 @@ caller in trouble of its own - a cause-type detection (``cause_categories``), or
 *into* it spending long outside its handling (a network-time edge alarm: its network or
 its accept queue) - calling callees that show nothing of their own: a starved caller's
 client spans take longer whoever it calls, and with one callee the first rule cannot
-tell them apart.
+tell them apart. A member that points at its callers (a rule with ``points_at:
+callers``, e.g. ``traffic-stopped``) is evidence about the services calling its service,
+unless that service shows trouble of its own beyond drops.
 
 **Scores.** Every candidate is scored in 0..1 as a weighted sum of five signals, each
 with readable evidence:
@@ -24,9 +26,10 @@ with readable evidence:
   first, within ``ONSET_TOLERANCE_MS`` (a windowed rule's change point is known only to
   a window step, a model's to its point: a minute apart is at once); decays with the
   delay beyond that (2 min scale);
-- cause (0.30): a cause-type detection of its own (``cause_categories``), not a drop;
-  divided by the number of candidates that have one (queues filling in every caller of a
-  failing database point at none of them);
+- cause (0.30): a cause-type detection of its own (``cause_categories``), not a drop,
+  or calls from it that stopped arriving (requests end here: it fails before making
+  them); divided by the number of candidates that have one (queues filling in every
+  caller of a failing database point at none of them);
 - deploy (0.10): a deploy or a ``service.version`` change shows on it;
 - deviation (0.10): the largest deviation from its own baseline of the problem (log
   scale, in band half-widths; a rule's observed/threshold).
@@ -95,12 +98,35 @@ def attribute(members: Sequence[Member], graph: Graph,
             common[caller] = (f"its calls to {len(seen)} of its {len(known)} callees are "
                               "anomalous together, and none of them explains the others: "
                               "the common factor is the caller")
+    stopped = upstream_of_stops(members, graph)
     by_service: dict[str, list[Member]] = defaultdict(list)
     for m in members:
         edge = edge_of(m)
+        if edge is None and m.key in stopped:
+            for caller in stopped[m.key]:
+                by_service[caller].append(m)
+            continue
         target = m.service if edge is None else edge[0] if edge[0] in common else edge[1]
         by_service[target].append(m)
     return by_service, common
+
+
+def upstream_of_stops(members: Sequence[Member], graph: Graph) -> dict[str, frozenset[str]]:
+    """Callers to credit with each member that points at its callers (by member key).
+
+    Traffic that stops arriving at a service was stopped upstream: its callers fail
+    before making the call (an exception, an early return) or no longer route to it. A
+    service that shows trouble of its own beyond drops (a crash shows as absence, errors
+    or saturation) keeps such a member, and so does one with no known caller."""
+    own = {m.service for m in members
+           if edge_of(m) is None and not m.drop and m.points_at != "callers"}
+    out: dict[str, frozenset[str]] = {}
+    for m in members:
+        if m.points_at == "callers" and edge_of(m) is None and m.service not in own:
+            callers = graph.callers(m.service) - {m.service}
+            if callers:
+                out[m.key] = frozenset(callers)
+    return out
 
 
 def rank(members: Sequence[Member], graph: Graph,
@@ -116,8 +142,8 @@ def rank(members: Sequence[Member], graph: Graph,
     top_dev = max(dev.values())
     below = {c: _anomalous_below(c, set(by_service), graph) for c in by_service}
     caused = sum(1 for c, ms in by_service.items() if any(
-        m.category in settings.cause_categories and not m.drop and edge_of(m) is None
-        for m in ms)) or 1
+        (m.category in settings.cause_categories and not m.drop and edge_of(m) is None)
+        or m.service != c and m.points_at == "callers" for m in ms)) or 1
     firsts = sorted(set(onset.values()))
     scored = []
     for c in sorted(by_service):
@@ -135,7 +161,8 @@ def rank(members: Sequence[Member], graph: Graph,
             best = max(ms, key=lambda m: (m.deviation, -m.first_ms))
             if dev[c] == top_dev and len(by_service) > 1:
                 ev.append(f"strongest deviation from its own baseline: {_deviation(best)}")
-        own = [m for m in ms if edge_of(m) is None or m.service == c and c in common]
+        own = [m for m in ms if m.service == c and (edge_of(m) is None or c in common)]
+        stops = [m for m in ms if m.service != c and m.points_at == "callers"]
         edges = [m for m in ms if edge_of(m) is not None]
         if edges and c not in common:
             callers = sorted({edge_of(m)[0] for m in edges})
@@ -144,10 +171,15 @@ def rank(members: Sequence[Member], graph: Graph,
         if c in common:
             ev.append(common[c])
         causes = [m for m in own if m.category in settings.cause_categories and not m.drop]
+        shared = f", as on {caused - 1} other candidate(s)" if caused > 1 else ""
         if causes:  # shared by n candidates, it points at none of them in particular
             f["cause"] = 1.0 / caused
-            ev.append(f"cause-type signal: {causes[0].title} ({causes[0].category})"
-                      + (f", as on {caused - 1} other candidate(s)" if caused > 1 else ""))
+            ev.append(f"cause-type signal: {causes[0].title} ({causes[0].category}){shared}")
+        elif stops:
+            f["cause"] = 1.0 / caused
+            ev.append(f"requests end here: calls to "
+                      f"{_names(sorted({m.service for m in stops}))} stopped arriving "
+                      f"({stops[0].title}), which show nothing else of their own{shared}")
         deploy = _deploy(own, onset[c], settings.deploy_lookback_ms)
         if deploy:
             f["deploy"] = 1.0

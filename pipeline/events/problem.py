@@ -50,6 +50,7 @@ class Member:
     symptoms: tuple[str, ...] = ()
     potential_causes: tuple[str, ...] = ()
     drop: bool = False  # its strongest deviation is below the usual value (e.g. idle CPU)
+    points_at: str = ""  # "callers": it shows its callers' trouble (traffic stopped upstream)
     score: float | None = None  # a model's anomaly score at the strongest deviation
     band_low: float | None = None  # the model's expected band there (evidence), if any
     band_high: float | None = None

@@ -155,7 +155,7 @@ def test_problem_confidence_prints_rounded(store_env):
 def test_rules_validate_takes_a_directory(capsys):
     assert validate_command([str(ROOT / "detectors" / "rules")]) == 0
     out = capsys.readouterr().out
-    assert "http.yaml: 6 rules OK" in out and "traces.yaml" in out
+    assert "http.yaml: 7 rules OK" in out and "traces.yaml" in out
 
 
 def test_rules_validate_of_a_directory_without_rules(tmp_path, capsys):

@@ -83,7 +83,7 @@ def test_rules_test_replays_ndjson_as_a_table(outage_ndjson: Path) -> None:
     assert "field 'value': expected a finite number" in out.getvalue()
     assert "malformed JSON" in out.getvalue()
     summary = lines[-1]
-    assert "records from 10 services through 17 rules" in summary
+    assert "records from 10 services through 18 rules" in summary
     assert "0 late records, 2 input problems" in summary
 
 

@@ -245,3 +245,45 @@ def test_a_cause_type_signal_every_caller_shows_points_at_none_of_them():
     causes = ranked(dets)
     assert causes[0].service == "postgres"
     assert any("as on 2 other candidate(s)" in e for c in causes[1:] for e in c.evidence)
+
+
+def _stopped(service, t):
+    """The built-in traffic-stopped rule's firing: no request for two minutes."""
+    return det("traffic-stopped", service, t, observed=0.0, threshold=0.0,
+               evidence={"points_at": "callers", "window": "1m", "for_ms": MIN,
+                         "step_ms": MIN})
+
+
+def test_traffic_that_stops_arriving_points_at_the_callers():
+    """orders fails before it calls payments (an exception): payments' traffic stops
+    while orders' own requests go on. api's slow responses started earlier (a windowed
+    rule on a noisy p99); orders is where the requests now end."""
+    causes = ranked([
+        det("slow-responses", "api", T0, category="performance", observed=1600,
+            threshold=1000),
+        det("slow-responses", "orders", T0 + 4 * MIN, category="performance",
+            observed=1400, threshold=1000),
+        _stopped("payments", T0 + 2 * MIN),
+    ])
+    assert causes[0].service == "orders"
+    assert any("requests end here: calls to payments stopped arriving" in e
+               for e in causes[0].evidence)
+    assert "payments" not in {c.service for c in causes}
+    # the same without the stop: api's earlier onset wins, as before
+    assert ranked([
+        det("slow-responses", "api", T0, category="performance", observed=1600,
+            threshold=1000),
+        det("slow-responses", "orders", T0 + 4 * MIN, category="performance",
+            observed=1400, threshold=1000),
+    ])[0].service == "api"
+
+
+def test_a_stopped_service_with_trouble_of_its_own_keeps_the_stop():
+    """A service that stopped serving and shows errors or a missing heartbeat is down
+    itself; with no known caller the stop stays its own too."""
+    down = ranked([_stopped("payments", T0),
+                   det("heartbeat_missing", "payments", T0, severity="critical")])
+    assert down[0].service == "payments"
+    assert not any("requests end here" in e for c in down for e in c.evidence)
+    alone = ranked([_stopped("payments", T0)], graph={})
+    assert [c.service for c in alone] == ["payments"]

@@ -104,7 +104,9 @@ def run(rule: Rule, ev: Evaluations, series: dict[str, np.ndarray], keepalive_ms
     if keepalive_ms > 0:
         k = (t - fired_at) // keepalive_ms
         prev_k = _shift(k, first, ((emitted0 - fired0) // keepalive_ms)[first])
-        keep = fs & prev_fs & (k > prev_k)
+        # a keep-alive re-confirms the alarm on data: a window without any (its series
+        # gone quiet) confirms nothing, and the alarm ages out of the correlator's view
+        keep = fs & prev_fs & (k > prev_k) & ~np.isnan(ev.value)
 
     emitted = np.maximum.accumulate(np.where(fire | keep, rows, -1))
     last = np.append(np.flatnonzero(first)[1:], n) - 1

@@ -286,6 +286,25 @@ def test_keepalive_repeats_a_firing_detection() -> None:
     assert len({d.id for d in found}) == 4
 
 
+def test_a_series_gone_quiet_is_not_kept_alive() -> None:
+    """h1 runs hot, then reports nothing while h2 goes on (its data moves event time).
+    The first window that holds none of h1's data is evaluated (as no data); when a
+    keep-alive falls due there it must not claim the alarm still holds (it went out with
+    no sample and a value of nan). Data coming back re-confirms it."""
+    engine = make(dict(HOT, **{"for": "0s"}), lateness=0, keepalive=5 * M)
+    rows = [(t, "h2", "cpu", 40.0) for t in range(0, 20 * M, 10 * S)]
+    rows += [(t, "h1", "cpu", 95.0) for t in range(0, 20 * M, 10 * S)
+             if not 4 * M <= t < 14 * M]
+    rows.sort()
+    found, _, _ = replay(engine, [rows], end=20 * M)
+    h1 = [((d.time - T0) // M, d.state, d.evidence.get("samples")) for d in found
+          if d.host == "h1"]
+    assert h1[0] == (1, "firing", 6)
+    assert all(samples for _, _, samples in h1)  # no detection of an empty window
+    assert not [m for m, _, _ in h1 if 2 <= m < 15]  # nothing while h1 is quiet
+    assert [m for m, _, _ in h1 if m >= 15]  # confirmed again once data is back
+
+
 def test_a_keepalive_says_whether_the_windows_last_step_is_back_to_clear() -> None:
     # a 10-minute mean window, hot for 15 minutes then cool: for minutes after the
     # trouble ended the window still holds it and the alarm keeps firing; its keep-alives

@@ -7,7 +7,7 @@ only the partitions with nothing buffered (the idle log and trace topics), the b
 holds that fetch up to ``fetch_max_wait_ms`` for data that never comes, and no other fetch
 goes to that broker meanwhile. The worker's consumer here has aiokafka's
 ``fetch_max_wait_ms`` set from ``kafka.fetch_max_wait_ms`` before it starts (aiokafka
-hands it to its fetcher in ``start()``; the default is Faust's 1500).
+hands it to its fetcher in ``start()``; the default is Kafka's own consumer default, 500).
 
 *Fetch loop.* Faust's loop (``Consumer._drain_messages``) keeps a *read offset* per
 partition: a fetched message below it is dropped as already read, and a jump past it is

@@ -25,8 +25,8 @@ def _consumer_wait_ms(tmp_path, environ: dict[str, str]) -> int:
         pipeline.store.close()
 
 
-def test_the_default_fetch_wait_is_fausts(tmp_path) -> None:
-    assert _consumer_wait_ms(tmp_path, {}) == 1500
+def test_the_default_fetch_wait_is_kafkas_not_fausts(tmp_path) -> None:
+    assert _consumer_wait_ms(tmp_path, {}) == 500
 
 
 def test_the_fetch_wait_follows_the_setting(tmp_path) -> None:

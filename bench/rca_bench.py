@@ -59,17 +59,13 @@ def _engines(args: argparse.Namespace) -> dict | None:
     if args.model_warmup is None:
         return None
     from models import ModelEngine
-    from pipeline.detect.engines import build_engines
+    from pipeline.detect.engines import build_engines, model_policy
 
     settings = _settings(args)
     engines = build_engines(settings)
     engines["models"].engine = ModelEngine(warmup_points=args.model_warmup,
                                            warmup_windows=min(10, args.model_warmup),
-                                           keepalive_ms=settings.detect.keepalive_ms,
-                                           accept_points=settings.detect.accept_points,
-                                           accept_ms=settings.detect.accept_ms,
-                                           rearm=settings.detect.rearm,
-                                           stale_ms=settings.detect.stale_ms)
+                                           **model_policy(settings.detect))
     return engines
 
 

@@ -128,8 +128,7 @@ def register_correlate_agent(app: faust.App, settings: Settings, step: Correlati
         return attached
 
     scope = settings.correlate.scope
-    graph_step = (GraphStep(settings.graph, scope, writer.store.database,
-                            settings.detect.keepalive_ms, settings.detect.stale_ms)
+    graph_step = (GraphStep.from_settings(settings, writer.store.database)
                   if settings.graph.enabled else None)
     graph_key = graph_state_key(scope)
     learned: dict[str, Any] = {"topology": None}

@@ -11,7 +11,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.detect.engines import ModelEngineRunner, RuleEngineRunner, build_engines
+from pipeline.detect.engines import (
+    ModelEngineRunner,
+    RuleEngineRunner,
+    build_engines,
+    model_policy,
+)
 from pipeline.errors import TocsinError
 from pipeline.settings import Settings
 
@@ -80,18 +85,14 @@ class PinnedRegistry:
 class PinnedModelRunner(ModelEngineRunner):
     """The model engine with some models pinned to a version (no hot reload of those)."""
 
-    def __init__(self, registry_dir: str, pinned: Mapping[str, int],
-                 keepalive_ms: int = 0, accept_points: int = 360, accept_ms: int = 0,
-                 rearm: bool = True, stale_ms: int = 0) -> None:
-        from models import ModelEngine, ModelRegistry
+    def __init__(self, registry_dir: str, pinned: Mapping[str, int], **policy: Any) -> None:
+        from models import ModelRegistry
 
         if not registry_dir:
             raise CandidateError("--model needs a model registry (detect.model_registry or "
                                  "--registry)")
         registry = PinnedRegistry(ModelRegistry(registry_dir), pinned)
-        self.engine = ModelEngine(registry=registry, keepalive_ms=keepalive_ms,
-                                  accept_points=accept_points, accept_ms=accept_ms,
-                                  rearm=rearm, stale_ms=stale_ms)
+        self.engine = self._engine(registry, **policy)
 
 
 def candidate_engine(settings: Settings, candidate: Candidate) -> Any:
@@ -100,9 +101,8 @@ def candidate_engine(settings: Settings, candidate: Candidate) -> Any:
     if candidate.rules:
         return RuleEngineRunner(list(candidate.rules), detect.allowed_lateness_ms,
                                 detect.keepalive_ms)
-    return PinnedModelRunner(detect.model_registry, candidate.models or {}, detect.keepalive_ms,
-                             detect.accept_points, detect.accept_ms, detect.rearm,
-                             detect.stale_ms)
+    return PinnedModelRunner(detect.model_registry, candidate.models or {},
+                             **model_policy(detect))
 
 
 SHADOW_PREFIX = "shadow-"

@@ -104,8 +104,7 @@ class Replay:
         self.correlate_states: dict[str, bytes] = {}
         self.topology = {k: tuple(v) for k, v in (topology or {}).items()}
         # the correlate agent's service-graph step, pairing the stored spans
-        self.graph = (GraphStep(settings.graph, self.scope, settings.store.database,
-                                settings.detect.keepalive_ms, settings.detect.stale_ms)
+        self.graph = (GraphStep.from_settings(settings, settings.store.database)
                       if query is not None and settings.graph.enabled and self.correlate
                       else None)
         self.query = query

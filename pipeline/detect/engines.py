@@ -12,7 +12,7 @@ from typing import Any
 from detectors import RuleEngine, RuleFileError, ServiceState, builtin_rule_paths, load_rules
 from pipeline.errors import TocsinError
 from pipeline.events.detection import Detection
-from pipeline.settings import Settings
+from pipeline.settings import DetectSettings, Settings
 
 log = logging.getLogger("tocsin.rules")
 
@@ -124,12 +124,18 @@ class ModelEngineRunner:
     def __init__(self, registry_dir: str, keepalive_ms: int = 0,
                  accept_points: int = 360, accept_ms: int = 0, rearm: bool = True,
                  stale_ms: int = 0) -> None:
-        from models import ModelEngine, ModelRegistry
+        from models import ModelRegistry
 
         registry = ModelRegistry(registry_dir) if registry_dir else None
-        self.engine = ModelEngine(registry=registry, keepalive_ms=keepalive_ms,
-                                  accept_points=accept_points, accept_ms=accept_ms,
-                                  rearm=rearm, stale_ms=stale_ms)
+        self.engine = self._engine(registry, keepalive_ms=keepalive_ms,
+                                   accept_points=accept_points, accept_ms=accept_ms,
+                                   rearm=rearm, stale_ms=stale_ms)
+
+    @staticmethod
+    def _engine(registry: Any, **policy: Any) -> Any:
+        from models import ModelEngine
+
+        return ModelEngine(registry=registry, **policy)
 
     @property
     def version(self) -> str:
@@ -182,6 +188,13 @@ class ModelEngineRunner:
         return ReloadResult(changed, self.version)
 
 
+def model_policy(detect: DetectSettings) -> dict[str, Any]:
+    """The model engine's alarm policy as the settings give it (keep-alives, a new level
+    accepted, re-arming, silence): every engine built from the settings runs this one."""
+    return {"keepalive_ms": detect.keepalive_ms, "accept_points": detect.accept_points,
+            "accept_ms": detect.accept_ms, "rearm": detect.rearm, "stale_ms": detect.stale_ms}
+
+
 def build_engines(settings: Settings) -> dict[str, Any]:
     """The engines the settings enable, by name (the name keys their state table)."""
     if not settings.detect.enabled:
@@ -191,9 +204,5 @@ def build_engines(settings: Settings) -> dict[str, Any]:
                                                          settings.detect.keepalive_ms)}
     if settings.detect.models:
         engines["models"] = ModelEngineRunner(settings.detect.model_registry,
-                                              settings.detect.keepalive_ms,
-                                              settings.detect.accept_points,
-                                              settings.detect.accept_ms,
-                                              settings.detect.rearm,
-                                              settings.detect.stale_ms)
+                                              **model_policy(settings.detect))
     return engines

@@ -155,9 +155,7 @@ class OfflinePipeline:
         self.correlate = CorrelationStep(settings.correlate)
         self.store = store
         graph = getattr(settings, "graph", None)
-        self.graph = GraphStep(graph, settings.correlate.scope,
-                               keepalive_ms=settings.detect.keepalive_ms,
-                               stale_ms=settings.detect.stale_ms) \
+        self.graph = GraphStep.from_settings(settings) \
             if store is not None and graph is not None and graph.enabled else None
         self.scope = settings.correlate.scope
         # as the ingest agent: every by-service value within the topic's message limit

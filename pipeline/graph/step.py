@@ -40,7 +40,7 @@ from pipeline.graph.pairing import (
     metric_edges_sql,
     pairing_sql,
 )
-from pipeline.settings import GraphSettings
+from pipeline.settings import GraphSettings, Settings
 from pipeline.store.base import QueryResult
 
 SOURCE = GRAPH_SOURCE
@@ -94,6 +94,13 @@ class GraphStep:
         self.database = database
         self.keepalive_ms = keepalive_ms  # re-send firing edge alarms (detect.keepalive_ms)
         self.stale_ms = stale_ms  # end the alarms of silent edges (detect.stale_ms)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, database: str = "tocsin") -> GraphStep:
+        """The step the settings configure: their graph, correlation scope, and the
+        detectors' keep-alive and silence policy for the edge alarms."""
+        return cls(settings.graph, settings.correlate.scope, database,
+                   settings.detect.keepalive_ms, settings.detect.stale_ms)
 
     def topology(self, stored: bytes | None) -> dict[str, tuple[str, ...]]:
         """The call graph (caller -> callees) a stored state holds."""

@@ -21,9 +21,11 @@ import orjson
 from detectors.rules import Rule
 from detectors.windows import Items
 from pipeline.errors import TocsinError
-from pipeline.events.packing import PackingError, pack, unpack
+from pipeline.events.packing import PackingError, pack, unpack, unpacked_size
 
 NO_TIME = -(2**62)
+KEY_BYTES = 200
+"""Memory a series' label tuple takes, about, with its list slot and index entry."""
 MAGIC = b"TCS1"
 SERIES_COLUMNS: dict[str, tuple[str, Any]] = {
     "firing": ("i1", 0), "since": ("i8", -1), "fired": ("i8", -1), "emitted": ("i8", -1),
@@ -129,6 +131,17 @@ class ServiceState:
         """Active (rule, series) pairs held."""
         return sum(len(r) for r in self.rules.values())
 
+    def held_bytes(self) -> int:
+        """About the memory this state takes: its arrays and its series' label tuples."""
+        total = 0
+        for rs in self.rules.values():
+            total += sum(v.nbytes for v in rs.series.values()) + len(rs.keys) * KEY_BYTES
+            if rs.items is not None:
+                it = rs.items
+                total += sum(a.nbytes for a in (it.series, it.key, it.stats, it.qn, it.qv, it.qw)
+                             if a is not None)
+        return total
+
     def to_bytes(self) -> bytes:
         """Compact binary form (header JSON + raw arrays), see :meth:`from_bytes`."""
         labels: dict[tuple[str, ...], int] = {}
@@ -162,6 +175,14 @@ class ServiceState:
         if len(packed) < len(body):
             return MAGIC + b"s" + packed
         return MAGIC + b"r" + body
+
+    @staticmethod
+    def body_size(data: bytes) -> int:
+        """About what :meth:`from_bytes` makes of ``data`` (the arrays' bytes), read
+        from its header without unpacking it."""
+        if data[:4] == MAGIC and data[4:5] == b"s":
+            return unpacked_size(data[5:5 + 16])
+        return len(data)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ServiceState:

@@ -84,6 +84,10 @@ def log_category(template: str, severity_number: int) -> str:
     return "availability"
 
 
+TEMPLATE_BYTES = 1024
+"""Memory a counted log template takes, about (text, Drain cluster, baseline columns)."""
+
+
 class TemplateMiner:
     """drain3 template mining of masked bodies; state is the list of templates."""
 
@@ -287,6 +291,11 @@ class LogAnalytics:
                                  "band_low": cs.band_low if key.endswith(DROP) else 0.0,
                                  "band_high": cs.band_high, "model": MODEL, "kind": kind,
                                  "template": template, "window_ms": self.config.window_ms})
+
+    def held_bytes(self) -> int:
+        """About the memory this model takes: per template counted, its text, tree
+        node and baseline."""
+        return len(self.baselines.mean) * TEMPLATE_BYTES
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data state (JSON-ready), with the configuration it ran."""

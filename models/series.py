@@ -61,6 +61,10 @@ SeriesDetector = RobustSeasonal | SeasonalEnsemble
 
 _MAGIC = BANK_MAGIC = b"TSB1"  # how a series bank's bytes begin
 
+KEY_BYTES = 160
+"""Memory a series key takes besides the columns, about: a short string, its slot in
+:attr:`SeriesBank.keys` and its entry in :attr:`SeriesBank.index`."""
+
 GROWTH_DIVISOR = 4
 """A bank that needs more slots grows by a quarter of its capacity (or to what it needs):
 amortised like doubling, with at most 25 % of the columns unused."""
@@ -106,6 +110,11 @@ class SeriesBank:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def held_bytes(self) -> int:
+        """About the memory this bank takes: its columns and its keys."""
+        arrays = sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray))
+        return arrays + len(self.keys) * KEY_BYTES
 
     def _grow(self, needed: int) -> None:
         capacity = self.state.shape[1]

@@ -49,7 +49,7 @@ from models.analytics import TraceRED
 from models.base import Finding, keepalive_due
 from models.calibration import score_from_log10p
 from models.counts import Windows
-from models.series import SeriesBank
+from models.series import KEY_BYTES, SeriesBank
 from models.univariate import RobustSeasonal
 
 MODEL = TraceRED.name
@@ -310,6 +310,11 @@ class TraceAnalytics:
                       "band_high": float(binom.isf(10 ** -(cfg.threshold * 8), n, p0) / n),
                       "model": MODEL, "series": "trace.errors", "errors": errors,
                       "spans": n, "window_ms": cfg.window_ms})]
+
+    def held_bytes(self) -> int:
+        """About the memory this model takes: its banks and its per-key tables."""
+        keys = len(self.errors) + len(self.firing) + len(self.edges) + len(self.seen)
+        return self.bank.held_bytes() + self.rate_bank.held_bytes() + keys * KEY_BYTES
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data state (the series bank as bytes, hex-encoded), with the

@@ -189,9 +189,9 @@ class DetectSettings:
     # level) for as long as an alarm takes to confirm, instead of for the whole rest period
     # (false: it rests the whole period, and a settled alarm hides the next excursion)
     rearm: bool = True
-    # stored bytes of the per-service states a worker keeps decoded between batches
-    # (decoded, several times as many bytes); 0: decode every state at every batch
-    live_state_bytes: int = 4 * 2**20
+    # memory the per-service states a worker keeps decoded between batches may take (by
+    # each state's estimate of its arrays and keys); 0: decode every state at every batch
+    live_state_bytes: int = 32 * 2**20
     # a firing trace or service-graph alarm whose operation or edge had no call for this
     # long ends (resolved, ``silent``), as a stale series' alert does (0: silence ends none)
     stale_ms: int = 300_000

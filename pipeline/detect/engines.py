@@ -12,6 +12,7 @@ from typing import Any
 from detectors import RuleEngine, RuleFileError, ServiceState, builtin_rule_paths, load_rules
 from pipeline.errors import TocsinError
 from pipeline.events.detection import Detection
+from pipeline.events.packing import unpacked_size
 from pipeline.settings import DetectSettings, Settings
 
 log = logging.getLogger("tocsin.rules")
@@ -75,6 +76,10 @@ class RuleEngineRunner:
     def state_from_bytes(self, data: bytes) -> ServiceState:
         """A stored service state."""
         return ServiceState.from_bytes(data)
+
+    def decoded_size(self, data: bytes) -> int:
+        """About the memory a stored state takes decoded, without decoding it."""
+        return ServiceState.body_size(data)
 
     def process(self, signal: str, columns: Mapping[str, Any],
                 state: ServiceState) -> tuple[ServiceState, list[Detection], Any]:
@@ -151,6 +156,11 @@ class ModelEngineRunner:
         from models import ServiceModelState
 
         return ServiceModelState.from_bytes(data, self.engine)
+
+    def decoded_size(self, data: bytes) -> int:
+        """About the memory a stored state takes decoded (its JSON's length: the series
+        as hex take about what their columns and keys take), without decoding it."""
+        return unpacked_size(data)
 
     def process(self, signal: str, columns: Mapping[str, Any], state: Any) -> tuple:
         """Score one service's records."""

@@ -12,12 +12,13 @@ partition that moves away and back never meets a copy from before it left.
 A taken state belongs to the step until it is put back: a step that fails half-way
 (whose states may be half changed) leaves nothing behind to be applied twice.
 
-Memory: a decoded state takes several times its stored bytes (about 13x for the model
-state of a service with many series), so the states held are bounded by their stored
-bytes, ``max_bytes``; past it the least recently put go (they are decoded again when
-next needed). :data:`LIVE_STATE_BYTES` covers every service of some ten thousand
-series (200 services); with a million series most states are decoded each step, as
-without holding, and the held ones cost about 15x their stored bytes.
+Memory: a decoded state takes many times its stored bytes (about 13x for the model
+state of a service with many series, 36x for a million series of one point each), so
+the states held are bounded by what they take decoded, ``max_bytes``: a state's own
+``held_bytes()`` estimate (its arrays and keys), or its stored bytes when it has none.
+Past it the least recently put go (they are decoded again when next needed).
+:data:`LIVE_STATE_BYTES` covers every service of some 35,000 series (200 services); with a
+million series most states are decoded each step, as without holding.
 
 >>> live = LiveStates(max_bytes=1024)
 >>> live.put(("rules", "api"), {"count": 3}, b"3", partition=0)
@@ -40,17 +41,24 @@ from collections.abc import Collection
 from typing import Any
 
 StateKey = tuple[str, str]  # (engine, service)
-LIVE_STATE_BYTES = 4 * 2**20
-"""Stored bytes of the states held decoded at most, by default."""
+LIVE_STATE_BYTES = 32 * 2**20
+"""Bytes the states held decoded take at most (by their estimate), by default."""
+
+
+def held_size(state: Any, data: bytes) -> int:
+    """What ``state`` takes decoded, about: its ``held_bytes()`` if it has one, else the
+    length of ``data``, its stored form."""
+    estimate = getattr(state, "held_bytes", None)
+    return int(estimate()) if callable(estimate) else len(data)
 
 
 class LiveStates:
     """Decoded states by (engine, service), each valid while the store holds its bytes;
-    at most ``max_bytes`` of stored bytes held."""
+    at most ``max_bytes`` held (see :func:`held_size`)."""
 
     def __init__(self, max_bytes: int = LIVE_STATE_BYTES) -> None:
         self.max_bytes = max_bytes
-        self._held: dict[StateKey, tuple[Any, bytes, int]] = {}
+        self._held: dict[StateKey, tuple[Any, bytes, int, int]] = {}  # + partition, size
         self._bytes = 0
 
     def __len__(self) -> int:
@@ -58,7 +66,7 @@ class LiveStates:
 
     @property
     def held_bytes(self) -> int:
-        """Stored bytes of the states held."""
+        """Bytes the states held take (by :func:`held_size`)."""
         return self._bytes
 
     def take(self, key: StateKey, stored: bytes | None) -> Any | None:
@@ -68,8 +76,8 @@ class LiveStates:
         held = self._held.pop(key, None)
         if held is None:
             return None
-        state, data, _ = held
-        self._bytes -= len(data)
+        state, data, _, size = held
+        self._bytes -= size
         if stored is None:
             return None
         return state if stored is data or stored == data else None
@@ -79,21 +87,22 @@ class LiveStates:
         recently put states go while more than ``max_bytes`` are held)."""
         old = self._held.pop(key, None)
         if old is not None:
-            self._bytes -= len(old[1])
-        if len(data) > self.max_bytes:
+            self._bytes -= old[3]
+        size = held_size(state, data)
+        if size > self.max_bytes:
             return
-        self._held[key] = (state, data, partition)
-        self._bytes += len(data)
+        self._held[key] = (state, data, partition, size)
+        self._bytes += size
         while self._bytes > self.max_bytes:
             oldest = next(iter(self._held))
-            self._bytes -= len(self._held.pop(oldest)[1])
+            self._bytes -= self._held.pop(oldest)[3]
 
     def keep_partitions(self, partitions: Collection[int]) -> int:
         """Drop the states of partitions not in ``partitions`` (revoked); how many."""
         mine = set(partitions)
-        gone = [key for key, (_, _, p) in self._held.items() if p not in mine]
+        gone = [key for key, (_, _, p, _) in self._held.items() if p not in mine]
         for key in gone:
-            self._bytes -= len(self._held.pop(key)[1])
+            self._bytes -= self._held.pop(key)[3]
         return len(gone)
 
     def clear(self) -> None:

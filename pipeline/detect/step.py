@@ -23,7 +23,8 @@ and, next time, uses one instead of decoding it only while ``read_state`` still 
 the very bytes it left; only states whose bytes changed are returned to be stored.
 
 Memory: the staged metric slices are scored after the loop, a group of services of about
-:data:`MAX_STEP_RECORDS` records at a time; once a group is scored nothing else in the
+:data:`MAX_STEP_RECORDS` records, or of states taking about :data:`MAX_GROUP_BYTES`
+decoded, at a time; once a group is scored nothing else in the
 step touches those services' states of that engine, so they are encoded (the bytes to
 store) and let go before the next group is decoded. The model engine's states decode
 their metric series only when scored (``models.service_state``), so a step that meets a
@@ -59,6 +60,10 @@ MAX_STEP_RECORDS = 50_000
 of services at a time (every slice of a service in its group), each group's states
 stored and let go before the next, so a batch of many series does not hold all their
 state and scoring arrays at once."""
+MAX_GROUP_BYTES = 64 * 2**20
+"""Memory the states of one group take decoded, about (each engine's ``decoded_size``
+of the stored bytes): a group also closes there, so that services of many series each
+are not all decoded at once however few records they bring."""
 
 
 class EngineState(Protocol):
@@ -164,10 +169,12 @@ class DetectionStep:
                  history: HistoryReader | None = None, batched: bool = True,
                  history_many: HistoryBatchReader | None = None,
                  max_records: int = MAX_STEP_RECORDS,
-                 live_bytes: int = LIVE_STATE_BYTES) -> None:
+                 live_bytes: int = LIVE_STATE_BYTES,
+                 max_group_bytes: int = MAX_GROUP_BYTES) -> None:
         self.engines = dict(engines)
         self.batched = batched
         self.max_records = max(1, max_records)
+        self.max_group_bytes = max(1, max_group_bytes)
         # states kept decoded between steps (up to ``live_bytes`` of their stored bytes;
         # 0: none), used while the store holds their bytes
         self.live: LiveStates | None = LiveStates(live_bytes) if live_bytes > 0 else None
@@ -212,7 +219,8 @@ class DetectionStep:
                 raise RuntimeError(f"{engine_name} state of {service} used after it was stored")
             if key not in live:
                 engine = self.engines[engine_name]
-                stored = read[key] = read_state(engine_name, service)
+                stored = read[key] = read[key] if key in read else read_state(engine_name,
+                                                                              service)
                 held = self.live.take(key, stored) if self.live is not None else None
                 if held is not None:
                     live[key] = held
@@ -233,20 +241,34 @@ class DetectionStep:
             if self.live is not None:
                 self.live.put(key, state, data, where.get(key[1], -1))
 
+        def decoded_size(name: str, service: str) -> int:
+            """About what the service's stored state takes decoded (0: none stored)."""
+            key = (name, service)
+            if key not in read:
+                read[key] = read_state(name, service)
+            data = read[key]
+            if not data:
+                return 0
+            size = getattr(self.engines[name], "decoded_size", None)
+            return size(data) if size is not None else len(data)
+
         def score_deferred() -> None:
-            """The staged slices, a group of services (about ``max_records`` records) at
-            a time, each service's slices in order; once a group is scored, nothing else
-            in this step touches its services' states of that engine, so they are stored
-            and let go before the next group is decoded and scored."""
+            """The staged slices, a group of services (about ``max_records`` records, or
+            states of about ``max_group_bytes`` decoded) at a time, each service's slices
+            in order; once a group is scored, nothing else in this step touches its
+            services' states of that engine, so they are stored and let go before the
+            next group is decoded and scored."""
             for name, by_service in deferred.items():
                 groups: list[list[str]] = [[]]
-                records = 0
+                records = held = 0
                 for service, pieces in by_service.items():
-                    if groups[-1] and records >= self.max_records:
+                    if groups[-1] and (records >= self.max_records
+                                       or held >= self.max_group_bytes):
                         groups.append([])
-                        records = 0
+                        records = held = 0
                     groups[-1].append(service)
                     records += sum(n for _, _, _, n in pieces)
+                    held += decoded_size(name, service)
                 for group in groups:
                     slices = sorted((order, key, value) for service in group
                                     for key, value, order, _ in by_service[service])

@@ -30,6 +30,18 @@ def pack(data: bytes) -> bytes:
     return MAGIC + _HEADER.pack(len(data)) + _CODEC.compress(data, asbytes=True)
 
 
+def unpacked_size(data: bytes) -> int:
+    """The length :func:`pack` was given, read from the header (``len(data)`` for bytes
+    that are not packed): what the bytes take once unpacked, without unpacking them.
+
+    >>> unpacked_size(pack(b"state" * 100)), unpacked_size(b"plain")
+    (500, 5)
+    """
+    if not is_packed(data) or len(data) < len(MAGIC) + _HEADER.size:
+        return len(data)
+    return _HEADER.unpack_from(data, len(MAGIC))[0]
+
+
 def is_packed(data: bytes) -> bool:
     """Whether ``data`` is :func:`pack` output (by its first bytes)."""
     return data[:len(MAGIC)] == MAGIC

@@ -164,6 +164,27 @@ def test_a_step_scored_in_groups_of_a_few_records_detects_alike():
         "firing", "resolved"}
 
 
+def test_a_step_scored_in_groups_of_a_few_decoded_bytes_detects_alike(monkeypatch):
+    """A group also closes once its services' states take ``max_group_bytes`` decoded
+    (each engine's estimate from the stored bytes): with one byte, every service that
+    has a state is scored in a group of its own, and the detections do not change."""
+    from pipeline.detect.engines import ModelEngineRunner
+
+    groups = []
+    scored = ModelEngineRunner.process_staged
+
+    def counted(self, staged):
+        groups.append(len(staged))
+        return scored(self, staged)
+
+    monkeypatch.setattr(ModelEngineRunner, "process_staged", counted)
+    steps = simulator_steps(45, 12)
+    detections = assert_equivalent(steps, max_group_bytes=1)
+    assert len(groups) > 5 * len(steps)  # many groups a step, not one
+    assert {d.state for d in detections if d.detector.startswith("model:")} >= {
+        "firing", "resolved"}
+
+
 def nab_path() -> Path | None:
     env = os.environ.get("TOCSIN_NAB_DIR")
     here = Path(__file__).resolve()

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from pipeline.agents.detect import partition_of
+from pipeline.detect.live import LiveStates
 from pipeline.detect.step import DetectionStep, Message
 from pipeline.events.codec import decode_values
 from pipeline.events.schema import RecordKind
@@ -185,3 +186,21 @@ def test_states_past_the_byte_bound_are_decoded_again():
     store.run(step, records("api", 4) + records("web", 5))
     assert count(store, "api") == 7 and count(store, "web") == 6
     assert engine.decoded == 1  # one of the two, held no longer
+
+
+def test_the_bound_counts_what_a_state_takes_decoded_not_its_stored_bytes():
+    """A state that says what it takes decoded (``held_bytes``) is budgeted by that: two
+    states of one stored byte each, taking 600 bytes decoded, do not both fit in 1,000."""
+
+    class Big(dict):
+        def held_bytes(self) -> int:
+            return 600
+
+    live = LiveStates(max_bytes=1000)
+    live.put(("models", "api"), Big(), b"1", partition=0)
+    assert live.held_bytes == 600
+    live.put(("models", "web"), Big(), b"2", partition=0)
+    assert len(live) == 1 and live.held_bytes == 600
+    assert live.take(("models", "api"), b"1") is None  # the older went
+    assert live.take(("models", "web"), b"2") == {}
+    assert live.held_bytes == 0

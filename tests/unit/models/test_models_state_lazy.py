@@ -72,3 +72,18 @@ def test_a_state_whose_series_are_not_a_bank_is_refused_on_restore(engine, store
     for _ in range(2):  # and again at the next use: the state is not half decoded
         with pytest.raises(ModelError, match="metric series are not readable"):
             state.metrics  # noqa: B018 - decoding is what fails
+
+
+def test_held_bytes_counts_the_series_as_stored_until_decoded_then_their_columns(engine):
+    """What the worker's live states budget: a restored state's undecoded series count
+    their compressed bytes; decoded, their columns and keys, which grow with the series."""
+    few, _, _ = engine.process("metrics", metrics(6, 10.0), engine.new_state())
+    many, _, _ = engine.process("metrics", {**metrics(600, 10.0), "host": [
+        f"h{i}" for i in range(600)]}, engine.new_state())
+    restored = ServiceModelState.from_bytes(many.to_bytes(), engine)
+    undecoded = restored.held_bytes()
+    restored.metrics  # noqa: B018 - decodes the series
+    decoded = restored.held_bytes()
+    assert 0.75 * many.held_bytes() <= decoded <= many.held_bytes()  # restored at its size
+    assert decoded > undecoded  # the columns take more than their compressed bytes
+    assert many.held_bytes() - few.held_bytes() >= (600 - 3) * many.metrics.state.shape[0] * 8

@@ -142,7 +142,9 @@ class TraceRED(AnalyticsModel):
     ``min_errors``: the fewest failed spans in a window that can alarm; ``rest_points``,
     ``shift_after`` and ``accept_points``: the rate and duration series' rest after an
     alarm, level-shift acceptance and windows to accept a new level (see
-    :class:`~models.series.SeriesBank`).
+    :class:`~models.series.SeriesBank`); ``confirm_windows``: windows in a row out of
+    band before a rate or duration series fires (dated from the first), as a metric
+    model confirms on its second point: one slow window is a blip, not a problem.
     """
 
     name = "trace-red"
@@ -151,7 +153,8 @@ class TraceRED(AnalyticsModel):
                  warmup_windows: int = 10, threshold: float | None = None,
                  clear: float | None = None, error_rate: float = 0.05,
                  error_prior: float = 0.01, min_errors: int = 3, rest_points: int = 10,
-                 shift_after: int = 5, accept_points: int = 30) -> None:
+                 shift_after: int = 5, accept_points: int = 30,
+                 confirm_windows: int = 2) -> None:
         self.window_ms = window_ms
         self.grace_ms = grace_ms
         self.warmup_windows = warmup_windows
@@ -163,7 +166,9 @@ class TraceRED(AnalyticsModel):
         self.rest_points = rest_points
         self.shift_after = shift_after
         self.accept_points = accept_points
+        self.confirm_windows = confirm_windows
         self._validate({"window_ms": 1, "grace_ms": 0, "warmup_windows": 0, "min_errors": 1,
-                        "rest_points": 0, "shift_after": 1, "accept_points": 1},
+                        "rest_points": 0, "shift_after": 1, "accept_points": 1,
+                        "confirm_windows": 1},
                        {"threshold": (0.01, 1.0), "clear": (0.0, 1.0),
                         "error_rate": (1e-6, 1.0), "error_prior": (0.0, 1.0)})

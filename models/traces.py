@@ -246,7 +246,8 @@ class TraceAnalytics:
         window_s = self.config.window_ms / 1000.0
         res = bank.process(bank.slots(keys), np.full(len(keys), end, dtype=np.int64),
                            np.asarray(values), self.config.threshold, self.config.clear,
-                           accept_points=self.config.accept_points, keepalive_ms=keepalive_ms)
+                           accept_points=self.config.accept_points, keepalive_ms=keepalive_ms,
+                           confirm_points=self.config.confirm_windows)
         out = []
         for i, kind in res.events:
             op, name, observed = meta[i]

@@ -143,6 +143,36 @@ def test_trace_rate_counting_noise_does_not_alarm_but_a_collapse_does():
     assert drop[0].evidence["expected"] == pytest.approx(120 / 60, rel=0.05)
 
 
+def _duration_findings(slow: list[int], confirm: int | None = None) -> list:
+    """Spans of one operation, 5-6 ms for 40 windows, then 500 ms in the windows listed
+    in ``slow`` (counted from 40), back to usual after."""
+    traces = TraceAnalytics(TraceRED(warmup_windows=10) if confirm is None
+                            else TraceRED(warmup_windows=10, confirm_windows=confirm))
+    found = []
+    for m in range(50):
+        batch = spans(T0 + m * MIN, 30, 0)
+        batch["duration_ms"] = ([500.0] * 30 if m - 40 in slow
+                                else [5.0 + (i + m) % 4 * 0.3 for i in range(30)])
+        traces.add(batch)
+        found += [f for f in traces.advance("orders", T0 + (m + 1) * MIN + 20_000)
+                  if f.labels["series"].startswith("trace.duration")]
+    return found
+
+
+def test_a_slow_operation_alarms_once_two_windows_in_a_row_say_so():
+    """One slow window is a blip, not a problem (in a real replay such blips opened a
+    problem a minute before the fault's own and were taken for it); two in a row fire,
+    at the second window, dated from the first. ``confirm_windows=1``: the first."""
+    assert _duration_findings([0]) == []
+    [firing, *_] = _duration_findings([0, 1, 2])
+    [first, *_] = _duration_findings([0], confirm=1)
+    assert firing.state == first.state == "firing"
+    assert firing.time == first.time + MIN  # the second slow window's end
+    assert firing.window_start == first.window_start  # the episode began with the first
+    with pytest.raises(ModelError, match="confirm_windows=0"):
+        TraceRED(confirm_windows=0)
+
+
 def test_errors_going_quiet_after_a_burst_are_no_dropped_template():
     """A failing dependency: ERROR lines burst for ten minutes, then stop (the recovery).
     Their baseline learnt the burst, yet their going quiet is no lost code path."""

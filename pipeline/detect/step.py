@@ -175,8 +175,8 @@ class DetectionStep:
         self.batched = batched
         self.max_records = max(1, max_records)
         self.max_group_bytes = max(1, max_group_bytes)
-        # states kept decoded between steps (up to ``live_bytes`` of their stored bytes;
-        # 0: none), used while the store holds their bytes
+        # states kept decoded between steps (up to ``live_bytes`` of what they take
+        # decoded; 0: none), used while the store holds their bytes
         self.live: LiveStates | None = LiveStates(live_bytes) if live_bytes > 0 else None
         self.history_many = history_many if history is not None else None
         self.allowed_lateness_ms = allowed_lateness_ms
@@ -219,8 +219,9 @@ class DetectionStep:
                 raise RuntimeError(f"{engine_name} state of {service} used after it was stored")
             if key not in live:
                 engine = self.engines[engine_name]
-                stored = read[key] = read[key] if key in read else read_state(engine_name,
-                                                                              service)
+                if key not in read:  # its size may have been read already
+                    read[key] = read_state(engine_name, service)
+                stored = read[key]
                 held = self.live.take(key, stored) if self.live is not None else None
                 if held is not None:
                     live[key] = held

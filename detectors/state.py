@@ -21,7 +21,7 @@ import orjson
 from detectors.rules import Rule
 from detectors.windows import Items
 from pipeline.errors import TocsinError
-from pipeline.events.packing import PackingError, pack, unpack, unpacked_size
+from pipeline.events.packing import PackingError, pack, unpack
 
 NO_TIME = -(2**62)
 KEY_BYTES = 200
@@ -175,14 +175,6 @@ class ServiceState:
         if len(packed) < len(body):
             return MAGIC + b"s" + packed
         return MAGIC + b"r" + body
-
-    @staticmethod
-    def body_size(data: bytes) -> int:
-        """About what :meth:`from_bytes` makes of ``data`` (the arrays' bytes), read
-        from its header without unpacking it."""
-        if data[:4] == MAGIC and data[4:5] == b"s":
-            return unpacked_size(data[5:5 + 16])
-        return len(data)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ServiceState:

@@ -77,10 +77,6 @@ class RuleEngineRunner:
         """A stored service state."""
         return ServiceState.from_bytes(data)
 
-    def decoded_size(self, data: bytes) -> int:
-        """About the memory a stored state takes decoded, without decoding it."""
-        return ServiceState.body_size(data)
-
     def process(self, signal: str, columns: Mapping[str, Any],
                 state: ServiceState) -> tuple[ServiceState, list[Detection], Any]:
         """Fold one service's records into its state."""

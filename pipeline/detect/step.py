@@ -213,15 +213,19 @@ class DetectionStep:
             if self.live is not None:
                 self.live.keep_partitions(assigned)
 
+        def stored_bytes(key: tuple[str, str]) -> bytes | None:
+            """The state's bytes in the store, read once per step."""
+            if key not in read:
+                read[key] = read_state(*key)
+            return read[key]
+
         def state_of(engine_name: str, service: str) -> Any:
             key = (engine_name, service)
             if key in done:  # its bytes are in the result: the store's would be stale
                 raise RuntimeError(f"{engine_name} state of {service} used after it was stored")
             if key not in live:
                 engine = self.engines[engine_name]
-                if key not in read:  # its size may have been read already
-                    read[key] = read_state(engine_name, service)
-                stored = read[key]
+                stored = stored_bytes(key)
                 held = self.live.take(key, stored) if self.live is not None else None
                 if held is not None:
                     live[key] = held
@@ -244,10 +248,7 @@ class DetectionStep:
 
         def decoded_size(name: str, service: str) -> int:
             """About what the service's stored state takes decoded (0: none stored)."""
-            key = (name, service)
-            if key not in read:
-                read[key] = read_state(name, service)
-            data = read[key]
+            data = stored_bytes((name, service))
             if not data:
                 return 0
             size = getattr(self.engines[name], "decoded_size", None)

@@ -197,6 +197,8 @@ def main() -> int:
     parser.add_argument("--dump", type=Path, help="append every problem as a JSON line")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
+    if args.cache:
+        args.cache.mkdir(parents=True, exist_ok=True)
     if args.simulate:
         return run_simulations(args)
     if args.labels is None:

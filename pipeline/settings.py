@@ -394,6 +394,7 @@ class WorkerSettings:
     shutdown_timeout_s: float = 30.0  # a stop never takes longer (batches in hand stay uncommitted)
     stuck_after_failures: int = 3  # failed attempts of one batch before the agent is stuck
     api_token: Secret = Secret("")  # when set, every /tocsin page wants "Bearer <token>"
+    heap_trim_interval_s: float = 0.25  # give free C heap pages back this often (0: never)
 
 
 @dataclass(frozen=True)
@@ -500,6 +501,7 @@ _NON_NEGATIVE = {("store", "ttl_days"), ("ingest", "max_future_ms"), ("worker", 
                  ("detect", "warmup_history_ms"), ("detect", "warmup_history_points"),
                  ("detect", "accept_points"), ("detect", "accept_ms"),
                  ("detect", "live_state_bytes"), ("detect", "stale_ms"),
+                 ("worker", "heap_trim_interval_s"),
                  ("query", "max_execution_time_s"), ("query", "max_memory_bytes"),
                  ("query", "max_result_rows"), ("notify", "lookback_ms"),
                  ("graph", "pair_window_ms"), ("graph", "network_ms")}

@@ -6,6 +6,7 @@ app built here; nothing is kept in module globals.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -29,6 +30,7 @@ from pipeline.agents.correlate import (
 )
 from pipeline.agents.detect import DetectCounters, register_detect_agent
 from pipeline.agents.health import Health, describe_ranges
+from pipeline.agents.heap import HeapTrimmer
 from pipeline.agents.ingest import register_ingest_agents
 from pipeline.agents.ops import register_ops_pages, worker_status
 from pipeline.api.metrics import WorkerMetrics
@@ -338,6 +340,11 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
             app, settings, CorrelationStep(settings.correlate), writer,
             pipeline.correlate_counters, runners, new_runner, faults)
 
+    trimmer = HeapTrimmer.from_libc()
+    if worker.heap_trim_interval_s > 0 and trimmer.available:
+        app.timer(worker.heap_trim_interval_s, name="tocsin.heap.trim")(
+            _heap_trim(trimmer, stages))
+
     @app.on_partitions_revoked.connect
     async def settle_batches(sender: Any, revoked: Any, **kwargs: Any) -> None:
         """Before partitions move, the batches in hand finish (within the session timeout;
@@ -350,6 +357,19 @@ def create_pipeline(settings: Settings, store: Store | None = None) -> Pipeline:
     register_console(pipeline)
     register_ops_pages(pipeline, _now_ms)
     return pipeline
+
+
+def _heap_trim(trimmer: HeapTrimmer, stages: StageTimes):
+    def timed_trim() -> None:
+        began = time.monotonic()
+        trimmer.trim()
+        stages.add("worker.heap_trim", time.monotonic() - began)
+
+    async def trim_heap() -> None:
+        # off the loop: a trim walks every arena, each under its lock
+        await asyncio.get_running_loop().run_in_executor(None, timed_trim)
+
+    return trim_heap
 
 
 def _reloader(engine: Any):

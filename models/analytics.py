@@ -144,7 +144,8 @@ class TraceRED(AnalyticsModel):
     alarm, level-shift acceptance and windows to accept a new level (see
     :class:`~models.series.SeriesBank`); ``confirm_windows``: windows in a row out of
     band before a rate or duration series fires (dated from the first), as a metric
-    model confirms on its second point: one slow window is a blip, not a problem.
+    model confirms on its second point: one slow window is a blip, not a problem. In a
+    row means adjacent: windows without calls in between start the count over.
     """
 
     name = "trace-red"

@@ -156,7 +156,8 @@ class SeriesBank:
                 threshold: float, clear: float, confirm_points: int = 1,
                 accept_points: int = 360, keepalive_ms: int = 0,
                 sequence: np.ndarray | None = None, confirm_ms: int = 0,
-                accept_ms: int = 0, rearm: bool = False) -> BankResult:
+                accept_ms: int = 0, rearm: bool = False,
+                confirm_within_ms: int = 0) -> BankResult:
         """Score then learn every point; report alarm changes in event-time order (plus
         keep-alives of firing series every ``keepalive_ms``; 0: none). A series armed
         ``confirm_ms`` ago or longer (0: off) fires on its second point out of band; a
@@ -164,7 +165,10 @@ class SeriesBank:
         accepted, as after ``accept_points`` such points. With ``rearm`` a series the model
         rests after an alarm arms again once it has scored calm (see below). With
         ``sequence`` (one number per point) a series takes its points by sequence
-        first, then by time: the points of several batches, each fed in turn."""
+        first, then by time: the points of several batches, each fed in turn. With
+        ``confirm_within_ms`` (0: off) the points confirming an alarm must come within
+        that time of its first point out of band (points "in a row" of a series that has
+        gaps); a later one starts the confirmation over, dated from itself."""
         n = len(slots)
         result = BankResult(np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n))
         if n == 0:
@@ -205,6 +209,10 @@ class SeriesBank:
             renew = self.firing[cols] & back & (ev.raw >= threshold)
             if renew.any():
                 self._renew(cols, pos, renew, times, result, changes)
+            if confirm_within_ms > 0:  # armed too long ago: this point arms afresh
+                stale = self.armed[cols] & (now - self.began[cols] > confirm_within_ms)
+                self.armed[cols[stale]] = False
+                self.streak[cols[stale]] = 0
             arm = ~self.firing[cols] & ~self.armed[cols] & alarm
             low_score = ev.raw < clear
             self.calm_since[cols] = np.where(low_score & (calm == 0), now, self.calm_since[cols])

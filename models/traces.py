@@ -247,7 +247,10 @@ class TraceAnalytics:
         res = bank.process(bank.slots(keys), np.full(len(keys), end, dtype=np.int64),
                            np.asarray(values), self.config.threshold, self.config.clear,
                            accept_points=self.config.accept_points, keepalive_ms=keepalive_ms,
-                           confirm_points=self.config.confirm_windows)
+                           confirm_points=self.config.confirm_windows,
+                           # "in a row": windows without calls in between break the run
+                           confirm_within_ms=(self.config.confirm_windows - 1)
+                           * self.config.window_ms)
         out = []
         for i, kind in res.events:
             op, name, observed = meta[i]

@@ -25,9 +25,7 @@ class HeapTrimmer:
     """Calls the C library's ``malloc_trim``, when it has one."""
 
     def __init__(self, malloc_trim: Callable[[int], int] | None) -> None:
-        self._malloc_trim = malloc_trim
-        self.trims = 0  # calls made
-        self.released = 0  # calls after which some memory went back to the system
+        self._malloc_trim = malloc_trim  # the worker counts calls as a stage
 
     @classmethod
     def from_libc(cls) -> HeapTrimmer:
@@ -46,9 +44,4 @@ class HeapTrimmer:
 
     def trim(self) -> bool:
         """Release the free pages of every arena; True when some were released."""
-        if self._malloc_trim is None:
-            return False
-        self.trims += 1
-        released = bool(self._malloc_trim(0))
-        self.released += released
-        return released
+        return self._malloc_trim is not None and bool(self._malloc_trim(0))

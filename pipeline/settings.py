@@ -395,6 +395,9 @@ class WorkerSettings:
     stuck_after_failures: int = 3  # failed attempts of one batch before the agent is stuck
     api_token: Secret = Secret("")  # when set, every /tocsin page wants "Bearer <token>"
     heap_trim_interval_s: float = 0.25  # give free C heap pages back this often (0: never)
+    # where Arrow allocates: "system" (the C library's malloc, whose free pages the heap
+    # trims hand back) or "arrow" (Arrow's own default: mimalloc, which keeps them)
+    arrow_memory_pool: str = "system"
 
 
 @dataclass(frozen=True)
@@ -469,6 +472,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("ingest", "otlp_encoding"): ("auto", "otlp_proto", "otlp_json"),
     ("ingest", "otlp_decoder"): ("auto", "c", "python"),
     ("ingest", "json_decoder"): ("auto", "c", "python"),
+    ("worker", "arrow_memory_pool"): ("system", "arrow"),
 }
 _POSITIVE = {
     ("topics", "partitions"),

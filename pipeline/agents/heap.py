@@ -13,12 +13,50 @@ Trimming every 0.25 s took that peak from 1,084-1,143 to 1,005-1,065 MiB (with t
 by-service slices compressed too; ``bench/README.md``). :class:`HeapTrimmer` calls it;
 the worker does so every ``worker.heap_trim_interval_s`` off the event loop. With another
 C library (musl, macOS), where there is no ``malloc_trim``, the trimmer does nothing.
+
+Arrow allocates its buffers (decoded batches, slices, IPC, its own computations) from a
+pool of its own, mimalloc by default, which keeps freed pages for later allocations of
+the same thread, where no trim reaches them. The worker has Arrow allocate with ``malloc``
+instead (``worker.arrow_memory_pool``), so what it frees goes back with the trims. Arrow
+fixes that pool as pyarrow loads, from ``ARROW_DEFAULT_MEMORY_POOL``; choosing the pool
+later (``pa.set_memory_pool``) covers pyarrow's calls, but Arrow's internal ones (its
+grouping, for one) stay with mimalloc, whose pages per thread kept some 40-60 MiB more.
+So ``tocsin worker`` starts itself again (the same process, ``execve``) with the variable
+set (:func:`environ_for_arrow_pool`). At a million series the peak went from 1,021-1,051
+to 895-925 MiB (``bench/README.md``; the pool chosen in-process only: 941-980 MiB).
 """
 
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+import pyarrow as pa
+
+ARROW_POOLS = ("system", "arrow")
+"""``system``: the C library's ``malloc``; ``arrow``: Arrow's own default pool (mimalloc,
+unless ``ARROW_DEFAULT_MEMORY_POOL`` names another)."""
+
+ARROW_POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
+
+
+def environ_for_arrow_pool(name: str, environ: Mapping[str, str]) -> dict[str, str] | None:
+    """The environment to start this process again with so that Arrow allocates from the
+    pool ``name`` (one of :data:`ARROW_POOLS`), or None when it needs no restart: ``arrow``
+    leaves the choice to Arrow, and ``system`` is already set."""
+    if name not in ARROW_POOLS:
+        raise ValueError(f"unknown Arrow memory pool {name!r}: expected one of "
+                         f"{', '.join(ARROW_POOLS)}")
+    if name == "arrow" or environ.get(ARROW_POOL_VARIABLE) == "system":
+        return None
+    return {**environ, ARROW_POOL_VARIABLE: "system"}
+
+
+def arrow_memory() -> dict[str, object]:
+    """Where Arrow allocates in this process (``system``, ``mimalloc``, ...) and the bytes
+    its pool holds now."""
+    pool = pa.default_memory_pool()
+    return {"arrow_pool": pool.backend_name, "arrow_allocated_bytes": pool.bytes_allocated()}
 
 
 class HeapTrimmer:

@@ -16,6 +16,7 @@ from typing import Any
 from faust.web import Request, Response, View
 
 from pipeline.agents.detect import services_with_state
+from pipeline.agents.heap import arrow_memory
 from pipeline.agents.partitions import partition_states
 from pipeline.agents.recovery import recovery_state
 from pipeline.api.metrics import METRICS_PATH
@@ -118,6 +119,8 @@ def worker_status(pipeline: Any, now_ms: int,
             "history_errors": detect.history_errors,
         },
         "stages": pipeline.stages.to_wire(),
+        # where Arrow allocates (worker.arrow_memory_pool) and what it holds now
+        "memory": arrow_memory(),
         "reads": {"running": reads.running, "served": reads.served,
                   "refused": reads.refused, "failed": reads.failed},
         "correlate": {

@@ -15,8 +15,15 @@ from pipeline.settings import Settings
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Run a worker until it is stopped."""
+    from pipeline.agents.heap import environ_for_arrow_pool
     from pipeline.agents.worker import run_worker
 
+    environ = environ_for_arrow_pool(settings.worker.arrow_memory_pool, os.environ)
+    if environ is not None:
+        # Arrow chose its memory pool as pyarrow loaded: start again (the same process,
+        # so the same PID) with the pool chosen in the environment
+        os.execve(sys.executable, [sys.executable, "-m", "pipeline.cli", *sys.argv[1:]],
+                  environ)
     run_worker(settings)
     return 0
 

@@ -115,6 +115,8 @@ def test_good_records_stored_once_and_bad_ones_dead_lettered(kafka_broker, names
         # the worker hands freed C heap pages back on a timer (pipeline.agents.heap)
         worker.wait_until(lambda w: w.status()["stages"].get("worker.heap_trim", {})
                           .get("calls", 0) >= 1, what="a heap trim")
+        # ... and Arrow allocates from malloc, whose freed pages those trims reach
+        assert worker.status()["memory"]["arrow_pool"] == "system"
         for table, n in expected.items():
             rows = worker.query(f"SELECT count(), uniqExact(event_id) FROM tocsin.{table}")
             assert rows == [[n, n]], table

@@ -56,7 +56,6 @@ from typing import Any
 
 import orjson
 
-from pipeline.agents.heap import environ_for_arrow_pool
 from pipeline.api.web import QUERY_PATH, STATUS_PATH, client_headers
 from pipeline.events.schema import RecordKind
 from pipeline.kafka import find_free_port, start_broker, stop_broker
@@ -303,14 +302,10 @@ class Worker:
 
     def start(self) -> None:
         prefix = ["-m", "cProfile", "-o", self.profile] if self.profile else []
-        env = self.env
-        if self.profile:  # the pool the worker would restart itself for, without cProfile
-            env = environ_for_arrow_pool(env.get("TOCSIN_WORKER_ARROW_MEMORY_POOL", "system"),
-                                         env) or env
         with self.log_path.open("ab") as log:
             self.started = time.monotonic()
             self.proc = subprocess.Popen(
-                [sys.executable, *prefix, "-m", "pipeline.cli", "worker"], env=env,
+                [sys.executable, *prefix, "-m", "pipeline.cli", "worker"], env=self.env,
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
 

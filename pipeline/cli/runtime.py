@@ -21,9 +21,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     environ = environ_for_arrow_pool(settings.worker.arrow_memory_pool, os.environ)
     if environ is not None:
         # Arrow chose its memory pool as pyarrow loaded: start again (the same process,
-        # so the same PID) with the pool chosen in the environment
-        os.execve(sys.executable, [sys.executable, "-m", "pipeline.cli", *sys.argv[1:]],
-                  environ)
+        # so the same PID) with the pool chosen in the environment, and the command line
+        # as given (interpreter options and a profiler's -m included)
+        os.execve(sys.executable, sys.orig_argv, environ)
     run_worker(settings)
     return 0
 

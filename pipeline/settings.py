@@ -465,6 +465,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
+ARROW_MEMORY_POOLS = ("system", "arrow")
+"""``worker.arrow_memory_pool``: ``system``, the C library's ``malloc``; ``arrow``, Arrow's
+own default pool (mimalloc, unless ``ARROW_DEFAULT_MEMORY_POOL`` names another)."""
+
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("kafka", "security_protocol"): ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
     ("kafka", "sasl_mechanism"): ("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
@@ -472,7 +476,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("ingest", "otlp_encoding"): ("auto", "otlp_proto", "otlp_json"),
     ("ingest", "otlp_decoder"): ("auto", "c", "python"),
     ("ingest", "json_decoder"): ("auto", "c", "python"),
-    ("worker", "arrow_memory_pool"): ("system", "arrow"),
+    ("worker", "arrow_memory_pool"): ARROW_MEMORY_POOLS,
 }
 _POSITIVE = {
     ("topics", "partitions"),

@@ -33,20 +33,18 @@ from collections.abc import Callable, Mapping
 
 import pyarrow as pa
 
-ARROW_POOLS = ("system", "arrow")
-"""``system``: the C library's ``malloc``; ``arrow``: Arrow's own default pool (mimalloc,
-unless ``ARROW_DEFAULT_MEMORY_POOL`` names another)."""
+from pipeline.settings import ARROW_MEMORY_POOLS
 
 ARROW_POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
 
 
 def environ_for_arrow_pool(name: str, environ: Mapping[str, str]) -> dict[str, str] | None:
     """The environment to start this process again with so that Arrow allocates from the
-    pool ``name`` (one of :data:`ARROW_POOLS`), or None when it needs no restart: ``arrow``
-    leaves the choice to Arrow, and ``system`` is already set."""
-    if name not in ARROW_POOLS:
+    pool ``name`` (one of :data:`~pipeline.settings.ARROW_MEMORY_POOLS`), or None when it
+    needs no restart: ``arrow`` leaves the choice to Arrow, and ``system`` is already set."""
+    if name not in ARROW_MEMORY_POOLS:
         raise ValueError(f"unknown Arrow memory pool {name!r}: expected one of "
-                         f"{', '.join(ARROW_POOLS)}")
+                         f"{', '.join(ARROW_MEMORY_POOLS)}")
     if name == "arrow" or environ.get(ARROW_POOL_VARIABLE) == "system":
         return None
     return {**environ, ARROW_POOL_VARIABLE: "system"}
